@@ -1,0 +1,36 @@
+//! The `flotilla` binary: clap commands mirroring Kamal's, terminal output, `--json`.
+//!
+//! No business logic lives here: commands parse arguments, call into the library
+//! crates and report results. Errors are reported once, at the edge, as
+//! `flotilla: error: ...` followed by the cause chain and what to do next.
+#![forbid(unsafe_code)]
+
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+/// Deploy Docker apps to your own servers: Kamal-compatible, event-sourced.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  flotilla init\n  flotilla config\n  flotilla deploy -d staging")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print Flotilla's version
+    Version,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    exit::finish(result);
+}
