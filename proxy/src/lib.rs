@@ -1,4 +1,36 @@
-//! Flotilla's zero-downtime host proxy.
+//! Flotilla's zero-downtime host proxy, what `flotilla proxy run` serves on each host.
 //!
-//! See ARCHITECTURE.md at the repository root for what this crate owns.
+//! Layout, from the wire inwards:
+//! - [`server`] binds the HTTP, HTTPS and metrics listeners and the admin socket,
+//!   bounds connections and shuts down gracefully;
+//! - [`forward`] is the data path: route lookup, maintenance, pause, limits,
+//!   `X-Forwarded-*`, WebSocket upgrades, and the upstream request;
+//! - [`router`] holds the routing table as immutable snapshots swapped atomically,
+//!   and [`target`] counts in-flight requests per target so a switch can drain;
+//! - [`control`] carries out admin operations (the health-gated deploy) and saves
+//!   [`state`] after every change; [`admin`] is the socket protocol, server and client;
+//! - [`tls`] picks certificates by SNI, [`acme`] issues them by HTTP-01;
+//!   [`metrics`] is the Prometheus registry.
+//!
+//! Decisions: one crypto provider (aws-lc-rs) in the whole tree; upstreams are
+//! spoken to in HTTP/1.1 with pooled keep-alive connections; clients may use
+//! HTTP/1.1 or HTTP/2 (ALPN on TLS, prior knowledge in clear text).
 #![forbid(unsafe_code)]
+
+pub mod acme;
+pub mod admin;
+mod body;
+pub mod control;
+pub mod forward;
+pub mod health;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod spec;
+pub mod state;
+pub mod target;
+pub mod tls;
+
+pub use body::PROXY_HEADER;
+pub use server::{ProxyConfig, ProxyError, Running, run, shutdown_signal, start};
+pub use spec::{HealthCheck, ServiceSpec, TlsSpec};

@@ -1,0 +1,401 @@
+//! The data path: one client request in, one upstream request out.
+//!
+//! Order of decisions: ACME challenge, route lookup (404), HTTPS redirect,
+//! maintenance (503), pause (hold, then 503), body limit (413), then forward with
+//! the response timeout (504) and the target's drain cancellation (502).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+
+use crate::acme::Challenges;
+use crate::body::{self, GaugeGuard, ProxyBody, Tracked, proxy_response};
+use crate::metrics::Metrics;
+use crate::router::{Resolved, Router};
+
+const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct DataPath {
+    pub router: Arc<Router>,
+    pub metrics: Metrics,
+    pub challenges: Arc<Challenges>,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl DataPath {
+    pub fn new(router: Arc<Router>, metrics: Metrics, challenges: Arc<Challenges>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            router,
+            metrics,
+            challenges,
+            client,
+        }
+    }
+
+    /// Answers one request; never fails, errors become small proxy responses.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        https: bool,
+    ) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX) {
+            return match self.challenges.get(token) {
+                Some(key_auth) => Response::new(body::full(key_auth)),
+                None => proxy_response(
+                    StatusCode::NOT_FOUND,
+                    "no-challenge",
+                    "unknown acme challenge\n".into(),
+                ),
+            };
+        }
+        let host = request_host(&req);
+        let Some(resolved) = self.router.resolve(&host, path) else {
+            return proxy_response(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!("no service for host {host:?}\n"),
+            );
+        };
+        let route = Arc::clone(&resolved.route);
+        let spec = &route.spec;
+        if spec.redirect_https && !https {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let mut r = proxy_response(
+                StatusCode::PERMANENT_REDIRECT,
+                "redirect-https",
+                String::new(),
+            );
+            if let Ok(location) = HeaderValue::try_from(format!("https://{host}{pq}")) {
+                r.headers_mut().insert(header::LOCATION, location);
+            }
+            return r;
+        }
+        if let Some(message) = &route.maintenance {
+            return proxy_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "maintenance",
+                format!("{message}\n"),
+            );
+        }
+        if route.gate.is_paused() && !route.gate.pass().await {
+            return proxy_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "paused",
+                "service paused, try again\n".into(),
+            );
+        }
+        let too_big = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|len| len > spec.max_body_bytes);
+        if too_big {
+            return proxy_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "request body too large\n".into(),
+            );
+        }
+        let started = Instant::now();
+        let method = req.method().clone();
+        let response = self.forward(req, resolved, peer, https, &host).await;
+        self.metrics.observe(
+            &spec.name,
+            &route.target.version,
+            &method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        resolved: Resolved,
+        peer: SocketAddr,
+        https: bool,
+        host: &str,
+    ) -> Response<ProxyBody> {
+        let route = resolved.route;
+        let target = Arc::clone(&route.target);
+        let spec = &route.spec;
+        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        let (parts, incoming) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let forwarded_path = match (&spec.path_prefix, spec.strip_prefix) {
+            (Some(prefix), true) => {
+                let rest = path_and_query
+                    .strip_prefix(prefix.trim_end_matches('/'))
+                    .unwrap_or(path_and_query);
+                if rest.starts_with('/') {
+                    rest.to_owned()
+                } else {
+                    format!("/{rest}")
+                }
+            }
+            _ => path_and_query.to_owned(),
+        };
+        let Ok(uri) = http::Uri::try_from(format!("http://{}{forwarded_path}", target.addr)) else {
+            return proxy_response(
+                StatusCode::BAD_REQUEST,
+                "bad-uri",
+                "bad request uri\n".into(),
+            );
+        };
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers, upgrade.is_some());
+        set_forwarded(&mut headers, peer, https, host, spec.forward_headers);
+        if !headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::try_from(host)
+        {
+            headers.insert(header::HOST, v);
+        }
+        let limited = Limited::new(
+            incoming,
+            usize::try_from(spec.max_body_bytes).unwrap_or(usize::MAX),
+        );
+        let mut upstream = Request::new(limited.boxed_unsync());
+        *upstream.method_mut() = parts.method;
+        *upstream.uri_mut() = uri;
+        *upstream.headers_mut() = headers;
+
+        let timeout = Duration::from_millis(spec.response_timeout_ms);
+        let sent = tokio::select! {
+            r = tokio::time::timeout(timeout, self.client.request(upstream)) => r,
+            () = target.cancelled() => {
+                return proxy_response(StatusCode::BAD_GATEWAY, "drained", "request cancelled: target drained\n".into());
+            }
+        };
+        let mut response = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if is_body_limit(&e) => {
+                return proxy_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "request body too large\n".into(),
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(service = %spec.name, target = %target.addr, error = %error_chain(&e), "upstream request failed");
+                return proxy_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-error",
+                    format!("upstream {} failed\n", target.addr),
+                );
+            }
+            Err(_) => {
+                return proxy_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    format!(
+                        "upstream gave no response within {}ms\n",
+                        timeout.as_millis()
+                    ),
+                );
+            }
+        };
+        let gauge = GaugeGuard::new(self.metrics.in_flight(&spec.name));
+        if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            let in_flight = resolved.in_flight;
+            tokio::spawn(async move {
+                let _held = (in_flight, gauge);
+                if let (Ok(a), Ok(b)) = (client_side.await, upstream_side.await) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
+                            .await;
+                }
+            });
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, body::empty());
+        }
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let tracked = Tracked::new(incoming, resolved.in_flight, gauge);
+        Response::from_parts(parts, tracked.map_err(Into::into).boxed_unsync())
+    }
+}
+
+/// The host a request is for, without port, from the URI (HTTP/2) or the Host header.
+fn request_host<B>(req: &Request<B>) -> String {
+    let raw = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let host = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(&raw).to_owned()
+    } else {
+        raw.split(':').next().unwrap_or_default().to_owned()
+    };
+    host.to_ascii_lowercase()
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Removes headers that belong to one hop; keeps `Upgrade` and `Connection: upgrade` for upgrades.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(header::CONNECTION);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`; with `trust` the client's own values are kept.
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, https: bool, host: &str, trust: bool) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let ip = peer.ip().to_string();
+    let for_value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) if trust => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(for_value) {
+        headers.insert(xff, v);
+    }
+    if !(trust && headers.contains_key(&xfp)) {
+        headers.insert(
+            xfp,
+            HeaderValue::from_static(if https { "https" } else { "http" }),
+        );
+    }
+    if !(trust && headers.contains_key(&xfh))
+        && let Ok(v) = HeaderValue::try_from(host)
+    {
+        headers.insert(xfh, v);
+    }
+}
+
+fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's forwarding headers are replaced unless the service trusts them.
+    #[test]
+    fn forwarded_headers_replace_or_keep() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let mut replaced = h.clone();
+        set_forwarded(&mut replaced, peer, false, "a.test", false);
+        assert_eq!(replaced["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(replaced["x-forwarded-proto"], "http");
+        assert_eq!(replaced["x-forwarded-host"], "a.test");
+        set_forwarded(&mut h, peer, false, "a.test", true);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    /// Hop-by-hop headers, including those named by `Connection`, do not cross the proxy.
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-app", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-app"));
+    }
+
+    /// The routing host comes without its port and in lower case.
+    #[test]
+    fn host_without_port() {
+        let req = Request::get("/")
+            .header(header::HOST, "App.Test:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), "app.test");
+    }
+}
