@@ -1,2 +1,11 @@
 //! The local fleet and helpers for Flotilla's end-to-end tests.
+//!
+//! - [`fleet`]: real hosts on one machine (network namespaces, own `dockerd` and `sshd`), a
+//!   registry and a NATS server; `Fleet::up` / `Fleet::down`.
+//! - [`testapp`]: builds the test app as a `FROM scratch` image and pushes it to the fleet.
+//!
+//! The end-to-end tests themselves live in `tests/e2e/` (one test binary, one module per area).
 #![forbid(unsafe_code)]
+
+pub mod fleet;
+pub mod testapp;

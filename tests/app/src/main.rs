@@ -189,7 +189,11 @@ mod tests {
             parse_mode("healthy-after:5").unwrap(),
             Mode::HealthyAfter(Duration::from_secs(5))
         );
-        assert!(parse_mode("healthy-after:x").unwrap_err().contains("whole seconds"));
+        assert!(
+            parse_mode("healthy-after:x")
+                .unwrap_err()
+                .contains("whole seconds")
+        );
         assert!(parse_mode("sick").unwrap_err().contains("unknown APP_MODE"));
     }
 
@@ -202,7 +206,10 @@ mod tests {
             route(&app(Mode::HealthyAfter(Duration::from_secs(60))), "/up").0,
             503
         );
-        assert_eq!(route(&app(Mode::Healthy), "/version"), (200, "v7\n".to_owned()));
+        assert_eq!(
+            route(&app(Mode::Healthy), "/version"),
+            (200, "v7\n".to_owned())
+        );
         assert_eq!(route(&app(Mode::Healthy), "/slow?ms=1").0, 200);
         assert_eq!(route(&app(Mode::Healthy), "/nope").0, 404);
     }
