@@ -1,0 +1,47 @@
+# Shared by scripts/demo and scripts/test. Sourced, not run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+die() { echo "$(basename "$0"): error: $*" >&2; exit 1; }
+say() { if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then printf '\033[1m==> %s\033[0m\n' "$*"; else printf '==> %s\n' "$*"; fi; }
+
+require_root() {
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridges, Docker engines): run it as root, e.g. sudo $0"
+}
+
+# ensure_packages CMD:PACKAGE ... installs each Debian package whose command is missing.
+ensure_packages() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd=${pair%%:*}; pkg=${pair#*:}
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+      missing+=("$pkg")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get here: install them with your package manager"
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Package installs must not start services: the fleet runs its own daemons.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -q >/dev/null || die "apt-get update failed: check the network or your apt sources"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "could not install ${missing[*]}: try 'apt-get install -y ${missing[*]}' by hand to see why"
+}
+
+# What the fleet needs (see tests/src/fleet/preflight.rs).
+FLEET_PACKAGES=(
+  ip:iproute2 nsenter:util-linux unshare:util-linux setpriv:util-linux
+  dockerd:docker.io docker:docker.io sshd:openssh-server ssh:openssh-client
+  docker-registry:docker-registry nats-server:nats-server iptables:iptables
+)
+
+cargo_bin() { echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/$1"; }
+
+require_cargo() {
+  command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
+}
