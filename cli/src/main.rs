@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 /// Deploy Docker apps to your own servers: Kamal-compatible, event-sourced.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla", version, about, long_about = None)]
-#[command(after_help = "Examples:\n  flotilla init\n  flotilla config\n  flotilla deploy -d staging")]
+#[command(
+    after_help = "Examples:\n  flotilla init\n  flotilla config\n  flotilla deploy -d staging"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
