@@ -1,0 +1,234 @@
+//! The small sections: registry, builder, ssh, sshkit, boot, logging and x-flotilla.
+
+use super::root::secret_credential;
+use super::{Cx, kamal1};
+use crate::config::schema;
+use crate::config::secrets::Secrets;
+use crate::config::types::{
+    Boot, Builder, Credential, Flotilla, Logging, Metrics, Nats, Registry, Rollout, Ssh, Sshkit,
+};
+use crate::config::yaml::{Kind, Node};
+
+pub(crate) fn registry(cx: &mut Cx, n: &Node, secrets: &Secrets) -> Registry {
+    let Some(m) = cx.map(n, "registry", &schema::REGISTRY) else {
+        return Registry::default();
+    };
+    let cred = |cx: &mut Cx, key: &str| {
+        let node = m.get(key)?;
+        let path = m.at(key);
+        match &node.kind {
+            // A one-item list names a secret, as in Kamal.
+            Kind::Seq(items) => {
+                let first = items.first().filter(|_| items.len() == 1);
+                let Some(item) = first else {
+                    cx.error(
+                        node,
+                        &path,
+                        "should be a string or a one-item list naming a secret",
+                    );
+                    return None;
+                };
+                let name = cx.string(item, &format!("{path}/0"))?;
+                secret_credential(cx, item, &format!("{path}/0"), &name, secrets)
+            }
+            _ => cx.text(node, &path).map(Credential::Clear),
+        }
+    };
+    let server = cx.opt_string(&m, "server");
+    let username = cred(cx, "username");
+    let password = cred(cx, "password");
+    Registry {
+        server,
+        username,
+        password,
+    }
+}
+
+pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
+    let Some(m) = cx.map(n, "builder", &schema::BUILDER) else {
+        return Builder::default();
+    };
+    let mut b = Builder {
+        arch: m
+            .get("arch")
+            .map(|a| cx.strings(a, "builder/arch"))
+            .unwrap_or_default(),
+        local: None,
+        cache: m
+            .get("cache")
+            .map(|c| cx.string_map(c, "builder/cache"))
+            .unwrap_or_default(),
+        context: cx.opt_string(&m, "context"),
+        dockerfile: cx.opt_string(&m, "dockerfile"),
+        target: cx.opt_string(&m, "target"),
+        args: m
+            .get("args")
+            .map(|c| cx.string_map(c, "builder/args"))
+            .unwrap_or_default(),
+        secrets: m
+            .get("secrets")
+            .map(|c| cx.strings(c, "builder/secrets"))
+            .unwrap_or_default(),
+        ssh: cx.opt_string(&m, "ssh"),
+        driver: cx.opt_string(&m, "driver"),
+        remote: None,
+    };
+    for (i, a) in b.arch.iter().enumerate() {
+        if a != "amd64" && a != "arm64" {
+            let node = m.get("arch").unwrap_or(n);
+            cx.error(
+                node,
+                &format!("builder/arch/{i}"),
+                format!("should be amd64 or arm64, found `{a}`"),
+            );
+        }
+    }
+    // `remote` and `local` are strings/booleans in Kamal 2 and `{arch, host}` maps in Kamal 1.
+    if let Some(r) = m.get("remote") {
+        match r.kind {
+            Kind::Map(_) => kamal1::builder_map(cx, r, "builder/remote", &mut b, true),
+            _ => b.remote = cx.text(r, "builder/remote"),
+        }
+    }
+    if let Some(l) = m.get("local") {
+        match l.kind {
+            Kind::Map(_) => kamal1::builder_map(cx, l, "builder/local", &mut b, false),
+            _ => b.local = cx.bool(l, "builder/local"),
+        }
+    }
+    if let Some(ma) = m.get("multiarch") {
+        kamal1::multiarch(cx, ma, &mut b);
+    }
+    b
+}
+
+pub(crate) fn ssh(cx: &mut Cx, n: &Node) -> Ssh {
+    let Some(m) = cx.map(n, "ssh", &schema::SSH) else {
+        return Ssh::default();
+    };
+    let d = Ssh::default();
+    Ssh {
+        user: cx.opt_string(&m, "user").unwrap_or(d.user),
+        port: m
+            .get("port")
+            .and_then(|p| cx.port(p, "ssh/port"))
+            .unwrap_or(d.port),
+        proxy: cx.opt_string(&m, "proxy"),
+        proxy_command: cx.opt_string(&m, "proxy_command"),
+        keys: m
+            .get("keys")
+            .map(|k| cx.strings(k, "ssh/keys"))
+            .unwrap_or_default(),
+        key_data: m
+            .get("key_data")
+            .map(|k| cx.strings(k, "ssh/key_data"))
+            .unwrap_or_default(),
+        keys_only: m.get("keys_only").and_then(|k| cx.bool(k, "ssh/keys_only")),
+        config: cx.opt_string(&m, "config"),
+        log_level: cx.opt_string(&m, "log_level"),
+    }
+}
+
+pub(crate) fn sshkit(cx: &mut Cx, n: &Node) -> Sshkit {
+    let Some(m) = cx.map(n, "sshkit", &schema::SSHKIT) else {
+        return Sshkit::default();
+    };
+    let d = Sshkit::default();
+    Sshkit {
+        max_concurrent_starts: m
+            .get("max_concurrent_starts")
+            .and_then(|v| cx.u32(v, "sshkit/max_concurrent_starts"))
+            .unwrap_or(d.max_concurrent_starts),
+        pool_idle_timeout: m
+            .get("pool_idle_timeout")
+            .and_then(|v| cx.seconds(v, "sshkit/pool_idle_timeout"))
+            .unwrap_or(d.pool_idle_timeout),
+    }
+}
+
+pub(crate) fn boot(cx: &mut Cx, n: &Node) -> Boot {
+    let Some(m) = cx.map(n, "boot", &schema::BOOT) else {
+        return Boot::default();
+    };
+    Boot {
+        limit: m.get("limit").and_then(|v| cx.host_count(v, "boot/limit")),
+        wait: m.get("wait").and_then(|v| cx.seconds(v, "boot/wait")),
+        parallel_roles: m
+            .get("parallel_roles")
+            .and_then(|v| cx.bool(v, "boot/parallel_roles"))
+            .unwrap_or(false),
+    }
+}
+
+pub(crate) fn logging(cx: &mut Cx, n: &Node, path: &str) -> Logging {
+    let Some(m) = cx.map(n, path, &schema::LOGGING) else {
+        return Logging::default();
+    };
+    Logging {
+        driver: cx.opt_string(&m, "driver"),
+        options: m
+            .get("options")
+            .map(|o| cx.string_map(o, &m.at("options")))
+            .unwrap_or_default(),
+    }
+}
+
+pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
+    let Some(m) = cx.map(n, "x-flotilla", &schema::FLOTILLA) else {
+        return Flotilla::default();
+    };
+    let mut f = Flotilla::default();
+    if let Some(r) = m.get("rollout")
+        && let Some(rm) = cx.map(r, "x-flotilla/rollout", &schema::ROLLOUT)
+    {
+        let d = Rollout::default();
+        f.rollout = Rollout {
+            canary: rm
+                .get("canary")
+                .and_then(|v| cx.host_count(v, &rm.at("canary"))),
+            max_parallel: rm
+                .get("max_parallel")
+                .and_then(|v| cx.host_count(v, &rm.at("max_parallel"))),
+            max_failures: rm
+                .get("max_failures")
+                .and_then(|v| cx.u32(v, &rm.at("max_failures")))
+                .unwrap_or(d.max_failures),
+            auto_rollback: rm
+                .get("auto_rollback")
+                .and_then(|v| cx.bool(v, &rm.at("auto_rollback")))
+                .unwrap_or(d.auto_rollback),
+            step_timeout: rm
+                .get("step_timeout")
+                .and_then(|v| cx.seconds(v, &rm.at("step_timeout")))
+                .unwrap_or(d.step_timeout),
+        };
+    }
+    if let Some(nn) = m.get("nats")
+        && let Some(nm) = cx.map(nn, "x-flotilla/nats", &schema::NATS)
+    {
+        match nm.get("url") {
+            Some(u) => {
+                if let Some(url) = cx.string(u, "x-flotilla/nats/url") {
+                    f.nats = Some(Nats {
+                        url,
+                        creds: cx.opt_string(&nm, "creds"),
+                    });
+                }
+            }
+            None => cx.error(nn, "x-flotilla/nats/url", "missing required key"),
+        }
+    }
+    if let Some(mn) = m.get("metrics")
+        && let Some(mm) = cx.map(mn, "x-flotilla/metrics", &schema::METRICS)
+    {
+        match mm.get("listen") {
+            Some(l) => {
+                f.metrics = cx
+                    .string(l, "x-flotilla/metrics/listen")
+                    .map(|listen| Metrics { listen })
+            }
+            None => cx.error(mn, "x-flotilla/metrics/listen", "missing required key"),
+        }
+    }
+    f
+}

@@ -1,0 +1,174 @@
+//! The loading pipeline: ERB, YAML, destination merge, secrets, decode and validate.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::decode::{self, Cx};
+use super::diag::{ConfigErrors, Diagnostic, Pos};
+use super::types::Config;
+use super::yaml::{self, Kind, Node};
+use super::{erb, secrets};
+
+/// What to load and the environment to load it in.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The project directory: relative paths (config file, secrets, `$(cmd)`'s working
+    /// directory) resolve against it, as Kamal resolves them against the current directory.
+    pub root: PathBuf,
+    /// The base config file, relative to `root` (Kamal's `-c`; default `config/deploy.yml`).
+    pub config_file: PathBuf,
+    /// Kamal's `-d`: also loads `deploy.DEST.yml` and `secrets.DEST`.
+    pub destination: Option<String>,
+    /// The environment ERB's `ENV` and the secrets files' `$VAR` and `$(cmd)` see. Passed in,
+    /// not read here, so loading is reproducible and tests need not touch the process env.
+    pub env: BTreeMap<String, String>,
+}
+
+impl LoadOptions {
+    /// Defaults for a project at `root`, with the current process environment.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LoadOptions {
+            root: root.into(),
+            config_file: PathBuf::from("config/deploy.yml"),
+            destination: None,
+            env: std::env::vars().collect(),
+        }
+    }
+
+    /// The destination's file beside the base one: `config/deploy.yml` -> `config/deploy.DEST.yml`.
+    pub fn destination_file(&self) -> Option<PathBuf> {
+        let dest = self.destination.as_deref()?;
+        let stem = self.config_file.file_stem()?.to_string_lossy();
+        let ext = self
+            .config_file
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        Some(
+            self.config_file
+                .with_file_name(format!("{stem}.{dest}{ext}")),
+        )
+    }
+}
+
+/// Load, merge, resolve and validate a Kamal configuration.
+///
+/// Every problem found is returned, each with file, line, column and key path.
+pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let mut env = opts.env.clone();
+    if let Some(d) = &opts.destination {
+        env.insert("KAMAL_DESTINATION".into(), d.clone());
+    }
+    let mut errors = Vec::new();
+    let base = read_file(&opts.root, &opts.config_file, &env, &mut errors);
+    let over = opts
+        .destination_file()
+        .and_then(|f| read_file(&opts.root, &f, &env, &mut errors));
+    if !errors.is_empty() {
+        return Err(ConfigErrors {
+            diagnostics: errors,
+        });
+    }
+    let Some(mut tree) = base else {
+        return Err(ConfigErrors {
+            diagnostics: errors,
+        });
+    };
+    if let Some(over) = over {
+        tree = yaml::deep_merge(tree, over);
+    }
+    if !matches!(tree.kind, Kind::Map(_)) {
+        let d = Diagnostic::new(
+            &tree.file,
+            tree.pos,
+            "",
+            format!("should be a map of settings, found {}", tree.kind_name()),
+        );
+        return Err(ConfigErrors::one(d));
+    }
+
+    let secrets_path =
+        root_string(&tree, "secrets_path").unwrap_or_else(|| ".kamal/secrets".into());
+    let mut cx = Cx::default();
+    let secrets = match secrets::load(
+        &opts.root,
+        &secrets_path,
+        opts.destination.as_deref(),
+        &opts.env,
+    ) {
+        Ok(s) => s,
+        Err(diags) => {
+            for d in diags {
+                cx.diags.push(d);
+            }
+            secrets::Secrets::default()
+        }
+    };
+    let config = decode::decode(&mut cx, &tree, opts.destination.as_deref(), secrets);
+    let warnings = std::mem::take(&mut cx.warnings);
+    let mut config = cx.diags.into_result(config)?.ok_or_else(|| {
+        ConfigErrors::one(Diagnostic::new(
+            &opts.config_file,
+            Pos::START,
+            "",
+            "configuration could not be read",
+        ))
+    })?;
+    config.warnings = warnings;
+    Ok(config)
+}
+
+/// Read, render and parse one file; problems go to `errors`.
+fn read_file(
+    root: &Path,
+    file: &Path,
+    env: &BTreeMap<String, String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Node> {
+    let text = match std::fs::read_to_string(root.join(file)) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(Diagnostic::new(
+                file,
+                Pos::default(),
+                "",
+                format!("cannot read config file: {e}"),
+            ));
+            return None;
+        }
+    };
+    let lookup = |name: &str| env.get(name).cloned();
+    let (rendered, map) = match erb::render(&text, &lookup) {
+        Ok(r) => r,
+        Err(errs) => {
+            errors.extend(
+                errs.into_iter()
+                    .map(|e| Diagnostic::new(file, e.pos, "", e.message)),
+            );
+            return None;
+        }
+    };
+    let file: Arc<Path> = Arc::from(file);
+    match yaml::parse(&rendered, &file, &map) {
+        Ok(n) => Some(n),
+        Err(d) => {
+            errors.push(d);
+            None
+        }
+    }
+}
+
+fn root_string(tree: &Node, key: &str) -> Option<String> {
+    let Kind::Map(entries) = &tree.kind else {
+        return None;
+    };
+    entries
+        .iter()
+        .rev()
+        .find(|(k, _)| k.key() == key)
+        .and_then(|(_, v)| match &v.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+}

@@ -1,0 +1,67 @@
+//! Every kind of configuration error, with its exact located message.
+
+use super::{fixture, load_err};
+
+/// Load `errors/NAME` and compare all its diagnostics, in order, with `expected.txt`.
+fn check(name: &str, destination: Option<&str>, env: &[(&str, &str)]) {
+    let got = load_err(&format!("errors/{name}"), destination, env).join("\n") + "\n";
+    let path = fixture(&format!("errors/{name}/expected.txt"));
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        got, want,
+        "diagnostics of errors/{name} differ from expected.txt"
+    );
+}
+
+macro_rules! cases {
+    ($($(#[$doc:meta])* $name:ident $(, dest = $dest:expr)? $(, env = $env:expr)?;)*) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            #[allow(unused_mut, unused_assignments)]
+            let mut dest: Option<&str> = None;
+            $(dest = $dest;)?
+            #[allow(unused_mut, unused_assignments)]
+            let mut env: &[(&str, &str)] = &[];
+            $(env = $env;)?
+            check(stringify!($name), dest, env);
+        }
+    )*};
+}
+
+cases! {
+    /// Broken YAML is reported at its line and column, not as a generic failure.
+    malformed_yaml;
+    /// Unknown keys are errors with a "did you mean" from the known keys; `x-` keys are ignored.
+    unknown_keys_did_you_mean;
+    /// Values of the wrong type name their key path and what was expected.
+    wrong_types;
+    /// `service` and `image` are required.
+    missing_service_and_image;
+    /// A service name outside `[a-z0-9_-]+` is rejected.
+    invalid_service_name;
+    /// A role without hosts is an error unless `allow_empty_roles` is set.
+    empty_role;
+    /// An accessory needs a host or role, and its role must exist.
+    accessory_without_host;
+    /// Ruby the ERB subset does not support is an error naming the construct, never dropped.
+    unsupported_erb, env = &[("IMAGE", "acme/shop")];
+    /// `ENV.fetch` of an unset variable fails at the tag.
+    erb_fetch_unset;
+    /// A secret named in env or registry that no secrets file defines names the files searched.
+    secret_not_defined;
+    /// `require_destination: true` refuses to load without `-d`.
+    require_destination;
+    /// A YAML error in ERB output points at the template line the user wrote.
+    yaml_error_after_erb;
+    /// Bad lines in a secrets file are located in that file.
+    bad_secrets_file;
+    /// A failing `$(command)` reports its exit status and first line of stderr.
+    failing_secret_command;
+    /// All problems are reported in one run, not only the first.
+    many_errors_at_once;
+}
