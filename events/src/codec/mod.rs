@@ -1,0 +1,101 @@
+//! The binary record format of the log, behind one version byte.
+//!
+//! A record is `[version byte][bincode 2 (serde, standard config) of Envelope]`.
+//! bincode is positional: a field added to an event changes the bytes, so every
+//! change bumps [`SCHEMA_VERSION`] and keeps a frozen copy of the old shape here
+//! (see [`v1`]) whose decoder upcasts to the current types. bincode itself is
+//! unmaintained and pinned; it stays behind this module so the format can move
+//! later (new version byte, new encoder) without losing history.
+
+mod v1;
+
+use crate::envelope::{Envelope, SCHEMA_VERSION};
+
+/// The version byte this build writes.
+pub const CURRENT_VERSION: u8 = {
+    assert!(SCHEMA_VERSION < 256);
+    SCHEMA_VERSION as u8
+};
+
+/// A record that cannot be turned back into an event.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The record has no bytes at all.
+    #[error("empty record")]
+    Empty,
+    /// Written by a newer Flotilla (or garbage).
+    #[error(
+        "unknown record version {0} (this build reads 1 to {CURRENT_VERSION}): upgrade flotilla"
+    )]
+    UnknownVersion(u8),
+    /// The bytes do not form an event of the version they claim.
+    #[error("malformed version {version} record: {source}")]
+    Malformed {
+        /// The version byte found.
+        version: u8,
+        /// What bincode saw.
+        source: bincode::error::DecodeError,
+    },
+    /// A record decoded but bytes were left over: not what this build wrote.
+    #[error("malformed version {version} record: {extra} trailing bytes")]
+    TrailingBytes {
+        /// The version byte found.
+        version: u8,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// Encoding failed (only for values serde cannot express).
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encode an envelope as a record of the current version.
+pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(128);
+    encode_into(envelope, &mut out)?;
+    Ok(out)
+}
+
+/// Append the record for `envelope` to `out`.
+pub fn encode_into(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    out.push(CURRENT_VERSION);
+    bincode::serde::encode_into_std_write(envelope, out, config())?;
+    Ok(())
+}
+
+/// Decode a record of any version this build knows, upcast to current types.
+pub fn decode(record: &[u8]) -> Result<Envelope, CodecError> {
+    let (&version, body) = record.split_first().ok_or(CodecError::Empty)?;
+    match version {
+        CURRENT_VERSION => decode_body::<Envelope>(version, body),
+        1 => decode_body::<v1::Envelope>(version, body).map(Envelope::from),
+        other => Err(CodecError::UnknownVersion(other)),
+    }
+}
+
+fn decode_body<T: serde::de::DeserializeOwned>(version: u8, body: &[u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::decode_from_slice::<T, _>(body, config())
+        .map_err(|source| CodecError::Malformed { version, source })?;
+    if read != body.len() {
+        return Err(CodecError::TrailingBytes {
+            version,
+            extra: body.len() - read,
+        });
+    }
+    Ok(value)
+}
+
+/// Encode a version 1 record: only for building the stored fixture and tests.
+#[cfg(test)]
+pub(crate) fn encode_v1(envelope: &v1::Envelope) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![1];
+    bincode::serde::encode_into_std_write(envelope, &mut out, config())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

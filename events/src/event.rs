@@ -1,0 +1,335 @@
+//! The event model: what happened during a deploy, a rollback or an accessory
+//! change, in the past tense, one struct per event.
+//!
+//! [`Event`] is declared once through [`event_enum!`], which also derives each
+//! event's stable type name ([`Event::type_name`], [`Event::TYPE_NAMES`]); serde
+//! uses the same variant names in JSON lines. The binary log stores the variant
+//! *position*, so new events are added at the end of the list, never in between
+//! (the fixture test in `codec` fails if that rule is broken).
+//!
+//! Events carry no secrets: producers put container names, digests and error
+//! text here, never environment values.
+
+use serde::{Deserialize, Serialize};
+
+/// Declares an event enum with one payload struct per variant, the stable type
+/// names and `From<Payload>` conversions, so none of them is written by hand.
+macro_rules! event_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident { $($variant:ident($payload:ty)),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $(#[allow(missing_docs)] $variant($payload)),+
+        }
+
+        impl $name {
+            /// Every event's stable type name, in declaration order.
+            pub const TYPE_NAMES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            /// The stable name of this event's type, e.g. `"ImagePulled"`.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => stringify!($variant)),+
+                }
+            }
+        }
+
+        $(
+            impl From<$payload> for $name {
+                fn from(payload: $payload) -> Self {
+                    Self::$variant(payload)
+                }
+            }
+        )+
+    };
+}
+
+event_enum! {
+    /// Something that happened. Append new variants at the end only.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Event {
+        DeployRequested(DeployRequested),
+        DeployStarted(DeployStarted),
+        DeployCompleted(DeployCompleted),
+        DeployFailed(DeployFailed),
+        DeployCancelled(DeployCancelled),
+        LockAcquired(LockAcquired),
+        LockReleased(LockReleased),
+        ImageBuilt(ImageBuilt),
+        ImagePushed(ImagePushed),
+        ImagePulled(ImagePulled),
+        ContainerStarted(ContainerStarted),
+        HealthPassed(HealthPassed),
+        HealthFailed(HealthFailed),
+        ProxySwitched(ProxySwitched),
+        OldContainerStopped(OldContainerStopped),
+        HostSucceeded(HostSucceeded),
+        HostFailed(HostFailed),
+        RollbackStarted(RollbackStarted),
+        HookRan(HookRan),
+        ExecutorSeen(ExecutorSeen),
+        AccessoryBooted(AccessoryBooted),
+        AccessoryRemoved(AccessoryRemoved),
+    }
+}
+
+/// What kind of operation a deploy id stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeployKind {
+    /// A new version rolled out.
+    Deploy,
+    /// An earlier release rolled out again.
+    Rollback,
+    /// An accessory booted, rebooted or removed.
+    Accessory,
+}
+
+/// The steps a host goes through, in order; [`HostFailed`] names the one that
+/// failed and `DeployState` records the last one reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Step {
+    /// Running a hook on this host.
+    RunHook,
+    /// Pulling the image.
+    PullImage,
+    /// Starting the new container.
+    StartContainer,
+    /// Waiting for the new container to pass its health check.
+    AwaitHealthy,
+    /// Pointing the proxy at the new container.
+    SwitchProxy,
+    /// Stopping the container that served before.
+    StopOldContainer,
+    /// Booting an accessory.
+    BootAccessory,
+}
+
+/// A host in a deploy's plan and the roles it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedHost {
+    /// Host name or address as written in `config/deploy.yml`.
+    pub host: String,
+    /// Roles this host runs in this deploy.
+    pub roles: Vec<String>,
+}
+
+/// Someone asked for a deploy, rollback or accessory change; the plan is fixed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequested {
+    /// Deploy, rollback or accessory change.
+    pub kind: DeployKind,
+    /// Kamal `service` name.
+    pub service: String,
+    /// Kamal destination (`-d staging`), if any.
+    pub destination: Option<String>,
+    /// Version being rolled out (Kamal's `VERSION`, usually a git sha).
+    pub version: String,
+    /// Digest of the resolved configuration, so a release records what ran.
+    pub config_digest: String,
+    /// Every host the deploy must reach: a release is good only when all succeed.
+    pub hosts: Vec<PlannedHost>,
+}
+
+/// The scheduler began sending jobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployStarted {
+    /// Hosts per batch, as decided from `boot.limit` and canary settings.
+    pub batch_size: u32,
+}
+
+/// The deploy finished on every host it planned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployCompleted {}
+
+/// The deploy stopped because of failures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployFailed {
+    /// Why, in words for the user.
+    pub reason: String,
+}
+
+/// The deploy was cancelled (Ctrl-C, `flotilla deploy --cancel`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployCancelled {
+    /// Who or what cancelled it.
+    pub reason: String,
+}
+
+/// The deploy lock was taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockAcquired {
+    /// Who holds it (user and machine), shown to anyone who finds it taken.
+    pub holder: String,
+}
+
+/// The deploy lock was given back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockReleased {
+    /// Who held it.
+    pub holder: String,
+}
+
+/// The image was built.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageBuilt {
+    /// Image reference with tag, e.g. `registry/app:abc123`.
+    pub image: String,
+    /// Image id of the built image (`sha256:...`).
+    pub digest: String,
+}
+
+/// The image was pushed to the registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePushed {
+    /// Image reference with tag.
+    pub image: String,
+    /// Registry manifest digest (`sha256:...`): what a rollback pulls.
+    pub digest: String,
+}
+
+/// A host pulled the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePulled {
+    /// Image reference with tag.
+    pub image: String,
+    /// Exact digest the host got.
+    pub digest: String,
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// Time the pull took.
+    pub duration_ms: u64,
+}
+
+/// A host started the new container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStarted {
+    /// Kamal container name `service-role[-destination]-version`.
+    pub name: String,
+    /// Docker container id.
+    pub container_id: String,
+    /// Version the container runs.
+    pub version: String,
+    /// Role the container serves.
+    pub role: String,
+}
+
+/// The new container passed its health check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthPassed {
+    /// Checks made until the first success.
+    pub attempts: u32,
+    /// Time from start to healthy.
+    pub duration_ms: u64,
+}
+
+/// The new container did not become healthy in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthFailed {
+    /// Checks made.
+    pub attempts: u32,
+    /// The last HTTP response line, if any answered.
+    pub last_response: Option<String>,
+    /// The last error, e.g. `connection refused`.
+    pub error: String,
+}
+
+/// The host's proxy now sends traffic to the new container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxySwitched {
+    /// Container that served before, if any.
+    pub from: Option<String>,
+    /// Container that serves now.
+    pub to: String,
+}
+
+/// The container that served before was stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldContainerStopped {
+    /// Its container name.
+    pub name: String,
+}
+
+/// Every step on a host succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSucceeded {}
+
+/// A step on a host failed; the host keeps serving the old version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFailed {
+    /// The step that failed.
+    pub step: Step,
+    /// Why, in words for the user.
+    pub error: String,
+}
+
+/// A rollback began (asked for, or automatic after a failure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackStarted {
+    /// Version being left, if known.
+    pub from_version: Option<String>,
+    /// Version being restored.
+    pub to_version: String,
+    /// Why: `requested` or the failure that triggered it.
+    pub reason: String,
+}
+
+/// A hook (`.kamal/hooks/NAME`) ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRan {
+    /// Hook name, e.g. `pre-deploy`.
+    pub name: String,
+    /// Its exit code; non-zero stops the deploy for `pre-*` hooks.
+    pub exit_code: i32,
+    /// Time it took; added in schema 2, so events from schema 1 have none.
+    pub duration_ms: Option<u64>,
+}
+
+/// A host's executor reported in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorSeen {
+    /// Flotilla version of the executor.
+    pub executor_version: String,
+    /// Docker Engine version on the host.
+    pub docker_version: String,
+}
+
+/// An accessory container was booted on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessoryBooted {
+    /// Accessory name from `accessories:`.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Exact digest, when known.
+    pub digest: Option<String>,
+}
+
+/// An accessory container was removed from a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessoryRemoved {
+    /// Accessory name.
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Type names come from the variants, are unique, and match what JSON
+    /// lines show, so tools can filter exported logs by name.
+    #[test]
+    fn type_names_are_unique_and_match_json() {
+        let mut names = Event::TYPE_NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Event::TYPE_NAMES.len());
+        let event = Event::from(OldContainerStopped {
+            name: "app-web-1".into(),
+        });
+        assert_eq!(event.type_name(), "OldContainerStopped");
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        assert_eq!(json, r#"{"OldContainerStopped":{"name":"app-web-1"}}"#);
+    }
+}

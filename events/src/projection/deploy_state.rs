@@ -1,0 +1,259 @@
+//! `DeployState`: how far each deploy got on each host, and why it stopped.
+
+use std::collections::BTreeMap;
+
+use super::Projection;
+use crate::envelope::Envelope;
+use crate::event::{DeployRequested, Event, Step};
+use crate::ids::{DeployId, Timestamp};
+
+/// Where a deploy stands as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DeployStatus {
+    /// Events arrived but not (yet) the request.
+    #[default]
+    Unknown,
+    /// Requested, no job sent yet.
+    Requested,
+    /// Jobs are out.
+    Running,
+    /// Finished on every planned host.
+    Completed,
+    /// Stopped by failures.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Cancelled.
+    Cancelled {
+        /// Who or what cancelled it.
+        reason: String,
+    },
+}
+
+/// Where a deploy stands on one host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostStatus {
+    /// Nothing happened on the host yet.
+    #[default]
+    Pending,
+    /// At least one step done, not finished.
+    Running,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed.
+    Failed {
+        /// The step that failed.
+        step: Step,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One host's progress in one deploy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// The last step completed on the host.
+    pub step: Option<Step>,
+    /// Pending, running, succeeded or failed.
+    pub status: HostStatus,
+    /// Time of the host's first event.
+    pub started_at: Option<Timestamp>,
+    /// Time the host succeeded or failed.
+    pub finished_at: Option<Timestamp>,
+    /// The last error seen (a failed health check before the host gave up).
+    pub last_error: Option<String>,
+    /// Roles the plan gives the host.
+    pub roles: Vec<String>,
+}
+
+impl HostState {
+    /// Milliseconds from the host's first event to its end, once finished.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_at?.millis_since(self.started_at?))
+    }
+}
+
+/// One deploy's state: the per-host step state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployState {
+    /// The deploy.
+    pub deploy_id: DeployId,
+    /// What was asked (service, version, hosts, ...), once requested.
+    pub request: Option<DeployRequested>,
+    /// Who asked.
+    pub performer: Option<String>,
+    /// Where it stands as a whole.
+    pub status: DeployStatus,
+    /// When it was requested.
+    pub requested_at: Option<Timestamp>,
+    /// When it completed, failed or was cancelled.
+    pub finished_at: Option<Timestamp>,
+    /// Per host, including planned hosts with no event yet.
+    pub hosts: BTreeMap<String, HostState>,
+    /// The rollback this deploy turned into, if any: target version.
+    pub rolled_back_to: Option<String>,
+}
+
+impl DeployState {
+    /// The state of `deploy_id` before any event.
+    pub fn new(deploy_id: DeployId) -> Self {
+        Self {
+            deploy_id,
+            request: None,
+            performer: None,
+            status: DeployStatus::Unknown,
+            requested_at: None,
+            finished_at: None,
+            hosts: BTreeMap::new(),
+            rolled_back_to: None,
+        }
+    }
+
+    /// The host's state, created on its first event (hosts outside the plan
+    /// are recorded too: the log says they did something).
+    fn host(&mut self, name: &str, at: Timestamp) -> Option<&mut HostState> {
+        if !self.hosts.contains_key(name) {
+            self.hosts.insert(name.to_owned(), HostState::default());
+        }
+        let host = self.hosts.get_mut(name)?;
+        host.started_at.get_or_insert(at);
+        Some(host)
+    }
+
+    fn finish(&mut self, status: DeployStatus, at: Timestamp) {
+        self.status = status;
+        self.finished_at = Some(at);
+    }
+}
+
+impl Projection for DeployState {
+    /// Fold an event of this deploy; events of other deploys are ignored.
+    fn apply(&mut self, e: &Envelope) {
+        if e.deploy_id != self.deploy_id {
+            return;
+        }
+        match &e.event {
+            Event::DeployRequested(request) => {
+                for planned in &request.hosts {
+                    let host = self.hosts.entry(planned.host.clone()).or_default();
+                    host.roles.clone_from(&planned.roles);
+                }
+                self.request = Some(request.clone());
+                self.performer = Some(e.actor.clone());
+                self.requested_at = Some(e.at);
+                if self.status == DeployStatus::Unknown {
+                    self.status = DeployStatus::Requested;
+                }
+                return;
+            }
+            Event::DeployStarted(_) => {
+                self.status = DeployStatus::Running;
+                return;
+            }
+            Event::DeployCompleted(_) => return self.finish(DeployStatus::Completed, e.at),
+            Event::DeployFailed(f) => {
+                let status = DeployStatus::Failed {
+                    reason: f.reason.clone(),
+                };
+                return self.finish(status, e.at);
+            }
+            Event::DeployCancelled(c) => {
+                let status = DeployStatus::Cancelled {
+                    reason: c.reason.clone(),
+                };
+                return self.finish(status, e.at);
+            }
+            Event::RollbackStarted(r) => {
+                self.rolled_back_to = Some(r.to_version.clone());
+                return;
+            }
+            _ => {}
+        }
+        let Some(name) = e.host.as_deref() else {
+            return;
+        };
+        let step = match &e.event {
+            Event::ImagePulled(_) => Some(Step::PullImage),
+            Event::ContainerStarted(_) => Some(Step::StartContainer),
+            Event::HealthPassed(_) => Some(Step::AwaitHealthy),
+            Event::ProxySwitched(_) => Some(Step::SwitchProxy),
+            Event::OldContainerStopped(_) => Some(Step::StopOldContainer),
+            Event::HookRan(h) if h.exit_code == 0 => Some(Step::RunHook),
+            Event::AccessoryBooted(_) => Some(Step::BootAccessory),
+            Event::HealthFailed(_) | Event::HostSucceeded(_) | Event::HostFailed(_) => None,
+            Event::HookRan(_) => None,
+            // Not part of a host's progress.
+            _ => return,
+        };
+        let at = e.at;
+        let Some(host) = self.host(name, at) else {
+            return;
+        };
+        if let Some(step) = step {
+            host.step = Some(step);
+            if host.status == HostStatus::Pending {
+                host.status = HostStatus::Running;
+            }
+        }
+        match &e.event {
+            Event::HealthFailed(h) => host.last_error = Some(h.error.clone()),
+            Event::HookRan(h) if h.exit_code != 0 => {
+                host.last_error = Some(format!("hook {} exited with {}", h.name, h.exit_code));
+            }
+            Event::HostSucceeded(_) => {
+                host.status = HostStatus::Succeeded;
+                host.finished_at = Some(at);
+            }
+            Event::HostFailed(f) => {
+                host.status = HostStatus::Failed {
+                    step: f.step,
+                    error: f.error.clone(),
+                };
+                host.last_error = Some(f.error.clone());
+                host.finished_at = Some(at);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every deploy's state, by deploy id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deploys {
+    by_id: BTreeMap<DeployId, DeployState>,
+}
+
+impl Deploys {
+    /// The state of one deploy.
+    pub fn get(&self, deploy_id: &DeployId) -> Option<&DeployState> {
+        self.by_id.get(deploy_id)
+    }
+
+    /// Every deploy, oldest id first (deploy ids are ULIDs, so by creation).
+    pub fn iter(&self) -> impl Iterator<Item = &DeployState> {
+        self.by_id.values()
+    }
+
+    /// How many deploys the log mentions.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the log mentions no deploy.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+impl Projection for Deploys {
+    fn apply(&mut self, e: &Envelope) {
+        if let Some(state) = self.by_id.get_mut(&e.deploy_id) {
+            state.apply(e);
+            return;
+        }
+        let mut state = DeployState::new(e.deploy_id.clone());
+        state.apply(e);
+        self.by_id.insert(e.deploy_id.clone(), state);
+    }
+}

@@ -1,0 +1,162 @@
+//! `FleetState`: what each host runs now, as far as the log knows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Projection;
+use crate::envelope::Envelope;
+use crate::event::{Event, ExecutorSeen};
+use crate::ids::{DeployId, Timestamp};
+
+/// An app container running on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningContainer {
+    /// Kamal service.
+    pub service: String,
+    /// Kamal destination, if any.
+    pub destination: Option<String>,
+    /// Role it serves.
+    pub role: String,
+    /// Version it runs.
+    pub version: String,
+    /// Docker container id.
+    pub container_id: String,
+    /// Exact image digest the host pulled for it, when reported.
+    pub digest: Option<String>,
+    /// The deploy that started it.
+    pub deploy_id: DeployId,
+    /// When it started.
+    pub since: Timestamp,
+}
+
+/// An accessory running on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningAccessory {
+    /// Image reference.
+    pub image: String,
+    /// Exact digest, when known.
+    pub digest: Option<String>,
+    /// When it was booted.
+    pub since: Timestamp,
+}
+
+/// What one host runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostRuns {
+    /// App containers by container name; a new one that failed its health
+    /// check stays listed until an event says it was stopped.
+    pub containers: BTreeMap<String, RunningContainer>,
+    /// Container the proxy sends each service's traffic to.
+    pub live: BTreeMap<String, String>,
+    /// Accessories by name.
+    pub accessories: BTreeMap<String, RunningAccessory>,
+    /// What the host's executor last reported.
+    pub executor: Option<ExecutorSeen>,
+    /// Time of the host's latest event.
+    pub last_seen: Option<Timestamp>,
+}
+
+/// What each host runs now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetState {
+    hosts: BTreeMap<String, HostRuns>,
+    /// Service and destination of each deploy, from its request.
+    deploys: HashMap<DeployId, (String, Option<String>)>,
+    /// Last digest each host pulled in each deploy.
+    pulled: HashMap<(DeployId, String), String>,
+}
+
+impl FleetState {
+    /// One host's state.
+    pub fn host(&self, host: &str) -> Option<&HostRuns> {
+        self.hosts.get(host)
+    }
+
+    /// Every host the log mentions, by name.
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, &HostRuns)> {
+        self.hosts.iter().map(|(name, runs)| (name.as_str(), runs))
+    }
+
+    fn runs(&mut self, host: &str) -> Option<&mut HostRuns> {
+        if !self.hosts.contains_key(host) {
+            self.hosts.insert(host.to_owned(), HostRuns::default());
+        }
+        self.hosts.get_mut(host)
+    }
+}
+
+impl Projection for FleetState {
+    fn apply(&mut self, e: &Envelope) {
+        if let Event::DeployRequested(r) = &e.event {
+            let target = (r.service.clone(), r.destination.clone());
+            self.deploys.insert(e.deploy_id.clone(), target);
+            return;
+        }
+        let Some(host) = e.host.as_deref() else {
+            return;
+        };
+        match &e.event {
+            Event::ImagePulled(p) => {
+                let key = (e.deploy_id.clone(), host.to_owned());
+                self.pulled.insert(key, p.digest.clone());
+            }
+            Event::ContainerStarted(c) => {
+                let (service, destination) = match self.deploys.get(&e.deploy_id) {
+                    Some((s, d)) => (s.clone(), d.clone()),
+                    None => (String::new(), None),
+                };
+                let digest = self
+                    .pulled
+                    .get(&(e.deploy_id.clone(), host.to_owned()))
+                    .cloned();
+                let container = RunningContainer {
+                    service,
+                    destination,
+                    role: c.role.clone(),
+                    version: c.version.clone(),
+                    container_id: c.container_id.clone(),
+                    digest,
+                    deploy_id: e.deploy_id.clone(),
+                    since: e.at,
+                };
+                if let Some(runs) = self.runs(host) {
+                    runs.containers.insert(c.name.clone(), container);
+                }
+            }
+            Event::ProxySwitched(p) => {
+                let service = self.deploys.get(&e.deploy_id).map(|(s, _)| s.clone());
+                if let (Some(service), Some(runs)) = (service, self.runs(host)) {
+                    runs.live.insert(service, p.to.clone());
+                }
+            }
+            Event::OldContainerStopped(s) => {
+                if let Some(runs) = self.runs(host) {
+                    runs.containers.remove(&s.name);
+                }
+            }
+            Event::AccessoryBooted(a) => {
+                let accessory = RunningAccessory {
+                    image: a.image.clone(),
+                    digest: a.digest.clone(),
+                    since: e.at,
+                };
+                if let Some(runs) = self.runs(host) {
+                    runs.accessories.insert(a.name.clone(), accessory);
+                }
+            }
+            Event::AccessoryRemoved(a) => {
+                if let Some(runs) = self.runs(host) {
+                    runs.accessories.remove(&a.name);
+                }
+            }
+            Event::ExecutorSeen(x) => {
+                if let Some(runs) = self.runs(host) {
+                    runs.executor = Some(x.clone());
+                }
+            }
+            _ => {}
+        }
+        if let Some(runs) = self.runs(host) {
+            runs.last_seen = Some(e.at);
+        }
+    }
+}

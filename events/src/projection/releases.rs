@@ -1,0 +1,281 @@
+//! `Releases`: every release per service and destination, with the exact image
+//! digests it ran: the rollback targets.
+//!
+//! A release is one deploy or rollback (not accessory changes). It is *good*
+//! when the deploy completed and every planned host reported success; "last
+//! good release" is the newest good one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::Projection;
+use crate::envelope::Envelope;
+use crate::event::{DeployKind, Event};
+use crate::ids::{DeployId, Timestamp};
+
+/// What releases are grouped by: Kamal's service and destination.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseTarget {
+    /// Kamal `service`.
+    pub service: String,
+    /// Kamal destination, if any.
+    pub destination: Option<String>,
+}
+
+impl ReleaseTarget {
+    /// The target for `service` and `destination`.
+    pub fn new(service: impl Into<String>, destination: Option<&str>) -> Self {
+        Self {
+            service: service.into(),
+            destination: destination.map(str::to_owned),
+        }
+    }
+}
+
+/// An image by reference and exact digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Reference with tag, e.g. `registry/app:abc123`.
+    pub image: String,
+    /// Exact digest (`sha256:...`): what a rollback runs.
+    pub digest: String,
+}
+
+/// How a release ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not finished.
+    #[default]
+    InProgress,
+    /// Completed on every planned host.
+    Completed,
+    /// Completed, but some planned hosts did not succeed.
+    Partial {
+        /// Hosts that did not report success.
+        missing: Vec<String>,
+    },
+    /// Failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Cancelled.
+    Cancelled {
+        /// Who or what cancelled it.
+        reason: String,
+    },
+}
+
+/// One release: a deploy or rollback of a version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The deploy that made it.
+    pub deploy_id: DeployId,
+    /// Deploy or rollback.
+    pub kind: DeployKind,
+    /// Version rolled out.
+    pub version: String,
+    /// Exact image per role, from what hosts pulled (or what was pushed).
+    pub images: BTreeMap<String, ImageRef>,
+    /// Digest of the configuration it ran with.
+    pub config_digest: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it was requested.
+    pub requested_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// Who performed it.
+    pub performer: String,
+    /// Hosts in its plan.
+    pub planned_hosts: BTreeSet<String>,
+    /// Planned hosts that reported success.
+    pub succeeded_hosts: BTreeSet<String>,
+}
+
+impl Release {
+    /// Completed on every planned host: a safe rollback target.
+    pub fn is_good(&self) -> bool {
+        self.outcome == Outcome::Completed && self.succeeded_hosts == self.planned_hosts
+    }
+}
+
+/// Working state of a release in progress, dropped when it ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Pending {
+    /// Digest each host pulled, to attribute it to the roles started there.
+    pulled: HashMap<String, ImageRef>,
+    /// Digest pushed by the build, for roles whose host reported no pull.
+    pushed: Option<ImageRef>,
+}
+
+/// Every release, per service and destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Releases {
+    releases: Vec<Release>,
+    by_deploy: HashMap<DeployId, usize>,
+    by_target: BTreeMap<ReleaseTarget, Vec<usize>>,
+    pending: HashMap<usize, Pending>,
+}
+
+impl Releases {
+    /// The releases of `target`, oldest first.
+    pub fn of(&self, target: &ReleaseTarget) -> impl DoubleEndedIterator<Item = &Release> {
+        self.by_target
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.releases.get(i))
+    }
+
+    /// The release made by a deploy.
+    pub fn by_deploy(&self, deploy_id: &DeployId) -> Option<&Release> {
+        self.releases.get(*self.by_deploy.get(deploy_id)?)
+    }
+
+    /// Every target with at least one release.
+    pub fn targets(&self) -> impl Iterator<Item = &ReleaseTarget> {
+        self.by_target.keys()
+    }
+
+    /// The newest release that completed on every planned host.
+    pub fn last_good(&self, target: &ReleaseTarget) -> Option<&Release> {
+        self.of(target).rev().find(|r| r.is_good())
+    }
+
+    /// What `flotilla rollback [VERSION]` rolls back to.
+    ///
+    /// With a version: the newest good release of that version. Without: the
+    /// last good release, unless the newest release is itself that good one
+    /// (nothing to undo from a failure), then the good release before it with
+    /// a different version.
+    pub fn rollback_target(
+        &self,
+        target: &ReleaseTarget,
+        version: Option<&str>,
+    ) -> Option<&Release> {
+        if let Some(version) = version {
+            return self
+                .of(target)
+                .rev()
+                .find(|r| r.is_good() && r.version == version);
+        }
+        let newest = self.of(target).next_back()?;
+        if !newest.is_good() {
+            return self.last_good(target);
+        }
+        self.of(target)
+            .rev()
+            .find(|r| r.is_good() && r.version != newest.version)
+    }
+}
+
+impl Projection for Releases {
+    fn apply(&mut self, e: &Envelope) {
+        if let Event::DeployRequested(request) = &e.event {
+            if request.kind == DeployKind::Accessory || self.by_deploy.contains_key(&e.deploy_id) {
+                return;
+            }
+            let index = self.releases.len();
+            self.releases.push(Release {
+                deploy_id: e.deploy_id.clone(),
+                kind: request.kind,
+                version: request.version.clone(),
+                images: BTreeMap::new(),
+                config_digest: request.config_digest.clone(),
+                outcome: Outcome::InProgress,
+                requested_at: e.at,
+                finished_at: None,
+                performer: e.actor.clone(),
+                planned_hosts: request.hosts.iter().map(|h| h.host.clone()).collect(),
+                succeeded_hosts: BTreeSet::new(),
+            });
+            self.by_deploy.insert(e.deploy_id.clone(), index);
+            let target = ReleaseTarget::new(&request.service, request.destination.as_deref());
+            self.by_target.entry(target).or_default().push(index);
+            self.pending.insert(index, Pending::default());
+            return;
+        }
+        let relevant = matches!(
+            e.event,
+            Event::ImagePushed(_)
+                | Event::ImagePulled(_)
+                | Event::ContainerStarted(_)
+                | Event::HostSucceeded(_)
+                | Event::DeployCompleted(_)
+                | Event::DeployFailed(_)
+                | Event::DeployCancelled(_)
+        );
+        if !relevant {
+            return;
+        }
+        let Some(&index) = self.by_deploy.get(&e.deploy_id) else {
+            return;
+        };
+        let (Some(release), Some(pending)) =
+            (self.releases.get_mut(index), self.pending.get_mut(&index))
+        else {
+            // A release that already ended takes no more changes.
+            return;
+        };
+        let host = e.host.as_deref();
+        match &e.event {
+            Event::ImagePushed(p) => {
+                pending.pushed = Some(ImageRef {
+                    image: p.image.clone(),
+                    digest: p.digest.clone(),
+                });
+            }
+            Event::ImagePulled(p) => {
+                if let Some(host) = host {
+                    let image = ImageRef {
+                        image: p.image.clone(),
+                        digest: p.digest.clone(),
+                    };
+                    pending.pulled.insert(host.to_owned(), image);
+                }
+            }
+            Event::ContainerStarted(c) => {
+                let image = host
+                    .and_then(|h| pending.pulled.get(h))
+                    .or(pending.pushed.as_ref());
+                if let Some(image) = image {
+                    release.images.insert(c.role.clone(), image.clone());
+                }
+            }
+            Event::HostSucceeded(_) => {
+                if let Some(host) = host.filter(|h| release.planned_hosts.contains(*h)) {
+                    release.succeeded_hosts.insert(host.to_owned());
+                }
+            }
+            Event::DeployCompleted(_) => {
+                let missing: Vec<String> = release
+                    .planned_hosts
+                    .difference(&release.succeeded_hosts)
+                    .cloned()
+                    .collect();
+                release.outcome = if missing.is_empty() {
+                    Outcome::Completed
+                } else {
+                    Outcome::Partial { missing }
+                };
+                release.finished_at = Some(e.at);
+                self.pending.remove(&index);
+            }
+            Event::DeployFailed(f) => {
+                release.outcome = Outcome::Failed {
+                    reason: f.reason.clone(),
+                };
+                release.finished_at = Some(e.at);
+                self.pending.remove(&index);
+            }
+            Event::DeployCancelled(c) => {
+                release.outcome = Outcome::Cancelled {
+                    reason: c.reason.clone(),
+                };
+                release.finished_at = Some(e.at);
+                self.pending.remove(&index);
+            }
+            _ => {}
+        }
+    }
+}
