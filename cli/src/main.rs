@@ -27,7 +27,15 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors; a usage error exits 64 like a config error.
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            std::process::exit(code)
+        }
+    };
     let result = match cli.command {
         Command::Version => {
             println!("{}", env!("CARGO_PKG_VERSION"));
