@@ -106,7 +106,8 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         }
     };
     let config = decode::decode(&mut cx, &tree, opts.destination.as_deref(), secrets);
-    let warnings = std::mem::take(&mut cx.warnings);
+    let mut warnings = std::mem::take(&mut cx.warnings);
+    warnings.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     let mut config = cx.diags.into_result(config)?.ok_or_else(|| {
         ConfigErrors::one(Diagnostic::new(
             &opts.config_file,

@@ -1,1 +1,55 @@
-//! placeholder
+//! Every dotenv rule of the secrets files, read as Kamal's dotenv reads them.
+
+use super::load_ok;
+
+/// One secrets file exercising each rule, after a `secrets-common` it overrides.
+#[test]
+fn dotenv_every_rule() {
+    let c = load_ok(
+        "dotenv_every_rule",
+        None,
+        &[("FROM_PROCESS", "proc"), ("HOME", "/home/x")],
+    );
+    let s = |n: &str| {
+        c.secrets
+            .get(n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+            .expose()
+            .to_string()
+    };
+    assert_eq!(
+        s("UNQUOTED"),
+        "plain value",
+        "unquoted values are trimmed and ` #` starts a comment"
+    );
+    assert_eq!(s("EXPORTED"), "yes", "`export` is optional");
+    assert_eq!(
+        s("SINGLE"),
+        "literal $HOME \\n #not-a-comment",
+        "single quotes are literal"
+    );
+    assert_eq!(
+        s("DOUBLE"),
+        "line1\nline2 \"quoted\" $HOME tab:\t.",
+        "double quotes unescape, `\\$` stays"
+    );
+    assert_eq!(s("MULTI"), "first\nsecond", "quoted values may span lines");
+    assert_eq!(s("FROM_ENV"), "proc", "$VAR reads the process environment");
+    assert_eq!(s("BRACED"), "proc-suffix", "${{VAR}} too");
+    assert_eq!(
+        s("FROM_EARLIER"),
+        "plain value/common",
+        "keys defined earlier, also in earlier files"
+    );
+    assert_eq!(s("UNSET"), "[]", "an unset variable expands to nothing");
+    assert_eq!(s("COMMAND"), "hello", "$(cmd) runs through the shell");
+    assert_eq!(s("NESTED"), "inner (paren)", "nested parentheses");
+    assert_eq!(
+        s("IN_DOUBLE"),
+        "cmd:ok var:yes",
+        "expansion inside double quotes"
+    );
+    assert_eq!(s("OVERRIDDEN"), "from-secrets", "later files win");
+    assert_eq!(s("COMMON_ONLY"), "common");
+    assert_eq!(s("EMPTY"), "");
+}

@@ -16,9 +16,10 @@ pub(crate) fn root(cx: &mut Cx, m: &Map<'_>, proxy: &mut Option<Proxy>) -> Optio
         && let Some(tm) = cx.map(t, "traefik", &schema::TRAEFIK)
     {
         let p = proxy.get_or_insert_with(Proxy::default);
-        for (key, v) in tm.entries() {
+        for (kn, v) in tm.entries() {
+            let key = kn.key();
             if key != "args" {
-                cx.warn(v, &tm.at(key), IGNORED_TRAEFIK);
+                cx.warn(kn, &tm.at(key), IGNORED_TRAEFIK);
                 continue;
             }
             for (arg, av) in cx.raw_map(v, "traefik/args").unwrap_or_default() {
@@ -34,7 +35,7 @@ pub(crate) fn root(cx: &mut Cx, m: &Map<'_>, proxy: &mut Option<Proxy>) -> Optio
                     // `...entryPoint.to: websecure` and `...entryPoint.scheme: https` mean one thing.
                     p.ssl_redirect = true;
                 } else {
-                    cx.warn(av, &path, IGNORED_TRAEFIK);
+                    cx.warn(arg, &path, IGNORED_TRAEFIK);
                 }
             }
         }
@@ -60,9 +61,9 @@ pub(crate) fn healthcheck(cx: &mut Cx, n: Option<&Node>, path: &str) -> Option<H
             .and_then(|v| cx.u32(v, &m.at("max_attempts"))),
     };
     for key in ["cmd", "log_lines"] {
-        if let Some(v) = m.get(key) {
+        if let Some(k) = m.key_node(key) {
             cx.warn(
-                v,
+                k,
                 &m.at(key),
                 "Kamal 1 health check setting ignored: the proxy checks over HTTP",
             );
@@ -142,7 +143,7 @@ pub(crate) fn builder_map(cx: &mut Cx, n: &Node, path: &str, b: &mut Builder, re
             }
             "host" if remote => b.remote = cx.string(v, &p),
             "host" => cx.warn(
-                v,
+                k,
                 &p,
                 "Kamal 1 local builder host ignored: the local Docker builds",
             ),
@@ -158,7 +159,7 @@ pub(crate) fn builder_map(cx: &mut Cx, n: &Node, path: &str, b: &mut Builder, re
 }
 
 /// Kamal 1 `builder.multiarch`: `true` builds amd64 and arm64.
-pub(crate) fn multiarch(cx: &mut Cx, n: &Node, b: &mut Builder) {
+pub(crate) fn multiarch(cx: &mut Cx, n: &Node, key: &Node, b: &mut Builder) {
     match n.kind {
         Kind::Bool(true) => {
             if b.arch.is_empty() {
@@ -166,7 +167,7 @@ pub(crate) fn multiarch(cx: &mut Cx, n: &Node, b: &mut Builder) {
             }
         }
         Kind::Bool(false) => cx.warn(
-            n,
+            key,
             "builder/multiarch",
             "Kamal 1 key ignored: set `arch` to choose architectures",
         ),

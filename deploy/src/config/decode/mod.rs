@@ -49,8 +49,18 @@ impl<'a> Map<'a> {
         join(&self.path, key)
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (&'a str, &'a Node)> {
-        self.entries.iter().map(|(k, v)| (k.key(), v))
+    /// Entries as (key node, value node), in file order.
+    pub fn entries(&self) -> impl Iterator<Item = (&'a Node, &'a Node)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The key node of `key`, to point warnings about a key at the key itself.
+    pub fn key_node(&self, key: &str) -> Option<&'a Node> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k.key() == key)
+            .map(|(k, _)| k)
     }
 }
 

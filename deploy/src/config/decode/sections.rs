@@ -97,7 +97,7 @@ pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
         }
     }
     if let Some(ma) = m.get("multiarch") {
-        kamal1::multiarch(cx, ma, &mut b);
+        kamal1::multiarch(cx, ma, m.key_node("multiarch").unwrap_or(ma), &mut b);
     }
     b
 }
