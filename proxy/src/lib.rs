@@ -25,6 +25,7 @@ pub mod forward;
 pub mod health;
 pub mod metrics;
 pub mod router;
+mod run_args;
 pub mod server;
 pub mod spec;
 pub mod state;
@@ -32,5 +33,9 @@ pub mod target;
 pub mod tls;
 
 pub use body::PROXY_HEADER;
+pub use run_args::{BadListen, RunArgs};
 pub use server::{ProxyConfig, ProxyError, Running, run, shutdown_signal, start};
 pub use spec::{HealthCheck, ServiceSpec, TlsSpec};
+
+/// Where the admin socket lives unless told otherwise.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/flotilla/proxy.sock";

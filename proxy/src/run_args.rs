@@ -1,0 +1,116 @@
+//! The flags of `flotilla proxy run`, shared by the CLI and the standalone binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::acme::AcmeConfig;
+use crate::server::ProxyConfig;
+
+/// Where the proxy listens and keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Plain-HTTP listen port (on all addresses), or ADDR:PORT
+    #[arg(long, default_value = "80", value_name = "PORT|ADDR:PORT")]
+    pub http_port: String,
+    /// HTTPS listen port (on all addresses), or ADDR:PORT; "off" disables HTTPS
+    #[arg(long, default_value = "443", value_name = "PORT|ADDR:PORT")]
+    pub https_port: String,
+    /// The admin socket (mode 0600) that `flotilla proxy deploy` and the executor talk to
+    #[arg(long, env = "FLOTILLA_PROXY_SOCKET", default_value = crate::DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// Routes are saved here after every change and restored at start
+    #[arg(long, default_value = "/var/lib/flotilla/proxy/state.json")]
+    pub state_file: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Client connections served at once
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds in-flight requests may run after SIGTERM
+    #[arg(long, default_value_t = 30)]
+    pub grace_period: u64,
+    /// ACME directory URL for automatic certificates (e.g. Let's Encrypt's)
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail given to the ACME server
+    #[arg(long)]
+    pub acme_email: Option<String>,
+    /// Where ACME account and certificates are cached
+    #[arg(long, default_value = "/var/lib/flotilla/proxy/certs")]
+    pub acme_cache: PathBuf,
+    /// PEM file of the CA that signed the ACME server's own HTTPS certificate (test servers)
+    #[arg(long, value_name = "PEM")]
+    pub acme_server_ca: Option<PathBuf>,
+}
+
+/// A flag value that is not a port or address.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag} {value:?}: expected a port, ADDR:PORT or \"off\"")]
+pub struct BadListen {
+    pub flag: &'static str,
+    pub value: String,
+}
+
+fn listen(flag: &'static str, value: &str) -> Result<Option<SocketAddr>, BadListen> {
+    if value == "off" {
+        return Ok(None);
+    }
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(Some(SocketAddr::from(([0, 0, 0, 0], port))));
+    }
+    value.parse().map(Some).map_err(|_| BadListen {
+        flag,
+        value: value.to_owned(),
+    })
+}
+
+impl RunArgs {
+    pub fn into_config(self) -> Result<ProxyConfig, BadListen> {
+        let http = listen("http-port", &self.http_port)?.ok_or(BadListen {
+            flag: "http-port",
+            value: self.http_port.clone(),
+        })?;
+        Ok(ProxyConfig {
+            http,
+            https: listen("https-port", &self.https_port)?,
+            admin_socket: self.admin_socket,
+            state_file: self.state_file,
+            metrics: self.metrics_listen,
+            max_connections: self.max_connections,
+            grace_period: Duration::from_secs(self.grace_period),
+            acme: self.acme_directory.map(|directory_url| AcmeConfig {
+                directory_url,
+                cache_dir: self.acme_cache,
+                contact: self.acme_email.map(|e| format!("mailto:{e}")),
+                server_ca: self.acme_server_ca,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports, addresses and "off" are understood; anything else names the flag.
+    #[test]
+    fn listen_values() {
+        assert_eq!(
+            listen("http-port", "8080").unwrap(),
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(
+            listen("http-port", "127.0.0.1:81").unwrap(),
+            Some("127.0.0.1:81".parse().unwrap())
+        );
+        assert_eq!(listen("https-port", "off").unwrap(), None);
+        assert!(
+            listen("https-port", "eighty")
+                .unwrap_err()
+                .to_string()
+                .contains("--https-port")
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the proxy with real processes: the test app as upstream,
+//! real sockets, and for TLS a real ACME server (Debian's `pebble`).
+#![allow(clippy::unwrap_used)]
+
+mod load;
+mod support;
+mod zero_downtime;
