@@ -1,10 +1,12 @@
 //! Flotilla's rollout engine: turns a plan into jobs, batches hosts, consumes events, appends
 //! them to the event log, folds state and decides what happens next.
 //!
+//! - [`hooks`]: Kamal hooks with `KAMAL_*` variables.
 //! - [`rollout`]: the rollout policy as a pure state machine (primary role first, `boot.limit`
 //!   and `boot.wait`, canary, max parallel, failure budget, step timeout).
 //!
 //! See ARCHITECTURE.md at the repository root for what this crate owns.
 #![forbid(unsafe_code)]
 
+pub mod hooks;
 pub mod rollout;
