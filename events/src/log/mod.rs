@@ -9,6 +9,7 @@
 //! - positions ([`Seq`]) start at 1 and have no gaps;
 //! - one writer: the log is opened by one process at a time.
 
+mod checkpoint;
 mod lock;
 mod memory;
 mod sled_log;
@@ -133,6 +134,20 @@ pub enum LogError {
         /// What was found.
         detail: String,
     },
+    /// The log ends before events that were acknowledged as stored: the
+    /// storage engine dropped damaged data while recovering.
+    #[error(
+        "event log {path} is damaged: it ends at event {stored}, but events up to \
+         {acknowledged} were stored"
+    )]
+    Truncated {
+        /// The log directory.
+        path: PathBuf,
+        /// The last event the log still has.
+        stored: Seq,
+        /// The last event an append had returned for.
+        acknowledged: Seq,
+    },
     /// One record cannot be decoded; the records around it may be fine.
     #[error("event {seq} cannot be read: {source}")]
     Record {
@@ -182,7 +197,7 @@ impl LogError {
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
-            Self::Corrupt { .. } | Self::Record { .. } | Self::Gap { .. }
+            Self::Corrupt { .. } | Self::Record { .. } | Self::Gap { .. } | Self::Truncated { .. }
         )
     }
 }

@@ -1,7 +1,8 @@
 //! The event log on disk, in sled.
 //!
 //! Layout of the log directory: `sled/` holds the sled database, `writer.lock`
-//! the single-writer lock. One sled tree holds two key spaces, written together
+//! the single-writer lock, `acknowledged` the last acknowledged position (see
+//! `checkpoint`). One sled tree holds two key spaces, written together
 //! in one atomic sled batch per append, so an event and its id index entry are
 //! stored together or not at all:
 //! - `e` + seq (8 bytes, big-endian, so keys sort by position) -> record
@@ -17,6 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
 use super::tail::TailSender;
 use super::{Appended, EventLog, Events, LogError, Tail};
@@ -51,6 +53,7 @@ pub struct SledLog {
     /// Position of the last stored event; the mutex also serialises appends.
     last: Mutex<Seq>,
     tail: TailSender,
+    checkpoint: Checkpoint,
     _lock: WriterLock,
 }
 
@@ -66,8 +69,33 @@ pub struct Salvage {
 impl SledLog {
     /// Open (creating if needed) the log in directory `dir`, as its only
     /// writer.
+    ///
+    /// Fails with [`LogError::Truncated`] when the storage engine dropped
+    /// acknowledged events while recovering a damaged file; then
+    /// [`SledLog::salvage_dir`] reads what is left.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
-        let path = dir.as_ref().to_path_buf();
+        let (log, truncated) = Self::open_unchecked(dir.as_ref())?;
+        match truncated {
+            Some(e) => Err(e),
+            None => Ok(log),
+        }
+    }
+
+    /// Read every event that can be read from the (possibly damaged) log in
+    /// `dir`, listing what could not: the way to export history out of a log
+    /// that fails to open or to read.
+    pub fn salvage_dir(dir: impl AsRef<Path>) -> Result<Salvage, LogError> {
+        let (log, truncated) = Self::open_unchecked(dir.as_ref())?;
+        let mut salvage = log.salvage();
+        if let Some(e) = truncated {
+            salvage.problems.insert(0, e);
+        }
+        Ok(salvage)
+    }
+
+    /// Open, reporting acknowledged events the storage lost beside the log.
+    fn open_unchecked(dir: &Path) -> Result<(Self, Option<LogError>), LogError> {
+        let path = dir.to_path_buf();
         std::fs::create_dir_all(&path).map_err(|source| LogError::Io {
             action: "create directory",
             path: path.clone(),
@@ -91,13 +119,21 @@ impl SledLog {
                     detail: format!("malformed event key {key:?}"),
                 })?,
         };
-        Ok(Self {
+        let (checkpoint, acknowledged) = Checkpoint::open(&path)?;
+        let truncated = (acknowledged > last).then(|| LogError::Truncated {
+            path: path.clone(),
+            stored: last,
+            acknowledged,
+        });
+        let log = Self {
             path,
             db,
             last: Mutex::new(last),
             tail: TailSender::new(),
+            checkpoint,
             _lock: lock,
-        })
+        };
+        Ok((log, truncated))
     }
 
     /// The log directory.
@@ -110,8 +146,8 @@ impl SledLog {
         guard(&self.path, || self.db.size_on_disk())
     }
 
-    /// Read every event that can be read from a damaged log, and list what
-    /// could not: the way to export history out of a log that fails to read.
+    /// Read every event that can be read from this log, and list what could
+    /// not.
     pub fn salvage(&self) -> Salvage {
         let mut salvage = Salvage {
             events: Vec::new(),
@@ -234,6 +270,7 @@ impl EventLog for SledLog {
         // events by id and reports them as duplicates).
         *last = next - 1;
         guard(&self.path, || self.db.flush())?;
+        self.checkpoint.record(*last)?;
         drop(last);
         self.tail.publish(stored);
         Ok(outcomes)
