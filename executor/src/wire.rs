@@ -1,0 +1,434 @@
+//! What travels on NATS between the scheduler and an executor: jobs one way, reports and
+//! heartbeats the other. Every message is `[WIRE_VERSION][bincode 2 of the value]`, so the
+//! format can move later (a new version byte) without guessing.
+//!
+//! A [`Job`] is a fully resolved list of [`JobStep`]s for one host of one deploy: images,
+//! names, env and health settings are decided by the scheduler; the executor only carries
+//! them out. Jobs travel inside a [`SignedJob`] (see [`crate::signing`]). Secret values are
+//! [`SealedValue`]s, readable only with the host's own key (see [`crate::sealing`]).
+
+use flotilla_events::{DeployId, NewEvent, Timestamp};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The version byte this build writes and the only one it reads.
+pub const WIRE_VERSION: u8 = 1;
+
+/// A message that is not a value of the expected type in this build's format.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("empty message")]
+    Empty,
+    #[error("unknown wire version {0} (this build speaks {WIRE_VERSION}): upgrade flotilla")]
+    UnknownVersion(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("malformed message: {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// `[WIRE_VERSION][bincode(value)]`.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![WIRE_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// The inverse of [`encode`]; any other version byte, short or trailing bytes are errors.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(WireError::UnknownVersion(version));
+    }
+    let (value, read) = bincode::serde::decode_from_slice::<T, _>(body, config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if read != body.len() {
+        return Err(WireError::TrailingBytes(body.len() - read));
+    }
+    Ok(value)
+}
+
+/// A secret value sealed to one host's public key; only that host's executor can open it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedValue(pub Vec<u8>);
+
+impl std::fmt::Debug for SealedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedValue({} bytes)", self.0.len())
+    }
+}
+
+/// A job, as signed: the encoded [`Job`] and the scheduler's ed25519 signature over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedJob {
+    /// `encode(&Job)`: the exact bytes the signature covers.
+    pub job: Vec<u8>,
+    /// 64-byte ed25519 signature over `JOB_SIGNING_CONTEXT || job`; empty when unsigned.
+    pub signature: Vec<u8>,
+}
+
+/// Everything one host does for one deploy (or accessory change), in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique id (a ULID); also the `Nats-Msg-Id`, so a job published twice is stored once.
+    pub id: String,
+    /// The deploy this job belongs to; its events carry it.
+    pub deploy_id: DeployId,
+    /// The host id the job is for, as the executor was started with (`--host-id`).
+    pub host: String,
+    /// When the scheduler made the job.
+    pub issued_at: Timestamp,
+    /// After this the executor refuses the job: a captured job cannot be replayed later.
+    pub expires_at: Timestamp,
+    /// What to do, in order; the first failure stops the job.
+    pub steps: Vec<JobStep>,
+}
+
+/// One step of a job. Each names the events that finish it ([`JobStep::finished_by`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStep {
+    /// Pull an image and report its exact digest.
+    PullImage(PullImage),
+    /// Create and start the role's container for this version (Kamal name, labels, env).
+    StartContainer(StartContainer),
+    /// Wait until a container is running (and healthy, if the image has a health check).
+    AwaitHealthy(AwaitHealthy),
+    /// Health-check a container through the host proxy, then switch the proxy to it.
+    SwitchProxy(SwitchProxy),
+    /// Stop the role's other running containers.
+    StopOldContainers(StopOldContainers),
+    /// Remove stopped containers and unused images beyond the newest `retain`.
+    Prune(Prune),
+    /// Boot an accessory (directories, files, container); a second boot is a no-op.
+    BootAccessory(BootAccessory),
+    /// Stop and remove an accessory's container, and its directories when asked.
+    RemoveAccessory(RemoveAccessory),
+    /// Start an existing (stopped) container.
+    StartExisting(ContainerRef),
+    /// Stop a running container.
+    StopContainer(StopContainer),
+    /// Remove a container (stopping it first).
+    RemoveContainer(ContainerRef),
+}
+
+impl JobStep {
+    /// The event types that report this step done (the scheduler waits for these).
+    pub fn finished_by(&self) -> &'static [&'static str] {
+        match self {
+            JobStep::PullImage(_) => &["ImagePulled"],
+            JobStep::StartContainer(_) | JobStep::StartExisting(_) => &["ContainerStarted"],
+            JobStep::AwaitHealthy(_) => &["HealthPassed", "HealthFailed"],
+            JobStep::SwitchProxy(_) => &["ProxySwitched", "HealthFailed"],
+            JobStep::StopOldContainers(_) | JobStep::StopContainer(_) => &["OldContainerStopped"],
+            JobStep::Prune(_) | JobStep::RemoveContainer(_) => &[],
+            JobStep::BootAccessory(_) => &["AccessoryBooted"],
+            JobStep::RemoveAccessory(_) => &["AccessoryRemoved"],
+        }
+    }
+
+    /// The step as the event model names it (for `HostFailed`).
+    pub fn kind(&self) -> flotilla_events::Step {
+        use flotilla_events::Step;
+        match self {
+            JobStep::PullImage(_) => Step::PullImage,
+            JobStep::StartContainer(_) | JobStep::StartExisting(_) => Step::StartContainer,
+            JobStep::AwaitHealthy(_) => Step::AwaitHealthy,
+            JobStep::SwitchProxy(_) => Step::SwitchProxy,
+            JobStep::StopOldContainers(_)
+            | JobStep::StopContainer(_)
+            | JobStep::RemoveContainer(_)
+            | JobStep::Prune(_) => Step::StopOldContainer,
+            JobStep::BootAccessory(_) | JobStep::RemoveAccessory(_) => Step::BootAccessory,
+        }
+    }
+}
+
+/// Credentials for a private registry; the password is sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// Registry server, e.g. `ghcr.io`.
+    pub server: String,
+    pub username: String,
+    pub password: SealedValue,
+}
+
+/// See [`JobStep::PullImage`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullImage {
+    /// Reference with tag or digest, e.g. `registry:5000/app:v2`.
+    pub image: String,
+    pub auth: Option<RegistryAuth>,
+}
+
+/// How any Flotilla-made container runs: image, env, mounts, command, logging.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub image: String,
+    /// Clear env (`env.clear`), after the `KAMAL_*` variables.
+    pub env: Vec<(String, String)>,
+    /// Secret env (`env.secret`), sealed to this host; opened only in memory.
+    pub secret_env: Vec<(String, SealedValue)>,
+    /// Extra labels (`labels:`); `service`, `role`, `destination` are added by the executor.
+    pub labels: Vec<(String, String)>,
+    /// `HOST:CONTAINER[:ro]` bind mounts or named volumes (`volumes:`).
+    pub volumes: Vec<String>,
+    /// Replaces the image's command (`cmd:`), already split into argv.
+    pub cmd: Option<Vec<String>>,
+    /// `HOST_PORT:CONTAINER_PORT` (accessories' `port:`); apps are reached through the proxy.
+    pub publish: Vec<String>,
+    /// Docker log driver and its options (`logging:`).
+    pub log_driver: Option<String>,
+    pub log_options: Vec<(String, String)>,
+    /// `--memory` in bytes (`options: memory`).
+    pub memory_bytes: Option<i64>,
+    /// `--add-host NAME:IP` entries (`options: add-host`).
+    pub extra_hosts: Vec<String>,
+}
+
+/// See [`JobStep::StartContainer`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartContainer {
+    pub service: String,
+    pub role: String,
+    pub destination: Option<String>,
+    pub version: String,
+    pub config: ContainerConfig,
+}
+
+impl StartContainer {
+    /// Kamal's container name: `service-role[-destination]-version`.
+    pub fn container_name(&self) -> String {
+        container_name(
+            &self.service,
+            &self.role,
+            self.destination.as_deref(),
+            &self.version,
+        )
+    }
+}
+
+/// Kamal's container name: `service-role[-destination]-version`.
+pub fn container_name(
+    service: &str,
+    role: &str,
+    destination: Option<&str>,
+    version: &str,
+) -> String {
+    match destination {
+        Some(d) => format!("{service}-{role}-{d}-{version}"),
+        None => format!("{service}-{role}-{version}"),
+    }
+}
+
+/// See [`JobStep::AwaitHealthy`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwaitHealthy {
+    pub container: String,
+    /// The container must stay running this long (`readiness_delay`).
+    pub readiness_delay_ms: u64,
+    /// Give up after this long (`deploy_timeout`).
+    pub timeout_ms: u64,
+    /// Pause between two looks at Docker's state.
+    pub interval_ms: u64,
+}
+
+/// See [`JobStep::SwitchProxy`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchProxy {
+    /// The proxy's service name (Kamal: `service-role[-destination]`).
+    pub proxy_service: String,
+    /// The container to switch to; its address on the `kamal` network is the target.
+    pub container: String,
+    pub version: String,
+    /// The port the app listens on inside the container (`proxy.app_port`).
+    pub app_port: u16,
+    /// `proxy.host(s)`; empty answers every host not claimed by another service.
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    /// `proxy.healthcheck.path`.
+    pub health_path: String,
+    pub health_interval_ms: u64,
+    pub health_timeout_ms: u64,
+    /// The new container must be healthy within this (`deploy_timeout`).
+    pub deploy_timeout_ms: u64,
+    /// The old container's requests may run this long (`drain_timeout`).
+    pub drain_timeout_ms: u64,
+}
+
+/// See [`JobStep::StopOldContainers`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopOldContainers {
+    pub service: String,
+    pub role: String,
+    pub destination: Option<String>,
+    /// The container that stays (the new version).
+    pub keep: String,
+    /// Seconds Docker waits after SIGTERM before SIGKILL (`stop_wait_time`).
+    pub stop_timeout_s: u32,
+}
+
+/// See [`JobStep::Prune`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prune {
+    pub service: String,
+    /// Stopped containers to keep, newest first (`retain_containers`).
+    pub retain: u32,
+    /// Containers never removed: rollback targets the scheduler protects.
+    pub protected: Vec<String>,
+}
+
+/// See [`JobStep::BootAccessory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootAccessory {
+    pub service: String,
+    /// Accessory name; the container is `service-name`.
+    pub name: String,
+    pub config: ContainerConfig,
+    /// Directories made on the host before boot (`directories:`, host side).
+    pub directories: Vec<String>,
+    /// Files written on the host before boot (`files:`): path, contents, mode.
+    pub files: Vec<AccessoryFile>,
+}
+
+/// A file an accessory needs on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessoryFile {
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+/// See [`JobStep::RemoveAccessory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveAccessory {
+    pub service: String,
+    pub name: String,
+    /// Directories and files removed with it.
+    pub paths: Vec<String>,
+}
+
+/// A container by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub container: String,
+}
+
+/// See [`JobStep::StopContainer`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopContainer {
+    pub container: String,
+    pub stop_timeout_s: u32,
+}
+
+/// What an executor publishes on `flotilla.evt.<deploy>.<host>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    /// A step's event, or the job's final `HostSucceeded` / `HostFailed`.
+    Event(JobEvent),
+    /// A job the executor would not run. Not a deploy event: its deploy id is unverified.
+    Refused(Refusal),
+}
+
+/// An event of a verified job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: String,
+    /// Index of the step in the job; `None` for the job's final event.
+    pub step: Option<u16>,
+    /// The event; its id is derived from the job id and step, so a rerun reports the same ids.
+    pub event: NewEvent,
+}
+
+/// Why a job was refused, with the job's (unverified) identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub job_id: String,
+    /// The deploy id the job claimed.
+    pub deploy_id: String,
+    /// The host that refused it.
+    pub host: String,
+    pub reason: RefusalReason,
+    /// Details in words, e.g. `expired at 2026-11-26T08:00:00Z`.
+    pub detail: String,
+    pub at: Timestamp,
+}
+
+/// The kinds of refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalReason {
+    Unsigned,
+    BadSignature,
+    Expired,
+    /// Valid for longer than the executor remembers jobs: it could be replayed later.
+    ExpiryTooFar,
+    WrongHost,
+    /// A secret could not be opened with this host's key.
+    SealedForAnotherHost,
+}
+
+/// What an executor publishes on `flotilla.hb.<host>` every few seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub host: String,
+    pub executor_version: String,
+    pub docker_version: String,
+    /// Names of the containers Flotilla manages (label `service`), running ones.
+    pub containers: Vec<String>,
+    /// The host's sealing key (base64 x25519): what secrets for this host are sealed to.
+    pub sealing_key: String,
+    pub at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message in this build's format decodes to the same value; a different version byte,
+    /// garbage and trailing bytes are clear errors, never a panic.
+    #[test]
+    fn round_trip_and_rejects() {
+        let step = JobStep::PullImage(PullImage {
+            image: "r:5000/app:v1".into(),
+            auth: None,
+        });
+        let bytes = encode(&step).unwrap();
+        assert_eq!(decode::<JobStep>(&bytes).unwrap(), step);
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(matches!(
+            decode::<JobStep>(&other),
+            Err(WireError::UnknownVersion(9))
+        ));
+        assert!(matches!(decode::<JobStep>(&[]), Err(WireError::Empty)));
+        assert!(decode::<JobStep>(&[WIRE_VERSION, 0xff, 0xff, 0xff]).is_err());
+        let mut long = bytes;
+        long.push(0);
+        assert!(matches!(
+            decode::<JobStep>(&long),
+            Err(WireError::TrailingBytes(1))
+        ));
+    }
+
+    /// Container names follow Kamal's `service-role[-destination]-version`.
+    #[test]
+    fn kamal_names() {
+        assert_eq!(container_name("app", "web", None, "abc"), "app-web-abc");
+        assert_eq!(
+            container_name("app", "web", Some("staging"), "abc"),
+            "app-web-staging-abc"
+        );
+    }
+
+    /// A sealed value's debug form shows its size, never its bytes.
+    #[test]
+    fn sealed_debug_hides_bytes() {
+        let s = SealedValue(vec![1, 2, 3]);
+        assert_eq!(format!("{s:?}"), "SealedValue(3 bytes)");
+    }
+}
