@@ -110,7 +110,7 @@ impl Diags {
 }
 
 /// The known name closest to `unknown`, if it is close enough to be a plausible typo.
-pub(crate) fn did_you_mean<'a>(
+pub fn did_you_mean<'a>(
     unknown: &str,
     known: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod dotenv;
 pub mod erb;
 mod load;
+pub mod output;
 pub mod schema;
 pub mod secrets;
 pub mod types;
