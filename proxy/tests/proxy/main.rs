@@ -2,6 +2,7 @@
 //! real sockets, and for TLS a real ACME server (Debian's `pebble`).
 #![allow(clippy::unwrap_used)]
 
+mod behaviour;
 mod load;
 mod support;
 mod zero_downtime;
