@@ -63,15 +63,20 @@ async fn check_once(addr: &str, path: &str) -> Result<(), String> {
 pub async fn wait_healthy(addr: &str, hc: &HealthCheck, deadline: Instant) -> Result<(), String> {
     let timeout = Duration::from_millis(hc.timeout_ms.max(1));
     let interval = Duration::from_millis(hc.interval_ms.max(10));
+    let mut last = "no health check fitted in the deploy timeout".to_owned();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let last = match check(addr, &hc.path, timeout.min(left)).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() + interval >= deadline {
+        if left.is_zero() {
             return Err(last);
         }
-        tokio::time::sleep(interval).await;
+        match check(addr, &hc.path, timeout.min(left)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(last);
+        }
+        tokio::time::sleep(interval.min(left)).await;
     }
 }

@@ -28,10 +28,14 @@ pub struct ProxyArgs {
 #[derive(Debug, Subcommand)]
 enum ProxyCommand {
     /// Run the proxy in the foreground (SIGTERM drains and exits)
-    #[command(after_help = "Examples:\n  flotilla proxy run\n  flotilla proxy run --http-port 8080 --https-port off --state-file ./proxy-state.json --admin-socket ./proxy.sock")]
+    #[command(
+        after_help = "Examples:\n  flotilla proxy run\n  flotilla proxy run --http-port 8080 --https-port off --state-file ./proxy-state.json --admin-socket ./proxy.sock"
+    )]
     Run(Box<RunArgs>),
     /// Health-check a new target, switch the service to it, drain the old one
-    #[command(after_help = "Examples:\n  flotilla proxy deploy web --target 127.0.0.1:3001 --host app.example.com\n  flotilla proxy deploy api --target 10.0.0.5:8080 --host example.com --path-prefix /api --strip-path-prefix")]
+    #[command(
+        after_help = "Examples:\n  flotilla proxy deploy web --target 127.0.0.1:3001 --host app.example.com\n  flotilla proxy deploy api --target 10.0.0.5:8080 --host example.com --path-prefix /api --strip-path-prefix"
+    )]
     Deploy(Box<DeployArgs>),
     /// Stop routing a service (its in-flight requests drain first)
     #[command(after_help = "Examples:\n  flotilla proxy remove web")]
@@ -53,7 +57,9 @@ enum ProxyCommand {
         admin: AdminArgs,
     },
     /// Answer a service's requests with a 503 maintenance page
-    #[command(after_help = "Examples:\n  flotilla proxy maintenance web --message \"Back at 10:00\"")]
+    #[command(
+        after_help = "Examples:\n  flotilla proxy maintenance web --message \"Back at 10:00\""
+    )]
     Maintenance {
         service: String,
         /// Text of the maintenance page
@@ -155,7 +161,9 @@ struct DeployArgs {
 /// `500ms`, `2s`, `1m`, or a bare number of seconds.
 fn duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
@@ -183,12 +191,19 @@ async fn dispatch(command: ProxyCommand) -> anyhow::Result<()> {
             admin,
         } => {
             let client = Client::new(&admin.socket);
-            client.remove(&service, ms(drain_timeout)).await.map_err(admin_error)?;
+            client
+                .remove(&service, ms(drain_timeout))
+                .await
+                .map_err(admin_error)?;
             println!("{service}: removed");
             Ok(())
         }
         ProxyCommand::List { json, admin } => list(&Client::new(&admin.socket), json).await,
-        ProxyCommand::Maintenance { service, message, admin } => {
+        ProxyCommand::Maintenance {
+            service,
+            message,
+            admin,
+        } => {
             Client::new(&admin.socket)
                 .maintenance(&service, message)
                 .await
@@ -197,11 +212,18 @@ async fn dispatch(command: ProxyCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProxyCommand::Live { service, admin } => {
-            Client::new(&admin.socket).live(&service).await.map_err(admin_error)?;
+            Client::new(&admin.socket)
+                .live(&service)
+                .await
+                .map_err(admin_error)?;
             println!("{service}: live");
             Ok(())
         }
-        ProxyCommand::Pause { service, timeout, admin } => {
+        ProxyCommand::Pause {
+            service,
+            timeout,
+            admin,
+        } => {
             Client::new(&admin.socket)
                 .pause(&service, ms(timeout))
                 .await
@@ -210,7 +232,10 @@ async fn dispatch(command: ProxyCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProxyCommand::Resume { service, admin } => {
-            Client::new(&admin.socket).resume(&service).await.map_err(admin_error)?;
+            Client::new(&admin.socket)
+                .resume(&service)
+                .await
+                .map_err(admin_error)?;
             println!("{service}: resumed");
             Ok(())
         }
@@ -222,7 +247,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .with_writer(std::io::stderr)
         .try_init();
     let config = args.into_config().map_err(|e| UserError {
@@ -236,9 +264,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let tls = match (args.tls, args.tls_certificate_path, args.tls_private_key_path) {
+    let tls = match (
+        args.tls,
+        args.tls_certificate_path,
+        args.tls_private_key_path,
+    ) {
         (false, _, _) => None,
-        (true, Some(cert_path), Some(key_path)) => Some(TlsSpec::Static { cert_path, key_path }),
+        (true, Some(cert_path), Some(key_path)) => Some(TlsSpec::Static {
+            cert_path,
+            key_path,
+        }),
         (true, _, _) => Some(TlsSpec::Acme),
     };
     let service = ServiceSpec {
@@ -267,11 +302,20 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         .await
         .map_err(admin_error)?;
     match deployed.from {
-        Some(from) => println!("{}: switched {from} -> {} ({})", deployed.service, deployed.to, deployed.version),
-        None => println!("{}: now served by {} ({})", deployed.service, deployed.to, deployed.version),
+        Some(from) => println!(
+            "{}: switched {from} -> {} ({})",
+            deployed.service, deployed.to, deployed.version
+        ),
+        None => println!(
+            "{}: now served by {} ({})",
+            deployed.service, deployed.to, deployed.version
+        ),
     }
     if deployed.drain_cancelled > 0 {
-        println!("{}: {} request(s) cancelled at the drain deadline", deployed.service, deployed.drain_cancelled);
+        println!(
+            "{}: {} request(s) cancelled at the drain deadline",
+            deployed.service, deployed.drain_cancelled
+        );
     }
     Ok(())
 }
@@ -279,17 +323,27 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
     let services = client.list().await.map_err(admin_error)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&services).context("encode the service list")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&services).context("encode the service list")?
+        );
         return Ok(());
     }
-    println!("{:<20} {:<22} {:<12} {:<30} STATE", "SERVICE", "TARGET", "VERSION", "HOSTS");
+    println!(
+        "{:<20} {:<22} {:<12} {:<30} STATE",
+        "SERVICE", "TARGET", "VERSION", "HOSTS"
+    );
     for s in services {
         let state = match (&s.maintenance, s.paused) {
             (Some(_), _) => "maintenance",
             (None, true) => "paused",
             (None, false) => "live",
         };
-        let hosts = if s.spec.hosts.is_empty() { "*".to_owned() } else { s.spec.hosts.join(",") };
+        let hosts = if s.spec.hosts.is_empty() {
+            "*".to_owned()
+        } else {
+            s.spec.hosts.join(",")
+        };
         println!(
             "{:<20} {:<22} {:<12} {:<30} {state}",
             s.spec.name,
@@ -308,14 +362,32 @@ fn admin_error(e: AdminError) -> anyhow::Error {
             FAILED,
             "is `flotilla proxy run` running on this host? pass its socket with --socket or FLOTILLA_PROXY_SOCKET",
         ),
-        AdminError::Refused { kind: ErrorKind::BadRequest, .. } => (USAGE, "fix the arguments and run again"),
-        AdminError::Refused { kind: ErrorKind::NotFound, .. } => (USAGE, "see the services with `flotilla proxy list`"),
-        AdminError::Refused { kind: ErrorKind::Unhealthy, .. } => (
+        AdminError::Refused {
+            kind: ErrorKind::BadRequest,
+            ..
+        } => (USAGE, "fix the arguments and run again"),
+        AdminError::Refused {
+            kind: ErrorKind::NotFound,
+            ..
+        } => (USAGE, "see the services with `flotilla proxy list`"),
+        AdminError::Refused {
+            kind: ErrorKind::Unhealthy,
+            ..
+        } => (
             FAILED,
             "check the new container's logs and its health path; the old target is still serving",
         ),
-        AdminError::Refused { kind: ErrorKind::Tls, .. } => (USAGE, "check the certificate and key paths and that they form a pair"),
-        AdminError::Refused { kind: ErrorKind::State, .. } => (FAILED, "check that the proxy can write its --state-file"),
+        AdminError::Refused {
+            kind: ErrorKind::Tls,
+            ..
+        } => (
+            USAGE,
+            "check the certificate and key paths and that they form a pair",
+        ),
+        AdminError::Refused {
+            kind: ErrorKind::State,
+            ..
+        } => (FAILED, "check that the proxy can write its --state-file"),
         AdminError::Io { .. } | AdminError::Protocol(_) => (FAILED, "check the proxy's log"),
     };
     let message = match e.source_chain() {

@@ -4,5 +4,6 @@
 
 mod behaviour;
 mod load;
+mod process;
 mod support;
 mod zero_downtime;
