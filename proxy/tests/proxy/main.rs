@@ -2,8 +2,10 @@
 //! real sockets, and for TLS a real ACME server (Debian's `pebble`).
 #![allow(clippy::unwrap_used)]
 
+mod acme;
 mod behaviour;
 mod load;
 mod process;
 mod support;
+mod tls;
 mod zero_downtime;
