@@ -5,6 +5,7 @@
 //! `flotilla: error: ...` followed by the cause chain and what to do next.
 #![forbid(unsafe_code)]
 
+mod commands;
 mod exit;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Print Flotilla's version
     Version,
+    /// The host proxy: run it, or deploy, list and pause services through its admin socket
+    Proxy(commands::proxy::ProxyArgs),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Proxy(args) => commands::proxy::run(args),
     };
     exit::finish(result);
 }

@@ -1,0 +1,3 @@
+//! One module per `flotilla` command.
+
+pub mod proxy;
