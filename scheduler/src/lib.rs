@@ -10,3 +10,4 @@
 
 pub mod hooks;
 pub mod rollout;
+pub mod transport;
