@@ -33,12 +33,12 @@ pub enum LockError {
         "the deploy lock for {key} is held by {} since {} ({:?})",
         .info.holder, .info.acquired_at, .info.message
     )]
-    Held { key: String, info: LockInfo },
+    Held { key: String, info: Box<LockInfo> },
     #[error("waited {waited:?} for the deploy lock for {key}; it is still held by {}", .info.holder)]
     WaitTimedOut {
         key: String,
         waited: Duration,
-        info: LockInfo,
+        info: Box<LockInfo>,
     },
     #[error("the deploy lock for {0} was lost (it expired or was released by someone else)")]
     Lost(String),
@@ -127,7 +127,7 @@ impl Locks {
                 match self.current(key).await? {
                     Some((held, _)) => Err(LockError::Held {
                         key: key.to_owned(),
-                        info: held,
+                        info: Box::new(held),
                     }),
                     // Released between our create and our read: try once more.
                     None => match self.kv.create(key, value.clone().into()).await {
