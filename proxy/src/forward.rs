@@ -1,7 +1,7 @@
 //! The data path: one client request in, one upstream request out.
 //!
-//! Order of decisions: ACME challenge, route lookup (404), HTTPS redirect,
-//! maintenance (503), pause (hold, then 503), body limit (413), then forward with
+//! Order of decisions: ACME challenge, route lookup (404), pause (hold, then 503 or
+//! look the route up again), HTTPS redirect, maintenance (503), body limit (413), then forward with
 //! the response timeout (504) and the target's drain cancellation (502).
 
 use std::net::SocketAddr;
@@ -69,13 +69,33 @@ impl DataPath {
             };
         }
         let host = request_host(&req);
-        let Some(resolved) = self.router.resolve(&host, path) else {
-            return proxy_response(
+        let no_route = || {
+            proxy_response(
                 StatusCode::NOT_FOUND,
                 "no-route",
                 format!("no service for host {host:?}\n"),
-            );
+            )
         };
+        let Some(mut resolved) = self.router.resolve(&host, path) else {
+            return no_route();
+        };
+        if resolved.route.gate.is_paused() {
+            // Held requests are not counted against a target, and once released they take
+            // the route as it is then: a switch during the pause sends them to the new target.
+            let gate = Arc::clone(&resolved.route.gate);
+            drop(resolved);
+            if !gate.pass().await {
+                return proxy_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "paused",
+                    "service paused, try again\n".into(),
+                );
+            }
+            match self.router.resolve(&host, req.uri().path()) {
+                Some(r) => resolved = r,
+                None => return no_route(),
+            }
+        }
         let route = Arc::clone(&resolved.route);
         let spec = &route.spec;
         if spec.redirect_https && !https {
@@ -95,13 +115,6 @@ impl DataPath {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "maintenance",
                 format!("{message}\n"),
-            );
-        }
-        if route.gate.is_paused() && !route.gate.pass().await {
-            return proxy_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "paused",
-                "service paused, try again\n".into(),
             );
         }
         let too_big = req

@@ -49,11 +49,12 @@ async fn maintenance_then_live() {
     assert_eq!((got.status, got.body.trim()), (200, "v1"));
 }
 
-/// A paused service holds requests and releases them on resume; past the hold limit a
-/// request gets a 503 instead of waiting forever.
+/// A paused service holds requests and releases them on resume, to the target current at
+/// release (a switch during the pause is seen); past the hold limit a request gets a 503.
 #[tokio::test]
 async fn pause_holds_until_resume() {
     let v1 = App::start("v1", "healthy");
+    let v2 = App::start("v2", "healthy");
     let proxy = Proxy::start().await;
     proxy
         .admin
@@ -71,9 +72,14 @@ async fn pause_holds_until_resume() {
             .await
             .is_err()
     );
+    proxy
+        .admin
+        .deploy(deploy("web", "app.test", &v2.addr, "v2"))
+        .await
+        .unwrap();
     proxy.admin.resume("web").await.unwrap();
     let got = held.await.unwrap().unwrap();
-    assert_eq!((got.status, got.body.trim()), (200, "v1"));
+    assert_eq!((got.status, got.body.trim()), (200, "v2"));
 
     proxy.admin.pause("web", 200).await.unwrap();
     let got = get(&http_client(), addr, "app.test", "/version")
