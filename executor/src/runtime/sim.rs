@@ -1,0 +1,198 @@
+//! A simulated host: containers in memory, with configurable latencies and failure rates,
+//! for benchmarks that run thousands of executors in one process. Never the only test of a
+//! feature: the real tests use Docker.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flotilla_proxy::admin::{DeployRequest, Deployed};
+use rand::Rng as _;
+use sha2::Digest as _;
+
+use super::{
+    ContainerInfo, CreateSpec, Credentials, Proxy, ProxyError, Pulled, Runtime, RuntimeError,
+};
+
+/// How the simulated host behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Time each Docker call takes.
+    pub latency: Duration,
+    /// Extra time a pull takes.
+    pub pull_latency: Duration,
+    /// Probability (0..=1) that any one call fails.
+    pub failure_rate: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(1),
+            pull_latency: Duration::from_millis(20),
+            failure_rate: 0.0,
+        }
+    }
+}
+
+/// A simulated Docker engine and proxy.
+#[derive(Debug, Default)]
+pub struct SimRuntime {
+    config: SimConfig,
+    containers: Mutex<HashMap<String, ContainerInfo>>,
+    targets: Mutex<HashMap<String, String>>,
+    next_id: AtomicU64,
+}
+
+impl SimRuntime {
+    pub fn new(config: SimConfig) -> Self {
+        Self {
+            config,
+            ..Default::default()
+        }
+    }
+
+    async fn call(&self, extra: Duration) -> Result<(), RuntimeError> {
+        tokio::time::sleep(self.config.latency + extra).await;
+        if self.config.failure_rate > 0.0
+            && rand::thread_rng().gen_bool(self.config.failure_rate.min(1.0))
+        {
+            return Err(RuntimeError::new("simulated failure"));
+        }
+        Ok(())
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ContainerInfo>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Runtime for SimRuntime {
+    async fn version(&self) -> Result<String, RuntimeError> {
+        Ok("simulated".to_owned())
+    }
+
+    async fn pull(&self, image: &str, _auth: Option<&Credentials>) -> Result<Pulled, RuntimeError> {
+        self.call(self.config.pull_latency).await?;
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(image.as_bytes()))
+        );
+        Ok(Pulled {
+            digest,
+            bytes: 1 << 20,
+        })
+    }
+
+    async fn ensure_network(&self, _name: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        Ok(self.containers().get(name).cloned())
+    }
+
+    async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut all = self.containers();
+        if all.contains_key(&spec.name) {
+            return Err(RuntimeError::new(format!(
+                "Conflict. The container name \"/{}\" is already in use",
+                spec.name
+            )));
+        }
+        let info = ContainerInfo {
+            id: format!("{n:064x}"),
+            name: spec.name.clone(),
+            running: false,
+            ip: Some(format!("172.18.{}.{}", (n / 250) % 250, n % 250 + 2)),
+            created: Some(n as i64),
+            image: spec.image.clone(),
+            labels: spec.labels.clone(),
+            ..Default::default()
+        };
+        let id = info.id.clone();
+        all.insert(spec.name.clone(), info);
+        Ok(id)
+    }
+
+    async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        match self.containers().get_mut(name) {
+            Some(c) => {
+                c.running = true;
+                Ok(())
+            }
+            None => Err(RuntimeError {
+                message: format!("No such container: {name}"),
+                not_found: true,
+            }),
+        }
+    }
+
+    async fn stop(&self, name: &str, _timeout_s: u32) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        if let Some(c) = self.containers().get_mut(name) {
+            c.running = false;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        self.containers().remove(name);
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        labels: &[(String, String)],
+        all: bool,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        Ok(self
+            .containers()
+            .values()
+            .filter(|c| all || c.running)
+            .filter(|c| labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+            .cloned()
+            .collect())
+    }
+
+    async fn logs_tail(&self, name: &str, _lines: usize) -> Result<Vec<String>, RuntimeError> {
+        Ok(vec![format!("simulated log of {name}")])
+    }
+
+    async fn remove_image(&self, _image: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await
+    }
+}
+
+impl Proxy for SimRuntime {
+    async fn deploy(&self, request: DeployRequest) -> Result<Deployed, ProxyError> {
+        self.call(Duration::ZERO)
+            .await
+            .map_err(|e| ProxyError::Other(e.message))?;
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let from = targets.insert(request.service.name.clone(), request.service.target.clone());
+        Ok(Deployed {
+            service: request.service.name,
+            from,
+            to: request.service.target,
+            version: request.service.version.unwrap_or_default(),
+            drain_cancelled: 0,
+        })
+    }
+
+    async fn target(&self, service: &str) -> Result<Option<String>, ProxyError> {
+        Ok(self
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+            .cloned())
+    }
+}

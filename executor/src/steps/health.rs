@@ -1,0 +1,197 @@
+//! Waiting for a new container to be healthy: through Docker's state for roles without a
+//! proxy, through the host proxy's health-gated switch for proxied roles. A container that
+//! never becomes healthy is stopped, and `HealthFailed` carries its last log lines.
+
+use std::time::Duration;
+
+use flotilla_events::Event;
+use flotilla_events::event::{HealthFailed, HealthPassed, ProxySwitched};
+use flotilla_proxy::admin::DeployRequest;
+use flotilla_proxy::{HealthCheck, ServiceSpec};
+use tokio::time::Instant;
+
+use super::{Executor, StepFailed, millis, shorten};
+use crate::runtime::{Proxy, ProxyError, Runtime};
+use crate::wire::{AwaitHealthy, SwitchProxy};
+
+/// Reports a health failure: stops the new container so it takes no traffic and restarts
+/// no more, and returns `HealthFailed` with its last log lines as the step's failure.
+async fn unhealthy<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    container: &str,
+    attempts: u32,
+    why: String,
+) -> StepFailed {
+    let logs = ex.log_tail(container).await;
+    if let Err(e) = ex.runtime.stop(container, 10).await {
+        tracing::warn!(%container, error = %e.message, "could not stop unhealthy container");
+    }
+    let error = shorten(&format!("{why}{logs}"));
+    StepFailed {
+        events: vec![
+            HealthFailed {
+                attempts,
+                last_response: None,
+                error: error.clone(),
+            }
+            .into(),
+        ],
+        error: format!("{container} not healthy: {why}"),
+    }
+}
+
+pub(super) async fn await_healthy<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    step: &AwaitHealthy,
+) -> Result<Vec<Event>, StepFailed> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(step.timeout_ms);
+    let readiness = Duration::from_millis(step.readiness_delay_ms);
+    let interval = Duration::from_millis(step.interval_ms.max(10));
+    let mut running_since: Option<Instant> = None;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let why = match ex.runtime.inspect(&step.container).await? {
+            None => {
+                return Err(StepFailed::new(format!(
+                    "no container {} on this host",
+                    step.container
+                )));
+            }
+            Some(c) if !c.running => {
+                let code = c.exit_code.map_or("unknown".to_owned(), |c| c.to_string());
+                return Err(unhealthy(
+                    ex,
+                    &step.container,
+                    attempts,
+                    format!("container exited with code {code}"),
+                )
+                .await);
+            }
+            Some(c) => {
+                let since = *running_since.get_or_insert_with(Instant::now);
+                match c.health.as_deref() {
+                    Some("healthy") => None,
+                    Some(other) => Some(format!("docker health status is {other}")),
+                    None if since.elapsed() >= readiness => None,
+                    None => Some("running, within the readiness delay".to_owned()),
+                }
+            }
+        };
+        let Some(why) = why else {
+            return Ok(vec![
+                HealthPassed {
+                    attempts,
+                    duration_ms: millis(started.elapsed()),
+                }
+                .into(),
+            ]);
+        };
+        if Instant::now() + interval > deadline {
+            let why = format!("not healthy after {}ms: {why}", step.timeout_ms);
+            return Err(unhealthy(ex, &step.container, attempts, why).await);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    step: &SwitchProxy,
+) -> Result<Vec<Event>, StepFailed> {
+    let started = Instant::now();
+    let container = match ex.runtime.inspect(&step.container).await? {
+        Some(c) if c.running => c,
+        Some(c) => {
+            let code = c.exit_code.map_or("unknown".to_owned(), |c| c.to_string());
+            return Err(unhealthy(
+                ex,
+                &step.container,
+                0,
+                format!("container exited with code {code}"),
+            )
+            .await);
+        }
+        None => {
+            return Err(StepFailed::new(format!(
+                "no container {} on this host",
+                step.container
+            )));
+        }
+    };
+    let Some(ip) = container.ip else {
+        return Err(StepFailed::new(format!(
+            "{} has no address on the {} network",
+            step.container,
+            super::NETWORK
+        )));
+    };
+    let target = format!("{ip}:{}", step.app_port);
+    let current = ex
+        .proxy
+        .target(&step.proxy_service)
+        .await
+        .map_err(|e| StepFailed::new(format!("proxy: {e}")))?;
+    let from = match &current {
+        Some(t) => container_at(ex, t).await,
+        None => None,
+    };
+    let health_passed = |attempts| -> Event {
+        HealthPassed {
+            attempts,
+            duration_ms: millis(started.elapsed()),
+        }
+        .into()
+    };
+    if current.as_deref() == Some(target.as_str()) {
+        // Switched already (a redelivered job): the proxy only routes to healthy targets.
+        return Ok(vec![
+            health_passed(1),
+            ProxySwitched {
+                from: None,
+                to: step.container.clone(),
+            }
+            .into(),
+        ]);
+    }
+    let mut spec = ServiceSpec::new(&step.proxy_service, &target, step.hosts.clone());
+    spec.version = Some(step.version.clone());
+    spec.path_prefix = step.path_prefix.clone();
+    let request = DeployRequest {
+        service: spec,
+        health: HealthCheck {
+            path: step.health_path.clone(),
+            interval_ms: step.health_interval_ms,
+            timeout_ms: step.health_timeout_ms,
+        },
+        deploy_timeout_ms: step.deploy_timeout_ms,
+        drain_timeout_ms: step.drain_timeout_ms,
+    };
+    match ex.proxy.deploy(request).await {
+        // The proxy does not count its checks: one successful check is what it reports.
+        Ok(_) => Ok(vec![
+            health_passed(1),
+            ProxySwitched {
+                from,
+                to: step.container.clone(),
+            }
+            .into(),
+        ]),
+        Err(ProxyError::Unhealthy(message)) => {
+            let attempts = u32::try_from(step.deploy_timeout_ms / step.health_interval_ms.max(1))
+                .unwrap_or(u32::MAX);
+            Err(unhealthy(ex, &step.container, attempts, message).await)
+        }
+        Err(ProxyError::Other(message)) => Err(StepFailed::new(format!("proxy: {message}"))),
+    }
+}
+
+/// The name of the running container whose `ADDR:PORT` on the kamal network is `target`.
+async fn container_at<R: Runtime, P: Proxy>(ex: &Executor<R, P>, target: &str) -> Option<String> {
+    let ip = target.rsplit_once(':').map(|(ip, _)| ip)?;
+    let all = ex.runtime.list(&[], false).await.ok()?;
+    all.into_iter()
+        .find(|c| c.ip.as_deref() == Some(ip))
+        .map(|c| c.name)
+}

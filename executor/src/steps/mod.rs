@@ -1,0 +1,175 @@
+//! Step logic: each [`JobStep`] becomes calls on the [`Runtime`] and [`Proxy`] and the events
+//! that report it. Every step first observes Docker's state, so running it again (a redelivered
+//! job, a restart after a crash) finds the work done and reports the same outcome instead of
+//! making a second container.
+//!
+//! Event ids are derived from the job id and the step's position, so a rerun reports the same
+//! ids and the scheduler's log, idempotent by event id, keeps one copy.
+
+mod accessory;
+mod app;
+mod health;
+
+use std::time::Duration;
+
+use flotilla_events::{Event, EventId, NewEvent, SCHEMA_VERSION, Timestamp};
+use sha2::Digest as _;
+
+use crate::runtime::{EnvValue, Proxy, Runtime};
+use crate::sealing::HostKey;
+use crate::wire::{Job, JobStep, SealedValue};
+
+/// The Docker network every Flotilla container joins (Kamal's).
+pub const NETWORK: &str = "kamal";
+/// Lines of a container's log attached to a failure.
+pub const LOG_TAIL_LINES: usize = 20;
+/// Error text in events is cut to this many characters.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// A step that did not succeed: the events it did produce (e.g. `HealthFailed`) and why.
+#[derive(Debug)]
+pub struct StepFailed {
+    pub events: Vec<Event>,
+    pub error: String,
+}
+
+impl StepFailed {
+    fn new(error: impl Into<String>) -> Self {
+        Self {
+            events: Vec::new(),
+            error: shorten(&error.into()),
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for StepFailed {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        Self::new(e.message)
+    }
+}
+
+/// Carries out steps on one host.
+pub struct Executor<R, P> {
+    pub runtime: R,
+    pub proxy: P,
+    host_key: HostKey,
+    host: String,
+}
+
+impl<R: Runtime, P: Proxy> Executor<R, P> {
+    pub fn new(runtime: R, proxy: P, host_key: HostKey, host: impl Into<String>) -> Self {
+        Self {
+            runtime,
+            proxy,
+            host_key,
+            host: host.into(),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn host_key(&self) -> &HostKey {
+        &self.host_key
+    }
+
+    /// Runs one step; returns its events, or what failed.
+    pub async fn run_step(&self, step: &JobStep) -> Result<Vec<Event>, StepFailed> {
+        match step {
+            JobStep::PullImage(s) => app::pull(self, s).await,
+            JobStep::StartContainer(s) => app::start(self, s).await,
+            JobStep::AwaitHealthy(s) => health::await_healthy(self, s).await,
+            JobStep::SwitchProxy(s) => health::switch_proxy(self, s).await,
+            JobStep::StopOldContainers(s) => app::stop_old(self, s).await,
+            JobStep::Prune(s) => app::prune(self, s).await,
+            JobStep::BootAccessory(s) => accessory::boot(self, s).await,
+            JobStep::RemoveAccessory(s) => accessory::remove(self, s).await,
+            JobStep::StartExisting(s) => app::start_existing(self, &s.container).await,
+            JobStep::StopContainer(s) => app::stop_one(self, &s.container, s.stop_timeout_s).await,
+            JobStep::RemoveContainer(s) => {
+                self.runtime.remove(&s.container).await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Opens secret env values sealed to this host.
+    fn open_env(
+        &self,
+        secret_env: &[(String, SealedValue)],
+    ) -> Result<Vec<(String, EnvValue)>, StepFailed> {
+        secret_env
+            .iter()
+            .map(|(name, sealed)| {
+                self.host_key
+                    .open(sealed)
+                    .map(|s| (name.clone(), EnvValue::Secret(s)))
+                    .map_err(|e| StepFailed::new(format!("secret {name}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The last lines of a container's log, as text to append to an error.
+    async fn log_tail(&self, container: &str) -> String {
+        match self.runtime.logs_tail(container, LOG_TAIL_LINES).await {
+            Ok(lines) if lines.is_empty() => String::new(),
+            Ok(lines) => format!("\nlast log lines of {container}:\n{}", lines.join("\n")),
+            Err(e) => format!("\n(no log of {container}: {})", e.message),
+        }
+    }
+
+    /// Wraps `event` of `job` (step `step`, `k`-th event of it) for publishing.
+    pub fn envelope(&self, job: &Job, step: Option<usize>, k: usize, event: Event) -> NewEvent {
+        NewEvent {
+            id: event_id(job, step, k),
+            deploy_id: job.deploy_id.clone(),
+            at: Timestamp::now(),
+            host: Some(self.host.clone()),
+            schema_version: SCHEMA_VERSION,
+            actor: format!("executor@{}", self.host),
+            event,
+        }
+    }
+}
+
+/// A stable event id: the job's issue time (so ids still sort by time, as ULIDs do), then 64
+/// bits of the job id's hash, then the step (12 bits, `0xfff` for the final event) and the
+/// event's index within it (4 bits).
+pub fn event_id(job: &Job, step: Option<usize>, k: usize) -> EventId {
+    let hash = sha2::Sha256::digest(job.id.as_bytes());
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&hash[..8]);
+    let time = (job.issued_at.unix_ms().max(0) as u128) & ((1 << 48) - 1);
+    let step = step.map_or(0xfff, |s| (s as u128).min(0xffe));
+    let k = (k as u128).min(0xf);
+    EventId::from_u128((time << 80) | ((u64::from_be_bytes(h) as u128) << 16) | (step << 4) | k)
+}
+
+/// Cuts long error text (Docker errors can carry whole build logs) to [`MAX_ERROR_CHARS`].
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    format!("{head}... (cut)")
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

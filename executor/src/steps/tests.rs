@@ -1,0 +1,278 @@
+//! Step logic against the simulated runtime: idempotency, Kamal names and env, reporting.
+//! The real behaviour against Docker is proved by the end-to-end tests on the fleet.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Mutex;
+
+use flotilla_events::{DeployId, Event, Timestamp};
+use tokio::sync::watch;
+
+use super::*;
+use crate::job::{JobOutcome, Sink, SinkError, run_job};
+use crate::runtime::sim::{SimConfig, SimRuntime};
+use crate::sealing::seal;
+use crate::wire::*;
+
+fn executor() -> Executor<SimRuntime, SimRuntime> {
+    let config = SimConfig {
+        latency: std::time::Duration::ZERO,
+        pull_latency: std::time::Duration::ZERO,
+        failure_rate: 0.0,
+    };
+    Executor::new(
+        SimRuntime::new(config.clone()),
+        SimRuntime::new(config),
+        HostKey::generate(),
+        "10.0.0.5",
+    )
+}
+
+fn start_step(ex: &Executor<SimRuntime, SimRuntime>, version: &str) -> StartContainer {
+    StartContainer {
+        service: "app".into(),
+        role: "web".into(),
+        destination: None,
+        version: version.into(),
+        config: ContainerConfig {
+            image: format!("r/app:{version}"),
+            env: vec![("MODE".into(), "prod".into())],
+            secret_env: vec![(
+                "DB_PASSWORD".into(),
+                seal(&ex.host_key().public_key_base64(), "hunter2").unwrap(),
+            )],
+            ..Default::default()
+        },
+    }
+}
+
+fn job(steps: Vec<JobStep>) -> Job {
+    Job {
+        id: "01JOBTEST".into(),
+        deploy_id: DeployId::from("01DEPLOY"),
+        host: "10.0.0.5".into(),
+        issued_at: Timestamp::now(),
+        expires_at: Timestamp::from_unix_ms(Timestamp::now().unix_ms() + 60_000),
+        steps,
+    }
+}
+
+#[derive(Default)]
+struct VecSink(Mutex<Vec<Report>>);
+
+impl Sink for VecSink {
+    async fn report(&self, report: &Report) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(report.clone());
+        Ok(())
+    }
+}
+
+fn types(reports: &[Report]) -> Vec<&'static str> {
+    reports
+        .iter()
+        .map(|r| match r {
+            Report::Event(e) => e.event.event.type_name(),
+            Report::Refused(_) => "Refused",
+        })
+        .collect()
+}
+
+/// Starting the same version twice (a redelivered job) leaves one container and reports
+/// the same container id; the container has Kamal's name, labels and `KAMAL_*` env.
+#[tokio::test]
+async fn start_is_idempotent_with_kamal_names() {
+    let ex = executor();
+    let step = JobStep::StartContainer(start_step(&ex, "v1"));
+    let first = ex.run_step(&step).await.unwrap();
+    let second = ex.run_step(&step).await.unwrap();
+    assert_eq!(first, second);
+    let all = ex.runtime.list(&[], true).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].name, "app-web-v1");
+    assert_eq!(
+        all[0].labels.get("service").map(String::as_str),
+        Some("app")
+    );
+    assert_eq!(all[0].labels.get("role").map(String::as_str), Some("web"));
+    assert!(
+        matches!(&first[0], Event::ContainerStarted(c) if c.name == "app-web-v1" && c.version == "v1")
+    );
+}
+
+/// A secret sealed to another host fails the step with a message naming the variable, and
+/// the value itself appears nowhere in the error.
+#[tokio::test]
+async fn secret_for_another_host_fails_the_step() {
+    let ex = executor();
+    let mut step = start_step(&ex, "v1");
+    step.config.secret_env = vec![(
+        "DB_PASSWORD".into(),
+        seal(&HostKey::generate().public_key_base64(), "hunter2").unwrap(),
+    )];
+    let failed = ex
+        .run_step(&JobStep::StartContainer(step))
+        .await
+        .unwrap_err();
+    assert!(failed.error.contains("DB_PASSWORD"), "{}", failed.error);
+    assert!(!failed.error.contains("hunter2"));
+}
+
+/// A full v1 job reports each step's event then `HostSucceeded`; v2 replaces v1 (v1 stopped);
+/// a rerun of the v2 job reports the same event ids; prune keeps protected containers.
+#[tokio::test]
+async fn deploy_jobs_report_each_step_and_replace_the_old_version() {
+    let ex = executor();
+    let (_tx, stop) = watch::channel(false);
+    let steps = |v: &str| {
+        vec![
+            JobStep::PullImage(PullImage {
+                image: format!("r/app:{v}"),
+                auth: None,
+            }),
+            JobStep::StartContainer(start_step(&ex, v)),
+            JobStep::SwitchProxy(SwitchProxy {
+                proxy_service: "app-web".into(),
+                container: format!("app-web-{v}"),
+                version: v.into(),
+                app_port: 80,
+                hosts: vec![],
+                path_prefix: None,
+                health_path: "/up".into(),
+                health_interval_ms: 100,
+                health_timeout_ms: 1000,
+                deploy_timeout_ms: 5000,
+                drain_timeout_ms: 1000,
+            }),
+            JobStep::StopOldContainers(StopOldContainers {
+                service: "app".into(),
+                role: "web".into(),
+                destination: None,
+                keep: format!("app-web-{v}"),
+                stop_timeout_s: 1,
+            }),
+        ]
+    };
+    let sink = VecSink::default();
+    let v1 = job(steps("v1"));
+    assert!(matches!(
+        run_job(&ex, &v1, &sink, &stop).await.unwrap(),
+        JobOutcome::Finished(_)
+    ));
+    let mut v2 = job(steps("v2"));
+    v2.id = "01JOBV2".into();
+    let JobOutcome::Finished(reports) =
+        run_job(&ex, &v2, &VecSink::default(), &stop).await.unwrap()
+    else {
+        panic!("v2 interrupted")
+    };
+    assert_eq!(
+        types(&reports),
+        [
+            "ImagePulled",
+            "ContainerStarted",
+            "HealthPassed",
+            "ProxySwitched",
+            "OldContainerStopped",
+            "HostSucceeded"
+        ]
+    );
+    let Report::Event(switched) = &reports[3] else {
+        panic!()
+    };
+    assert_eq!(
+        switched.event.event,
+        Event::ProxySwitched(flotilla_events::event::ProxySwitched {
+            from: Some("app-web-v1".into()),
+            to: "app-web-v2".into()
+        })
+    );
+    let running: Vec<String> = ex
+        .runtime
+        .list(&[], false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(running, ["app-web-v2"]);
+
+    let JobOutcome::Finished(again) = run_job(&ex, &v2, &VecSink::default(), &stop).await.unwrap()
+    else {
+        panic!("rerun interrupted")
+    };
+    let ids = |r: &[Report]| -> Vec<String> {
+        r.iter()
+            .filter_map(|r| match r {
+                Report::Event(e) => Some(e.event.id.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(ids(&again)[..2], ids(&reports)[..2]);
+    assert_eq!(
+        ex.runtime.list(&[], true).await.unwrap().len(),
+        2,
+        "no second container"
+    );
+
+    let prune = JobStep::Prune(Prune {
+        service: "app".into(),
+        retain: 0,
+        protected: vec!["app-web-v1".into()],
+    });
+    ex.run_step(&prune).await.unwrap();
+    assert_eq!(
+        ex.runtime.list(&[], true).await.unwrap().len(),
+        2,
+        "protected v1 kept"
+    );
+    let prune = JobStep::Prune(Prune {
+        service: "app".into(),
+        retain: 0,
+        protected: vec![],
+    });
+    ex.run_step(&prune).await.unwrap();
+    assert_eq!(
+        ex.runtime.list(&[], true).await.unwrap().len(),
+        1,
+        "stopped v1 pruned"
+    );
+}
+
+/// A failing step ends the job with `HostFailed` naming the step and Docker's error; on
+/// shutdown before a step, the job is handed back untouched.
+#[tokio::test]
+async fn failure_and_shutdown() {
+    let ex = executor();
+    let (tx, stop) = watch::channel(false);
+    let j = job(vec![JobStep::StartExisting(ContainerRef {
+        container: "missing".into(),
+    })]);
+    let JobOutcome::Finished(reports) = run_job(&ex, &j, &VecSink::default(), &stop).await.unwrap()
+    else {
+        panic!()
+    };
+    let Report::Event(last) = reports.last().unwrap() else {
+        panic!()
+    };
+    assert!(
+        matches!(&last.event.event, Event::HostFailed(f) if f.step == flotilla_events::Step::StartContainer && f.error.contains("no container missing"))
+    );
+    tx.send(true).unwrap();
+    assert!(matches!(
+        run_job(&ex, &j, &VecSink::default(), &stop).await.unwrap(),
+        JobOutcome::Interrupted
+    ));
+}
+
+/// Event ids are stable per job, step and index, and distinct across them.
+#[test]
+fn event_ids_are_deterministic() {
+    let j = job(vec![]);
+    assert_eq!(event_id(&j, Some(0), 0), event_id(&j, Some(0), 0));
+    assert_ne!(event_id(&j, Some(0), 0), event_id(&j, Some(0), 1));
+    assert_ne!(event_id(&j, Some(0), 0), event_id(&j, Some(1), 0));
+    assert_ne!(event_id(&j, Some(0), 0), event_id(&j, None, 0));
+    let mut other = j.clone();
+    other.id = "01OTHER".into();
+    assert_ne!(event_id(&j, Some(0), 0), event_id(&other, Some(0), 0));
+}

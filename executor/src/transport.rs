@@ -1,0 +1,318 @@
+//! The only module that talks to NATS: connects (and reconnects forever, with backoff),
+//! makes sure the streams and this host's durable pull consumer exist, takes jobs one at a
+//! time, acks each after its reports are durable in JetStream, terminates garbage, NAKs a
+//! job interrupted by shutdown, and publishes heartbeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, Context, message::PublishMessage};
+use futures::StreamExt as _;
+use tokio::sync::{Mutex, watch};
+
+use crate::job::{JobOutcome, Sink, SinkError, run_job};
+use crate::journal::Journal;
+use crate::runtime::{Proxy, Runtime};
+use crate::signing::{Admission, JobVerifier};
+use crate::steps::Executor;
+use crate::subjects;
+use crate::wire::{self, Heartbeat, Report};
+
+/// How the executor reaches NATS.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: String,
+    /// A `.creds` file (JWT + nkey seed) for secured clusters.
+    pub creds: Option<std::path::PathBuf>,
+    pub heartbeat_every: Duration,
+}
+
+/// The executor could not start at all (a reconnect never gives up; this is for bad settings).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("nats credentials {path}: {source}")]
+    Creds {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The longest pause between two reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a running job tells the server it is still being worked on.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(MAX_BACKOFF)
+}
+
+/// Runs the executor until `shutdown` turns true; then finishes or hands back the current job.
+pub async fn run<R: Runtime, P: Proxy>(
+    executor: Arc<Executor<R, P>>,
+    verifier: JobVerifier,
+    journal: Journal,
+    settings: NatsSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("flotilla-executor@{}", executor.host()))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis(100 * 2u64.saturating_pow(attempt.min(7) as u32)).min(MAX_BACKOFF)
+        })
+        .event_callback(|event| async move { tracing::info!(%event, "nats") });
+    if let Some(path) = &settings.creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|source| TransportError::Creds {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    // With retry_on_initial_connect the client connects in the background, forever.
+    let client = loop {
+        match options.clone().connect(&settings.url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(url = %settings.url, error = %e, "nats connect failed, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let heartbeat = tokio::spawn(heartbeats(
+        executor.clone(),
+        client.clone(),
+        settings.heartbeat_every,
+    ));
+    let js = jetstream::new(client);
+    let journal = Mutex::new(journal);
+    let mut backoff = Duration::from_millis(200);
+    while !*shutdown.borrow() {
+        match consume(&executor, &verifier, &journal, &js, &mut shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "job consumer lost, rebinding");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+    heartbeat.abort();
+    tracing::info!("executor stopped");
+    Ok(())
+}
+
+/// Binds the consumer and handles jobs until shutdown (Ok) or a NATS failure (Err).
+async fn consume<R: Runtime, P: Proxy>(
+    executor: &Executor<R, P>,
+    verifier: &JobVerifier,
+    journal: &Mutex<Journal>,
+    js: &Context,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let host = executor.host();
+    js.get_or_create_stream(subjects::jobs_stream_config())
+        .await
+        .map_err(|e| format!("jobs stream: {e}"))?;
+    js.get_or_create_stream(subjects::events_stream_config())
+        .await
+        .map_err(|e| format!("events stream: {e}"))?;
+    let stream = js
+        .get_stream(subjects::JOBS_STREAM)
+        .await
+        .map_err(|e| format!("jobs stream: {e}"))?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &subjects::job_consumer(host),
+            subjects::job_consumer_config(host),
+        )
+        .await
+        .map_err(|e| format!("consumer {}: {e}", subjects::job_consumer(host)))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| format!("pull: {e}"))?;
+    tracing::info!(consumer = %subjects::job_consumer(host), subject = %subjects::job_subject(host), "waiting for jobs");
+    let sink = JetStreamSink { js: js.clone() };
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            m = messages.next() => m,
+        };
+        let message = match message {
+            None => return Err("message stream ended".into()),
+            Some(Err(e)) => return Err(format!("pull: {e}")),
+            Some(Ok(m)) => m,
+        };
+        handle(executor, verifier, journal, &sink, &message, shutdown).await?;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+async fn handle<R: Runtime, P: Proxy>(
+    executor: &Executor<R, P>,
+    verifier: &JobVerifier,
+    journal: &Mutex<Journal>,
+    sink: &JetStreamSink,
+    message: &jetstream::Message,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    let ack = |kind: AckKind| async move {
+        message
+            .ack_with(kind)
+            .await
+            .map_err(|e| format!("ack: {e}"))
+    };
+    let now = flotilla_events::Timestamp::now();
+    let job = match verifier.admit(&message.payload, now) {
+        Admission::Garbage(e) => {
+            tracing::warn!(subject = %message.subject, bytes = message.payload.len(), error = %e, "terminating a message that is not a job");
+            return ack(AckKind::Term).await;
+        }
+        Admission::Refuse(refusal) => {
+            tracing::warn!(job = %refusal.job_id, reason = ?refusal.reason, detail = %refusal.detail, "job refused");
+            if let Err(e) = sink.report(&Report::Refused(refusal)).await {
+                tracing::warn!(error = %e, "could not report refusal; will see the job again");
+                return ack(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+            return ack(AckKind::Term).await;
+        }
+        Admission::Accept(job) => job,
+    };
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    if let Some(reports) = journal.lock().await.finished(&job.id) {
+        tracing::info!(job = %job.id, reports = reports.len(), "job already ran here: re-sending its reports");
+        for bytes in reports {
+            if let Ok(report) = wire::decode::<Report>(&bytes)
+                && let Err(e) = sink.report(&report).await
+            {
+                tracing::warn!(error = %e, "re-sending failed");
+                return ack(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+        return ack(AckKind::Ack).await;
+    }
+    tracing::info!(job = %job.id, deploy = %job.deploy_id, steps = job.steps.len(), delivered, "job accepted");
+    let run = run_job(executor, &job, sink, shutdown);
+    tokio::pin!(run);
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = progress.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(JobOutcome::Finished(reports)) => {
+            let encoded: Vec<Vec<u8>> = reports
+                .iter()
+                .filter_map(|r| wire::encode(r).ok())
+                .collect();
+            if let Err(e) = journal
+                .lock()
+                .await
+                .record(&job.id, job.expires_at, &encoded)
+            {
+                tracing::warn!(error = %e, "could not record the finished job");
+            }
+            tracing::info!(job = %job.id, "job finished");
+            ack(AckKind::Ack).await
+        }
+        Ok(JobOutcome::Interrupted) => ack(AckKind::Nak(None)).await,
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "reports not published; job handed back");
+            ack(AckKind::Nak(Some(Duration::from_secs(1)))).await
+        }
+    }
+}
+
+/// Publishes reports to the events stream and waits for the stream's ack.
+struct JetStreamSink {
+    js: Context,
+}
+
+impl Sink for JetStreamSink {
+    async fn report(&self, report: &Report) -> Result<(), SinkError> {
+        let (subject, id) = match report {
+            Report::Event(e) => (
+                subjects::event_subject(
+                    e.event.deploy_id.as_str(),
+                    e.event.host.as_deref().unwrap_or_default(),
+                ),
+                e.event.id.to_string(),
+            ),
+            Report::Refused(r) => (
+                subjects::event_subject(&r.deploy_id, &r.host),
+                format!("refused-{}-{}", r.job_id, r.at.unix_ms()),
+            ),
+        };
+        let payload = wire::encode(report).map_err(|e| SinkError(e.to_string()))?;
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(id);
+        self.js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| SinkError(e.to_string()))?
+            .await
+            .map_err(|e| SinkError(e.to_string()))?;
+        Ok(())
+    }
+}
+
+async fn heartbeats<R: Runtime, P: Proxy>(
+    executor: Arc<Executor<R, P>>,
+    client: async_nats::Client,
+    every: Duration,
+) {
+    let subject = subjects::heartbeat_subject(executor.host());
+    let mut docker_version = String::new();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if docker_version.is_empty() {
+            docker_version = executor.runtime.version().await.unwrap_or_default();
+        }
+        let containers = executor
+            .runtime
+            .list(&[], false)
+            .await
+            .map(|all| {
+                all.into_iter()
+                    .filter(|c| c.labels.contains_key("service"))
+                    .map(|c| c.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let beat = Heartbeat {
+            host: executor.host().to_owned(),
+            executor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            docker_version: docker_version.clone(),
+            containers,
+            sealing_key: executor.host_key().public_key_base64(),
+            at: flotilla_events::Timestamp::now(),
+        };
+        if let Ok(bytes) = wire::encode(&beat)
+            && let Err(e) = client.publish(subject.clone(), bytes.into()).await
+        {
+            tracing::debug!(error = %e, "heartbeat not sent");
+        }
+    }
+}
