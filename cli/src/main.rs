@@ -27,6 +27,14 @@ enum Command {
     Version,
     /// The host proxy: run it, or deploy, list and pause services through its admin socket
     Proxy(commands::proxy::ProxyArgs),
+    /// Print the resolved configuration, secrets redacted (`--json` for JSON)
+    Config(commands::config::ConfigCmd),
+    /// Write Kamal's layout: config/deploy.yml, .kamal/secrets and sample hooks
+    Init(commands::init::InitCmd),
+    /// Show the documentation of config/deploy.yml, section by section
+    Docs(commands::docs::DocsCmd),
+    /// Print resolved secrets or extract one from a JSON object
+    Secrets(commands::secrets::SecretsCmd),
 }
 
 fn main() {
@@ -45,6 +53,10 @@ fn main() {
             Ok(())
         }
         Command::Proxy(args) => commands::proxy::run(args),
+        Command::Config(cmd) => commands::config::run(&cmd),
+        Command::Init(cmd) => commands::init::run(&cmd),
+        Command::Docs(cmd) => commands::docs::run(&cmd),
+        Command::Secrets(cmd) => commands::secrets::run(&cmd),
     };
     exit::finish(result);
 }

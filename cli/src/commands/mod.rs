@@ -1,3 +1,16 @@
 //! One module per `flotilla` command.
 
 pub mod proxy;
+pub mod config;
+pub mod docs;
+pub mod init;
+pub mod secrets;
+
+/// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
