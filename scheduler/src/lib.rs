@@ -2,6 +2,7 @@
 //! them to the event log, folds state and decides what happens next.
 //!
 //! - [`hooks`]: Kamal hooks with `KAMAL_*` variables.
+//! - [`jobs`]: a host's planned steps as the signed job its executor runs, secrets sealed.
 //! - [`rollout`]: the rollout policy as a pure state machine (primary role first, `boot.limit`
 //!   and `boot.wait`, canary, max parallel, failure budget, step timeout).
 //!
@@ -9,5 +10,6 @@
 #![forbid(unsafe_code)]
 
 pub mod hooks;
+pub mod jobs;
 pub mod rollout;
 pub mod transport;

@@ -1,0 +1,259 @@
+//! Turning a host's planned steps into the signed job its executor runs.
+//!
+//! The plan names secrets; here their values are looked up and sealed to the host's own key,
+//! so they cross NATS only as ciphertext. A resumed deploy sends only the steps a host has not
+//! finished, with the same job identity scheme, so the events it reports line up.
+
+use flotilla_deploy::Config;
+use flotilla_deploy::plan::{HostPlan, Plan, Step};
+use flotilla_events::{DeployId, Timestamp};
+use flotilla_executor::sealing::{SealError, seal};
+use flotilla_executor::wire::{
+    self, AwaitHealthy, ContainerConfig, Job, JobStep, Prune, PullImage, RegistryAuth,
+    StartContainer, StopOldContainers, SwitchProxy,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("secret {name} is not defined in the secrets files")]
+    MissingSecret { name: String },
+    #[error("no sealing key for host {host}: its executor has not been seen (is it running?)")]
+    NoHostKey { host: String },
+    #[error("sealing a secret for {host}: {source}")]
+    Seal {
+        host: String,
+        #[source]
+        source: SealError,
+    },
+    #[error("option {name}={value:?} on role {role} is not understood: {why}")]
+    Option {
+        role: String,
+        name: String,
+        value: String,
+        why: String,
+    },
+}
+
+/// What every job of one deploy shares.
+#[derive(Debug, Clone)]
+pub struct JobContext<'a> {
+    pub config: &'a Config,
+    pub deploy_id: &'a DeployId,
+    /// Host -> its executor's sealing key (base64), from heartbeats.
+    pub host_keys: &'a BTreeMap<String, String>,
+    pub now: Timestamp,
+    /// How long a job stays valid.
+    pub validity: Duration,
+}
+
+/// The job for `host`, starting at step `from` (0 for a fresh deploy; a resume skips the
+/// steps the log shows finished). The job id is derived from the deploy, host and first step,
+/// so the same resume published twice is deduplicated by JetStream.
+pub fn job_for(
+    plan: &Plan,
+    host: &HostPlan,
+    from: usize,
+    ctx: &JobContext,
+) -> Result<Job, JobError> {
+    let key = ctx
+        .host_keys
+        .get(&host.host)
+        .ok_or_else(|| JobError::NoHostKey {
+            host: host.host.clone(),
+        })?;
+    let steps = host
+        .steps
+        .iter()
+        .skip(from)
+        .map(|s| job_step(plan, s, &host.host, key, ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    let validity_ms = i64::try_from(ctx.validity.as_millis()).unwrap_or(i64::MAX);
+    Ok(Job {
+        id: format!(
+            "{}-{}-{from}",
+            ctx.deploy_id,
+            flotilla_executor::subjects::token(&host.host)
+        ),
+        deploy_id: ctx.deploy_id.clone(),
+        host: host.host.clone(),
+        issued_at: ctx.now,
+        expires_at: Timestamp::from_unix_ms(ctx.now.unix_ms().saturating_add(validity_ms)),
+        steps,
+    })
+}
+
+fn sealed(
+    name: &str,
+    host: &str,
+    key: &str,
+    ctx: &JobContext,
+) -> Result<wire::SealedValue, JobError> {
+    let value = ctx
+        .config
+        .secrets
+        .get(name)
+        .ok_or_else(|| JobError::MissingSecret {
+            name: name.to_owned(),
+        })?;
+    seal(key, value.expose()).map_err(|source| JobError::Seal {
+        host: host.to_owned(),
+        source,
+    })
+}
+
+fn job_step(
+    plan: &Plan,
+    step: &Step,
+    host: &str,
+    key: &str,
+    ctx: &JobContext,
+) -> Result<JobStep, JobError> {
+    let config = ctx.config;
+    let ms = |s: u64| s.saturating_mul(1000);
+    Ok(match step {
+        Step::PullImage { image } => JobStep::PullImage(PullImage {
+            image: image.clone(),
+            auth: registry_auth(config, host, key)?,
+        }),
+        Step::StartContainer(s) => {
+            let mut memory_bytes = None;
+            let mut extra_hosts = Vec::new();
+            for (name, value) in &s.options {
+                match name.as_str() {
+                    "memory" => {
+                        memory_bytes = Some(parse_bytes(value).ok_or_else(|| JobError::Option {
+                            role: s.role.clone(),
+                            name: name.clone(),
+                            value: value.clone(),
+                            why: "expected a size like 512m or 2g".into(),
+                        })?)
+                    }
+                    "add-host" => extra_hosts.push(value.clone()),
+                    // Other `docker run` options are carried by later work; they are not
+                    // silently dropped from the user's view: `flotilla config` shows them.
+                    _ => {}
+                }
+            }
+            let secret_env = s
+                .secret_env
+                .iter()
+                .map(|(var, secret)| Ok((var.clone(), sealed(secret, host, key, ctx)?)))
+                .collect::<Result<Vec<_>, JobError>>()?;
+            JobStep::StartContainer(StartContainer {
+                service: plan.service.clone(),
+                role: s.role.clone(),
+                destination: plan.destination.clone(),
+                version: plan.release.version.clone(),
+                config: ContainerConfig {
+                    image: s.image.clone(),
+                    env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    secret_env,
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    volumes: s.volumes.clone(),
+                    cmd: s.cmd.clone(),
+                    publish: Vec::new(),
+                    log_driver: s.log_driver.clone(),
+                    log_options: s
+                        .log_options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    memory_bytes,
+                    extra_hosts,
+                },
+            })
+        }
+        Step::AwaitHealthy {
+            container,
+            readiness_delay_s,
+            timeout_s,
+            ..
+        } => JobStep::AwaitHealthy(AwaitHealthy {
+            container: container.clone(),
+            readiness_delay_ms: ms(*readiness_delay_s),
+            timeout_ms: ms(*timeout_s),
+            interval_ms: 500,
+        }),
+        Step::SwitchProxy(s) => JobStep::SwitchProxy(SwitchProxy {
+            proxy_service: s.proxy_service.clone(),
+            container: s.container.clone(),
+            version: plan.release.version.clone(),
+            app_port: s.app_port,
+            hosts: s.hosts.clone(),
+            path_prefix: s.path_prefix.clone(),
+            health_path: s.health_path.clone(),
+            health_interval_ms: ms(s.health_interval_s),
+            health_timeout_ms: ms(s.health_timeout_s),
+            deploy_timeout_ms: ms(s.deploy_timeout_s),
+            drain_timeout_ms: ms(s.drain_timeout_s),
+        }),
+        Step::StopOldContainers {
+            role,
+            keep,
+            stop_timeout_s,
+        } => JobStep::StopOldContainers(StopOldContainers {
+            service: plan.service.clone(),
+            role: role.clone(),
+            destination: plan.destination.clone(),
+            keep: keep.clone(),
+            stop_timeout_s: u32::try_from(*stop_timeout_s).unwrap_or(u32::MAX),
+        }),
+        Step::Prune { retain, protected } => JobStep::Prune(Prune {
+            service: plan.service.clone(),
+            retain: *retain,
+            protected: protected.clone(),
+        }),
+    })
+}
+
+fn registry_auth(config: &Config, host: &str, key: &str) -> Result<Option<RegistryAuth>, JobError> {
+    let (Some(user), Some(password)) = (&config.registry.username, &config.registry.password)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(RegistryAuth {
+        server: config
+            .registry
+            .server
+            .clone()
+            .unwrap_or_else(|| "docker.io".to_owned()),
+        username: user.expose().to_owned(),
+        password: seal(key, password.expose()).map_err(|source| JobError::Seal {
+            host: host.to_owned(),
+            source,
+        })?,
+    }))
+}
+
+/// `512m`, `2g`, `1024k`, `100` (bytes) as Docker reads `--memory`.
+fn parse_bytes(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.chars().last()? {
+        'b' => (&s[..s.len() - 1], 1),
+        'k' => (&s[..s.len() - 1], 1 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    num.parse::<i64>().ok()?.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    /// Memory sizes read like Docker's `--memory`.
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("2G"), Some(2 << 30));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("lots"), None);
+    }
+}
