@@ -167,3 +167,34 @@ pub fn extract(name: &str, json: &str) -> Result<String, ExtractError> {
         other => other.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret prints as `[REDACTED]` through Debug, Display and Serialize; only `expose` shows it.
+    #[test]
+    fn secret_redacts_itself() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "[REDACTED] [REDACTED]");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"[REDACTED]\"");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    /// `secrets extract` finds a name directly or as the last segment of an adapter's key.
+    #[test]
+    fn extract_by_name_or_suffix() {
+        let json = r#"{"a/b/DB": "x", "TOKEN": "t", "N": 5}"#;
+        assert_eq!(extract("DB", json).unwrap(), "x");
+        assert_eq!(extract("TOKEN", json).unwrap(), "t");
+        assert_eq!(extract("N", json).unwrap(), "5");
+        assert_eq!(
+            extract("NOPE", json).unwrap_err().to_string(),
+            "could not find secret NOPE"
+        );
+        assert!(matches!(
+            extract("X", "[1]"),
+            Err(ExtractError::NotAnObject)
+        ));
+    }
+}

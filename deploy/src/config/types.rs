@@ -168,10 +168,23 @@ impl Serialize for SecretRef {
 }
 
 /// A value that is either written in the config or taken from a secret.
-#[derive(Clone, Debug)]
+///
+/// `Debug` redacts both kinds: a registry password written in clear is still a password.
+#[derive(Clone)]
 pub enum Credential {
     Clear(String),
     Secret { name: String, value: Secret },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Clear(_) => write!(f, "Clear({})", super::secrets::REDACTED),
+            Credential::Secret { name, .. } => {
+                write!(f, "Secret({name}: {})", super::secrets::REDACTED)
+            }
+        }
+    }
 }
 
 impl Credential {
@@ -285,8 +298,9 @@ pub struct Ssh {
     pub proxy: Option<String>,
     pub proxy_command: Option<String>,
     pub keys: Vec<String>,
-    /// Secret names holding private keys.
-    pub key_data: Vec<String>,
+    /// Private keys given inline (usually through ERB from the environment): key material, so
+    /// held as secrets and redacted in output.
+    pub key_data: Vec<Secret>,
     pub keys_only: Option<bool>,
     pub config: Option<String>,
     pub log_level: Option<String>,

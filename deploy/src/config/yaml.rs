@@ -59,7 +59,10 @@ impl Node {
 
 /// Parse rendered YAML text. An empty document is an empty map.
 pub fn parse(text: &str, file: &Arc<Path>, map: &SourceMap) -> Result<Node, Diagnostic> {
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+    // Psych (Kamal) lets a repeated key win silently; pass repeats through so decoding can
+    // take the last one and warn about it.
+    let options = serde_saphyr::options! { duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough };
+    match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(raw) => Ok(convert(raw, file, map)),
         Err(e) => {
             let pos = e
@@ -146,7 +149,7 @@ pub fn deep_merge(base: Node, over: Node) -> Node {
     match (base.kind, over.kind) {
         (Kind::Map(mut entries), Kind::Map(over_entries)) => {
             for (k, v) in over_entries {
-                match entries.iter().position(|(bk, _)| bk.key() == k.key()) {
+                match entries.iter().rposition(|(bk, _)| bk.key() == k.key()) {
                     Some(i) => {
                         let (_, old) = entries.remove(i);
                         entries.insert(i, (k, deep_merge(old, v)));

@@ -241,3 +241,49 @@ fn x_flotilla() {
     );
     assert_eq!(f.metrics.unwrap().listen, "127.0.0.1:9394");
 }
+
+/// A key written twice loads as Kamal loads it (the last value wins), with a warning.
+#[test]
+fn k2_duplicate_keys_last_wins() {
+    let c = load_ok("k2_duplicate_keys_last_wins", None, &[]);
+    assert_eq!(c.image, "acme/second");
+    assert_eq!(
+        super::warnings(&c),
+        ["config/deploy.yml:4:1: image: duplicate key: the last one is used, as Kamal does"]
+    );
+}
+
+/// No secret value appears in `Debug` of the config, nor in its YAML or JSON output: env
+/// secrets, a certificate, a registry password written in clear and SSH key data.
+#[test]
+fn redaction_everywhere() {
+    use flotilla_deploy::config::output;
+    let c = load_ok(
+        "redaction_everywhere",
+        None,
+        &[("SSH_PRIVATE_KEY", "ssh-key-material")],
+    );
+    assert_eq!(c.ssh.key_data[0].expose(), "ssh-key-material");
+    assert_eq!(
+        c.registry.password.as_ref().unwrap().expose(),
+        "clear-registry-password"
+    );
+    let shown = [
+        format!("{c:?}"),
+        format!("{c:#?}"),
+        output::to_yaml(&c).unwrap(),
+        output::to_json(&c).unwrap(),
+    ];
+    for text in &shown {
+        for value in [
+            "api-token-value",
+            "cert-material",
+            "key-material",
+            "clear-registry-password",
+            "ssh-key-material",
+        ] {
+            assert!(!text.contains(value), "{value} leaked into:\n{text}");
+        }
+        assert!(text.contains("[REDACTED]"));
+    }
+}

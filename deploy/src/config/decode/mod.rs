@@ -121,7 +121,18 @@ impl Cx {
     /// `n` as a map with any keys (labels, options, aliases).
     pub fn raw_map<'a>(&mut self, n: &'a Node, path: &str) -> Option<&'a [(Node, Node)]> {
         match &n.kind {
-            Kind::Map(e) => Some(e),
+            Kind::Map(e) => {
+                for (i, (k, _)) in e.iter().enumerate() {
+                    if e[..i].iter().any(|(earlier, _)| earlier.key() == k.key()) {
+                        self.warn(
+                            k,
+                            &join(path, k.key()),
+                            "duplicate key: the last one is used, as Kamal does",
+                        );
+                    }
+                }
+                Some(e)
+            }
             Kind::Null => Some(&[]),
             _ => {
                 self.expected(n, path, "a map");

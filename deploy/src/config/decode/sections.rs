@@ -3,7 +3,7 @@
 use super::root::secret_credential;
 use super::{Cx, kamal1};
 use crate::config::schema;
-use crate::config::secrets::Secrets;
+use crate::config::secrets::{Secret, Secrets};
 use crate::config::types::{
     Boot, Builder, Credential, Flotilla, Logging, Metrics, Nats, Registry, Rollout, Ssh, Sshkit,
 };
@@ -121,7 +121,12 @@ pub(crate) fn ssh(cx: &mut Cx, n: &Node) -> Ssh {
             .unwrap_or_default(),
         key_data: m
             .get("key_data")
-            .map(|k| cx.strings(k, "ssh/key_data"))
+            .map(|k| {
+                cx.strings(k, "ssh/key_data")
+                    .into_iter()
+                    .map(Secret::new)
+                    .collect()
+            })
             .unwrap_or_default(),
         keys_only: m.get("keys_only").and_then(|k| cx.bool(k, "ssh/keys_only")),
         config: cx.opt_string(&m, "config"),
