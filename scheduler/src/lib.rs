@@ -1,6 +1,7 @@
 //! Flotilla's rollout engine: turns a plan into jobs, batches hosts, consumes events, appends
 //! them to the event log, folds state and decides what happens next.
 //!
+//! - [`engine`]: one deploy from plan to outcome: jobs out, events into the log, policy decides.
 //! - [`hooks`]: Kamal hooks with `KAMAL_*` variables.
 //! - [`jobs`]: a host's planned steps as the signed job its executor runs, secrets sealed.
 //! - [`rollout`]: the rollout policy as a pure state machine (primary role first, `boot.limit`
@@ -9,6 +10,7 @@
 //! See ARCHITECTURE.md at the repository root for what this crate owns.
 #![forbid(unsafe_code)]
 
+pub mod engine;
 pub mod hooks;
 pub mod jobs;
 pub mod rollout;

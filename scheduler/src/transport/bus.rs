@@ -1,0 +1,210 @@
+//! The scheduler's side of the NATS contract (subjects and streams are defined once, in
+//! `flotilla_executor::subjects`): publish signed jobs, read heartbeats, consume one deploy's
+//! events with explicit acks.
+
+use async_nats::jetstream::{self, consumer::pull, stream::Stream};
+use flotilla_executor::subjects;
+use flotilla_executor::wire::{self, Heartbeat, Report};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("connect to NATS at {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("no heartbeat within {waited:?} from the executor on {}: is `flotilla executor run` running there and connected to NATS?", hosts.join(", "))]
+    HostsSilent {
+        hosts: Vec<String>,
+        waited: Duration,
+    },
+}
+
+fn nats(e: impl std::fmt::Display) -> BusError {
+    BusError::Nats(e.to_string())
+}
+
+/// A connection to NATS with JetStream.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bus")
+    }
+}
+
+impl Bus {
+    /// Connects, optionally with a credentials file, and makes sure both streams exist.
+    pub async fn connect(url: &str, creds: Option<&std::path::Path>) -> Result<Bus, BusError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name("flotilla-scheduler")
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(path) = creds {
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| BusError::Connect {
+                    url: url.to_owned(),
+                    detail: format!("credentials {}: {e}", path.display()),
+                })?;
+        }
+        let client = opts.connect(url).await.map_err(|e| BusError::Connect {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let js = jetstream::new(client.clone());
+        js.get_or_create_stream(subjects::jobs_stream_config())
+            .await
+            .map_err(nats)?;
+        js.get_or_create_stream(subjects::events_stream_config())
+            .await
+            .map_err(nats)?;
+        Ok(Bus { client, js })
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Waits until every host has sent a heartbeat (they come every few seconds) and returns
+    /// the latest of each.
+    pub async fn heartbeats(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> Result<BTreeMap<String, Heartbeat>, BusError> {
+        let mut sub = self
+            .client
+            .subscribe(format!("{}.*", subjects::HEARTBEAT_PREFIX))
+            .await
+            .map_err(nats)?;
+        let wanted: BTreeMap<String, &String> =
+            hosts.iter().map(|h| (subjects::token(h), h)).collect();
+        let mut seen = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while seen.len() < wanted.len() {
+            let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(_) => break,
+            };
+            let Ok(hb) = wire::decode::<Heartbeat>(&msg.payload) else {
+                tracing::warn!(subject = %msg.subject, "undecodable heartbeat ignored");
+                continue;
+            };
+            if let Some(host) = wanted.get(&subjects::token(&hb.host)) {
+                seen.insert((*host).clone(), hb);
+            }
+        }
+        let silent: Vec<String> = hosts
+            .iter()
+            .filter(|h| !seen.contains_key(*h))
+            .cloned()
+            .collect();
+        if silent.is_empty() {
+            Ok(seen)
+        } else {
+            Err(BusError::HostsSilent {
+                hosts: silent,
+                waited: wait,
+            })
+        }
+    }
+
+    /// Publishes a signed job on its host's subject; JetStream drops a second copy with the
+    /// same job id.
+    pub async fn publish_job(
+        &self,
+        host: &str,
+        job_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", job_id);
+        self.js
+            .publish_with_headers(subjects::job_subject(host), headers, payload.into())
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    /// A durable consumer of one deploy's events. Durable, so a scheduler that restarts
+    /// (`flotilla replay --resume`) picks up what it had not yet acknowledged.
+    pub async fn deploy_events(&self, deploy_id: &str) -> Result<DeployEvents, BusError> {
+        let stream: Stream = self
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .map_err(nats)?;
+        let name = format!("scheduler-{}", subjects::token(deploy_id));
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subjects::deploy_events_filter(deploy_id),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    inactive_threshold: Duration::from_secs(24 * 3600),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats)?;
+        let messages = consumer.messages().await.map_err(nats)?;
+        Ok(DeployEvents { messages })
+    }
+}
+
+/// One deploy's reports, in order; each must be acknowledged after it is durable.
+pub struct DeployEvents {
+    messages: pull::Stream,
+}
+
+impl std::fmt::Debug for DeployEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeployEvents")
+    }
+}
+
+/// A report and the handle to acknowledge it.
+pub struct Delivery {
+    pub report: Result<Report, wire::WireError>,
+    message: jetstream::Message,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Acknowledge: the report is durable in the event log (or deliberately dropped).
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.message.ack().await.map_err(nats)
+    }
+}
+
+impl DeployEvents {
+    /// The next report; `None` if the subscription ended.
+    pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        let msg = self.messages.next().await?;
+        Some(match msg {
+            Ok(message) => Ok(Delivery {
+                report: wire::decode::<Report>(&message.payload),
+                message,
+            }),
+            Err(e) => Err(nats(e)),
+        })
+    }
+}
