@@ -109,13 +109,15 @@ impl Diags {
     }
 }
 
-/// The known name closest to `unknown`, if it is close enough to be a plausible typo.
+/// The known name closest to `unknown`, if it is close enough to be a plausible typo, or the
+/// known name `unknown` spells out (`command` for `cmd`).
 pub fn did_you_mean<'a>(
     unknown: &str,
     known: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let known: Vec<&str> = known.into_iter().collect();
     let mut best: Option<(usize, &str)> = None;
-    for k in known {
+    for &k in &known {
         let d = levenshtein(unknown, k);
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, k));
@@ -124,7 +126,21 @@ pub fn did_you_mean<'a>(
     let (d, k) = best?;
     // One edit per three characters, at least one, reads as a typo rather than another word.
     let limit = (unknown.chars().count() / 3).max(1);
-    (d <= limit || k.contains(unknown) && unknown.len() >= 3).then_some(k)
+    if d <= limit || k.contains(unknown) && unknown.len() >= 3 {
+        return Some(k);
+    }
+    known
+        .into_iter()
+        .find(|k| k.len() >= 3 && is_abbreviation(k, unknown))
+}
+
+/// Whether `short` keeps the first letter of `long` and the rest of its letters in order.
+fn is_abbreviation(short: &str, long: &str) -> bool {
+    if short.chars().next() != long.chars().next() {
+        return false;
+    }
+    let mut rest = long.chars();
+    short.chars().all(|c| rest.any(|l| l == c))
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -158,5 +174,7 @@ mod tests {
             Some("servers")
         );
         assert_eq!(did_you_mean("banana", ["host", "ssl"]), None);
+        assert_eq!(did_you_mean("command", ["cmd", "options"]), Some("cmd"));
+        assert_eq!(did_you_mean("environment", ["env", "labels"]), Some("env"));
     }
 }

@@ -78,6 +78,15 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     if let Some(over) = over {
         tree = yaml::deep_merge(tree, over);
     }
+    if matches!(tree.kind, Kind::Null) {
+        let msg = "the file is empty: a config needs at least `service`, `image` and `servers`";
+        return Err(ConfigErrors::one(Diagnostic::new(
+            &tree.file,
+            Pos::START,
+            "",
+            msg,
+        )));
+    }
     if !matches!(tree.kind, Kind::Map(_)) {
         let d = Diagnostic::new(
             &tree.file,

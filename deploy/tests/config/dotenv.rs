@@ -53,3 +53,56 @@ fn dotenv_every_rule() {
     assert_eq!(s("COMMON_ONLY"), "common");
     assert_eq!(s("EMPTY"), "");
 }
+
+/// On the rules both implement (no `$(cmd)`, no process environment), our parser reads every
+/// line of this corpus exactly as dotenvy does: dotenvy is the oracle. (dotenvy is stricter in
+/// one place: it rejects unquoted values with inner spaces, which Ruby's dotenv, and so Kamal,
+/// accepts; `dotenv_every_rule` covers that case.)
+#[test]
+fn agrees_with_dotenvy_oracle() {
+    use std::collections::BTreeMap;
+
+    use flotilla_deploy::config::dotenv::{Context, parse};
+
+    let corpus = [
+        "A=plain",
+        "A=  padded  ",
+        "export A=exported",
+        "A=value # comment",
+        "A=value#not-a-comment",
+        "# only a comment\nA=1\n\nB=2",
+        "A='single $B \\n'",
+        "A=\"double\\nline\"",
+        "A=\"quote \\\" inside\"",
+        "A=\"multi\nline\"",
+        "B=base\nA=$B-x",
+        "B=base\nA=${B}x",
+        "B=base\nA=\"in ${B} quotes\"",
+        "A=\"\\$NOT_EXPANDED\"",
+        "A=",
+        "A=\"\"",
+        "A=''",
+        "A=x\nA=y",
+        "A.B_C=dotted",
+    ];
+    let env = BTreeMap::new();
+    for text in corpus {
+        let mut known = BTreeMap::new();
+        let ours: Vec<(String, String)> = parse(
+            text,
+            &mut known,
+            Context {
+                env: &env,
+                cwd: std::path::Path::new("."),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{text:?}: {e:?}"))
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+        let theirs: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
+            .map(|r| r.unwrap_or_else(|e| panic!("dotenvy {text:?}: {e}")))
+            .collect();
+        assert_eq!(ours, theirs, "{text:?}");
+    }
+}

@@ -64,4 +64,10 @@ cases! {
     failing_secret_command;
     /// All problems are reported in one run, not only the first.
     many_errors_at_once;
+    /// An empty file is not a config.
+    empty_file;
+    /// A config must be a map of settings.
+    top_level_list;
+    /// Problems in the destination file are reported in that file, at its own lines.
+    destination_file_errors, dest = Some("staging");
 }
