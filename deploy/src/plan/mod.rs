@@ -7,9 +7,11 @@
 
 mod argv;
 mod build;
+mod filter;
 
 pub use argv::split_command;
 pub use build::plan;
+pub use filter::matches;
 
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -64,6 +64,12 @@ cases! {
     failing_secret_command;
     /// All problems are reported in one run, not only the first.
     many_errors_at_once;
+    /// `primary_role` must name a role of `servers`.
+    primary_role_missing;
+    /// `servers` is required.
+    missing_servers;
+    /// An accessory needs an image.
+    accessory_missing_image;
     /// An empty file is not a config.
     empty_file;
     /// A config must be a map of settings.

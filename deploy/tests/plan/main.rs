@@ -124,3 +124,31 @@ fn proxy_settings_and_protected_containers() {
     let plan = check("plan_proxy_settings", None, &context);
     assert_eq!(plan.hosts[0].roles, ["api", "worker"]);
 }
+
+/// `-h` and `-r` narrow a plan: only matching hosts, and only the matching roles' steps.
+#[test]
+fn host_and_role_filters() {
+    let plan = plan_for("plan_roles_tags", None, &PlanContext::default());
+    let jobs_only = plan.clone().filtered(&[], &["job".into()]);
+    assert_eq!(
+        jobs_only
+            .hosts
+            .iter()
+            .map(|h| h.host.as_str())
+            .collect::<Vec<_>>(),
+        ["10.0.0.2", "10.0.0.3"]
+    );
+    assert_eq!(
+        step_names(&jobs_only, "10.0.0.2"),
+        [
+            "pull image",
+            "start job",
+            "await healthy job",
+            "stop old job",
+            "prune"
+        ]
+    );
+    let one = plan.filtered(&["10.0.0.*1".into()], &[]);
+    assert_eq!(one.hosts.len(), 1);
+    assert_eq!(one.hosts[0].host, "10.0.0.1");
+}
