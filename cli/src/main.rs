@@ -27,6 +27,8 @@ enum Command {
     Version,
     /// The host proxy: run it, or deploy, list and pause services through its admin socket
     Proxy(commands::proxy::ProxyArgs),
+    /// The host agent: run it (jobs from NATS to Docker), or print its sealing key
+    Executor(commands::executor::ExecutorArgs),
     /// Print the resolved configuration, secrets redacted (`--json` for JSON)
     Config(commands::config::ConfigCmd),
     /// Write Kamal's layout: config/deploy.yml, .kamal/secrets and sample hooks
@@ -53,6 +55,7 @@ fn main() {
             Ok(())
         }
         Command::Proxy(args) => commands::proxy::run(args),
+        Command::Executor(args) => commands::executor::run(args),
         Command::Config(cmd) => commands::config::run(&cmd),
         Command::Init(cmd) => commands::init::run(&cmd),
         Command::Docs(cmd) => commands::docs::run(&cmd),

@@ -23,7 +23,7 @@ pub const HEARTBEAT_PREFIX: &str = "flotilla.hb";
 /// How long the server waits for an ack before redelivering a job. The executor sends
 /// "in progress" acks while a job runs, so this bounds only how long a crashed executor's
 /// job waits before it is delivered again.
-pub const JOB_ACK_WAIT: Duration = Duration::from_secs(30);
+pub const JOB_ACK_WAIT: Duration = Duration::from_secs(15);
 /// Deliveries of one job before the server gives up on it (bounded redelivery).
 pub const JOB_MAX_DELIVER: i64 = 10;
 /// Window in which a job published twice with the same id is stored once.

@@ -41,7 +41,7 @@ pub enum TransportError {
 /// The longest pause between two reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a running job tells the server it is still being worked on.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn next_backoff(d: Duration) -> Duration {
     (d * 2).min(MAX_BACKOFF)

@@ -1,5 +1,6 @@
 //! One module per `flotilla` command.
 
+pub mod executor;
 pub mod proxy;
 pub mod config;
 pub mod docs;

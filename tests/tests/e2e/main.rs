@@ -4,5 +4,6 @@
 //! piece is a failure, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod executor;
 mod fleet;
 mod support;

@@ -1,0 +1,278 @@
+//! `flotilla executor ...`: the host agent. `run` takes the host's signed jobs from NATS and
+//! carries them out against the local Docker engine and proxy; `key` prints the host's
+//! sealing key (what the scheduler seals secrets to).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use flotilla_executor::journal::Journal;
+use flotilla_executor::runtime::docker::{DockerRuntime, SocketProxy};
+use flotilla_executor::sealing::HostKey;
+use flotilla_executor::signing::JobVerifier;
+use flotilla_executor::steps::Executor;
+use flotilla_executor::transport::{self, NatsSettings};
+
+use crate::exit::{USAGE, UserError};
+
+const EXAMPLES: &str = "Examples:
+  flotilla executor run --host-id 10.0.0.5 --nats nats://10.0.0.1:4222 --scheduler-key @/etc/flotilla/scheduler.pub
+  flotilla executor run            # settings from /etc/flotilla/executor.conf and FLOTILLA_* env
+  flotilla executor key            # the host's sealing key, for the scheduler";
+
+/// The default settings file: `key = value` lines (host_id, nats_url, nats_creds,
+/// scheduler_key, state_dir, docker_socket, proxy_socket).
+pub const DEFAULT_CONFIG: &str = "/etc/flotilla/executor.conf";
+
+/// The host agent: jobs from NATS to Docker actions and events
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ExecutorArgs {
+    #[command(subcommand)]
+    command: ExecutorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecutorCommand {
+    /// Run the executor in the foreground (SIGTERM finishes the current step, then exits)
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// Print this host's sealing public key (made on first use)
+    #[command(
+        after_help = "Examples:\n  flotilla executor key\n  flotilla executor key --state-dir /var/lib/flotilla/executor"
+    )]
+    Key {
+        /// Where the executor keeps its key and job journal
+        #[arg(
+            long,
+            env = "FLOTILLA_EXECUTOR_STATE",
+            default_value = "/var/lib/flotilla/executor"
+        )]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// This host's id, as the scheduler addresses it (its name or address in deploy.yml)
+    #[arg(long, env = "FLOTILLA_HOST_ID")]
+    host_id: Option<String>,
+    /// NATS server URL
+    #[arg(long = "nats", env = "FLOTILLA_NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// NATS credentials file (.creds)
+    #[arg(long = "creds", env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// The scheduler's ed25519 public key (base64), or @FILE holding it
+    #[arg(long, env = "FLOTILLA_SCHEDULER_KEY", value_name = "KEY|@FILE")]
+    scheduler_key: Option<String>,
+    /// Where the executor keeps its key and job journal [default: /var/lib/flotilla/executor]
+    #[arg(long, env = "FLOTILLA_EXECUTOR_STATE")]
+    state_dir: Option<PathBuf>,
+    /// The Docker engine's socket [default: /var/run/docker.sock]
+    #[arg(long, env = "DOCKER_SOCKET")]
+    docker_socket: Option<PathBuf>,
+    /// The host proxy's admin socket [default: /run/flotilla/proxy.sock]
+    #[arg(long, env = "FLOTILLA_PROXY_SOCKET")]
+    proxy_socket: Option<PathBuf>,
+    /// Seconds between heartbeats
+    #[arg(long, default_value_t = 5)]
+    heartbeat_secs: u64,
+    /// Settings file read for anything not given as a flag or env
+    #[arg(long, env = "FLOTILLA_EXECUTOR_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+pub fn run(args: ExecutorArgs) -> anyhow::Result<()> {
+    match args.command {
+        ExecutorCommand::Key { state_dir } => {
+            let (key, _) = HostKey::load_or_generate(&state_dir.join("host.key"))
+                .context("read or make the host key")?;
+            use std::io::Write as _;
+            writeln!(std::io::stdout(), "{}", key.public_key_base64())?;
+            Ok(())
+        }
+        ExecutorCommand::Run(args) => {
+            init_logging();
+            // One thread: the executor waits on NATS and Docker; it does not compute.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start the async runtime")?;
+            runtime.block_on(run_executor(args))
+        }
+    }
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn usage(message: String, hint: &str) -> anyhow::Error {
+    UserError {
+        message,
+        hint: Some(hint.to_owned()),
+        code: USAGE,
+    }
+    .into()
+}
+
+/// `key = value` lines; `#` starts a comment.
+fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(usage(
+                format!("{}:{}: expected `key = value`", path.display(), n + 1),
+                "fix the line or remove it",
+            ));
+        };
+        let key = k.trim();
+        if ![
+            "host_id",
+            "nats_url",
+            "nats_creds",
+            "scheduler_key",
+            "state_dir",
+            "docker_socket",
+            "proxy_socket",
+        ]
+        .contains(&key)
+        {
+            return Err(usage(
+                format!("{}:{}: unknown key {key:?}", path.display(), n + 1),
+                "known keys: host_id, nats_url, nats_creds, scheduler_key, state_dir, docker_socket, proxy_socket",
+            ));
+        }
+        out.push((key.to_owned(), v.trim().trim_matches('"').to_owned()));
+    }
+    Ok(out)
+}
+
+async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
+    for (key, value) in read_config(&args.config)? {
+        let path = || Some(PathBuf::from(&value));
+        match key.as_str() {
+            "host_id" if args.host_id.is_none() => args.host_id = Some(value.clone()),
+            "nats_url" if args.nats_url.is_none() => args.nats_url = Some(value.clone()),
+            "nats_creds" if args.nats_creds.is_none() => args.nats_creds = path(),
+            "scheduler_key" if args.scheduler_key.is_none() => {
+                args.scheduler_key = Some(value.clone())
+            }
+            "state_dir" if args.state_dir.is_none() => args.state_dir = path(),
+            "docker_socket" if args.docker_socket.is_none() => args.docker_socket = path(),
+            "proxy_socket" if args.proxy_socket.is_none() => args.proxy_socket = path(),
+            _ => {}
+        }
+    }
+    let missing = |what: &str, flag: &str| {
+        usage(
+            format!("no {what} given"),
+            &format!(
+                "pass {flag}, set it in {} or the FLOTILLA_* env",
+                args.config.display()
+            ),
+        )
+    };
+    let host = args
+        .host_id
+        .clone()
+        .ok_or_else(|| missing("host id", "--host-id"))?;
+    let nats_url = args
+        .nats_url
+        .clone()
+        .ok_or_else(|| missing("NATS URL", "--nats"))?;
+    let key_arg = args
+        .scheduler_key
+        .clone()
+        .ok_or_else(|| missing("scheduler key", "--scheduler-key"))?;
+    let key_text = match key_arg.strip_prefix('@') {
+        Some(file) => {
+            std::fs::read_to_string(file).with_context(|| format!("read scheduler key {file}"))?
+        }
+        None => key_arg,
+    };
+    let verifier = JobVerifier::new(&key_text, &host).map_err(|e| {
+        usage(
+            format!("scheduler key: {e}"),
+            "give the base64 public key the scheduler printed",
+        )
+    })?;
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/flotilla/executor"));
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("create {}", state_dir.display()))?;
+    let (host_key, made) = HostKey::load_or_generate(&state_dir.join("host.key"))
+        .context("read or make the host key")?;
+    println!(
+        "flotilla executor {}: host {host}, sealing key {}{}",
+        env!("CARGO_PKG_VERSION"),
+        host_key.public_key_base64(),
+        if made { " (made now)" } else { "" }
+    );
+    let journal = Journal::load(&state_dir.join("jobs.json")).context("read the job journal")?;
+    let docker_socket = args
+        .docker_socket
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+    let docker = DockerRuntime::connect(&docker_socket)
+        .await
+        .with_context(|| format!("connect to Docker at {}", docker_socket.display()))?;
+    let proxy = SocketProxy::new(
+        &args
+            .proxy_socket
+            .unwrap_or_else(|| PathBuf::from(flotilla_proxy::DEFAULT_ADMIN_SOCKET)),
+    );
+    let executor = Arc::new(Executor::new(docker, proxy, host_key, host));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: finishing the current step, then exiting");
+        let _ = stop_tx.send(true);
+    });
+    let settings = NatsSettings {
+        url: nats_url,
+        creds: args.nats_creds,
+        heartbeat_every: Duration::from_secs(args.heartbeat_secs.max(1)),
+    };
+    transport::run(executor, verifier, journal, settings, stop_rx)
+        .await
+        .context("executor")?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
