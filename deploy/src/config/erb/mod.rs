@@ -219,9 +219,10 @@ fn tokenize(src: &str) -> Result<Vec<Tok>, ErbError> {
             _ => (' ', after),
         };
         if kind == '-' {
-            // `<%-` removes the indentation before the tag when the tag starts its line.
+            // `<%-` removes the indentation before the tag when the tag starts its line: the
+            // text run is only blanks and began a line, or its blanks follow a newline.
             let trimmed = text.trim_end_matches([' ', '\t']);
-            if trimmed.is_empty() && toks.is_empty() || trimmed.ends_with('\n') {
+            if trimmed.is_empty() && text_pos.column == 1 || trimmed.ends_with('\n') {
                 text.truncate(trimmed.len());
             }
         }

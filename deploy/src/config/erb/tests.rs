@@ -52,6 +52,17 @@ fn conditionals_and_trim() {
         "a:\n  b: 1\n"
     );
     assert_eq!(ok("<% if false %>x<% else %>y<% end %>\n"), "y\n");
+    assert_eq!(
+        ok(
+            "a:\n  <%- if true -%>\n  <%- if true -%>\n  b: 1\n  <%- end -%>\n  <%- end -%>\nc: 2\n"
+        ),
+        "a:\n  b: 1\nc: 2\n"
+    );
+    assert_eq!(
+        ok("x: <%- if true %>1<% end %>\n"),
+        "x: 1\n",
+        "`<%-` mid-line keeps the text before it"
+    );
     assert_eq!(ok("<%# a comment %>z <%% literal"), "z <% literal");
 }
 
