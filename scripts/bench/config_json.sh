@@ -2,7 +2,8 @@
 # End-to-end time of `flotilla config --json` (process start to exit) on a project with
 # 3 roles, 50 hosts and 3 accessories, secrets without command substitution.
 # Usage: scripts/bench/config_json.sh [PATH_TO_FLOTILLA] [RUNS]
-# Default binary: target/debug/flotilla (built if missing). Prints the median and p90 in ms.
+# Default binary: target/debug/flotilla (built if missing). Prints the median and p90 in ms,
+# and the same for `flotilla version` (process start alone) measured interleaved.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${1:-target/debug/flotilla}"
@@ -28,11 +29,14 @@ REGISTRY_TOKEN=tok python3 - "$bin" "$dir" "$runs" <<'PY'
 import statistics, subprocess, sys, time
 bin, cwd, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 subprocess.run([bin, "config", "--json"], cwd=cwd, check=True, capture_output=True)
-times = []
+# Interleaved with `flotilla version` (same binary, no config work), so machine load hits both.
+times, base = [], []
 for _ in range(runs):
-    t = time.perf_counter()
-    subprocess.run([bin, "config", "--json"], cwd=cwd, check=True, capture_output=True)
-    times.append((time.perf_counter() - t) * 1000)
-times.sort()
-print(f"flotilla config --json: runs={runs} median={statistics.median(times):.2f} ms p90={times[int(runs * 0.9)]:.2f} ms min={times[0]:.2f} ms")
+    for args, out in ((["config", "--json"], times), (["version"], base)):
+        t = time.perf_counter()
+        subprocess.run([bin, *args], cwd=cwd, check=True, capture_output=True)
+        out.append((time.perf_counter() - t) * 1000)
+for name, xs in (("flotilla config --json", times), ("flotilla version (baseline)", base)):
+    xs.sort()
+    print(f"{name}: runs={runs} median={statistics.median(xs):.2f} ms p90={xs[int(runs * 0.9)]:.2f} ms min={xs[0]:.2f} ms")
 PY
