@@ -106,3 +106,50 @@ fn agrees_with_dotenvy_oracle() {
         assert_eq!(ours, theirs, "{text:?}");
     }
 }
+
+/// One directory per dotenv rule under `fixtures/dotenv/`: `secrets` parses to `expected.json`
+/// (with `FROM_PROCESS=proc` in the environment). Every failing rule is listed, not only the first.
+#[test]
+fn dotenv_rule_fixtures() {
+    use std::collections::BTreeMap;
+
+    use flotilla_deploy::config::dotenv::{Context, parse};
+
+    let root = super::fixture("dotenv");
+    let env = BTreeMap::from([
+        ("FROM_PROCESS".to_string(), "proc".to_string()),
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        ),
+    ]);
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(dir.join("secrets")).unwrap();
+        let expected: BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let mut known = BTreeMap::new();
+        match parse(
+            &text,
+            &mut known,
+            Context {
+                env: &env,
+                cwd: &dir,
+            },
+        ) {
+            Ok(_) if known == expected => {}
+            Ok(_) => failures.push(format!("{name}: got {known:?}, want {expected:?}")),
+            Err(e) => failures.push(format!("{name}: {e:?}")),
+        }
+        count += 1;
+    }
+    assert!(
+        count >= 20,
+        "expected the dotenv rule fixtures, found {count}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

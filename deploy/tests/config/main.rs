@@ -8,6 +8,7 @@ mod destinations;
 mod dotenv;
 mod errors;
 mod kamal1;
+mod no_panic;
 mod sections;
 mod seed;
 

@@ -216,8 +216,13 @@ impl Cx {
                 Some((i, 'h')) => (&s[..i], 3600),
                 _ => (s, 1),
             };
-            if let Ok(v) = num.trim().parse::<u64>() {
-                return Some(v * mult);
+            if let Some(v) = num
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(|v| v.checked_mul(mult))
+            {
+                return Some(v);
             }
             self.expected(n, path, "a number of seconds");
             return None;
