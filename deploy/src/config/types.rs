@@ -302,7 +302,8 @@ pub struct Ssh {
     /// held as secrets and redacted in output.
     pub key_data: Vec<Secret>,
     pub keys_only: Option<bool>,
-    pub config: Option<String>,
+    /// Whether to read OpenSSH config files, or which ones.
+    pub config: Option<SshConfig>,
     pub log_level: Option<String>,
 }
 
@@ -320,6 +321,14 @@ impl Default for Ssh {
             log_level: None,
         }
     }
+}
+
+/// `ssh.config`: `true`/`false` (read `~/.ssh/config` or not), or the files to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SshConfig {
+    Use(bool),
+    Files(Vec<String>),
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -1,6 +1,6 @@
 //! Each Kamal 2 section, and x-flotilla, is read into the typed config.
 
-use flotilla_deploy::config::{HostCount, OptionValue, Ssl};
+use flotilla_deploy::config::{HostCount, OptionValue, SshConfig, Ssl};
 
 use super::load_ok;
 
@@ -143,6 +143,11 @@ fn k2_ssh_sshkit_boot_logging() {
     assert_eq!((c.ssh.user.as_str(), c.ssh.port), ("deploy", 2222));
     assert_eq!(c.ssh.proxy.as_deref(), Some("bastion@10.0.0.254"));
     assert_eq!(c.ssh.keys, ["~/.ssh/deploy_ed25519"]);
+    let files = vec![
+        "~/.ssh/config".to_string(),
+        "~/.ssh/fleet_config".to_string(),
+    ];
+    assert_eq!(c.ssh.config, Some(SshConfig::Files(files)));
     assert_eq!(
         (c.sshkit.max_concurrent_starts, c.sshkit.pool_idle_timeout),
         (10, 300)

@@ -5,7 +5,8 @@ use super::{Cx, kamal1};
 use crate::config::schema;
 use crate::config::secrets::{Secret, Secrets};
 use crate::config::types::{
-    Boot, Builder, Credential, Flotilla, Logging, Metrics, Nats, Registry, Rollout, Ssh, Sshkit,
+    Boot, Builder, Credential, Flotilla, Logging, Metrics, Nats, Registry, Rollout, Ssh, SshConfig,
+    Sshkit,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -129,7 +130,10 @@ pub(crate) fn ssh(cx: &mut Cx, n: &Node) -> Ssh {
             })
             .unwrap_or_default(),
         keys_only: m.get("keys_only").and_then(|k| cx.bool(k, "ssh/keys_only")),
-        config: cx.opt_string(&m, "config"),
+        config: m.get("config").map(|c| match c.kind {
+            Kind::Bool(b) => SshConfig::Use(b),
+            _ => SshConfig::Files(cx.strings(c, "ssh/config")),
+        }),
         log_level: cx.opt_string(&m, "log_level"),
     }
 }
