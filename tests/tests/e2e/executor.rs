@@ -517,7 +517,8 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
 
 /// An executor killed with SIGKILL in the middle of a step (waiting for a slow app to become
 /// healthy) and started again finishes the job: one container, the job's events with the
-/// same ids as before the crash, and the new version served through the proxy.
+/// same ids as before the crash, and the new version served through the proxy. Its heartbeats
+/// name the host's containers and sealing key; SIGTERM stops it cleanly.
 #[test]
 fn executor_killed_mid_step_finishes_the_job_after_restart() {
     runtime().block_on(async {
@@ -596,5 +597,36 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
         );
         assert_eq!(names, "testapp-web-slow running");
         assert_eq!(version_via_proxy(&host), "slow");
+
+        // Heartbeats say who is there: versions, the managed containers and the sealing key.
+        let client = async_nats::connect(h.fleet.nats_url()).await.unwrap();
+        let mut beats = client
+            .subscribe(subjects::heartbeat_subject(&host.addr.to_string()))
+            .await
+            .unwrap();
+        let beat = tokio::time::timeout(Duration::from_secs(10), beats.next())
+            .await
+            .expect("a heartbeat within 10s")
+            .unwrap();
+        let beat: Heartbeat = wire::decode(&beat.payload).unwrap();
+        assert_eq!(beat.host, host.addr.to_string());
+        assert!(!beat.docker_version.is_empty());
+        assert_eq!(beat.containers, ["testapp-web-slow"]);
+        assert_eq!(beat.sealing_key, h.agents[0].sealing_key);
+
+        // SIGTERM between jobs: a clean exit.
+        let mut executor = h.agents[0].executor.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(executor.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = executor.wait().unwrap();
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            h.logs()
+        );
+        assert!(h.agents[0].log().contains("executor stopped"));
     });
 }
