@@ -35,19 +35,22 @@ pub struct DataPath {
 
 impl DataPath {
     pub fn new(router: Arc<Router>, metrics: Metrics, challenges: Arc<Challenges>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Self {
             router,
             metrics,
             challenges,
-            client,
+            client: upstream_client(),
         }
+    }
+
+    /// The same routes, metrics and challenges with a connection pool of its own, for one
+    /// worker thread: its upstream connections then live on the thread that uses them.
+    pub fn for_worker(&self) -> Self {
+        Self::new(
+            Arc::clone(&self.router),
+            self.metrics.clone(),
+            Arc::clone(&self.challenges),
+        )
     }
 
     /// Answers one request; never fails, errors become small proxy responses.
@@ -248,6 +251,16 @@ impl DataPath {
         let tracked = Tracked::new(incoming, resolved.in_flight, gauge);
         Response::from_parts(parts, tracked.map_err(Into::into).boxed_unsync())
     }
+}
+
+fn upstream_client() -> Client<HttpConnector, ProxyBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 /// The host a request is for, without port, from the URI (HTTP/2) or the Host header.

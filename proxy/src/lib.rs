@@ -1,8 +1,8 @@
 //! Flotilla's zero-downtime host proxy, what `flotilla proxy run` serves on each host.
 //!
 //! Layout, from the wire inwards:
-//! - [`server`] binds the HTTP, HTTPS and metrics listeners and the admin socket,
-//!   bounds connections and shuts down gracefully;
+//! - [`server`] binds the HTTP, HTTPS and metrics listeners and the admin socket and
+//!   shuts down gracefully; [`worker`] threads (one per core) accept and serve clients;
 //! - [`forward`] is the data path: route lookup, maintenance, pause, limits,
 //!   `X-Forwarded-*`, WebSocket upgrades, and the upstream request;
 //! - [`router`] holds the routing table as immutable snapshots swapped atomically,
@@ -31,6 +31,7 @@ pub mod spec;
 pub mod state;
 pub mod target;
 pub mod tls;
+pub mod worker;
 
 pub use body::PROXY_HEADER;
 pub use run_args::{BadListen, RunArgs};

@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Client connections served at once
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Data-plane worker threads (0: one per core)
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Seconds in-flight requests may run after SIGTERM
     #[arg(long, default_value_t = 30)]
     pub grace_period: u64,
@@ -80,6 +83,7 @@ impl RunArgs {
             metrics: self.metrics_listen,
             max_connections: self.max_connections,
             grace_period: Duration::from_secs(self.grace_period),
+            workers: self.workers,
             acme: self.acme_directory.map(|directory_url| AcmeConfig {
                 directory_url,
                 cache_dir: self.acme_cache,

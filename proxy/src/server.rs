@@ -1,5 +1,7 @@
 //! The proxy's life: bind listeners, restore state, serve, and shut down gracefully.
 //!
+//! Client traffic is served by [`crate::worker`] threads, one per core; the admin
+//! socket, the metrics endpoint and ACME renewal run on the caller's runtime.
 //! Connections are bounded by a semaphore; on shutdown the listeners stop
 //! accepting, open connections are asked to close after their current request,
 //! and the process waits up to the grace period for in-flight requests.
@@ -11,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -27,6 +28,7 @@ use crate::forward::DataPath;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::tls::CertStore;
+use crate::worker::{self, Shared, Sockets};
 
 /// How often ACME certificates are checked for renewal.
 const RENEW_CHECK: Duration = Duration::from_secs(3600);
@@ -44,6 +46,8 @@ pub struct ProxyConfig {
     /// How long in-flight requests may run after a shutdown signal.
     pub grace_period: Duration,
     pub acme: Option<AcmeConfig>,
+    /// Data-plane worker threads; 0 means one per available core.
+    pub workers: usize,
 }
 
 /// Starting the proxy failed.
@@ -62,6 +66,8 @@ pub enum ProxyError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("start worker threads")]
+    Workers(#[source] std::io::Error),
 }
 
 /// A started proxy: its bound addresses, and a handle to stop it.
@@ -76,7 +82,8 @@ pub struct Running {
     /// Cancelled after `stop`: open connections finish their current request and close.
     closing: CancellationToken,
     tasks: JoinSet<()>,
-    connections: TaskTracker,
+    /// Holds one token per worker thread until it has stopped.
+    workers: TaskTracker,
     grace_period: Duration,
 }
 
@@ -88,9 +95,15 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Proxy
 
 /// Binds every listener, restores the saved routes and starts serving.
 pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
-    let http = bind("http", config.http).await?;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let bind_err = |what, addr| move |source| ProxyError::Bind { what, addr, source };
+    let http =
+        worker::bind_reuseport(config.http, workers).map_err(bind_err("http", config.http))?;
     let https = match config.https {
-        Some(a) => Some(bind("https", a).await?),
+        Some(a) => Some(worker::bind_reuseport(a, workers).map_err(bind_err("https", a))?),
         None => None,
     };
     let metrics_listener = match config.metrics {
@@ -98,6 +111,12 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
         None => None,
     };
     let admin_listener = admin::bind(&config.admin_socket)?;
+    let http_addr = http
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.http);
+    let https_addr = https.as_ref().and_then(|l| l.first()?.local_addr().ok());
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let router = Arc::new(Router::default());
     let metrics = Metrics::new();
@@ -117,27 +136,30 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
     let restored = control.restore()?;
 
     let stop = CancellationToken::new();
-    let closing = CancellationToken::new();
-    let connections = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let mut tasks = JoinSet::new();
-    let running_addrs = (
-        http.local_addr().ok().unwrap_or(config.http),
-        https.as_ref().and_then(|l| l.local_addr().ok()),
-        metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
-    );
-    let listener = Listener {
-        data: Arc::clone(&data),
-        permits: Arc::clone(&permits),
-        connections: connections.clone(),
+    let shared = Shared {
+        data,
+        permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        tls: match https {
+            Some(_) => Some(TlsAcceptor::from(certs.server_config()?)),
+            None => None,
+        },
         stop: stop.clone(),
-        closing: closing.clone(),
+        closing: CancellationToken::new(),
+        grace_period: config.grace_period,
     };
-    tasks.spawn(listener.clone().accept_loop(http, None));
-    if let Some(l) = https {
-        let acceptor = TlsAcceptor::from(certs.server_config()?);
-        tasks.spawn(listener.clone().accept_loop(l, Some(acceptor)));
+    let closing = shared.closing.clone();
+    let worker_tracker = TaskTracker::new();
+    let mut https_sockets = https.map(Vec::into_iter);
+    for (id, http) in http.into_iter().enumerate() {
+        let sockets = Sockets {
+            http,
+            https: https_sockets.as_mut().and_then(Iterator::next),
+        };
+        worker::spawn(id, sockets, shared.clone(), worker_tracker.token())
+            .map_err(ProxyError::Workers)?;
     }
+
+    let mut tasks = JoinSet::new();
     if let Some(l) = metrics_listener {
         tasks.spawn(serve_metrics(l, metrics, stop.clone()));
     }
@@ -149,16 +171,16 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
     if let Some(acme) = acme {
         tasks.spawn(renew_loop(acme, control, stop.clone()));
     }
-    tracing::info!(http = %running_addrs.0, https = ?running_addrs.1, restored, "proxy started");
+    tracing::info!(http = %http_addr, https = ?https_addr, workers, restored, "proxy started");
     Ok(Running {
-        http_addr: running_addrs.0,
-        https_addr: running_addrs.1,
-        metrics_addr: running_addrs.2,
+        http_addr,
+        https_addr,
+        metrics_addr,
         restored,
         stop,
         closing,
         tasks,
-        connections,
+        workers: worker_tracker,
         grace_period: config.grace_period,
     })
 }
@@ -178,21 +200,18 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish up to the grace period, and returns.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
         self.closing.cancel();
-        self.connections.close();
-        tracing::info!(
-            open = self.connections.len(),
-            "stopped accepting; draining connections"
-        );
-        if tokio::time::timeout(self.grace_period, self.connections.wait())
+        while self.tasks.join_next().await.is_some() {}
+        self.workers.close();
+        tracing::info!("stopped accepting; draining connections");
+        // Each worker bounds its own drain by the grace period; this only guards against a
+        // worker that cannot stop at all.
+        let bound = self.grace_period + Duration::from_secs(2);
+        if tokio::time::timeout(bound, self.workers.wait())
             .await
             .is_err()
         {
-            tracing::warn!(
-                grace_ms = self.grace_period.as_millis() as u64,
-                "grace period over; closing the rest"
-            );
+            tracing::warn!("workers did not stop in time");
         }
     }
 }
@@ -212,90 +231,6 @@ pub async fn shutdown_signal() {
         }
         _ => {
             let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Listener {
-    data: Arc<DataPath>,
-    permits: Arc<Semaphore>,
-    connections: TaskTracker,
-    stop: CancellationToken,
-    closing: CancellationToken,
-}
-
-impl Listener {
-    async fn accept_loop(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
-        loop {
-            let permit = tokio::select! {
-                () = self.stop.cancelled() => return,
-                p = Arc::clone(&self.permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                () = self.stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let this = self.clone();
-            let tls = tls.clone();
-            self.connections.spawn(async move {
-                let _permit = permit;
-                this.connection(stream, peer, tls).await;
-            });
-        }
-    }
-
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
-        match tls {
-            None => self.serve(TokioIo::new(stream), peer, false).await,
-            Some(acceptor) => {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => self.serve(TokioIo::new(s), peer, true).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
-                }
-            }
-        }
-    }
-
-    async fn serve<I>(&self, io: TokioIo<I>, peer: SocketAddr, https: bool)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let data = Arc::clone(&self.data);
-        let service = service_fn(move |req| {
-            let data = Arc::clone(&data);
-            async move { Ok::<_, Infallible>(data.handle(req, peer, https).await) }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
-        let ended = tokio::select! {
-            r = conn.as_mut() => r,
-            () = self.closing.cancelled() => {
-                // Finish the request in progress, then close; idle connections close now.
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = ended {
-            tracing::debug!(%peer, error = %e, "connection ended with error");
         }
     }
 }

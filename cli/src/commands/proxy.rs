@@ -177,7 +177,11 @@ fn ms(d: Duration) -> u64 {
 }
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    // The proxy's data plane runs its own worker threads; the admin side needs one thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
     runtime.block_on(dispatch(args.command))
 }
 

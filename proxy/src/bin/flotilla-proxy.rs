@@ -11,7 +11,7 @@ struct Cli {
     run: flotilla_proxy::RunArgs,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -114,6 +114,7 @@ pub fn config(dir: &Path) -> ProxyConfig {
         max_connections: 1000,
         grace_period: Duration::from_secs(10),
         acme: None,
+        workers: 2,
     }
 }
 

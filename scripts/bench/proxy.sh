@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Benchmark: Flotilla's proxy vs nginx as a plain reverse proxy, side by side in one run,
+# both in front of the same upstream, measured with wrk. Also reports the proxy's resident
+# memory at idle (after start and one deploy, and after the load).
+#
+# Usage: [UPSTREAM=static|testapp] scripts/bench/proxy.sh [ROUNDS] [DURATION] [CONNECTIONS]
+#   defaults: static upstream, 3 rounds, 15s per run, 64 connections; wrk uses 2 threads.
+#   static:  a separate nginx worker answering `return 200` (fast, so the proxies are measured);
+#   testapp: the test app (release build), whose small unbuffered writes without TCP_NODELAY
+#            make it the bottleneck (delayed-ACK stalls), so both proxies measure the same.
+# Needs: nginx and wrk (Debian packages `nginx`, `wrk`), python3, cargo.
+# Traffic stays on 127.0.0.1. Every process it starts is stopped by pid on exit.
+set -euo pipefail
+
+ROUNDS=${1:-3}
+DURATION=${2:-15s}
+CONNS=${3:-64}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+
+for bin in nginx wrk python3; do
+  command -v "$bin" >/dev/null || { echo "bench: $bin missing (apt-get install -y ${bin/python3/python3})" >&2; exit 1; }
+done
+
+cargo build --release -q -p flotilla-proxy -p flotilla-testapp
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+PROXY_BIN=$TARGET_DIR/release/flotilla-proxy
+APP_BIN=$TARGET_DIR/release/flotilla-testapp
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench: nothing listening on port $1" >&2; exit 1
+}
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# The upstream.
+APP_PORT=$(free_port)
+if [[ ${UPSTREAM:-static} == testapp ]]; then
+  PORT=$APP_PORT APP_VERSION=bench "$APP_BIN" >/dev/null &
+  PIDS+=($!)
+else
+  mkdir -p "$WORK/upstream/tmp"
+  cat >"$WORK/upstream/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+daemon off;
+pid $WORK/upstream/nginx.pid;
+error_log $WORK/upstream/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/upstream/tmp/body;
+  proxy_temp_path $WORK/upstream/tmp/proxy;
+  fastcgi_temp_path $WORK/upstream/tmp/fastcgi;
+  uwsgi_temp_path $WORK/upstream/tmp/uwsgi;
+  scgi_temp_path $WORK/upstream/tmp/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$APP_PORT;
+    location /up { return 200 "up\n"; }
+    location / { default_type text/plain; return 200 "bench\n"; }
+  }
+}
+CONF
+  nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" &
+  PIDS+=($!)
+fi
+wait_port "$APP_PORT"
+
+# Flotilla's proxy, with one service deployed through its admin socket.
+FLOTILLA_PORT=$(free_port)
+RUST_LOG=warn "$PROXY_BIN" --http-port "127.0.0.1:$FLOTILLA_PORT" --https-port off \
+  --state-file "$WORK/state.json" --admin-socket "$WORK/admin.sock" 2>"$WORK/proxy.log" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+wait_port "$FLOTILLA_PORT"
+python3 - "$WORK/admin.sock" "$APP_PORT" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+req = {"op": "deploy", "service": {"name": "bench", "target": f"127.0.0.1:{sys.argv[2]}", "hosts": ["bench.test"]}}
+s.sendall((json.dumps(req) + "\n").encode())
+reply = s.makefile().readline()
+assert '"deployed"' in reply, reply
+PY
+
+# nginx as a plain reverse proxy with upstream keep-alive, the usual production setup.
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx/tmp"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+user root;
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/tmp/body;
+  proxy_temp_path $WORK/nginx/tmp/proxy;
+  fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+  uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+  scgi_temp_path $WORK/nginx/tmp/scgi;
+  upstream app { server 127.0.0.1:$APP_PORT; keepalive 256; keepalive_requests 1000000; }
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+CONF
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+wait_port "$NGINX_PORT"
+
+curl_check() { python3 - "$1" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+c.request("GET", "/version", headers={"Host": "bench.test"})
+r = c.getresponse(); body = r.read().decode().strip()
+assert r.status == 200 and body == "bench", (r.status, body)
+PY
+}
+curl_check "$FLOTILLA_PORT"
+curl_check "$NGINX_PORT"
+
+IDLE_RSS=$(rss_kb "$PROXY_PID")
+echo "flotilla proxy RSS at idle after start and one deploy: ${IDLE_RSS} kB"
+
+run_wrk() { # name port round
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H 'Host: bench.test' "http://127.0.0.1:$2/version" >"$WORK/wrk-$1-$3.txt"
+  local rps p99 errors
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk-$1-$3.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$1-$3.txt")
+  errors=$(awk '/Non-2xx|Socket errors/ {print}' "$WORK/wrk-$1-$3.txt" | tr '\n' ' ')
+  echo "$1 round $3: ${rps} req/s, p99 ${p99} ${errors}"
+  echo "$1 $3 $rps $p99" >>"$WORK/results.txt"
+}
+
+echo "warm-up (5s each, not counted)"
+wrk -t2 -c"$CONNS" -d5s -H 'Host: bench.test' "http://127.0.0.1:$FLOTILLA_PORT/version" >/dev/null
+wrk -t2 -c"$CONNS" -d5s -H 'Host: bench.test' "http://127.0.0.1:$NGINX_PORT/version" >/dev/null
+
+for round in $(seq 1 "$ROUNDS"); do
+  # Alternate the order so neither side always runs on a warmer or cooler machine.
+  if (( round % 2 )); then
+    run_wrk flotilla "$FLOTILLA_PORT" "$round"; run_wrk nginx "$NGINX_PORT" "$round"
+  else
+    run_wrk nginx "$NGINX_PORT" "$round"; run_wrk flotilla "$FLOTILLA_PORT" "$round"
+  fi
+done
+
+AFTER_RSS=$(rss_kb "$PROXY_PID")
+echo "flotilla proxy RSS at idle after the load: ${AFTER_RSS} kB"
+
+python3 - "$WORK/results.txt" "$IDLE_RSS" "$AFTER_RSS" <<'PY'
+import statistics, sys
+def ms(v):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    raise ValueError(v)
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for name in ("flotilla", "nginx"):
+    rps = [float(r[2]) for r in rows if r[0] == name]
+    p99 = [ms(r[3]) for r in rows if r[0] == name]
+    med[name] = (statistics.median(rps), statistics.median(p99))
+    print(f"{name:9} median {med[name][0]:10.0f} req/s   p99 {med[name][1]:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in rps)})")
+print(f"ratio requests/s flotilla/nginx: {med['flotilla'][0] / med['nginx'][0]:.2f}x (goal >= 0.90x)")
+print(f"ratio p99 flotilla/nginx:        {med['flotilla'][1] / med['nginx'][1]:.2f}x (goal <= 1.20x)")
+print(f"idle RSS: {int(sys.argv[2]) / 1024:.1f} MiB after start+deploy, {int(sys.argv[3]) / 1024:.1f} MiB after load (goal < 20 MB)")
+PY
