@@ -1,1 +1,163 @@
-fn main() {}
+//! Speed of the event log: durable appends (group commit and one at a time),
+//! folding projections, and reopening plus rebuilding from 1,000,000 events.
+//!
+//! `cargo bench -p flotilla-events`; results and the machine in BENCHMARKS.md.
+//! The 1M-event log is built once per run (not timed) and its size on disk
+//! per event is printed.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use flotilla_events::sample::Story;
+use flotilla_events::{Envelope, EventLog, NewEvent, Projection, Projections, SledLog, codec};
+
+/// `count` events of realistic deploys (20 hosts each), ids starting at `first`.
+fn events(count: usize, first: u128) -> Vec<NewEvent> {
+    let mut out = Vec::with_capacity(count + 200);
+    let mut n = 0u128;
+    while out.len() < count {
+        let id = format!("01D{:023}", first + n);
+        let mut story = Story::new(&id, &format!("v{n}"), 20);
+        story.previous = Some(format!("v{}", n.saturating_sub(1)));
+        story.first_id = first + out.len() as u128;
+        out.extend(story.events());
+        n += 1;
+    }
+    out.truncate(count);
+    out
+}
+
+fn envelopes(count: usize) -> Vec<Envelope> {
+    events(count, 1)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_envelope(i as u64 + 1))
+        .collect()
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dir_size(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+fn append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    for batch in [1000usize, 100, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        let mut next_id = 1u128;
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("durable_batch_{batch}"), |b| {
+            b.iter_batched(
+                || {
+                    let events = events(batch, next_id);
+                    next_id += batch as u128 + 1000;
+                    events
+                },
+                |events| log.append_batch(events).unwrap(),
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn fold(c: &mut Criterion) {
+    let events = envelopes(100_000);
+    let mut group = c.benchmark_group("fold");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("all_projections_100k", |b| {
+        b.iter(|| {
+            let mut state = Projections::default();
+            state.apply_all(&events);
+            state
+        });
+    });
+    group.bench_function("deploys_100k", |b| {
+        b.iter(|| {
+            let mut state = flotilla_events::Deploys::default();
+            state.apply_all(&events);
+            state
+        });
+    });
+    group.bench_function("releases_100k", |b| {
+        b.iter(|| {
+            let mut state = flotilla_events::Releases::default();
+            state.apply_all(&events);
+            state
+        });
+    });
+    group.bench_function("fleet_100k", |b| {
+        b.iter(|| {
+            let mut state = flotilla_events::FleetState::default();
+            state.apply_all(&events);
+            state
+        });
+    });
+    let records: Vec<Vec<u8>> = events.iter().map(|e| codec::encode(e).unwrap()).collect();
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    eprintln!(
+        "mean record size: {:.1} bytes",
+        bytes as f64 / records.len() as f64
+    );
+    group.bench_function("decode_100k", |b| {
+        b.iter(|| {
+            records
+                .iter()
+                .map(|r| codec::decode(r).unwrap().seq)
+                .sum::<u64>()
+        });
+    });
+    group.finish();
+}
+
+fn rebuild(c: &mut Criterion) {
+    const EVENTS: usize = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SledLog::open(dir.path()).unwrap();
+        let all = events(EVENTS, 1);
+        let started = std::time::Instant::now();
+        for chunk in all.chunks(10_000) {
+            log.append_batch(chunk.to_vec()).unwrap();
+        }
+        eprintln!(
+            "wrote {EVENTS} events in {:?}; sled size_on_disk {} bytes",
+            started.elapsed(),
+            log.size_on_disk().unwrap()
+        );
+    }
+    let size = dir_size(dir.path());
+    eprintln!(
+        "log directory after close: {size} bytes, {:.1} bytes per event",
+        size as f64 / EVENTS as f64
+    );
+    let mut group = c.benchmark_group("rebuild");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(40));
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("open_and_fold_1m", |b| {
+        b.iter(|| {
+            let log = SledLog::open(dir.path()).unwrap();
+            let state = Projections::rebuild(&log).unwrap();
+            assert_eq!(log.last_seq(), EVENTS as u64);
+            state
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fold, append, rebuild);
+criterion_main!(benches);

@@ -12,6 +12,7 @@
 mod checkpoint;
 mod lock;
 mod memory;
+mod segment;
 mod sled_log;
 mod tail;
 

@@ -2,16 +2,18 @@
 //!
 //! Layout of the log directory: `sled/` holds the sled database, `writer.lock`
 //! the single-writer lock, `acknowledged` the last acknowledged position (see
-//! `checkpoint`). One sled tree holds two key spaces, written together
-//! in one atomic sled batch per append, so an event and its id index entry are
-//! stored together or not at all:
-//! - `e` + seq (8 bytes, big-endian, so keys sort by position) -> record
-//!   (see `codec`);
-//! - `i` + event id (16 bytes) -> seq, for idempotent appends.
+//! `checkpoint`). In sled, key `e` + position of a batch's first event
+//! (8 bytes, big-endian, so keys sort by position) holds that batch as one
+//! `segment`; a batch larger than a segment is several segments written in
+//! one atomic sled batch, so an append is stored whole or not at all.
 //!
-//! sled 0.34 is beta: its on-disk format may change before 1.0 and it can use
-//! much more space than the data (see BENCHMARKS.md). Hence the [`EventLog`]
-//! trait in front of it and JSON-lines export/import to move history.
+//! The id index that makes appends idempotent lives in memory: it is built
+//! from the segments' id lists on the first append (or lookup) after opening,
+//! so readers never pay for it.
+//!
+//! sled 0.34 is beta: its on-disk format may change before 1.0 and it uses
+//! more space than the data (see BENCHMARKS.md). Hence the [`EventLog`] trait
+//! in front of it and JSON-lines export/import to move history.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,29 +22,26 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
+use super::segment::{MAX_EVENTS, Segment, SegmentWriter};
 use super::tail::TailSender;
 use super::{Appended, EventLog, Events, LogError, Tail};
 use crate::codec;
 use crate::envelope::{Envelope, NewEvent};
 use crate::ids::{EventId, Seq};
 
-const EVENT_PREFIX: u8 = b'e';
-const ID_PREFIX: u8 = b'i';
+const SEGMENT_PREFIX: u8 = b'e';
 
-fn event_key(seq: Seq) -> [u8; 9] {
-    let mut key = [EVENT_PREFIX; 9];
-    key[1..].copy_from_slice(&seq.to_be_bytes());
+fn segment_key(first: Seq) -> [u8; 9] {
+    let mut key = [SEGMENT_PREFIX; 9];
+    key[1..].copy_from_slice(&first.to_be_bytes());
     key
 }
 
-fn id_key(id: EventId) -> [u8; 17] {
-    let mut key = [ID_PREFIX; 17];
-    key[1..].copy_from_slice(&id.to_bytes());
-    key
-}
-
-fn seq_from(bytes: &[u8]) -> Option<Seq> {
-    Some(Seq::from_be_bytes(bytes.try_into().ok()?))
+fn first_seq(key: &[u8]) -> Option<Seq> {
+    match key.split_first() {
+        Some((&SEGMENT_PREFIX, rest)) => Some(Seq::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// The durable [`EventLog`], stored with sled in a directory.
@@ -50,11 +49,19 @@ fn seq_from(bytes: &[u8]) -> Option<Seq> {
 pub struct SledLog {
     path: PathBuf,
     db: sled::Db,
-    /// Position of the last stored event; the mutex also serialises appends.
-    last: Mutex<Seq>,
+    /// The writer's state; the mutex also serialises appends.
+    writer: Mutex<Writer>,
     tail: TailSender,
     checkpoint: Checkpoint,
     _lock: WriterLock,
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// Position of the last stored event.
+    last: Seq,
+    /// Position of every stored event by id, once built.
+    ids: Option<HashMap<EventId, Seq>>,
 }
 
 /// What [`SledLog::salvage`] could read from a damaged log.
@@ -104,20 +111,32 @@ impl SledLog {
         let lock = WriterLock::acquire(&path)?;
         let config = sled::Config::new().path(path.join("sled"));
         let db = guard(&path, || config.open())?;
-        let last = guard(&path, || {
-            db.range(event_key(0)..=event_key(Seq::MAX))
+        let last_segment = guard(&path, || {
+            db.range(segment_key(0)..=segment_key(Seq::MAX))
                 .next_back()
                 .transpose()
         })?;
-        let last = match last {
+        let last = match last_segment {
             None => 0,
-            Some((key, _)) => key
-                .get(1..)
-                .and_then(seq_from)
-                .ok_or_else(|| LogError::Corrupt {
-                    path: path.clone(),
-                    detail: format!("malformed event key {key:?}"),
-                })?,
+            Some((key, value)) => {
+                let first = first_seq(&key);
+                let segment = Segment::parse(&value);
+                match (first, segment) {
+                    (Some(first), Ok(segment)) => first + segment.count() as Seq - 1,
+                    (_, Err(detail)) => {
+                        return Err(LogError::Corrupt {
+                            path,
+                            detail: format!("last segment: {detail}"),
+                        });
+                    }
+                    (None, _) => {
+                        return Err(LogError::Corrupt {
+                            path,
+                            detail: format!("malformed segment key {key:?}"),
+                        });
+                    }
+                }
+            }
         };
         let (checkpoint, acknowledged) = Checkpoint::open(&path)?;
         let truncated = (acknowledged > last).then(|| LogError::Truncated {
@@ -128,7 +147,7 @@ impl SledLog {
         let log = Self {
             path,
             db,
-            last: Mutex::new(last),
+            writer: Mutex::new(Writer { last, ids: None }),
             tail: TailSender::new(),
             checkpoint,
             _lock: lock,
@@ -175,21 +194,27 @@ impl SledLog {
         salvage
     }
 
-    fn last(&self) -> MutexGuard<'_, Seq> {
-        // The guarded value is only written after a successful batch, so a
-        // panic elsewhere cannot leave it wrong.
-        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // The state is only changed after a successful sled batch, so a panic
+        // elsewhere cannot leave it wrong.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stored_position(&self, id: EventId) -> Result<Option<Seq>, LogError> {
-        let found = guard(&self.path, || self.db.get(id_key(id)))?;
-        match found {
-            None => Ok(None),
-            Some(value) => seq_from(&value).map(Some).ok_or_else(|| LogError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("malformed index entry for event {id}"),
-            }),
+    /// Build the id index from the segments' id lists.
+    fn load_ids(&self) -> Result<HashMap<EventId, Seq>, LogError> {
+        let mut ids = HashMap::new();
+        for entry in self.db.range(segment_key(0)..=segment_key(Seq::MAX)) {
+            let (key, value) = guard(&self.path, || entry)?;
+            let (Some(first), Ok(segment)) = (first_seq(&key), Segment::parse(&value)) else {
+                // Damage is reported by reads; appends can go on, the
+                // events there cannot be recognised as duplicates.
+                continue;
+            };
+            for (i, id) in segment.ids().enumerate() {
+                ids.insert(id, first + i as Seq);
+            }
         }
+        Ok(ids)
     }
 }
 
@@ -230,70 +255,97 @@ fn guard<T>(path: &Path, op: impl FnOnce() -> sled::Result<T>) -> Result<T, LogE
 
 impl EventLog for SledLog {
     fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
-        let mut last = self.last();
+        let mut writer = self.writer();
+        if writer.ids.is_none() {
+            writer.ids = Some(self.load_ids()?);
+        }
         let listened = self.tail.is_listened();
-        let mut batch = sled::Batch::default();
         let mut outcomes = Vec::with_capacity(events.len());
-        let mut in_batch: HashMap<EventId, Seq> = HashMap::new();
+        let mut new_ids: HashMap<EventId, Seq> = HashMap::new();
         let mut stored = Vec::new();
-        let mut next = *last + 1;
-        let mut record = Vec::with_capacity(256);
+        let mut batch = sled::Batch::default();
+        let mut segment = SegmentWriter::new();
+        let mut segment_first = writer.last + 1;
+        let mut next = writer.last + 1;
         for event in events {
-            let known = match in_batch.get(&event.id) {
-                Some(&seq) => Some(seq),
-                None => self.stored_position(event.id)?,
-            };
-            if let Some(seq) = known {
+            let known = new_ids
+                .get(&event.id)
+                .or_else(|| writer.ids.as_ref().and_then(|ids| ids.get(&event.id)));
+            if let Some(&seq) = known {
                 outcomes.push(Appended::Duplicate(seq));
                 continue;
             }
             let id = event.id;
             let envelope = event.into_envelope(next);
-            record.clear();
-            codec::encode_into(&envelope, &mut record)
+            segment
+                .push(&envelope)
                 .map_err(|source| LogError::Encode { id, source })?;
-            batch.insert(&event_key(next)[..], record.as_slice());
-            batch.insert(&id_key(id)[..], &next.to_be_bytes()[..]);
-            in_batch.insert(id, next);
+            new_ids.insert(id, next);
             outcomes.push(Appended::New(next));
             if listened {
                 stored.push(envelope);
             }
             next += 1;
+            if segment.len() == MAX_EVENTS {
+                let full = std::mem::replace(&mut segment, SegmentWriter::new());
+                batch.insert(&segment_key(segment_first)[..], full.finish());
+                segment_first = next;
+            }
         }
-        if next == *last + 1 {
+        if segment.len() > 0 {
+            batch.insert(&segment_key(segment_first)[..], segment.finish());
+        }
+        if new_ids.is_empty() {
             return Ok(outcomes);
         }
         guard(&self.path, || self.db.apply_batch(batch))?;
         // The batch is in the tree now: later appends must not reuse its
         // positions, even if the flush below fails (a retry then finds the
         // events by id and reports them as duplicates).
-        *last = next - 1;
+        writer.last = next - 1;
+        if let Some(ids) = writer.ids.as_mut() {
+            ids.extend(new_ids);
+        }
         guard(&self.path, || self.db.flush())?;
-        self.checkpoint.record(*last)?;
-        drop(last);
+        self.checkpoint.record(writer.last)?;
+        drop(writer);
         self.tail.publish(stored);
         Ok(outcomes)
     }
 
     fn read_from(&self, from: Seq) -> Result<Events<'_>, LogError> {
         let from = from.max(1);
-        let iter = self.db.range(event_key(from)..=event_key(Seq::MAX));
+        // Start at the segment holding `from`: the last one starting at or
+        // before it.
+        let start = guard(&self.path, || {
+            self.db
+                .range(segment_key(0)..=segment_key(from))
+                .next_back()
+                .transpose()
+        })?
+        .and_then(|(key, _)| first_seq(&key))
+        .unwrap_or(from);
+        let iter = self.db.range(segment_key(start)..=segment_key(Seq::MAX));
         Ok(Box::new(SledEvents {
             path: &self.path,
             iter,
-            expected: from,
-            pending: None,
+            from,
+            expected: Some(start),
+            current: Vec::new().into_iter(),
             failed: false,
         }))
     }
 
     fn last_seq(&self) -> Seq {
-        *self.last()
+        self.writer().last
     }
 
     fn position_of(&self, id: EventId) -> Result<Option<Seq>, LogError> {
-        self.stored_position(id)
+        let mut writer = self.writer();
+        if writer.ids.is_none() {
+            writer.ids = Some(self.load_ids()?);
+        }
+        Ok(writer.ids.as_ref().and_then(|ids| ids.get(&id).copied()))
     }
 
     fn subscribe(&self) -> Tail {
@@ -301,14 +353,18 @@ impl EventLog for SledLog {
     }
 }
 
-/// Reads records in key order, checking that positions are contiguous and
-/// that each record is the event its key says.
+/// Reads segments in key order, checking that positions are contiguous and
+/// that each record is the event its place says.
 struct SledEvents<'a> {
     path: &'a Path,
     iter: sled::Iter,
-    expected: Seq,
-    /// An entry read ahead while reporting a gap.
-    pending: Option<(Seq, sled::IVec)>,
+    /// Events before this position are skipped.
+    from: Seq,
+    /// The position the next segment should start at; `None` after a
+    /// damaged segment, whose size is unknown.
+    expected: Option<Seq>,
+    /// Results of the segment being read.
+    current: std::vec::IntoIter<Result<Envelope, LogError>>,
     /// Set once sled itself failed: its iterator cannot be trusted after that.
     failed: bool,
 }
@@ -317,60 +373,71 @@ impl Iterator for SledEvents<'_> {
     type Item = Result<Envelope, LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (seq, value) = match self.pending.take() {
-            Some(entry) => entry,
-            None => match self.next_entry()? {
-                Ok(entry) => entry,
-                Err(e) => return Some(Err(e)),
-            },
-        };
-        if seq != self.expected {
-            let expected = self.expected;
-            self.expected = seq;
-            // Report the gap now; the record at `seq` comes on the next call.
-            self.pending = Some((seq, value));
-            return Some(Err(LogError::Gap {
-                expected,
-                found: seq,
-            }));
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            if self.failed {
+                return None;
+            }
+            let (key, value) = match guard(self.path, || self.iter.next().transpose()) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            self.current = self.read_segment(&key, &value).into_iter();
         }
-        self.expected = seq + 1;
-        Some(match codec::decode(&value) {
-            Ok(event) if event.seq == seq => Ok(event),
-            Ok(event) => Err(LogError::Corrupt {
-                path: self.path.to_path_buf(),
-                detail: format!("record at {seq} claims to be event {}", event.seq),
-            }),
-            Err(source) => Err(LogError::Record { seq, source }),
-        })
     }
 }
 
 impl SledEvents<'_> {
-    /// The next raw entry, or the error that ends iteration.
-    fn next_entry(&mut self) -> Option<Result<(Seq, sled::IVec), LogError>> {
-        if self.failed {
-            return None;
+    /// Everything one segment yields: a gap before it, its events or errors.
+    fn read_segment(&mut self, key: &[u8], value: &[u8]) -> Vec<Result<Envelope, LogError>> {
+        let mut out = Vec::new();
+        let Some(first) = first_seq(key) else {
+            out.push(Err(LogError::Corrupt {
+                path: self.path.to_path_buf(),
+                detail: format!("malformed segment key {key:?}"),
+            }));
+            return out;
+        };
+        if let Some(expected) = self.expected.filter(|&e| e != first) {
+            out.push(Err(LogError::Gap {
+                expected,
+                found: first,
+            }));
         }
-        let entry = guard(self.path, || self.iter.next().transpose());
-        let (key, value) = match entry {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return None,
-            Err(e) => {
-                self.failed = true;
-                return Some(Err(e));
+        let segment = match Segment::parse(value) {
+            Ok(segment) => segment,
+            Err(detail) => {
+                self.expected = None;
+                out.push(Err(LogError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    detail: format!("segment starting at event {first}: {detail}"),
+                }));
+                return out;
             }
         };
-        match key.get(1..).and_then(seq_from) {
-            Some(seq) => Some(Ok((seq, value))),
-            None => {
-                self.failed = true;
-                Some(Err(LogError::Corrupt {
-                    path: self.path.to_path_buf(),
-                    detail: format!("malformed event key {key:?}"),
-                }))
+        self.expected = Some(first + segment.count() as Seq);
+        out.reserve(segment.count());
+        for (i, record) in segment.records().enumerate() {
+            let seq = first + i as Seq;
+            if seq < self.from {
+                continue;
             }
+            out.push(match codec::decode(record) {
+                Ok(event) if event.seq == seq => Ok(event),
+                Ok(event) => Err(LogError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    detail: format!("record at {seq} claims to be event {}", event.seq),
+                }),
+                Err(source) => Err(LogError::Record { seq, source }),
+            });
         }
+        out
     }
 }
 
@@ -379,13 +446,39 @@ impl SledEvents<'_> {
 pub(crate) mod test_support {
     use super::*;
 
-    /// Replace the record at `seq` with `bytes`.
+    /// Replace the record of event `seq` with `bytes`, inside its segment.
     pub(crate) fn overwrite_record(log: &SledLog, seq: Seq, bytes: &[u8]) {
-        log.db.insert(event_key(seq), bytes).expect("overwrite");
+        let (key, value) = log
+            .db
+            .range(segment_key(0)..=segment_key(seq))
+            .next_back()
+            .expect("a segment")
+            .expect("readable");
+        let first = first_seq(&key).expect("segment key");
+        let segment = Segment::parse(&value).expect("segment");
+        let ids: Vec<EventId> = segment.ids().collect();
+        let records: Vec<&[u8]> = segment.records().collect();
+        let mut out = vec![1u8];
+        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in &ids {
+            out.extend_from_slice(&id.to_bytes());
+        }
+        let index = (seq - first) as usize;
+        for (i, r) in records.iter().enumerate() {
+            let len = if i == index { bytes.len() } else { r.len() };
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+        }
+        for (i, r) in records.iter().enumerate() {
+            out.extend_from_slice(if i == index { bytes } else { r });
+        }
+        log.db.insert(key, out).expect("overwrite");
     }
 
-    /// Delete the record at `seq`.
-    pub(crate) fn remove_record(log: &SledLog, seq: Seq) {
-        log.db.remove(event_key(seq)).expect("remove");
+    /// Delete the segment starting at event `first`.
+    pub(crate) fn remove_segment(log: &SledLog, first: Seq) {
+        log.db
+            .remove(segment_key(first))
+            .expect("remove")
+            .expect("segment existed");
     }
 }

@@ -128,17 +128,19 @@ fn second_writer_gets_a_clear_error() {
     SledLog::open(dir.path()).expect("open after the first closed");
 }
 
-/// An unreadable record or a missing one is reported with its position, and
-/// salvage still recovers every other event.
+/// An unreadable record or a missing batch is reported with its position,
+/// and salvage still recovers every other event.
 #[test]
 fn damaged_records_are_reported_and_salvaged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = SledLog::open(dir.path()).expect("open");
     let events = story("01D000000000000000000000A1", 1);
     let n = events.len() as u64;
-    log.append_batch(events).expect("append");
+    log.append_batch(events[..10].to_vec()).expect("append");
+    log.append_batch(events[10..20].to_vec()).expect("append");
+    log.append_batch(events[20..].to_vec()).expect("append");
     test_support::overwrite_record(&log, 3, b"\x02garbage");
-    test_support::remove_record(&log, 5);
+    test_support::remove_segment(&log, 11);
 
     let results: Vec<Result<Envelope, LogError>> = log.read_all().expect("read").collect();
     let errors: Vec<String> = results
@@ -150,10 +152,42 @@ fn damaged_records_are_reported_and_salvaged() {
         errors[0].starts_with("event 3 cannot be read: malformed version 2 record"),
         "{errors:?}"
     );
-    assert_eq!(errors[1], "event 5 is missing (next stored event is 6)");
+    assert_eq!(
+        errors[1],
+        "events 11 to 20 are missing (next stored event is 21)"
+    );
     let salvage = log.salvage();
     assert_eq!(salvage.problems.len(), 2);
     let seqs: Vec<u64> = salvage.events.iter().map(|e| e.seq).collect();
-    let expected: Vec<u64> = (1..=n).filter(|s| *s != 3 && *s != 5).collect();
+    let expected: Vec<u64> = (1..=n)
+        .filter(|s| *s != 3 && !(11..=20).contains(s))
+        .collect();
     assert_eq!(seqs, expected);
+}
+
+/// Reading from a position inside a batch starts exactly there, and a batch
+/// larger than one segment is stored and read whole.
+#[test]
+fn read_from_inside_a_batch_and_large_batches() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = SledLog::open(dir.path()).expect("open");
+    let mut events = Vec::new();
+    for i in 0..80u128 {
+        let mut s = Story::new(&format!("01D0000000000000000000{i:04}"), "v1", 10);
+        s.first_id = i * 1000 + 1;
+        events.extend(s.events());
+    }
+    assert!(events.len() > 4096);
+    let n = events.len() as u64;
+    log.append_batch(events).expect("append");
+    let from: Vec<u64> = log
+        .read_from(4095)
+        .expect("read")
+        .map(|e| e.expect("readable").seq)
+        .collect();
+    assert_eq!(from, (4095..=n).collect::<Vec<_>>());
+    drop(log);
+    let log = SledLog::open(dir.path()).expect("reopen");
+    assert_eq!(log.last_seq(), n);
+    assert_eq!(all(&log).len() as u64, n);
 }

@@ -53,6 +53,9 @@ pub struct HostRuns {
     pub executor: Option<ExecutorSeen>,
     /// Time of the host's latest event.
     pub last_seen: Option<Timestamp>,
+    /// The digest the host pulled last, and in which deploy: the digest of
+    /// the containers that deploy starts there.
+    pulled: Option<(DeployId, String)>,
 }
 
 /// What each host runs now.
@@ -61,8 +64,6 @@ pub struct FleetState {
     hosts: BTreeMap<String, HostRuns>,
     /// Service and destination of each deploy, from its request.
     deploys: HashMap<DeployId, (String, Option<String>)>,
-    /// Last digest each host pulled in each deploy.
-    pulled: HashMap<(DeployId, String), String>,
 }
 
 impl FleetState {
@@ -94,20 +95,43 @@ impl Projection for FleetState {
         let Some(host) = e.host.as_deref() else {
             return;
         };
+        let relevant = matches!(
+            e.event,
+            Event::ImagePulled(_)
+                | Event::ContainerStarted(_)
+                | Event::ProxySwitched(_)
+                | Event::OldContainerStopped(_)
+                | Event::AccessoryBooted(_)
+                | Event::AccessoryRemoved(_)
+                | Event::ExecutorSeen(_)
+                | Event::HealthPassed(_)
+                | Event::HealthFailed(_)
+                | Event::HostSucceeded(_)
+                | Event::HostFailed(_)
+                | Event::HookRan(_)
+        );
+        if !relevant {
+            return;
+        }
+        let target = match &e.event {
+            Event::ContainerStarted(_) | Event::ProxySwitched(_) => self.deploys.get(&e.deploy_id),
+            _ => None,
+        };
+        let target = target.cloned();
+        let Some(runs) = self.runs(host) else {
+            return;
+        };
+        runs.last_seen = Some(e.at);
         match &e.event {
             Event::ImagePulled(p) => {
-                let key = (e.deploy_id.clone(), host.to_owned());
-                self.pulled.insert(key, p.digest.clone());
+                runs.pulled = Some((e.deploy_id.clone(), p.digest.clone()));
             }
             Event::ContainerStarted(c) => {
-                let (service, destination) = match self.deploys.get(&e.deploy_id) {
-                    Some((s, d)) => (s.clone(), d.clone()),
-                    None => (String::new(), None),
+                let (service, destination) = target.unwrap_or_default();
+                let digest = match &runs.pulled {
+                    Some((deploy, digest)) if deploy == &e.deploy_id => Some(digest.clone()),
+                    _ => None,
                 };
-                let digest = self
-                    .pulled
-                    .get(&(e.deploy_id.clone(), host.to_owned()))
-                    .cloned();
                 let container = RunningContainer {
                     service,
                     destination,
@@ -118,20 +142,15 @@ impl Projection for FleetState {
                     deploy_id: e.deploy_id.clone(),
                     since: e.at,
                 };
-                if let Some(runs) = self.runs(host) {
-                    runs.containers.insert(c.name.clone(), container);
-                }
+                runs.containers.insert(c.name.clone(), container);
             }
             Event::ProxySwitched(p) => {
-                let service = self.deploys.get(&e.deploy_id).map(|(s, _)| s.clone());
-                if let (Some(service), Some(runs)) = (service, self.runs(host)) {
+                if let Some((service, _)) = target {
                     runs.live.insert(service, p.to.clone());
                 }
             }
             Event::OldContainerStopped(s) => {
-                if let Some(runs) = self.runs(host) {
-                    runs.containers.remove(&s.name);
-                }
+                runs.containers.remove(&s.name);
             }
             Event::AccessoryBooted(a) => {
                 let accessory = RunningAccessory {
@@ -139,24 +158,13 @@ impl Projection for FleetState {
                     digest: a.digest.clone(),
                     since: e.at,
                 };
-                if let Some(runs) = self.runs(host) {
-                    runs.accessories.insert(a.name.clone(), accessory);
-                }
+                runs.accessories.insert(a.name.clone(), accessory);
             }
             Event::AccessoryRemoved(a) => {
-                if let Some(runs) = self.runs(host) {
-                    runs.accessories.remove(&a.name);
-                }
+                runs.accessories.remove(&a.name);
             }
-            Event::ExecutorSeen(x) => {
-                if let Some(runs) = self.runs(host) {
-                    runs.executor = Some(x.clone());
-                }
-            }
+            Event::ExecutorSeen(x) => runs.executor = Some(x.clone()),
             _ => {}
-        }
-        if let Some(runs) = self.runs(host) {
-            runs.last_seen = Some(e.at);
         }
     }
 }

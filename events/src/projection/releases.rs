@@ -102,8 +102,11 @@ impl Release {
 /// Working state of a release in progress, dropped when it ends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Pending {
-    /// Digest each host pulled, to attribute it to the roles started there.
-    pulled: HashMap<String, ImageRef>,
+    /// Distinct images pulled (usually one), so hosts share one copy.
+    images: Vec<ImageRef>,
+    /// Index in `images` of what each host pulled, to attribute it to the
+    /// roles started there.
+    pulled: HashMap<String, usize>,
     /// Digest pushed by the build, for roles whose host reported no pull.
     pushed: Option<ImageRef>,
 }
@@ -115,6 +118,9 @@ pub struct Releases {
     by_deploy: HashMap<DeployId, usize>,
     by_target: BTreeMap<ReleaseTarget, Vec<usize>>,
     pending: HashMap<usize, Pending>,
+    /// The release of the previous relevant event (events come in runs per
+    /// deploy; this spares most lookups).
+    recent: Option<usize>,
 }
 
 impl Releases {
@@ -208,9 +214,21 @@ impl Projection for Releases {
         if !relevant {
             return;
         }
-        let Some(&index) = self.by_deploy.get(&e.deploy_id) else {
-            return;
+        let index = match self.recent {
+            Some(i)
+                if self
+                    .releases
+                    .get(i)
+                    .is_some_and(|r| r.deploy_id == e.deploy_id) =>
+            {
+                i
+            }
+            _ => match self.by_deploy.get(&e.deploy_id) {
+                Some(&i) => i,
+                None => return,
+            },
         };
+        self.recent = Some(index);
         let (Some(release), Some(pending)) =
             (self.releases.get_mut(index), self.pending.get_mut(&index))
         else {
@@ -227,18 +245,33 @@ impl Projection for Releases {
             }
             Event::ImagePulled(p) => {
                 if let Some(host) = host {
-                    let image = ImageRef {
-                        image: p.image.clone(),
-                        digest: p.digest.clone(),
-                    };
-                    pending.pulled.insert(host.to_owned(), image);
+                    let known = pending
+                        .images
+                        .iter()
+                        .position(|i| i.digest == p.digest && i.image == p.image);
+                    let index = known.unwrap_or_else(|| {
+                        pending.images.push(ImageRef {
+                            image: p.image.clone(),
+                            digest: p.digest.clone(),
+                        });
+                        pending.images.len() - 1
+                    });
+                    match pending.pulled.get_mut(host) {
+                        Some(slot) => *slot = index,
+                        None => {
+                            pending.pulled.insert(host.to_owned(), index);
+                        }
+                    }
                 }
             }
             Event::ContainerStarted(c) => {
                 let image = host
                     .and_then(|h| pending.pulled.get(h))
+                    .and_then(|&i| pending.images.get(i))
                     .or(pending.pushed.as_ref());
-                if let Some(image) = image {
+                if let Some(image) = image
+                    && release.images.get(&c.role) != Some(image)
+                {
                     release.images.insert(c.role.clone(), image.clone());
                 }
             }

@@ -1,0 +1,135 @@
+//! A segment: the events of one append (up to [`MAX_EVENTS`]), stored as one
+//! sled value under the position of its first event.
+//!
+//! Measured on this machine, sled costs 4 to 12 µs per key inserted but about
+//! 1 ms for one 100 KB value plus flush, so one value per batch instead of two
+//! keys per event (event and id index) is what makes 100,000 durable events
+//! per second reachable; reading 1 key per batch also makes replay fast.
+//!
+//! Layout: `[format 1][count u32 LE][count event ids, 16 bytes each]`
+//! `[count record lengths, u32 LE each][records]`, each record as `codec`
+//! writes it. The ids come first so the id index can be rebuilt without
+//! decoding events.
+
+use crate::codec::{self, CodecError};
+use crate::envelope::Envelope;
+use crate::ids::EventId;
+
+/// Most events in one segment; a larger batch is split (atomically still).
+pub(crate) const MAX_EVENTS: usize = 4096;
+
+const FORMAT: u8 = 1;
+const HEADER: usize = 1 + 4;
+
+/// Builds one segment.
+pub(crate) struct SegmentWriter {
+    ids: Vec<u8>,
+    lengths: Vec<u8>,
+    records: Vec<u8>,
+    count: u32,
+}
+
+impl SegmentWriter {
+    pub(crate) fn new() -> Self {
+        Self {
+            ids: Vec::new(),
+            lengths: Vec::new(),
+            records: Vec::with_capacity(16 * 1024),
+            count: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub(crate) fn push(&mut self, envelope: &Envelope) -> Result<(), CodecError> {
+        let start = self.records.len();
+        codec::encode_into(envelope, &mut self.records)?;
+        let length = (self.records.len() - start) as u32;
+        self.ids.extend_from_slice(&envelope.id.to_bytes());
+        self.lengths.extend_from_slice(&length.to_le_bytes());
+        self.count += 1;
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(HEADER + self.ids.len() + self.lengths.len() + self.records.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.ids);
+        out.extend_from_slice(&self.lengths);
+        out.extend_from_slice(&self.records);
+        out
+    }
+}
+
+/// A segment read back, checked for shape (not yet decoded).
+pub(crate) struct Segment<'a> {
+    ids: &'a [u8],
+    lengths: &'a [u8],
+    records: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Segment<'a> {
+    /// Check the shape of `bytes`; the message says what is wrong.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        let (&format, rest) = bytes.split_first().ok_or("empty segment")?;
+        if format != FORMAT {
+            return Err(format!("unknown segment format {format}"));
+        }
+        let (count, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or("segment header cut short")?;
+        let count = u32::from_le_bytes(*count) as usize;
+        let ids_len = count * 16;
+        let lengths_len = count * 4;
+        if rest.len() < ids_len + lengths_len {
+            return Err(format!("segment of {count} events cut short"));
+        }
+        let (ids, rest) = rest.split_at(ids_len);
+        let (lengths, records) = rest.split_at(lengths_len);
+        let total: usize = lengths
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+            .sum();
+        if total != records.len() {
+            return Err(format!(
+                "segment records take {} bytes, header says {total}",
+                records.len()
+            ));
+        }
+        Ok(Self {
+            ids,
+            lengths,
+            records,
+            count,
+        })
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The event ids, in order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.ids.chunks_exact(16).map(|c| {
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(c);
+            EventId::from_u128(u128::from_be_bytes(bytes))
+        })
+    }
+
+    /// Each record's bytes, in order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut rest = self.records;
+        self.lengths.chunks_exact(4).map(move |c| {
+            let len = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+            let (record, tail) = rest.split_at(len.min(rest.len()));
+            rest = tail;
+            record
+        })
+    }
+}
