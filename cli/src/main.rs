@@ -37,6 +37,8 @@ enum Command {
     Docs(commands::docs::DocsCmd),
     /// Print resolved secrets or extract one from a JSON object
     Secrets(commands::secrets::SecretsCmd),
+    /// Print the event log (`--json` for JSON lines), or import one
+    Events(commands::events::EventsCmd),
 }
 
 fn main() {
@@ -60,6 +62,7 @@ fn main() {
         Command::Init(cmd) => commands::init::run(&cmd),
         Command::Docs(cmd) => commands::docs::run(&cmd),
         Command::Secrets(cmd) => commands::secrets::run(&cmd),
+        Command::Events(cmd) => commands::events::run(&cmd),
     };
     exit::finish(result);
 }

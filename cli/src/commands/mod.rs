@@ -4,6 +4,7 @@ pub mod executor;
 pub mod proxy;
 pub mod config;
 pub mod docs;
+pub mod events;
 pub mod init;
 pub mod secrets;
 
