@@ -141,7 +141,10 @@ fn import(log_dir: &Path, file: &Path, out: &mut impl Write) -> anyhow::Result<(
     let log = SledLog::open(log_dir).map_err(|e| log_error(log_dir, e))?;
     let imported = jsonl::import(input, &log).map_err(|e| match e {
         JsonlError::Log(LogError::NotEmpty { events }) => UserError {
-            message: format!("event log {} already holds {events} events", log_dir.display()),
+            message: format!(
+                "event log {} already holds {events} events",
+                log_dir.display()
+            ),
             hint: Some("import into a new, empty directory: --log NEW_PATH".into()),
             code: USAGE,
         }
@@ -253,7 +256,11 @@ mod tests {
         let before = read_all(old.path());
         assert_eq!(
             String::from_utf8_lossy(&summary),
-            format!("imported {} events into {}\n", before.len(), target.display())
+            format!(
+                "imported {} events into {}\n",
+                before.len(),
+                target.display()
+            )
         );
         assert_eq!(read_all(&target), before);
 
@@ -283,10 +290,16 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         let lines: Vec<&str> = text.lines().collect();
         assert!(!lines.is_empty());
-        assert!(lines.iter().all(|l| l.contains("01D0000000000000000000000B")));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains("01D0000000000000000000000B"))
+        );
         assert!(lines[0].contains("DeployRequested"), "{}", lines[0]);
         assert!(
-            lines.iter().any(|l| l.contains("web-1") && l.contains("ImagePulled")),
+            lines
+                .iter()
+                .any(|l| l.contains("web-1") && l.contains("ImagePulled")),
             "{text}"
         );
     }
