@@ -85,6 +85,16 @@ fn fold(c: &mut Criterion) {
             state
         });
     });
+    let hot = envelopes(10_000);
+    group.throughput(Throughput::Elements(hot.len() as u64));
+    group.bench_function("all_projections_10k", |b| {
+        b.iter(|| {
+            let mut state = Projections::default();
+            state.apply_all(&hot);
+            state
+        });
+    });
+    group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function("deploys_100k", |b| {
         b.iter(|| {
             let mut state = flotilla_events::Deploys::default();
@@ -146,7 +156,7 @@ fn rebuild(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group("rebuild");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(40));
+    group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("open_and_fold_1m", |b| {
         b.iter(|| {
@@ -156,7 +166,27 @@ fn rebuild(c: &mut Criterion) {
             state
         });
     });
+    // What a writer pays after opening a big log: its first append builds
+    // the id index from every segment's id list.
+    let mut next_id = 10_000_000u128;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("open_and_first_append_1m", |b| {
+        b.iter(|| {
+            let log = SledLog::open(dir.path()).unwrap();
+            next_id += 1000;
+            log.append_batch(events(1, next_id)).unwrap()
+        });
+    });
     group.finish();
+    let sample: Vec<Envelope> = envelopes(10_000);
+    let json: usize = sample
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap().len() + 1)
+        .sum();
+    eprintln!(
+        "JSON lines export: {:.1} bytes per event",
+        json as f64 / sample.len() as f64
+    );
 }
 
 criterion_group!(benches, fold, append, rebuild);
