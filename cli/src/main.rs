@@ -5,8 +5,11 @@
 //! `flotilla: error: ...` followed by the cause chain and what to do next.
 #![forbid(unsafe_code)]
 
+mod build;
 mod commands;
 mod exit;
+mod progress;
+mod rollout;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,20 @@ struct Cli {
 enum Command {
     /// Print Flotilla's version
     Version,
+    /// Build, push and roll out a new version across the hosts
+    Deploy(commands::deploy::DeployCmd),
+    /// Roll out a version again without building (Kamal's redeploy)
+    Redeploy(commands::deploy::DeployCmd),
+    /// Roll back to an earlier release (default: the last good one), by exact image digest
+    Rollback(commands::rollback::RollbackCmd),
+    /// List releases: version, digests, outcome, when, who, how long
+    History(commands::history::HistoryCmd),
+    /// Show a deploy's timeline per host and step; --resume continues it
+    Replay(commands::replay::ReplayCmd),
+    /// Show, take or release the deploy lock
+    Lock(commands::lock::LockCmd),
+    /// Print the scheduler's public key (what executors trust), creating it on first use
+    Key(commands::key::KeyCmd),
     /// The host proxy: run it, or deploy, list and pause services through its admin socket
     Proxy(commands::proxy::ProxyArgs),
     /// The host agent: run it (jobs from NATS to Docker), or print its sealing key
@@ -46,7 +63,11 @@ fn main() {
         Ok(cli) => cli,
         // --help and --version are not errors; a usage error exits 64 like a config error.
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             std::process::exit(code)
         }
@@ -56,6 +77,13 @@ fn main() {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Deploy(cmd) => block_on(commands::deploy::run(&cmd, false)),
+        Command::Redeploy(cmd) => block_on(commands::deploy::run(&cmd, true)),
+        Command::Rollback(cmd) => block_on(commands::rollback::run(&cmd)),
+        Command::History(cmd) => commands::history::run(&cmd),
+        Command::Replay(cmd) => block_on(commands::replay::run(&cmd)),
+        Command::Lock(cmd) => block_on(commands::lock::run(&cmd)),
+        Command::Key(cmd) => commands::key::run(&cmd),
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Executor(args) => commands::executor::run(args),
         Command::Config(cmd) => commands::config::run(&cmd),
@@ -65,4 +93,12 @@ fn main() {
         Command::Events(cmd) => commands::events::run(&cmd),
     };
     exit::finish(result);
+}
+
+/// Runs an async command on a fresh multi-threaded runtime.
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }

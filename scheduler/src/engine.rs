@@ -5,7 +5,8 @@
 //! jobs, take each reported event, make it durable in the log, acknowledge it, and feed it to
 //! the policy — until the policy says the deploy is over; then record the outcome.
 //!
-//! Resuming is the same loop: the log says which steps each host finished, and each host's
+//! `request` records the deploy first; `run` then rolls it out. Resuming is the same `run`: the
+//! log says which steps each host finished, and each host's
 //! job starts after them. Hosts that already succeeded are not touched again.
 
 use crate::jobs::{JobContext, JobError, job_for};
@@ -46,8 +47,6 @@ pub struct DeployRun<'a> {
     pub actor: String,
     pub config_digest: String,
     pub policy: Policy,
-    /// True when continuing a deploy already in the log.
-    pub resume: bool,
     /// How long to wait for every host's heartbeat.
     pub heartbeat_wait: Duration,
 }
@@ -83,6 +82,39 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// Records that the deploy was asked for (`DeployRequested`): the first event of a deploy,
+    /// before hooks, lock and build events. A resumed deploy already has it.
+    pub fn request(
+        &self,
+        run: &DeployRun<'_>,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let hosts = run
+            .plan
+            .hosts
+            .iter()
+            .map(|h| PlannedHost {
+                host: h.host.clone(),
+                roles: h.roles.clone(),
+            })
+            .collect();
+        self.record(
+            NewEvent::new(
+                run.deploy_id.clone(),
+                &run.actor,
+                DeployRequested {
+                    kind: run.kind,
+                    service: run.plan.service.clone(),
+                    destination: run.plan.destination.clone(),
+                    version: run.plan.release.version.clone(),
+                    config_digest: run.config_digest.clone(),
+                    hosts,
+                },
+            ),
+            watch,
+        )
+    }
+
     /// Runs one deploy to its outcome, calling `watch` with every event as it lands in the log.
     pub async fn run(
         &self,
@@ -91,32 +123,6 @@ impl Engine<'_> {
     ) -> Result<RunOutcome, EngineError> {
         let id = run.deploy_id.clone();
         let history = self.log.read_deploy(&id)?;
-        if !run.resume {
-            let hosts = run
-                .plan
-                .hosts
-                .iter()
-                .map(|h| PlannedHost {
-                    host: h.host.clone(),
-                    roles: h.roles.clone(),
-                })
-                .collect();
-            self.record(
-                NewEvent::new(
-                    id.clone(),
-                    &run.actor,
-                    DeployRequested {
-                        kind: run.kind,
-                        service: run.plan.service.clone(),
-                        destination: run.plan.destination.clone(),
-                        version: run.plan.release.version.clone(),
-                        config_digest: run.config_digest.clone(),
-                        hosts,
-                    },
-                ),
-                watch,
-            )?;
-        }
         let (done_steps, already_done) = resume_points(&run.plan, &history);
 
         let todo: Vec<String> = run

@@ -14,6 +14,7 @@ fn info(who: &str) -> LockInfo {
         acquired_at: "2026-11-26T08:00:00Z".into(),
         machine: "laptop".into(),
         version: Some("abc".into()),
+        expires_at_ms: None,
     }
 }
 

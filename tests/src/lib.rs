@@ -1,5 +1,6 @@
 //! The local fleet and helpers for Flotilla's end-to-end tests.
 //!
+//! - [`agents`]: `flotilla proxy run` and `flotilla executor run` on fleet hosts.
 //! - [`fleet`]: real hosts on one machine (network namespaces, own `dockerd` and `sshd`), a
 //!   registry and a NATS server; `Fleet::up` / `Fleet::down`.
 //! - [`testapp`]: builds the test app as a `FROM scratch` image and pushes it to the fleet.
@@ -7,5 +8,6 @@
 //! The end-to-end tests themselves live in `tests/e2e/` (one test binary, one module per area).
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod fleet;
 pub mod testapp;

@@ -1,11 +1,17 @@
 //! One module per `flotilla` command.
 
-pub mod executor;
-pub mod proxy;
 pub mod config;
+pub mod deploy;
 pub mod docs;
 pub mod events;
+pub mod executor;
+pub mod history;
 pub mod init;
+pub mod key;
+pub mod lock;
+pub mod proxy;
+pub mod replay;
+pub mod rollback;
 pub mod secrets;
 
 /// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.

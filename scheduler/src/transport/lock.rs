@@ -1,9 +1,10 @@
 //! The deploy lock, held in NATS so that every machine deploying the same service sees it.
 //!
 //! One key per service and destination in the `flotilla-locks` key-value bucket. Taking the
-//! lock is an atomic create; holding it is renewing the key (compare-and-set on its revision)
-//! well within the bucket's expiry, so a lock whose holder died frees itself. Kamal keeps its
-//! lock as a directory on the primary host; this one also works when hosts are many.
+//! lock is an atomic create (or a compare-and-set over an expired lock); holding it is
+//! renewing its expiry well before it passes, so a lock whose holder died frees itself. A lock
+//! taken by hand (`flotilla lock acquire`) has no expiry. Kamal keeps its lock as a directory
+//! on the primary host; this one also works when hosts are many.
 
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
@@ -25,6 +26,32 @@ pub struct LockInfo {
     /// The machine the holder runs on.
     pub machine: String,
     pub version: Option<String>,
+    /// Milliseconds since the epoch after which the lock is free; `None`: held until released.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+}
+
+impl LockInfo {
+    fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|t| now_ms >= t)
+    }
+
+    /// The same holder, whatever the expiry says (renewals change only that).
+    fn same_holder(&self, other: &LockInfo) -> bool {
+        LockInfo {
+            expires_at_ms: None,
+            ..self.clone()
+        } == LockInfo {
+            expires_at_ms: None,
+            ..other.clone()
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +101,8 @@ impl std::fmt::Debug for Locks {
 }
 
 impl Locks {
-    /// Opens (creating if needed) the lock bucket. `ttl` is how long a lock outlives its
-    /// holder's last renewal.
+    /// Opens (creating if needed) the lock bucket. `ttl` is how long a lock taken through this
+    /// handle outlives its holder's last renewal.
     pub async fn open(js: &jetstream::Context, ttl: Duration) -> Result<Locks, LockError> {
         // async-nats's `create_key_value` first asks for the account info, whose 2.9 form it
         // cannot parse; creating the bucket's stream directly (the same configuration a KV
@@ -85,7 +112,6 @@ impl Locks {
             description: Some("Flotilla deploy locks".to_owned()),
             subjects: vec![format!("$KV.{LOCK_BUCKET}.>")],
             max_messages_per_subject: 1,
-            max_age: ttl,
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
@@ -95,13 +121,16 @@ impl Locks {
         };
         js.get_or_create_stream(stream).await.map_err(nats_err)?;
         let kv = js.get_key_value(LOCK_BUCKET).await.map_err(nats_err)?;
-        let ttl = kv.status().await.map(|s| s.max_age()).unwrap_or(ttl);
         Ok(Locks { kv, ttl })
     }
 
-    /// Who holds the lock, if anyone.
+    /// Who holds the lock, if anyone (an expired lock is free).
     pub async fn status(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        Ok(self.current(key).await?.map(|(info, _)| info))
+        Ok(self
+            .current(key)
+            .await?
+            .map(|(info, _)| info)
+            .filter(|i| !i.expired(now_ms())))
     }
 
     async fn current(&self, key: &str) -> Result<Option<(LockInfo, u64)>, LockError> {
@@ -118,28 +147,36 @@ impl Locks {
         Ok(Some((info, entry.revision)))
     }
 
-    /// Takes the lock now or fails with who holds it.
+    /// Takes the lock now or fails with who holds it. `info.expires_at_ms` is set here.
     pub async fn acquire(&self, key: &str, info: &LockInfo) -> Result<HeldLock, LockError> {
-        let value = serde_json::to_vec(info).map_err(nats_err)?;
-        match self.kv.create(key, value.clone().into()).await {
-            Ok(revision) => Ok(HeldLock::start(self.clone(), key, info, value, revision)),
+        let mut info = info.clone();
+        info.expires_at_ms = (!self.ttl.is_zero()).then(|| {
+            now_ms().saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
+        });
+        let value = serde_json::to_vec(&info).map_err(nats_err)?;
+        let revision = match self.kv.create(key, value.clone().into()).await {
+            Ok(revision) => revision,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.current(key).await? {
-                    Some((held, _)) => Err(LockError::Held {
-                        key: key.to_owned(),
-                        info: Box::new(held),
-                    }),
-                    // Released between our create and our read: try once more.
-                    None => match self.kv.create(key, value.clone().into()).await {
-                        Ok(revision) => {
-                            Ok(HeldLock::start(self.clone(), key, info, value, revision))
-                        }
-                        Err(e) => Err(nats_err(e)),
-                    },
+                    Some((held, _)) if !held.expired(now_ms()) => {
+                        return Err(LockError::Held {
+                            key: key.to_owned(),
+                            info: Box::new(held),
+                        });
+                    }
+                    // Expired: take it over, unless someone else just did.
+                    Some((_, revision)) => self
+                        .kv
+                        .update(key, value.into(), revision)
+                        .await
+                        .map_err(nats_err)?,
+                    // Released between our create and our read.
+                    None => self.kv.create(key, value.into()).await.map_err(nats_err)?,
                 }
             }
-            Err(e) => Err(nats_err(e)),
-        }
+            Err(e) => return Err(nats_err(e)),
+        };
+        Ok(HeldLock::start(self.clone(), key, &info, revision))
     }
 
     /// Takes the lock, waiting up to `wait` (checking every `interval`) while another holds
@@ -192,16 +229,28 @@ pub struct HeldLock {
 }
 
 impl HeldLock {
-    fn start(locks: Locks, key: &str, info: &LockInfo, value: Vec<u8>, revision: u64) -> HeldLock {
+    fn start(locks: Locks, key: &str, info: &LockInfo, revision: u64) -> HeldLock {
         let (tx, rx) = watch::channel(Some(revision));
-        let every = (locks.ttl / 3).max(Duration::from_millis(100));
+        let ttl = locks.ttl;
+        let every = (ttl / 3).max(Duration::from_millis(100));
         let kv = locks.kv.clone();
         let k = key.to_owned();
+        let mut renewed = info.clone();
         let renewer = tokio::spawn(async move {
             let mut revision = revision;
+            // A lock without expiry needs no renewal.
+            if ttl.is_zero() || renewed.expires_at_ms.is_none() {
+                return;
+            }
             loop {
                 tokio::time::sleep(every).await;
-                match kv.update(&k, value.clone().into(), revision).await {
+                renewed.expires_at_ms = Some(
+                    now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+                );
+                let Ok(value) = serde_json::to_vec(&renewed) else {
+                    return;
+                };
+                match kv.update(&k, value.into(), revision).await {
                     Ok(r) => {
                         revision = r;
                         if tx.send(Some(r)).is_err() {
@@ -244,7 +293,7 @@ impl HeldLock {
         // The renewer may have renewed once more after our last look at the revision, so ask
         // the bucket for the current one rather than trusting ours.
         match self.locks.current(&self.key).await? {
-            Some((info, revision)) if info == self.info => self
+            Some((info, revision)) if info.same_holder(&self.info) => self
                 .locks
                 .kv
                 .delete_expect_revision(&self.key, Some(revision))

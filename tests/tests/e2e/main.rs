@@ -4,6 +4,9 @@
 //! piece is a failure, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
 mod executor;
 mod fleet;
+mod load;
+mod project;
 mod support;

@@ -1,0 +1,168 @@
+//! `flotilla deploy` and `flotilla redeploy`: build and push the image (deploy only), then
+//! roll it out across the hosts in parallel batches with zero downtime.
+
+use crate::build;
+use crate::exit::{USAGE, UserError};
+use crate::rollout::{self, FleetArgs, RolloutRequest, Session};
+use anyhow::Context;
+use clap::Args;
+use flotilla_deploy::plan::{Plan, PlanContext, Release, plan};
+use flotilla_events::event::{DeployKind, ImageBuilt, ImagePushed};
+use flotilla_events::{DeployId, Event};
+use std::path::Path;
+
+const EXAMPLES: &str = "Examples:
+  flotilla deploy                         # build, push, roll out the git HEAD
+  flotilla deploy -d staging --version v42
+  flotilla deploy -P --version v42        # the image v42 is already pushed
+  flotilla deploy --resume 01JD3ZK9W6T8Q2M4N5P7R8S9TA
+  flotilla deploy --json | jq -c 'select(.type == \"HostFailed\")'";
+
+/// Build, push and roll out a new version across the hosts
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES, disable_help_flag = true)]
+pub struct DeployCmd {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Skip the image build and push: deploy an image already in the registry
+    #[arg(short = 'P', long = "skip-push")]
+    pub skip_push: bool,
+    /// The app version to deploy (default: the git commit)
+    #[arg(long = "version", value_name = "VERSION")]
+    pub version: Option<String>,
+    /// Continue an interrupted or failed deploy (same as `flotilla replay ID --resume`)
+    #[arg(long, value_name = "DEPLOY_ID")]
+    pub resume: Option<String>,
+}
+
+pub async fn run(cmd: &DeployCmd, redeploy: bool) -> anyhow::Result<()> {
+    if let Some(id) = &cmd.resume {
+        return crate::commands::replay::resume(&cmd.fleet, id).await;
+    }
+    let s = Session::open(&cmd.fleet)?;
+    let version = match &cmd.version {
+        Some(v) => v.clone(),
+        None => git_version(&s.root)?,
+    };
+    let release = Release {
+        version: version.clone(),
+        image: format!("{}:{version}", s.config.repository()),
+    };
+    let plan = narrowed(
+        plan(&s.config, &release, &protected(&s)?),
+        &cmd.fleet,
+        &s.config.primary_role,
+    );
+    let command = if redeploy { "redeploy" } else { "deploy" };
+    let mut ctx = rollout::hook_context(&s, &plan, command);
+    ctx.subcommand = None;
+    rollout::hook(&s, "pre-connect", &ctx, None, &mut |_| {}).await?;
+
+    let mut preamble: Vec<Event> = Vec::new();
+    if !cmd.skip_push && !redeploy {
+        rollout::hook(&s, "pre-build", &ctx, None, &mut |_| {}).await?;
+        let pushed = build::build_and_push(
+            &s.config,
+            &s.root,
+            &version,
+            cmd.fleet.quiet || cmd.fleet.json,
+        )?;
+        preamble.push(
+            ImageBuilt {
+                image: pushed.image.clone(),
+                digest: pushed.digest.clone(),
+            }
+            .into(),
+        );
+        preamble.push(
+            ImagePushed {
+                image: pushed.image,
+                digest: pushed.digest,
+            }
+            .into(),
+        );
+    }
+    rollout::run_rollout(
+        &s,
+        RolloutRequest {
+            plan,
+            kind: DeployKind::Deploy,
+            deploy_id: DeployId::new(),
+            resume: false,
+            preamble,
+            command,
+        },
+    )
+    .await
+}
+
+/// Applies `-h`, `-r` and `-p` to a plan.
+pub fn narrowed(plan: Plan, fleet: &FleetArgs, primary_role: &str) -> Plan {
+    let mut plan = plan.filtered(&fleet.hosts, &fleet.roles);
+    if fleet.primary {
+        let first = plan
+            .hosts
+            .iter()
+            .find(|h| h.roles.iter().any(|r| r == primary_role))
+            .map(|h| h.host.clone());
+        plan.hosts.retain(|h| Some(&h.host) == first.as_ref());
+    }
+    plan
+}
+
+/// Containers pruning must keep: the last good release's, so a rollback always has them.
+pub fn protected(s: &Session) -> anyhow::Result<PlanContext> {
+    use flotilla_events::projection::{Projections, ReleaseTarget};
+    let projections = Projections::rebuild(&s.log)?;
+    let target = ReleaseTarget::new(&s.config.service, s.config.destination.as_deref());
+    let protected = projections
+        .releases
+        .last_good(&target)
+        .map(|r| {
+            r.images
+                .keys()
+                .map(|role| {
+                    flotilla_deploy::plan::container_name(
+                        &s.config.service,
+                        role,
+                        s.config.destination.as_deref(),
+                        &r.version,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PlanContext { protected })
+}
+
+/// Kamal's default version: the git commit, marked when the tree has uncommitted changes.
+fn git_version(root: &Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(root)
+        .output()
+        .context("running git")?;
+    if !out.status.success() {
+        return Err(UserError {
+            message: "no version given and this is not a git repository with a commit".into(),
+            hint: Some("pass --version VERSION".into()),
+            code: USAGE,
+        }
+        .into());
+    }
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(root)
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    Ok(if dirty {
+        format!(
+            "{sha}_uncommitted_{:x}",
+            flotilla_events::Timestamp::now().unix_ms()
+        )
+    } else {
+        sha
+    })
+}

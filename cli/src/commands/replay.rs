@@ -1,0 +1,143 @@
+//! `flotilla replay DEPLOY_ID`: a past deploy's timeline per host and step, from the log;
+//! `--resume` continues an interrupted or failed deploy where each host stopped.
+
+use crate::commands::deploy::{narrowed, protected};
+use crate::exit::{USAGE, UserError};
+use crate::progress::detail;
+use crate::rollout::{self, FleetArgs, RolloutRequest, Session};
+use clap::Args;
+use flotilla_deploy::plan::{Release, plan};
+use flotilla_events::{DeployId, Envelope, Event, EventLog};
+use std::collections::BTreeMap;
+
+const EXAMPLES: &str = "Examples:
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --json
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --resume";
+
+/// Show a deploy's timeline from the event log, or resume it
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES, disable_help_flag = true)]
+pub struct ReplayCmd {
+    /// The deploy id (`flotilla history` lists them)
+    pub deploy_id: String,
+    /// Continue the deploy from where each host stopped
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+pub async fn run(cmd: &ReplayCmd) -> anyhow::Result<()> {
+    if cmd.resume {
+        return resume(&cmd.fleet, &cmd.deploy_id).await;
+    }
+    let log = flotilla_events::SledLog::open(&cmd.fleet.log)?;
+    let events = deploy_events(&log, &cmd.deploy_id)?;
+    let mut out = String::new();
+    if cmd.fleet.json {
+        for e in &events {
+            let mut line = Vec::new();
+            flotilla_events::jsonl::write_line(e, &mut line)?;
+            out.push_str(&String::from_utf8_lossy(&line));
+        }
+    } else {
+        out = timeline(&events);
+    }
+    crate::commands::write_stdout(&out)
+}
+
+fn deploy_events(log: &dyn EventLog, id: &str) -> anyhow::Result<Vec<Envelope>> {
+    let events = log.read_deploy(&DeployId::from(id))?;
+    if events.is_empty() {
+        return Err(UserError {
+            message: format!("no deploy {id} in the event log"),
+            hint: Some("list deploys with `flotilla history`".into()),
+            code: USAGE,
+        }
+        .into());
+    }
+    Ok(events)
+}
+
+/// The timeline: deploy-wide events, then per host each event with the time since the
+/// host's previous one (how long that step took).
+pub fn timeline(events: &[Envelope]) -> String {
+    let start = events.first().map(|e| e.at).unwrap_or_default();
+    let mut out = String::new();
+    let mut by_host: BTreeMap<&str, Vec<&Envelope>> = BTreeMap::new();
+    for e in events {
+        match e.host.as_deref() {
+            Some(h) => by_host.entry(h).or_default().push(e),
+            None => out.push_str(&format!(
+                "{:>8.1}s  {:<20} {}\n",
+                e.at.millis_since(start) as f64 / 1000.0,
+                e.type_name(),
+                detail(&e.event)
+            )),
+        }
+    }
+    for (host, events) in by_host {
+        out.push_str(&format!("\n{host}\n"));
+        let mut prev = None;
+        for e in events {
+            let took = prev.map(|p| e.at.millis_since(p)).unwrap_or(0);
+            prev = Some(e.at);
+            out.push_str(&format!(
+                "{:>8.1}s  {:<20} {:>7} ms  {}\n",
+                e.at.millis_since(start) as f64 / 1000.0,
+                e.type_name(),
+                took,
+                detail(&e.event)
+            ));
+        }
+    }
+    out
+}
+
+/// Continues deploy `id`: the same release, each host from its first unfinished step.
+pub async fn resume(fleet: &FleetArgs, id: &str) -> anyhow::Result<()> {
+    let s = Session::open(fleet)?;
+    let events = deploy_events(&s.log, id)?;
+    let Some(request) = events.iter().find_map(|e| match &e.event {
+        Event::DeployRequested(r) => Some(r.clone()),
+        _ => None,
+    }) else {
+        return Err(UserError {
+            message: format!("deploy {id} has no DeployRequested event: nothing to resume"),
+            hint: None,
+            code: USAGE,
+        }
+        .into());
+    };
+    // The exact image the deploy ran: what a host pulled, else what was pushed, else the tag.
+    let image = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::ImagePulled(p) => Some(p.image.clone()),
+            Event::ImagePushed(p) => Some(p.image.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("{}:{}", s.config.repository(), request.version));
+    let release = Release {
+        version: request.version.clone(),
+        image,
+    };
+    let plan = narrowed(
+        plan(&s.config, &release, &protected(&s)?),
+        fleet,
+        &s.config.primary_role,
+    );
+    rollout::run_rollout(
+        &s,
+        RolloutRequest {
+            plan,
+            kind: request.kind,
+            deploy_id: DeployId::from(id),
+            resume: true,
+            preamble: Vec::new(),
+            command: "resume",
+        },
+    )
+    .await
+}

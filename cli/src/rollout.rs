@@ -1,0 +1,424 @@
+//! The deploy procedure shared by `deploy`, `redeploy`, `rollback` and `replay --resume`:
+//! connect, hooks, lock, record, roll out, unlock, report. Each stage is a small step with its
+//! failure handled where it happens; the rollout itself is the scheduler's engine.
+
+use crate::commands::config::ConfigArgs;
+use crate::exit::{FAILED, USAGE, UserError};
+use crate::progress::{Mode, Progress};
+use anyhow::Context;
+use clap::Args;
+use flotilla_deploy::Config;
+use flotilla_deploy::plan::Plan;
+use flotilla_events::event::{DeployKind, HookRan, LockAcquired, LockReleased};
+use flotilla_events::{DeployId, Envelope, Event, EventLog, NewEvent, SledLog};
+use flotilla_executor::signing::JobSigner;
+use flotilla_scheduler::engine::{DeployRun, Engine, RunOutcome};
+use flotilla_scheduler::hooks::{self, HookContext, HookError};
+use flotilla_scheduler::rollout::{Amount, Outcome, Policy};
+use flotilla_scheduler::transport::bus::Bus;
+use flotilla_scheduler::transport::lock::{LockInfo, Locks, lock_key};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Kamal's global flags for commands that touch the fleet.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only these hosts (comma list, `*` wildcards)
+    #[arg(short = 'h', long = "hosts", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Only these roles (comma list, `*` wildcards)
+    #[arg(short = 'r', long = "roles", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Only the primary host
+    #[arg(short = 'p', long)]
+    pub primary: bool,
+    /// Don't run hooks
+    #[arg(short = 'H', long = "skip-hooks")]
+    pub skip_hooks: bool,
+    /// Wait this many seconds for a held deploy lock instead of failing
+    #[arg(long = "lock-wait", value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+    /// One JSON event per line on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Only the summary
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// More detail on stderr
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Event log directory
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FLOTILLA_EVENT_LOG",
+        default_value = ".flotilla/events"
+    )]
+    pub log: PathBuf,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// Everything a rollout needs, opened once.
+pub struct Session {
+    pub root: PathBuf,
+    pub config: Config,
+    pub log: SledLog,
+    pub actor: String,
+    pub args: FleetArgs,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("root", &self.root).finish()
+    }
+}
+
+impl Session {
+    pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
+        let config = args.config.load()?;
+        let root = std::env::current_dir().context("reading the current directory")?;
+        if let Some(parent) = args.log.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let log = SledLog::open(&args.log).map_err(|e| UserError {
+            message: format!("cannot open the event log {}: {e}", args.log.display()),
+            hint: Some(
+                "another flotilla command may be running on this project; wait for it".into(),
+            ),
+            code: FAILED,
+        })?;
+        Ok(Session {
+            root,
+            config,
+            log,
+            actor: performer(),
+            args: args.clone(),
+        })
+    }
+
+    pub fn target_name(&self) -> String {
+        lock_key(&self.config.service, self.config.destination.as_deref())
+    }
+}
+
+/// Kamal's performer: `git config user.name`, else the login name.
+pub fn performer() -> String {
+    std::process::Command::new("git")
+        .args(["config", "user.name"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The scheduler's signing key, made on first use in `.flotilla/scheduler.key` (mode 0600);
+/// executors trust its public half (`.flotilla/scheduler.pub`, `flotilla key`).
+pub fn scheduler_key(root: &Path) -> anyhow::Result<JobSigner> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = root.join(".flotilla");
+    let path = dir.join("scheduler.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return JobSigner::from_base64(text.trim())
+            .with_context(|| format!("{} is not a valid scheduler key", path.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let signer = JobSigner::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, signer.secret_base64().as_bytes())?;
+    std::fs::write(dir.join("scheduler.pub"), signer.public_key_base64() + "\n")?;
+    Ok(signer)
+}
+
+/// The rollout policy from `boot:` and `x-flotilla.rollout:`.
+pub fn policy(config: &Config) -> Policy {
+    use flotilla_deploy::config::types::HostCount;
+    let amount = |c: HostCount| match c {
+        HostCount::Count(n) => Amount::Count(n as usize),
+        HostCount::Percent(p) => Amount::Percent(u8::try_from(p.min(100)).unwrap_or(100)),
+    };
+    let hosts = config.all_hosts().len();
+    let r = &config.flotilla.rollout;
+    Policy {
+        batch: config.boot.limit.map(amount),
+        batch_wait: Duration::from_secs(config.boot.wait.unwrap_or(0)),
+        canary: r.canary.map_or(0, |c| c.of(hosts)),
+        max_parallel: r.max_parallel.map(|c| c.of(hosts)),
+        max_failures: (r.max_failures > 0).then_some(Amount::Count(r.max_failures as usize)),
+        step_timeout: Some(Duration::from_secs(r.step_timeout)),
+    }
+}
+
+/// NATS URL: `x-flotilla.nats.url`, or `FLOTILLA_NATS_URL`.
+pub fn nats_url(config: &Config) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(n) = &config.flotilla.nats {
+        return Ok((n.url.clone(), n.creds.as_ref().map(PathBuf::from)));
+    }
+    if let Ok(url) = std::env::var("FLOTILLA_NATS_URL") {
+        return Ok((url, None));
+    }
+    Err(UserError {
+        message: "no NATS server configured".into(),
+        hint: Some("set x-flotilla: {nats: {url: nats://HOST:4222}} in config/deploy.yml".into()),
+        code: USAGE,
+    }
+    .into())
+}
+
+/// What `run_rollout` is asked to do.
+#[derive(Debug)]
+pub struct RolloutRequest {
+    pub plan: Plan,
+    pub kind: DeployKind,
+    pub deploy_id: DeployId,
+    /// Continue a deploy already in the log.
+    pub resume: bool,
+    /// Events to record right after the request (image built and pushed, rollback started).
+    pub preamble: Vec<Event>,
+    pub command: &'static str,
+}
+
+/// Runs the hook `name` unless hooks are skipped, recording it; a failure stops everything.
+pub async fn hook(
+    s: &Session,
+    name: &str,
+    ctx: &HookContext,
+    deploy: Option<&DeployId>,
+    watch: &mut dyn FnMut(&Envelope),
+) -> anyhow::Result<()> {
+    if s.args.skip_hooks {
+        return Ok(());
+    }
+    let dir = s.root.join(&s.config.hooks_path);
+    let result = hooks::run(&dir, &s.root, name, ctx).await;
+    let (code, duration) = match &result {
+        Ok(None) => return Ok(()),
+        Ok(Some(run)) => (0, Some(run.duration.as_millis() as u64)),
+        Err(e) => (e.exit_code().unwrap_or(-1), None),
+    };
+    if let Some(id) = deploy {
+        let event = NewEvent::new(
+            id.clone(),
+            &s.actor,
+            HookRan {
+                name: name.to_owned(),
+                exit_code: code,
+                duration_ms: duration,
+            },
+        );
+        let seq = s.log.append(event.clone())?.seq();
+        watch(&event.into_envelope(seq));
+    }
+    match result {
+        Ok(_) => Ok(()),
+        Err(HookError::Failed { name, code, output }) => Err(UserError {
+            message: format!(
+                "hook {name} failed with exit code {code}:\n{}",
+                output.trim_end()
+            ),
+            hint: Some(format!("fix what {name} reports, or skip hooks with -H")),
+            code: FAILED,
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn hook_context(s: &Session, plan: &Plan, command: &str) -> HookContext {
+    HookContext {
+        service: s.config.service.clone(),
+        version: plan.release.version.clone(),
+        destination: s.config.destination.clone(),
+        hosts: plan.hosts.iter().map(|h| h.host.clone()).collect(),
+        roles: s.config.servers.iter().map(|r| r.name.clone()).collect(),
+        command: command.to_owned(),
+        subcommand: None,
+        performer: s.actor.clone(),
+        recorded_at: flotilla_events::Timestamp::now().to_string(),
+        runtime: None,
+    }
+}
+
+/// Lock, record, roll out, unlock, report. Returns the exit result for the CLI.
+pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()> {
+    let (url, creds) = nats_url(&s.config)?;
+    let bus = Bus::connect(&url, creds.as_deref())
+        .await
+        .map_err(|e| UserError {
+            message: e.to_string(),
+            hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
+            code: FAILED,
+        })?;
+    let signer = scheduler_key(&s.root)?;
+    let mode = Mode::choose(s.args.json, s.args.quiet);
+    let mut progress = Progress::new(mode, req.deploy_id.clone());
+    let mut watch = |e: &Envelope| progress.on_event(e);
+    let hook_ctx = hook_context(s, &req.plan, req.command);
+    let engine = Engine {
+        bus: &bus,
+        log: &s.log,
+        signer: &signer,
+    };
+    let run = DeployRun {
+        config: &s.config,
+        plan: req.plan.clone(),
+        deploy_id: req.deploy_id.clone(),
+        kind: req.kind,
+        actor: s.actor.clone(),
+        config_digest: config_digest(&s.config),
+        policy: policy(&s.config),
+        heartbeat_wait: Duration::from_secs(20),
+    };
+    if !req.resume {
+        engine.request(&run, &mut watch)?;
+    }
+    for event in req.preamble.iter().cloned() {
+        record(s, &req.deploy_id, event, &mut watch)?;
+    }
+
+    // The lock: one deploy of a service and destination at a time, across machines.
+    let locks = Locks::open(bus.jetstream(), Duration::from_secs(60)).await?;
+    let info = LockInfo {
+        holder: s.actor.clone(),
+        message: format!("{} {}", req.command, req.plan.release.version),
+        acquired_at: flotilla_events::Timestamp::now().to_string(),
+        machine: hostname(),
+        version: Some(req.plan.release.version.clone()),
+        expires_at_ms: None,
+    };
+    let key = s.target_name();
+    let held = match s.args.lock_wait {
+        Some(secs) => {
+            locks
+                .acquire_waiting(
+                    &key,
+                    &info,
+                    Duration::from_secs(secs),
+                    Duration::from_secs(1),
+                )
+                .await
+        }
+        None => locks.acquire(&key, &info).await,
+    }
+    .map_err(|e| UserError {
+        message: e.to_string(),
+        hint: Some("wait for it with --lock-wait SECONDS, or see `flotilla lock status`".into()),
+        code: FAILED,
+    })?;
+    record(
+        s,
+        &req.deploy_id,
+        LockAcquired {
+            holder: s.actor.clone(),
+        }
+        .into(),
+        &mut watch,
+    )?;
+
+    let result = async {
+        hook(s, "pre-deploy", &hook_ctx, Some(&req.deploy_id), &mut watch).await?;
+        let started = std::time::Instant::now();
+        let outcome = engine.run(run, &mut watch).await?;
+        anyhow::Ok((outcome, started.elapsed()))
+    }
+    .await;
+
+    let released = held.release().await;
+    record(
+        s,
+        &req.deploy_id,
+        LockReleased {
+            holder: s.actor.clone(),
+        }
+        .into(),
+        &mut watch,
+    )?;
+    if let Err(e) = released {
+        eprintln!("flotilla: warning: releasing the deploy lock: {e}");
+    }
+    let (outcome, took) = result?;
+    if outcome.outcome == Outcome::Succeeded {
+        let mut ctx = hook_ctx.clone();
+        ctx.runtime = Some(took.as_secs());
+        hook(s, "post-deploy", &ctx, Some(&req.deploy_id), &mut watch).await?;
+    }
+    summarize(&req, &outcome, progress.state(), took)
+}
+
+fn record(
+    s: &Session,
+    id: &DeployId,
+    event: Event,
+    watch: &mut dyn FnMut(&Envelope),
+) -> anyhow::Result<()> {
+    let event = NewEvent::new(id.clone(), &s.actor, event);
+    let seq = s.log.append(event.clone())?.seq();
+    watch(&event.into_envelope(seq));
+    Ok(())
+}
+
+fn summarize(
+    req: &RolloutRequest,
+    outcome: &RunOutcome,
+    state: &flotilla_events::projection::DeployState,
+    took: Duration,
+) -> anyhow::Result<()> {
+    let id = &req.deploy_id;
+    let done = outcome.succeeded.len() + outcome.already_done.len();
+    eprintln!(
+        "{} {} of {}: {done} host(s) succeeded, {} failed, in {:.1}s (deploy {id})",
+        req.command,
+        req.plan.service,
+        req.plan.release.version,
+        outcome.failed.len(),
+        took.as_secs_f64()
+    );
+    if outcome.outcome == Outcome::Succeeded {
+        return Ok(());
+    }
+    for host in &outcome.failed {
+        if let Some(h) = state.hosts.get(host)
+            && let flotilla_events::projection::HostStatus::Failed { step, error } = &h.status
+        {
+            eprintln!("  {host}: failed at {step:?}: {error}");
+        }
+    }
+    let why = match &outcome.outcome {
+        Outcome::Failed { reason, .. } => reason.clone(),
+        Outcome::Degraded { .. } => "some hosts failed within max_failures".into(),
+        Outcome::Succeeded => String::new(),
+    };
+    Err(UserError {
+        message: format!("{} failed: {why}", req.command),
+        hint: Some(format!(
+            "see `flotilla replay {id}`; continue it with `flotilla replay {id} --resume`, or go back with `flotilla rollback`"
+        )),
+        code: FAILED,
+    }
+    .into())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// sha256 of the resolved config as `flotilla config --json` prints it (secrets redacted).
+pub fn config_digest(config: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let json = flotilla_deploy::config::output::to_json(config).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(json.as_bytes())))
+}

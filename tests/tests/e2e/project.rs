@@ -1,0 +1,110 @@
+//! A Kamal project aimed at the fleet, and `flotilla` run on it as a user would.
+
+use flotilla_e2e::agents::{Agents, flotilla_binary};
+use flotilla_e2e::fleet::Fleet;
+use flotilla_e2e::testapp;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The secret the app gets through `env.secret`; it must never show up in output or logs.
+pub const APP_SECRET: &str = "flt-app-secret-5c2f9e1b";
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub flotilla: PathBuf,
+    pub agents: Vec<Agents>,
+    builder_docker_host: String,
+}
+
+impl Project {
+    /// Writes `config/deploy.yml` (with `extra` appended), a Dockerfile and the app binary,
+    /// creates the scheduler key and starts the agents on every host.
+    pub fn new(fleet: &Fleet, extra: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("config")).unwrap();
+        std::fs::create_dir_all(root.join(".kamal")).unwrap();
+        let hosts: String = fleet
+            .hosts
+            .iter()
+            .map(|h| format!("    - {}\n", h.addr))
+            .collect();
+        let config = format!(
+            "service: testapp\nimage: testapp\nservers:\n  web:\n{hosts}\
+             proxy:\n  app_port: 80\n  healthcheck:\n    path: /up\n    interval: 1\n    timeout: 2\n\
+             registry:\n  server: {registry}\n  username: flotilla\n  password:\n    - KAMAL_REGISTRY_PASSWORD\n\
+             builder:\n  args:\n    APP_VERSION: <%= ENV.fetch(\"APP_VERSION\", \"dev\") %>\n\
+             env:\n  clear:\n    APP_MODE: <%= ENV.fetch(\"APP_MODE\", \"healthy\") %>\n  secret:\n    - APP_SECRET\n\
+             deploy_timeout: 20\ndrain_timeout: 5\nreadiness_delay: 0\n\
+             x-flotilla:\n  nats:\n    url: {nats}\n{extra}",
+            registry = fleet.registry(),
+            nats = fleet.nats_url(),
+        );
+        std::fs::write(root.join("config/deploy.yml"), config).unwrap();
+        std::fs::write(
+            root.join(".kamal/secrets"),
+            format!("KAMAL_REGISTRY_PASSWORD=unused-by-this-registry\nAPP_SECRET={APP_SECRET}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("Dockerfile"),
+            "FROM scratch\nCOPY app /app\nARG APP_VERSION=dev\nENV APP_VERSION=$APP_VERSION PORT=80\n\
+             EXPOSE 80\nENTRYPOINT [\"/app\"]\n",
+        )
+        .unwrap();
+        std::fs::copy(testapp::build_static_binary().unwrap(), root.join("app")).unwrap();
+        let flotilla = flotilla_binary();
+        let mut project = Project {
+            dir,
+            flotilla,
+            agents: Vec::new(),
+            builder_docker_host: fleet.builder_docker_host(),
+        };
+        let key = project.flotilla_ok(&["key"], &[]);
+        let key = key.trim().to_owned();
+        project.agents = fleet
+            .hosts
+            .iter()
+            .map(|h| Agents::start(fleet, h, &project.flotilla, &key))
+            .collect();
+        project
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `flotilla ARGS` in the project with `env`, as a user at a terminal-less shell.
+    pub fn flotilla(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        std::process::Command::new(&self.flotilla)
+            .args(args)
+            .current_dir(self.root())
+            .env("DOCKER_HOST", &self.builder_docker_host)
+            .env("NO_COLOR", "1")
+            .env_remove("KAMAL_DESTINATION")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`Project::flotilla`], failing the test on a non-zero exit; returns stdout.
+    pub fn flotilla_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.flotilla(args, env);
+        assert!(
+            out.status.success(),
+            "flotilla {args:?} failed ({}):\nstdout: {}\nstderr: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.agent_logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn agent_logs(&self) -> String {
+        self.agents
+            .iter()
+            .map(|a| format!("--- executor on {}:\n{}", a.host.name, a.executor_log()))
+            .collect()
+    }
+}
