@@ -42,10 +42,14 @@ async fn main() {
         std::env::var("FLOTILLA_BENCH_DOCKER"),
         std::env::var("FLOTILLA_BENCH_IMAGE"),
     ) else {
-        eprintln!("step_overhead: set FLOTILLA_BENCH_DOCKER and FLOTILLA_BENCH_IMAGE (see scripts/bench/executor.sh); skipping");
+        eprintln!(
+            "step_overhead: set FLOTILLA_BENCH_DOCKER and FLOTILLA_BENCH_IMAGE (see scripts/bench/executor.sh); skipping"
+        );
         return;
     };
-    let docker = DockerRuntime::connect(socket.as_ref()).await.expect("docker");
+    let docker = DockerRuntime::connect(socket.as_ref())
+        .await
+        .expect("docker");
     let raw = docker.client().clone();
     let key = HostKey::generate();
     let sealed = seal(&key.public_key_base64(), "bench-secret").unwrap();
@@ -62,8 +66,12 @@ async fn main() {
             ..Default::default()
         },
     };
-    ex.run_step(&JobStep::PullImage(PullImage { image, auth: None })).await.expect("pull");
-    ex.run_step(&JobStep::StartContainer(start.clone())).await.expect("start");
+    ex.run_step(&JobStep::PullImage(PullImage { image, auth: None }))
+        .await
+        .expect("pull");
+    ex.run_step(&JobStep::StartContainer(start.clone()))
+        .await
+        .expect("start");
     let name = start.container_name();
     let job = Job {
         id: "01BENCH".into(),
@@ -80,13 +88,21 @@ async fn main() {
     // Interleaved, so load on the shared machine hits all three alike.
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        raw.inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await
-            .unwrap();
+        raw.inspect_container(
+            &name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
         raw_times.push(t.elapsed());
 
         for (step, times) in [
-            (JobStep::StartExisting(ContainerRef { container: name.clone() }), &mut existing),
+            (
+                JobStep::StartExisting(ContainerRef {
+                    container: name.clone(),
+                }),
+                &mut existing,
+            ),
             (JobStep::StartContainer(start.clone()), &mut started),
         ] {
             let t = Instant::now();
@@ -104,10 +120,16 @@ async fn main() {
     }
     let raw_m = median(raw_times);
     println!("rounds: {ROUNDS}");
-    println!("raw inspect_container (bollard): median {:.0} us", us(raw_m));
+    println!(
+        "raw inspect_container (bollard): median {:.0} us",
+        us(raw_m)
+    );
     for (what, times) in [
         ("StartExisting step (inspect + event + encode)", existing),
-        ("StartContainer step, already running (inspect + unseal + event + encode)", started),
+        (
+            "StartContainer step, already running (inspect + unseal + event + encode)",
+            started,
+        ),
     ] {
         let m = median(times);
         println!(
