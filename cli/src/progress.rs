@@ -149,6 +149,9 @@ pub fn detail(event: &Event) -> String {
         Event::DeployRequested(r) => {
             format!("{} {} on {} host(s)", r.service, r.version, r.hosts.len())
         }
+        Event::ImagePulled(p) if p.image.contains('@') => {
+            format!("{} ({} ms)", p.image, p.duration_ms)
+        }
         Event::ImagePulled(p) => format!("{} {} ({} ms)", p.image, p.digest, p.duration_ms),
         Event::ImagePushed(p) => format!("{} {}", p.image, p.digest),
         Event::ContainerStarted(c) => format!("{} ({})", c.name, c.role),

@@ -37,6 +37,7 @@ pub struct Agents {
     nats_url: String,
     scheduler_key: String,
     on_host: Command,
+    detached: bool,
 }
 
 impl Agents {
@@ -67,6 +68,7 @@ impl Agents {
             nats_url: fleet.nats_url(),
             scheduler_key: scheduler_key.to_owned(),
             on_host: fleet.on_host(host),
+            detached: false,
         };
         agents.start_executor();
         let socket = agents.dir.join("proxy.sock");
@@ -121,6 +123,13 @@ impl Agents {
         }
     }
 
+    /// Leaves both agents running after this value is gone (the demo's fleet keeps them; the
+    /// fleet's `down` stops every process on the host).
+    pub fn detach(mut self) {
+        self.executor = None;
+        self.detached = true;
+    }
+
     pub fn executor_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("executor.log")).unwrap_or_default()
     }
@@ -128,6 +137,9 @@ impl Agents {
 
 impl Drop for Agents {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.kill_executor();
         let _ = self.proxy.kill();
         let _ = self.proxy.wait();

@@ -6,7 +6,7 @@
 //! (version and host name). Behaviour is chosen at run time by `APP_MODE`:
 //! `healthy` (default), `unhealthy` (`/up` answers 503), `healthy-after:N`
 //! (`/up` answers 503 for the first N seconds), `exit` (exits with status 3 at start).
-//! `PORT` picks the port (default 80).
+//! `PORT` picks the port (default 80). SIGTERM and SIGINT exit at once.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -69,6 +69,11 @@ fn main() {
         }
     };
     println!("testapp {version} listening on 0.0.0.0:{port} in mode {mode:?}");
+    // As PID 1 in a container SIGTERM would otherwise be ignored and `docker stop` would wait
+    // out its whole timeout; like a real app, exit when asked (the proxy has already drained).
+    if let Err(e) = ctrlc::set_handler(|| std::process::exit(0)) {
+        eprintln!("testapp: cannot handle SIGTERM: {e}");
+    }
     let app = std::sync::Arc::new(App {
         mode,
         version,

@@ -40,6 +40,16 @@ enum Cmd {
     Env { name: String },
     /// Show a fleet's hosts and whether each answers over SSH with its own Docker engine
     Status { name: String },
+    /// Start `flotilla proxy run` (port 80) and `flotilla executor run` on every host
+    Agents {
+        name: String,
+        /// The flotilla binary to run on the hosts
+        #[arg(long)]
+        flotilla: std::path::PathBuf,
+        /// The scheduler's public key the executors trust (`flotilla key`)
+        #[arg(long)]
+        scheduler_key: String,
+    },
     /// Build the test app image for VERSION and push it to the fleet registry
     PushApp {
         name: String,
@@ -131,6 +141,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             anyhow::ensure!(bad == 0, "{bad} host(s) unreachable");
+            Ok(())
+        }
+        Cmd::Agents {
+            name,
+            flotilla,
+            scheduler_key,
+        } => {
+            let fleet = Fleet::attach(&name)?;
+            for h in &fleet.hosts {
+                flotilla_e2e::agents::Agents::start(&fleet, h, &flotilla, &scheduler_key).detach();
+                println!("  {}  proxy on :80 and executor started", h.name);
+            }
             Ok(())
         }
         Cmd::PushApp {

@@ -357,6 +357,19 @@ fn deploy_job(agents: &HostAgents, image: &str, version: &str, deploy_timeout_ms
     }
 }
 
+/// A job of `steps` for `agents`' host.
+fn simple_job(agents: &HostAgents, steps: Vec<JobStep>) -> Job {
+    let now = Timestamp::now();
+    Job {
+        id: DeployId::new().to_string(),
+        deploy_id: DeployId::from("accessories"),
+        host: agents.host.addr.to_string(),
+        issued_at: now,
+        expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
+        steps,
+    }
+}
+
 fn types(events: &[JobEvent]) -> Vec<&'static str> {
     events.iter().map(|e| e.event.event.type_name()).collect()
 }
@@ -389,8 +402,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// On three real hosts: v1 boots through the proxy (events per step, `GET /version` through
-/// each host's proxy answers v1, Kamal names, labels and env on the container), v2 replaces
-/// it (v1 stopped); the same job delivered again yields one container and the same events;
+/// each host's proxy answers v1, Kamal names, labels and env on the container); an accessory
+/// boots with its directory, file, volume and port, and is removed with them; a worker that
+/// crashes at start fails its Docker-state health wait with its own log lines; v2 replaces
+/// v1 (v1 stopped); the same job delivered again yields one container and the same events;
 /// unsigned, expired, wrong-host and garbage messages are refused or dropped without harm; a
 /// never-healthy version leaves v2 serving and reports `HealthFailed` with the app's own last
 /// log lines; the secret is in the container's env but never in NATS traffic, the executor's
@@ -431,6 +446,77 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
             }
             assert!(inspect.ends_with(" kamal"), "{inspect}");
         }
+
+        // An accessory on the second host and a worker that crashes on the third, at once.
+        let (b, c) = (&h.agents[1], &h.agents[2]);
+        let data = b.dir.join("db-data");
+        let boot = simple_job(b, vec![JobStep::BootAccessory(BootAccessory {
+            service: "testapp".into(),
+            name: "db".into(),
+            config: ContainerConfig {
+                image: v1.clone(),
+                env: vec![("APP_VERSION".into(), "db-1".into())],
+                volumes: vec![format!("{}:/data", data.display())],
+                publish: vec!["8081:80".into()],
+                ..Default::default()
+            },
+            directories: vec![data.display().to_string()],
+            files: vec![AccessoryFile {
+                path: data.join("conf/db.conf").display().to_string(),
+                contents: b"max_connections=10\n".to_vec(),
+                mode: 0o640,
+            }],
+        })]);
+        h.publish(&b.host, h.sign(&boot), &boot.id).await;
+        let worker = simple_job(c, vec![
+            JobStep::StartContainer(StartContainer {
+                service: "testapp".into(),
+                role: "worker".into(),
+                destination: None,
+                version: "v1".into(),
+                config: ContainerConfig {
+                    image: v1.clone(),
+                    env: vec![("APP_MODE".into(), "exit".into())],
+                    ..Default::default()
+                },
+            }),
+            JobStep::AwaitHealthy(AwaitHealthy {
+                container: "testapp-worker-v1".into(),
+                readiness_delay_ms: 2_000,
+                timeout_ms: 15_000,
+                interval_ms: 100,
+            }),
+        ]);
+        h.publish(&c.host, h.sign(&worker), &worker.id).await;
+        let booted = h.finished(&boot.id).await;
+        assert_eq!(types(&booted), ["AccessoryBooted", "HostSucceeded"], "{}", h.logs());
+        let Event::AccessoryBooted(ab) = &booted[0].event.event else { unreachable!() };
+        assert!(ab.digest.as_deref().is_some_and(|d| d.starts_with("sha256:")), "{ab:?}");
+        let (status, body) = http_get(SocketAddr::from((b.host.addr, 8081)), "/version").unwrap();
+        assert_eq!((status, body.trim()), (200, "db-1"));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join("conf/db.conf")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        let mounts = h.docker(&b.host, &["inspect", "testapp-db", "--format", "{{index .Config.Labels \"service\"}} {{range .Mounts}}{{.Destination}}{{end}}"]);
+        assert_eq!(mounts, "testapp-db /data");
+        let crashed = h.finished(&worker.id).await;
+        assert_eq!(types(&crashed), ["ContainerStarted", "HealthFailed", "HostFailed"], "{}", h.logs());
+        let Event::HealthFailed(f) = &crashed[1].event.event else { unreachable!() };
+        assert!(f.error.contains("exited with code 3") && f.error.contains("APP_MODE=exit, exiting at start"), "{f:?}");
+        let Event::HostFailed(hf) = &crashed[2].event.event else { unreachable!() };
+        assert_eq!(hf.step, flotilla_events::Step::AwaitHealthy);
+        let running = h.docker(&c.host, &["ps", "--filter", "label=service=testapp", "--format", "{{.Names}}"]);
+        assert_eq!(running, "testapp-web-v1", "the crashing worker is stopped, web untouched");
+
+        let remove = simple_job(b, vec![JobStep::RemoveAccessory(RemoveAccessory {
+            service: "testapp".into(),
+            name: "db".into(),
+            paths: vec![data.display().to_string()],
+        })]);
+        h.publish(&b.host, h.sign(&remove), &remove.id).await;
+        assert_eq!(types(&h.finished(&remove.id).await), ["AccessoryRemoved", "HostSucceeded"]);
+        assert_eq!(h.docker(&b.host, &["ps", "-a", "--filter", "name=^testapp-db$", "--format", "{{.Names}}"]), "");
+        assert!(!data.exists(), "accessory directory removed");
 
         // v2 replaces v1 on the first host.
         let a = &h.agents[0];
