@@ -167,13 +167,16 @@ impl Runtime for DockerRuntime {
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_owned(),
-            running: state.running.unwrap_or(false),
+            // A container in its restart policy's back-off is not running for our purposes:
+            // it exited and Docker will try again.
+            running: state.running.unwrap_or(false) && !state.restarting.unwrap_or(false),
             health: state
                 .health
                 .and_then(|h| h.status)
                 .map(|s| s.to_string())
                 .filter(|s| !s.is_empty() && s != "none"),
             exit_code: state.exit_code,
+            started_at: state.started_at,
             ip,
             created: None,
             image: c.image.unwrap_or_default(),
@@ -314,6 +317,7 @@ impl Runtime for DockerRuntime {
                 running: c.state.map(|s| s.to_string()) == Some("running".to_owned()),
                 health: None,
                 exit_code: None,
+                started_at: None,
                 ip: c
                     .network_settings
                     .and_then(|n| n.networks)

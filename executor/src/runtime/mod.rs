@@ -57,6 +57,9 @@ pub struct ContainerInfo {
     /// Docker health status (`starting`, `healthy`, `unhealthy`) if the image has a check.
     pub health: Option<String>,
     pub exit_code: Option<i64>,
+    /// When the container last started (Docker's text; changes on every restart). Filled by
+    /// `inspect`.
+    pub started_at: Option<String>,
     /// Address on the `kamal` network.
     pub ip: Option<String>,
     /// Creation time, seconds since the epoch (filled by `list`).

@@ -49,6 +49,7 @@ pub(super) async fn await_healthy<R: Runtime, P: Proxy>(
     let readiness = Duration::from_millis(step.readiness_delay_ms);
     let interval = Duration::from_millis(step.interval_ms.max(10));
     let mut running_since: Option<Instant> = None;
+    let mut last_start: Option<String> = None;
     let mut attempts = 0u32;
     loop {
         attempts += 1;
@@ -70,6 +71,11 @@ pub(super) async fn await_healthy<R: Runtime, P: Proxy>(
                 .await);
             }
             Some(c) => {
+                // A restart (the app crashed and Docker started it again) restarts the clock.
+                if c.started_at != last_start {
+                    last_start = c.started_at.clone();
+                    running_since = None;
+                }
                 let since = *running_since.get_or_insert_with(Instant::now);
                 match c.health.as_deref() {
                     Some("healthy") => None,
