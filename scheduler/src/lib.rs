@@ -13,5 +13,6 @@
 pub mod engine;
 pub mod hooks;
 pub mod jobs;
+pub mod metrics;
 pub mod rollout;
 pub mod transport;
