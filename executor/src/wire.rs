@@ -368,8 +368,6 @@ pub enum RefusalReason {
     /// Valid for longer than the executor remembers jobs: it could be replayed later.
     ExpiryTooFar,
     WrongHost,
-    /// A secret could not be opened with this host's key.
-    SealedForAnotherHost,
 }
 
 /// What an executor publishes on `flotilla.hb.<host>` every few seconds.

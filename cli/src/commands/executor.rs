@@ -276,3 +276,59 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_file(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("flotilla-exec-conf-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The settings file gives `key = value` pairs, skipping comments and blank lines; a
+    /// missing file is no settings at all.
+    #[test]
+    fn config_file_is_read() {
+        let f = config_file(
+            "a",
+            "# executor\nhost_id = 10.0.0.5\n\nnats_url = \"nats://10.0.0.1:4222\"\n",
+        );
+        let pairs = read_config(&f).unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("host_id".to_owned(), "10.0.0.5".to_owned()),
+                ("nats_url".to_owned(), "nats://10.0.0.1:4222".to_owned())
+            ]
+        );
+        assert!(
+            read_config(Path::new("/nonexistent/executor.conf"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// A typo in the settings file is a usage error naming the file, line and key.
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let f = config_file("b", "host_id = a\nnats_ulr = b\n");
+        let e = read_config(&f).unwrap_err();
+        let u = e.downcast_ref::<UserError>().unwrap();
+        assert_eq!(u.code, USAGE);
+        assert!(
+            u.message.ends_with(":2: unknown key \"nats_ulr\""),
+            "{}",
+            u.message
+        );
+        let f = config_file("c", "just words\n");
+        assert!(
+            read_config(&f)
+                .unwrap_err()
+                .to_string()
+                .contains(":1: expected `key = value`")
+        );
+    }
+}

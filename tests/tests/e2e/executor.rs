@@ -403,9 +403,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// On three real hosts: v1 boots through the proxy (events per step, `GET /version` through
 /// each host's proxy answers v1, Kamal names, labels and env on the container); an accessory
-/// boots with its directory, file, volume and port, and is removed with them; a worker that
-/// crashes at start fails its Docker-state health wait with its own log lines; v2 replaces
-/// v1 (v1 stopped); the same job delivered again yields one container and the same events;
+/// boots with its directory, file, volume, port, command, logging, memory and extra hosts,
+/// and is removed with them; a worker that crashes at start fails its Docker-state health
+/// wait with its own log lines; v2 replaces v1 (v1 stopped, kept by prune as a protected
+/// rollback target); the same job delivered again yields one container and the same events;
 /// unsigned, expired, wrong-host and garbage messages are refused or dropped without harm; a
 /// never-healthy version leaves v2 serving and reports `HealthFailed` with the app's own last
 /// log lines; the secret is in the container's env but never in NATS traffic, the executor's
@@ -458,6 +459,11 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
                 env: vec![("APP_VERSION".into(), "db-1".into())],
                 volumes: vec![format!("{}:/data", data.display())],
                 publish: vec!["8081:80".into()],
+                cmd: Some(vec!["--accessory".into()]),
+                log_driver: Some("json-file".into()),
+                log_options: vec![("max-size".into(), "10m".into())],
+                memory_bytes: Some(64 << 20),
+                extra_hosts: vec!["db.internal:10.9.9.9".into()],
                 ..Default::default()
             },
             directories: vec![data.display().to_string()],
@@ -499,6 +505,19 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
         assert_eq!(mode & 0o777, 0o640);
         let mounts = h.docker(&b.host, &["inspect", "testapp-db", "--format", "{{index .Config.Labels \"service\"}} {{range .Mounts}}{{.Destination}}{{end}}"]);
         assert_eq!(mounts, "testapp-db /data");
+        let options = h.docker(
+            &b.host,
+            &[
+                "inspect",
+                "testapp-db",
+                "--format",
+                "{{json .Config.Cmd}} {{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{.HostConfig.Memory}} {{json .HostConfig.ExtraHosts}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.NetworkMode}}",
+            ],
+        );
+        assert_eq!(
+            options,
+            r#"["--accessory"] json-file 10m 67108864 ["db.internal:10.9.9.9"] unless-stopped kamal"#
+        );
         let crashed = h.finished(&worker.id).await;
         assert_eq!(types(&crashed), ["ContainerStarted", "HealthFailed", "HostFailed"], "{}", h.logs());
         let Event::HealthFailed(f) = &crashed[1].event.event else { unreachable!() };
@@ -520,7 +539,13 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
 
         // v2 replaces v1 on the first host.
         let a = &h.agents[0];
-        let job2 = deploy_job(a, &v2, "v2", 20_000);
+        let mut job2 = deploy_job(a, &v2, "v2", 20_000);
+        // Keep nothing stopped, except v1 which the scheduler protects as the rollback target.
+        job2.steps[4] = JobStep::Prune(Prune {
+            service: "testapp".into(),
+            retain: 0,
+            protected: vec!["testapp-web-v1".into()],
+        });
         h.publish(&a.host, h.sign(&job2), &job2.id).await;
         let events2 = h.finished(&job2.id).await;
         assert_eq!(
@@ -584,6 +609,22 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
         assert_eq!(version_via_proxy(&a.host), "v2");
         let running = h.docker(&a.host, &["ps", "--filter", "label=service=testapp", "--format", "{{.Names}}"]);
         assert_eq!(running, "testapp-web-v2");
+
+        // Prune without protection: the stopped v1 and bad containers go, and their images
+        // with them; the running v2 stays.
+        let prune = simple_job(a, vec![JobStep::Prune(Prune {
+            service: "testapp".into(),
+            retain: 0,
+            protected: vec![],
+        })]);
+        h.publish(&a.host, h.sign(&prune), &prune.id).await;
+        assert_eq!(types(&h.finished(&prune.id).await), ["HostSucceeded"]);
+        let left = h.docker(&a.host, &["ps", "-a", "--filter", "label=service=testapp", "--format", "{{.Names}}"]);
+        assert_eq!(left, "testapp-web-v2");
+        let images = h.docker(&a.host, &["images", "--format", "{{.Tag}}"]);
+        let mut tags: Vec<&str> = images.lines().collect();
+        tags.sort();
+        assert_eq!(tags, ["v2"], "images of pruned containers removed");
 
         // The secret: never in NATS traffic, executor logs, or any container's command line.
         let traffic = h.traffic.lock().unwrap().clone();
