@@ -195,6 +195,11 @@ fn log_error(dir: &Path, e: LogError) -> anyhow::Error {
             "the log has one writer at a time: wait for that command to finish, then run again"
                 .to_owned(),
         ),
+        LogError::Corrupt { .. } => Some(format!(
+            "try `flotilla events --salvage --json --log {0} > rescued.jsonl`; if sled cannot \
+             open the log at all, restore it from a JSON-lines export or a backup of {0}",
+            dir.display()
+        )),
         e if e.is_damage() => Some(format!(
             "export what is readable with `flotilla events --salvage --json --log {0} > \
              rescued.jsonl`, then load it into a fresh log with `flotilla events import \

@@ -53,6 +53,11 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// The ids pushed so far, 16 bytes each, big-endian.
+    pub(crate) fn ids(&self) -> &[u8] {
+        &self.ids
+    }
+
     pub(crate) fn finish(self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(HEADER + self.ids.len() + self.lengths.len() + self.records.len());

@@ -8,8 +8,9 @@
 //! one atomic sled batch, so an append is stored whole or not at all.
 //!
 //! The id index that makes appends idempotent lives in memory: it is built
-//! from the segments' id lists on the first append (or lookup) after opening,
-//! so readers never pay for it.
+//! on the first append (or lookup) after opening, so readers never pay for it,
+//! from key `i` + first position, a copy of each segment's ids written in the
+//! same sled batch.
 //!
 //! sled 0.34 is beta: its on-disk format may change before 1.0 and it uses
 //! more space than the data (see BENCHMARKS.md). Hence the [`EventLog`] trait
@@ -30,9 +31,18 @@ use crate::envelope::{Envelope, NewEvent};
 use crate::ids::{EventId, Seq};
 
 const SEGMENT_PREFIX: u8 = b'e';
+const IDS_PREFIX: u8 = b'i';
 
 fn segment_key(first: Seq) -> [u8; 9] {
     let mut key = [SEGMENT_PREFIX; 9];
+    key[1..].copy_from_slice(&first.to_be_bytes());
+    key
+}
+
+/// Key of a segment's id list, a copy of its ids kept apart so that building
+/// the id index reads 16 bytes per event instead of whole segments.
+fn ids_key(first: Seq) -> [u8; 9] {
+    let mut key = [IDS_PREFIX; 9];
     key[1..].copy_from_slice(&first.to_be_bytes());
     key
 }
@@ -201,17 +211,24 @@ impl SledLog {
     }
 
     /// Build the id index from the segments' id lists.
-    fn load_ids(&self) -> Result<HashMap<EventId, Seq>, LogError> {
-        let mut ids = HashMap::new();
-        for entry in self.db.range(segment_key(0)..=segment_key(Seq::MAX)) {
+    fn load_ids(&self, events: Seq) -> Result<HashMap<EventId, Seq>, LogError> {
+        let mut ids = HashMap::with_capacity(usize::try_from(events).unwrap_or(0));
+        for entry in self.db.range(ids_key(0)..=ids_key(Seq::MAX)) {
             let (key, value) = guard(&self.path, || entry)?;
-            let (Some(first), Ok(segment)) = (first_seq(&key), Segment::parse(&value)) else {
-                // Damage is reported by reads; appends can go on, the
-                // events there cannot be recognised as duplicates.
-                continue;
+            let first = match key.split_first() {
+                Some((&IDS_PREFIX, rest)) => rest.try_into().ok().map(Seq::from_be_bytes),
+                _ => None,
             };
-            for (i, id) in segment.ids().enumerate() {
-                ids.insert(id, first + i as Seq);
+            // Damage is reported by reads; appends go on, and events in a
+            // damaged list cannot be recognised as duplicates.
+            let Some(first) = first else { continue };
+            for (i, id) in value.chunks_exact(16).enumerate() {
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(id);
+                ids.insert(
+                    EventId::from_u128(u128::from_be_bytes(bytes)),
+                    first + i as Seq,
+                );
             }
         }
         Ok(ids)
@@ -257,7 +274,7 @@ impl EventLog for SledLog {
     fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
         let mut writer = self.writer();
         if writer.ids.is_none() {
-            writer.ids = Some(self.load_ids()?);
+            writer.ids = Some(self.load_ids(writer.last)?);
         }
         let listened = self.tail.is_listened();
         let mut outcomes = Vec::with_capacity(events.len());
@@ -288,11 +305,13 @@ impl EventLog for SledLog {
             next += 1;
             if segment.len() == MAX_EVENTS {
                 let full = std::mem::replace(&mut segment, SegmentWriter::new());
+                batch.insert(&ids_key(segment_first)[..], full.ids());
                 batch.insert(&segment_key(segment_first)[..], full.finish());
                 segment_first = next;
             }
         }
         if segment.len() > 0 {
+            batch.insert(&ids_key(segment_first)[..], segment.ids());
             batch.insert(&segment_key(segment_first)[..], segment.finish());
         }
         if new_ids.is_empty() {
@@ -343,7 +362,7 @@ impl EventLog for SledLog {
     fn position_of(&self, id: EventId) -> Result<Option<Seq>, LogError> {
         let mut writer = self.writer();
         if writer.ids.is_none() {
-            writer.ids = Some(self.load_ids()?);
+            writer.ids = Some(self.load_ids(writer.last)?);
         }
         Ok(writer.ids.as_ref().and_then(|ids| ids.get(&id).copied()))
     }
@@ -423,16 +442,19 @@ impl SledEvents<'_> {
         };
         self.expected = Some(first + segment.count() as Seq);
         out.reserve(segment.count());
-        for (i, record) in segment.records().enumerate() {
+        for (i, (record, id)) in segment.records().zip(segment.ids()).enumerate() {
             let seq = first + i as Seq;
             if seq < self.from {
                 continue;
             }
             out.push(match codec::decode(record) {
-                Ok(event) if event.seq == seq => Ok(event),
+                Ok(event) if event.seq == seq && event.id == id => Ok(event),
                 Ok(event) => Err(LogError::Corrupt {
                     path: self.path.to_path_buf(),
-                    detail: format!("record at {seq} claims to be event {}", event.seq),
+                    detail: format!(
+                        "record at {seq} holds event {} ({}), not the one indexed there ({id})",
+                        event.seq, event.id
+                    ),
                 }),
                 Err(source) => Err(LogError::Record { seq, source }),
             });
