@@ -264,7 +264,18 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
     let signer = scheduler_key(&s.root)?;
     let mode = Mode::choose(s.args.json, s.args.quiet);
     let mut progress = Progress::new(mode, req.deploy_id.clone());
-    let mut watch = |e: &Envelope| progress.on_event(e);
+    // `x-flotilla.metrics.listen`: the log's metrics so far, then each event, while this runs.
+    let listen = s.config.flotilla.metrics.as_ref().map(|m| m.listen.as_str());
+    let metrics = flotilla_scheduler::metrics::Live::start(listen, &s.log)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("flotilla: warning: {e}; this run serves no metrics");
+            flotilla_scheduler::metrics::Live::default()
+        });
+    let mut watch = |e: &Envelope| {
+        progress.on_event(e);
+        metrics.observe(e);
+    };
     let hook_ctx = hook_context(s, &req.plan, req.command);
     let engine = Engine {
         bus: &bus,

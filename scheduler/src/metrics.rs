@@ -8,11 +8,12 @@
 //! The one exception is [`REDELIVERED`]: a report delivered again leaves no trace in the log
 //! (appends are idempotent by event id), so it counts what this process saw.
 //!
-//! [`serve`] answers `GET /metrics` with the text exposition format.
+//! [`serve`] answers `GET /metrics` with the text exposition format; [`Live`] is what a
+//! scheduler run holds: the rebuilt metrics, fed each event, served while it lives.
 
 mod serve;
 
-pub use serve::{MetricsServer, ServeError, serve};
+pub use serve::{Live, MetricsServer, ServeError, serve};
 
 use flotilla_events::event::{DeployKind, Step};
 use flotilla_events::projection::HostStatus;

@@ -3,6 +3,7 @@
 
 use super::Metrics;
 use bytes::Bytes;
+use flotilla_events::{Envelope, EventLog};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -19,6 +20,44 @@ pub enum ServeError {
         listen: String,
         source: std::io::Error,
     },
+    #[error("metrics: folding the event log: {0}")]
+    Log(#[from] flotilla_events::LogError),
+}
+
+/// A scheduler run's metrics: folded from the log when it starts, fed each event as it lands,
+/// served on `x-flotilla.metrics.listen` until dropped. Without a listen address it does nothing.
+#[derive(Debug, Default)]
+pub struct Live {
+    metrics: Option<Arc<Metrics>>,
+    server: Option<MetricsServer>,
+}
+
+impl Live {
+    /// Rebuilds the metrics from `log` and serves them on `listen`, if given.
+    pub async fn start(listen: Option<&str>, log: &dyn EventLog) -> Result<Live, ServeError> {
+        let Some(listen) = listen else {
+            return Ok(Live::default());
+        };
+        let metrics = Arc::new(Metrics::rebuild(log)?);
+        let server = serve(listen, metrics.clone()).await?;
+        tracing::info!(addr = %server.addr(), "serving metrics");
+        Ok(Live {
+            metrics: Some(metrics),
+            server: Some(server),
+        })
+    }
+
+    /// Folds in an event that just landed in the log.
+    pub fn observe(&self, event: &Envelope) {
+        if let Some(m) = &self.metrics {
+            m.observe(event);
+        }
+    }
+
+    /// Where the metrics are served, if they are.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(MetricsServer::addr)
+    }
 }
 
 /// The running metrics endpoint; dropping it stops serving.

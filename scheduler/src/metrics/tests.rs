@@ -281,3 +281,35 @@ async fn a_busy_address_is_an_error() {
         "{err}"
     );
 }
+
+/// A scheduler run with `x-flotilla.metrics.listen` serves what the log already holds before
+/// its first event, then counts its own events; without the setting it serves nothing.
+#[tokio::test]
+async fn a_run_serves_the_log_so_far_then_its_own_events() {
+    let log = MemoryLog::new();
+    for e in Story::new("01JDEPLOY0000000000000000A", "v1", 1).events() {
+        log.append(e).unwrap();
+    }
+    assert_eq!(Live::start(None, &log).await.unwrap().addr(), None);
+    let live = Live::start(Some("127.0.0.1:0"), &log).await.unwrap();
+    let addr = live.addr().unwrap();
+    let mut next = Story::new("01JDEPLOY0000000000000000B", "v2", 1);
+    next.first_id = 1_000;
+    for event in next.events() {
+        let seq = log.append(event.clone()).unwrap().seq();
+        live.observe(&event.into_envelope(seq));
+    }
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let series =
+        r#"flotilla_deploys_total{destination="",kind="deploy",outcome="succeeded",service="app"}"#;
+    assert_eq!(value(&body, series), Some(2.0), "{body}");
+}

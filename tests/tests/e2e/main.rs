@@ -8,5 +8,6 @@ mod deploy;
 mod executor;
 mod fleet;
 mod load;
+mod metrics;
 mod project;
 mod support;
