@@ -87,7 +87,7 @@ pub async fn run<R: Runtime, P: Proxy>(
         client.clone(),
         settings.heartbeat_every,
     ));
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let journal = Mutex::new(journal);
     let mut backoff = Duration::from_millis(200);
     while !*shutdown.borrow() {
@@ -104,6 +104,10 @@ pub async fn run<R: Runtime, P: Proxy>(
         }
     }
     heartbeat.abort();
+    // The last ack (a NAK handing back an interrupted job) must reach the server before exit.
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "could not flush the last acks");
+    }
     tracing::info!("executor stopped");
     Ok(())
 }

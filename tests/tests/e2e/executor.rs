@@ -385,6 +385,14 @@ fn version_via_proxy(host: &Host) -> String {
     body.trim().to_owned()
 }
 
+fn terminate(child: &Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ok() {
@@ -645,7 +653,8 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
 /// An executor killed with SIGKILL in the middle of a step (waiting for a slow app to become
 /// healthy) and started again finishes the job: one container, the job's events with the
 /// same ids as before the crash, and the new version served through the proxy. Its heartbeats
-/// name the host's containers and sealing key; SIGTERM stops it cleanly.
+/// name the host's containers and sealing key. SIGTERM mid-step lets the step finish, hands
+/// the job back and exits cleanly; restarted, the executor finishes that job.
 #[test]
 fn executor_killed_mid_step_finishes_the_job_after_restart() {
     runtime().block_on(async {
@@ -741,19 +750,91 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
         assert_eq!(beat.containers, ["testapp-web-slow"]);
         assert_eq!(beat.sealing_key, h.agents[0].sealing_key);
 
-        // SIGTERM between jobs: a clean exit.
-        let mut executor = h.agents[0].executor.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(executor.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
+        // SIGTERM in the middle of a step: the step finishes (the switch to the slow app
+        // completes), the job is handed back, the executor exits cleanly; restarted, it
+        // finishes the job.
+        let slow2 = testapp::build_and_push(
+            &h.fleet,
+            &bin,
+            "testapp",
+            "slow2",
+            "ENV APP_MODE=healthy-after:6",
         )
         .unwrap();
+        let job3 = deploy_job(&h.agents[0], &slow2, "slow2", 60_000);
+        h.publish(&host, h.sign(&job3), &job3.id).await;
+        let deadline = Instant::now() + WAIT;
+        while !h
+            .events_of(&job3.id)
+            .iter()
+            .any(|e| e.event.event.type_name() == "ContainerStarted")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no ContainerStarted\n{}",
+                h.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut executor = h.agents[0].executor.take().unwrap();
+        terminate(&executor);
         let status = executor.wait().unwrap();
         assert!(
             status.success(),
             "exit after SIGTERM: {status}\n{}",
             h.logs()
         );
-        assert!(h.agents[0].log().contains("executor stopped"));
+        let log = h.agents[0].log();
+        assert!(
+            log.contains("job handed back before this step") && log.contains("executor stopped"),
+            "{log}"
+        );
+        let so_far = types(&h.events_of(&job3.id));
+        assert_eq!(
+            so_far,
+            [
+                "ImagePulled",
+                "ContainerStarted",
+                "HealthPassed",
+                "ProxySwitched"
+            ],
+            "the step in flight finished, no more"
+        );
+        assert_eq!(version_via_proxy(&host), "slow2");
+        let mut agents = h.agents.remove(0);
+        h.start_executor(&mut agents);
+        h.agents.push(agents);
+        let events = h.finished(&job3.id).await;
+        assert_eq!(
+            events.last().unwrap().event.event.type_name(),
+            "HostSucceeded",
+            "{}",
+            h.logs()
+        );
+        assert!(events.iter().any(|e| e.event.event
+            == Event::OldContainerStopped(flotilla_events::event::OldContainerStopped {
+                name: "testapp-web-slow".into()
+            })));
+        let names = h.docker(
+            &host,
+            &[
+                "ps",
+                "--filter",
+                "label=service=testapp",
+                "--format",
+                "{{.Names}}",
+            ],
+        );
+        assert_eq!(names, "testapp-web-slow2");
+
+        // SIGTERM between jobs: a clean exit.
+        let mut executor = h.agents[0].executor.take().unwrap();
+        terminate(&executor);
+        let status = executor.wait().unwrap();
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            h.logs()
+        );
     });
 }
