@@ -158,21 +158,27 @@ impl DataPath {
         let spec = &route.spec;
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (parts, incoming) = req.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let forwarded_path = match (&spec.path_prefix, spec.strip_prefix) {
+        let path_and_query = match (&spec.path_prefix, spec.strip_prefix) {
             (Some(prefix), true) => {
-                let rest = path_and_query
-                    .strip_prefix(prefix.trim_end_matches('/'))
-                    .unwrap_or(path_and_query);
-                if rest.starts_with('/') {
+                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let rest = pq.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(pq);
+                let rest = if rest.starts_with('/') {
                     rest.to_owned()
                 } else {
                     format!("/{rest}")
-                }
+                };
+                http::uri::PathAndQuery::try_from(rest).ok()
             }
-            _ => path_and_query.to_owned(),
+            _ => parts.uri.path_and_query().cloned(),
         };
-        let Ok(uri) = http::Uri::try_from(format!("http://{}{forwarded_path}", target.addr)) else {
+        let uri = http::Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(target.authority.clone())
+            .path_and_query(
+                path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            )
+            .build();
+        let Ok(uri) = uri else {
             return proxy_response(
                 StatusCode::BAD_REQUEST,
                 "bad-uri",
@@ -268,19 +274,12 @@ fn request_host<B>(req: &Request<B>) -> String {
     let raw = req
         .uri()
         .host()
-        .map(str::to_owned)
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)?
-                .to_str()
-                .ok()
-                .map(str::to_owned)
-        })
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
         .unwrap_or_default();
     let host = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(&raw).to_owned()
+        raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
-        raw.split(':').next().unwrap_or_default().to_owned()
+        raw.split(':').next().unwrap_or_default()
     };
     host.to_ascii_lowercase()
 }
@@ -299,6 +298,24 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes headers that belong to one hop; keeps `Upgrade` and `Connection: upgrade` for upgrades.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests carry none: one pass over the few names present beats nine removals.
+    let hop = |n: &HeaderName| {
+        [
+            header::CONNECTION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::UPGRADE,
+        ]
+        .contains(n)
+            || n.as_str() == "keep-alive"
+            || n.as_str() == "proxy-connection"
+    };
+    if !keep_upgrade && !headers.keys().any(hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

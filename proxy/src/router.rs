@@ -111,10 +111,14 @@ impl Table {
 
     /// The route for a request: exact host first, then host-less services; longest prefix wins.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let host = host.to_ascii_lowercase();
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(host)
+        };
         let candidates = self
             .by_host
-            .get(&host)
+            .get(host.as_ref())
             .into_iter()
             .flatten()
             .chain(&self.any_host);

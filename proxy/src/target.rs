@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Target {
     /// `ADDR:PORT` of the upstream.
     pub addr: String,
+    /// `addr` parsed once, for building each upstream request's URI.
+    pub authority: http::uri::Authority,
     /// The version label, for metrics.
     pub version: String,
     in_flight: AtomicUsize,
@@ -39,9 +41,15 @@ pub struct Drained {
 }
 
 impl Target {
+    /// A target for `addr`; an address that is no URI authority (specs are validated
+    /// before this) routes to an unroutable placeholder rather than panicking.
     pub fn new(addr: impl Into<String>, version: impl Into<String>) -> Arc<Self> {
+        let addr = addr.into();
+        let authority = http::uri::Authority::try_from(addr.as_str())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
         Arc::new(Self {
-            addr: addr.into(),
+            addr,
+            authority,
             version: version.into(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),

@@ -22,7 +22,8 @@ for bin in nginx wrk python3; do
   command -v "$bin" >/dev/null || { echo "bench: $bin missing (apt-get install -y ${bin/python3/python3})" >&2; exit 1; }
 done
 
-cargo build --release -q -p flotilla-proxy -p flotilla-testapp
+cargo build --release -q -p flotilla-proxy
+[[ ${UPSTREAM:-static} == testapp ]] && cargo build --release -q -p flotilla-testapp
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 PROXY_BIN=$TARGET_DIR/release/flotilla-proxy
 APP_BIN=$TARGET_DIR/release/flotilla-testapp
@@ -45,6 +46,15 @@ wait_port() {
   echo "bench: nothing listening on port $1" >&2; exit 1
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time (user+system, clock ticks) of a process and its direct children (nginx's workers).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+  done
+  echo "$total"
+}
+TICK_HZ=$(getconf CLK_TCK)
 
 # The upstream.
 APP_PORT=$(free_port)
@@ -82,7 +92,7 @@ wait_port "$APP_PORT"
 
 # Flotilla's proxy, with one service deployed through its admin socket.
 FLOTILLA_PORT=$(free_port)
-RUST_LOG=warn "$PROXY_BIN" --http-port "127.0.0.1:$FLOTILLA_PORT" --https-port off \
+RUST_LOG=warn "$PROXY_BIN" --http-port "127.0.0.1:$FLOTILLA_PORT" --https-port off --workers "${FLOTILLA_WORKERS:-0}" \
   --state-file "$WORK/state.json" --admin-socket "$WORK/admin.sock" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
@@ -131,7 +141,8 @@ http {
 }
 CONF
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
 wait_port "$NGINX_PORT"
 
 curl_check() { python3 - "$1" <<'PY'
@@ -148,14 +159,20 @@ curl_check "$NGINX_PORT"
 IDLE_RSS=$(rss_kb "$PROXY_PID")
 echo "flotilla proxy RSS at idle after start and one deploy: ${IDLE_RSS} kB"
 
-run_wrk() { # name port round
-  wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H 'Host: bench.test' "http://127.0.0.1:$2/version" >"$WORK/wrk-$1-$3.txt"
-  local rps p99 errors
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk-$1-$3.txt")
-  p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$1-$3.txt")
-  errors=$(awk '/Non-2xx|Socket errors/ {print}' "$WORK/wrk-$1-$3.txt" | tr '\n' ' ')
-  echo "$1 round $3: ${rps} req/s, p99 ${p99} ${errors}"
-  echo "$1 $3 $rps $p99" >>"$WORK/results.txt"
+run_wrk() { # name port pid round
+  local before after
+  before=$(cpu_ticks "$3")
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H 'Host: bench.test' "http://127.0.0.1:$2/version" >"$WORK/wrk-$1-$4.txt"
+  after=$(cpu_ticks "$3")
+  local rps p99 errors requests cpu_ms_per_k
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk-$1-$4.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$1-$4.txt")
+  requests=$(awk '/requests in/ {print $1}' "$WORK/wrk-$1-$4.txt")
+  errors=$(awk '/Non-2xx|Socket errors/ {print}' "$WORK/wrk-$1-$4.txt" | tr '\n' ' ')
+  # The proxy's own CPU per 1000 requests: unlike req/s, not skewed by other load on the machine.
+  cpu_ms_per_k=$(python3 -c "print(f'{($after - $before) * 1000 / $TICK_HZ / $requests * 1000:.1f}')")
+  echo "$1 round $4: ${rps} req/s, p99 ${p99}, ${cpu_ms_per_k} CPU-ms per 1000 requests ${errors}"
+  echo "$1 $4 $rps $p99 $cpu_ms_per_k" >>"$WORK/results.txt"
 }
 
 echo "warm-up (5s each, not counted)"
@@ -165,9 +182,9 @@ wrk -t2 -c"$CONNS" -d5s -H 'Host: bench.test' "http://127.0.0.1:$NGINX_PORT/vers
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate the order so neither side always runs on a warmer or cooler machine.
   if (( round % 2 )); then
-    run_wrk flotilla "$FLOTILLA_PORT" "$round"; run_wrk nginx "$NGINX_PORT" "$round"
+    run_wrk flotilla "$FLOTILLA_PORT" "$PROXY_PID" "$round"; run_wrk nginx "$NGINX_PORT" "$NGINX_PID" "$round"
   else
-    run_wrk nginx "$NGINX_PORT" "$round"; run_wrk flotilla "$FLOTILLA_PORT" "$round"
+    run_wrk nginx "$NGINX_PORT" "$NGINX_PID" "$round"; run_wrk flotilla "$FLOTILLA_PORT" "$PROXY_PID" "$round"
   fi
 done
 
@@ -186,9 +203,11 @@ med = {}
 for name in ("flotilla", "nginx"):
     rps = [float(r[2]) for r in rows if r[0] == name]
     p99 = [ms(r[3]) for r in rows if r[0] == name]
-    med[name] = (statistics.median(rps), statistics.median(p99))
-    print(f"{name:9} median {med[name][0]:10.0f} req/s   p99 {med[name][1]:7.2f} ms   (runs: {', '.join(f'{x:.0f}' for x in rps)})")
+    cpu = [float(r[4]) for r in rows if r[0] == name]
+    med[name] = (statistics.median(rps), statistics.median(p99), statistics.median(cpu))
+    print(f"{name:9} median {med[name][0]:10.0f} req/s   p99 {med[name][1]:7.2f} ms   {med[name][2]:6.1f} CPU-ms/1k req   (runs: {', '.join(f'{x:.0f}' for x in rps)})")
 print(f"ratio requests/s flotilla/nginx: {med['flotilla'][0] / med['nginx'][0]:.2f}x (goal >= 0.90x)")
 print(f"ratio p99 flotilla/nginx:        {med['flotilla'][1] / med['nginx'][1]:.2f}x (goal <= 1.20x)")
+print(f"ratio CPU per request flotilla/nginx: {med['flotilla'][2] / med['nginx'][2]:.2f}x")
 print(f"idle RSS: {int(sys.argv[2]) / 1024:.1f} MiB after start+deploy, {int(sys.argv[3]) / 1024:.1f} MiB after load (goal < 20 MB)")
 PY
