@@ -76,13 +76,6 @@ impl FleetState {
     pub fn hosts(&self) -> impl Iterator<Item = (&str, &HostRuns)> {
         self.hosts.iter().map(|(name, runs)| (name.as_str(), runs))
     }
-
-    fn runs(&mut self, host: &str) -> Option<&mut HostRuns> {
-        if !self.hosts.contains_key(host) {
-            self.hosts.insert(host.to_owned(), HostRuns::default());
-        }
-        self.hosts.get_mut(host)
-    }
 }
 
 impl Projection for FleetState {
@@ -118,7 +111,10 @@ impl Projection for FleetState {
             _ => None,
         };
         let target = target.cloned();
-        let Some(runs) = self.runs(host) else {
+        if !self.hosts.contains_key(host) {
+            self.hosts.insert(host.to_owned(), HostRuns::default());
+        }
+        let Some(runs) = self.hosts.get_mut(host) else {
             return;
         };
         runs.last_seen = Some(e.at);
