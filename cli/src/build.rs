@@ -80,7 +80,9 @@ fn docker() -> Command {
 }
 
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    // Docker's progress goes to stderr: stdout is for `--json` events only.
     let status = cmd
+        .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
         .with_context(|| format!("{what}: is the docker CLI installed?"))?;
     if !status.success() {

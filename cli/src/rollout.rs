@@ -9,14 +9,14 @@ use anyhow::Context;
 use clap::Args;
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::Plan;
-use flotilla_events::event::{DeployKind, HookRan, LockAcquired, LockReleased};
+use flotilla_events::event::{DeployFailed, DeployKind, HookRan, LockAcquired, LockReleased};
 use flotilla_events::{DeployId, Envelope, Event, EventLog, NewEvent, SledLog};
 use flotilla_executor::signing::JobSigner;
 use flotilla_scheduler::engine::{DeployRun, Engine, RunOutcome};
 use flotilla_scheduler::hooks::{self, HookContext, HookError};
 use flotilla_scheduler::rollout::{Amount, Outcome, Policy};
 use flotilla_scheduler::transport::bus::Bus;
-use flotilla_scheduler::transport::lock::{LockInfo, Locks, lock_key};
+use flotilla_scheduler::transport::lock::{LockError, LockInfo, Locks, lock_key};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -151,11 +151,16 @@ pub fn policy(config: &Config) -> Policy {
     };
     let hosts = config.all_hosts().len();
     let r = &config.flotilla.rollout;
+    // Zero means "off" for these two (HostCount::of rounds any count up to one host).
+    let hosts_of = |c: HostCount| match c {
+        HostCount::Count(0) | HostCount::Percent(0) => None,
+        c => Some(c.of(hosts)),
+    };
     Policy {
         batch: config.boot.limit.map(amount),
         batch_wait: Duration::from_secs(config.boot.wait.unwrap_or(0)),
-        canary: r.canary.map_or(0, |c| c.of(hosts)),
-        max_parallel: r.max_parallel.map(|c| c.of(hosts)),
+        canary: r.canary.and_then(hosts_of).unwrap_or(0),
+        max_parallel: r.max_parallel.and_then(hosts_of),
         max_failures: (r.max_failures > 0).then_some(Amount::Count(r.max_failures as usize)),
         step_timeout: Some(Duration::from_secs(r.step_timeout)),
     }
@@ -292,13 +297,6 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
         policy: policy(&s.config),
         heartbeat_wait: Duration::from_secs(20),
     };
-    if !req.resume {
-        engine.request(&run, &mut watch)?;
-    }
-    for event in req.preamble.iter().cloned() {
-        record(s, &req.deploy_id, event, &mut watch)?;
-    }
-
     // The lock: one deploy of a service and destination at a time, across machines.
     let locks = Locks::open(bus.jetstream(), Duration::from_secs(60)).await?;
     let info = LockInfo {
@@ -307,11 +305,18 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
         acquired_at: flotilla_events::Timestamp::now().to_string(),
         machine: hostname(),
         version: Some(req.plan.release.version.clone()),
+        deploy_id: Some(req.deploy_id.to_string()),
         expires_at_ms: None,
     };
     let key = s.target_name();
-    let held = match s.args.lock_wait {
-        Some(secs) => {
+    // Taken before anything is recorded, so a refused deploy leaves no trace in the log.
+    let held = match locks.acquire(&key, &info).await {
+        Err(LockError::Held { info: holder, .. }) if s.args.lock_wait.is_some() => {
+            let secs = s.args.lock_wait.unwrap_or_default();
+            eprintln!(
+                "flotilla: waiting up to {secs}s for the deploy lock held by {} ({})",
+                holder.holder, holder.message
+            );
             locks
                 .acquire_waiting(
                     &key,
@@ -321,13 +326,19 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
                 )
                 .await
         }
-        None => locks.acquire(&key, &info).await,
+        other => other,
     }
     .map_err(|e| UserError {
         message: e.to_string(),
         hint: Some("wait for it with --lock-wait SECONDS, or see `flotilla lock status`".into()),
         code: FAILED,
     })?;
+    if !req.resume {
+        engine.request(&run, &mut watch)?;
+    }
+    for event in req.preamble.iter().cloned() {
+        record(s, &req.deploy_id, event, &mut watch)?;
+    }
     record(
         s,
         &req.deploy_id,
@@ -342,7 +353,16 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
         hook(s, "pre-deploy", &hook_ctx, Some(&req.deploy_id), &mut watch).await?;
         let started = std::time::Instant::now();
         let outcome = engine.run(run, &mut watch).await?;
-        anyhow::Ok((outcome, started.elapsed()))
+        // Still under the lock: put switched hosts back before anyone else deploys.
+        let rolled_back = if outcome.outcome != Outcome::Succeeded
+            && s.config.flotilla.rollout.auto_rollback
+            && req.kind == DeployKind::Deploy
+        {
+            auto_rollback(s, &engine, &req, &mut watch).await?
+        } else {
+            None
+        };
+        anyhow::Ok((outcome, started.elapsed(), rolled_back))
     }
     .await;
 
@@ -359,13 +379,119 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
     if let Err(e) = released {
         eprintln!("flotilla: warning: releasing the deploy lock: {e}");
     }
-    let (outcome, took) = result?;
+    let (outcome, took, rolled_back) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // A hook or the infrastructure stopped it: the log must still say how it ended.
+            let failed = DeployFailed {
+                reason: format!("{e:#}"),
+            };
+            record(s, &req.deploy_id, failed.into(), &mut watch)?;
+            return Err(e);
+        }
+    };
     if outcome.outcome == Outcome::Succeeded {
         let mut ctx = hook_ctx.clone();
         ctx.runtime = Some(took.as_secs());
         hook(s, "post-deploy", &ctx, Some(&req.deploy_id), &mut watch).await?;
     }
+    if let Some(r) = &rolled_back {
+        eprintln!(
+            "auto_rollback: {} host(s) back on {} (deploy {}), {} failed",
+            r.outcome.succeeded.len(),
+            r.version,
+            r.deploy_id,
+            r.outcome.failed.len()
+        );
+    }
     summarize(&req, &outcome, progress.state(), took)
+}
+
+/// What an automatic rollback did.
+#[derive(Debug)]
+struct RolledBack {
+    deploy_id: DeployId,
+    version: String,
+    outcome: RunOutcome,
+}
+
+/// `x-flotilla.rollout.auto_rollback`: every host that started the new version goes back to
+/// the last good release, by digest, as a rollback deploy of its own in the log.
+async fn auto_rollback(
+    s: &Session,
+    engine: &Engine<'_>,
+    failed: &RolloutRequest,
+    watch: &mut dyn FnMut(&Envelope),
+) -> anyhow::Result<Option<RolledBack>> {
+    use flotilla_deploy::plan::{PlanContext, Release};
+    use flotilla_events::event::RollbackStarted;
+    use flotilla_events::projection::{Projections, ReleaseTarget};
+    let projections = Projections::rebuild(&s.log)?;
+    let target = ReleaseTarget::new(&s.config.service, s.config.destination.as_deref());
+    let Some(previous) = projections.releases.last_good(&target) else {
+        eprintln!("flotilla: warning: auto_rollback: no earlier good release to go back to");
+        return Ok(None);
+    };
+    let Some(image) = previous
+        .images
+        .get(&s.config.primary_role)
+        .or_else(|| previous.images.values().next())
+    else {
+        eprintln!(
+            "flotilla: warning: auto_rollback: release {} recorded no digest",
+            previous.version
+        );
+        return Ok(None);
+    };
+    // Hosts that started a container of the failed version: they may be serving it.
+    let touched: Vec<String> = s
+        .log
+        .read_deploy(&failed.deploy_id)?
+        .iter()
+        .filter(|e| matches!(e.event, Event::ContainerStarted(_)))
+        .filter_map(|e| e.host.clone())
+        .collect();
+    let mut plan = flotilla_deploy::plan::plan(
+        &s.config,
+        &Release {
+            version: previous.version.clone(),
+            image: format!("{}@{}", s.config.repository(), image.digest),
+        },
+        &PlanContext::default(),
+    );
+    plan.hosts.retain(|h| touched.contains(&h.host));
+    if plan.hosts.is_empty() {
+        return Ok(None);
+    }
+    let deploy_id = DeployId::new();
+    let run = DeployRun {
+        config: &s.config,
+        plan,
+        deploy_id: deploy_id.clone(),
+        kind: DeployKind::Rollback,
+        actor: s.actor.clone(),
+        config_digest: config_digest(&s.config),
+        // Roll back everywhere at once, whatever failed: every host should return.
+        policy: Policy {
+            max_failures: Some(Amount::Percent(100)),
+            canary: 0,
+            ..policy(&s.config)
+        },
+        heartbeat_wait: Duration::from_secs(20),
+    };
+    engine.request(&run, watch)?;
+    let started = RollbackStarted {
+        from_version: Some(failed.plan.release.version.clone()),
+        to_version: previous.version.clone(),
+        reason: format!("auto_rollback: deploy {} failed", failed.deploy_id),
+    };
+    record(s, &deploy_id, started.into(), watch)?;
+    let outcome = engine.run(run, watch).await?;
+    Ok(Some(RolledBack {
+        deploy_id,
+        version: previous.version.clone(),
+        outcome,
+    }))
 }
 
 fn record(

@@ -228,24 +228,24 @@ impl Rollout {
         }
 
         let running = self.count(HostStatus::Running);
+        let canary = self.policy.canary.min(self.slots.len());
+        let canary_done = self.slots[..canary]
+            .iter()
+            .all(|s| s.status == HostStatus::Succeeded);
+        // Any canary failure stops the rollout (canary hosts still running finish first).
+        if self.stopped.is_none()
+            && self.slots[..canary]
+                .iter()
+                .any(|s| s.status == HostStatus::Failed)
+        {
+            self.stopped = Some("a canary host failed".to_owned());
+        }
+        // Checked after the canary, whose failure is the more telling reason.
         if self.stopped.is_none() && self.over_budget() {
             self.stopped = Some(match self.policy.max_failures {
                 None => "a host failed".to_owned(),
                 Some(_) => "more hosts failed than max_failures allows".to_owned(),
             });
-        }
-        let canary = self.policy.canary.min(self.slots.len());
-        let canary_done = self.slots[..canary]
-            .iter()
-            .all(|s| s.status == HostStatus::Succeeded);
-        if self.stopped.is_none()
-            && canary > 0
-            && self.slots[..canary]
-                .iter()
-                .all(|s| matches!(s.status, HostStatus::Succeeded | HostStatus::Failed))
-            && !canary_done
-        {
-            self.stopped = Some("a canary host failed".to_owned());
         }
 
         if let Some(reason) = self.stopped.clone() {

@@ -14,6 +14,7 @@ fn info(who: &str) -> LockInfo {
         acquired_at: "2026-11-26T08:00:00Z".into(),
         machine: "laptop".into(),
         version: Some("abc".into()),
+        deploy_id: None,
         expires_at_ms: None,
     }
 }
@@ -105,4 +106,26 @@ async fn renewal_keeps_it_and_a_dead_holder_expires() {
     live.check().unwrap();
     assert_eq!(locks.status("live").await.unwrap().unwrap().holder, "alice");
     live.release().await.unwrap();
+}
+
+/// Resuming a deploy whose scheduler died takes over that deploy's lock at once; any other
+/// deploy still finds it held.
+#[tokio::test]
+async fn resuming_deploy_takes_over_its_own_lock() {
+    let nats = support::Nats::start();
+    let locks = Locks::open(&nats.jetstream().await, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut first = info("alice");
+    first.deploy_id = Some("01DEPLOY".into());
+    drop(locks.acquire("svc", &first).await.unwrap()); // the scheduler died holding it
+    let mut other = info("bob");
+    other.deploy_id = Some("01OTHER".into());
+    assert!(matches!(
+        locks.acquire("svc", &other).await,
+        Err(LockError::Held { .. })
+    ));
+    let resumed = locks.acquire("svc", &first).await.unwrap();
+    resumed.release().await.unwrap();
+    assert_eq!(locks.status("svc").await.unwrap(), None);
 }

@@ -90,7 +90,6 @@ fn canary_passes_then_the_rest_start() {
 fn failed_canary_stops_everything() {
     let policy = Policy {
         canary: 2,
-        max_failures: Some(Amount::Count(5)),
         ..Policy::default()
     };
     let mut r = Rollout::new(targets(&["a", "b", "c", "d"], &[]), policy);

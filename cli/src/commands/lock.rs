@@ -55,6 +55,7 @@ pub async fn run(cmd: &LockCmd) -> anyhow::Result<()> {
                     .map(|s| s.trim().to_owned())
                     .unwrap_or_default(),
                 version: None,
+                deploy_id: None,
                 expires_at_ms: None,
             };
             // A zero TTL: no expiry, held until `flotilla lock release`.

@@ -151,7 +151,9 @@ impl Bus {
                     durable_name: Some(name.clone()),
                     filter_subject: subjects::deploy_events_filter(deploy_id),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    // A report not acknowledged this long (its scheduler died before making it
+                    // durable) is delivered again, to a resumed scheduler.
+                    ack_wait: Duration::from_secs(10),
                     inactive_threshold: Duration::from_secs(24 * 3600),
                     ..Default::default()
                 },

@@ -26,6 +26,9 @@ pub struct LockInfo {
     /// The machine the holder runs on.
     pub machine: String,
     pub version: Option<String>,
+    /// The deploy holding the lock; resuming that deploy takes the lock over.
+    #[serde(default)]
+    pub deploy_id: Option<String>,
     /// Milliseconds since the epoch after which the lock is free; `None`: held until released.
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
@@ -158,13 +161,17 @@ impl Locks {
             Ok(revision) => revision,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.current(key).await? {
-                    Some((held, _)) if !held.expired(now_ms()) => {
+                    Some((held, _))
+                        if !held.expired(now_ms())
+                            && (held.deploy_id.is_none() || held.deploy_id != info.deploy_id) =>
+                    {
                         return Err(LockError::Held {
                             key: key.to_owned(),
                             info: Box::new(held),
                         });
                     }
-                    // Expired: take it over, unless someone else just did.
+                    // Expired, or left by the very deploy being resumed: take it over, unless
+                    // someone else just did.
                     Some((_, revision)) => self
                         .kv
                         .update(key, value.into(), revision)

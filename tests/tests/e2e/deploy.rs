@@ -181,3 +181,290 @@ fn deploy_v1_then_v2_then_roll_back_by_digest() {
         "{replay}"
     );
 }
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A version that never turns healthy on one host: without `auto_rollback` the deploy fails
+/// (exit 1), names the host and the step, and every host keeps serving a version (the bad
+/// host the old one) with zero failed requests; with `auto_rollback` every host returns to
+/// the last good release, again with zero failed requests.
+#[test]
+fn unhealthy_host_fails_the_deploy_and_auto_rollback_restores_the_last_good_release() {
+    let fleet = fleet(3);
+    let project = Project::new(&fleet, "");
+    let bad = fleet.hosts.last().unwrap().clone();
+    project.flotilla_ok(&["deploy", "--version", "v2"], &[("APP_VERSION", "v2")]);
+
+    let load = load::start(&web(&fleet), 3);
+    let failing = [
+        ("APP_VERSION", "v3"),
+        ("LAST_HOST_MODE", "unhealthy"),
+        ("DEPLOY_TIMEOUT", "5"),
+    ];
+    let out = project.flotilla(&["deploy", "--version", "v3"], &failing);
+    let stats = load.stop();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&bad.addr.to_string()) && err.contains("SwitchProxy"),
+        "names host and step: {err}"
+    );
+    assert!(
+        err.contains("--resume") && err.contains("flotilla rollback"),
+        "says what to do next: {err}"
+    );
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        &stats.failed[..stats.failed.len().min(5)]
+    );
+    for (host, addr) in fleet.hosts.iter().zip(web(&fleet)) {
+        let expected = if host.addr == bad.addr { "v2" } else { "v3" };
+        assert_eq!(
+            version_of(addr),
+            expected,
+            "{} still serves a version",
+            host.name
+        );
+    }
+
+    let load = load::start(&web(&fleet), 3);
+    let with_rollback = [
+        ("APP_VERSION", "v4"),
+        ("LAST_HOST_MODE", "unhealthy"),
+        ("DEPLOY_TIMEOUT", "5"),
+        ("AUTO_ROLLBACK", "true"),
+    ];
+    let out = project.flotilla(&["deploy", "--version", "v4"], &with_rollback);
+    let stats = load.stop();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the deploy itself failed: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("auto_rollback: 3 host(s) back on v2"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        &stats.failed[..stats.failed.len().min(5)]
+    );
+    for (host, addr) in fleet.hosts.iter().zip(web(&fleet)) {
+        assert_eq!(
+            version_of(addr),
+            "v2",
+            "{} is back on the last good release",
+            host.name
+        );
+        assert_eq!(
+            running(&fleet, host),
+            ["testapp-web-v2"],
+            "nothing else runs on {}",
+            host.name
+        );
+    }
+}
+
+/// The events of the newest deploy, per host, from `flotilla events --json`.
+fn newest_deploy_hosts(project: &Project) -> std::collections::BTreeMap<String, Vec<String>> {
+    let dump = project.flotilla_ok(&["events", "--json"], &[]);
+    let events: Vec<serde_json::Value> = dump
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let newest = events.last().unwrap()["deploy_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut by_host = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for e in events.iter().filter(|e| e["deploy_id"] == newest.as_str()) {
+        if let Some(h) = e["host"].as_str() {
+            by_host.entry(h.to_owned()).or_default().push(
+                e["event"]
+                    .as_object()
+                    .and_then(|o| o.keys().next().cloned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    by_host
+}
+
+/// `canary`: when the canary host fails, no other host starts. `max_failures`: hosts keep
+/// starting while failures stay within the budget, and stop once it is exceeded.
+#[test]
+fn canary_and_max_failures_stop_the_rollout_where_they_should() {
+    let fleet = fleet(3);
+    let project = Project::new(&fleet, "");
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    let (h1, h2, h3) = (
+        fleet.hosts[0].addr.to_string(),
+        fleet.hosts[1].addr.to_string(),
+        fleet.hosts[2].addr.to_string(),
+    );
+
+    let bad = [
+        ("APP_VERSION", "v2"),
+        ("APP_MODE", "unhealthy"),
+        ("LAST_HOST_MODE", "unhealthy"),
+        ("DEPLOY_TIMEOUT", "3"),
+    ];
+    let out = project.flotilla(
+        &["deploy", "--version", "v2"],
+        &[bad.as_slice(), &[("CANARY", "1")]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("canary"), "{}", stderr(&out));
+    let hosts = newest_deploy_hosts(&project);
+    assert_eq!(
+        hosts.keys().collect::<Vec<_>>(),
+        [&h1],
+        "only the canary host did anything: {hosts:?}"
+    );
+    assert!(hosts[&h1].contains(&"HostFailed".to_owned()));
+
+    let out = project.flotilla(
+        &["deploy", "--version", "v3"],
+        &[
+            bad.as_slice(),
+            &[
+                ("APP_VERSION", "v3"),
+                ("MAX_PARALLEL", "1"),
+                ("MAX_FAILURES", "1"),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("max_failures"), "{}", stderr(&out));
+    let hosts = newest_deploy_hosts(&project);
+    assert!(
+        hosts[&h1].contains(&"HostFailed".to_owned())
+            && hosts[&h2].contains(&"HostFailed".to_owned()),
+        "{hosts:?}"
+    );
+    assert!(
+        !hosts.contains_key(&h3),
+        "the third host never started: {hosts:?}"
+    );
+    for addr in web(&fleet) {
+        assert_eq!(version_of(addr), "v1", "every host still serves v1");
+    }
+}
+
+/// The scheduler is killed with SIGKILL mid-rollout; `flotilla replay ID --resume` finishes
+/// the deploy: the host that had finished repeats no step (its events are unchanged), every
+/// host ends on v2 with exactly one container, and the log says the deploy completed.
+#[test]
+fn killed_scheduler_is_resumed_without_repeating_finished_hosts() {
+    use std::io::BufRead;
+    let fleet = fleet(3);
+    let project = Project::new(&fleet, "");
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+
+    let mut child = std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", "v2", "--json"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        .envs([("APP_VERSION", "v2"), ("MAX_PARALLEL", "1")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut deploy_id = String::new();
+    let mut finished_host = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        deploy_id = e["deploy_id"].as_str().unwrap().to_owned();
+        if e["event"].get("HostSucceeded").is_some() {
+            finished_host = e["host"].as_str().unwrap().to_owned();
+            child.kill().unwrap(); // SIGKILL, mid-rollout: the other hosts are not done
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(
+        !finished_host.is_empty(),
+        "the deploy got as far as one finished host"
+    );
+    let before = newest_deploy_hosts(&project);
+
+    project.flotilla_ok(&["replay", &deploy_id, "--resume"], &[]);
+    let after = newest_deploy_hosts(&project);
+    assert_eq!(
+        after[&finished_host], before[&finished_host],
+        "no step repeated on {finished_host}"
+    );
+    for (host, addr) in fleet.hosts.iter().zip(web(&fleet)) {
+        assert_eq!(version_of(addr), "v2");
+        assert_eq!(
+            running(&fleet, host),
+            ["testapp-web-v2"],
+            "one container on {}",
+            host.name
+        );
+        assert!(after[&host.addr.to_string()].contains(&"HostSucceeded".to_owned()));
+    }
+    let replay = project.flotilla_ok(&["replay", &deploy_id, "--json"], &[]);
+    assert!(
+        replay.lines().last().unwrap().contains("LockReleased"),
+        "{replay}"
+    );
+    assert!(
+        replay.contains("DeployCompleted"),
+        "the resumed deploy completed"
+    );
+}
+
+/// Two deploys at once: the second is refused while the first holds the lock, naming the
+/// holder; with `--lock-wait` it waits, then runs.
+#[test]
+fn concurrent_deploys_wait_for_or_refuse_the_lock() {
+    let fleet = fleet(1);
+    let project = Project::new(&fleet, "");
+    project.flotilla_ok(&["lock", "acquire", "-m", "maintenance window"], &[]);
+    let status = project.flotilla_ok(&["lock", "status"], &[]);
+    assert!(status.contains("maintenance window"), "{status}");
+    let out = project.flotilla(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("held by") && stderr(&out).contains("--lock-wait"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Release the lock while a deploy is waiting for it.
+    let mut waiting = std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", "v1", "--lock-wait", "120", "-q"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        .env("APP_VERSION", "v1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Release the lock once the deploy says it is waiting for it.
+    let mut err = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting up to 120s for the deploy lock held by") {
+        said.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut said).unwrap();
+        assert!(
+            n > 0,
+            "the second deploy ended without waiting for the lock"
+        );
+    }
+    project.flotilla_ok(&["lock", "release"], &[]);
+    let status = waiting.wait().unwrap();
+    assert!(
+        status.success(),
+        "the waiting deploy ran once the lock was released"
+    );
+    assert_eq!(version_of(web(&fleet)[0]), "v1");
+}

@@ -6,6 +6,48 @@ use flotilla_e2e::testapp;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+/// The project's `config/deploy.yml`; `{hosts}`, `{registry}` and `{nats}` are filled in.
+const CONFIG: &str = r#"service: testapp
+image: testapp
+servers:
+  web:
+{hosts}proxy:
+  app_port: 80
+  healthcheck:
+    path: /up
+    interval: 1
+    timeout: 2
+registry:
+  server: {registry}
+  username: flotilla
+  password:
+    - KAMAL_REGISTRY_PASSWORD
+builder:
+  args:
+    APP_VERSION: <%= ENV.fetch("APP_VERSION", "dev") %>
+env:
+  clear:
+    APP_MODE: <%= ENV.fetch("APP_MODE", "healthy") %>
+  secret:
+    - APP_SECRET
+  tags:
+    last:
+      APP_MODE: <%= ENV.fetch("LAST_HOST_MODE", "healthy") %>
+deploy_timeout: <%= ENV.fetch("DEPLOY_TIMEOUT", "20") %>
+drain_timeout: 5
+readiness_delay: 0
+x-flotilla:
+  nats:
+    url: {nats}
+  rollout:
+    auto_rollback: <%= ENV.fetch("AUTO_ROLLBACK", "false") %>
+    max_failures: <%= ENV.fetch("MAX_FAILURES", "0") %>
+    max_parallel: <%= ENV.fetch("MAX_PARALLEL", "10") %>
+<% if ENV["CANARY"] -%>
+    canary: <%= ENV["CANARY"] %>
+<% end -%>
+"#;
+
 /// The secret the app gets through `env.secret`; it must never show up in output or logs.
 pub const APP_SECRET: &str = "flt-app-secret-5c2f9e1b";
 
@@ -17,29 +59,30 @@ pub struct Project {
 }
 
 impl Project {
-    /// Writes `config/deploy.yml` (with `extra` appended), a Dockerfile and the app binary,
+    /// Writes `config/deploy.yml` ([`CONFIG`] with `extra` appended), a Dockerfile and the app binary,
     /// creates the scheduler key and starts the agents on every host.
     pub fn new(fleet: &Fleet, extra: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("config")).unwrap();
         std::fs::create_dir_all(root.join(".kamal")).unwrap();
+        // The last host carries the tag `last`, whose env a test can make unhealthy alone.
+        let last = fleet.hosts.len() - 1;
         let hosts: String = fleet
             .hosts
             .iter()
-            .map(|h| format!("    - {}\n", h.addr))
+            .enumerate()
+            .map(|(i, h)| match i == last {
+                true => format!("    - {}: [last]\n", h.addr),
+                false => format!("    - {}\n", h.addr),
+            })
             .collect();
-        let config = format!(
-            "service: testapp\nimage: testapp\nservers:\n  web:\n{hosts}\
-             proxy:\n  app_port: 80\n  healthcheck:\n    path: /up\n    interval: 1\n    timeout: 2\n\
-             registry:\n  server: {registry}\n  username: flotilla\n  password:\n    - KAMAL_REGISTRY_PASSWORD\n\
-             builder:\n  args:\n    APP_VERSION: <%= ENV.fetch(\"APP_VERSION\", \"dev\") %>\n\
-             env:\n  clear:\n    APP_MODE: <%= ENV.fetch(\"APP_MODE\", \"healthy\") %>\n  secret:\n    - APP_SECRET\n\
-             deploy_timeout: 20\ndrain_timeout: 5\nreadiness_delay: 0\n\
-             x-flotilla:\n  nats:\n    url: {nats}\n{extra}",
-            registry = fleet.registry(),
-            nats = fleet.nats_url(),
-        );
+        // Knobs a test turns through the environment, as a Kamal user would with ERB.
+        let config = CONFIG
+            .replace("{hosts}", &hosts)
+            .replace("{registry}", &fleet.registry())
+            .replace("{nats}", &fleet.nats_url())
+            + extra;
         std::fs::write(root.join("config/deploy.yml"), config).unwrap();
         std::fs::write(
             root.join(".kamal/secrets"),
