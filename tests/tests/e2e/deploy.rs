@@ -468,3 +468,51 @@ fn concurrent_deploys_wait_for_or_refuse_the_lock() {
     );
     assert_eq!(version_of(web(&fleet)[0]), "v1");
 }
+
+/// `-d staging` deploys side by side with production on the same hosts: each destination
+/// has its own containers and proxy service (staging answers for its host name), and a
+/// production deploy leaves staging's container running.
+#[test]
+fn destinations_deploy_side_by_side_on_the_same_hosts() {
+    use crate::support::http_get_host;
+    let fleet = fleet(2);
+    let project = Project::new(&fleet, "");
+    std::fs::write(
+        project.root().join("config/deploy.staging.yml"),
+        "proxy:\n  host: staging.test\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        project.root().join(".kamal/secrets"),
+        project.root().join(".kamal/secrets.staging"),
+    )
+    .unwrap();
+    project.flotilla_ok(&["deploy", "--version", "p1"], &[("APP_VERSION", "p1")]);
+    project.flotilla_ok(
+        &["deploy", "-d", "staging", "--version", "s1"],
+        &[("APP_VERSION", "s1")],
+    );
+    project.flotilla_ok(&["deploy", "--version", "p2"], &[("APP_VERSION", "p2")]);
+    for (host, addr) in fleet.hosts.iter().zip(web(&fleet)) {
+        assert_eq!(version_of(addr), "p2", "production on {}", host.name);
+        let staging = http_get_host(addr, "staging.test", "/version").unwrap();
+        assert_eq!(
+            staging,
+            (200, "s1\n".to_owned()),
+            "staging on {}",
+            host.name
+        );
+        assert_eq!(
+            running(&fleet, host),
+            ["testapp-web-p2", "testapp-web-staging-s1"],
+            "both destinations run on {}",
+            host.name
+        );
+    }
+    let history = project.flotilla_ok(&["history", "-d", "staging", "--json"], &[]);
+    assert_eq!(
+        history.lines().count(),
+        1,
+        "staging has its own history: {history}"
+    );
+}

@@ -30,12 +30,21 @@ pub fn assert_success(out: &Output, what: &str) {
 
 /// `GET http://ADDR:PORT/PATH` with a plain TCP client; returns (status, body).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_host(addr, &addr.to_string(), path)
+}
+
+/// `GET http://HOST/PATH` sent to `addr`: what a browser does for a name that resolves there.
+pub fn http_get_host(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
