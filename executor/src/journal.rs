@@ -1,5 +1,5 @@
-//! The executor's memory of finished jobs: for each, the exact reports it published, kept
-//! until the job expires. A job delivered again (a duplicate, a redelivery after a lost ack,
+//! The executor's memory of finished jobs (keyed by job id and issue time): for each, the
+//! exact reports it published, kept until the job expires. A job delivered again (a duplicate, a redelivery after a lost ack,
 //! a replay) is never run twice: its recorded reports are published again, byte for byte.
 //! Stored as JSON in the state directory, replaced atomically.
 

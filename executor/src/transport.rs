@@ -196,7 +196,10 @@ async fn handle<R: Runtime, P: Proxy>(
         Admission::Accept(job) => job,
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-    if let Some(reports) = journal.lock().await.finished(&job.id) {
+    // A job is the same job only with the same id *and* issue time: a scheduler that re-issues
+    // a job under the same id (a resume) gets it run again, a copy of the same signed bytes not.
+    let key = format!("{}@{}", job.id, job.issued_at.unix_ms());
+    if let Some(reports) = journal.lock().await.finished(&key) {
         tracing::info!(job = %job.id, reports = reports.len(), "job already ran here: re-sending its reports");
         for bytes in reports {
             if let Ok(report) = wire::decode::<Report>(&bytes)
@@ -229,11 +232,7 @@ async fn handle<R: Runtime, P: Proxy>(
                 .iter()
                 .filter_map(|r| wire::encode(r).ok())
                 .collect();
-            if let Err(e) = journal
-                .lock()
-                .await
-                .record(&job.id, job.expires_at, &encoded)
-            {
+            if let Err(e) = journal.lock().await.record(&key, job.expires_at, &encoded) {
                 tracing::warn!(error = %e, "could not record the finished job");
             }
             tracing::info!(job = %job.id, "job finished");
