@@ -16,6 +16,23 @@
 //!
 //! Only `transport` talks to NATS; only `runtime::docker` talks to Docker and the proxy.
 //! The executor does not read Kamal config: jobs carry fully resolved steps.
+//!
+//! How a scheduler drives executors (all of it through this crate's types):
+//!
+//! ```no_run
+//! use flotilla_executor::{signing::JobSigner, subjects, wire};
+//! # async fn demo(js: async_nats::jetstream::Context, job: wire::Job) -> Result<(), Box<dyn std::error::Error>> {
+//! let signer = JobSigner::generate(); // executors trust signer.public_key_base64()
+//! js.get_or_create_stream(subjects::jobs_stream_config()).await?;
+//! js.get_or_create_stream(subjects::events_stream_config()).await?;
+//! let msg = async_nats::jetstream::message::PublishMessage::build()
+//!     .payload(signer.sign(&job)?.into())
+//!     .message_id(&job.id);
+//! js.send_publish(subjects::job_subject(&job.host), msg).await?.await?;
+//! // Reports arrive on subjects::event_subject(deploy, host); each decodes as a wire::Report:
+//! // Report::Event(JobEvent { step: None, .. }) is the job's last (HostSucceeded/HostFailed).
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod job;

@@ -276,3 +276,68 @@ fn event_ids_are_deterministic() {
     other.id = "01OTHER".into();
     assert_ne!(event_id(&j, Some(0), 0), event_id(&other, Some(0), 0));
 }
+
+/// The simulated runtime carries a thousand hosts' jobs in one process, and its failure rate
+/// turns into `HostFailed` events carrying the simulated error (what fleet benchmarks use).
+#[tokio::test]
+async fn simulated_fleet_runs_and_fails_on_demand() {
+    let config = SimConfig {
+        latency: std::time::Duration::from_millis(1),
+        pull_latency: std::time::Duration::from_millis(5),
+        failure_rate: 0.0,
+    };
+    let hosts: Vec<_> = (0..1000)
+        .map(|i| {
+            Executor::new(
+                SimRuntime::new(config.clone()),
+                SimRuntime::new(config.clone()),
+                HostKey::generate(),
+                format!("10.1.{}.{}", i / 250, i % 250),
+            )
+        })
+        .collect();
+    let (_tx, stop) = watch::channel(false);
+    let runs = hosts.iter().map(|ex| {
+        let stop = stop.clone();
+        async move {
+            let j = job(vec![
+                JobStep::PullImage(PullImage {
+                    image: "r/app:v1".into(),
+                    auth: None,
+                }),
+                JobStep::StartContainer(start_step(ex, "v1")),
+            ]);
+            run_job(ex, &j, &VecSink::default(), &stop).await.unwrap()
+        }
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    assert!(outcomes.iter().all(
+        |o| matches!(o, JobOutcome::Finished(r) if types(r).last() == Some(&"HostSucceeded"))
+    ));
+
+    let failing = Executor::new(
+        SimRuntime::new(SimConfig {
+            failure_rate: 1.0,
+            ..config.clone()
+        }),
+        SimRuntime::new(config),
+        HostKey::generate(),
+        "10.0.0.9",
+    );
+    let j = job(vec![JobStep::PullImage(PullImage {
+        image: "r/app:v1".into(),
+        auth: None,
+    })]);
+    let JobOutcome::Finished(reports) = run_job(&failing, &j, &VecSink::default(), &stop)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Report::Event(last) = reports.last().unwrap() else {
+        panic!()
+    };
+    assert!(
+        matches!(&last.event.event, Event::HostFailed(f) if f.error.contains("simulated failure"))
+    );
+}
