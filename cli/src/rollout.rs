@@ -270,8 +270,9 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
     let mode = Mode::choose(s.args.json, s.args.quiet);
     let mut progress = Progress::new(mode, req.deploy_id.clone());
     // `x-flotilla.metrics.listen`: the log's metrics so far, then each event, while this runs.
-    let listen = s.config.flotilla.metrics.as_ref().map(|m| m.listen.as_str());
-    let metrics = flotilla_scheduler::metrics::Live::start(listen, &s.log)
+    let listen = s.config.flotilla.metrics.as_ref();
+    let listen = listen.map(|m| m.listen.as_str());
+    let metrics = flotilla_scheduler::metrics::Live::start(listen, &s.log, Some(&s.args.log))
         .await
         .unwrap_or_else(|e| {
             eprintln!("flotilla: warning: {e}; this run serves no metrics");
@@ -352,7 +353,25 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
     let result = async {
         hook(s, "pre-deploy", &hook_ctx, Some(&req.deploy_id), &mut watch).await?;
         let started = std::time::Instant::now();
+        // Kamal runs these around each boot group; the engine boots its batches itself, so
+        // here they run once around the whole boot.
+        hook(
+            s,
+            "pre-app-boot",
+            &hook_ctx,
+            Some(&req.deploy_id),
+            &mut watch,
+        )
+        .await?;
         let outcome = engine.run(run, &mut watch).await?;
+        hook(
+            s,
+            "post-app-boot",
+            &hook_ctx,
+            Some(&req.deploy_id),
+            &mut watch,
+        )
+        .await?;
         // Still under the lock: put switched hosts back before anyone else deploys.
         let rolled_back = if outcome.outcome != Outcome::Succeeded
             && s.config.flotilla.rollout.auto_rollback

@@ -516,3 +516,73 @@ fn destinations_deploy_side_by_side_on_the_same_hosts() {
         "staging has its own history: {history}"
     );
 }
+
+/// Kamal's hooks run with their `KAMAL_*` variables around a deploy; a failing `pre-deploy`
+/// hook stops the deploy before any host is touched, shows the hook's output and exits 1.
+#[test]
+fn hooks_run_and_a_failing_hook_stops_the_deploy() {
+    use std::os::unix::fs::PermissionsExt;
+    let fleet = fleet(1);
+    let project = Project::new(&fleet, "");
+    let hooks = project.root().join(".kamal/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let record = project.root().join("hooks.log");
+    for name in [
+        "pre-connect",
+        "pre-build",
+        "pre-deploy",
+        "pre-app-boot",
+        "post-app-boot",
+        "post-deploy",
+    ] {
+        let body = format!(
+            "#!/bin/sh\necho \"{name} $KAMAL_VERSION $KAMAL_HOSTS $KAMAL_COMMAND ${{KAMAL_RUNTIME:-}}\" >> {}\n\
+             if [ -n \"$FAIL_HOOK\" ] && [ \"$FAIL_HOOK\" = {name} ]; then echo 'migrations pending' >&2; exit 7; fi\n",
+            record.display()
+        );
+        std::fs::write(hooks.join(name), body).unwrap();
+        std::fs::set_permissions(hooks.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let host = fleet.hosts[0].addr.to_string();
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    let log = std::fs::read_to_string(&record).unwrap();
+    let names: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "pre-connect",
+            "pre-build",
+            "pre-deploy",
+            "pre-app-boot",
+            "post-app-boot",
+            "post-deploy"
+        ]
+    );
+    assert!(
+        log.contains(&format!("pre-deploy v1 {host} deploy")),
+        "{log}"
+    );
+    let runtime = log.lines().last().unwrap().split(' ').nth(4).unwrap();
+    assert!(
+        runtime.parse::<u64>().is_ok(),
+        "post-deploy gets KAMAL_RUNTIME: {log}"
+    );
+
+    let out = project.flotilla(
+        &["deploy", "--version", "v2"],
+        &[("APP_VERSION", "v2"), ("FAIL_HOOK", "pre-deploy")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("hook pre-deploy failed with exit code 7")
+            && err.contains("migrations pending"),
+        "{err}"
+    );
+    assert_eq!(version_of(web(&fleet)[0]), "v1", "no host was touched");
+    let hosts = newest_deploy_hosts(&project);
+    assert!(
+        hosts.is_empty(),
+        "no host events for the stopped deploy: {hosts:?}"
+    );
+}
