@@ -16,7 +16,7 @@ const EXAMPLES: &str = "Examples:
   flotilla deploy -d staging --version v42
   flotilla deploy -P --version v42        # the image v42 is already pushed
   flotilla deploy --resume 01JD3ZK9W6T8Q2M4N5P7R8S9TA
-  flotilla deploy --json | jq -c 'select(.type == \"HostFailed\")'";
+  flotilla deploy --json | jq -c 'select(.event.HostFailed)'";
 
 /// Build, push and roll out a new version across the hosts
 #[derive(Debug, Args)]
