@@ -11,7 +11,7 @@
 
 use crate::jobs::{JobContext, JobError, job_for};
 use crate::rollout::{Decision, Outcome, Policy, Rollout, Target};
-use crate::transport::bus::{Bus, BusError};
+use crate::transport::bus::{Bus, BusError, Delivery};
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::{Plan, Step};
 use flotilla_events::event::{
@@ -21,8 +21,13 @@ use flotilla_events::event::{
 use flotilla_events::{DeployId, Envelope, EventLog, LogError, NewEvent, Timestamp};
 use flotilla_executor::signing::JobSigner;
 use flotilla_executor::wire::Report;
+use futures::FutureExt as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// At most this many reports are made durable by one append: enough to spread one flush of
+/// the log over a busy moment, few enough that acknowledgements are not held back long.
+const MAX_REPORTS_PER_APPEND: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -79,6 +84,82 @@ impl Engine<'_> {
     fn record(&self, event: NewEvent, watch: &mut dyn FnMut(&Envelope)) -> Result<(), EngineError> {
         let seq = self.log.append(event.clone())?.seq();
         watch(&event.into_envelope(seq));
+        Ok(())
+    }
+
+    /// Appends reported events in one durable batch, then acknowledges each report (a crash
+    /// in between redelivers them, and the append is idempotent by event id), then tells the
+    /// policy what each host did. A refused job fails its host.
+    async fn take_reports(
+        &self,
+        run: &DeployRun<'_>,
+        deliveries: Vec<Delivery>,
+        rollout: &mut Rollout,
+        started: tokio::time::Instant,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let mut events = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            match &delivery.report {
+                Ok(Report::Event(job_event)) => events.push(job_event.event.clone()),
+                Ok(Report::Refused(refusal)) => {
+                    let mut failed = NewEvent::new(
+                        run.deploy_id.clone(),
+                        &run.actor,
+                        HostFailed {
+                            step: flotilla_events::event::Step::PullImage,
+                            error: format!(
+                                "the executor refused the job: {:?}: {}",
+                                refusal.reason, refusal.detail
+                            ),
+                        },
+                    );
+                    failed.host = Some(refusal.host.clone());
+                    events.push(failed);
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable report dropped"),
+            }
+        }
+        let progress: Vec<(String, bool, bool)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.host.clone().unwrap_or_default(),
+                    matches!(e.event, Event::HostSucceeded(_)),
+                    matches!(e.event, Event::HostFailed(_)),
+                )
+            })
+            .collect();
+        self.record_all(events, watch)?;
+        for delivery in deliveries {
+            delivery.ack().await?;
+        }
+        let now = started.elapsed();
+        for (host, succeeded, failed) in progress {
+            if succeeded {
+                rollout.succeeded(&host, now);
+            } else if failed {
+                rollout.failed(&host, now);
+            } else {
+                rollout.progressed(&host, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends events in one batch (one flush) and tells the watcher about each.
+    fn record_all(
+        &self,
+        events: Vec<NewEvent>,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let appended = self.log.append_batch(events.clone())?;
+        for (event, appended) in events.into_iter().zip(appended) {
+            watch(&event.into_envelope(appended.seq()));
+        }
         Ok(())
     }
 
@@ -167,15 +248,17 @@ impl Engine<'_> {
             let now = started.elapsed();
             let wake = match rollout.decide(now) {
                 Decision::Start(hosts) => {
-                    for host in hosts {
+                    // All of a batch's jobs at once: their stream acks are awaited together,
+                    // not one round trip after another.
+                    futures::future::try_join_all(hosts.iter().map(|host| {
                         self.dispatch(
                             &run,
-                            &host,
-                            done_steps.get(&host).copied().unwrap_or(0),
+                            host,
+                            done_steps.get(host).copied().unwrap_or(0),
                             &host_keys,
                         )
-                        .await?;
-                    }
+                    }))
+                    .await?;
                     continue;
                 }
                 Decision::TimedOut(hosts) => {
@@ -205,43 +288,17 @@ impl Engine<'_> {
             tokio::select! {
                 delivery = events.next() => {
                     let Some(delivery) = delivery else { continue };
-                    let delivery = delivery?;
-                    match &delivery.report {
-                        Ok(Report::Event(job_event)) => {
-                            let event = job_event.event.clone();
-                            let host = event.host.clone().unwrap_or_default();
-                            let kind = event.event.clone();
-                            // Durable first, then acknowledged: a crash in between redelivers,
-                            // and the append is idempotent by event id.
-                            self.record(event, watch)?;
-                            delivery.ack().await?;
-                            let now = started.elapsed();
-                            match kind {
-                                Event::HostSucceeded(_) => rollout.succeeded(&host, now),
-                                Event::HostFailed(_) => rollout.failed(&host, now),
-                                _ => rollout.progressed(&host, now),
-                            }
-                        }
-                        Ok(Report::Refused(refusal)) => {
-                            let mut failed = NewEvent::new(
-                                id.clone(),
-                                &run.actor,
-                                HostFailed {
-                                    step: flotilla_events::event::Step::PullImage,
-                                    error: format!("the executor refused the job: {:?}: {}", refusal.reason, refusal.detail),
-                                },
-                            );
-                            failed.host = Some(refusal.host.clone());
-                            let host = refusal.host.clone();
-                            self.record(failed, watch)?;
-                            delivery.ack().await?;
-                            rollout.failed(&host, started.elapsed());
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "undecodable report dropped");
-                            delivery.ack().await?;
+                    let mut deliveries = vec![delivery?];
+                    // Take every report that is already here too, so one durable append (one
+                    // flush of the log) covers them all.
+                    while deliveries.len() < MAX_REPORTS_PER_APPEND {
+                        match events.next().now_or_never() {
+                            Some(Some(delivery)) => deliveries.push(delivery?),
+                            _ => break,
                         }
                     }
+                    self.take_reports(&run, deliveries, &mut rollout, started, watch)
+                        .await?;
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
