@@ -56,6 +56,8 @@ enum Command {
     Secrets(commands::secrets::SecretsCmd),
     /// Print the event log (`--json` for JSON lines), or import one
     Events(commands::events::EventsCmd),
+    /// Serve Prometheus metrics of deploys between deploys (`metrics serve`)
+    Metrics(commands::metrics::MetricsCmd),
 }
 
 fn main() {
@@ -91,6 +93,7 @@ fn main() {
         Command::Docs(cmd) => commands::docs::run(&cmd),
         Command::Secrets(cmd) => commands::secrets::run(&cmd),
         Command::Events(cmd) => commands::events::run(&cmd),
+        Command::Metrics(cmd) => block_on(commands::metrics::run(&cmd)),
     };
     exit::finish(result);
 }

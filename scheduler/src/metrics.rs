@@ -9,11 +9,14 @@
 //! (appends are idempotent by event id), so it counts what this process saw.
 //!
 //! [`serve`] answers `GET /metrics` with the text exposition format; [`Live`] is what a
-//! scheduler run holds: the rebuilt metrics, fed each event, served while it lives.
+//! scheduler run holds: the rebuilt metrics, fed each event, served while it lives;
+//! [`Standby`] is `flotilla metrics serve`, for Prometheus between deploys.
 
 mod serve;
+mod standby;
 
-pub use serve::{Live, MetricsServer, ServeError, serve};
+pub use serve::{Live, MetricsServer, ServeError, serve, serve_standby};
+pub use standby::{Standby, handoff_path};
 
 use flotilla_events::event::{DeployKind, Step};
 use flotilla_events::projection::HostStatus;
@@ -196,6 +199,11 @@ impl Metrics {
         .collect();
         names.sort();
         names
+    }
+
+    /// Position of the last event folded in, 0 before any.
+    pub fn last_seq(&self) -> Seq {
+        self.fold.lock().unwrap_or_else(|p| p.into_inner()).last_seq
     }
 
     /// Folds one event in, as it lands in the log. An event at or before the last position

@@ -9,6 +9,7 @@ pub mod history;
 pub mod init;
 pub mod key;
 pub mod lock;
+pub mod metrics;
 pub mod proxy;
 pub mod replay;
 pub mod rollback;

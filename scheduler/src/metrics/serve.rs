@@ -2,6 +2,7 @@
 //! [`MetricsServer`] lives.
 
 use super::Metrics;
+use super::standby::{Standby, handoff_path};
 use bytes::Bytes;
 use flotilla_events::{Envelope, EventLog};
 use http_body_util::Full;
@@ -9,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -22,28 +24,61 @@ pub enum ServeError {
     },
     #[error("metrics: folding the event log: {0}")]
     Log(#[from] flotilla_events::LogError),
+    #[error("metrics: writing {path}: {source}")]
+    Handoff {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A scheduler run's metrics: folded from the log when it starts, fed each event as it lands,
 /// served on `x-flotilla.metrics.listen` until dropped. Without a listen address it does nothing.
+///
+/// When `flotilla metrics serve` already listens there, the run serves on a loopback port
+/// instead and writes it to the hand-off file next to the log, so the standby forwards
+/// scrapes to it (see [`super::standby`]).
 #[derive(Debug, Default)]
 pub struct Live {
     metrics: Option<Arc<Metrics>>,
     server: Option<MetricsServer>,
+    /// The hand-off file this run wrote, removed when it ends.
+    handoff: Option<PathBuf>,
 }
 
 impl Live {
-    /// Rebuilds the metrics from `log` and serves them on `listen`, if given.
-    pub async fn start(listen: Option<&str>, log: &dyn EventLog) -> Result<Live, ServeError> {
+    /// Rebuilds the metrics from `log` (stored in `log_dir`, if on disk) and serves them on
+    /// `listen`, if given.
+    pub async fn start(
+        listen: Option<&str>,
+        log: &dyn EventLog,
+        log_dir: Option<&Path>,
+    ) -> Result<Live, ServeError> {
         let Some(listen) = listen else {
             return Ok(Live::default());
         };
         let metrics = Arc::new(Metrics::rebuild(log)?);
-        let server = serve(listen, metrics.clone()).await?;
+        let (server, handoff) = match serve(listen, metrics.clone()).await {
+            Ok(server) => (server, None),
+            Err(ServeError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && log_dir.is_some() =>
+            {
+                let path = handoff_path(log_dir.unwrap_or(Path::new("")));
+                let server = serve("127.0.0.1:0", metrics.clone()).await?;
+                std::fs::write(&path, server.addr().to_string()).map_err(|source| {
+                    ServeError::Handoff {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                (server, Some(path))
+            }
+            Err(e) => return Err(e),
+        };
         tracing::info!(addr = %server.addr(), "serving metrics");
         Ok(Live {
             metrics: Some(metrics),
             server: Some(server),
+            handoff,
         })
     }
 
@@ -57,6 +92,32 @@ impl Live {
     /// Where the metrics are served, if they are.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(MetricsServer::addr)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(path) = &self.handoff {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// What a metrics endpoint answers with.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A scheduler run's own fold.
+    Live(Arc<Metrics>),
+    /// `flotilla metrics serve` between deploys.
+    Standby(Arc<Standby>),
+}
+
+impl Source {
+    async fn body(self) -> Vec<u8> {
+        match self {
+            Source::Live(m) => m.render(),
+            Source::Standby(s) => s.scrape().await,
+        }
     }
 }
 
@@ -82,17 +143,27 @@ impl Drop for MetricsServer {
 
 /// Binds `listen` (`HOST:PORT`) and serves `metrics` on it in a task of the current runtime.
 pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> Result<MetricsServer, ServeError> {
+    serve_source(listen, Source::Live(metrics)).await
+}
+
+/// Binds `listen` and serves the metrics of the log in `log_dir` between deploys, and a running
+/// deploy's live metrics while it runs: `flotilla metrics serve`.
+pub async fn serve_standby(listen: &str, log_dir: &Path) -> Result<MetricsServer, ServeError> {
+    serve_source(listen, Source::Standby(Arc::new(Standby::new(log_dir)))).await
+}
+
+async fn serve_source(listen: &str, source: Source) -> Result<MetricsServer, ServeError> {
     let bind = |source| ServeError::Bind {
         listen: listen.to_owned(),
         source,
     };
     let listener = TcpListener::bind(listen).await.map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    let task = tokio::spawn(accept_loop(listener, metrics));
+    let task = tokio::spawn(accept_loop(listener, source));
     Ok(MetricsServer { addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>) {
+async fn accept_loop(listener: TcpListener, metrics: Source) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -107,7 +178,14 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>) {
         tokio::spawn(async move {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+                async move {
+                    let body = if req.uri().path() == "/metrics" {
+                        Some(metrics.body().await)
+                    } else {
+                        None
+                    };
+                    Ok::<_, Infallible>(respond(body))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -116,12 +194,13 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-fn respond<B>(req: &http::Request<B>, metrics: &Metrics) -> http::Response<Full<Bytes>> {
-    let (status, content_type, body) = if req.uri().path() == "/metrics" {
+/// `Some(metrics)` for `/metrics`, `None` for any other path.
+fn respond(metrics: Option<Vec<u8>>) -> http::Response<Full<Bytes>> {
+    let (status, content_type, body) = if let Some(metrics) = metrics {
         (
             http::StatusCode::OK,
             "text/plain; version=0.0.4",
-            Bytes::from(metrics.render()),
+            Bytes::from(metrics),
         )
     } else {
         (

@@ -290,8 +290,8 @@ async fn a_run_serves_the_log_so_far_then_its_own_events() {
     for e in Story::new("01JDEPLOY0000000000000000A", "v1", 1).events() {
         log.append(e).unwrap();
     }
-    assert_eq!(Live::start(None, &log).await.unwrap().addr(), None);
-    let live = Live::start(Some("127.0.0.1:0"), &log).await.unwrap();
+    assert_eq!(Live::start(None, &log, None).await.unwrap().addr(), None);
+    let live = Live::start(Some("127.0.0.1:0"), &log, None).await.unwrap();
     let addr = live.addr().unwrap();
     let mut next = Story::new("01JDEPLOY0000000000000000B", "v2", 1);
     next.first_id = 1_000;
@@ -299,7 +299,16 @@ async fn a_run_serves_the_log_so_far_then_its_own_events() {
         let seq = log.append(event.clone()).unwrap().seq();
         live.observe(&event.into_envelope(seq));
     }
-    let body = tokio::task::spawn_blocking(move || {
+    let body = scrape(addr).await;
+    assert_eq!(value(&body, SUCCEEDED), Some(2.0), "{body}");
+}
+
+const SUCCEEDED: &str =
+    r#"flotilla_deploys_total{destination="",kind="deploy",outcome="succeeded",service="app"}"#;
+
+/// `GET /metrics` from `addr`, from a blocking thread (the server runs on this runtime).
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
@@ -308,8 +317,74 @@ async fn a_run_serves_the_log_so_far_then_its_own_events() {
         out
     })
     .await
-    .unwrap();
-    let series =
-        r#"flotilla_deploys_total{destination="",kind="deploy",outcome="succeeded",service="app"}"#;
-    assert_eq!(value(&body, series), Some(2.0), "{body}");
+    .unwrap()
+}
+
+fn story(id: &str, version: &str, first_id: u128) -> Vec<NewEvent> {
+    let mut s = Story::new(id, version, 1);
+    s.first_id = first_id;
+    s.events()
+}
+
+/// `flotilla metrics serve` reports the log's deploys without keeping the log: a deploy can
+/// open it between scrapes, and its events show at the next scrape.
+#[tokio::test]
+async fn standby_folds_the_log_and_leaves_it_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events");
+    {
+        let log = flotilla_events::SledLog::open(&path).unwrap();
+        log.append_batch(story("01JDEPLOY0000000000000000A", "v1", 1))
+            .unwrap();
+    }
+    let server = serve_standby("127.0.0.1:0", &path).await.unwrap();
+    let body = scrape(server.addr()).await;
+    assert_eq!(value(&body, SUCCEEDED), Some(1.0), "{body}");
+    {
+        let log = flotilla_events::SledLog::open(&path).expect("the standby leaves the log free");
+        log.append_batch(story("01JDEPLOY0000000000000000B", "v2", 1_000))
+            .unwrap();
+    }
+    let body = scrape(server.addr()).await;
+    assert_eq!(value(&body, SUCCEEDED), Some(2.0), "{body}");
+}
+
+/// While a deploy holds the log, `flotilla metrics serve` answers scrapes with the deploy's
+/// live metrics (the deploy serves them on a loopback port it hands off, since the standby
+/// has the configured address); when the deploy ends, the standby folds the log itself and the
+/// counts carry on.
+#[tokio::test]
+async fn standby_forwards_to_a_running_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events");
+    let standby = serve_standby("127.0.0.1:0", &path).await.unwrap();
+    let listen = standby.addr().to_string();
+    let log = flotilla_events::SledLog::open(&path).unwrap();
+    log.append_batch(story("01JDEPLOY0000000000000000A", "v1", 1))
+        .unwrap();
+    let live = Live::start(Some(&listen), &log, Some(&path)).await.unwrap();
+    assert_ne!(live.addr(), Some(standby.addr()));
+    assert!(handoff_path(&path).exists());
+    let events = story("01JDEPLOY0000000000000000B", "v2", 1_000);
+    let requested = events[0].clone();
+    let seq = log.append(requested.clone()).unwrap().seq();
+    live.observe(&requested.into_envelope(seq));
+    let body = scrape(standby.addr()).await;
+    assert_eq!(value(&body, SUCCEEDED), Some(1.0), "{body}");
+    let pending = r#"flotilla_hosts{destination="",service="app",state="pending"}"#;
+    assert_eq!(
+        value(&body, pending),
+        Some(1.0),
+        "live: v2's host is pending\n{body}"
+    );
+    for event in events[1..].iter().cloned() {
+        let seq = log.append(event.clone()).unwrap().seq();
+        live.observe(&event.into_envelope(seq));
+    }
+    drop(live);
+    assert!(!handoff_path(&path).exists());
+    drop(log);
+    let body = scrape(standby.addr()).await;
+    assert_eq!(value(&body, SUCCEEDED), Some(2.0), "{body}");
+    assert_eq!(value(&body, pending), Some(0.0), "{body}");
 }

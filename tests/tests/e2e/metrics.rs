@@ -138,56 +138,90 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.unwrap_or_default()))
 }
 
-/// A post-deploy hook that holds a v2 deploy open (its scheduler still serving metrics) until
-/// the test has seen what it wants in Prometheus, so no assertion races the deploy's exit.
-fn hold_v2_after_deploy(root: &Path) -> std::path::PathBuf {
+/// A post-deploy hook that holds every deploy but v1's open (its scheduler still serving
+/// metrics) until the test writes `release-VERSION`, so no assertion races the deploy's exit.
+fn hold_deploys_after_v1(root: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let release = root.join("release-hook");
     let hooks = root.join(".kamal/hooks");
     std::fs::create_dir_all(&hooks).unwrap();
     let script = format!(
-        "#!/bin/sh\n[ \"$KAMAL_VERSION\" = v2 ] || exit 0\n\
-         i=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n",
-        release.display()
+        "#!/bin/sh\n[ \"$KAMAL_VERSION\" = v1 ] && exit 0\n\
+         i=0\nwhile [ ! -e '{}/release-'\"$KAMAL_VERSION\" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n",
+        root.display()
     );
     let hook = hooks.join("post-deploy");
     std::fs::write(&hook, script).unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    release
+}
+
+/// Deploys `version`, waits (while its post-deploy hook holds it) until Prometheus counts
+/// `deploys` succeeded deploys, runs `check`, then lets the deploy finish.
+fn deploy_held(
+    project: &Project,
+    prometheus: &Prometheus,
+    version: &str,
+    deploys: f64,
+    check: impl FnOnce(&dyn Fn(&str) -> Option<f64>),
+) {
+    std::thread::scope(|scope| {
+        let deploy = scope.spawn(|| {
+            project.flotilla(
+                &["deploy", "--version", version],
+                &[("APP_VERSION", version)],
+            )
+        });
+        let succeeded =
+            r#"sum(flotilla_deploys_total{service="testapp",kind="deploy",outcome="succeeded"})"#;
+        prometheus.wait_until(&format!("{deploys} deploys counted as succeeded"), || {
+            deploy.is_finished() || prometheus.query(succeeded) == Some(deploys)
+        });
+        if deploy.is_finished() {
+            let out = deploy.join().unwrap();
+            panic!(
+                "deploy {version} ended before its post-deploy hook was released ({}):\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                project.agent_logs()
+            );
+        }
+        check(&|promql| prometheus.query(promql));
+        std::fs::write(project.root().join(format!("release-{version}")), "").unwrap();
+        let out = deploy.join().unwrap();
+        assert!(
+            out.status.success(),
+            "deploy {version} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `flotilla metrics serve`, stopped when dropped.
+struct Standby(Child);
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// With `x-flotilla.metrics.listen` set, a deploy's scheduler serves `/metrics` while it runs,
 /// and a real Prometheus scraping it with `grafana/prometheus.yml` sees the deploys by
 /// outcome (the earlier v1, folded from the log, and the v2 just finished), the host in the
 /// succeeded state, a duration for each step, the deploy duration and the events appended:
-/// what the Grafana dashboard plots.
+/// what the Grafana dashboard plots. Then `flotilla metrics serve` keeps the address answered
+/// between deploys: during a v3 deploy Prometheus sees v3's live metrics through it, and
+/// after v3 ends, the events v3 recorded last (its post-deploy hook).
 #[test]
-fn prometheus_scrapes_a_live_deploy() {
+fn prometheus_scrapes_a_live_deploy_and_the_standby_between_deploys() {
     let fleet = fleet(1);
     let metrics = free_port();
     let project = Project::new(&fleet, &format!("  metrics:\n    listen: {metrics}\n"));
-    let release = hold_v2_after_deploy(project.root());
+    hold_deploys_after_v1(project.root());
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
 
     let prometheus = Prometheus::start(metrics);
-    std::thread::scope(|scope| {
-        let deploy = scope
-            .spawn(|| project.flotilla(&["deploy", "--version", "v2"], &[("APP_VERSION", "v2")]));
-        let succeeded =
-            r#"sum(flotilla_deploys_total{service="testapp",kind="deploy",outcome="succeeded"})"#;
-        prometheus.wait_until("both deploys counted as succeeded", || {
-            deploy.is_finished() || prometheus.query(succeeded) == Some(2.0)
-        });
-        if deploy.is_finished() {
-            let out = deploy.join().unwrap();
-            panic!(
-                "deploy v2 ended before its post-deploy hook was released ({}):\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                project.agent_logs()
-            );
-        }
-        let q = |promql: &str| prometheus.query(promql);
+    deploy_held(&project, &prometheus, "v2", 2.0, |q| {
         assert_eq!(
             q(r#"flotilla_hosts{service="testapp",state="succeeded"}"#),
             Some(1.0)
@@ -218,15 +252,35 @@ fn prometheus_scrapes_a_live_deploy() {
         );
         assert_eq!(q("flotilla_events_redelivered_total"), Some(0.0));
         assert_eq!(q(r#"up{job="flotilla-scheduler"}"#), Some(1.0));
-
-        std::fs::write(&release, "").unwrap();
-        let out = deploy.join().unwrap();
-        assert!(
-            out.status.success(),
-            "deploy v2 failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     });
     // The run is over: its scheduler no longer serves metrics.
     assert!(TcpStream::connect_timeout(&metrics, Duration::from_secs(1)).is_err());
+
+    let log = std::fs::File::create(project.root().join("metrics-serve.log")).unwrap();
+    let _standby = Standby(
+        Command::new(&project.flotilla)
+            .args(["metrics", "serve"])
+            .current_dir(project.root())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let hooks_ran = r#"sum(flotilla_events_appended_total{type="HookRan"})"#;
+    prometheus.wait_until("the standby folds v1 and v2's post-deploy hooks", || {
+        prometheus.query(hooks_ran) == Some(2.0)
+    });
+    deploy_held(&project, &prometheus, "v3", 3.0, |q| {
+        // v3 holds the log, so the standby cannot read it: the count of 3 deploys came from
+        // v3's own scheduler, through the standby.
+        assert_eq!(q(hooks_ran), Some(2.0));
+        assert_eq!(
+            q(r#"flotilla_hosts{service="testapp",state="succeeded"}"#),
+            Some(1.0)
+        );
+    });
+    prometheus.wait_until("the standby folds v3's post-deploy hook", || {
+        prometheus.query(hooks_ran) == Some(3.0)
+    });
 }
