@@ -4,11 +4,19 @@
 //! `cargo bench -p flotilla-events`; results and the machine in BENCHMARKS.md.
 //! The 1M-event log is built once per run (not timed) and its size on disk
 //! per event is printed.
+//!
+//! CPU-bound benchmarks (folds, decode, rebuild) run twice: by wall time
+//! (`fold/...`, `rebuild/...`) and by process CPU time (`cpu_fold/...`,
+//! `cpu_rebuild/...`), because the 2-core machine is shared with other work.
 #![allow(clippy::unwrap_used)]
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
 
 use std::path::Path;
 use std::time::Duration;
 
+use criterion::measurement::Measurement;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use flotilla_events::sample::Story;
 use flotilla_events::{Envelope, EventLog, NewEvent, Projection, Projections, SledLog, codec};
@@ -74,9 +82,9 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-fn fold(c: &mut Criterion) {
+fn fold<M: Measurement>(c: &mut Criterion<M>, name: &str) {
     let events = envelopes(100_000);
-    let mut group = c.benchmark_group("fold");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function("all_projections_100k", |b| {
         b.iter(|| {
@@ -133,7 +141,7 @@ fn fold(c: &mut Criterion) {
     group.finish();
 }
 
-fn rebuild(c: &mut Criterion) {
+fn rebuild<M: Measurement>(c: &mut Criterion<M>, name: &str) {
     const EVENTS: usize = 1_000_000;
     let dir = tempfile::tempdir().unwrap();
     {
@@ -154,7 +162,7 @@ fn rebuild(c: &mut Criterion) {
         "log directory after close: {size} bytes, {:.1} bytes per event",
         size as f64 / EVENTS as f64
     );
-    let mut group = c.benchmark_group("rebuild");
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(EVENTS as u64));
@@ -189,5 +197,26 @@ fn rebuild(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, fold, append, rebuild);
-criterion_main!(benches);
+fn fold_wall(c: &mut Criterion) {
+    fold(c, "fold");
+}
+
+fn rebuild_wall(c: &mut Criterion) {
+    rebuild(c, "rebuild");
+}
+
+fn fold_cpu(c: &mut Criterion<cpu_time::ProcessCpuTime>) {
+    fold(c, "cpu_fold");
+}
+
+fn rebuild_cpu(c: &mut Criterion<cpu_time::ProcessCpuTime>) {
+    rebuild(c, "cpu_rebuild");
+}
+
+criterion_group!(wall, fold_wall, append, rebuild_wall);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(cpu_time::ProcessCpuTime);
+    targets = fold_cpu, rebuild_cpu
+}
+criterion_main!(wall, cpu);
