@@ -586,3 +586,24 @@ fn hooks_run_and_a_failing_hook_stops_the_deploy() {
         "no host events for the stopped deploy: {hosts:?}"
     );
 }
+
+/// `step_timeout`: a host that reports nothing for that long is failed, and the deploy says
+/// which. Here the last host's new container answers healthy only after 60 s, well within the
+/// deploy timeout: without the step timeout the deploy would succeed.
+#[test]
+fn silent_host_fails_after_step_timeout() {
+    let fleet = fleet(2);
+    let project = Project::new(&fleet, "");
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    let slow = [
+        ("APP_VERSION", "v2"),
+        ("LAST_HOST_MODE", "healthy-after:60"),
+        ("DEPLOY_TIMEOUT", "120"),
+        ("STEP_TIMEOUT", "5"),
+    ];
+    let out = project.flotilla(&["deploy", "--version", "v2"], &slow);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let last = fleet.hosts[1].addr.to_string();
+    assert!(err.contains(&last) && err.contains("step_timeout"), "{err}");
+}

@@ -43,6 +43,7 @@ x-flotilla:
     auto_rollback: <%= ENV.fetch("AUTO_ROLLBACK", "false") %>
     max_failures: <%= ENV.fetch("MAX_FAILURES", "0") %>
     max_parallel: <%= ENV.fetch("MAX_PARALLEL", "10") %>
+    step_timeout: <%= ENV.fetch("STEP_TIMEOUT", "300") %>
 <% if ENV["CANARY"] -%>
     canary: <%= ENV["CANARY"] %>
 <% end -%>
