@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::target::InFlight;
+use crate::upstream::Lease;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy sends, up or down.
@@ -49,19 +50,33 @@ pub fn empty() -> ProxyBody {
 }
 
 /// An upstream response body that keeps its request counted until fully sent,
-/// so draining waits for the body too, not only for the headers.
+/// so draining waits for the body too, not only for the headers; at its end the
+/// upstream connection goes back to the pool.
 pub struct Tracked {
     inner: Incoming,
+    lease: Option<Lease>,
     _in_flight: InFlight,
     _gauge: GaugeGuard,
 }
 
 impl Tracked {
-    pub fn new(inner: Incoming, in_flight: InFlight, gauge: GaugeGuard) -> Self {
-        Self {
+    pub fn new(inner: Incoming, in_flight: InFlight, gauge: GaugeGuard, lease: Lease) -> Self {
+        let mut tracked = Self {
             inner,
+            lease: Some(lease),
             _in_flight: in_flight,
             _gauge: gauge,
+        };
+        // An empty body (204, 304, HEAD) may never be polled.
+        if tracked.inner.is_end_stream() {
+            tracked.release();
+        }
+        tracked
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
     }
 }
@@ -74,7 +89,15 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            // A failed body leaves the connection in an unknown state: it is not reused.
+            Poll::Ready(Some(Err(_))) => drop(self.lease.take()),
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,15 +12,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::acme::Challenges;
 use crate::body::{self, GaugeGuard, ProxyBody, Tracked, proxy_response};
 use crate::metrics::Metrics;
 use crate::router::{Resolved, Router};
+use crate::upstream::Pool;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -30,7 +29,7 @@ pub struct DataPath {
     pub router: Arc<Router>,
     pub metrics: Metrics,
     pub challenges: Arc<Challenges>,
-    client: Client<HttpConnector, ProxyBody>,
+    pool: Arc<Pool>,
 }
 
 impl DataPath {
@@ -39,7 +38,7 @@ impl DataPath {
             router,
             metrics,
             challenges,
-            client: upstream_client(),
+            pool: Pool::new(),
         }
     }
 
@@ -171,20 +170,10 @@ impl DataPath {
             }
             _ => parts.uri.path_and_query().cloned(),
         };
-        let uri = http::Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(target.authority.clone())
-            .path_and_query(
-                path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            )
-            .build();
-        let Ok(uri) = uri else {
-            return proxy_response(
-                StatusCode::BAD_REQUEST,
-                "bad-uri",
-                "bad request uri\n".into(),
-            );
-        };
+        // Origin form (`/path?query`), as HTTP/1.1 sends it to a server.
+        let uri = http::Uri::from(
+            path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers, upgrade.is_some());
         set_forwarded(&mut headers, peer, https, host, spec.forward_headers);
@@ -204,12 +193,12 @@ impl DataPath {
 
         let timeout = Duration::from_millis(spec.response_timeout_ms);
         let sent = tokio::select! {
-            r = tokio::time::timeout(timeout, self.client.request(upstream)) => r,
+            r = tokio::time::timeout(timeout, self.pool.send(&target.authority, upstream)) => r,
             () = target.cancelled() => {
                 return proxy_response(StatusCode::BAD_GATEWAY, "drained", "request cancelled: target drained\n".into());
             }
         };
-        let mut response = match sent {
+        let (mut response, lease) = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if is_body_limit(&e) => {
                 return proxy_response(
@@ -242,7 +231,8 @@ impl DataPath {
             let upstream_side = hyper::upgrade::on(&mut response);
             let in_flight = resolved.in_flight;
             tokio::spawn(async move {
-                let _held = (in_flight, gauge);
+                // The upgraded connection is never pooled again: the lease goes with the task.
+                let _held = (in_flight, gauge, lease);
                 if let (Ok(a), Ok(b)) = (client_side.await, upstream_side.await) {
                     let _ =
                         tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
@@ -254,19 +244,9 @@ impl DataPath {
         }
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        let tracked = Tracked::new(incoming, resolved.in_flight, gauge);
+        let tracked = Tracked::new(incoming, resolved.in_flight, gauge, lease);
         Response::from_parts(parts, tracked.map_err(Into::into).boxed_unsync())
     }
-}
-
-fn upstream_client() -> Client<HttpConnector, ProxyBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
 }
 
 /// The host a request is for, without port, from the URI (HTTP/2) or the Host header.

@@ -4,7 +4,8 @@
 //! - [`server`] binds the HTTP, HTTPS and metrics listeners and the admin socket and
 //!   shuts down gracefully; [`worker`] threads (one per core) accept and serve clients;
 //! - [`forward`] is the data path: route lookup, maintenance, pause, limits,
-//!   `X-Forwarded-*`, WebSocket upgrades, and the upstream request;
+//!   `X-Forwarded-*`, WebSocket upgrades, and the upstream request over a
+//!   per-worker keep-alive pool (`upstream`);
 //! - [`router`] holds the routing table as immutable snapshots swapped atomically,
 //!   and [`target`] counts in-flight requests per target so a switch can drain;
 //! - [`control`] carries out admin operations (the health-gated deploy) and saves
@@ -31,6 +32,7 @@ pub mod spec;
 pub mod state;
 pub mod target;
 pub mod tls;
+mod upstream;
 pub mod worker;
 
 pub use body::PROXY_HEADER;
