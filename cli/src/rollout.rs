@@ -79,6 +79,16 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
+        // -v: the scheduler's own log lines (NATS, lock renewal, dropped reports) on stderr.
+        let level = if args.verbose { "debug" } else { "warn" };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| level.into()),
+            )
+            .with_ansi(crate::progress::color_enabled())
+            .with_writer(std::io::stderr)
+            .try_init();
         let config = args.config.load()?;
         let root = std::env::current_dir().context("reading the current directory")?;
         if let Some(parent) = args.log.parent() {
