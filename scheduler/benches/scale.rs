@@ -265,6 +265,12 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
         .enable_all()
         .build()
         .unwrap();
+    // The scheduler connects first, as on a fleet that has seen deploys: the streams exist.
+    let scheduler = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bus = scheduler.block_on(Bus::connect(&nats.url, None)).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let up = Instant::now();
     start_fleet(
@@ -277,11 +283,6 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
     );
     let fleet_up = up.elapsed();
 
-    let scheduler = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let bus = scheduler.block_on(Bus::connect(&nats.url, None)).unwrap();
     let engine = Engine {
         bus: &bus,
         log: &log,
@@ -391,7 +392,7 @@ fn main() {
         let hb = median_by(runs, |r| r.heartbeats);
         let rollout = median_by(runs, |r| r.rollout);
         let cpu = median_by(runs, |r| r.cpu);
-        let events = runs[0].events;
+        let events = median_by(runs, |r| Duration::from_nanos(r.events as u64)).as_nanos();
         let rate = median_by(runs, |r| {
             Duration::from_secs_f64(r.events as f64 / r.total.as_secs_f64())
         })

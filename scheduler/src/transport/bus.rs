@@ -1,6 +1,10 @@
 //! The scheduler's side of the NATS contract (subjects and streams are defined once, in
 //! `flotilla_executor::subjects`): publish signed jobs, read heartbeats, consume one deploy's
 //! events with explicit acks.
+//!
+//! One stream is the scheduler's own: [`HEARTBEATS_STREAM`] keeps each host's latest
+//! heartbeat for a short while, so a deploy learns the fleet's keys at once instead of waiting
+//! up to a heartbeat period for every executor to speak again.
 
 use async_nats::jetstream::{self, consumer::pull, stream::Stream};
 use flotilla_executor::subjects;
@@ -22,6 +26,28 @@ pub enum BusError {
     },
 }
 
+/// The server keeps each host's latest heartbeat here (in memory), for [`HEARTBEAT_KEPT`].
+pub const HEARTBEATS_STREAM: &str = "FLOTILLA_HEARTBEATS";
+/// How long a heartbeat still vouches for its executor: a bit over two of the executor's
+/// default 5 s periods. An executor beating less often is simply waited for, as before.
+pub const HEARTBEAT_KEPT: Duration = Duration::from_secs(12);
+
+/// Executors publish heartbeats with core NATS; this stream captures them, latest per host.
+fn heartbeats_stream_config() -> jetstream::stream::Config {
+    use jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+    Config {
+        name: HEARTBEATS_STREAM.to_owned(),
+        description: Some("flotilla: each executor's latest heartbeat".to_owned()),
+        subjects: vec![format!("{}.*", subjects::HEARTBEAT_PREFIX)],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::Memory,
+        discard: DiscardPolicy::Old,
+        max_messages_per_subject: 1,
+        max_age: HEARTBEAT_KEPT,
+        ..Default::default()
+    }
+}
+
 fn nats(e: impl std::fmt::Display) -> BusError {
     BusError::Nats(e.to_string())
 }
@@ -40,7 +66,7 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Connects, optionally with a credentials file, and makes sure both streams exist.
+    /// Connects, optionally with a credentials file, and makes sure the streams exist.
     pub async fn connect(url: &str, creds: Option<&std::path::Path>) -> Result<Bus, BusError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("flotilla-scheduler")
@@ -65,6 +91,10 @@ impl Bus {
         js.get_or_create_stream(subjects::events_stream_config())
             .await
             .map_err(nats)?;
+        // Only a shortcut: without it, heartbeats are waited for live.
+        if let Err(e) = js.get_or_create_stream(heartbeats_stream_config()).await {
+            tracing::warn!(error = %e, "no heartbeat stream: waiting for live heartbeats");
+        }
         Ok(Bus { client, js })
     }
 
@@ -72,8 +102,8 @@ impl Bus {
         &self.js
     }
 
-    /// Waits until every host has sent a heartbeat (they come every few seconds) and returns
-    /// the latest of each.
+    /// Every host's latest heartbeat: those the server kept from the last [`HEARTBEAT_KEPT`],
+    /// then, for hosts without one, waits for the next (they come every few seconds).
     pub async fn heartbeats(
         &self,
         hosts: &[String],
@@ -87,6 +117,10 @@ impl Bus {
         let wanted: BTreeMap<String, &String> =
             hosts.iter().map(|h| (subjects::token(h), h)).collect();
         let mut seen = BTreeMap::new();
+        // Subscribed first, so a heartbeat sent while the kept ones are read is not missed.
+        if let Err(e) = self.kept_heartbeats(&wanted, &mut seen).await {
+            tracing::debug!(error = %e, "kept heartbeats not read: waiting for live ones");
+        }
         let deadline = tokio::time::Instant::now() + wait;
         while seen.len() < wanted.len() {
             let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
@@ -114,6 +148,49 @@ impl Bus {
                 waited: wait,
             })
         }
+    }
+
+    /// Reads the heartbeats the server kept, latest per host, into `seen` (for wanted hosts).
+    async fn kept_heartbeats(
+        &self,
+        wanted: &BTreeMap<String, &String>,
+        seen: &mut BTreeMap<String, Heartbeat>,
+    ) -> Result<(), BusError> {
+        let stream = self.js.get_stream(HEARTBEATS_STREAM).await.map_err(nats)?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                filter_subject: format!("{}.*", subjects::HEARTBEAT_PREFIX),
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
+        let mut pending = consumer.cached_info().num_pending;
+        while pending > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(usize::try_from(pending).unwrap_or(usize::MAX).min(1000))
+                .messages()
+                .await
+                .map_err(nats)?;
+            let mut got = 0;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(nats)?;
+                got += 1;
+                if let Ok(hb) = wire::decode::<Heartbeat>(&msg.payload)
+                    && let Some(host) = wanted.get(&subjects::token(&hb.host))
+                {
+                    seen.insert((*host).clone(), hb);
+                }
+            }
+            if got == 0 {
+                break;
+            }
+            pending = pending.saturating_sub(got);
+        }
+        Ok(())
     }
 
     /// Publishes a signed job on its host's subject; JetStream drops a second copy with the
