@@ -25,7 +25,7 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Client connections served at once
+    /// Client connections served at once (split evenly across workers)
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
     /// Data-plane worker threads (0: one per core)

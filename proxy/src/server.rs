@@ -15,7 +15,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +40,8 @@ pub struct ProxyConfig {
     pub admin_socket: PathBuf,
     pub state_file: PathBuf,
     pub metrics: Option<SocketAddr>,
-    /// Client connections served at once; further clients wait in the accept queue.
+    /// Client connections served at once, split evenly across workers; further clients
+    /// wait in the kernel's accept queue.
     pub max_connections: usize,
     /// How long in-flight requests may run after a shutdown signal.
     pub grace_period: Duration,
@@ -138,7 +138,7 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
     let stop = CancellationToken::new();
     let shared = Shared {
         data,
-        permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        connections_per_worker: config.max_connections.div_ceil(workers),
         tls: match https {
             Some(_) => Some(TlsAcceptor::from(certs.server_config()?)),
             None => None,

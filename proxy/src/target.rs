@@ -94,8 +94,10 @@ impl Target {
             tokio::select! {
                 () = &mut idle => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    // Count before cancelling: cancelled requests end (on other threads) at once.
+                    let cancelled = self.in_flight();
                     self.cancel.cancel();
-                    return Drained { cancelled: self.in_flight() };
+                    return Drained { cancelled };
                 }
             }
         }

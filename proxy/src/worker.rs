@@ -35,8 +35,10 @@ pub struct Sockets {
 #[derive(Clone)]
 pub struct Shared {
     pub data: Arc<DataPath>,
-    /// Bounds client connections across all workers.
-    pub permits: Arc<Semaphore>,
+    /// Client connections each worker serves at once (the limit split evenly, like nginx's
+    /// `worker_connections`): a shared semaphore could be held by a worker idle on its own
+    /// socket while another's queue waits.
+    pub connections_per_worker: usize,
     pub tls: Option<TlsAcceptor>,
     /// Cancelled at shutdown: stop accepting.
     pub stop: CancellationToken,
@@ -92,7 +94,7 @@ async fn run(sockets: Sockets, shared: Shared) {
     let connections = TaskTracker::new();
     let worker = Worker {
         data: Arc::new(shared.data.for_worker()),
-        permits: Arc::clone(&shared.permits),
+        permits: Arc::new(Semaphore::new(shared.connections_per_worker.max(1))),
         connections: connections.clone(),
         stop: shared.stop.clone(),
         closing: shared.closing.clone(),

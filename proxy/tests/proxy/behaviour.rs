@@ -332,3 +332,46 @@ async fn remove_stops_routing() {
     let saved = std::fs::read_to_string(&proxy.config.state_file).unwrap();
     assert!(!saved.contains(&v1.addr), "{saved}");
 }
+
+/// Client connections are bounded: past the limit a new connection waits in the accept
+/// queue, and is served as soon as an open one closes.
+#[tokio::test]
+async fn connections_are_bounded() {
+    let v1 = App::start("v1", "healthy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // One worker, so the limit is not split across workers.
+    cfg.workers = 1;
+    cfg.max_connections = 1;
+    let proxy = Proxy::start_with(cfg, dir).await;
+    proxy
+        .admin
+        .deploy(deploy("web", "app.test", &v1.addr, "v1"))
+        .await
+        .unwrap();
+    let request = b"GET /version HTTP/1.1\r\nHost: app.test\r\n\r\n";
+
+    let mut first = TcpStream::connect(proxy.http).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    let mut second = TcpStream::connect(proxy.http).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(
+        waiting.is_err(),
+        "second connection served while the first was open"
+    );
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}

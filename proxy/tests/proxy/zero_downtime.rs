@@ -159,3 +159,41 @@ async fn restart_restores_routes() {
     assert_eq!(listed[0].spec.version.as_deref(), Some("v1"));
     assert_eq!(listed[0].maintenance, None);
 }
+
+/// A request still running on the old target at the drain deadline is cancelled: its client
+/// gets a 502 marked by the proxy, and the deploy reports it instead of waiting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_cancels_stragglers() {
+    let v1 = App::start("v1", "healthy");
+    let v2 = App::start("v2", "healthy");
+    let proxy = Proxy::start().await;
+    proxy
+        .admin
+        .deploy(deploy("web", "app.test", &v1.addr, "v1"))
+        .await
+        .unwrap();
+    let addr = proxy.http;
+    let slow =
+        tokio::spawn(async move { get(&http_client(), addr, "app.test", "/slow?ms=5000").await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.admin.list().await.unwrap()[0].in_flight == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "slow request never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut request = deploy("web", "app.test", &v2.addr, "v2");
+    request.drain_timeout_ms = 300;
+    let began = Instant::now();
+    let deployed = proxy.admin.deploy(request).await.unwrap();
+    assert_eq!(deployed.drain_cancelled, 1);
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "deploy waited {:?}",
+        began.elapsed()
+    );
+    let got = slow.await.unwrap().unwrap();
+    assert_eq!(got.status, 502);
+    assert_eq!(got.headers["x-flotilla-proxy"], "drained");
+}
