@@ -95,7 +95,7 @@ impl Session {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let log = SledLog::open(&args.log).map_err(|e| UserError {
+        let log = open_log(&args.log).map_err(|e| UserError {
             message: format!("cannot open the event log {}: {e}", args.log.display()),
             hint: Some(
                 "another flotilla command may be running on this project; wait for it".into(),
@@ -113,6 +113,22 @@ impl Session {
 
     pub fn target_name(&self) -> String {
         lock_key(&self.config.service, self.config.destination.as_deref())
+    }
+}
+
+/// Opens the log, waiting up to two seconds while another process holds it briefly (the
+/// `flotilla metrics serve` standby folds new events with the log open for milliseconds).
+fn open_log(path: &Path) -> Result<SledLog, flotilla_events::LogError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match SledLog::open(path) {
+            Err(flotilla_events::LogError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
