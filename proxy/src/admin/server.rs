@@ -23,23 +23,35 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds the socket (replacing a stale one) and restricts it to the owner.
+/// Binds the socket (replacing a stale one), restricted to the owner from the start: it is
+/// bound inside a fresh 0700 directory, set to 0600, then renamed into place, so there is no
+/// moment when another user could connect.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    use std::os::unix::fs::DirBuilderExt;
     let err = |source| BindError {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let private = dir.join(format!(".flotilla-proxy-admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(err)?;
+    let staged = private.join("admin.sock");
+    let bound = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound.map_err(err)
 }
 
 /// Accepts admin connections until `stop` is cancelled.
