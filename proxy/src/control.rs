@@ -65,6 +65,10 @@ impl Control {
                 .set_target(&s.spec.name, Some((&s.spec.target, s.spec.version_label())));
             routes.push(Arc::new(Route {
                 target: Target::new(s.spec.target.clone(), s.spec.version_label()),
+                metrics: self
+                    .data
+                    .metrics
+                    .for_route(&s.spec.name, s.spec.version_label()),
                 spec: s.spec,
                 maintenance: s.maintenance,
                 gate: Gate::new(),
@@ -143,6 +147,10 @@ impl Control {
         }
         let target = Target::new(spec.target.clone(), spec.version_label());
         let route = Route {
+            metrics: self
+                .data
+                .metrics
+                .for_route(&spec.name, spec.version_label()),
             spec: spec.clone(),
             target,
             maintenance: previous.as_ref().and_then(|p| p.maintenance.clone()),
@@ -239,6 +247,7 @@ impl Control {
                 target: Arc::clone(&current.target),
                 maintenance: message,
                 gate: Arc::clone(&current.gate),
+                metrics: Arc::clone(&current.metrics),
             })
         });
         self.save()?;

@@ -134,13 +134,9 @@ impl DataPath {
         let started = Instant::now();
         let method = req.method().clone();
         let response = self.forward(req, resolved, peer, https, &host).await;
-        self.metrics.observe(
-            &spec.name,
-            &route.target.version,
-            &method,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
+        route
+            .metrics
+            .observe(&method, response.status().as_u16(), started.elapsed());
         response
     }
 
@@ -226,7 +222,7 @@ impl DataPath {
                 );
             }
         };
-        let gauge = GaugeGuard::new(self.metrics.in_flight(&spec.name));
+        let gauge = GaugeGuard::new(route.metrics.in_flight());
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
             let upstream_side = hyper::upgrade::on(&mut response);
             let in_flight = resolved.in_flight;

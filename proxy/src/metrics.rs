@@ -1,10 +1,12 @@
 //! Prometheus metrics: requests by service, version, method and status class,
 //! a duration histogram, in-flight requests and the current target of each service.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The proxy's metrics, registered in their own registry.
@@ -72,34 +74,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request.
-    pub fn observe(
-        &self,
-        service: &str,
-        version: &str,
-        method: &http::Method,
-        status: u16,
-        took: Duration,
-    ) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests
-            .with_label_values(&[service, version, method_label(method), class])
-            .inc();
-        self.duration
-            .with_label_values(&[service])
-            .observe(took.as_secs_f64());
-    }
-
-    pub fn in_flight(&self, service: &str) -> prometheus::IntGauge {
-        self.in_flight.with_label_values(&[service])
-    }
-
     /// Records `service`'s current target, replacing the previous one.
     pub fn set_target(&self, service: &str, target: Option<(&str, &str)>) {
         self.forget_target(service);
@@ -140,6 +114,82 @@ impl Default for Metrics {
     }
 }
 
+/// One route's series, resolved once per route instead of on every request.
+pub struct RouteMetrics {
+    service: String,
+    version: String,
+    requests: IntCounterVec,
+    /// By method (see `method_index`) and status class.
+    counters: [[OnceLock<IntCounter>; 5]; METHODS.len()],
+    duration: Histogram,
+    in_flight: IntGauge,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("service", &self.service)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// The series of `service` while its target has `version`.
+    pub fn for_route(&self, service: &str, version: &str) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics {
+            service: service.to_owned(),
+            version: version.to_owned(),
+            requests: self.requests.clone(),
+            counters: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            duration: self.duration.with_label_values(&[service]),
+            in_flight: self.in_flight.with_label_values(&[service]),
+        })
+    }
+}
+
+impl RouteMetrics {
+    /// Counts one answered request.
+    pub fn observe(&self, method: &http::Method, status: u16, took: Duration) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        let m = method_index(method);
+        self.counters[m][class]
+            .get_or_init(|| {
+                self.requests.with_label_values(&[
+                    self.service.as_str(),
+                    self.version.as_str(),
+                    METHODS[m],
+                    CLASSES[class],
+                ])
+            })
+            .inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn in_flight(&self) -> IntGauge {
+        self.in_flight.clone()
+    }
+}
+
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER",
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn method_index(method: &http::Method) -> usize {
+    let label = method_label(method);
+    METHODS
+        .iter()
+        .position(|m| *m == label)
+        .unwrap_or(METHODS.len() - 1)
+}
+
 /// Methods outside the standard set share one label, so clients cannot grow the label space.
 fn method_label(method: &http::Method) -> &'static str {
     match *method {
@@ -163,16 +213,9 @@ mod tests {
     #[test]
     fn renders_counts_and_targets() {
         let m = Metrics::new();
-        m.observe(
-            "web",
-            "v1",
-            &http::Method::GET,
-            200,
-            Duration::from_millis(3),
-        );
-        m.observe(
-            "web",
-            "v1",
+        let web = m.for_route("web", "v1");
+        web.observe(&http::Method::GET, 200, Duration::from_millis(3));
+        web.observe(
             &http::Method::from_bytes(b"BREW").unwrap(),
             503,
             Duration::from_millis(3),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::metrics::RouteMetrics;
 use crate::spec::ServiceSpec;
 use crate::target::{InFlight, Target};
 
@@ -23,6 +24,8 @@ pub struct Route {
     pub maintenance: Option<String>,
     /// Held requests while the service is paused; kept across table versions.
     pub gate: Arc<Gate>,
+    /// The request series of this service and target version.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Pause state of a service: requests wait here until resumed or the limit passes.
@@ -220,6 +223,7 @@ mod tests {
             target: Target::new("127.0.0.1:1", "v1"),
             maintenance: None,
             gate: Gate::new(),
+            metrics: crate::metrics::Metrics::new().for_route(name, "v1"),
         }
     }
 
