@@ -150,6 +150,11 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
             log.contains("job handed back before this step") && log.contains("executor stopped"),
             "{log}"
         );
+        // Published (and stored) before the exit; our subscriber may see them a moment later.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.events_of(&job3.id).len() < 4 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let so_far = types(&h.events_of(&job3.id));
         assert_eq!(
             so_far,
