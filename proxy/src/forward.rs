@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
@@ -178,11 +178,16 @@ impl DataPath {
         {
             headers.insert(header::HOST, v);
         }
-        let limited = Limited::new(
-            incoming,
-            usize::try_from(spec.max_body_bytes).unwrap_or(usize::MAX),
-        );
-        let mut upstream = Request::new(limited.boxed_unsync());
+        // Most requests have no body: an empty one costs no allocation and no limit check.
+        let body = if incoming.is_end_stream() {
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        } else {
+            let max = usize::try_from(spec.max_body_bytes).unwrap_or(usize::MAX);
+            Limited::new(incoming, max).boxed_unsync()
+        };
+        let mut upstream = Request::new(body);
         *upstream.method_mut() = parts.method;
         *upstream.uri_mut() = uri;
         *upstream.headers_mut() = headers;

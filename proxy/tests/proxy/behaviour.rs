@@ -115,8 +115,8 @@ async fn path_prefix_routes_and_strips() {
     assert_eq!(got.body.trim(), "site");
 }
 
-/// A slow upstream gets the client a 504 after the response timeout, and a body over the
-/// limit gets a 413 without reaching the app.
+/// A slow upstream gets the client a 504 after the response timeout; a body within the
+/// limit is forwarded, and one over it gets a 413 without reaching the app.
 #[tokio::test]
 async fn response_timeout_and_body_limit() {
     let v1 = App::start("v1", "healthy");
@@ -130,6 +130,19 @@ async fn response_timeout_and_body_limit() {
         .unwrap();
     assert_eq!(got.status, 504);
     assert_eq!(got.headers["x-flotilla-proxy"], "upstream-timeout");
+
+    // A body within the limit reaches the app.
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream
+        .write_all(b"POST /version HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("v1\n"),
+        "{answer}"
+    );
 
     let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     stream
