@@ -46,13 +46,14 @@ wait_port() {
   echo "bench: nothing listening on port $1" >&2; exit 1
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-# CPU time (user+system, clock ticks) of a process and its direct children (nginx's workers).
+# CPU time (clock ticks, "user system") of a process and its direct children (nginx's workers).
 cpu_ticks() {
-  local total=0 pid
+  local user=0 sys=0 pid
   for pid in "$1" $(pgrep -P "$1" || true); do
-    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+    user=$(( user + $(awk '{print $14}' "/proc/$pid/stat") ))
+    sys=$(( sys + $(awk '{print $15}' "/proc/$pid/stat") ))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 TICK_HZ=$(getconf CLK_TCK)
 
@@ -164,14 +165,16 @@ run_wrk() { # name port pid round
   before=$(cpu_ticks "$3")
   wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H 'Host: bench.test' "http://127.0.0.1:$2/version" >"$WORK/wrk-$1-$4.txt"
   after=$(cpu_ticks "$3")
-  local rps p99 errors requests cpu_ms_per_k
+  local rps p99 errors requests cpu_ms_per_k user_share
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk-$1-$4.txt")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$1-$4.txt")
   requests=$(awk '/requests in/ {print $1}' "$WORK/wrk-$1-$4.txt")
   errors=$(awk '/Non-2xx|Socket errors/ {print}' "$WORK/wrk-$1-$4.txt" | tr '\n' ' ')
   # The proxy's own CPU per 1000 requests: unlike req/s, not skewed by other load on the machine.
-  cpu_ms_per_k=$(python3 -c "print(f'{($after - $before) * 1000 / $TICK_HZ / $requests * 1000:.1f}')")
-  echo "$1 round $4: ${rps} req/s, p99 ${p99}, ${cpu_ms_per_k} CPU-ms per 1000 requests ${errors}"
+  read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
+  cpu_ms_per_k=$(python3 -c "print(f'{(($u1 - $u0) + ($s1 - $s0)) * 1000 / $TICK_HZ / $requests * 1000:.1f}')")
+  user_share=$(python3 -c "t = ($u1 - $u0) + ($s1 - $s0); print(f'{100 * ($u1 - $u0) / max(t, 1):.0f}%')")
+  echo "$1 round $4: ${rps} req/s, p99 ${p99}, ${cpu_ms_per_k} CPU-ms per 1000 requests (${user_share} user) ${errors}"
   echo "$1 $4 $rps $p99 $cpu_ms_per_k" >>"$WORK/results.txt"
 }
 
