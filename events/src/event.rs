@@ -1,7 +1,7 @@
 //! The event model: what happened during a deploy, a rollback or an accessory
 //! change, in the past tense, one struct per event.
 //!
-//! [`Event`] is declared once through [`event_enum!`], which also derives each
+//! [`Event`] is declared once through `event_enum!`, which also derives each
 //! event's stable type name ([`Event::type_name`], [`Event::TYPE_NAMES`]); serde
 //! uses the same variant names in JSON lines. The binary log stores the variant
 //! *position*, so new events are added at the end of the list, never in between

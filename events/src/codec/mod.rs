@@ -3,7 +3,7 @@
 //! A record is `[version byte][bincode 2 (serde, standard config) of Envelope]`.
 //! bincode is positional: a field added to an event changes the bytes, so every
 //! change bumps [`SCHEMA_VERSION`] and keeps a frozen copy of the old shape here
-//! (see [`v1`]) whose decoder upcasts to the current types. bincode itself is
+//! (see `codec/v1.rs`) whose decoder upcasts to the current types. bincode itself is
 //! unmaintained and pinned; it stays behind this module so the format can move
 //! later (new version byte, new encoder) without losing history.
 
