@@ -191,3 +191,31 @@ fn read_from_inside_a_batch_and_large_batches() {
     assert_eq!(log.last_seq(), n);
     assert_eq!(all(&log).len() as u64, n);
 }
+
+/// A live view that falls behind is told how many events it missed, and
+/// can read them back from the log by position.
+#[test]
+fn lagging_tail_is_told_and_can_catch_up() {
+    let log = MemoryLog::new();
+    let mut tail = log.subscribe();
+    let mut events = Vec::new();
+    for i in 0..80u128 {
+        let mut s = Story::new(&format!("01D0000000000000000000{i:04}"), "v1", 10);
+        s.first_id = i * 1000 + 1;
+        events.extend(s.events());
+    }
+    let n = events.len() as u64;
+    assert!(n > super::tail::CAPACITY as u64);
+    log.append_batch(events).expect("append");
+    let Err(TailError::Lagged { missed }) = tail.try_recv() else {
+        panic!("a tail more than CAPACITY behind must lag");
+    };
+    let first_live = tail.try_recv().expect("tail").expect("an event").seq;
+    assert_eq!(first_live, missed + 1);
+    let caught_up = log
+        .read_from(1)
+        .expect("read")
+        .take(missed as usize)
+        .count();
+    assert_eq!(caught_up as u64, missed);
+}
