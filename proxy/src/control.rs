@@ -116,6 +116,12 @@ impl Control {
         let spec = d.service;
         spec.validate()
             .map_err(|m| Failure(ErrorKind::BadRequest, m))?;
+        if spec.tls == Some(TlsSpec::Acme) && self.acme.is_none() {
+            return Err(Failure(
+                ErrorKind::BadRequest,
+                "tls by acme needs the proxy started with --acme-directory".to_owned(),
+            ));
+        }
         let lock = self.service_lock(&spec.name);
         let _held = lock.lock().await;
         let static_cert = match &spec.tls {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::acme::AcmeConfig;
 use crate::server::ProxyConfig;
 
+/// Let's Encrypt's production ACME directory, the default as with Kamal's proxy.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 /// Where the proxy listens and keeps its state.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -34,9 +37,9 @@ pub struct RunArgs {
     /// Seconds in-flight requests may run after SIGTERM
     #[arg(long, default_value_t = 30)]
     pub grace_period: u64,
-    /// ACME directory URL for automatic certificates (e.g. Let's Encrypt's)
-    #[arg(long, value_name = "URL")]
-    pub acme_directory: Option<String>,
+    /// ACME directory URL for automatic certificates; "off" disables ACME
+    #[arg(long, value_name = "URL", default_value = LETS_ENCRYPT)]
+    pub acme_directory: String,
     /// Contact e-mail given to the ACME server
     #[arg(long)]
     pub acme_email: Option<String>,
@@ -84,8 +87,8 @@ impl RunArgs {
             max_connections: self.max_connections,
             grace_period: Duration::from_secs(self.grace_period),
             workers: self.workers,
-            acme: self.acme_directory.map(|directory_url| AcmeConfig {
-                directory_url,
+            acme: (self.acme_directory != "off").then(|| AcmeConfig {
+                directory_url: self.acme_directory,
                 cache_dir: self.acme_cache,
                 contact: self.acme_email.map(|e| format!("mailto:{e}")),
                 server_ca: self.acme_server_ca,

@@ -310,6 +310,14 @@ async fn admin_socket_refuses_bad_requests() {
     let reply = lines.next_line().await.unwrap().unwrap();
     assert!(reply.contains(&v1.addr), "{reply}");
 
+    let mut acme = deploy("web", "app.test", &v1.addr, "v2");
+    acme.service.tls = Some(flotilla_proxy::TlsSpec::Acme);
+    let refused = proxy.admin.deploy(acme).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("--acme-directory"),
+        "{refused}"
+    );
+
     let missing = proxy.admin.live("nosuch").await.unwrap_err();
     assert!(
         matches!(
