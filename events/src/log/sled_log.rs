@@ -349,6 +349,7 @@ impl EventLog for SledLog {
             path: &self.path,
             iter,
             from,
+            end: self.writer().last,
             expected: Some(start),
             current: Vec::new().into_iter(),
             failed: false,
@@ -379,6 +380,8 @@ struct SledEvents<'a> {
     iter: sled::Iter,
     /// Events before this position are skipped.
     from: Seq,
+    /// The last position the log holds: reading must get this far.
+    end: Seq,
     /// The position the next segment should start at; `None` after a
     /// damaged segment, whose size is unknown.
     expected: Option<Seq>,
@@ -401,7 +404,20 @@ impl Iterator for SledEvents<'_> {
             }
             let (key, value) = match guard(self.path, || self.iter.next().transpose()) {
                 Ok(Some(entry)) => entry,
-                Ok(None) => return None,
+                // sled can lose entries in the middle of a damaged file and simply stop:
+                // ending before the last stored position is damage, not the end.
+                Ok(None) => {
+                    self.failed = true;
+                    return match self.expected {
+                        Some(expected) if expected <= self.end && expected >= self.from => {
+                            Some(Err(LogError::Gap {
+                                expected,
+                                found: self.end + 1,
+                            }))
+                        }
+                        _ => None,
+                    };
+                }
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(e));
