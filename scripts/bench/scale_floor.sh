@@ -6,8 +6,8 @@
 # executor on every host, deploys v1 to warm up, then per round, interleaved:
 #   deploy: wall time of `flotilla deploy -P --version vN` (image already in the registry);
 #   floor:  on all 3 hosts at once, with plain docker, the next unseen version: `docker pull`,
-#           `docker run -d -p 8099:80`, then GET /up every 10 ms until 200; the floor is the
-#           slowest host's time.
+#           `docker run -d --network kamal`, then GET /up from the host's network namespace
+#           every 10 ms until 200; the floor is the slowest host's time.
 # Prints each round and the medians, and the ratio deploy / floor.
 source "$(dirname "$0")/../lib.sh"
 require_root
@@ -62,16 +62,23 @@ NO_COLOR=1 "$flotilla" deploy -P --version v1 -q >/dev/null
 
 now_ms() { date +%s%3N; }
 
-# floor_host INDEX ADDR VERSION: pull + run + first healthy response on one host, in ms.
+# floor_host INDEX ADDR VERSION: pull + run + first healthy response on one host, in ms. The
+# container joins the `kamal` network like the deploy's, and /up is asked from inside the
+# host's network namespace, as the host's proxy asks it (no published port).
 floor_host() {
-  local sock="$FLEET_DIR/h$1/docker.sock" t0 t1
+  local sock="$FLEET_DIR/h$1/docker.sock" ns t0 t1 t2 t3 t4 ip
+  ns="flt$(echo "$2" | cut -d. -f3)h$1"
   t0=$(now_ms)
   DOCKER_HOST="unix://$sock" docker pull -q "$FLEET_REGISTRY/testapp:$3" >/dev/null
-  DOCKER_HOST="unix://$sock" docker run -d --name "floor-$3" -p 8099:80 "$FLEET_REGISTRY/testapp:$3" >/dev/null
-  until curl -fsS -o /dev/null --max-time 1 "http://$2:8099/up" 2>/dev/null; do sleep 0.01; done
   t1=$(now_ms)
+  DOCKER_HOST="unix://$sock" docker run -d --name "floor-$3" --network kamal "$FLEET_REGISTRY/testapp:$3" >/dev/null
+  t2=$(now_ms)
+  ip=$(DOCKER_HOST="unix://$sock" docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "floor-$3")
+  t3=$(now_ms)
+  until ip netns exec "$ns" curl -fsS -o /dev/null --max-time 1 "http://$ip/up" 2>/dev/null; do sleep 0.01; done
+  t4=$(now_ms)
   DOCKER_HOST="unix://$sock" docker rm -f "floor-$3" >/dev/null
-  echo $((t1 - t0))
+  echo "$((t4 - t0)) $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) $((t4 - t3))"
 }
 
 deploys=()
@@ -91,9 +98,9 @@ for r in $(seq 1 "$ROUNDS"); do
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
-  floor=$(cat "$project"/floor-* | sort -n | tail -1)
+  floor=$(cut -d' ' -f1 "$project"/floor-* | sort -n | tail -1)
   v=$((v + 1))
-  echo "round $r: deploy ${deploy} ms, floor ${floor} ms (hosts: $(cat "$project"/floor-* | tr '\n' ' '))"
+  echo "round $r: deploy ${deploy} ms, floor ${floor} ms (per host total/pull/run/inspect/health: $(sed 's| |/|g' "$project"/floor-* | tr '\n' ' '))"
   deploys+=("$deploy")
   floors+=("$floor")
 done
