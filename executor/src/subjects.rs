@@ -17,7 +17,8 @@ pub const EVENTS_STREAM: &str = "FLOTILLA_EVENTS";
 pub const JOB_PREFIX: &str = "flotilla.job";
 /// Prefix of event subjects: `flotilla.evt.<deploy>.<host>`.
 pub const EVENT_PREFIX: &str = "flotilla.evt";
-/// Prefix of heartbeat subjects: `flotilla.hb.<host>` (core NATS, not stored).
+/// Prefix of heartbeat subjects: `flotilla.hb.<host>`. Executors publish with core NATS; the
+/// scheduler's [`HEARTBEATS_STREAM`] keeps the latest of each host for [`HEARTBEAT_KEPT`].
 pub const HEARTBEAT_PREFIX: &str = "flotilla.hb";
 
 /// How long the server waits for an ack before redelivering a job. The executor sends
@@ -65,6 +66,27 @@ pub fn deploy_events_filter(deploy: &str) -> String {
 /// `flotilla.hb.<host>`: a host's heartbeats.
 pub fn heartbeat_subject(host: &str) -> String {
     format!("{HEARTBEAT_PREFIX}.{}", token(host))
+}
+
+/// The server keeps each host's latest heartbeat here (in memory), for [`HEARTBEAT_KEPT`].
+pub const HEARTBEATS_STREAM: &str = "FLOTILLA_HEARTBEATS";
+/// How long a heartbeat still vouches for its executor: a bit over two of the executor's
+/// default 5 s periods. An executor beating less often is simply waited for, as before.
+pub const HEARTBEAT_KEPT: Duration = Duration::from_secs(12);
+
+/// Executors publish heartbeats with core NATS; this stream captures them, latest per host.
+pub fn heartbeats_stream_config() -> stream::Config {
+    stream::Config {
+        name: HEARTBEATS_STREAM.to_owned(),
+        description: Some("flotilla: each executor's latest heartbeat".to_owned()),
+        subjects: vec![format!("{}.*", HEARTBEAT_PREFIX)],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::Memory,
+        discard: DiscardPolicy::Old,
+        max_messages_per_subject: 1,
+        max_age: HEARTBEAT_KEPT,
+        ..Default::default()
+    }
 }
 
 /// The durable consumer name of a host's executor on the jobs stream.

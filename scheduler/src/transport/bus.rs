@@ -2,9 +2,9 @@
 //! `flotilla_executor::subjects`): publish signed jobs, read heartbeats, consume one deploy's
 //! events with explicit acks.
 //!
-//! One stream is the scheduler's own: [`HEARTBEATS_STREAM`] keeps each host's latest
-//! heartbeat for a short while, so a deploy learns the fleet's keys at once instead of waiting
-//! up to a heartbeat period for every executor to speak again.
+//! The scheduler creates the heartbeats stream ([`HEARTBEATS_STREAM`]): it keeps each host's
+//! latest heartbeat for a short while, so a deploy learns the fleet's keys at once instead of
+//! waiting up to a heartbeat period for every executor to speak again.
 
 use async_nats::jetstream::{self, consumer::pull, stream::Stream};
 use flotilla_executor::subjects;
@@ -26,27 +26,7 @@ pub enum BusError {
     },
 }
 
-/// The server keeps each host's latest heartbeat here (in memory), for [`HEARTBEAT_KEPT`].
-pub const HEARTBEATS_STREAM: &str = "FLOTILLA_HEARTBEATS";
-/// How long a heartbeat still vouches for its executor: a bit over two of the executor's
-/// default 5 s periods. An executor beating less often is simply waited for, as before.
-pub const HEARTBEAT_KEPT: Duration = Duration::from_secs(12);
-
-/// Executors publish heartbeats with core NATS; this stream captures them, latest per host.
-fn heartbeats_stream_config() -> jetstream::stream::Config {
-    use jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
-    Config {
-        name: HEARTBEATS_STREAM.to_owned(),
-        description: Some("flotilla: each executor's latest heartbeat".to_owned()),
-        subjects: vec![format!("{}.*", subjects::HEARTBEAT_PREFIX)],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::Memory,
-        discard: DiscardPolicy::Old,
-        max_messages_per_subject: 1,
-        max_age: HEARTBEAT_KEPT,
-        ..Default::default()
-    }
-}
+pub use subjects::{HEARTBEAT_KEPT, HEARTBEATS_STREAM};
 
 fn nats(e: impl std::fmt::Display) -> BusError {
     BusError::Nats(e.to_string())
@@ -92,7 +72,10 @@ impl Bus {
             .await
             .map_err(nats)?;
         // Only a shortcut: without it, heartbeats are waited for live.
-        if let Err(e) = js.get_or_create_stream(heartbeats_stream_config()).await {
+        if let Err(e) = js
+            .get_or_create_stream(subjects::heartbeats_stream_config())
+            .await
+        {
             tracing::warn!(error = %e, "no heartbeat stream: waiting for live heartbeats");
         }
         Ok(Bus { client, js })
