@@ -35,7 +35,7 @@ async fn kept_heartbeats_answer_at_once_and_silent_hosts_are_named() {
         .unwrap();
     client.flush().await.unwrap();
     // The stream stores it asynchronously from the publish: wait until it is kept.
-    let js = bus.jetstream();
+    let js = nats.jetstream().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut stream = js.get_stream(subjects::HEARTBEATS_STREAM).await.unwrap();
