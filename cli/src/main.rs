@@ -5,11 +5,13 @@
 //! `flotilla: error: ...` followed by the cause chain and what to do next.
 #![forbid(unsafe_code)]
 
+mod auto_rollback;
 mod build;
 mod commands;
 mod exit;
 mod progress;
 mod rollout;
+mod session;
 
 use clap::{Parser, Subcommand};
 

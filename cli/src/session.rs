@@ -1,0 +1,202 @@
+//! What every command that touches the fleet opens first: Kamal's global flags, the loaded
+//! config, the event log, who is deploying, the scheduler's key, the policy and NATS address.
+
+use crate::commands::config::ConfigArgs;
+use crate::exit::{FAILED, USAGE, UserError};
+use anyhow::Context;
+use clap::Args;
+use flotilla_deploy::Config;
+use flotilla_events::SledLog;
+use flotilla_executor::signing::JobSigner;
+use flotilla_scheduler::rollout::{Amount, Policy};
+use flotilla_scheduler::transport::lock::lock_key;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Kamal's global flags for commands that touch the fleet.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only these hosts (comma list, `*` wildcards)
+    #[arg(short = 'h', long = "hosts", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Only these roles (comma list, `*` wildcards)
+    #[arg(short = 'r', long = "roles", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Only the primary host
+    #[arg(short = 'p', long)]
+    pub primary: bool,
+    /// Don't run hooks
+    #[arg(short = 'H', long = "skip-hooks")]
+    pub skip_hooks: bool,
+    /// Wait this many seconds for a held deploy lock instead of failing
+    #[arg(long = "lock-wait", value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+    /// One JSON event per line on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Only the summary
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// More detail on stderr
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Event log directory
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FLOTILLA_EVENT_LOG",
+        default_value = ".flotilla/events"
+    )]
+    pub log: PathBuf,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// Everything a rollout needs, opened once.
+pub struct Session {
+    pub root: PathBuf,
+    pub config: Config,
+    pub log: SledLog,
+    pub actor: String,
+    pub args: FleetArgs,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("root", &self.root).finish()
+    }
+}
+
+impl Session {
+    pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
+        // -v: the scheduler's own log lines (NATS, lock renewal, dropped reports) on stderr.
+        let level = if args.verbose { "debug" } else { "warn" };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| level.into()),
+            )
+            .with_ansi(crate::progress::color_enabled())
+            .with_writer(std::io::stderr)
+            .try_init();
+        let config = args.config.load()?;
+        let root = std::env::current_dir().context("reading the current directory")?;
+        if let Some(parent) = args.log.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let log = open_log(&args.log).map_err(|e| UserError {
+            message: format!("cannot open the event log {}: {e}", args.log.display()),
+            hint: Some(
+                "another flotilla command may be running on this project; wait for it".into(),
+            ),
+            code: FAILED,
+        })?;
+        Ok(Session {
+            root,
+            config,
+            log,
+            actor: performer(),
+            args: args.clone(),
+        })
+    }
+
+    pub fn target_name(&self) -> String {
+        lock_key(&self.config.service, self.config.destination.as_deref())
+    }
+}
+
+/// Opens the log, waiting up to two seconds while another process holds it briefly (the
+/// `flotilla metrics serve` standby folds new events with the log open for milliseconds).
+fn open_log(path: &Path) -> Result<SledLog, flotilla_events::LogError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match SledLog::open(path) {
+            Err(flotilla_events::LogError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Kamal's performer: `git config user.name`, else the login name.
+pub fn performer() -> String {
+    std::process::Command::new("git")
+        .args(["config", "user.name"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The scheduler's signing key, made on first use in `.flotilla/scheduler.key` (mode 0600);
+/// executors trust its public half (`.flotilla/scheduler.pub`, `flotilla key`).
+pub fn scheduler_key(root: &Path) -> anyhow::Result<JobSigner> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = root.join(".flotilla");
+    let path = dir.join("scheduler.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return JobSigner::from_base64(text.trim())
+            .with_context(|| format!("{} is not a valid scheduler key", path.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let signer = JobSigner::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, signer.secret_base64().as_bytes())?;
+    std::fs::write(dir.join("scheduler.pub"), signer.public_key_base64() + "\n")?;
+    Ok(signer)
+}
+
+/// The rollout policy from `boot:` and `x-flotilla.rollout:`.
+pub fn policy(config: &Config) -> Policy {
+    use flotilla_deploy::config::types::HostCount;
+    let amount = |c: HostCount| match c {
+        HostCount::Count(n) => Amount::Count(n as usize),
+        HostCount::Percent(p) => Amount::Percent(u8::try_from(p.min(100)).unwrap_or(100)),
+    };
+    let hosts = config.all_hosts().len();
+    let r = &config.flotilla.rollout;
+    // Zero means "off" for these two (HostCount::of rounds any count up to one host).
+    let hosts_of = |c: HostCount| match c {
+        HostCount::Count(0) | HostCount::Percent(0) => None,
+        c => Some(c.of(hosts)),
+    };
+    Policy {
+        batch: config.boot.limit.map(amount),
+        batch_wait: Duration::from_secs(config.boot.wait.unwrap_or(0)),
+        canary: r.canary.and_then(hosts_of).unwrap_or(0),
+        max_parallel: r.max_parallel.and_then(hosts_of),
+        max_failures: (r.max_failures > 0).then_some(Amount::Count(r.max_failures as usize)),
+        step_timeout: Some(Duration::from_secs(r.step_timeout)),
+    }
+}
+
+/// NATS URL: `x-flotilla.nats.url`, or `FLOTILLA_NATS_URL`.
+pub fn nats_url(config: &Config) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(n) = &config.flotilla.nats {
+        return Ok((n.url.clone(), n.creds.as_ref().map(PathBuf::from)));
+    }
+    if let Ok(url) = std::env::var("FLOTILLA_NATS_URL") {
+        return Ok((url, None));
+    }
+    Err(UserError {
+        message: "no NATS server configured".into(),
+        hint: Some("set x-flotilla: {nats: {url: nats://HOST:4222}} in config/deploy.yml".into()),
+        code: USAGE,
+    }
+    .into())
+}
