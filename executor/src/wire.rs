@@ -213,18 +213,9 @@ impl StartContainer {
     }
 }
 
-/// Kamal's container name: `service-role[-destination]-version`.
-pub fn container_name(
-    service: &str,
-    role: &str,
-    destination: Option<&str>,
-    version: &str,
-) -> String {
-    match destination {
-        Some(d) => format!("{service}-{role}-{d}-{version}"),
-        None => format!("{service}-{role}-{version}"),
-    }
-}
+/// Kamal's container name: `service-role[-destination]-version` (one definition, the
+/// planner's).
+pub use flotilla_deploy::plan::container_name;
 
 /// See [`JobStep::AwaitHealthy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
