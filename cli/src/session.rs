@@ -180,7 +180,10 @@ pub fn policy(config: &Config) -> Policy {
         batch_wait: Duration::from_secs(config.boot.wait.unwrap_or(0)),
         canary: r.canary.and_then(hosts_of).unwrap_or(0),
         max_parallel: r.max_parallel.and_then(hosts_of),
-        max_failures: (r.max_failures > 0).then_some(Amount::Count(r.max_failures as usize)),
+        max_failures: match r.max_failures {
+            HostCount::Count(0) | HostCount::Percent(0) => None,
+            other => Some(amount(other)),
+        },
         step_timeout: Some(Duration::from_secs(r.step_timeout)),
     }
 }

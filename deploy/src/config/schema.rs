@@ -487,7 +487,7 @@ pub static ROLLOUT: Section = Section {
     keys: keys! {
         "canary": "Hosts deployed first, alone, before the rest: a count or a percentage.",
         "max_parallel": "Hosts deployed at once (default: `boot.limit`, else all).",
-        "max_failures": "Failed hosts tolerated before the deploy stops (default 0).",
+        "max_failures": "Failed hosts tolerated before the deploy stops: a count or a percentage like \"10%\" (default 0).",
         "auto_rollback": "Roll back hosts already switched when the deploy fails (default false).",
         "step_timeout": "Seconds a host may stay silent on one step before it is failed (default 300).",
     },

@@ -428,7 +428,8 @@ pub struct Flotilla {
 pub struct Rollout {
     pub canary: Option<HostCount>,
     pub max_parallel: Option<HostCount>,
-    pub max_failures: u32,
+    /// Failed hosts tolerated (a count, or a percentage of the hosts); `Count(0)`: none.
+    pub max_failures: HostCount,
     pub auto_rollback: bool,
     /// Seconds.
     pub step_timeout: u64,
@@ -439,7 +440,7 @@ impl Default for Rollout {
         Rollout {
             canary: None,
             max_parallel: None,
-            max_failures: 0,
+            max_failures: HostCount::Count(0),
             auto_rollback: false,
             step_timeout: 300,
         }

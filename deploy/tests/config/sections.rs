@@ -234,7 +234,7 @@ fn x_flotilla() {
             f.rollout.auto_rollback,
             f.rollout.step_timeout
         ),
-        (2, true, 120)
+        (HostCount::Count(2), true, 120)
     );
     let nats = f.nats.unwrap();
     assert_eq!(
@@ -291,4 +291,13 @@ fn redaction_everywhere() {
         }
         assert!(text.contains("[REDACTED]"));
     }
+}
+
+/// x-flotilla.rollout.max_failures takes a percentage of the hosts as well as a count.
+#[test]
+fn x_flotilla_failure_budget_percent() {
+    let f = load_ok("x_flotilla_failure_budget_percent", None, &[]).flotilla;
+    assert_eq!(f.rollout.max_failures, HostCount::Percent(25));
+    let default = load_ok("x_flotilla", None, &[]).flotilla;
+    assert_eq!(default.rollout.max_failures, HostCount::Count(2));
 }

@@ -5,8 +5,8 @@ use super::{Cx, kamal1};
 use crate::config::schema;
 use crate::config::secrets::{Secret, Secrets};
 use crate::config::types::{
-    Boot, Builder, Credential, Flotilla, Logging, Metrics, Nats, Registry, Rollout, Ssh, SshConfig,
-    Sshkit,
+    Boot, Builder, Credential, Flotilla, HostCount, Logging, Metrics, Nats, Registry, Rollout, Ssh,
+    SshConfig, Sshkit,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -200,7 +200,11 @@ pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
                 .and_then(|v| cx.host_count(v, &rm.at("max_parallel"))),
             max_failures: rm
                 .get("max_failures")
-                .and_then(|v| cx.u32(v, &rm.at("max_failures")))
+                .and_then(|v| match v.kind {
+                    // Zero is the default and valid here: no failure tolerated.
+                    Kind::Int(0) => Some(HostCount::Count(0)),
+                    _ => cx.host_count(v, &rm.at("max_failures")),
+                })
                 .unwrap_or(d.max_failures),
             auto_rollback: rm
                 .get("auto_rollback")
