@@ -287,7 +287,13 @@ impl Engine<'_> {
             };
             tokio::select! {
                 delivery = events.next() => {
-                    let Some(delivery) = delivery else { continue };
+                    // The pull stream ends only when the connection is gone for good: going
+                    // round again would spin, so stop with the reason.
+                    let Some(delivery) = delivery else {
+                        return Err(EngineError::Bus(BusError::Nats(
+                            "the deploy's event subscription ended".into(),
+                        )));
+                    };
                     let mut deliveries = vec![delivery?];
                     // Take every report that is already here too, so one durable append (one
                     // flush of the log) covers them all.
