@@ -5,10 +5,10 @@
 //! `flotilla: error: ...` followed by the cause chain and what to do next.
 #![forbid(unsafe_code)]
 
-mod auto_rollback;
 mod build;
 mod commands;
 mod exit;
+mod lifecycle;
 mod progress;
 mod rollout;
 mod session;

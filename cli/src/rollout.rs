@@ -1,255 +1,106 @@
-//! The deploy procedure shared by `deploy`, `redeploy`, `rollback` and `replay --resume`:
-//! connect, hooks, lock, record, roll out, unlock, report. Each stage is a small step with its
-//! failure handled where it happens; the rollout itself is the scheduler's engine.
+//! Running a deploy procedure from the command line: connect, render each event as it lands,
+//! cancel on Ctrl-C or SIGTERM, print the summary and choose the exit code. The procedure
+//! itself (lock, record, hooks, roll out, auto-rollback, unlock) is the scheduler's
+//! `procedure` library; nothing here decides anything about a deploy.
 
-use crate::auto_rollback::auto_rollback;
-use crate::exit::{FAILED, UserError};
+use crate::exit::{FAILED, USAGE, UserError};
 use crate::progress::{Mode, Progress};
-pub use crate::session::{FleetArgs, Session, nats_url, performer, policy, scheduler_key};
-use flotilla_deploy::Config;
-use flotilla_deploy::plan::Plan;
-use flotilla_events::event::{DeployFailed, DeployKind, HookRan, LockAcquired, LockReleased};
-use flotilla_events::{DeployId, Envelope, Event, EventLog, NewEvent};
-use flotilla_scheduler::engine::{DeployRun, Engine, RunOutcome};
-use flotilla_scheduler::hooks::{self, HookContext, HookError};
+pub use crate::session::{FleetArgs, Session, nats_url, scheduler_key};
+use flotilla_events::projection::{DeployState, HostStatus};
+use flotilla_protocol::signing::JobSigner;
+use flotilla_scheduler::procedure::{
+    self, Context, Finished, HEARTBEAT_WAIT, Hooks, PlanError, ProcedureError, Request,
+};
 use flotilla_scheduler::rollout::Outcome;
-use flotilla_scheduler::transport::bus::Bus;
-use flotilla_scheduler::transport::lock::{LockError, LockInfo, Locks};
+use flotilla_scheduler::transport::lock::LockError;
+use flotilla_scheduler::transport::nats::{ConnectError, NatsTransport};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-/// What `run_rollout` is asked to do.
-#[derive(Debug)]
-pub struct RolloutRequest {
-    pub plan: Plan,
-    pub kind: DeployKind,
-    pub deploy_id: DeployId,
-    /// Continue a deploy already in the log.
-    pub resume: bool,
-    /// Events to record right after the request (image built and pushed, rollback started).
-    pub preamble: Vec<Event>,
-    pub command: &'static str,
+/// Connects to the fleet's NATS, or says what to check.
+pub async fn connect(s: &Session) -> anyhow::Result<NatsTransport> {
+    let (url, creds) = nats_url(&s.config)?;
+    NatsTransport::connect(&url, creds.as_deref())
+        .await
+        .map_err(|e: ConnectError| {
+            anyhow::Error::new(e).context(UserError {
+                message: format!("cannot reach NATS at {url}"),
+                hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
+                code: FAILED,
+            })
+        })
 }
 
-/// Runs the hook `name` unless hooks are skipped, recording it; a failure stops everything.
-pub async fn hook(
+/// The procedure's context for this session.
+pub fn context<'a>(
+    s: &'a Session,
+    transport: &'a NatsTransport,
+    signer: &'a JobSigner,
+) -> Context<'a, NatsTransport> {
+    Context {
+        config: &s.config,
+        root: &s.root,
+        log: &s.log,
+        transport,
+        signer,
+        actor: s.actor.clone(),
+        machine: hostname(),
+        skip_hooks: s.args.skip_hooks,
+        lock_wait: s.args.lock_wait.map(Duration::from_secs),
+        heartbeat_wait: HEARTBEAT_WAIT,
+    }
+}
+
+/// The project's hooks, for those that run before anything is connected.
+pub fn hooks(s: &Session) -> Hooks<'_> {
+    Hooks {
+        config: &s.config,
+        root: &s.root,
+        skip: s.args.skip_hooks,
+    }
+}
+
+/// Runs a hook before anything is connected (`pre-connect`, `pre-build`); a failure stops.
+pub async fn early_hook(
     s: &Session,
     name: &str,
-    ctx: &HookContext,
-    deploy: Option<&DeployId>,
-    watch: &mut dyn FnMut(&Envelope),
+    hook_ctx: &flotilla_scheduler::hooks::HookContext,
 ) -> anyhow::Result<()> {
-    if s.args.skip_hooks {
-        return Ok(());
-    }
-    let dir = s.root.join(&s.config.hooks_path);
-    let result = hooks::run(&dir, &s.root, name, ctx).await;
-    let (code, duration) = match &result {
-        Ok(None) => return Ok(()),
-        Ok(Some(run)) => (0, Some(run.duration.as_millis() as u64)),
-        Err(e) => (e.exit_code().unwrap_or(-1), None),
-    };
-    if let Some(id) = deploy {
-        let event = NewEvent::new(
-            id.clone(),
-            &s.actor,
-            HookRan {
-                name: name.to_owned(),
-                exit_code: code,
-                duration_ms: duration,
-            },
-        );
-        let seq = s.log.append(event.clone())?.seq();
-        watch(&event.into_envelope(seq));
-    }
-    match result {
-        Ok(_) => Ok(()),
-        Err(HookError::Failed { name, code, output }) => Err(UserError {
-            message: format!(
-                "hook {name} failed with exit code {code}:\n{}",
-                output.trim_end()
-            ),
-            hint: Some(format!("fix what {name} reports, or skip hooks with -H")),
-            code: FAILED,
-        }
-        .into()),
-        Err(e) => Err(e.into()),
-    }
+    let (_, result) = hooks(s).run(name, hook_ctx).await;
+    result.map_err(|e| user_error(ProcedureError::Hook(e)))
 }
 
-pub fn hook_context(s: &Session, plan: &Plan, command: &str) -> HookContext {
-    HookContext {
-        service: s.config.service.clone(),
-        version: plan.release.version.clone(),
-        destination: s.config.destination.clone(),
-        hosts: plan.hosts.iter().map(|h| h.host.clone()).collect(),
-        roles: s.config.servers.iter().map(|r| r.name.clone()).collect(),
-        command: command.to_owned(),
-        subcommand: None,
-        performer: s.actor.clone(),
-        recorded_at: flotilla_events::Timestamp::now().to_string(),
-        runtime: None,
-    }
-}
-
-/// Lock, record, roll out, unlock, report. Returns the exit result for the CLI.
-pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()> {
-    let (url, creds) = nats_url(&s.config)?;
-    let bus = Bus::connect(&url, creds.as_deref())
-        .await
-        .map_err(|e| UserError {
-            message: e.to_string(),
-            hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
-            code: FAILED,
-        })?;
+/// Runs `req` through the procedure and reports it: the exit result for the CLI.
+pub async fn run_rollout(s: &Session, req: Request) -> anyhow::Result<()> {
+    let transport = connect(s).await?;
     let signer = scheduler_key(&s.root)?;
-    let mode = Mode::choose(s.args.json, s.args.quiet);
-    let mut progress = Progress::new(mode, req.deploy_id.clone());
+    let mut progress = Progress::new(
+        Mode::choose(s.args.json, s.args.quiet),
+        req.deploy_id.clone(),
+    );
     // `x-flotilla.metrics.listen`: the log's metrics so far, then each event, while this runs.
-    let listen = s.config.flotilla.metrics.as_ref();
-    let listen = listen.map(|m| m.listen.as_str());
+    let listen = s
+        .config
+        .flotilla
+        .metrics
+        .as_ref()
+        .map(|m| m.listen.as_str());
     let metrics = flotilla_scheduler::metrics::Live::start(listen, &s.log, Some(&s.args.log))
         .await
         .unwrap_or_else(|e| {
             eprintln!("flotilla: warning: {e}; this run serves no metrics");
             flotilla_scheduler::metrics::Live::default()
         });
-    let mut watch = |e: &Envelope| {
+    let cancel = cancel_on_signal();
+    let ctx = context(s, &transport, &signer);
+    let mut watch = |e: &flotilla_events::Envelope| {
         progress.on_event(e);
         metrics.observe(e);
     };
-    let hook_ctx = hook_context(s, &req.plan, req.command);
-    let engine = Engine {
-        bus: &bus,
-        log: &s.log,
-        signer: &signer,
-    };
-    let run = DeployRun {
-        config: &s.config,
-        plan: req.plan.clone(),
-        deploy_id: req.deploy_id.clone(),
-        kind: req.kind,
-        actor: s.actor.clone(),
-        config_digest: config_digest(&s.config),
-        policy: policy(&s.config),
-        heartbeat_wait: Duration::from_secs(20),
-    };
-    // The lock: one deploy of a service and destination at a time, across machines.
-    let locks = Locks::open(bus.jetstream(), Duration::from_secs(60)).await?;
-    let info = LockInfo {
-        holder: s.actor.clone(),
-        message: format!("{} {}", req.command, req.plan.release.version),
-        acquired_at: flotilla_events::Timestamp::now().to_string(),
-        machine: hostname(),
-        version: Some(req.plan.release.version.clone()),
-        deploy_id: Some(req.deploy_id.to_string()),
-        expires_at_ms: None,
-    };
-    let key = s.target_name();
-    // Taken before anything is recorded, so a refused deploy leaves no trace in the log.
-    let held = match locks.acquire(&key, &info).await {
-        Err(LockError::Held { info: holder, .. }) if s.args.lock_wait.is_some() => {
-            let secs = s.args.lock_wait.unwrap_or_default();
-            eprintln!(
-                "flotilla: waiting up to {secs}s for the deploy lock held by {} ({})",
-                holder.holder, holder.message
-            );
-            locks
-                .acquire_waiting(
-                    &key,
-                    &info,
-                    Duration::from_secs(secs),
-                    Duration::from_secs(1),
-                )
-                .await
-        }
-        other => other,
-    }
-    .map_err(|e| UserError {
-        message: e.to_string(),
-        hint: Some("wait for it with --lock-wait SECONDS, or see `flotilla lock status`".into()),
-        code: FAILED,
-    })?;
-    if !req.resume {
-        engine.request(&run, &mut watch)?;
-    }
-    for event in req.preamble.iter().cloned() {
-        record(s, &req.deploy_id, event, &mut watch)?;
-    }
-    record(
-        s,
-        &req.deploy_id,
-        LockAcquired {
-            holder: s.actor.clone(),
-        }
-        .into(),
-        &mut watch,
-    )?;
-
-    let result = async {
-        hook(s, "pre-deploy", &hook_ctx, Some(&req.deploy_id), &mut watch).await?;
-        let started = std::time::Instant::now();
-        // Kamal runs these around each boot group; the engine boots its batches itself, so
-        // here they run once around the whole boot.
-        hook(
-            s,
-            "pre-app-boot",
-            &hook_ctx,
-            Some(&req.deploy_id),
-            &mut watch,
-        )
-        .await?;
-        let outcome = engine.run(run, &mut watch).await?;
-        hook(
-            s,
-            "post-app-boot",
-            &hook_ctx,
-            Some(&req.deploy_id),
-            &mut watch,
-        )
-        .await?;
-        // Still under the lock: put switched hosts back before anyone else deploys.
-        let rolled_back = if outcome.outcome != Outcome::Succeeded
-            && s.config.flotilla.rollout.auto_rollback
-            && req.kind == DeployKind::Deploy
-        {
-            auto_rollback(s, &engine, &req, &mut watch).await?
-        } else {
-            None
-        };
-        anyhow::Ok((outcome, started.elapsed(), rolled_back))
-    }
-    .await;
-
-    let released = held.release().await;
-    record(
-        s,
-        &req.deploy_id,
-        LockReleased {
-            holder: s.actor.clone(),
-        }
-        .into(),
-        &mut watch,
-    )?;
-    if let Err(e) = released {
-        eprintln!("flotilla: warning: releasing the deploy lock: {e}");
-    }
-    let (outcome, took, rolled_back) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // A hook or the infrastructure stopped it: the log must still say how it ended.
-            let failed = DeployFailed {
-                reason: format!("{e:#}"),
-            };
-            record(s, &req.deploy_id, failed.into(), &mut watch)?;
-            return Err(e);
-        }
-    };
-    if outcome.outcome == Outcome::Succeeded {
-        let mut ctx = hook_ctx.clone();
-        ctx.runtime = Some(took.as_secs());
-        hook(s, "post-deploy", &ctx, Some(&req.deploy_id), &mut watch).await?;
-    }
-    if let Some(r) = &rolled_back {
+    let finished = procedure::run(&ctx, &req, &mut watch, &cancel)
+        .await
+        .map_err(user_error)?;
+    if let Some(r) = &finished.rolled_back {
         eprintln!(
             "auto_rollback: {} host(s) back on {} (deploy {}), {} failed",
             r.outcome.succeeded.len(),
@@ -258,28 +109,67 @@ pub async fn run_rollout(s: &Session, req: RolloutRequest) -> anyhow::Result<()>
             r.outcome.failed.len()
         );
     }
-    summarize(&req, &outcome, progress.state(), took)
+    summarize(&req, &finished, progress.state())
 }
 
-pub(crate) fn record(
-    s: &Session,
-    id: &DeployId,
-    event: Event,
-    watch: &mut dyn FnMut(&Envelope),
-) -> anyhow::Result<()> {
-    let event = NewEvent::new(id.clone(), &s.actor, event);
-    let seq = s.log.append(event.clone())?.seq();
-    watch(&event.into_envelope(seq));
-    Ok(())
+/// A token cancelled by the first SIGINT or SIGTERM: the procedure stops dispatching, lets
+/// running steps finish, records `DeployCancelled` and releases the lock. A second signal
+/// ends the process at once.
+fn cancel_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        crate::lifecycle::shutdown_signal().await;
+        eprintln!(
+            "flotilla: cancelling: no host starts now; running steps finish (signal again to stop at once)"
+        );
+        token.cancel();
+        crate::lifecycle::shutdown_signal().await;
+        std::process::exit(130);
+    });
+    cancel
 }
 
-fn summarize(
-    req: &RolloutRequest,
-    outcome: &RunOutcome,
-    state: &flotilla_events::projection::DeployState,
-    took: Duration,
-) -> anyhow::Result<()> {
+/// A procedure error as the user should see it, with what to do next.
+pub fn user_error(e: ProcedureError) -> anyhow::Error {
+    let (message, hint, code) = match &e {
+        ProcedureError::Lock(LockError::Held { .. } | LockError::WaitTimedOut { .. }) => (
+            "the deploy lock is taken".to_owned(),
+            "wait for it with --lock-wait SECONDS, or see `flotilla lock status`".to_owned(),
+            FAILED,
+        ),
+        ProcedureError::Hook(h) => {
+            if let Some(output) = h.output() {
+                eprintln!("{}", output.trim_end());
+            }
+            let name = match h {
+                flotilla_scheduler::hooks::HookError::Failed { name, .. } => name.as_str(),
+                flotilla_scheduler::hooks::HookError::Spawn { .. } => "the hook",
+            };
+            (
+                "stopped by a hook".to_owned(),
+                format!("fix what {name} reports, or skip hooks with -H"),
+                FAILED,
+            )
+        }
+        ProcedureError::Plan(p) => ("nothing to roll out".to_owned(), p.hint().to_owned(), USAGE),
+        _ => return anyhow::Error::new(e),
+    };
+    anyhow::Error::new(e).context(UserError {
+        message,
+        hint: Some(hint),
+        code,
+    })
+}
+
+/// A planning error as the user should see it.
+pub fn plan_error(e: PlanError) -> anyhow::Error {
+    user_error(ProcedureError::Plan(e))
+}
+
+fn summarize(req: &Request, finished: &Finished, state: &DeployState) -> anyhow::Result<()> {
     let id = &req.deploy_id;
+    let outcome = &finished.outcome;
     let done = outcome.succeeded.len() + outcome.already_done.len();
     eprintln!(
         "{} {} of {}: {done} host(s) succeeded, {} failed, in {:.1}s (deploy {id})",
@@ -287,22 +177,23 @@ fn summarize(
         req.plan.service,
         req.plan.release.version,
         outcome.failed.len(),
-        took.as_secs_f64()
+        finished.took.as_secs_f64()
     );
     if outcome.outcome == Outcome::Succeeded {
         return Ok(());
     }
     for host in &outcome.failed {
         if let Some(h) = state.hosts.get(host)
-            && let flotilla_events::projection::HostStatus::Failed { step, error } = &h.status
+            && let HostStatus::Failed { step, error } = &h.status
         {
             eprintln!("  {host}: failed at {step:?}: {error}");
         }
     }
-    let why = match &outcome.outcome {
-        Outcome::Failed { reason, .. } => reason.clone(),
-        Outcome::Degraded { .. } => "some hosts failed within max_failures".into(),
-        Outcome::Succeeded => String::new(),
+    let why = match (&outcome.cancelled, &outcome.outcome) {
+        (Some(reason), _) => reason.clone(),
+        (None, Outcome::Failed { reason, .. }) => reason.clone(),
+        (None, Outcome::Degraded { .. }) => "some hosts failed within max_failures".into(),
+        (None, Outcome::Succeeded) => String::new(),
     };
     Err(UserError {
         message: format!("{} failed: {why}", req.command),
@@ -318,11 +209,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// sha256 of the resolved config as `flotilla config --json` prints it (secrets redacted).
-pub fn config_digest(config: &Config) -> String {
-    use sha2::{Digest, Sha256};
-    let json = flotilla_deploy::config::output::to_json(config).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(json.as_bytes())))
 }

@@ -1,5 +1,5 @@
 //! What every command that touches the fleet opens first: Kamal's global flags, the loaded
-//! config, the event log, who is deploying, the scheduler's key, the policy and NATS address.
+//! config, the event log, who is deploying, the scheduler's key and the NATS address.
 
 use crate::commands::config::ConfigArgs;
 use crate::exit::{FAILED, USAGE, UserError};
@@ -7,9 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use flotilla_deploy::Config;
 use flotilla_events::SledLog;
-use flotilla_executor::signing::JobSigner;
-use flotilla_scheduler::rollout::{Amount, Policy};
-use flotilla_scheduler::transport::lock::lock_key;
+use flotilla_protocol::signing::JobSigner;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,15 +71,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
         // -v: the scheduler's own log lines (NATS, lock renewal, dropped reports) on stderr.
-        let level = if args.verbose { "debug" } else { "warn" };
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| level.into()),
-            )
-            .with_ansi(crate::progress::color_enabled())
-            .with_writer(std::io::stderr)
-            .try_init();
+        crate::lifecycle::init_tracing(if args.verbose { "debug" } else { "warn" });
         let config = args.config.load()?;
         let root = std::env::current_dir().context("reading the current directory")?;
         if let Some(parent) = args.log.parent() {
@@ -102,10 +92,6 @@ impl Session {
             actor: performer(),
             args: args.clone(),
         })
-    }
-
-    pub fn target_name(&self) -> String {
-        lock_key(&self.config.service, self.config.destination.as_deref())
     }
 }
 
@@ -159,33 +145,6 @@ pub fn scheduler_key(root: &Path) -> anyhow::Result<JobSigner> {
     std::io::Write::write_all(&mut file, signer.secret_base64().as_bytes())?;
     std::fs::write(dir.join("scheduler.pub"), signer.public_key_base64() + "\n")?;
     Ok(signer)
-}
-
-/// The rollout policy from `boot:` and `x-flotilla.rollout:`.
-pub fn policy(config: &Config) -> Policy {
-    use flotilla_deploy::config::types::HostCount;
-    let amount = |c: HostCount| match c {
-        HostCount::Count(n) => Amount::Count(n as usize),
-        HostCount::Percent(p) => Amount::Percent(u8::try_from(p.min(100)).unwrap_or(100)),
-    };
-    let hosts = config.all_hosts().len();
-    let r = &config.flotilla.rollout;
-    // Zero means "off" for these two (HostCount::of rounds any count up to one host).
-    let hosts_of = |c: HostCount| match c {
-        HostCount::Count(0) | HostCount::Percent(0) => None,
-        c => Some(c.of(hosts)),
-    };
-    Policy {
-        batch: config.boot.limit.map(amount),
-        batch_wait: Duration::from_secs(config.boot.wait.unwrap_or(0)),
-        canary: r.canary.and_then(hosts_of).unwrap_or(0),
-        max_parallel: r.max_parallel.and_then(hosts_of),
-        max_failures: match r.max_failures {
-            HostCount::Count(0) | HostCount::Percent(0) => None,
-            other => Some(amount(other)),
-        },
-        step_timeout: Some(Duration::from_secs(r.step_timeout)),
-    }
 }
 
 /// NATS URL: `x-flotilla.nats.url`, or `FLOTILLA_NATS_URL`.

@@ -104,6 +104,29 @@ pub enum Step {
     StopOldContainer,
     /// Booting an accessory.
     BootAccessory,
+    // Appended (bincode stores the position): each step is reported as itself.
+    /// Removing stopped containers and unused images (`retain_containers`).
+    Prune,
+    /// Stopping one named container (`app stop`, not the old version after a switch).
+    StopContainer,
+    /// Removing one named container.
+    RemoveContainer,
+    /// Stopping and removing an accessory.
+    RemoveAccessory,
+}
+
+/// Why a host stopped short: what happened, never another step's name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureCause {
+    /// The step ran and failed (Docker's error, a failed health check).
+    #[default]
+    StepFailed,
+    /// The executor refused the job before running it (signature, expiry, wrong host).
+    Refused,
+    /// No word from the executor within `step_timeout`.
+    TimedOut,
+    /// The deploy was cancelled before the host finished.
+    Cancelled,
 }
 
 /// A host in a deploy's plan and the roles it serves.
@@ -258,10 +281,13 @@ pub struct HostSucceeded {}
 /// A step on a host failed; the host keeps serving the old version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFailed {
-    /// The step that failed.
+    /// The step the host had reached: the one that failed, was refused or timed out.
     pub step: Step,
     /// Why, in words for the user.
     pub error: String,
+    /// What stopped the host (since schema 3; older records are upcast in `codec/v2.rs`).
+    #[serde(default)]
+    pub cause: FailureCause,
 }
 
 /// A rollback began (asked for, or automatic after a failure).

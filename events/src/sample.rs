@@ -131,6 +131,7 @@ impl Story {
                 let failure = HostFailed {
                     step: Step::AwaitHealthy,
                     error: "unhealthy after 30s".into(),
+                    cause: crate::event::FailureCause::StepFailed,
                 };
                 out.push((h, failure.into()));
                 out.push((h, OldContainerStopped { name }.into()));

@@ -56,6 +56,7 @@ fn scenario() -> impl Strategy<Value = Vec<NewEvent>> {
                     1 => event::HostFailed {
                         step: Step::PullImage,
                         error: format!("e{x}"),
+                        cause: event::FailureCause::StepFailed,
                     }
                     .into(),
                     2 => event::DeployCompleted {}.into(),

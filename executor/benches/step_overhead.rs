@@ -16,10 +16,10 @@ use flotilla_events::{DeployId, Timestamp};
 use flotilla_executor::runtime::Runtime as _;
 use flotilla_executor::runtime::docker::DockerRuntime;
 use flotilla_executor::runtime::sim::SimRuntime;
-use flotilla_executor::sealing::{HostKey, seal};
-use flotilla_executor::signing::JobSigner;
 use flotilla_executor::steps::Executor;
-use flotilla_executor::wire::{self, *};
+use flotilla_protocol::sealing::{HostKey, seal};
+use flotilla_protocol::signing::JobSigner;
+use flotilla_protocol::wire::{self, *};
 
 const ROUNDS: usize = 300;
 

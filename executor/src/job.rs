@@ -5,12 +5,12 @@
 
 use std::future::Future;
 
-use flotilla_events::event::{HostFailed, HostSucceeded};
+use flotilla_events::event::{FailureCause, HostFailed, HostSucceeded};
 use tokio::sync::watch;
 
 use crate::runtime::{Proxy, Runtime};
 use crate::steps::Executor;
-use crate::wire::{Job, JobEvent, Report};
+use flotilla_protocol::wire::{Job, JobEvent, Report};
 
 /// Publishing a report failed (NATS unreachable, no stream ack).
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,7 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
             failed = Some(HostFailed {
                 step: step.kind(),
                 error,
+                cause: FailureCause::StepFailed,
             });
             break;
         }

@@ -2,11 +2,9 @@
 //! JetStream, carries them out against the host's Docker engine and proxy, and publishes
 //! one event per step.
 //!
-//! Layout, from the wire inwards:
-//! - [`subjects`]: the NATS contract (subjects, streams, the per-host durable consumer);
-//! - [`wire`]: jobs, reports and heartbeats, and their versioned encoding;
-//! - [`signing`]: ed25519 job signatures and admission (unsigned, forged, expired, wrong host);
-//! - [`sealing`]: secrets sealed to the host's own x25519 key, opened only in memory;
+//! Layout, from the wire inwards (the contract itself — subjects, messages, signing, sealing
+//! — is `flotilla_protocol`'s, shared with the scheduler):
+//! - [`keys`]: the host's sealing key in its state directory (mode 0600);
 //! - [`transport`]: the NATS loop (consumer, acks, reconnect, heartbeats);
 //! - [`journal`]: finished jobs and their reports, so no job runs twice;
 //! - [`job`]: one job's steps in order, reported as they finish;
@@ -20,11 +18,11 @@
 //! How a scheduler drives executors (all of it through this crate's types):
 //!
 //! ```no_run
-//! use flotilla_executor::{signing::JobSigner, subjects, wire};
+//! use flotilla_protocol::{nats, signing::JobSigner, subjects, wire};
 //! # async fn demo(js: async_nats::jetstream::Context, job: wire::Job) -> Result<(), Box<dyn std::error::Error>> {
 //! let signer = JobSigner::generate(); // executors trust signer.public_key_base64()
-//! js.get_or_create_stream(subjects::jobs_stream_config()).await?;
-//! js.get_or_create_stream(subjects::events_stream_config()).await?;
+//! js.get_or_create_stream(nats::stream_config(&subjects::jobs_stream())).await?;
+//! js.get_or_create_stream(nats::stream_config(&subjects::events_stream())).await?;
 //! let msg = async_nats::jetstream::message::PublishMessage::build()
 //!     .payload(signer.sign(&job)?.into())
 //!     .message_id(&job.id);
@@ -37,10 +35,7 @@
 
 pub mod job;
 pub mod journal;
+pub mod keys;
 pub mod runtime;
-pub mod sealing;
-pub mod signing;
 pub mod steps;
-pub mod subjects;
 pub mod transport;
-pub mod wire;

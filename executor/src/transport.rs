@@ -13,10 +13,10 @@ use tokio::sync::{Mutex, watch};
 use crate::job::{JobOutcome, Sink, SinkError, run_job};
 use crate::journal::Journal;
 use crate::runtime::{Proxy, Runtime};
-use crate::signing::{Admission, JobVerifier};
 use crate::steps::Executor;
-use crate::subjects;
-use crate::wire::{self, Heartbeat, Report};
+use flotilla_protocol::signing::{Admission, JobVerifier};
+use flotilla_protocol::subjects;
+use flotilla_protocol::wire::{self, Heartbeat, Report};
 
 /// How the executor reaches NATS.
 #[derive(Debug, Clone)]
@@ -121,12 +121,16 @@ async fn consume<R: Runtime, P: Proxy>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let host = executor.host();
-    js.get_or_create_stream(subjects::jobs_stream_config())
-        .await
-        .map_err(|e| format!("jobs stream: {e}"))?;
-    js.get_or_create_stream(subjects::events_stream_config())
-        .await
-        .map_err(|e| format!("events stream: {e}"))?;
+    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        &subjects::jobs_stream(),
+    ))
+    .await
+    .map_err(|e| format!("jobs stream: {e}"))?;
+    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        &subjects::events_stream(),
+    ))
+    .await
+    .map_err(|e| format!("events stream: {e}"))?;
     let stream = js
         .get_stream(subjects::JOBS_STREAM)
         .await
@@ -134,7 +138,7 @@ async fn consume<R: Runtime, P: Proxy>(
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             &subjects::job_consumer(host),
-            subjects::job_consumer_config(host),
+            flotilla_protocol::nats::consumer_config(&subjects::job_consumer_spec(host)),
         )
         .await
         .map_err(|e| format!("consumer {}: {e}", subjects::job_consumer(host)))?;

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use flotilla_events::{DeployId, Timestamp};
 use flotilla_executor::journal::Journal;
 use flotilla_executor::runtime::sim::{SimConfig, SimRuntime};
-use flotilla_executor::sealing::HostKey;
-use flotilla_executor::signing::{JobSigner, JobVerifier};
 use flotilla_executor::steps::Executor;
-use flotilla_executor::subjects;
 use flotilla_executor::transport::{self, NatsSettings};
-use flotilla_executor::wire::{self, *};
+use flotilla_protocol::sealing::HostKey;
+use flotilla_protocol::signing::{JobSigner, JobVerifier};
+use flotilla_protocol::subjects;
+use flotilla_protocol::wire::{self, *};
 use futures::StreamExt as _;
 
 struct Server {
@@ -155,12 +155,16 @@ async fn consumes_jobs_and_survives_a_server_restart() {
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client.clone());
-    js.get_or_create_stream(subjects::jobs_stream_config())
-        .await
-        .unwrap();
-    js.get_or_create_stream(subjects::events_stream_config())
-        .await
-        .unwrap();
+    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        &subjects::jobs_stream(),
+    ))
+    .await
+    .unwrap();
+    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        &subjects::events_stream(),
+    ))
+    .await
+    .unwrap();
     let publish = |job: Job| {
         let js = js.clone();
         let payload = signer.sign(&job).unwrap();

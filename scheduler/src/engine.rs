@@ -1,44 +1,53 @@
 //! The rollout engine: one deploy from plan to outcome.
 //!
-//! It reads like the procedure it is: record the request, learn each host's key from its
-//! heartbeat, then loop — ask the rollout policy what to start, publish those hosts' signed
-//! jobs, take each reported event, make it durable in the log, acknowledge it, and feed it to
-//! the policy — until the policy says the deploy is over; then record the outcome.
+//! It reads like the procedure it is: learn each host's key from its heartbeat, then loop —
+//! ask the rollout policy what to start, publish those hosts' signed jobs, take each reported
+//! event, make it durable in the log, acknowledge it, and feed it to the policy — until the
+//! policy says the deploy is over; then record the outcome.
 //!
-//! `request` records the deploy first; `run` then rolls it out. Resuming is the same `run`: the
-//! log says which steps each host finished, and each host's
-//! job starts after them. Hosts that already succeeded are not touched again.
+//! `request` records the deploy first; `run` then rolls it out. Resuming is the same `run`:
+//! the log says which steps each host finished, and each host's job starts after them. Hosts
+//! that already succeeded are not touched again. A cancel stops dispatching; hosts already
+//! running finish (or time out), and the deploy ends `DeployCancelled`.
 
 use crate::jobs::{JobContext, JobError, job_for};
-use crate::rollout::{Decision, Outcome, Policy, Rollout, Target};
-use crate::transport::bus::{Bus, BusError, Delivery};
+use crate::rollout::{Decision, HostStatus, Outcome, Policy, Rollout, Target};
+use crate::transport::{Delivery, Reports, Transport, TransportError};
 use flotilla_deploy::Config;
-use flotilla_deploy::plan::{Plan, Step};
+use flotilla_deploy::plan::{Plan, Step as PlanStep};
 use flotilla_events::event::{
-    DeployCompleted, DeployFailed, DeployKind, DeployRequested, DeployStarted, Event, HostFailed,
-    PlannedHost,
+    DeployCancelled, DeployCompleted, DeployFailed, DeployKind, DeployRequested, DeployStarted,
+    Event, FailureCause, HostFailed, PlannedHost, Step,
 };
 use flotilla_events::{DeployId, Envelope, EventLog, LogError, NewEvent, Timestamp};
-use flotilla_executor::signing::JobSigner;
-use flotilla_executor::wire::Report;
+use flotilla_protocol::finish::finishes;
+use flotilla_protocol::signing::JobSigner;
+use flotilla_protocol::wire::{Report, WireError};
 use futures::FutureExt as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// At most this many reports are made durable by one append: enough to spread one flush of
 /// the log over a busy moment, few enough that acknowledgements are not held back long.
 const MAX_REPORTS_PER_APPEND: usize = 512;
+/// With nothing to wait for, the loop still wakes this often, so step timeouts are noticed
+/// without an event.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How long a job stays valid: long enough for a slow pull and health check, short enough
+/// that a captured job is useless soon after.
+pub const JOB_VALIDITY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error("event log: {0}")]
+    Transport(#[from] TransportError),
+    #[error("event log")]
     Log(#[from] LogError),
     #[error(transparent)]
     Job(#[from] JobError),
-    #[error("signing a job: {0}")]
-    Sign(String),
+    #[error("signing a job")]
+    Sign(#[source] WireError),
 }
 
 /// One deploy to run (or resume).
@@ -64,86 +73,86 @@ pub struct RunOutcome {
     pub failed: Vec<String>,
     /// Hosts skipped because they had already succeeded before a resume.
     pub already_done: Vec<String>,
+    /// Set when a cancel ended the run (the outcome is then `Failed` with this reason).
+    pub cancelled: Option<String>,
 }
 
-/// Runs deploys: publishes jobs on `bus`, records events in `log`, signs with `signer`.
-pub struct Engine<'a> {
-    pub bus: &'a Bus,
+/// Runs deploys: publishes jobs through `transport`, records events in `log`, signs with
+/// `signer`.
+pub struct Engine<'a, T: Transport> {
+    pub transport: &'a T,
     pub log: &'a dyn EventLog,
     pub signer: &'a JobSigner,
 }
 
-impl std::fmt::Debug for Engine<'_> {
+impl<T: Transport> std::fmt::Debug for Engine<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Engine")
     }
 }
 
-impl Engine<'_> {
+/// Where each host of a run stands: the plan step it has reached (an index into its plan
+/// steps), so a refusal or a timeout names the step actually reached.
+#[derive(Debug, Default)]
+struct Reached(BTreeMap<String, usize>);
+
+impl Reached {
+    fn step<'p>(&self, plan: &'p Plan, host: &str) -> Option<&'p PlanStep> {
+        let steps = &plan.host(host)?.steps;
+        let at = self.0.get(host).copied().unwrap_or(0);
+        steps.get(at.min(steps.len().saturating_sub(1)))
+    }
+
+    fn kind(&self, plan: &Plan, host: &str) -> Step {
+        self.step(plan, host).map_or(Step::PullImage, step_kind)
+    }
+
+    /// Moves `host` past its current step if `event` finishes it.
+    fn observe(&mut self, plan: &Plan, host: &str, event: &Event) {
+        if let Some(step) = self.step(plan, host)
+            && finishes(step_kind(step), step_container(step), event)
+            && let Some(at) = self.0.get_mut(host)
+        {
+            *at += 1;
+        }
+    }
+}
+
+/// A planned step as the event model names it.
+pub fn step_kind(step: &PlanStep) -> Step {
+    match step {
+        PlanStep::PullImage { .. } => Step::PullImage,
+        PlanStep::StartContainer(_) => Step::StartContainer,
+        PlanStep::AwaitHealthy { .. } => Step::AwaitHealthy,
+        PlanStep::SwitchProxy(_) => Step::SwitchProxy,
+        PlanStep::StopOldContainers { .. } => Step::StopOldContainer,
+        PlanStep::Prune { .. } => Step::Prune,
+    }
+}
+
+/// The container a planned step concerns, where a host has several (one per role).
+pub fn step_container(step: &PlanStep) -> Option<&str> {
+    match step {
+        PlanStep::StartContainer(s) => Some(&s.container),
+        PlanStep::SwitchProxy(s) => Some(&s.container),
+        PlanStep::AwaitHealthy { container, .. } => Some(container),
+        _ => None,
+    }
+}
+
+/// A run in progress: the policy, where each host stands, the clock.
+struct Progress {
+    rollout: Rollout,
+    reached: Reached,
+    started: tokio::time::Instant,
+    cancelled: Option<String>,
+}
+
+impl<T: Transport> Engine<'_, T> {
     /// Appends an event and tells the watcher.
     fn record(&self, event: NewEvent, watch: &mut dyn FnMut(&Envelope)) -> Result<(), EngineError> {
         let seq = self.log.append(event.clone())?.seq();
         watch(&event.into_envelope(seq));
-        Ok(())
-    }
-
-    /// Appends reported events in one durable batch, then acknowledges each report (a crash
-    /// in between redelivers them, and the append is idempotent by event id), then tells the
-    /// policy what each host did. A refused job fails its host.
-    async fn take_reports(
-        &self,
-        run: &DeployRun<'_>,
-        deliveries: Vec<Delivery>,
-        rollout: &mut Rollout,
-        started: tokio::time::Instant,
-        watch: &mut dyn FnMut(&Envelope),
-    ) -> Result<(), EngineError> {
-        let mut events = Vec::with_capacity(deliveries.len());
-        for delivery in &deliveries {
-            match &delivery.report {
-                Ok(Report::Event(job_event)) => events.push(job_event.event.clone()),
-                Ok(Report::Refused(refusal)) => {
-                    let mut failed = NewEvent::new(
-                        run.deploy_id.clone(),
-                        &run.actor,
-                        HostFailed {
-                            step: flotilla_events::event::Step::PullImage,
-                            error: format!(
-                                "the executor refused the job: {:?}: {}",
-                                refusal.reason, refusal.detail
-                            ),
-                        },
-                    );
-                    failed.host = Some(refusal.host.clone());
-                    events.push(failed);
-                }
-                Err(e) => tracing::warn!(error = %e, "undecodable report dropped"),
-            }
-        }
-        let progress: Vec<(String, bool, bool)> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.host.clone().unwrap_or_default(),
-                    matches!(e.event, Event::HostSucceeded(_)),
-                    matches!(e.event, Event::HostFailed(_)),
-                )
-            })
-            .collect();
-        self.record_all(events, watch)?;
-        for delivery in deliveries {
-            delivery.ack().await?;
-        }
-        let now = started.elapsed();
-        for (host, succeeded, failed) in progress {
-            if succeeded {
-                rollout.succeeded(&host, now);
-            } else if failed {
-                rollout.failed(&host, now);
-            } else {
-                rollout.progressed(&host, now);
-            }
-        }
         Ok(())
     }
 
@@ -179,153 +188,253 @@ impl Engine<'_> {
                 roles: h.roles.clone(),
             })
             .collect();
+        let requested = DeployRequested {
+            kind: run.kind,
+            service: run.plan.service.clone(),
+            destination: run.plan.destination.clone(),
+            version: run.plan.release.version.clone(),
+            config_digest: run.config_digest.clone(),
+            hosts,
+        };
         self.record(
-            NewEvent::new(
-                run.deploy_id.clone(),
-                &run.actor,
-                DeployRequested {
-                    kind: run.kind,
-                    service: run.plan.service.clone(),
-                    destination: run.plan.destination.clone(),
-                    version: run.plan.release.version.clone(),
-                    config_digest: run.config_digest.clone(),
-                    hosts,
-                },
-            ),
+            NewEvent::new(run.deploy_id.clone(), &run.actor, requested),
             watch,
         )
     }
 
-    /// Runs one deploy to its outcome, calling `watch` with every event as it lands in the log.
+    /// Runs one deploy to its outcome, calling `watch` with every event as it lands in the
+    /// log. `cancel` stops it: no host starts after it fires, running hosts finish.
     pub async fn run(
         &self,
         run: DeployRun<'_>,
         watch: &mut dyn FnMut(&Envelope),
+        cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
-        let id = run.deploy_id.clone();
-        let history = self.log.read_deploy(&id)?;
+        let history = self.log.read_deploy(&run.deploy_id)?;
         let (done_steps, already_done) = resume_points(&run.plan, &history);
-
-        let todo: Vec<String> = run
+        let todo: Vec<&flotilla_deploy::plan::HostPlan> = run
             .plan
             .hosts
             .iter()
-            .map(|h| h.host.clone())
-            .filter(|h| !already_done.contains(h))
+            .filter(|h| !already_done.contains(&h.host))
             .collect();
-        let heartbeats = self.bus.heartbeats(&todo, run.heartbeat_wait).await?;
+        let names: Vec<String> = todo.iter().map(|h| h.host.clone()).collect();
+        let heartbeats = self
+            .transport
+            .heartbeats(&names, run.heartbeat_wait)
+            .await?;
         let host_keys: BTreeMap<String, String> = heartbeats
-            .iter()
-            .map(|(h, hb)| (h.clone(), hb.sealing_key.clone()))
+            .into_iter()
+            .map(|(h, hb)| (h, hb.sealing_key))
             .collect();
-
-        let mut events = self.bus.deploy_events(id.as_str()).await?;
+        let mut reports = self.transport.reports(run.deploy_id.as_str()).await?;
         let batch = run.policy.batch.map_or(todo.len(), |b| b.of(todo.len()));
+        let started = DeployStarted {
+            batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
+        };
         self.record(
-            NewEvent::new(
-                id.clone(),
-                &run.actor,
-                DeployStarted {
-                    batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
-                },
-            ),
+            NewEvent::new(run.deploy_id.clone(), &run.actor, started),
             watch,
         )?;
-
-        let targets = run
-            .plan
-            .hosts
+        let targets = todo
             .iter()
-            .filter(|h| todo.contains(&h.host))
             .map(|h| Target {
                 host: h.host.clone(),
                 primary: h.primary,
             })
             .collect();
-        let mut rollout = Rollout::new(targets, run.policy.clone());
-        let started = tokio::time::Instant::now();
-        let outcome = loop {
-            let now = started.elapsed();
-            let wake = match rollout.decide(now) {
+        let mut progress = Progress {
+            rollout: Rollout::new(targets, run.policy.clone()),
+            reached: Reached(done_steps),
+            started: tokio::time::Instant::now(),
+            cancelled: None,
+        };
+        let outcome = self
+            .roll_out(&run, &mut progress, &mut reports, &host_keys, watch, cancel)
+            .await?;
+        self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
+        Ok(RunOutcome {
+            succeeded: progress.rollout.hosts_with(HostStatus::Succeeded),
+            failed: progress.rollout.hosts_with(HostStatus::Failed),
+            already_done,
+            outcome,
+            cancelled: progress.cancelled,
+        })
+    }
+
+    /// The loop: decide, dispatch, time out, take reports, until the policy is done.
+    async fn roll_out(
+        &self,
+        run: &DeployRun<'_>,
+        progress: &mut Progress,
+        reports: &mut T::Reports,
+        host_keys: &BTreeMap<String, String>,
+        watch: &mut dyn FnMut(&Envelope),
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, EngineError> {
+        loop {
+            let now = progress.started.elapsed();
+            let wake = match progress.rollout.decide(now) {
                 Decision::Start(hosts) => {
-                    // All of a batch's jobs at once: their stream acks are awaited together,
-                    // not one round trip after another.
-                    futures::future::try_join_all(hosts.iter().map(|host| {
-                        self.dispatch(
-                            &run,
-                            host,
-                            done_steps.get(host).copied().unwrap_or(0),
-                            &host_keys,
-                        )
-                    }))
-                    .await?;
+                    self.dispatch_all(run, &hosts, &progress.reached, host_keys)
+                        .await?;
                     continue;
                 }
                 Decision::TimedOut(hosts) => {
-                    let timeout = run.policy.step_timeout.unwrap_or_default();
-                    for host in hosts {
-                        let mut failed = NewEvent::new(
-                            id.clone(),
-                            &run.actor,
-                            HostFailed {
-                                step: flotilla_events::event::Step::AwaitHealthy,
-                                error: format!(
-                                    "no word from the executor for {}s (step_timeout)",
-                                    timeout.as_secs()
-                                ),
-                            },
-                        );
-                        failed.host = Some(host);
-                        self.record(failed, watch)?;
-                    }
+                    self.time_out(run, &hosts, &progress.reached, watch)?;
                     continue;
                 }
-                Decision::Done(outcome) => break outcome,
-                Decision::WaitUntil(at) => started + at,
-                // Wake now and then anyway, so step timeouts are noticed without an event.
-                Decision::Wait => tokio::time::Instant::now() + Duration::from_secs(1),
+                Decision::Done(outcome) => return Ok(outcome),
+                Decision::WaitUntil(at) => progress.started + at,
+                Decision::Wait => tokio::time::Instant::now() + IDLE_WAKE,
             };
             tokio::select! {
-                delivery = events.next() => {
-                    // The pull stream ends only when the connection is gone for good: going
+                delivery = reports.next() => {
+                    // The subscription ends only when the connection is gone for good: going
                     // round again would spin, so stop with the reason.
-                    let Some(delivery) = delivery else {
-                        return Err(EngineError::Bus(BusError::Nats(
-                            "the deploy's event subscription ended".into(),
-                        )));
-                    };
-                    let mut deliveries = vec![delivery?];
+                    let delivery = delivery.ok_or(TransportError::Closed)??;
+                    let mut deliveries = vec![delivery];
                     // Take every report that is already here too, so one durable append (one
                     // flush of the log) covers them all.
                     while deliveries.len() < MAX_REPORTS_PER_APPEND {
-                        match events.next().now_or_never() {
+                        match reports.next().now_or_never() {
                             Some(Some(delivery)) => deliveries.push(delivery?),
                             _ => break,
                         }
                     }
-                    self.take_reports(&run, deliveries, &mut rollout, started, watch)
-                        .await?;
+                    self.take_reports(run, deliveries, progress, watch).await?;
                 }
-                _ = tokio::time::sleep_until(wake) => {}
+                () = cancel.cancelled(), if progress.cancelled.is_none() => {
+                    let reason = "cancelled: no host starts after this; running hosts finish";
+                    progress.cancelled = Some(reason.to_owned());
+                    progress.rollout.stop(reason);
+                }
+                () = tokio::time::sleep_until(wake) => {}
             }
-        };
+        }
+    }
 
-        let end = match &outcome {
-            Outcome::Succeeded => Event::from(DeployCompleted {}),
-            Outcome::Degraded { failed } => Event::from(DeployFailed {
+    /// Publishes the jobs of a batch at once: their stream acks are awaited together, not one
+    /// round trip after another.
+    async fn dispatch_all(
+        &self,
+        run: &DeployRun<'_>,
+        hosts: &[String],
+        reached: &Reached,
+        host_keys: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        futures::future::try_join_all(hosts.iter().map(|host| {
+            let from = reached.0.get(host).copied().unwrap_or(0);
+            self.dispatch(run, host, from, host_keys)
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Hosts silent past `step_timeout`: failed at the step they had reached, as timed out.
+    fn time_out(
+        &self,
+        run: &DeployRun<'_>,
+        hosts: &[String],
+        reached: &Reached,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let timeout = run.policy.step_timeout.unwrap_or_default();
+        for host in hosts {
+            let failed = HostFailed {
+                step: reached.kind(&run.plan, host),
+                error: format!(
+                    "no word from the executor for {}s (step_timeout)",
+                    timeout.as_secs()
+                ),
+                cause: FailureCause::TimedOut,
+            };
+            let mut event = NewEvent::new(run.deploy_id.clone(), &run.actor, failed);
+            event.host = Some(host.clone());
+            self.record(event, watch)?;
+        }
+        Ok(())
+    }
+
+    /// Appends reported events in one durable batch, then acknowledges each report (a crash
+    /// in between redelivers them, and the append is idempotent by event id), then tells the
+    /// policy what each host did. A refused job fails its host at the step it had reached.
+    async fn take_reports(
+        &self,
+        run: &DeployRun<'_>,
+        deliveries: Vec<<T::Reports as Reports>::Delivery>,
+        progress: &mut Progress,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let mut events = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            match delivery.report() {
+                Ok(Report::Event(job_event)) => {
+                    let event = &job_event.event;
+                    if event.deploy_id != run.deploy_id || event.host.is_none() {
+                        tracing::warn!(job = %job_event.job_id, "report for another deploy or no host dropped");
+                        continue;
+                    }
+                    events.push(event.clone());
+                }
+                Ok(Report::Refused(refusal)) => {
+                    let failed = HostFailed {
+                        step: progress.reached.kind(&run.plan, &refusal.host),
+                        error: format!(
+                            "the executor refused the job: {:?}: {}",
+                            refusal.reason, refusal.detail
+                        ),
+                        cause: FailureCause::Refused,
+                    };
+                    let mut event = NewEvent::new(run.deploy_id.clone(), &run.actor, failed);
+                    event.host = Some(refusal.host.clone());
+                    events.push(event);
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable report dropped"),
+            }
+        }
+        // Only hosts of this run move the policy (a stray report is recorded, nothing more).
+        let seen: Vec<(String, Event)> = events
+            .iter()
+            .filter_map(|e| Some((e.host.clone()?, e.event.clone())))
+            .collect();
+        self.record_all(events, watch)?;
+        for delivery in deliveries {
+            delivery.ack().await?;
+        }
+        let now = progress.started.elapsed();
+        for (host, event) in seen {
+            progress.reached.observe(&run.plan, &host, &event);
+            match event {
+                Event::HostSucceeded(_) => progress.rollout.succeeded(&host, now),
+                Event::HostFailed(_) => progress.rollout.failed(&host, now),
+                _ => progress.rollout.progressed(&host, now),
+            }
+        }
+        Ok(())
+    }
+
+    /// `DeployCompleted`, `DeployFailed` or `DeployCancelled`.
+    fn record_outcome(
+        &self,
+        run: &DeployRun<'_>,
+        outcome: &Outcome,
+        cancelled: Option<&str>,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let end = match (outcome, cancelled) {
+            (Outcome::Succeeded, _) => Event::from(DeployCompleted {}),
+            (_, Some(reason)) => Event::from(DeployCancelled {
+                reason: reason.to_owned(),
+            }),
+            (Outcome::Degraded { failed }, None) => Event::from(DeployFailed {
                 reason: format!("{} host(s) failed: {}", failed.len(), failed.join(", ")),
             }),
-            Outcome::Failed { reason, failed } => Event::from(DeployFailed {
+            (Outcome::Failed { reason, failed }, None) => Event::from(DeployFailed {
                 reason: format!("{reason}: {}", failed.join(", ")),
             }),
         };
-        self.record(NewEvent::new(id.clone(), &run.actor, end), watch)?;
-        Ok(RunOutcome {
-            succeeded: rollout.hosts_with(crate::rollout::HostStatus::Succeeded),
-            failed: rollout.hosts_with(crate::rollout::HostStatus::Failed),
-            already_done,
-            outcome,
-        })
+        self.record(NewEvent::new(run.deploy_id.clone(), &run.actor, end), watch)
     }
 
     async fn dispatch(
@@ -343,21 +452,18 @@ impl Engine<'_> {
             deploy_id: &run.deploy_id,
             host_keys,
             now: Timestamp::now(),
-            validity: Duration::from_secs(3600),
+            validity: JOB_VALIDITY,
         };
         let job = job_for(&run.plan, host_plan, from, &ctx)?;
-        let payload = self
-            .signer
-            .sign(&job)
-            .map_err(|e| EngineError::Sign(e.to_string()))?;
-        self.bus.publish_job(host, &job.id, payload).await?;
+        let payload = self.signer.sign(&job).map_err(EngineError::Sign)?;
+        self.transport.publish_job(host, &job.id, payload).await?;
         Ok(())
     }
 }
 
 /// From a deploy's events so far: per host, how many leading plan steps finished, and which
 /// hosts already succeeded. A step counts as finished when its finishing event is in the log,
-/// in plan order; pruning reports nothing and is always redone (it is harmless).
+/// in plan order ([`finishes`]); pruning reports nothing and is always redone (harmless).
 pub fn resume_points(plan: &Plan, history: &[Envelope]) -> (BTreeMap<String, usize>, Vec<String>) {
     let mut points = BTreeMap::new();
     let mut succeeded = Vec::new();
@@ -374,8 +480,11 @@ pub fn resume_points(plan: &Plan, history: &[Envelope]) -> (BTreeMap<String, usi
         let mut cursor = 0;
         let mut done = 0;
         for step in &host.steps {
-            let found = events[cursor..].iter().position(|e| finishes(step, e));
-            match found {
+            let (kind, container) = (step_kind(step), step_container(step));
+            match events[cursor..]
+                .iter()
+                .position(|e| finishes(kind, container, e))
+            {
                 Some(i) => {
                     cursor += i + 1;
                     done += 1;
@@ -386,18 +495,4 @@ pub fn resume_points(plan: &Plan, history: &[Envelope]) -> (BTreeMap<String, usi
         points.insert(host.host.clone(), done);
     }
     (points, succeeded)
-}
-
-/// Whether `event` reports `step` done.
-fn finishes(step: &Step, event: &Event) -> bool {
-    match (step, event) {
-        (Step::PullImage { .. }, Event::ImagePulled(_)) => true,
-        (Step::StartContainer(s), Event::ContainerStarted(c)) => c.name == s.container,
-        (Step::AwaitHealthy { .. }, Event::HealthPassed(_)) => true,
-        (Step::SwitchProxy(s), Event::ProxySwitched(p)) => {
-            p.to.contains(&s.container) || p.to == s.container
-        }
-        (Step::StopOldContainers { .. }, Event::OldContainerStopped(_)) => true,
-        _ => false,
-    }
 }

@@ -76,7 +76,9 @@ pub struct HookRun {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("hook {name} failed with exit code {code}:\n{output}")]
+    /// The output is shown to the user ([`HookError::output`]), never stored: a hook may
+    /// print a token, and events live forever.
+    #[error("hook {name} failed with exit code {code}")]
     Failed {
         name: String,
         code: i32,
@@ -91,6 +93,14 @@ pub enum HookError {
 }
 
 impl HookError {
+    /// What a failed hook printed, for the terminal only.
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            HookError::Failed { output, .. } => Some(output),
+            HookError::Spawn { .. } => None,
+        }
+    }
+
     /// The exit code a failed hook gave (-1 when killed by a signal), for the `HookRan` event.
     pub fn exit_code(&self) -> Option<i32> {
         match self {

@@ -7,8 +7,8 @@
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::{HostPlan, Plan, Step};
 use flotilla_events::{DeployId, Timestamp};
-use flotilla_executor::sealing::{SealError, seal};
-use flotilla_executor::wire::{
+use flotilla_protocol::sealing::{SealError, seal};
+use flotilla_protocol::wire::{
     self, AwaitHealthy, ContainerConfig, Job, JobStep, Prune, PullImage, RegistryAuth,
     StartContainer, StopOldContainers, SwitchProxy,
 };
@@ -74,7 +74,7 @@ pub fn job_for(
         id: format!(
             "{}-{}-{from}",
             ctx.deploy_id,
-            flotilla_executor::subjects::token(&host.host)
+            flotilla_protocol::subjects::token(&host.host)
         ),
         deploy_id: ctx.deploy_id.clone(),
         host: host.host.clone(),

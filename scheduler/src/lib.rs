@@ -3,6 +3,9 @@
 //!
 //! - [`engine`]: one deploy from plan to outcome: jobs out, events into the log, policy decides.
 //! - [`hooks`]: Kamal hooks with `KAMAL_*` variables.
+//! - [`procedure`]: the deploy procedures (`deploy`, `redeploy`, `rollback`, `resume`,
+//!   `auto_rollback`) as named stages over the two seams, [`transport::Transport`] and
+//!   `flotilla_events::EventLog`;
 //! - [`jobs`]: a host's planned steps as the signed job its executor runs, secrets sealed.
 //! - [`rollout`]: the rollout policy as a pure state machine (primary role first, `boot.limit`
 //!   and `boot.wait`, canary, max parallel, failure budget, step timeout).
@@ -14,5 +17,6 @@ pub mod engine;
 pub mod hooks;
 pub mod jobs;
 pub mod metrics;
+pub mod procedure;
 pub mod rollout;
 pub mod transport;

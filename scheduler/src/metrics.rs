@@ -357,6 +357,10 @@ fn step_label(step: Step) -> &'static str {
         Step::SwitchProxy => "switch_proxy",
         Step::StopOldContainer => "stop_old_container",
         Step::BootAccessory => "boot_accessory",
+        Step::Prune => "prune",
+        Step::StopContainer => "stop_container",
+        Step::RemoveContainer => "remove_container",
+        Step::RemoveAccessory => "remove_accessory",
     }
 }
 

@@ -329,6 +329,15 @@ impl Rollout {
         )
     }
 
+    /// Stops the rollout (a cancel): no host starts after this; running hosts finish or time
+    /// out, then [`Rollout::decide`] says `Done(Failed { reason })`. A stop already decided
+    /// (a failed canary, the failure budget) keeps its own reason.
+    pub fn stop(&mut self, reason: impl Into<String>) {
+        if self.stopped.is_none() {
+            self.stopped = Some(reason.into());
+        }
+    }
+
     /// Hosts with a given status, in rollout order.
     pub fn hosts_with(&self, status: HostStatus) -> Vec<String> {
         self.slots

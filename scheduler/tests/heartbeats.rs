@@ -5,9 +5,10 @@
 mod support;
 
 use flotilla_events::Timestamp;
-use flotilla_executor::subjects;
-use flotilla_executor::wire::{self, Heartbeat};
-use flotilla_scheduler::transport::bus::{Bus, BusError};
+use flotilla_protocol::subjects;
+use flotilla_protocol::wire::{self, Heartbeat};
+use flotilla_scheduler::transport::TransportError;
+use flotilla_scheduler::transport::bus::Bus;
 use std::time::Duration;
 
 /// A heartbeat sent before the deploy starts is enough: `heartbeats` answers from the kept
@@ -63,7 +64,7 @@ async fn kept_heartbeats_answer_at_once_and_silent_hosts_are_named() {
         .await
         .unwrap_err();
     match err {
-        BusError::HostsSilent { hosts, .. } => assert_eq!(hosts, ["10.0.0.6"]),
+        TransportError::HostsSilent { hosts, .. } => assert_eq!(hosts, ["10.0.0.6"]),
         other => panic!("{other}"),
     }
 }

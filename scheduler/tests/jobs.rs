@@ -4,8 +4,8 @@
 use flotilla_deploy::config::{LoadOptions, load};
 use flotilla_deploy::plan::{PlanContext, Release, plan};
 use flotilla_events::{DeployId, Timestamp};
-use flotilla_executor::sealing::HostKey;
-use flotilla_executor::wire::{self, JobStep};
+use flotilla_protocol::sealing::HostKey;
+use flotilla_protocol::wire::{self, JobStep};
 use flotilla_scheduler::jobs::{JobContext, JobError, job_for};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

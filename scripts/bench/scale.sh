@@ -21,4 +21,4 @@ if ! command -v nats-server >/dev/null; then
 fi
 
 FLOTILLA_BENCH_HOSTS=$HOSTS FLOTILLA_BENCH_RUNS=$RUNS \
-  cargo bench -q -p flotilla-scheduler --bench scale
+  cargo bench -q -p flotilla-e2e --bench scale

@@ -3,12 +3,13 @@
 
 use crate::build;
 use crate::exit::{USAGE, UserError};
-use crate::rollout::{self, FleetArgs, RolloutRequest, Session};
+use crate::rollout::{self, FleetArgs, Session};
 use anyhow::Context;
 use clap::Args;
-use flotilla_deploy::plan::{Plan, PlanContext, Release, plan};
 use flotilla_events::event::{DeployKind, ImageBuilt, ImagePushed};
 use flotilla_events::{DeployId, Event};
+use flotilla_scheduler::procedure::plans::{self, Narrow};
+use flotilla_scheduler::procedure::{self, Request};
 use std::path::Path;
 
 const EXAMPLES: &str = "Examples:
@@ -44,23 +45,15 @@ pub async fn run(cmd: &DeployCmd, redeploy: bool) -> anyhow::Result<()> {
         Some(v) => v.clone(),
         None => git_version(&s.root)?,
     };
-    let release = Release {
-        version: version.clone(),
-        image: format!("{}:{version}", s.config.repository()),
-    };
-    let plan = narrowed(
-        plan(&s.config, &release, &protected(&s)?),
-        &cmd.fleet,
-        &s.config.primary_role,
-    );
+    let plan = plans::deploy_plan(&s.config, &s.log, &version, &narrow(&cmd.fleet))
+        .map_err(rollout::plan_error)?;
     let command = if redeploy { "redeploy" } else { "deploy" };
-    let mut ctx = rollout::hook_context(&s, &plan, command);
-    ctx.subcommand = None;
-    rollout::hook(&s, "pre-connect", &ctx, None, &mut |_| {}).await?;
+    let ctx = procedure::hook_context_for(&s.config, &s.actor, &plan, command);
+    rollout::early_hook(&s, "pre-connect", &ctx).await?;
 
     let mut preamble: Vec<Event> = Vec::new();
     if !cmd.skip_push && !redeploy {
-        rollout::hook(&s, "pre-build", &ctx, None, &mut |_| {}).await?;
+        rollout::early_hook(&s, "pre-build", &ctx).await?;
         let pushed = build::build_and_push(
             &s.config,
             &s.root,
@@ -82,60 +75,26 @@ pub async fn run(cmd: &DeployCmd, redeploy: bool) -> anyhow::Result<()> {
             .into(),
         );
     }
-    rollout::run_rollout(
-        &s,
-        RolloutRequest {
-            plan,
-            kind: DeployKind::Deploy,
-            deploy_id: DeployId::new(),
-            resume: false,
-            preamble,
-            command,
-        },
-    )
-    .await
+    let request = Request {
+        plan,
+        kind: DeployKind::Deploy,
+        deploy_id: DeployId::new(),
+        resume: false,
+        preamble,
+        command,
+    };
+    rollout::run_rollout(&s, request).await
 }
 
-/// Applies `-h`, `-r` and `-p` to a plan.
-pub fn narrowed(plan: Plan, fleet: &FleetArgs, primary_role: &str) -> Plan {
-    let mut plan = plan.filtered(&fleet.hosts, &fleet.roles);
-    if fleet.primary {
-        let first = plan
-            .hosts
-            .iter()
-            .find(|h| h.roles.iter().any(|r| r == primary_role))
-            .map(|h| h.host.clone());
-        plan.hosts.retain(|h| Some(&h.host) == first.as_ref());
+/// Kamal's `-h`, `-r`, `-p` as the procedure's host filter.
+pub fn narrow(fleet: &FleetArgs) -> Narrow {
+    Narrow {
+        hosts: fleet.hosts.clone(),
+        roles: fleet.roles.clone(),
+        primary: fleet.primary,
     }
-    plan
 }
 
-/// Containers pruning must keep: the last good release's, so a rollback always has them.
-pub fn protected(s: &Session) -> anyhow::Result<PlanContext> {
-    use flotilla_events::projection::{Projections, ReleaseTarget};
-    let projections = Projections::rebuild(&s.log)?;
-    let target = ReleaseTarget::new(&s.config.service, s.config.destination.as_deref());
-    let protected = projections
-        .releases
-        .last_good(&target)
-        .map(|r| {
-            r.images
-                .keys()
-                .map(|role| {
-                    flotilla_deploy::plan::container_name(
-                        &s.config.service,
-                        role,
-                        s.config.destination.as_deref(),
-                        &r.version,
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(PlanContext { protected })
-}
-
-/// Kamal's default version: the git commit, marked when the tree has uncommitted changes.
 fn git_version(root: &Path) -> anyhow::Result<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])

@@ -10,10 +10,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use flotilla_executor::journal::Journal;
 use flotilla_executor::runtime::docker::{DockerRuntime, SocketProxy};
-use flotilla_executor::sealing::HostKey;
-use flotilla_executor::signing::JobVerifier;
 use flotilla_executor::steps::Executor;
 use flotilla_executor::transport::{self, NatsSettings};
+use flotilla_protocol::signing::JobVerifier;
 
 use crate::exit::{USAGE, UserError};
 
@@ -88,7 +87,7 @@ struct RunArgs {
 pub fn run(args: ExecutorArgs) -> anyhow::Result<()> {
     match args.command {
         ExecutorCommand::Key { state_dir } => {
-            let (key, _) = HostKey::load_or_generate(&state_dir.join("host.key"))
+            let (key, _) = flotilla_executor::keys::load_or_generate(&state_dir.join("host.key"))
                 .context("read or make the host key")?;
             use std::io::Write as _;
             writeln!(std::io::stdout(), "{}", key.public_key_base64())?;
@@ -107,17 +106,7 @@ pub fn run(args: ExecutorArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::lifecycle::init_tracing("info,async_nats=warn");
 }
 
 fn usage(message: String, hint: &str) -> anyhow::Error {
@@ -224,7 +213,7 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("/var/lib/flotilla/executor"));
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("create {}", state_dir.display()))?;
-    let (host_key, made) = HostKey::load_or_generate(&state_dir.join("host.key"))
+    let (host_key, made) = flotilla_executor::keys::load_or_generate(&state_dir.join("host.key"))
         .context("read or make the host key")?;
     println!(
         "flotilla executor {}: host {host}, sealing key {}{}",
@@ -247,7 +236,7 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
     let executor = Arc::new(Executor::new(docker, proxy, host_key, host));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::lifecycle::shutdown_signal().await;
         tracing::info!("signal received: finishing the current step, then exiting");
         let _ = stop_tx.send(true);
     });
@@ -260,21 +249,6 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("executor")?;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

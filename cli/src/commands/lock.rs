@@ -1,10 +1,10 @@
 //! `flotilla lock status|acquire|release`: the deploy lock, held in NATS.
 
 use crate::commands::config::ConfigArgs;
-use crate::rollout::{nats_url, performer};
+use crate::session::{nats_url, performer};
 use clap::{Args, Subcommand};
-use flotilla_scheduler::transport::bus::Bus;
 use flotilla_scheduler::transport::lock::{LockInfo, Locks, lock_key};
+use flotilla_scheduler::transport::nats::NatsTransport;
 use std::time::Duration;
 
 /// Show, take or release the deploy lock
@@ -35,8 +35,7 @@ pub enum LockAction {
 pub async fn run(cmd: &LockCmd) -> anyhow::Result<()> {
     let config = cmd.config.load()?;
     let (url, creds) = nats_url(&config)?;
-    let bus = Bus::connect(&url, creds.as_deref()).await?;
-    let locks = Locks::open(bus.jetstream(), Duration::from_secs(60)).await?;
+    let NatsTransport { bus, locks } = NatsTransport::connect(&url, creds.as_deref()).await?;
     let key = lock_key(&config.service, config.destination.as_deref());
     match &cmd.action {
         LockAction::Status => match locks.status(&key).await? {

@@ -66,24 +66,6 @@ pub async fn run(cmd: &MetricsCmd) -> anyhow::Result<()> {
         args.log.display(),
         server.addr()
     );
-    shutdown().await;
+    crate::lifecycle::shutdown_signal().await;
     Ok(())
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -1,13 +1,13 @@
 //! `flotilla replay DEPLOY_ID`: a past deploy's timeline per host and step, from the log;
 //! `--resume` continues an interrupted or failed deploy where each host stopped.
 
-use crate::commands::deploy::{narrowed, protected};
 use crate::exit::{USAGE, UserError};
 use crate::progress::detail;
-use crate::rollout::{self, FleetArgs, RolloutRequest, Session};
+use crate::rollout::{self, FleetArgs, Session};
 use clap::Args;
-use flotilla_deploy::plan::{Release, plan};
-use flotilla_events::{DeployId, Envelope, Event, EventLog};
+use flotilla_events::{DeployId, Envelope, EventLog};
+use flotilla_scheduler::procedure::Request;
+use flotilla_scheduler::procedure::plans;
 use std::collections::BTreeMap;
 
 const EXAMPLES: &str = "Examples:
@@ -96,48 +96,17 @@ pub fn timeline(events: &[Envelope]) -> String {
 }
 
 /// Continues deploy `id`: the same release, each host from its first unfinished step.
+/// Continues deploy `id` where each host stopped, with the deploy's own hosts and exact image.
 pub async fn resume(fleet: &FleetArgs, id: &str) -> anyhow::Result<()> {
     let s = Session::open(fleet)?;
-    let events = deploy_events(&s.log, id)?;
-    let Some(request) = events.iter().find_map(|e| match &e.event {
-        Event::DeployRequested(r) => Some(r.clone()),
-        _ => None,
-    }) else {
-        return Err(UserError {
-            message: format!("deploy {id} has no DeployRequested event: nothing to resume"),
-            hint: None,
-            code: USAGE,
-        }
-        .into());
+    let (plan, kind) = plans::resume_plan(&s.config, &s.log, id).map_err(rollout::plan_error)?;
+    let request = Request {
+        plan,
+        kind,
+        deploy_id: DeployId::from(id),
+        resume: true,
+        preamble: Vec::new(),
+        command: "resume",
     };
-    // The exact image the deploy ran: what a host pulled, else what was pushed, else the tag.
-    let image = events
-        .iter()
-        .find_map(|e| match &e.event {
-            Event::ImagePulled(p) => Some(p.image.clone()),
-            Event::ImagePushed(p) => Some(p.image.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| format!("{}:{}", s.config.repository(), request.version));
-    let release = Release {
-        version: request.version.clone(),
-        image,
-    };
-    let plan = narrowed(
-        plan(&s.config, &release, &protected(&s)?),
-        fleet,
-        &s.config.primary_role,
-    );
-    rollout::run_rollout(
-        &s,
-        RolloutRequest {
-            plan,
-            kind: request.kind,
-            deploy_id: DeployId::from(id),
-            resume: true,
-            preamble: Vec::new(),
-            command: "resume",
-        },
-    )
-    .await
+    rollout::run_rollout(&s, request).await
 }

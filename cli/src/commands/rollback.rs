@@ -1,13 +1,12 @@
 //! `flotilla rollback [VERSION]`: deploy an earlier release again, by its exact image digest.
 
-use crate::commands::deploy::{narrowed, protected};
-use crate::exit::{USAGE, UserError};
-use crate::rollout::{self, FleetArgs, RolloutRequest, Session};
+use crate::commands::deploy::narrow;
+use crate::rollout::{self, FleetArgs, Session};
 use clap::Args;
-use flotilla_deploy::plan::{Release, plan};
 use flotilla_events::DeployId;
-use flotilla_events::event::{DeployKind, RollbackStarted};
-use flotilla_events::projection::{Projections, ReleaseTarget};
+use flotilla_events::event::DeployKind;
+use flotilla_scheduler::procedure::Request;
+use flotilla_scheduler::procedure::plans;
 
 const EXAMPLES: &str = "Examples:
   flotilla rollback            # the last good release before the current one
@@ -26,66 +25,20 @@ pub struct RollbackCmd {
 
 pub async fn run(cmd: &RollbackCmd) -> anyhow::Result<()> {
     let s = Session::open(&cmd.fleet)?;
-    let projections = Projections::rebuild(&s.log)?;
-    let target = ReleaseTarget::new(&s.config.service, s.config.destination.as_deref());
-    let current = projections
-        .releases
-        .of(&target)
-        .next_back()
-        .map(|r| r.version.clone());
-    let Some(to) = projections
-        .releases
-        .rollback_target(&target, cmd.version.as_deref())
-    else {
-        return Err(UserError {
-            message: match &cmd.version {
-                Some(v) => format!("no good release of version {v} in the event log"),
-                None => "no earlier good release to roll back to".into(),
-            },
-            hint: Some("see the releases with `flotilla history`".into()),
-            code: USAGE,
-        }
-        .into());
-    };
-    let Some(image) = to
-        .images
-        .get(&s.config.primary_role)
-        .or_else(|| to.images.values().next())
-    else {
-        return Err(UserError {
-            message: format!("release {} recorded no image digest", to.version),
-            hint: Some(
-                "roll back by deploying that version: flotilla deploy -P --version VERSION".into(),
-            ),
-            code: USAGE,
-        }
-        .into());
-    };
-    // By digest: the tag may have been pushed again since.
-    let release = Release {
-        version: to.version.clone(),
-        image: format!("{}@{}", s.config.repository(), image.digest),
-    };
-    let plan = narrowed(
-        plan(&s.config, &release, &protected(&s)?),
-        &cmd.fleet,
-        &s.config.primary_role,
-    );
-    let started = RollbackStarted {
-        from_version: current,
-        to_version: to.version.clone(),
-        reason: "requested".into(),
-    };
-    rollout::run_rollout(
-        &s,
-        RolloutRequest {
-            plan,
-            kind: DeployKind::Rollback,
-            deploy_id: DeployId::new(),
-            resume: false,
-            preamble: vec![started.into()],
-            command: "rollback",
-        },
+    let (plan, started) = plans::rollback_plan(
+        &s.config,
+        &s.log,
+        cmd.version.as_deref(),
+        &narrow(&cmd.fleet),
     )
-    .await
+    .map_err(rollout::plan_error)?;
+    let request = Request {
+        plan,
+        kind: DeployKind::Rollback,
+        deploy_id: DeployId::new(),
+        resume: false,
+        preamble: vec![started.into()],
+        command: "rollback",
+    };
+    rollout::run_rollout(&s, request).await
 }

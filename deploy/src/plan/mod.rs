@@ -143,23 +143,5 @@ pub struct SwitchProxy {
     pub drain_timeout_s: u64,
 }
 
-/// Kamal's container name: `service-role[-destination]-version`.
-pub fn container_name(
-    service: &str,
-    role: &str,
-    destination: Option<&str>,
-    version: &str,
-) -> String {
-    match destination {
-        Some(d) => format!("{service}-{role}-{d}-{version}"),
-        None => format!("{service}-{role}-{version}"),
-    }
-}
-
-/// The proxy's service name for a role: `service-role[-destination]`.
-pub fn proxy_service(service: &str, role: &str, destination: Option<&str>) -> String {
-    match destination {
-        Some(d) => format!("{service}-{role}-{d}"),
-        None => format!("{service}-{role}"),
-    }
-}
+// Kamal's names on hosts: one definition, shared with the executor.
+pub use flotilla_protocol::names::{container_name, proxy_service};

@@ -3,11 +3,12 @@
 //! A record is `[version byte][bincode 2 (serde, standard config) of Envelope]`.
 //! bincode is positional: a field added to an event changes the bytes, so every
 //! change bumps [`SCHEMA_VERSION`] and keeps a frozen copy of the old shape here
-//! (see `codec/v1.rs`) whose decoder upcasts to the current types. bincode itself is
+//! (see `codec/v1.rs`, `codec/v2.rs`) whose decoder upcasts to the current types. bincode itself is
 //! unmaintained and pinned; it stays behind this module so the format can move
 //! later (new version byte, new encoder) without losing history.
 
 mod v1;
+mod v2;
 
 use crate::envelope::{Envelope, SCHEMA_VERSION};
 
@@ -53,6 +54,34 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Appends `[version][bincode 2 of value]` to `out`: the framing every versioned format of
+/// Flotilla shares (log records here, wire messages in `flotilla-protocol`), so bincode stays
+/// behind this module.
+pub fn encode_framed<T: serde::Serialize>(
+    version: u8,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    out.push(version);
+    bincode::serde::encode_into_std_write(value, out, config())?;
+    Ok(())
+}
+
+/// The version byte of a framed message and its body.
+pub fn split_version(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    Ok((version, body))
+}
+
+/// Decodes the body of a framed message of `version` as a `T` (the shape of that version);
+/// short or trailing bytes are errors.
+pub fn decode_framed_body<T: serde::de::DeserializeOwned>(
+    version: u8,
+    body: &[u8],
+) -> Result<T, CodecError> {
+    decode_body(version, body)
+}
+
 /// Encode an envelope as a record of the current version.
 pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(128);
@@ -62,16 +91,15 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
 
 /// Append the record for `envelope` to `out`.
 pub fn encode_into(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    out.push(CURRENT_VERSION);
-    bincode::serde::encode_into_std_write(envelope, out, config())?;
-    Ok(())
+    encode_framed(CURRENT_VERSION, envelope, out)
 }
 
 /// Decode a record of any version this build knows, upcast to current types.
 pub fn decode(record: &[u8]) -> Result<Envelope, CodecError> {
-    let (&version, body) = record.split_first().ok_or(CodecError::Empty)?;
+    let (version, body) = split_version(record)?;
     match version {
         CURRENT_VERSION => decode_body::<Envelope>(version, body),
+        2 => decode_body::<v2::Envelope>(version, body).map(Envelope::from),
         1 => decode_body::<v1::Envelope>(version, body).map(Envelope::from),
         other => Err(CodecError::UnknownVersion(other)),
     }

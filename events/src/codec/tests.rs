@@ -63,7 +63,7 @@ fn current_sample() -> Vec<Envelope> {
 #[test]
 fn current_version_fixture_decodes() {
     let expected = current_sample();
-    let bytes = stored("records-v2.bin", || {
+    let bytes = stored("records-v3.bin", || {
         expected
             .iter()
             .map(|e| encode(e).expect("encode"))
@@ -80,6 +80,55 @@ fn current_version_fixture_decodes() {
     let mut all = Event::TYPE_NAMES.to_vec();
     all.sort_unstable();
     assert_eq!(seen, all, "the fixture covers every event type");
+}
+
+/// A log written by schema 2, before `HostFailed` had a cause, still reads: every event
+/// decodes to what schema 2 wrote, and the failure's cause is read back from its text.
+#[test]
+fn version_2_fixture_is_upcast() {
+    let bytes = std::fs::read(fixture("records-v2.bin")).expect("records-v2.bin is stored");
+    let decoded: Vec<Envelope> = unframe(&bytes)
+        .into_iter()
+        .map(|r| decode(r).expect("v2 record decodes"))
+        .collect();
+    let expected: Vec<Envelope> = current_sample()
+        .into_iter()
+        .map(|mut e| {
+            e.schema_version = 2;
+            e
+        })
+        .collect();
+    assert_eq!(decoded, expected);
+    let failure = decoded
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::HostFailed(f) => Some(f),
+            _ => None,
+        })
+        .expect("the v2 fixture has a HostFailed");
+    assert_eq!(failure.cause, event::FailureCause::StepFailed);
+}
+
+/// Schema 2 wrote a refusal and a timeout as failures with a telling text; the upcast
+/// gives them their own cause.
+#[test]
+fn version_2_refusal_and_timeout_get_their_cause() {
+    let cause = |error: &str| {
+        event::HostFailed::from(v2::HostFailed {
+            step: event::Step::PullImage,
+            error: error.into(),
+        })
+        .cause
+    };
+    assert_eq!(
+        cause("the executor refused the job: Expired: expired at 2026-11-26T08:00:00Z"),
+        event::FailureCause::Refused
+    );
+    assert_eq!(
+        cause("no word from the executor for 300s (step_timeout)"),
+        event::FailureCause::TimedOut
+    );
+    assert_eq!(cause("pull failed"), event::FailureCause::StepFailed);
 }
 
 fn v1_sample() -> Vec<v1::Envelope> {

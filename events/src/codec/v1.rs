@@ -1,6 +1,6 @@
 //! Schema 1, frozen: the shapes records of version 1 were written with, and
-//! their upcast to the current types. Never edit this file; add `v2.rs` when
-//! schema 3 arrives.
+//! their upcast to the current types. Never edit this file; shapes that
+//! changed later are the later frozen ones (`HostFailed` is `v2.rs`'s).
 //!
 //! The only difference to schema 2: `HookRan` had no `duration_ms`.
 
@@ -45,7 +45,7 @@ frozen_event_enum! {
     ProxySwitched(current::ProxySwitched),
     OldContainerStopped(current::OldContainerStopped),
     HostSucceeded(current::HostSucceeded),
-    HostFailed(current::HostFailed),
+    HostFailed(super::v2::HostFailed),
     RollbackStarted(current::RollbackStarted),
     HookRan(HookRan),
     ExecutorSeen(current::ExecutorSeen),

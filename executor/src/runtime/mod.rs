@@ -11,7 +11,7 @@ use std::future::Future;
 
 use flotilla_proxy::admin::{DeployRequest, Deployed};
 
-use crate::sealing::Secret;
+use flotilla_protocol::sealing::Secret;
 
 /// A Docker operation failed; `message` is Docker's own text.
 #[derive(Debug, Clone, thiserror::Error)]

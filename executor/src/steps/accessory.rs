@@ -8,7 +8,7 @@ use flotilla_events::event::{AccessoryBooted, AccessoryRemoved};
 use super::app::{create_spec, ensure_running};
 use super::{Executor, StepFailed};
 use crate::runtime::{Proxy, Runtime};
-use crate::wire::{BootAccessory, RemoveAccessory};
+use flotilla_protocol::wire::{BootAccessory, RemoveAccessory};
 
 fn io(what: &str, path: &str, e: std::io::Error) -> StepFailed {
     StepFailed::new(format!("{what} {path}: {e}"))

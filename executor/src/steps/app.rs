@@ -1,5 +1,6 @@
 //! App container steps: pull, start, stop the old ones, prune, start/stop one.
 
+use flotilla_protocol::names;
 use std::collections::{BTreeMap, HashSet};
 
 use flotilla_events::Event;
@@ -8,7 +9,9 @@ use tokio::time::Instant;
 
 use super::{Executor, NETWORK, StepFailed, millis};
 use crate::runtime::{CreateSpec, Credentials, EnvValue, Proxy, Runtime};
-use crate::wire::{ContainerConfig, Prune, PullImage, StartContainer, StopOldContainers};
+use flotilla_protocol::wire::{
+    ContainerConfig, Prune, PullImage, StartContainer, StopOldContainers,
+};
 
 pub(super) async fn pull<R: Runtime, P: Proxy>(
     ex: &Executor<R, P>,
@@ -49,11 +52,11 @@ pub(super) fn role_labels(
     destination: Option<&str>,
 ) -> Vec<(String, String)> {
     let mut labels = vec![
-        ("service".to_owned(), service.to_owned()),
-        ("role".to_owned(), role.to_owned()),
+        (names::LABEL_SERVICE.to_owned(), service.to_owned()),
+        (names::LABEL_ROLE.to_owned(), role.to_owned()),
     ];
     if let Some(d) = destination {
-        labels.push(("destination".to_owned(), d.to_owned()));
+        labels.push((names::LABEL_DESTINATION.to_owned(), d.to_owned()));
     }
     labels
 }

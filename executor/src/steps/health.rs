@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{Executor, StepFailed, millis, shorten};
 use crate::runtime::{Proxy, ProxyError, Runtime};
-use crate::wire::{AwaitHealthy, SwitchProxy};
+use flotilla_protocol::wire::{AwaitHealthy, SwitchProxy};
 
 /// Reports a health failure: stops the new container so it takes no traffic and restarts
 /// no more, and returns `HealthFailed` with its last log lines as the step's failure.

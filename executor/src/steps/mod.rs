@@ -16,11 +16,10 @@ use flotilla_events::{Event, EventId, NewEvent, SCHEMA_VERSION, Timestamp};
 use sha2::Digest as _;
 
 use crate::runtime::{EnvValue, Proxy, Runtime};
-use crate::sealing::HostKey;
-use crate::wire::{Job, JobStep, SealedValue};
+use flotilla_protocol::sealing::HostKey;
+use flotilla_protocol::wire::{Job, JobStep, SealedValue};
 
-/// The Docker network every Flotilla container joins (Kamal's).
-pub const NETWORK: &str = "kamal";
+pub use flotilla_protocol::names::NETWORK;
 /// Lines of a container's log attached to a failure.
 pub const LOG_TAIL_LINES: usize = 20;
 /// Error text in events is cut to this many characters.

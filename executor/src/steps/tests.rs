@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use super::*;
 use crate::job::{JobOutcome, Sink, SinkError, run_job};
 use crate::runtime::sim::{SimConfig, SimRuntime};
-use crate::sealing::seal;
-use crate::wire::*;
+use flotilla_protocol::sealing::seal;
+use flotilla_protocol::wire::*;
 
 fn executor() -> Executor<SimRuntime, SimRuntime> {
     let config = SimConfig {

@@ -1,35 +1,24 @@
 //! The scheduler's side of the NATS contract (subjects and streams are defined once, in
-//! `flotilla_executor::subjects`): publish signed jobs, read heartbeats, consume one deploy's
+//! `flotilla_protocol::subjects`): publish signed jobs, read heartbeats, consume one deploy's
 //! events with explicit acks.
 //!
 //! The scheduler creates the heartbeats stream ([`HEARTBEATS_STREAM`]): it keeps each host's
 //! latest heartbeat for a short while, so a deploy learns the fleet's keys at once instead of
 //! waiting up to a heartbeat period for every executor to speak again.
 
+use super::TransportError;
 use async_nats::jetstream::{self, consumer::pull, stream::Stream};
-use flotilla_executor::subjects;
-use flotilla_executor::wire::{self, Heartbeat, Report};
+use flotilla_protocol::nats::{consumer_config, stream_config};
+use flotilla_protocol::subjects;
+use flotilla_protocol::wire::{self, Heartbeat, Report};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("connect to NATS at {url}: {detail}")]
-    Connect { url: String, detail: String },
-    #[error("NATS: {0}")]
-    Nats(String),
-    #[error("no heartbeat within {waited:?} from the executor on {}: is `flotilla executor run` running there and connected to NATS?", hosts.join(", "))]
-    HostsSilent {
-        hosts: Vec<String>,
-        waited: Duration,
-    },
-}
-
 pub use subjects::{HEARTBEAT_KEPT, HEARTBEATS_STREAM};
 
-fn nats(e: impl std::fmt::Display) -> BusError {
-    BusError::Nats(e.to_string())
+fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> TransportError {
+    TransportError::Nats(Box::new(e))
 }
 
 /// A connection to NATS with JetStream.
@@ -47,7 +36,10 @@ impl std::fmt::Debug for Bus {
 
 impl Bus {
     /// Connects, optionally with a credentials file, and makes sure the streams exist.
-    pub async fn connect(url: &str, creds: Option<&std::path::Path>) -> Result<Bus, BusError> {
+    pub async fn connect(
+        url: &str,
+        creds: Option<&std::path::Path>,
+    ) -> Result<Bus, TransportError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("flotilla-scheduler")
             .connection_timeout(Duration::from_secs(5));
@@ -55,25 +47,28 @@ impl Bus {
             opts = opts
                 .credentials_file(path)
                 .await
-                .map_err(|e| BusError::Connect {
+                .map_err(|e| TransportError::Connect {
                     url: url.to_owned(),
-                    detail: format!("credentials {}: {e}", path.display()),
+                    source: format!("credentials {}: {e}", path.display()).into(),
                 })?;
         }
-        let client = opts.connect(url).await.map_err(|e| BusError::Connect {
-            url: url.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let client = opts
+            .connect(url)
+            .await
+            .map_err(|e| TransportError::Connect {
+                url: url.to_owned(),
+                source: Box::new(e),
+            })?;
         let js = jetstream::new(client.clone());
-        js.get_or_create_stream(subjects::jobs_stream_config())
+        js.get_or_create_stream(stream_config(&subjects::jobs_stream()))
             .await
             .map_err(nats)?;
-        js.get_or_create_stream(subjects::events_stream_config())
+        js.get_or_create_stream(stream_config(&subjects::events_stream()))
             .await
             .map_err(nats)?;
         // Only a shortcut: without it, heartbeats are waited for live.
         if let Err(e) = js
-            .get_or_create_stream(subjects::heartbeats_stream_config())
+            .get_or_create_stream(stream_config(&subjects::heartbeats_stream()))
             .await
         {
             tracing::warn!(error = %e, "no heartbeat stream: waiting for live heartbeats");
@@ -91,10 +86,10 @@ impl Bus {
         &self,
         hosts: &[String],
         wait: Duration,
-    ) -> Result<BTreeMap<String, Heartbeat>, BusError> {
+    ) -> Result<BTreeMap<String, Heartbeat>, TransportError> {
         let mut sub = self
             .client
-            .subscribe(format!("{}.*", subjects::HEARTBEAT_PREFIX))
+            .subscribe(subjects::all_heartbeats())
             .await
             .map_err(nats)?;
         let wanted: BTreeMap<String, &String> =
@@ -126,7 +121,7 @@ impl Bus {
         if silent.is_empty() {
             Ok(seen)
         } else {
-            Err(BusError::HostsSilent {
+            Err(TransportError::HostsSilent {
                 hosts: silent,
                 waited: wait,
             })
@@ -138,16 +133,10 @@ impl Bus {
         &self,
         wanted: &BTreeMap<String, &String>,
         seen: &mut BTreeMap<String, Heartbeat>,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), TransportError> {
         let stream = self.js.get_stream(HEARTBEATS_STREAM).await.map_err(nats)?;
         let consumer: jetstream::consumer::PullConsumer = stream
-            .create_consumer(pull::Config {
-                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                filter_subject: format!("{}.*", subjects::HEARTBEAT_PREFIX),
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(5),
-                ..Default::default()
-            })
+            .create_consumer(consumer_config(&subjects::kept_heartbeats_spec()))
             .await
             .map_err(nats)?;
         let mut pending = consumer.cached_info().num_pending;
@@ -160,7 +149,7 @@ impl Bus {
                 .map_err(nats)?;
             let mut got = 0;
             while let Some(msg) = batch.next().await {
-                let msg = msg.map_err(nats)?;
+                let msg = msg.map_err(TransportError::Nats)?;
                 got += 1;
                 if let Ok(hb) = wire::decode::<Heartbeat>(&msg.payload)
                     && let Some(host) = wanted.get(&subjects::token(&hb.host))
@@ -183,7 +172,7 @@ impl Bus {
         host: &str,
         job_id: &str,
         payload: Vec<u8>,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), TransportError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", job_id);
         self.js
@@ -197,26 +186,17 @@ impl Bus {
 
     /// A durable consumer of one deploy's events. Durable, so a scheduler that restarts
     /// (`flotilla replay --resume`) picks up what it had not yet acknowledged.
-    pub async fn deploy_events(&self, deploy_id: &str) -> Result<DeployEvents, BusError> {
+    pub async fn deploy_events(&self, deploy_id: &str) -> Result<DeployEvents, TransportError> {
         let stream: Stream = self
             .js
             .get_stream(subjects::EVENTS_STREAM)
             .await
             .map_err(nats)?;
-        let name = format!("scheduler-{}", subjects::token(deploy_id));
+        let spec = subjects::deploy_consumer_spec(deploy_id);
         let consumer = stream
             .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subjects::deploy_events_filter(deploy_id),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    // A report not acknowledged this long (its scheduler died before making it
-                    // durable) is delivered again, to a resumed scheduler.
-                    ack_wait: Duration::from_secs(10),
-                    inactive_threshold: Duration::from_secs(24 * 3600),
-                    ..Default::default()
-                },
+                &subjects::deploy_consumer(deploy_id),
+                consumer_config(&spec),
             )
             .await
             .map_err(nats)?;
@@ -236,10 +216,11 @@ impl std::fmt::Debug for DeployEvents {
     }
 }
 
-/// A report and the handle to acknowledge it.
+/// A report and the handle to acknowledge it; dropped unacknowledged, it is NAKed so the
+/// server delivers it again at once (wadm's `ScopedMessage`).
 pub struct Delivery {
     pub report: Result<Report, wire::WireError>,
-    message: jetstream::Message,
+    message: Option<jetstream::Message>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -252,19 +233,45 @@ impl std::fmt::Debug for Delivery {
 
 impl Delivery {
     /// Acknowledge: the report is durable in the event log (or deliberately dropped).
-    pub async fn ack(self) -> Result<(), BusError> {
-        self.message.ack().await.map_err(nats)
+    pub async fn ack(mut self) -> Result<(), TransportError> {
+        match self.message.take() {
+            Some(message) => message.ack().await.map_err(TransportError::Nats),
+            None => Ok(()),
+        }
+    }
+
+    /// The host token of the subject the report arrived on (`flotilla.evt.<deploy>.<host>`).
+    pub fn subject_host(&self) -> Option<&str> {
+        let message = self.message.as_ref()?;
+        message.subject.as_str().rsplit('.').next()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        let Some(message) = self.message.take() else {
+            return;
+        };
+        // Only inside a runtime (always, in practice); outside one the server's ack wait
+        // redelivers it anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = message.ack_with(jetstream::AckKind::Nak(None)).await {
+                    tracing::debug!(error = %e, "nak of an unacknowledged report failed");
+                }
+            });
+        }
     }
 }
 
 impl DeployEvents {
     /// The next report; `None` if the subscription ended.
-    pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+    pub async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
         let msg = self.messages.next().await?;
         Some(match msg {
             Ok(message) => Ok(Delivery {
                 report: wire::decode::<Report>(&message.payload),
-                message,
+                message: Some(message),
             }),
             Err(e) => Err(nats(e)),
         })

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The key-value bucket holding deploy locks.
-pub const LOCK_BUCKET: &str = "flotilla-locks";
+pub use flotilla_protocol::names::lock_key;
+pub use flotilla_protocol::subjects::LOCK_BUCKET;
 
 /// Who holds a lock and why, as `flotilla lock status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,22 +72,18 @@ pub enum LockError {
     },
     #[error("the deploy lock for {0} was lost (it expired or was released by someone else)")]
     Lost(String),
-    #[error("deploy lock bucket: {0}")]
-    Nats(String),
-    #[error("the deploy lock for {key} holds unreadable data: {detail}")]
-    Corrupt { key: String, detail: String },
+    #[error("deploy lock bucket")]
+    Nats(#[source] super::BoxError),
+    #[error("the deploy lock for {key} holds unreadable data")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
-fn nats_err(e: impl std::fmt::Display) -> LockError {
-    LockError::Nats(e.to_string())
-}
-
-/// The lock key for a service and destination (`myapp`, `myapp.staging`).
-pub fn lock_key(service: &str, destination: Option<&str>) -> String {
-    match destination {
-        Some(d) => format!("{service}.{d}"),
-        None => service.to_owned(),
-    }
+fn nats_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> LockError {
+    LockError::Nats(Box::new(e))
 }
 
 /// Handle on the lock bucket.
@@ -110,18 +106,9 @@ impl Locks {
         // async-nats's `create_key_value` first asks for the account info, whose 2.9 form it
         // cannot parse; creating the bucket's stream directly (the same configuration a KV
         // bucket has) works on 2.9 and later alike.
-        let stream = jetstream::stream::Config {
-            name: format!("KV_{LOCK_BUCKET}"),
-            description: Some("Flotilla deploy locks".to_owned()),
-            subjects: vec![format!("$KV.{LOCK_BUCKET}.>")],
-            max_messages_per_subject: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: 1,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        };
+        let stream = flotilla_protocol::nats::stream_config(
+            &flotilla_protocol::subjects::lock_bucket_stream(),
+        );
         js.get_or_create_stream(stream).await.map_err(nats_err)?;
         let kv = js.get_key_value(LOCK_BUCKET).await.map_err(nats_err)?;
         Ok(Locks { kv, ttl })
@@ -143,9 +130,9 @@ impl Locks {
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let info = serde_json::from_slice(&entry.value).map_err(|e| LockError::Corrupt {
+        let info = serde_json::from_slice(&entry.value).map_err(|source| LockError::Corrupt {
             key: key.to_owned(),
-            detail: e.to_string(),
+            source,
         })?;
         Ok(Some((info, entry.revision)))
     }

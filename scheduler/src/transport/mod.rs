@@ -1,9 +1,116 @@
-//! Everything the scheduler says to NATS goes through here.
+//! The scheduler's one seam to the fleet: [`Transport`] (jobs out, reports in, heartbeats, the
+//! deploy lock). The engine and the procedures are written against the trait, so they run the
+//! same over NATS ([`nats::NatsTransport`], the only NATS code in this crate) and in process
+//! ([`memory::MemoryTransport`], for tests and benchmarks: no server, no root).
 //!
-//! - [`bus`]: jobs out, heartbeats and events in, on the streams `flotilla_executor::subjects`
-//!   defines.
+//! - [`bus`]: jobs out, heartbeats and reports in, on the streams `flotilla_protocol::subjects`
+//!   defines;
 //! - [`lock`]: the deploy lock, a key in a JetStream key-value bucket with an expiry, renewed
-//!   while the deploy runs.
+//!   while the deploy runs;
+//! - [`nats`]: the two together as a [`Transport`];
+//! - [`memory`]: channels and a map, with hooks for simulated executors.
 
 pub mod bus;
 pub mod lock;
+pub mod memory;
+pub mod nats;
+
+use flotilla_protocol::wire::{Heartbeat, Report, WireError};
+use lock::{LockError, LockInfo};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// Any error a transport's client library gives, kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The fleet could not be reached or did not answer as the contract says.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("NATS")]
+    Nats(#[source] BoxError),
+    #[error("no heartbeat within {waited:?} from the executor on {}: is `flotilla executor run` running there and connected to NATS?", hosts.join(", "))]
+    HostsSilent {
+        hosts: Vec<String>,
+        waited: Duration,
+    },
+    /// The report subscription ended (the connection is gone for good).
+    #[error("the deploy's report subscription ended")]
+    Closed,
+}
+
+/// What the scheduler needs from the fleet.
+pub trait Transport: Send + Sync {
+    /// One deploy's reports.
+    type Reports: Reports;
+    /// A deploy lock held by this process.
+    type Lock: HeldLock;
+
+    /// Every host's latest heartbeat, waiting up to `wait` for hosts not heard from yet;
+    /// [`TransportError::HostsSilent`] names the ones that stayed silent.
+    fn heartbeats(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> impl Future<Output = Result<BTreeMap<String, Heartbeat>, TransportError>> + Send;
+
+    /// Publishes a signed job for `host`; a second copy with the same `job_id` is dropped.
+    fn publish_job(
+        &self,
+        host: &str,
+        job_id: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// The reports of one deploy, from the first not yet acknowledged (a restarted scheduler
+    /// gets what it had not made durable).
+    fn reports(
+        &self,
+        deploy_id: &str,
+    ) -> impl Future<Output = Result<Self::Reports, TransportError>> + Send;
+
+    /// Takes the deploy lock `key`, waiting up to `wait` while another holds it (Kamal's
+    /// `--lock-wait`), or failing at once with who holds it.
+    fn acquire_lock(
+        &self,
+        key: &str,
+        info: &LockInfo,
+        wait: Option<Duration>,
+    ) -> impl Future<Output = Result<Self::Lock, LockError>> + Send;
+}
+
+/// A stream of one deploy's reports, in order.
+pub trait Reports: Send {
+    type Delivery: Delivery;
+    /// The next report; `None` when the subscription ended.
+    fn next(
+        &mut self,
+    ) -> impl Future<Output = Option<Result<Self::Delivery, TransportError>>> + Send;
+}
+
+/// A report and its acknowledgement. Acknowledge only after the report's event is durable in
+/// the log (or deliberately dropped); a delivery dropped unacknowledged is handed back to be
+/// delivered again (wadm's `ScopedMessage`), so no exit path can lose a report.
+pub trait Delivery: Send {
+    /// The decoded report, or why it did not decode.
+    fn report(&self) -> Result<&Report, &WireError>;
+    /// The subject host the report arrived on (as a subject token), where the transport knows.
+    fn subject_host(&self) -> Option<&str>;
+    /// Acknowledges: the report is durable in the event log.
+    fn ack(self) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// A deploy lock this process holds.
+pub trait HeldLock: Send {
+    /// Fails if the lock was lost (its renewal failed), so a deploy stops rather than run
+    /// unprotected.
+    fn check(&self) -> Result<(), LockError>;
+    /// Releases the lock, only if it is still ours.
+    fn release(self) -> impl Future<Output = Result<(), LockError>> + Send;
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_e2e::testapp;
 use flotilla_events::{Event, Timestamp};
-use flotilla_executor::wire::{self, *};
+use flotilla_protocol::wire::{self, *};
 
 use super::harness::*;
 use crate::support::http_get;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use flotilla_e2e::fleet::{Fleet, Host};
 use flotilla_e2e::testapp;
 use flotilla_events::{DeployId, Timestamp};
-use flotilla_executor::sealing::seal;
-use flotilla_executor::signing::JobSigner;
-use flotilla_executor::subjects;
-use flotilla_executor::wire::{self, *};
+use flotilla_protocol::sealing::seal;
+use flotilla_protocol::signing::JobSigner;
+use flotilla_protocol::subjects;
+use flotilla_protocol::wire::{self, *};
 use futures::StreamExt as _;
 
 use crate::support::{assert_success, fleet, http_get};
@@ -70,12 +70,16 @@ impl Harness {
             .await
             .expect("nats reachable");
         let js = async_nats::jetstream::new(client.clone());
-        js.get_or_create_stream(subjects::jobs_stream_config())
-            .await
-            .unwrap();
-        js.get_or_create_stream(subjects::events_stream_config())
-            .await
-            .unwrap();
+        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+            &subjects::jobs_stream(),
+        ))
+        .await
+        .unwrap();
+        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+            &subjects::events_stream(),
+        ))
+        .await
+        .unwrap();
         let reports = Arc::new(Mutex::new(Vec::new()));
         let traffic = Arc::new(Mutex::new(Vec::new()));
         let mut evt = client

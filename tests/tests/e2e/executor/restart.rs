@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_e2e::testapp;
 use flotilla_events::Event;
-use flotilla_executor::subjects;
-use flotilla_executor::wire::{self, *};
+use flotilla_protocol::subjects;
+use flotilla_protocol::wire::{self, *};
 use futures::StreamExt as _;
 
 use super::harness::*;

@@ -33,14 +33,15 @@ use flotilla_events::{
 };
 use flotilla_executor::journal::Journal;
 use flotilla_executor::runtime::sim::{SimConfig, SimRuntime};
-use flotilla_executor::sealing::HostKey;
-use flotilla_executor::signing::{JobSigner, JobVerifier};
 use flotilla_executor::steps::Executor;
-use flotilla_executor::subjects;
 use flotilla_executor::transport::{self, NatsSettings};
+use flotilla_protocol::sealing::HostKey;
+use flotilla_protocol::signing::{JobSigner, JobVerifier};
+use flotilla_protocol::subjects;
 use flotilla_scheduler::engine::{DeployRun, Engine};
 use flotilla_scheduler::rollout::{Amount, Outcome, Policy};
-use flotilla_scheduler::transport::bus::Bus;
+use flotilla_scheduler::transport::nats::NatsTransport;
+use tokio_util::sync::CancellationToken;
 
 /// A `nats-server -js` on a random loopback port with its store in a temp dir.
 struct Nats {
@@ -270,7 +271,9 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
         .enable_all()
         .build()
         .unwrap();
-    let bus = scheduler.block_on(Bus::connect(&nats.url, None)).unwrap();
+    let transport = scheduler
+        .block_on(NatsTransport::connect(&nats.url, None))
+        .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let up = Instant::now();
     start_fleet(
@@ -284,7 +287,7 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
     let fleet_up = up.elapsed();
 
     let engine = Engine {
-        bus: &bus,
+        transport: &transport,
         log: &log,
         signer: &signer,
     };
@@ -321,7 +324,9 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
         log.take();
         let cpu0 = thread_cpu();
         let t0 = Instant::now();
-        let outcome = scheduler.block_on(engine.run(run, &mut watch)).unwrap();
+        let outcome = scheduler
+            .block_on(engine.run(run, &mut watch, &CancellationToken::new()))
+            .unwrap();
         let total = t0.elapsed();
         let cpu = thread_cpu().saturating_sub(cpu0);
         let (appends, append_time) = log.take();
@@ -353,7 +358,7 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
     }
     let _ = stop_tx.send(true);
     executors.shutdown_timeout(Duration::from_secs(2));
-    drop(bus);
+    drop(transport);
     (fleet_up, results)
 }
 

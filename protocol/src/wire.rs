@@ -7,51 +7,39 @@
 //! them out. Jobs travel inside a [`SignedJob`] (see [`crate::signing`]). Secret values are
 //! [`SealedValue`]s, readable only with the host's own key (see [`crate::sealing`]).
 
+use flotilla_events::codec::{self, CodecError};
 use flotilla_events::{DeployId, NewEvent, Timestamp};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// The version byte this build writes and the only one it reads.
+/// The version byte this build writes. Older versions it can still read are listed in
+/// [`decode`], each with its frozen shapes and an upcast (none yet: version 1 is the first).
 pub const WIRE_VERSION: u8 = 1;
 
-/// A message that is not a value of the expected type in this build's format.
+/// A message that is not a value of the expected type in a format this build reads.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("empty message")]
-    Empty,
     #[error("unknown wire version {0} (this build speaks {WIRE_VERSION}): upgrade flotilla")]
     UnknownVersion(u8),
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    #[error("malformed message: {0} trailing bytes")]
-    TrailingBytes(usize),
-    #[error("cannot encode message: {0}")]
-    Encode(String),
+    #[error("malformed message")]
+    Malformed(#[source] CodecError),
+    #[error("cannot encode message")]
+    Encode(#[source] CodecError),
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
-/// `[WIRE_VERSION][bincode(value)]`.
+/// `[WIRE_VERSION][bincode(value)]`, through the event log's codec machinery.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![WIRE_VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .map_err(|e| WireError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(256);
+    codec::encode_framed(WIRE_VERSION, value, &mut out).map_err(WireError::Encode)?;
     Ok(out)
 }
 
-/// The inverse of [`encode`]; any other version byte, short or trailing bytes are errors.
+/// The inverse of [`encode`]; an unknown version byte, short or trailing bytes are errors.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
-    if version != WIRE_VERSION {
-        return Err(WireError::UnknownVersion(version));
+    let (version, body) = codec::split_version(bytes).map_err(WireError::Malformed)?;
+    match version {
+        WIRE_VERSION => codec::decode_framed_body(version, body).map_err(WireError::Malformed),
+        other => Err(WireError::UnknownVersion(other)),
     }
-    let (value, read) = bincode::serde::decode_from_slice::<T, _>(body, config())
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
-    if read != body.len() {
-        return Err(WireError::TrailingBytes(body.len() - read));
-    }
-    Ok(value)
 }
 
 /// A secret value sealed to one host's public key; only that host's executor can open it.
@@ -90,7 +78,7 @@ pub struct Job {
     pub steps: Vec<JobStep>,
 }
 
-/// One step of a job. Each names the events that finish it ([`JobStep::finished_by`]).
+/// One step of a job. Each knows the events that finish it ([`JobStep::finished_by`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobStep {
     /// Pull an image and report its exact digest.
@@ -118,21 +106,19 @@ pub enum JobStep {
 }
 
 impl JobStep {
-    /// The event types that report this step done (the scheduler waits for these).
-    pub fn finished_by(&self) -> &'static [&'static str] {
-        match self {
-            JobStep::PullImage(_) => &["ImagePulled"],
-            JobStep::StartContainer(_) | JobStep::StartExisting(_) => &["ContainerStarted"],
-            JobStep::AwaitHealthy(_) => &["HealthPassed", "HealthFailed"],
-            JobStep::SwitchProxy(_) => &["ProxySwitched", "HealthFailed"],
-            JobStep::StopOldContainers(_) | JobStep::StopContainer(_) => &["OldContainerStopped"],
-            JobStep::Prune(_) | JobStep::RemoveContainer(_) => &[],
-            JobStep::BootAccessory(_) => &["AccessoryBooted"],
-            JobStep::RemoveAccessory(_) => &["AccessoryRemoved"],
-        }
+    /// Whether `event` reports this step done ([`crate::finish::finishes`]).
+    pub fn finished_by(&self, event: &flotilla_events::Event) -> bool {
+        let container = match self {
+            JobStep::StartContainer(s) => Some(s.container_name()),
+            JobStep::StartExisting(c) | JobStep::RemoveContainer(c) => Some(c.container.clone()),
+            JobStep::SwitchProxy(s) => Some(s.container.clone()),
+            JobStep::AwaitHealthy(s) => Some(s.container.clone()),
+            _ => None,
+        };
+        crate::finish::finishes(self.kind(), container.as_deref(), event)
     }
 
-    /// The step as the event model names it (for `HostFailed`).
+    /// The step as the event model names it (for `HostFailed`): each kind as itself.
     pub fn kind(&self) -> flotilla_events::Step {
         use flotilla_events::Step;
         match self {
@@ -140,11 +126,12 @@ impl JobStep {
             JobStep::StartContainer(_) | JobStep::StartExisting(_) => Step::StartContainer,
             JobStep::AwaitHealthy(_) => Step::AwaitHealthy,
             JobStep::SwitchProxy(_) => Step::SwitchProxy,
-            JobStep::StopOldContainers(_)
-            | JobStep::StopContainer(_)
-            | JobStep::RemoveContainer(_)
-            | JobStep::Prune(_) => Step::StopOldContainer,
-            JobStep::BootAccessory(_) | JobStep::RemoveAccessory(_) => Step::BootAccessory,
+            JobStep::StopOldContainers(_) => Step::StopOldContainer,
+            JobStep::StopContainer(_) => Step::StopContainer,
+            JobStep::RemoveContainer(_) => Step::RemoveContainer,
+            JobStep::Prune(_) => Step::Prune,
+            JobStep::BootAccessory(_) => Step::BootAccessory,
+            JobStep::RemoveAccessory(_) => Step::RemoveAccessory,
         }
     }
 }
@@ -213,9 +200,7 @@ impl StartContainer {
     }
 }
 
-/// Kamal's container name: `service-role[-destination]-version` (one definition, the
-/// planner's).
-pub use flotilla_deploy::plan::container_name;
+pub use crate::names::container_name;
 
 /// See [`JobStep::AwaitHealthy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,24 +379,20 @@ mod tests {
             decode::<JobStep>(&other),
             Err(WireError::UnknownVersion(9))
         ));
-        assert!(matches!(decode::<JobStep>(&[]), Err(WireError::Empty)));
+        assert!(matches!(
+            decode::<JobStep>(&[]),
+            Err(WireError::Malformed(CodecError::Empty))
+        ));
         assert!(decode::<JobStep>(&[WIRE_VERSION, 0xff, 0xff, 0xff]).is_err());
         let mut long = bytes;
         long.push(0);
         assert!(matches!(
             decode::<JobStep>(&long),
-            Err(WireError::TrailingBytes(1))
+            Err(WireError::Malformed(CodecError::TrailingBytes {
+                extra: 1,
+                ..
+            }))
         ));
-    }
-
-    /// Container names follow Kamal's `service-role[-destination]-version`.
-    #[test]
-    fn kamal_names() {
-        assert_eq!(container_name("app", "web", None, "abc"), "app-web-abc");
-        assert_eq!(
-            container_name("app", "web", Some("staging"), "abc"),
-            "app-web-staging-abc"
-        );
     }
 
     /// A sealed value's debug form shows its size, never its bytes.

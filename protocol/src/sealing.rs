@@ -4,10 +4,6 @@
 //! JetStream and the event log only ever see ciphertext. Opened values live in [`Secret`],
 //! which never prints and is wiped on drop.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto_box::{PublicKey, SecretKey};
@@ -18,14 +14,8 @@ use crate::wire::SealedValue;
 /// Sealing or opening failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("host key {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("host key {0} is not a 32-byte key")]
-    BadKeyFile(PathBuf),
+    #[error("host key is not 32 bytes of base64")]
+    BadSecretKey,
     #[error("sealing key is not 32 bytes of base64")]
     BadPublicKey,
     #[error("sealed value does not open with this host's key (sealed for another host?)")]
@@ -72,47 +62,22 @@ impl HostKey {
         }
     }
 
-    /// Reads the key at `path`, or makes one there (mode 0600) if there is none.
-    /// Returns the key and whether it was made now.
-    pub fn load_or_generate(path: &Path) -> Result<(Self, bool), SealError> {
-        let io = |source| SealError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let text = Zeroizing::new(bytes);
-                let raw = Zeroizing::new(
-                    B64.decode(text.trim_ascii())
-                        .map_err(|_| SealError::BadKeyFile(path.to_owned()))?,
-                );
-                let key = <[u8; 32]>::try_from(raw.as_slice())
-                    .map_err(|_| SealError::BadKeyFile(path.to_owned()))?;
-                Ok((
-                    Self {
-                        secret: SecretKey::from_bytes(key),
-                    },
-                    false,
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
-                let key = Self::generate();
-                let text = Zeroizing::new(B64.encode(key.secret.to_bytes()));
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                file.write_all(text.as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                Ok((key, true))
-            }
-            Err(e) => Err(io(e)),
-        }
+    /// The key from its stored form ([`HostKey::secret_base64`]); the executor keeps it in
+    /// its state directory, mode 0600.
+    pub fn from_secret_base64(text: &str) -> Result<Self, SealError> {
+        let raw = Zeroizing::new(
+            B64.decode(text.trim())
+                .map_err(|_| SealError::BadSecretKey)?,
+        );
+        let key = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| SealError::BadSecretKey)?;
+        Ok(Self {
+            secret: SecretKey::from_bytes(key),
+        })
+    }
+
+    /// The secret key as base64, for the host's key file only.
+    pub fn secret_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(B64.encode(self.secret.to_bytes()))
     }
 
     /// The public key as base64: what secrets for this host are sealed to.
@@ -159,20 +124,15 @@ mod tests {
         assert_eq!(format!("{:?}", host.open(&sealed).unwrap()), "Secret(..)");
     }
 
-    /// The key is made once with mode 0600 and read back the same on the next start.
+    /// The stored form reads back as the same key; anything else is refused.
     #[test]
-    fn key_file_is_private_and_stable() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("flotilla-key-{}", std::process::id()));
-        let path = dir.join("host.key");
-        let _ = std::fs::remove_dir_all(&dir);
-        let (a, made) = HostKey::load_or_generate(&path).unwrap();
-        assert!(made);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let (b, made) = HostKey::load_or_generate(&path).unwrap();
-        assert!(!made);
+    fn secret_round_trip() {
+        let a = HostKey::generate();
+        let b = HostKey::from_secret_base64(&a.secret_base64()).unwrap();
         assert_eq!(a.public_key_base64(), b.public_key_base64());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            HostKey::from_secret_base64("c2hvcnQ="),
+            Err(SealError::BadSecretKey)
+        ));
     }
 }

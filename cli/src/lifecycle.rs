@@ -1,0 +1,34 @@
+//! The process-wide helpers every long-running command shares, written once: tracing setup
+//! and the shutdown signal.
+
+/// Logs to stderr, `RUST_LOG` or `default` as the filter, colour only on a terminal without
+/// `NO_COLOR`. sled reports its own failures through the `log` crate as raw lines; the event
+/// log turns them into typed errors, so they are not shown twice.
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| format!("{default},sled=off").into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(crate::progress::color_enabled())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The contract between Flotilla's scheduler and its executors, and nothing that does I/O.
+//!
+//! Both sides import this crate; neither imports the other (wadm's `wadm-types` is the model):
+//! - [`subjects`]: subject, stream, consumer and key-value names and settings, as plain data
+//!   (the `nats` feature turns them into async-nats configs: [`nats`]);
+//! - [`wire`]: jobs, job steps, reports and heartbeats, framed with a version byte by the event
+//!   log's codec machinery (`flotilla_events::codec`), with stored fixtures that prove old
+//!   versions still decode;
+//! - [`signing`]: ed25519 job signatures and admission (unsigned, forged, expired, wrong host);
+//! - [`sealing`]: secrets sealed to a host's x25519 key, opened only in memory;
+//! - [`names`]: Kamal's names on hosts (containers, proxy services, labels, the lock key);
+//! - [`finish`]: which event finishes which step, typed, for the executor that reports and the
+//!   scheduler that resumes.
+#![forbid(unsafe_code)]
+
+pub mod finish;
+pub mod names;
+#[cfg(feature = "nats")]
+pub mod nats;
+pub mod sealing;
+pub mod signing;
+pub mod subjects;
+pub mod wire;

@@ -1,0 +1,77 @@
+//! The plain settings of [`crate::subjects`] as async-nats's config types (feature `nats`), for
+//! the scheduler's and the executor's transport modules. Types only: nothing here connects.
+
+use crate::subjects::{ConsumerSpec, DeliverFrom, Discard, Retention, Storage, StreamSpec};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+
+/// The stream config NATS is asked to create for `spec`.
+pub fn stream_config(spec: &StreamSpec) -> stream::Config {
+    stream::Config {
+        name: spec.name.clone(),
+        description: Some(spec.description.clone()),
+        subjects: spec.subjects.clone(),
+        retention: match spec.retention {
+            Retention::Limits => RetentionPolicy::Limits,
+            Retention::WorkQueue => RetentionPolicy::WorkQueue,
+        },
+        storage: match spec.storage {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        },
+        discard: match spec.discard {
+            Discard::Old => DiscardPolicy::Old,
+            Discard::New => DiscardPolicy::New,
+        },
+        max_age: spec.max_age.unwrap_or_default(),
+        max_messages_per_subject: spec.max_messages_per_subject.unwrap_or(-1),
+        duplicate_window: spec.duplicate_window.unwrap_or_default(),
+        allow_rollup: spec.key_value,
+        deny_delete: spec.key_value,
+        allow_direct: spec.key_value,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The pull consumer config NATS is asked to create for `spec`.
+pub fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: spec.durable_name.clone(),
+        description: Some(spec.description.clone()),
+        filter_subject: spec.filter_subject.clone(),
+        deliver_policy: match spec.deliver_from {
+            DeliverFrom::All => DeliverPolicy::All,
+            DeliverFrom::LastPerSubject => DeliverPolicy::LastPerSubject,
+        },
+        ack_policy: if spec.explicit_ack {
+            AckPolicy::Explicit
+        } else {
+            AckPolicy::None
+        },
+        ack_wait: spec.ack_wait.unwrap_or_default(),
+        max_deliver: spec.max_deliver.unwrap_or_default(),
+        max_ack_pending: spec.max_ack_pending.unwrap_or_default(),
+        inactive_threshold: spec.inactive_threshold.unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subjects;
+
+    /// The specs reach NATS unchanged: work-queue jobs with dedup, a per-host consumer with
+    /// explicit acks and bounded redelivery.
+    #[test]
+    fn specs_become_nats_configs() {
+        let jobs = stream_config(&subjects::jobs_stream());
+        assert_eq!(jobs.retention, RetentionPolicy::WorkQueue);
+        assert_eq!(jobs.duplicate_window, subjects::JOB_DEDUP_WINDOW);
+        let c = consumer_config(&subjects::job_consumer_spec("h1"));
+        assert_eq!(c.ack_policy, AckPolicy::Explicit);
+        assert_eq!(c.max_deliver, subjects::JOB_MAX_DELIVER);
+        assert_eq!(c.filter_subject, "flotilla.job.h1");
+    }
+}

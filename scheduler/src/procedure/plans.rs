@@ -1,0 +1,217 @@
+//! The domain decisions before a rollout, as data the tests inspect: the rollout policy from
+//! the config, which containers pruning must keep (rollback targets), what a deploy, a
+//! rollback or a resume rolls out. Reads the log; runs nothing.
+
+use crate::rollout::{Amount, Policy};
+use flotilla_deploy::Config;
+use flotilla_deploy::config::types::HostCount;
+use flotilla_deploy::plan::{Plan, PlanContext, Release, container_name, plan};
+use flotilla_events::event::{DeployKind, RollbackStarted};
+use flotilla_events::projection::{Projections, ReleaseTarget};
+use flotilla_events::{DeployId, Event, EventLog, LogError};
+use std::time::Duration;
+
+/// A rollout that cannot be planned, with what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no good release of version {0} in the event log")]
+    NoSuchRelease(String),
+    #[error("no earlier good release to roll back to")]
+    NoEarlierRelease,
+    #[error("release {0} recorded no image digest")]
+    NoDigest(String),
+    #[error("no deploy {0} in the event log")]
+    UnknownDeploy(String),
+    #[error("deploy {0} has no DeployRequested event: nothing to resume")]
+    NotResumable(String),
+    #[error("event log")]
+    Log(#[from] LogError),
+}
+
+impl PlanError {
+    /// What to do next, for the user.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            PlanError::NoSuchRelease(_) | PlanError::NoEarlierRelease => {
+                "see the releases with `flotilla history`"
+            }
+            PlanError::NoDigest(_) => {
+                "roll back by deploying that version: flotilla deploy -P --version VERSION"
+            }
+            PlanError::UnknownDeploy(_) | PlanError::NotResumable(_) => {
+                "list deploys with `flotilla history`"
+            }
+            PlanError::Log(_) => "see `flotilla events --salvage`",
+        }
+    }
+}
+
+/// Kamal's `-h`, `-r`, `-p`: which hosts a command touches.
+#[derive(Debug, Clone, Default)]
+pub struct Narrow {
+    pub hosts: Vec<String>,
+    pub roles: Vec<String>,
+    /// Only the first host of the primary role.
+    pub primary: bool,
+}
+
+impl Narrow {
+    pub fn apply(&self, plan: Plan, primary_role: &str) -> Plan {
+        let mut plan = plan.filtered(&self.hosts, &self.roles);
+        if self.primary {
+            let first = plan
+                .hosts
+                .iter()
+                .find(|h| h.roles.iter().any(|r| r == primary_role))
+                .map(|h| h.host.clone());
+            plan.hosts.retain(|h| Some(&h.host) == first.as_ref());
+        }
+        plan
+    }
+}
+
+/// The rollout policy from `boot:` and `x-flotilla.rollout:`.
+pub fn policy(config: &Config) -> Policy {
+    let amount = |c: HostCount| match c {
+        HostCount::Count(n) => Amount::Count(n as usize),
+        HostCount::Percent(p) => Amount::Percent(u8::try_from(p.min(100)).unwrap_or(100)),
+    };
+    let hosts = config.all_hosts().len();
+    let r = &config.flotilla.rollout;
+    // Zero means "off" for these two (HostCount::of rounds any count up to one host).
+    let hosts_of = |c: HostCount| match c {
+        HostCount::Count(0) | HostCount::Percent(0) => None,
+        c => Some(c.of(hosts)),
+    };
+    Policy {
+        batch: config.boot.limit.map(amount),
+        batch_wait: Duration::from_secs(config.boot.wait.unwrap_or(0)),
+        canary: r.canary.and_then(hosts_of).unwrap_or(0),
+        max_parallel: r.max_parallel.and_then(hosts_of),
+        max_failures: match r.max_failures {
+            HostCount::Count(0) | HostCount::Percent(0) => None,
+            other => Some(amount(other)),
+        },
+        step_timeout: Some(Duration::from_secs(r.step_timeout)),
+    }
+}
+
+/// The containers pruning must keep: those of the last good release, the rollback target.
+pub fn protected(config: &Config, log: &dyn EventLog) -> Result<PlanContext, LogError> {
+    let projections = Projections::rebuild(log)?;
+    let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
+    let protected = projections
+        .releases
+        .last_good(&target)
+        .map(|r| {
+            r.images
+                .keys()
+                .map(|role| {
+                    container_name(
+                        &config.service,
+                        role,
+                        config.destination.as_deref(),
+                        &r.version,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PlanContext { protected })
+}
+
+/// What `deploy VERSION` rolls out: the tag just pushed (or already there with `-P`).
+pub fn deploy_plan(
+    config: &Config,
+    log: &dyn EventLog,
+    version: &str,
+    narrow: &Narrow,
+) -> Result<Plan, PlanError> {
+    let release = Release {
+        version: version.to_owned(),
+        image: format!("{}:{version}", config.repository()),
+    };
+    let planned = plan(config, &release, &protected(config, log)?);
+    Ok(narrow.apply(planned, &config.primary_role))
+}
+
+/// What `rollback [VERSION]` rolls out: that good release (default: the last good one before
+/// the current), by the exact digest it ran (the tag may have been pushed again since), and
+/// the `RollbackStarted` that records why.
+pub fn rollback_plan(
+    config: &Config,
+    log: &dyn EventLog,
+    version: Option<&str>,
+    narrow: &Narrow,
+) -> Result<(Plan, RollbackStarted), PlanError> {
+    let projections = Projections::rebuild(log)?;
+    let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
+    let current = projections
+        .releases
+        .of(&target)
+        .next_back()
+        .map(|r| r.version.clone());
+    let to = projections
+        .releases
+        .rollback_target(&target, version)
+        .ok_or_else(|| match version {
+            Some(v) => PlanError::NoSuchRelease(v.to_owned()),
+            None => PlanError::NoEarlierRelease,
+        })?;
+    let image = to
+        .images
+        .get(&config.primary_role)
+        .or_else(|| to.images.values().next())
+        .ok_or_else(|| PlanError::NoDigest(to.version.clone()))?;
+    let release = Release {
+        version: to.version.clone(),
+        image: format!("{}@{}", config.repository(), image.digest),
+    };
+    let planned = plan(config, &release, &protected(config, log)?);
+    let started = RollbackStarted {
+        from_version: current,
+        to_version: to.version.clone(),
+        reason: "requested".into(),
+    };
+    Ok((narrow.apply(planned, &config.primary_role), started))
+}
+
+/// What `replay ID --resume` rolls out: the deploy's own hosts and its exact image — the
+/// digest a host pulled, else the digest pushed, else (nothing pulled or pushed yet) the tag.
+pub fn resume_plan(
+    config: &Config,
+    log: &dyn EventLog,
+    id: &str,
+) -> Result<(Plan, DeployKind), PlanError> {
+    let events = log.read_deploy(&DeployId::from(id))?;
+    if events.is_empty() {
+        return Err(PlanError::UnknownDeploy(id.to_owned()));
+    }
+    let request = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::DeployRequested(r) => Some(r.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| PlanError::NotResumable(id.to_owned()))?;
+    let digest = |want_pulled: bool| {
+        events.iter().find_map(|e| match &e.event {
+            Event::ImagePulled(p) if want_pulled => Some(p.digest.clone()),
+            Event::ImagePushed(p) if !want_pulled => Some(p.digest.clone()),
+            _ => None,
+        })
+    };
+    let image = match digest(true).or_else(|| digest(false)) {
+        Some(d) if d.starts_with("sha256:") => format!("{}@{d}", config.repository()),
+        _ => format!("{}:{}", config.repository(), request.version),
+    };
+    let release = Release {
+        version: request.version.clone(),
+        image,
+    };
+    let mut planned = plan(config, &release, &protected(config, log)?);
+    planned
+        .hosts
+        .retain(|h| request.hosts.iter().any(|p| p.host == h.host));
+    Ok((planned, request.kind))
+}

@@ -1,0 +1,362 @@
+//! [`Transport`] in process: the same contract as NATS, with channels and maps. Tests and
+//! benchmarks run the whole procedure against it with simulated executors (no server, no
+//! root, tokio's paused clock allowed).
+//!
+//! It keeps NATS's semantics where the procedure depends on them: a job published twice with
+//! one id is stored once; a report is queued until acknowledged, a delivery dropped
+//! unacknowledged goes back to the front of the queue, and a new subscription to a deploy's
+//! reports gets everything not yet acknowledged (a restarted scheduler); reports with an
+//! event id seen before are dropped (the events stream's dedup); a held lock refuses others.
+//!
+//! The executor side is plain methods: [`MemoryTransport::beat`], [`MemoryTransport::jobs`],
+//! [`MemoryTransport::report`].
+
+use super::lock::{LockError, LockInfo};
+use super::{Delivery, HeldLock, Reports, Transport, TransportError};
+use flotilla_protocol::wire::{self, Heartbeat, Report, WireError};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+/// The fleet, in process. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTransport {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    /// Woken on every heartbeat, report and lock release.
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    heartbeats: BTreeMap<String, Heartbeat>,
+    job_queues: BTreeMap<String, Queue>,
+    job_ids: HashSet<String>,
+    deploys: BTreeMap<String, DeployQueue>,
+    locks: BTreeMap<String, LockInfo>,
+    /// Locks whose renewal "failed" (a test breaks them).
+    lost_locks: HashSet<String>,
+    /// Jobs published, in order: (host, job id).
+    published: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+}
+
+impl Queue {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Queue { tx, rx: Some(rx) }
+    }
+}
+
+#[derive(Debug, Default)]
+struct DeployQueue {
+    pending: VecDeque<Queued>,
+    event_ids: HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    host: String,
+    bytes: Vec<u8>,
+}
+
+impl MemoryTransport {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a test failure already; the state is still usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An executor's heartbeat (what the fleet's `flotilla.hb.<host>` carries).
+    pub fn beat(&self, heartbeat: Heartbeat) {
+        self.state()
+            .heartbeats
+            .insert(heartbeat.host.clone(), heartbeat);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// A host's job queue, for its (simulated) executor; taken once per host.
+    pub fn jobs(&self, host: &str) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
+        self.state()
+            .job_queues
+            .entry(host.to_owned())
+            .or_insert_with(Queue::new)
+            .rx
+            .take()
+    }
+
+    /// Publishes an executor's report on `flotilla.evt.<deploy>.<host>`; a report whose event
+    /// id was seen before is dropped, as the events stream's dedup does.
+    pub fn report(&self, deploy_id: &str, host: &str, report: &Report) -> Result<(), WireError> {
+        let bytes = wire::encode(report)?;
+        let mut state = self.state();
+        let queue = state.deploys.entry(deploy_id.to_owned()).or_default();
+        if let Report::Event(e) = report
+            && !queue.event_ids.insert(e.event.id.to_string())
+        {
+            return Ok(());
+        }
+        queue.pending.push_back(Queued {
+            host: host.to_owned(),
+            bytes,
+        });
+        drop(state);
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Raw bytes on a deploy's report subject (what a forger or a broken executor sends).
+    pub fn report_bytes(&self, deploy_id: &str, host: &str, bytes: Vec<u8>) {
+        self.state()
+            .deploys
+            .entry(deploy_id.to_owned())
+            .or_default()
+            .pending
+            .push_back(Queued {
+                host: host.to_owned(),
+                bytes,
+            });
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Every job published so far, in order: (host, job id).
+    pub fn published(&self) -> Vec<(String, String)> {
+        self.state().published.clone()
+    }
+
+    /// Who holds lock `key`, if anyone.
+    pub fn lock_holder(&self, key: &str) -> Option<LockInfo> {
+        self.state().locks.get(key).cloned()
+    }
+
+    /// Makes the holder of lock `key` see it as lost (its renewal failed).
+    pub fn lose_lock(&self, key: &str) {
+        self.state().lost_locks.insert(key.to_owned());
+    }
+}
+
+impl Transport for MemoryTransport {
+    type Reports = MemoryReports;
+    type Lock = MemoryLock;
+
+    async fn heartbeats(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> Result<BTreeMap<String, Heartbeat>, TransportError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.inner.changed.notified();
+            let seen: BTreeMap<String, Heartbeat> = {
+                let state = self.state();
+                hosts
+                    .iter()
+                    .filter_map(|h| state.heartbeats.get(h).map(|hb| (h.clone(), hb.clone())))
+                    .collect()
+            };
+            if seen.len() == hosts.len() {
+                return Ok(seen);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(TransportError::HostsSilent {
+                    hosts: hosts
+                        .iter()
+                        .filter(|h| !seen.contains_key(*h))
+                        .cloned()
+                        .collect(),
+                    waited: wait,
+                });
+            }
+        }
+    }
+
+    async fn publish_job(
+        &self,
+        host: &str,
+        job_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let mut state = self.state();
+        if !state.job_ids.insert(job_id.to_owned()) {
+            return Ok(());
+        }
+        state.published.push((host.to_owned(), job_id.to_owned()));
+        let queue = state
+            .job_queues
+            .entry(host.to_owned())
+            .or_insert_with(Queue::new);
+        // Nobody listening is a silent host: the job waits, as on a work queue.
+        let _ = queue.tx.send(payload);
+        Ok(())
+    }
+
+    async fn reports(&self, deploy_id: &str) -> Result<MemoryReports, TransportError> {
+        Ok(MemoryReports {
+            transport: self.clone(),
+            deploy_id: deploy_id.to_owned(),
+        })
+    }
+
+    async fn acquire_lock(
+        &self,
+        key: &str,
+        info: &LockInfo,
+        wait: Option<Duration>,
+    ) -> Result<MemoryLock, LockError> {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        loop {
+            let changed = self.inner.changed.notified();
+            {
+                let mut state = self.state();
+                let held = state.locks.get(key).cloned();
+                match held {
+                    Some(held) if held.deploy_id.is_none() || held.deploy_id != info.deploy_id => {
+                        let Some(deadline) = deadline else {
+                            return Err(LockError::Held {
+                                key: key.to_owned(),
+                                info: Box::new(held),
+                            });
+                        };
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(LockError::WaitTimedOut {
+                                key: key.to_owned(),
+                                waited: wait.unwrap_or_default(),
+                                info: Box::new(held),
+                            });
+                        }
+                    }
+                    _ => {
+                        state.locks.insert(key.to_owned(), info.clone());
+                        state.lost_locks.remove(key);
+                        return Ok(MemoryLock {
+                            transport: self.clone(),
+                            key: key.to_owned(),
+                            info: info.clone(),
+                        });
+                    }
+                }
+            }
+            if let Some(deadline) = deadline {
+                let _ = tokio::time::timeout_at(deadline, changed).await;
+            }
+        }
+    }
+}
+
+/// One deploy's reports, in process.
+#[derive(Debug)]
+pub struct MemoryReports {
+    transport: MemoryTransport,
+    deploy_id: String,
+}
+
+impl Reports for MemoryReports {
+    type Delivery = MemoryDelivery;
+
+    async fn next(&mut self) -> Option<Result<MemoryDelivery, TransportError>> {
+        loop {
+            let changed = self.transport.inner.changed.notified();
+            let queued = self
+                .transport
+                .state()
+                .deploys
+                .entry(self.deploy_id.clone())
+                .or_default()
+                .pending
+                .pop_front();
+            if let Some(queued) = queued {
+                return Some(Ok(MemoryDelivery {
+                    report: wire::decode(&queued.bytes),
+                    queued: Some(queued),
+                    transport: self.transport.clone(),
+                    deploy_id: self.deploy_id.clone(),
+                }));
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A report taken from the queue; back to its front unless acknowledged.
+#[derive(Debug)]
+pub struct MemoryDelivery {
+    report: Result<Report, WireError>,
+    queued: Option<Queued>,
+    transport: MemoryTransport,
+    deploy_id: String,
+}
+
+impl Delivery for MemoryDelivery {
+    fn report(&self) -> Result<&Report, &WireError> {
+        self.report.as_ref()
+    }
+
+    fn subject_host(&self) -> Option<&str> {
+        self.queued.as_ref().map(|q| q.host.as_str())
+    }
+
+    async fn ack(mut self) -> Result<(), TransportError> {
+        self.queued = None;
+        Ok(())
+    }
+}
+
+impl Drop for MemoryDelivery {
+    fn drop(&mut self) {
+        if let Some(queued) = self.queued.take() {
+            self.transport
+                .state()
+                .deploys
+                .entry(self.deploy_id.clone())
+                .or_default()
+                .pending
+                .push_front(queued);
+            self.transport.inner.changed.notify_waiters();
+        }
+    }
+}
+
+/// A lock held in process.
+#[derive(Debug)]
+pub struct MemoryLock {
+    transport: MemoryTransport,
+    key: String,
+    info: LockInfo,
+}
+
+impl HeldLock for MemoryLock {
+    fn check(&self) -> Result<(), LockError> {
+        if self.transport.state().lost_locks.contains(&self.key) {
+            return Err(LockError::Lost(self.key.clone()));
+        }
+        Ok(())
+    }
+
+    async fn release(self) -> Result<(), LockError> {
+        let mut state = self.transport.state();
+        let ours = state.locks.get(&self.key) == Some(&self.info);
+        if !ours || state.lost_locks.contains(&self.key) {
+            return Err(LockError::Lost(self.key.clone()));
+        }
+        state.locks.remove(&self.key);
+        drop(state);
+        self.transport.inner.changed.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! [`Transport`] over NATS JetStream: [`Bus`] for jobs, reports and heartbeats, [`Locks`] for
+//! the deploy lock. The only place the two meet.
+
+use super::bus::{Bus, Delivery, DeployEvents};
+use super::lock::{HeldLock as NatsLock, LockError, LockInfo, Locks};
+use super::{Delivery as DeliveryTrait, HeldLock, Reports, Transport, TransportError};
+use flotilla_protocol::wire::{Heartbeat, Report, WireError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a deploy lock outlives its holder's last renewal: a deploy whose process died
+/// frees its lock after this, without anyone running `flotilla lock release`.
+pub const LOCK_TTL: Duration = Duration::from_secs(60);
+/// How often a waiting deploy (`--lock-wait`) looks at the lock again: what Kamal users
+/// configure and expect is a poll, not a watch.
+pub const LOCK_POLL: Duration = Duration::from_secs(1);
+
+/// The scheduler's connection to the fleet through NATS.
+#[derive(Debug, Clone)]
+pub struct NatsTransport {
+    pub bus: Bus,
+    pub locks: Locks,
+}
+
+impl NatsTransport {
+    /// Connects (with a credentials file if given), makes sure the streams and the lock bucket
+    /// exist.
+    pub async fn connect(url: &str, creds: Option<&Path>) -> Result<Self, ConnectError> {
+        let bus = Bus::connect(url, creds).await?;
+        let locks = Locks::open(bus.jetstream(), LOCK_TTL).await?;
+        Ok(NatsTransport { bus, locks })
+    }
+}
+
+/// Connecting failed: NATS itself, or the lock bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl Transport for NatsTransport {
+    type Reports = DeployEvents;
+    type Lock = NatsLock;
+
+    async fn heartbeats(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> Result<BTreeMap<String, Heartbeat>, TransportError> {
+        self.bus.heartbeats(hosts, wait).await
+    }
+
+    async fn publish_job(
+        &self,
+        host: &str,
+        job_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        self.bus.publish_job(host, job_id, payload).await
+    }
+
+    async fn reports(&self, deploy_id: &str) -> Result<DeployEvents, TransportError> {
+        self.bus.deploy_events(deploy_id).await
+    }
+
+    async fn acquire_lock(
+        &self,
+        key: &str,
+        info: &LockInfo,
+        wait: Option<Duration>,
+    ) -> Result<NatsLock, LockError> {
+        match wait {
+            None => self.locks.acquire(key, info).await,
+            Some(wait) => self.locks.acquire_waiting(key, info, wait, LOCK_POLL).await,
+        }
+    }
+}
+
+impl Reports for DeployEvents {
+    type Delivery = Delivery;
+
+    async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
+        DeployEvents::next(self).await
+    }
+}
+
+impl DeliveryTrait for Delivery {
+    fn report(&self) -> Result<&Report, &WireError> {
+        self.report.as_ref()
+    }
+
+    fn subject_host(&self) -> Option<&str> {
+        Delivery::subject_host(self)
+    }
+
+    async fn ack(self) -> Result<(), TransportError> {
+        Delivery::ack(self).await
+    }
+}
+
+impl HeldLock for NatsLock {
+    fn check(&self) -> Result<(), LockError> {
+        NatsLock::check(self)
+    }
+
+    async fn release(self) -> Result<(), LockError> {
+        NatsLock::release(self).await
+    }
+}
