@@ -48,6 +48,7 @@ pub fn context<'a>(
         skip_hooks: s.args.skip_hooks,
         lock_wait: s.args.lock_wait.map(Duration::from_secs),
         heartbeat_wait: HEARTBEAT_WAIT,
+        notices: &|notice| eprintln!("flotilla: {notice}"),
     }
 }
 

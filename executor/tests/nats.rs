@@ -123,6 +123,7 @@ async fn consumes_jobs_and_survives_a_server_restart() {
         latency: Duration::ZERO,
         pull_latency: Duration::from_millis(5),
         failure_rate: 0.0,
+        ..Default::default()
     };
     let executor = Arc::new(Executor::new(
         SimRuntime::new(config.clone()),

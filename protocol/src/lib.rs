@@ -9,6 +9,7 @@
 //! - [`signing`]: ed25519 job signatures and admission (unsigned, forged, expired, wrong host);
 //! - [`sealing`]: secrets sealed to a host's x25519 key, opened only in memory;
 //! - [`names`]: Kamal's names on hosts (containers, proxy services, labels, the lock key);
+//! - [`text`]: error text that travels in events, rendered one way on both sides;
 //! - [`finish`]: which event finishes which step, typed, for the executor that reports and the
 //!   scheduler that resumes.
 #![forbid(unsafe_code)]
@@ -20,4 +21,5 @@ pub mod nats;
 pub mod sealing;
 pub mod signing;
 pub mod subjects;
+pub mod text;
 pub mod wire;

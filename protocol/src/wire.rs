@@ -12,13 +12,17 @@ use flotilla_events::{DeployId, NewEvent, Timestamp};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version byte this build writes. Older versions it can still read are listed in
-/// [`decode`], each with its frozen shapes and an upcast (none yet: version 1 is the first).
-pub const WIRE_VERSION: u8 = 1;
+/// [`decode`], each with its frozen shapes and an upcast. Version 1 (before event schema 3
+/// gave `HostFailed` its cause) is not read: agents are upgraded with the CLI (`setup`), and
+/// a message from an older agent is an "unknown version" error naming both versions.
+pub const WIRE_VERSION: u8 = 2;
 
 /// A message that is not a value of the expected type in a format this build reads.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("unknown wire version {0} (this build speaks {WIRE_VERSION}): upgrade flotilla")]
+    #[error(
+        "unknown wire version {0} (this build speaks {WIRE_VERSION}): run the same flotilla version on both ends"
+    )]
     UnknownVersion(u8),
     #[error("malformed message")]
     Malformed(#[source] CodecError),

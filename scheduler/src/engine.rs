@@ -148,6 +148,15 @@ struct Progress {
     cancelled: Option<String>,
 }
 
+impl Progress {
+    /// A cancel: no host starts after this; running hosts finish or time out.
+    fn cancel(&mut self) {
+        let reason = "cancelled: no host starts after this; running hosts finish";
+        self.cancelled = Some(reason.to_owned());
+        self.rollout.stop(reason);
+    }
+}
+
 impl<T: Transport> Engine<'_, T> {
     /// Appends an event and tells the watcher.
     fn record(&self, event: NewEvent, watch: &mut dyn FnMut(&Envelope)) -> Result<(), EngineError> {
@@ -210,6 +219,11 @@ impl<T: Transport> Engine<'_, T> {
         watch: &mut dyn FnMut(&Envelope),
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
+        // Subscribed first: reports sent while no scheduler was running (a resume after a
+        // crash) are made durable before the resume points are read from the log, so a host
+        // that finished meanwhile is not sent again.
+        let mut reports = self.transport.reports(run.deploy_id.as_str()).await?;
+        self.drain_waiting(&run, &mut reports, watch).await?;
         let history = self.log.read_deploy(&run.deploy_id)?;
         let (done_steps, already_done) = resume_points(&run.plan, &history);
         let todo: Vec<&flotilla_deploy::plan::HostPlan> = run
@@ -227,7 +241,6 @@ impl<T: Transport> Engine<'_, T> {
             .into_iter()
             .map(|(h, hb)| (h, hb.sealing_key))
             .collect();
-        let mut reports = self.transport.reports(run.deploy_id.as_str()).await?;
         let batch = run.policy.batch.map_or(todo.len(), |b| b.of(todo.len()));
         let started = DeployStarted {
             batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
@@ -262,6 +275,32 @@ impl<T: Transport> Engine<'_, T> {
         })
     }
 
+    /// Records the events already waiting on the deploy's subscription (acknowledging each
+    /// after the append); anything else waiting (a stale refusal) is acknowledged and dropped.
+    async fn drain_waiting(
+        &self,
+        run: &DeployRun<'_>,
+        reports: &mut T::Reports,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let mut deliveries = Vec::new();
+        while let Some(Some(delivery)) = reports.next().now_or_never() {
+            deliveries.push(delivery?);
+        }
+        let events = deliveries
+            .iter()
+            .filter_map(|d| match d.report() {
+                Ok(Report::Event(e)) if e.event.deploy_id == run.deploy_id => Some(e.event.clone()),
+                _ => None,
+            })
+            .collect();
+        self.record_all(events, watch)?;
+        for delivery in deliveries {
+            delivery.ack().await?;
+        }
+        Ok(())
+    }
+
     /// The loop: decide, dispatch, time out, take reports, until the policy is done.
     async fn roll_out(
         &self,
@@ -273,6 +312,11 @@ impl<T: Transport> Engine<'_, T> {
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
         loop {
+            // Looked at before every decision, not only while waiting: reports that finish a
+            // batch arrive together, and the next batch must not start after a cancel.
+            if cancel.is_cancelled() && progress.cancelled.is_none() {
+                progress.cancel();
+            }
             let now = progress.started.elapsed();
             let wake = match progress.rollout.decide(now) {
                 Decision::Start(hosts) => {
@@ -304,11 +348,7 @@ impl<T: Transport> Engine<'_, T> {
                     }
                     self.take_reports(run, deliveries, progress, watch).await?;
                 }
-                () = cancel.cancelled(), if progress.cancelled.is_none() => {
-                    let reason = "cancelled: no host starts after this; running hosts finish";
-                    progress.cancelled = Some(reason.to_owned());
-                    progress.rollout.stop(reason);
-                }
+                () = cancel.cancelled(), if progress.cancelled.is_none() => progress.cancel(),
                 () = tokio::time::sleep_until(wake) => {}
             }
         }

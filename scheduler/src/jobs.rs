@@ -117,58 +117,7 @@ fn job_step(
             image: image.clone(),
             auth: registry_auth(config, host, key)?,
         }),
-        Step::StartContainer(s) => {
-            let mut memory_bytes = None;
-            let mut extra_hosts = Vec::new();
-            for (name, value) in &s.options {
-                match name.as_str() {
-                    "memory" => {
-                        memory_bytes = Some(parse_bytes(value).ok_or_else(|| JobError::Option {
-                            role: s.role.clone(),
-                            name: name.clone(),
-                            value: value.clone(),
-                            why: "expected a size like 512m or 2g".into(),
-                        })?)
-                    }
-                    "add-host" => extra_hosts.push(value.clone()),
-                    // Other `docker run` options are carried by later work; they are not
-                    // silently dropped from the user's view: `flotilla config` shows them.
-                    _ => {}
-                }
-            }
-            let secret_env = s
-                .secret_env
-                .iter()
-                .map(|(var, secret)| Ok((var.clone(), sealed(secret, host, key, ctx)?)))
-                .collect::<Result<Vec<_>, JobError>>()?;
-            JobStep::StartContainer(StartContainer {
-                service: plan.service.clone(),
-                role: s.role.clone(),
-                destination: plan.destination.clone(),
-                version: plan.release.version.clone(),
-                config: ContainerConfig {
-                    image: s.image.clone(),
-                    env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    secret_env,
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    volumes: s.volumes.clone(),
-                    cmd: s.cmd.clone(),
-                    publish: Vec::new(),
-                    log_driver: s.log_driver.clone(),
-                    log_options: s
-                        .log_options
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    memory_bytes,
-                    extra_hosts,
-                },
-            })
-        }
+        Step::StartContainer(s) => start_container(plan, s, host, key, ctx)?,
         Step::AwaitHealthy {
             container,
             readiness_delay_s,
@@ -210,6 +159,69 @@ fn job_step(
             protected: protected.clone(),
         }),
     })
+}
+
+/// A planned container start as the job step: secrets sealed to the host, options read.
+fn start_container(
+    plan: &Plan,
+    s: &flotilla_deploy::plan::StartContainer,
+    host: &str,
+    key: &str,
+    ctx: &JobContext,
+) -> Result<JobStep, JobError> {
+    let (memory_bytes, extra_hosts) = container_options(&s.role, &s.options)?;
+    let secret_env = s
+        .secret_env
+        .iter()
+        .map(|(var, secret)| Ok((var.clone(), sealed(secret, host, key, ctx)?)))
+        .collect::<Result<Vec<_>, JobError>>()?;
+    let pairs =
+        |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(JobStep::StartContainer(StartContainer {
+        service: plan.service.clone(),
+        role: s.role.clone(),
+        destination: plan.destination.clone(),
+        version: plan.release.version.clone(),
+        config: ContainerConfig {
+            image: s.image.clone(),
+            env: pairs(&s.env),
+            secret_env,
+            labels: pairs(&s.labels),
+            volumes: s.volumes.clone(),
+            cmd: s.cmd.clone(),
+            publish: Vec::new(),
+            log_driver: s.log_driver.clone(),
+            log_options: pairs(&s.log_options),
+            memory_bytes,
+            extra_hosts,
+        },
+    }))
+}
+
+/// The `options:` the executor applies: `memory` and `add-host`.
+fn container_options(
+    role: &str,
+    options: &[(String, String)],
+) -> Result<(Option<i64>, Vec<String>), JobError> {
+    let mut memory_bytes = None;
+    let mut extra_hosts = Vec::new();
+    for (name, value) in options {
+        match name.as_str() {
+            "memory" => {
+                memory_bytes = Some(parse_bytes(value).ok_or_else(|| JobError::Option {
+                    role: role.to_owned(),
+                    name: name.clone(),
+                    value: value.clone(),
+                    why: "expected a size like 512m or 2g".into(),
+                })?)
+            }
+            "add-host" => extra_hosts.push(value.clone()),
+            // Other `docker run` options are carried by later work; they are not silently
+            // dropped from the user's view: `flotilla config` shows them.
+            _ => {}
+        }
+    }
+    Ok((memory_bytes, extra_hosts))
 }
 
 fn registry_auth(config: &Config, host: &str, key: &str) -> Result<Option<RegistryAuth>, JobError> {

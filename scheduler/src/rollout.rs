@@ -212,26 +212,74 @@ impl Rollout {
 
     /// Decides what happens next. Call after every event and whenever a `WaitUntil` expires.
     pub fn decide(&mut self, now: Duration) -> Decision {
-        if let Some(timeout) = self.policy.step_timeout {
-            let silent: Vec<String> = self
-                .slots
-                .iter()
-                .filter(|s| s.status == HostStatus::Running && now >= s.last_seen + timeout)
-                .map(|s| s.target.host.clone())
-                .collect();
-            if !silent.is_empty() {
-                for h in &silent {
-                    self.failed(h, now);
+        if let Some(silent) = self.time_out(now) {
+            return Decision::TimedOut(silent);
+        }
+        self.check_stop();
+        let running = self.count(HostStatus::Running);
+        if let Some(reason) = self.stopped.clone() {
+            if running > 0 {
+                return Decision::Wait;
+            }
+            for s in &mut self.slots {
+                if s.status == HostStatus::Pending {
+                    s.status = HostStatus::Skipped;
                 }
-                return Decision::TimedOut(silent);
+            }
+            return Decision::Done(Outcome::Failed {
+                reason,
+                failed: self.hosts_with(HostStatus::Failed),
+            });
+        }
+        if self.count(HostStatus::Pending) == 0 {
+            if running > 0 {
+                return Decision::Wait;
+            }
+            let failed = self.hosts_with(HostStatus::Failed);
+            return Decision::Done(if failed.is_empty() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Degraded { failed }
+            });
+        }
+        // A batch in flight must finish, then `boot.wait` passes, before the next starts.
+        if !self.batch.is_empty() {
+            return Decision::Wait;
+        }
+        if let Some(done) = self.batch_finished_at {
+            let ready = done + self.policy.batch_wait;
+            if now < ready {
+                return Decision::WaitUntil(ready);
             }
         }
+        self.start_next(now, running)
+    }
 
-        let running = self.count(HostStatus::Running);
-        let canary = self.policy.canary.min(self.slots.len());
-        let canary_done = self.slots[..canary]
+    /// Running hosts silent past the step timeout, now failed.
+    fn time_out(&mut self, now: Duration) -> Option<Vec<String>> {
+        let timeout = self.policy.step_timeout?;
+        let silent: Vec<String> = self
+            .slots
             .iter()
-            .all(|s| s.status == HostStatus::Succeeded);
+            .filter(|s| s.status == HostStatus::Running && now >= s.last_seen + timeout)
+            .map(|s| s.target.host.clone())
+            .collect();
+        if silent.is_empty() {
+            return None;
+        }
+        for h in &silent {
+            self.failed(h, now);
+        }
+        Some(silent)
+    }
+
+    fn canary(&self) -> usize {
+        self.policy.canary.min(self.slots.len())
+    }
+
+    /// Stops the rollout when a canary host failed or the failure budget is spent.
+    fn check_stop(&mut self) {
+        let canary = self.canary();
         // Any canary failure stops the rollout (canary hosts still running finish first).
         if self.stopped.is_none()
             && self.slots[..canary]
@@ -247,49 +295,18 @@ impl Rollout {
                 Some(_) => "more hosts failed than max_failures allows".to_owned(),
             });
         }
+    }
 
-        if let Some(reason) = self.stopped.clone() {
-            if running > 0 {
-                return Decision::Wait;
-            }
-            for s in &mut self.slots {
-                if s.status == HostStatus::Pending {
-                    s.status = HostStatus::Skipped;
-                }
-            }
-            return Decision::Done(Outcome::Failed {
-                reason,
-                failed: self.hosts_with(HostStatus::Failed),
-            });
-        }
-
-        if self.count(HostStatus::Pending) == 0 {
-            if running > 0 {
-                return Decision::Wait;
-            }
-            let failed = self.hosts_with(HostStatus::Failed);
-            return Decision::Done(if failed.is_empty() {
-                Outcome::Succeeded
-            } else {
-                Outcome::Degraded { failed }
-            });
-        }
-
-        // A batch in flight must finish, then `boot.wait` passes, before the next starts.
-        if !self.batch.is_empty() {
-            return Decision::Wait;
-        }
-        if let Some(done) = self.batch_finished_at {
-            let ready = done + self.policy.batch_wait;
-            if now < ready {
-                return Decision::WaitUntil(ready);
-            }
-        }
-
-        let pending: Vec<usize> = (0..self.slots.len())
+    /// The next hosts to start: canary first, then primaries until one is up (Kamal), within
+    /// the batch size and `max_parallel`.
+    fn start_next(&mut self, now: Duration, running: usize) -> Decision {
+        let canary = self.canary();
+        let canary_done = self.slots[..canary]
+            .iter()
+            .all(|s| s.status == HostStatus::Succeeded);
+        let mut eligible: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].status == HostStatus::Pending)
             .collect();
-        let mut eligible: Vec<usize> = pending.clone();
         if canary > 0 && !canary_done {
             eligible.retain(|&i| i < canary);
         }
@@ -301,7 +318,6 @@ impl Rollout {
             .any(|s| s.target.primary && s.status == HostStatus::Succeeded);
         if any_primary && !primary_up {
             eligible.retain(|&i| self.slots[i].target.primary);
-            // Until one primary host is healthy, boot primaries one batch at a time.
         }
         let mut room = eligible.len();
         if let Some(b) = self.policy.batch {

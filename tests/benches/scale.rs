@@ -208,6 +208,7 @@ fn start_fleet(
         latency: Duration::ZERO,
         pull_latency: Duration::ZERO,
         failure_rate: 0.0,
+        ..Default::default()
     };
     for i in 0..n {
         let host = host_name(i);

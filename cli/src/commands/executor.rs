@@ -159,7 +159,8 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
+/// Flags win over the settings file (`--config`), which wins over the defaults.
+fn merge_config(args: &mut RunArgs) -> anyhow::Result<()> {
     for (key, value) in read_config(&args.config)? {
         let path = || Some(PathBuf::from(&value));
         match key.as_str() {
@@ -175,6 +176,11 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
             _ => {}
         }
     }
+    Ok(())
+}
+
+async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
+    merge_config(&mut args)?;
     let missing = |what: &str, flag: &str| {
         usage(
             format!("no {what} given"),

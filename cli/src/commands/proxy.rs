@@ -247,16 +247,7 @@ async fn dispatch(command: ProxyCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::lifecycle::init_tracing("info");
     let config = args.into_config().map_err(|e| UserError {
         message: e.to_string(),
         hint: Some("see `flotilla proxy run --help`".into()),

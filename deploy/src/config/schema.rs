@@ -476,7 +476,7 @@ pub static FLOTILLA: Section = Section {
     summary: "Flotilla's own settings. Kamal ignores `x-` keys, so one file serves both tools.",
     keys: keys! {
         "rollout": "Rollout policy (see `x-flotilla/rollout`).",
-        "nats": "`{url, creds}` of a NATS cluster; without it a local nats-server is started.",
+        "nats": "`{url, creds}` of a NATS cluster; required for now (or FLOTILLA_NATS_URL): `url` of a NATS server with JetStream, `creds` a credentials file.",
         "metrics": "`{listen}`: address the scheduler serves Prometheus metrics on.",
     },
 };

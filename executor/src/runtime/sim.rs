@@ -24,6 +24,19 @@ pub struct SimConfig {
     pub pull_latency: Duration,
     /// Probability (0..=1) that any one call fails.
     pub failure_rate: f64,
+    /// A failure that always happens, for tests of what the scheduler does with it.
+    pub fail: Option<SimFailure>,
+}
+
+/// A step that always fails on a simulated host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimFailure {
+    /// Every pull fails (the registry is unreachable).
+    Pull,
+    /// The new container never passes the proxy's health check.
+    Unhealthy,
+    /// Containers of this version never pass the proxy's health check (a bad release).
+    UnhealthyVersion(String),
 }
 
 impl Default for SimConfig {
@@ -32,6 +45,7 @@ impl Default for SimConfig {
             latency: Duration::from_millis(1),
             pull_latency: Duration::from_millis(20),
             failure_rate: 0.0,
+            fail: None,
         }
     }
 }
@@ -75,6 +89,9 @@ impl Runtime for SimRuntime {
 
     async fn pull(&self, image: &str, _auth: Option<&Credentials>) -> Result<Pulled, RuntimeError> {
         self.call(self.config.pull_latency).await?;
+        if self.config.fail == Some(SimFailure::Pull) {
+            return Err(RuntimeError::new(format!("simulated: cannot pull {image}")));
+        }
         let digest = format!(
             "sha256:{}",
             hex::encode(sha2::Sha256::digest(image.as_bytes()))
@@ -176,6 +193,17 @@ impl Proxy for SimRuntime {
         self.call(Duration::ZERO)
             .await
             .map_err(|e| ProxyError::Other(e.message))?;
+        let unhealthy = match &self.config.fail {
+            Some(SimFailure::Unhealthy) => true,
+            Some(SimFailure::UnhealthyVersion(v)) => request.service.version.as_ref() == Some(v),
+            _ => false,
+        };
+        if unhealthy {
+            return Err(ProxyError::Unhealthy(format!(
+                "simulated: {} never became healthy",
+                request.service.target
+            )));
+        }
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         let from = targets.insert(request.service.name.clone(), request.service.target.clone());
         Ok(Deployed {

@@ -22,8 +22,6 @@ use flotilla_protocol::wire::{Job, JobStep, SealedValue};
 pub use flotilla_protocol::names::NETWORK;
 /// Lines of a container's log attached to a failure.
 pub const LOG_TAIL_LINES: usize = 20;
-/// Error text in events is cut to this many characters.
-pub const MAX_ERROR_CHARS: usize = 2000;
 
 /// A step that did not succeed: the events it did produce (e.g. `HealthFailed`) and why.
 #[derive(Debug)]
@@ -145,26 +143,7 @@ pub fn event_id(job: &Job, step: Option<usize>, k: usize) -> EventId {
     EventId::from_u128((time << 80) | ((u64::from_be_bytes(h) as u128) << 16) | (step << 4) | k)
 }
 
-/// Cuts long error text (Docker errors can carry whole build logs) to [`MAX_ERROR_CHARS`].
-pub fn shorten(text: &str) -> String {
-    if text.chars().count() <= MAX_ERROR_CHARS {
-        return text.to_owned();
-    }
-    let head: String = text.chars().take(MAX_ERROR_CHARS).collect();
-    format!("{head}... (cut)")
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+pub use flotilla_protocol::text::{MAX_ERROR_CHARS, error_chain, shorten};
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -18,6 +18,7 @@ fn executor() -> Executor<SimRuntime, SimRuntime> {
         latency: std::time::Duration::ZERO,
         pull_latency: std::time::Duration::ZERO,
         failure_rate: 0.0,
+        ..Default::default()
     };
     Executor::new(
         SimRuntime::new(config.clone()),
@@ -285,6 +286,7 @@ async fn simulated_fleet_runs_and_fails_on_demand() {
         latency: std::time::Duration::from_millis(1),
         pull_latency: std::time::Duration::from_millis(5),
         failure_rate: 0.0,
+        ..Default::default()
     };
     let hosts: Vec<_> = (0..1000)
         .map(|i| {

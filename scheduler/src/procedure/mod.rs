@@ -33,6 +33,7 @@ use flotilla_deploy::plan::Plan;
 use flotilla_events::event::{DeployFailed, DeployKind, HookRan, LockAcquired, LockReleased};
 use flotilla_events::{DeployId, Envelope, Event, EventLog, LogError, NewEvent, Timestamp};
 use flotilla_protocol::signing::JobSigner;
+use flotilla_protocol::text::error_chain;
 use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,33 @@ pub struct Context<'a, T: Transport> {
     /// `--lock-wait`: wait this long for a held lock instead of failing.
     pub lock_wait: Option<Duration>,
     pub heartbeat_wait: Duration,
+    /// Told what the procedure is waiting for, for the user (the CLI prints it).
+    pub notices: &'a (dyn Fn(Notice) + Send + Sync),
+}
+
+/// Something the user should hear about while a procedure waits; not an event (nothing has
+/// happened yet).
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// The deploy lock is held: waiting up to `wait` for its release (`--lock-wait`).
+    WaitingForLock {
+        holder: Box<LockInfo>,
+        wait: Duration,
+    },
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::WaitingForLock { holder, wait } => write!(
+                f,
+                "waiting up to {}s for the deploy lock held by {} ({})",
+                wait.as_secs(),
+                holder.holder,
+                holder.message
+            ),
+        }
+    }
 }
 
 impl<T: Transport> std::fmt::Debug for Context<'_, T> {
@@ -146,7 +174,16 @@ async fn lock<T: Transport>(ctx: &Context<'_, T>, req: &Request) -> Result<T::Lo
         expires_at_ms: None,
     };
     let key = lock_key(&ctx.config.service, ctx.config.destination.as_deref());
-    ctx.transport.acquire_lock(&key, &info, ctx.lock_wait).await
+    match (
+        ctx.transport.acquire_lock(&key, &info, None).await,
+        ctx.lock_wait,
+    ) {
+        (Err(LockError::Held { info: holder, .. }), Some(wait)) => {
+            (ctx.notices)(Notice::WaitingForLock { holder, wait });
+            ctx.transport.acquire_lock(&key, &info, Some(wait)).await
+        }
+        (result, _) => result,
+    }
 }
 
 /// `DeployRequested` (unless resuming), the preamble, `LockAcquired`.
@@ -234,18 +271,6 @@ fn settle<T: Transport>(
             Err(e)
         }
     }
-}
-
-/// `error: cause: cause`, one line, for an event's reason.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The engine's view of a request.

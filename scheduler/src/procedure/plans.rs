@@ -24,6 +24,8 @@ pub enum PlanError {
     UnknownDeploy(String),
     #[error("deploy {0} has no DeployRequested event: nothing to resume")]
     NotResumable(String),
+    #[error("deploy {0} already completed: nothing to resume")]
+    AlreadyCompleted(String),
     #[error("event log")]
     Log(#[from] LogError),
 }
@@ -41,6 +43,7 @@ impl PlanError {
             PlanError::UnknownDeploy(_) | PlanError::NotResumable(_) => {
                 "list deploys with `flotilla history`"
             }
+            PlanError::AlreadyCompleted(_) => "see it with `flotilla replay ID`",
             PlanError::Log(_) => "see `flotilla events --salvage`",
         }
     }
@@ -194,6 +197,12 @@ pub fn resume_plan(
             _ => None,
         })
         .ok_or_else(|| PlanError::NotResumable(id.to_owned()))?;
+    if events
+        .iter()
+        .any(|e| matches!(e.event, Event::DeployCompleted(_)))
+    {
+        return Err(PlanError::AlreadyCompleted(id.to_owned()));
+    }
     let digest = |want_pulled: bool| {
         events.iter().find_map(|e| match &e.event {
             Event::ImagePulled(p) if want_pulled => Some(p.digest.clone()),

@@ -1,0 +1,281 @@
+//! A fleet in one process: the scheduler's procedure over the in-memory transport and the
+//! memory log, and one simulated executor per host running the real executor's job runner
+//! (`flotilla_executor::job::run_job`) against the simulated Docker engine and proxy.
+
+use flotilla_deploy::Config;
+use flotilla_deploy::config::{LoadOptions, load};
+use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, Timestamp};
+use flotilla_executor::job::{Sink, SinkError, run_job};
+use flotilla_executor::runtime::sim::{SimConfig, SimFailure, SimRuntime};
+use flotilla_executor::steps::Executor;
+use flotilla_protocol::sealing::HostKey;
+use flotilla_protocol::signing::{Admission, JobSigner, JobVerifier};
+use flotilla_protocol::wire::{Heartbeat, Refusal, RefusalReason, Report};
+use flotilla_scheduler::procedure::plans::{self, Narrow};
+use flotilla_scheduler::procedure::{self, Context, Finished, ProcedureError, Request};
+use flotilla_scheduler::transport::memory::MemoryTransport;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a simulated host behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Runs every job to the end.
+    Healthy,
+    /// Runs jobs, but this step always fails.
+    Fails(SimFailure),
+    /// Beats, takes jobs and never answers (a hung executor).
+    Silent,
+    /// Refuses every job (as for a job signed by another scheduler).
+    Refuses,
+    /// Publishes every report twice (a redelivery).
+    Repeats,
+    /// Dies (stops reporting, for good) after this many reports.
+    DiesAfter(usize),
+}
+
+/// The project, the log, the transport and the scheduler's key.
+pub struct World {
+    _dir: tempfile::TempDir,
+    pub root: std::path::PathBuf,
+    pub config: Config,
+    pub log: MemoryLog,
+    pub transport: MemoryTransport,
+    pub signer: JobSigner,
+}
+
+/// The secret every host's app gets; it must never appear in an event or a report.
+pub const APP_SECRET: &str = "s3cret-in-process-7d1e";
+
+impl World {
+    /// A project with `hosts` in role `web` and `x-flotilla.rollout` set to `rollout` (YAML
+    /// flow mapping, e.g. `{max_failures: 1}`).
+    pub fn new(hosts: &[&str], rollout: &str) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_owned();
+        let hosts_yaml: String = hosts.iter().map(|h| format!("      - {h}\n")).collect();
+        let yaml = format!(
+            "service: app\nimage: app\nservers:\n  web:\n    hosts:\n{hosts_yaml}\
+             proxy:\n  app_port: 80\nregistry:\n  server: registry.test:5000\n  username: u\n  \
+             password:\n    - REGISTRY_PASSWORD\nenv:\n  secret:\n    - APP_SECRET\n\
+             x-flotilla:\n  rollout: {rollout}\n"
+        );
+        std::fs::create_dir_all(root.join("config")).expect("config dir");
+        std::fs::create_dir_all(root.join(".kamal")).expect(".kamal dir");
+        std::fs::write(root.join("config/deploy.yml"), yaml).expect("deploy.yml");
+        std::fs::write(
+            root.join(".kamal/secrets"),
+            format!("REGISTRY_PASSWORD=pw-in-process\nAPP_SECRET={APP_SECRET}\n"),
+        )
+        .expect("secrets");
+        let config = load(&LoadOptions {
+            root: root.clone(),
+            config_file: "config/deploy.yml".into(),
+            destination: None,
+            env: BTreeMap::new(),
+        })
+        .unwrap_or_else(|e| panic!("config: {e}"));
+        World {
+            _dir: dir,
+            root,
+            config,
+            log: MemoryLog::new(),
+            transport: MemoryTransport::new(),
+            signer: JobSigner::generate(),
+        }
+    }
+
+    /// Starts a simulated executor on `host`: it beats at once, then takes its jobs.
+    pub fn executor(&self, host: &str, behaviour: Behaviour) {
+        let sim = SimConfig {
+            latency: Duration::ZERO,
+            pull_latency: Duration::ZERO,
+            fail: match &behaviour {
+                Behaviour::Fails(f) => Some(f.clone()),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        let executor = Executor::new(
+            SimRuntime::new(sim.clone()),
+            SimRuntime::new(sim),
+            HostKey::generate(),
+            host,
+        );
+        self.transport.beat(Heartbeat {
+            host: host.to_owned(),
+            executor_version: "sim".into(),
+            docker_version: "sim".into(),
+            containers: Vec::new(),
+            sealing_key: executor.host_key().public_key_base64(),
+            at: Timestamp::now(),
+        });
+        let Some(jobs) = self.transport.jobs(host) else {
+            panic!("a second executor for {host}");
+        };
+        let verifier = JobVerifier::new(&self.signer.public_key_base64(), host).expect("verifier");
+        let transport = self.transport.clone();
+        tokio::spawn(serve(transport, executor, verifier, jobs, behaviour));
+    }
+
+    /// The procedure's context over this world.
+    pub fn context(&self) -> Context<'_, MemoryTransport> {
+        Context {
+            config: &self.config,
+            root: &self.root,
+            log: &self.log,
+            transport: &self.transport,
+            signer: &self.signer,
+            actor: "tester".into(),
+            machine: "test".into(),
+            skip_hooks: false,
+            lock_wait: None,
+            heartbeat_wait: procedure::HEARTBEAT_WAIT,
+            notices: &|_| {},
+        }
+    }
+
+    /// `deploy VERSION` of the image already pushed, as the CLI asks for it.
+    pub fn deploy_request(&self, version: &str) -> Request {
+        let plan =
+            plans::deploy_plan(&self.config, &self.log, version, &Narrow::default()).expect("plan");
+        Request {
+            plan,
+            kind: flotilla_events::event::DeployKind::Deploy,
+            deploy_id: DeployId::new(),
+            resume: false,
+            preamble: Vec::new(),
+            command: "deploy",
+        }
+    }
+
+    /// Runs `req` to its end.
+    pub async fn run(&self, req: &Request) -> Result<Finished, ProcedureError> {
+        procedure::run(&self.context(), req, &mut |_| {}, &CancellationToken::new()).await
+    }
+
+    /// Deploys `version` to its end.
+    pub async fn deploy(&self, version: &str) -> (Request, Result<Finished, ProcedureError>) {
+        let req = self.deploy_request(version);
+        let result = self.run(&req).await;
+        (req, result)
+    }
+
+    /// Every event of deploy `id`, in log order.
+    pub fn events(&self, id: &DeployId) -> Vec<Envelope> {
+        self.log.read_deploy(id).expect("read log")
+    }
+
+    /// How many events of type `name` each host has in deploy `id`.
+    pub fn count(&self, id: &DeployId, name: &str) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for e in self.events(id) {
+            if e.type_name() == name
+                && let Some(h) = e.host
+            {
+                *counts.entry(h).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// The event types of deploy `id` without a host, in order (the deploy's own story).
+    pub fn story(&self, id: &DeployId) -> Vec<&'static str> {
+        self.events(id)
+            .iter()
+            .filter(|e| e.host.is_none())
+            .map(Envelope::type_name)
+            .collect()
+    }
+}
+
+/// One simulated executor: verify each job, then run it (or misbehave as told).
+async fn serve(
+    transport: MemoryTransport,
+    executor: Executor<SimRuntime, SimRuntime>,
+    verifier: JobVerifier,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    behaviour: Behaviour,
+) {
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sent = Arc::new(AtomicUsize::new(0));
+    while let Some(payload) = jobs.recv().await {
+        let job = match verifier.admit(&payload, Timestamp::now()) {
+            Admission::Accept(job) => job,
+            Admission::Refuse(_) | Admission::Garbage(_) => continue,
+        };
+        let host = executor.host().to_owned();
+        match behaviour {
+            Behaviour::Silent => continue,
+            Behaviour::Refuses => {
+                let refusal = Refusal {
+                    job_id: job.id.clone(),
+                    deploy_id: job.deploy_id.to_string(),
+                    host: host.clone(),
+                    reason: RefusalReason::BadSignature,
+                    detail: "signed by another scheduler".into(),
+                    at: Timestamp::now(),
+                };
+                let _ = transport.report(job.deploy_id.as_str(), &host, &Report::Refused(refusal));
+                continue;
+            }
+            _ => {}
+        }
+        let sink = MemorySink {
+            transport: transport.clone(),
+            deploy: job.deploy_id.to_string(),
+            host,
+            behaviour: behaviour.clone(),
+            sent: sent.clone(),
+        };
+        if run_job(&executor, &job, &sink, &stop).await.is_err() {
+            // The executor died: no more reports, ever.
+            return;
+        }
+    }
+}
+
+/// Reports into the in-memory transport, as the executor's JetStream sink does.
+struct MemorySink {
+    transport: MemoryTransport,
+    deploy: String,
+    host: String,
+    behaviour: Behaviour,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Sink for MemorySink {
+    async fn report(&self, report: &Report) -> Result<(), SinkError> {
+        if let Behaviour::DiesAfter(n) = self.behaviour
+            && self.sent.fetch_add(1, Ordering::SeqCst) >= n
+        {
+            return Err(SinkError("the executor died".into()));
+        }
+        self.transport
+            .report(&self.deploy, &self.host, report)
+            .map_err(|e| SinkError(e.to_string()))?;
+        if self.behaviour == Behaviour::Repeats {
+            // Past the stream's dedup: the scheduler sees the same report twice, as after a
+            // redelivery, and must keep one copy.
+            let bytes =
+                flotilla_protocol::wire::encode(report).map_err(|e| SinkError(e.to_string()))?;
+            self.transport.report_bytes(&self.deploy, &self.host, bytes);
+        }
+        Ok(())
+    }
+}
+
+/// The `HostFailed` of `host` in deploy `id`.
+pub fn host_failed(
+    world: &World,
+    id: &DeployId,
+    host: &str,
+) -> Option<flotilla_events::event::HostFailed> {
+    world.events(id).into_iter().find_map(|e| match e.event {
+        Event::HostFailed(f) if e.host.as_deref() == Some(host) => Some(f),
+        _ => None,
+    })
+}
