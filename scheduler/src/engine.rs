@@ -266,6 +266,10 @@ impl<T: Transport> Engine<'_, T> {
             .roll_out(&run, &mut progress, &mut reports, &host_keys, watch, cancel)
             .await?;
         self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
+        drop(reports);
+        if let Err(e) = self.transport.forget_reports(run.deploy_id.as_str()).await {
+            tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's report consumer was not deleted");
+        }
         Ok(RunOutcome {
             succeeded: progress.rollout.hosts_with(HostStatus::Succeeded),
             failed: progress.rollout.hosts_with(HostStatus::Failed),

@@ -49,8 +49,7 @@ pub struct JobContext<'a> {
 }
 
 /// The job for `host`, starting at step `from` (0 for a fresh deploy; a resume skips the
-/// steps the log shows finished). The job id is derived from the deploy, host and first step,
-/// so the same resume published twice is deduplicated by JetStream.
+/// steps the log shows finished). The job id is the deploy, host, first step and a fresh ULID.
 pub fn job_for(
     plan: &Plan,
     host: &HostPlan,
@@ -71,10 +70,14 @@ pub fn job_for(
         .collect::<Result<Vec<_>, _>>()?;
     let validity_ms = i64::try_from(ctx.validity.as_millis()).unwrap_or(i64::MAX);
     Ok(Job {
+        // Unique per dispatch (a fresh ULID): the id is the `Nats-Msg-Id`, and JetStream
+        // drops a second message with the same id inside its dedup window, so a resume that
+        // sends a host the same steps again within two minutes must not reuse an old id.
         id: format!(
-            "{}-{}-{from}",
+            "{}-{}-{from}-{}",
             ctx.deploy_id,
-            flotilla_protocol::subjects::token(&host.host)
+            flotilla_protocol::subjects::token(&host.host),
+            flotilla_events::EventId::new()
         ),
         deploy_id: ctx.deploy_id.clone(),
         host: host.host.clone(),

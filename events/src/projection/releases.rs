@@ -232,7 +232,7 @@ impl Projection for Releases {
         let (Some(release), Some(pending)) =
             (self.releases.get_mut(index), self.pending.get_mut(&index))
         else {
-            // A release that already ended takes no more changes.
+            // A completed release takes no more changes.
             return;
         };
         let host = e.host.as_deref();
@@ -294,19 +294,19 @@ impl Projection for Releases {
                 release.finished_at = Some(e.at);
                 self.pending.remove(&index);
             }
+            // A failed or cancelled deploy may be resumed: its later events still count, and
+            // a `DeployCompleted` after a resume is its final outcome (only that one ends it).
             Event::DeployFailed(f) => {
                 release.outcome = Outcome::Failed {
                     reason: f.reason.clone(),
                 };
                 release.finished_at = Some(e.at);
-                self.pending.remove(&index);
             }
             Event::DeployCancelled(c) => {
                 release.outcome = Outcome::Cancelled {
                     reason: c.reason.clone(),
                 };
                 release.finished_at = Some(e.at);
-                self.pending.remove(&index);
             }
             _ => {}
         }

@@ -26,6 +26,14 @@ pub enum PlanError {
     NotResumable(String),
     #[error("deploy {0} already completed: nothing to resume")]
     AlreadyCompleted(String),
+    #[error(
+        "deploy {id} was superseded by deploy {newer} ({version}): resuming it would roll hosts back"
+    )]
+    Superseded {
+        id: String,
+        newer: String,
+        version: String,
+    },
     #[error("event log")]
     Log(#[from] LogError),
 }
@@ -44,6 +52,9 @@ impl PlanError {
                 "list deploys with `flotilla history`"
             }
             PlanError::AlreadyCompleted(_) => "see it with `flotilla replay ID`",
+            PlanError::Superseded { .. } => {
+                "deploy the version you want with `flotilla deploy`, or go back with `flotilla rollback`"
+            }
             PlanError::Log(_) => "see `flotilla events --salvage`",
         }
     }
@@ -203,6 +214,13 @@ pub fn resume_plan(
     {
         return Err(PlanError::AlreadyCompleted(id.to_owned()));
     }
+    if let Some((newer, version)) = newer_deploy(log, &events, &request)? {
+        return Err(PlanError::Superseded {
+            id: id.to_owned(),
+            newer,
+            version,
+        });
+    }
     let digest = |want_pulled: bool| {
         events.iter().find_map(|e| match &e.event {
             Event::ImagePulled(p) if want_pulled => Some(p.digest.clone()),
@@ -223,4 +241,28 @@ pub fn resume_plan(
         .hosts
         .retain(|h| request.hosts.iter().any(|p| p.host == h.host));
     Ok((planned, request.kind))
+}
+
+/// A deploy or rollback of the same service and destination requested after this one: what
+/// the hosts run now is its business, not this deploy's.
+fn newer_deploy(
+    log: &dyn EventLog,
+    events: &[flotilla_events::Envelope],
+    request: &flotilla_events::event::DeployRequested,
+) -> Result<Option<(String, String)>, LogError> {
+    let Some(first) = events.first() else {
+        return Ok(None);
+    };
+    for e in log.read_from(first.seq + 1)? {
+        let e = e?;
+        if let Event::DeployRequested(r) = &e.event
+            && e.deploy_id != first.deploy_id
+            && r.kind != DeployKind::Accessory
+            && r.service == request.service
+            && r.destination == request.destination
+        {
+            return Ok(Some((e.deploy_id.to_string(), r.version.clone())));
+        }
+    }
+    Ok(None)
 }

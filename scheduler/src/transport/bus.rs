@@ -205,6 +205,22 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Deletes the deploy's durable consumer (a finished deploy's reports are all durable).
+    pub async fn forget_deploy_events(&self, deploy_id: &str) -> Result<(), TransportError> {
+        let stream = self
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .map_err(nats)?;
+        stream
+            .delete_consumer(&subjects::deploy_consumer(deploy_id))
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+}
+
 /// One deploy's reports, in order; each must be acknowledged after it is durable.
 pub struct DeployEvents {
     messages: pull::Stream,

@@ -43,6 +43,8 @@ struct State {
     lost_locks: HashSet<String>,
     /// Jobs published, in order: (host, job id).
     published: Vec<(String, String)>,
+    /// Deploys whose report subscription was forgotten, in order.
+    forgotten: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -140,6 +142,11 @@ impl MemoryTransport {
         self.state().published.clone()
     }
 
+    /// Deploys whose report subscription was forgotten (they finished), in order.
+    pub fn forgotten(&self) -> Vec<String> {
+        self.state().forgotten.clone()
+    }
+
     /// Who holds lock `key`, if anyone.
     pub fn lock_holder(&self, key: &str) -> Option<LockInfo> {
         self.state().locks.get(key).cloned()
@@ -211,6 +218,12 @@ impl Transport for MemoryTransport {
             transport: self.clone(),
             deploy_id: deploy_id.to_owned(),
         })
+    }
+
+    async fn forget_reports(&self, deploy_id: &str) -> Result<(), TransportError> {
+        let mut state = self.state();
+        state.forgotten.push(deploy_id.to_owned());
+        Ok(())
     }
 
     async fn acquire_lock(

@@ -75,6 +75,13 @@ pub trait Transport: Send + Sync {
         deploy_id: &str,
     ) -> impl Future<Output = Result<Self::Reports, TransportError>> + Send;
 
+    /// Forgets the deploy's report subscription once its outcome is durable (a resume makes a
+    /// new one; its reports are appended idempotently), so finished deploys leave no consumer.
+    fn forget_reports(
+        &self,
+        deploy_id: &str,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
     /// Takes the deploy lock `key`, waiting up to `wait` while another holds it (Kamal's
     /// `--lock-wait`), or failing at once with who holds it.
     fn acquire_lock(

@@ -67,6 +67,10 @@ impl Transport for NatsTransport {
         self.bus.deploy_events(deploy_id).await
     }
 
+    async fn forget_reports(&self, deploy_id: &str) -> Result<(), TransportError> {
+        self.bus.forget_deploy_events(deploy_id).await
+    }
+
     async fn acquire_lock(
         &self,
         key: &str,

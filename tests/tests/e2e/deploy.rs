@@ -422,6 +422,82 @@ fn killed_scheduler_is_resumed_without_repeating_finished_hosts() {
     );
 }
 
+/// SIGTERM (as Ctrl-C) mid-rollout cancels the deploy: no host starts after it, the host that
+/// was running finishes, every host still serves a version, the log ends with
+/// `DeployCancelled` and `LockReleased`, the exit code is 1 with the resume command; then
+/// `flotilla replay ID --resume` finishes the rollout.
+#[test]
+fn sigterm_cancels_the_deploy_and_resume_continues_it() {
+    use std::io::BufRead;
+    let fleet = fleet(3);
+    let project = Project::new(&fleet, "");
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+
+    let mut child = std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", "v2", "--json"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        .envs([("APP_VERSION", "v2"), ("MAX_PARALLEL", "1")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut deploy_id = String::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        deploy_id = e["deploy_id"].as_str().unwrap().to_owned();
+        if e["event"].get("ContainerStarted").is_some() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            break;
+        }
+    }
+    // Drain what it still reports, so it is never blocked on a full pipe.
+    for _ in lines {}
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a cancelled deploy exits 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cancel") && err.contains("--resume"), "{err}");
+
+    let replay = project.flotilla_ok(&["replay", &deploy_id, "--json"], &[]);
+    let types: Vec<String> = replay
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["event"].as_object()?.keys().next().cloned())
+        .collect();
+    let tail: Vec<&str> = types
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["DeployCancelled", "LockReleased"], "{types:?}");
+    assert_eq!(
+        types.iter().filter(|t| *t == "HostSucceeded").count(),
+        1,
+        "only the running host finished: {types:?}"
+    );
+    for addr in web(&fleet) {
+        let v = version_of(addr);
+        assert!(v == "v1" || v == "v2", "{addr} serves {v}");
+    }
+    let status = project.flotilla_ok(&["lock", "status"], &[]);
+    assert!(status.contains("no lock"), "{status}");
+
+    project.flotilla_ok(&["replay", &deploy_id, "--resume"], &[]);
+    for (host, addr) in fleet.hosts.iter().zip(web(&fleet)) {
+        assert_eq!(version_of(addr), "v2");
+        assert_eq!(
+            running(&fleet, host),
+            ["testapp-web-v2"],
+            "on {}",
+            host.name
+        );
+    }
+}
+
 /// Two deploys at once: the second is refused while the first holds the lock, naming the
 /// holder; with `--lock-wait` it waits, then runs.
 #[test]

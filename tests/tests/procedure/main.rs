@@ -7,6 +7,7 @@
 mod harness;
 
 use flotilla_events::event::{DeployKind, FailureCause, Step};
+use flotilla_events::projection::{Outcome as ReleaseOutcome, Projections, ReleaseTarget};
 use flotilla_events::{DeployId, Event};
 use flotilla_executor::runtime::sim::SimFailure;
 use flotilla_scheduler::procedure::plans;
@@ -405,6 +406,55 @@ async fn cancel_stops_dispatching_and_resume_continues() {
     assert_eq!(resumed.outcome.outcome, Outcome::Succeeded);
     assert_eq!(resumed.outcome.already_done, ["h1"]);
     assert_eq!(world.count(&req.deploy_id, "HostSucceeded"), all(1));
+    // History and rollback see the resumed deploy's final outcome, not the cancel.
+    let projections = Projections::rebuild(&world.log).expect("fold");
+    let target = ReleaseTarget::new("app", None);
+    let release = projections
+        .releases
+        .last_good(&target)
+        .expect("a good release");
+    assert_eq!(release.deploy_id, req.deploy_id);
+    assert_eq!(release.outcome, ReleaseOutcome::Completed);
+    // Every dispatch had its own job id (JetStream drops a repeated id as a duplicate).
+    let ids: Vec<String> = world
+        .transport
+        .published()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+}
+
+/// A failed deploy cannot be resumed once a newer deploy of the service ran: that would roll
+/// hosts back to the old version behind the newer deploy's back.
+#[tokio::test(start_paused = true)]
+async fn a_superseded_deploy_is_not_resumed() {
+    let world = World::new(&HOSTS, "{max_parallel: 1}");
+    world.executor("h1", Behaviour::Healthy);
+    world.executor(
+        "h2",
+        Behaviour::Fails(SimFailure::UnhealthyVersion("v1".into())),
+    );
+    world.executor("h3", Behaviour::Healthy);
+    let (old, result) = world.deploy("v1").await;
+    assert!(matches!(
+        result.expect("v1 runs").outcome.outcome,
+        Outcome::Failed { .. }
+    ));
+    let (newer, result) = world.deploy("v2").await;
+    assert_eq!(result.expect("v2 runs").outcome.outcome, Outcome::Succeeded);
+    match plans::resume_plan(&world.config, &world.log, old.deploy_id.as_str()) {
+        Err(plans::PlanError::Superseded {
+            newer: n, version, ..
+        }) => {
+            assert_eq!(n, newer.deploy_id.to_string());
+            assert_eq!(version, "v2");
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
 }
 
 /// `auto_rollback: true`: v2 never gets healthy on h2, so every host that started v2 goes
