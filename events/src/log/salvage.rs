@@ -10,6 +10,18 @@
 //! a private copy of sled's files (sled's recovery rewrites the data file's
 //! tail, and salvage must never make a later, better attempt impossible),
 //! and keeps the union, checking that the two never disagree on an event.
+//!
+//! sled applies an append's keys as one batch and drops a batch whole when
+//! any of its records is damaged, so an event can be intact on disk yet in
+//! neither view. Last, salvage scans sled's raw files for segments and fills
+//! the positions still missing with the intact events it finds there (up to
+//! the last acknowledged position: nothing beyond was ever promised).
+//!
+//! sled's recovery zeroes everything after the first damaged record, so the
+//! first command to open a damaged log would destroy intact events; an open
+//! that finds acknowledged events lost keeps the data file as it was before
+//! (`db.before-recovery`, see `sled_dir::PreRecovery`), and salvage reads
+//! that copy the same ways.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +29,8 @@ use std::path::{Path, PathBuf};
 use super::LogError;
 use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
-use super::sled_dir::{self, Snapshots};
+use super::segment;
+use super::sled_dir::{self, BEFORE_RECOVERY, Snapshots};
 use super::sled_log::{self, STORE_DIR};
 use crate::SledLog;
 use crate::envelope::Envelope;
@@ -77,16 +90,35 @@ impl SledLog {
         let scratch = Scratch::new()?;
         let mut views = Vec::new();
         let snapshots = sled_dir::snapshot_files(&store)?;
-        for (i, keep) in [Snapshots::Whole, Snapshots::None].into_iter().enumerate() {
-            if keep == Snapshots::None && snapshots.is_empty() {
-                // Without snapshots the first read already was a full scan.
-                break;
-            }
-            let copy = scratch.path.join(i.to_string());
-            sled_dir::copy_store(&store, &copy, keep)?;
-            views.push(read_view(dir, &copy));
+        // The data file as it is, and as it was before an open's recovery
+        // zeroed what followed damage, if that open kept a copy.
+        let before = dir.join(BEFORE_RECOVERY);
+        let mut data_files = vec![store.join("db")];
+        if before.exists() {
+            data_files.push(before);
         }
-        merge(dir, acknowledged, views)
+        for (i, data) in data_files.iter().enumerate() {
+            for (j, keep) in [Snapshots::Whole, Snapshots::None].into_iter().enumerate() {
+                if keep == Snapshots::None && snapshots.is_empty() {
+                    // Without snapshots the first read already was a full scan.
+                    break;
+                }
+                let copy = scratch.path.join(format!("{i}-{j}"));
+                sled_dir::copy_store(&store, &copy, keep)?;
+                if i > 0 {
+                    std::fs::copy(data, copy.join("db"))
+                        .map_err(|e| LogError::io("copy", data, e))?;
+                }
+                views.push(read_view(dir, &copy));
+            }
+        }
+        let (raw, scan_problem) = match scan_store(&store, &data_files) {
+            Ok(raw) => (raw, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let mut salvage = merge(dir, acknowledged, views, raw)?;
+        salvage.problems.extend(scan_problem);
+        Ok(salvage)
     }
 }
 
@@ -116,12 +148,32 @@ fn read_view(dir: &Path, copy: &Path) -> Result<View, LogError> {
     Ok(view)
 }
 
-/// The union of the views, and the problems that explain what none of them
-/// could read.
+/// Every intact event in sled's raw files (read, never opened for
+/// writing): the data files and the files in `store`'s `blobs/`.
+fn scan_store(store: &Path, data_files: &[PathBuf]) -> Result<Vec<Envelope>, LogError> {
+    let mut files = data_files.to_vec();
+    let blobs = store.join("blobs");
+    if let Ok(entries) = std::fs::read_dir(&blobs) {
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io("list", &blobs, e))?;
+            files.push(entry.path());
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| LogError::io("read", &file, e))?;
+        out.extend(segment::find_events(&bytes));
+    }
+    Ok(out)
+}
+
+/// The union of the views, filled in from the raw scan, and the problems
+/// that explain what none of them could read.
 fn merge(
     dir: &Path,
     acknowledged: Seq,
     views: Vec<Result<View, LogError>>,
+    raw: Vec<Envelope>,
 ) -> Result<Salvage, LogError> {
     let mut opened = Vec::new();
     let mut failed = Vec::new();
@@ -131,13 +183,7 @@ fn merge(
             Err(e) => failed.push(e),
         }
     }
-    if opened.is_empty() {
-        // Neither way could open the log: say why the first one failed.
-        return Err(failed
-            .into_iter()
-            .next()
-            .unwrap_or(LogError::Internal("salvage tried no way of reading")));
-    }
+    let sled_failed = opened.is_empty();
     // The view with the most events leads (on a tie, the normal open).
     opened.sort_by_key(|view| std::cmp::Reverse(view.events.len()));
     let mut events: BTreeMap<Seq, Envelope> = BTreeMap::new();
@@ -164,6 +210,8 @@ fn merge(
         for problem in view.problems {
             match problem {
                 LogError::Record { seq, .. } => unreadable.push((seq, problem)),
+                // Recomputed below from what the union still lacks.
+                LogError::Gap { .. } | LogError::Truncated { .. } => {}
                 // Sled's own errors and damaged segments of the leading view
                 // say why events are missing; the other views' would repeat
                 // them.
@@ -171,6 +219,17 @@ fn merge(
                 _ => {}
             }
         }
+    }
+    if sled_failed {
+        // Neither way could open the log: the first failure says why.
+        others.extend(failed.into_iter().next());
+    }
+    fill_from_raw(dir, &mut events, raw, acknowledged, &mut conflicts);
+    if events.is_empty()
+        && sled_failed
+        && let Some(why) = others.pop()
+    {
+        return Err(why);
     }
     let last = events.keys().next_back().copied().unwrap_or(0);
     let mut problems = Vec::new();
@@ -214,6 +273,53 @@ fn merge(
         problems,
         acknowledged,
     })
+}
+
+/// Put the raw scan's events at the positions still missing, up to the last
+/// acknowledged one (any position when the mark is unknown). A position
+/// for which the scan found two different events stays missing: which one
+/// was acknowledged cannot be told.
+fn fill_from_raw(
+    dir: &Path,
+    events: &mut BTreeMap<Seq, Envelope>,
+    raw: Vec<Envelope>,
+    acknowledged: Seq,
+    conflicts: &mut Vec<LogError>,
+) {
+    let read = events.keys().next_back().copied().unwrap_or(0);
+    let bound = if acknowledged == 0 {
+        Seq::MAX
+    } else {
+        acknowledged.max(read)
+    };
+    let mut found: BTreeMap<Seq, Option<Envelope>> = BTreeMap::new();
+    for event in raw {
+        if event.seq == 0 || event.seq > bound || events.contains_key(&event.seq) {
+            continue;
+        }
+        match found.get(&event.seq) {
+            None => {
+                found.insert(event.seq, Some(event));
+            }
+            Some(Some(kept)) if kept.id != event.id => {
+                conflicts.push(LogError::Corrupt {
+                    path: dir.to_path_buf(),
+                    detail: format!(
+                        "two different events are stored at position {} ({} and {}); \
+                         salvage kept neither",
+                        event.seq, kept.id, event.id
+                    ),
+                });
+                found.insert(event.seq, None);
+            }
+            Some(_) => {}
+        }
+    }
+    for (seq, event) in found {
+        if let Some(event) = event {
+            events.insert(seq, event);
+        }
+    }
 }
 
 /// Positions missing before the last event, as inclusive ranges.

@@ -114,6 +114,26 @@ impl<'a> Segment<'a> {
         })
     }
 
+    /// The segment at the start of `bytes`, which may go on past it, and its
+    /// length: how salvage finds segments in raw storage files.
+    fn parse_prefix(bytes: &'a [u8]) -> Option<(Self, usize)> {
+        let (&format, rest) = bytes.split_first()?;
+        let (count, _) = rest.split_first_chunk::<4>()?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if format != FORMAT || count == 0 || count > MAX_EVENTS {
+            return None;
+        }
+        let table = HEADER + count * 16;
+        let lengths = bytes.get(table..table + count * 4)?;
+        let total: usize = lengths
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+            .sum();
+        let end = (table + count * 4).checked_add(total)?;
+        let segment = Self::parse(bytes.get(..end)?).ok()?;
+        Some((segment, end))
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.count
     }
@@ -137,4 +157,34 @@ impl<'a> Segment<'a> {
             record
         })
     }
+}
+
+/// Every intact event in segments found anywhere in `bytes`, a raw storage
+/// file: salvage's last resort for events whose storage-engine record is
+/// damaged or was dropped with a damaged neighbour although their own bytes
+/// are whole. An event counts only if its record decodes and holds the id
+/// its segment lists for it, which bytes that merely look like a segment
+/// never do.
+pub(crate) fn find_events(bytes: &[u8]) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == FORMAT) {
+        let start = at + offset;
+        at = start + 1;
+        let Some((segment, len)) = Segment::parse_prefix(&bytes[start..]) else {
+            continue;
+        };
+        let before = out.len();
+        for (record, id) in segment.records().zip(segment.ids()) {
+            if let Ok(event) = codec::decode(record)
+                && event.id == id
+            {
+                out.push(event);
+            }
+        }
+        if out.len() > before {
+            at = start + len;
+        }
+    }
+    out
 }

@@ -22,16 +22,17 @@
 //! more space than the data (see BENCHMARKS.md). Hence the [`EventLog`] trait
 //! in front of it and JSON-lines export/import to move history.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Once};
 
 use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
 use super::salvage::Salvage;
 use super::segment::{MAX_EVENTS, Segment, SegmentWriter};
-use super::sled_dir;
+use super::sled_dir::{self, PreRecovery};
 use super::tail::TailSender;
 use super::{Appended, EventLog, Events, LogError, Tail};
 use crate::codec;
@@ -106,14 +107,29 @@ impl SledLog {
         let lock = WriterLock::acquire(&path)?;
         let store = path.join(STORE_DIR);
         sled_dir::prepare(&store)?;
-        let db = open_store(&path, &store)?;
-        let last = last_position(&db, &path)?;
+        let before = PreRecovery::read(&store)?;
+        let opened = open_store(&path, &store).and_then(|db| {
+            let last = last_position(&db, &path)?;
+            Ok((db, last))
+        });
+        let (db, last) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                if e.is_damage() {
+                    before.keep(&path)?;
+                }
+                return Err(e);
+            }
+        };
         let (checkpoint, acknowledged) = Checkpoint::open(&path)?;
         let truncated = (acknowledged > last).then(|| LogError::Truncated {
             path: path.clone(),
             stored: last,
             acknowledged,
         });
+        if truncated.is_some() {
+            before.keep(&path)?;
+        }
         let log = Self {
             path,
             db,
@@ -252,11 +268,37 @@ pub(super) fn read_store<'a>(
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a sled operation inside [`guard`].
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keep the panic hook from printing panics that [`guard`] catches: the
+/// default hook writes sled's own panic message and source location to
+/// stderr before the panic is turned into a [`LogError`] that says the same
+/// in our words, and raw sled output must not reach the user. Panics
+/// anywhere else, sled's background threads included, print as before.
+fn silence_caught_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Run a sled operation, turning its errors and panics into [`LogError`]s:
 /// sled 0.34 may panic on some damaged files, and a damaged log must never
 /// crash the tool.
 pub(super) fn guard<T>(path: &Path, op: impl FnOnce() -> sled::Result<T>) -> Result<T, LogError> {
-    match catch_unwind(AssertUnwindSafe(op)) {
+    silence_caught_panics();
+    let outer = GUARDED.replace(true);
+    let result = catch_unwind(AssertUnwindSafe(op));
+    GUARDED.set(outer);
+    match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(sled::Error::Corruption { at, .. })) => Err(LogError::Corrupt {
             path: path.to_path_buf(),
