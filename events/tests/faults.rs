@@ -120,6 +120,14 @@ impl Drop for Tmpfs {
     }
 }
 
+/// How many unfinished snapshots sled left in the log in `dir`.
+fn generating(dir: &Path) -> usize {
+    snapshots(dir)
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".generating"))
+        .count()
+}
+
 /// A full disk fails appends with an error saying the disk is full and to
 /// free space (not "corrupted", not "another command is running"); once
 /// space is free the log opens with every acknowledged event, even after
@@ -165,14 +173,32 @@ fn disk_full_keeps_acknowledged_events() {
     ));
     assert!(!acknowledged.is_empty());
 
-    // Opening while the disk is still full fails for the same reason, never
-    // as damage.
-    for _ in 0..3 {
+    // Commands keep opening the log while space comes back a page at a time
+    // (other files being removed). Each open fails for the same reason, never
+    // as damage; one gets as far as sled writing its snapshot and leaves a
+    // zero-byte `snap.*.generating`, which made every later open fail as
+    // "corrupted" before issue 17. The next one opens.
+    let mut leftovers = 0;
+    let mut opened = false;
+    for pages in 0..=256u64 {
+        disk.remount(
+            MsFlags::empty(),
+            &format!("size={}", (1 << 20) + pages * 4096),
+        );
         match SledLog::open(&dir) {
-            Ok(log) => drop(log),
+            Ok(_) => {
+                opened = true;
+                break;
+            }
             Err(e) => assert!(matches!(e, LogError::NoSpace { .. }), "{e:?}"),
         }
+        leftovers += generating(&dir);
     }
+    assert!(opened, "the log opens once there is room");
+    assert!(
+        leftovers > 0,
+        "no open left a partial snapshot: this test no longer reproduces the accident"
+    );
 
     disk.remount(MsFlags::empty(), "size=64m");
     let log = SledLog::open(&dir).expect("the log opens once space is free");

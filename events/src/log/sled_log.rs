@@ -116,7 +116,9 @@ impl SledLog {
             Ok(opened) => opened,
             Err(e) => {
                 if e.is_damage() {
-                    before.keep(&path)?;
+                    // Best effort: the damage is what to report; a copy that
+                    // finds no room (a full disk) must not hide it.
+                    let _ = before.keep(&path);
                 }
                 return Err(e);
             }
@@ -128,7 +130,8 @@ impl SledLog {
             acknowledged,
         });
         if truncated.is_some() {
-            before.keep(&path)?;
+            // As above: the lost events are what to report.
+            let _ = before.keep(&path);
         }
         let log = Self {
             path,
