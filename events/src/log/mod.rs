@@ -13,6 +13,7 @@ mod checkpoint;
 mod error;
 mod lock;
 mod memory;
+mod pre_recovery;
 mod salvage;
 mod segment;
 mod sled_dir;

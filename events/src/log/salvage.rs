@@ -20,8 +20,8 @@
 //! sled's recovery zeroes everything after the first damaged record, so the
 //! first command to open a damaged log would destroy intact events; an open
 //! that finds acknowledged events lost keeps the data file as it was before
-//! (`db.before-recovery`, see `sled_dir::PreRecovery`), and salvage reads
-//! that copy the same ways.
+//! (`db.before-recovery` and `blobs.before-recovery/`, see `pre_recovery`),
+//! and salvage reads that copy the same ways.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use super::LogError;
 use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
+use super::pre_recovery::{BLOBS_BEFORE_RECOVERY, DB_BEFORE_RECOVERY};
 use super::segment;
-use super::sled_dir::{self, BEFORE_RECOVERY, Snapshots};
+use super::sled_dir::{self, Snapshots};
 use super::sled_log::{self, STORE_DIR};
 use crate::SledLog;
 use crate::envelope::Envelope;
@@ -92,7 +93,8 @@ impl SledLog {
         let snapshots = sled_dir::snapshot_files(&store)?;
         // The data file as it is, and as it was before an open's recovery
         // zeroed what followed damage, if that open kept a copy.
-        let before = dir.join(BEFORE_RECOVERY);
+        let before = dir.join(DB_BEFORE_RECOVERY);
+        let kept_blobs = dir.join(BLOBS_BEFORE_RECOVERY);
         let mut data_files = vec![store.join("db")];
         if before.exists() {
             data_files.push(before);
@@ -108,10 +110,12 @@ impl SledLog {
                 if i > 0 {
                     std::fs::copy(data, copy.join("db"))
                         .map_err(|e| LogError::io("copy", data, e))?;
+                    copy_files(&kept_blobs, &copy.join("blobs"))?;
                 }
                 views.push(read_view(dir, &copy));
             }
         }
+        data_files.extend(list_files(&kept_blobs)?);
         let (raw, scan_problem) = match scan_store(&store, &data_files) {
             Ok(raw) => (raw, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -165,6 +169,33 @@ fn scan_store(store: &Path, data_files: &[PathBuf]) -> Result<Vec<Envelope>, Log
         out.extend(segment::find_events(&bytes));
     }
     Ok(out)
+}
+
+/// The files directly in `dir`, none when it does not exist.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LogError::io("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| LogError::io("list", dir, e))?.path();
+        if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// Copy the files directly in `from` (if it exists) into `to`.
+fn copy_files(from: &Path, to: &Path) -> Result<(), LogError> {
+    for file in list_files(from)? {
+        if let Some(name) = file.file_name() {
+            std::fs::copy(&file, to.join(name)).map_err(|e| LogError::io("copy", &file, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The union of the views, filled in from the raw scan, and the problems

@@ -23,7 +23,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::LogError;
@@ -181,72 +181,6 @@ fn remove(path: &Path) -> Result<(), LogError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LogError::io("remove", path, e)),
-    }
-}
-
-/// Name, in the log directory, of the data file as it was before a sled
-/// recovery that lost acknowledged events (see [`PreRecovery`]).
-pub(crate) const BEFORE_RECOVERY: &str = "db.before-recovery";
-
-/// The largest data file [`PreRecovery`] keeps a copy of in memory while
-/// sled opens it: 64 MiB is a log of about 400,000 events (157 bytes each,
-/// BENCHMARKS.md), and reading it costs tens of milliseconds; beyond that
-/// the copy would cost more memory and time than an open should.
-const PRE_RECOVERY_LIMIT: u64 = 64 << 20;
-
-/// sled's data file as it was before sled opened it.
-///
-/// sled recovers a damaged data file by stopping at the first bad record
-/// and zeroing everything after it (the rest of that segment and every
-/// later one, in `advance_snapshot`): 64 bytes damaged at 90% of a
-/// 3,400-event log cost 408 intact events once any command opened it. When
-/// the open turns out to have lost acknowledged events, this copy is
-/// written beside the log, where salvage reads it.
-pub(crate) struct PreRecovery {
-    bytes: Option<Vec<u8>>,
-}
-
-impl PreRecovery {
-    /// Read the data file of `store`, unless it is missing or too large.
-    pub(crate) fn read(store: &Path) -> Result<Self, LogError> {
-        let db = store.join("db");
-        let bytes = match fs::metadata(&db) {
-            Ok(meta) if meta.len() <= PRE_RECOVERY_LIMIT => {
-                Some(fs::read(&db).map_err(|e| LogError::io("read", &db, e))?)
-            }
-            Ok(_) => None,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(LogError::io("read", &db, e)),
-        };
-        Ok(Self { bytes })
-    }
-
-    /// Keep the copy as `db.before-recovery` in the log directory `dir`,
-    /// unless one is there already (the earlier one is the less damaged).
-    pub(crate) fn keep(self, dir: &Path) -> Result<(), LogError> {
-        let Some(bytes) = self.bytes else {
-            return Ok(());
-        };
-        let path = dir.join(BEFORE_RECOVERY);
-        if path.exists() {
-            return Ok(());
-        }
-        let partial = dir.join(format!("{BEFORE_RECOVERY}.partial"));
-        let write = || -> io::Result<()> {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(PRIVATE_FILE_MODE)
-                .open(&partial)?;
-            io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
-            fs::rename(&partial, &path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&partial);
-            LogError::io("keep a copy of the damaged data file as", &path, e)
-        })
     }
 }
 

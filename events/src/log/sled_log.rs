@@ -30,9 +30,10 @@ use std::sync::{Mutex, MutexGuard, Once};
 
 use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
+use super::pre_recovery::PreRecovery;
 use super::salvage::Salvage;
 use super::segment::{MAX_EVENTS, Segment, SegmentWriter};
-use super::sled_dir::{self, PreRecovery};
+use super::sled_dir;
 use super::tail::TailSender;
 use super::{Appended, EventLog, Events, LogError, Tail};
 use crate::codec;
@@ -118,7 +119,7 @@ impl SledLog {
                 if e.is_damage() {
                     // Best effort: the damage is what to report; a copy that
                     // finds no room (a full disk) must not hide it.
-                    let _ = before.keep(&path);
+                    let _ = before.keep(&path, &store);
                 }
                 return Err(e);
             }
@@ -131,7 +132,7 @@ impl SledLog {
         });
         if truncated.is_some() {
             // As above: the lost events are what to report.
-            let _ = before.keep(&path);
+            let _ = before.keep(&path, &store);
         }
         let log = Self {
             path,
