@@ -11,6 +11,7 @@
 
 mod checkpoint;
 mod error;
+mod guard;
 mod lock;
 mod memory;
 mod pre_recovery;

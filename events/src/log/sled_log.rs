@@ -3,10 +3,14 @@
 //! Layout of the log directory (0700, every file 0600): `sled/` holds the
 //! sled database (its files are described, and made safe to open after a
 //! crash or a full disk, in `sled_dir`), `writer.lock` the single-writer
-//! lock, `acknowledged` the last acknowledged position (see `checkpoint`). In sled, key `e` + position of a batch's first event
-//! (8 bytes, big-endian, so keys sort by position) holds that batch as one
-//! `segment`; a batch larger than a segment is several segments written in
-//! one atomic sled batch, so an append is stored whole or not at all.
+//! lock, `acknowledged` the last acknowledged position (see `checkpoint`),
+//! and after a recovery that lost events, `db.before-recovery` and
+//! `blobs.before-recovery/` (see `pre_recovery`).
+//!
+//! In sled, key `e` + position of a batch's first event (8 bytes,
+//! big-endian, so keys sort by position) holds that batch as one `segment`;
+//! a batch larger than a segment is several segments written in one atomic
+//! sled batch, so an append is stored whole or not at all.
 //!
 //! The id index that makes appends idempotent lives in memory: it is built
 //! on the first append (or lookup) after opening, so readers never pay for it,
@@ -22,13 +26,12 @@
 //! more space than the data (see BENCHMARKS.md). Hence the [`EventLog`] trait
 //! in front of it and JSON-lines export/import to move history.
 
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard};
 
 use super::checkpoint::Checkpoint;
+use super::guard::guard;
 use super::lock::WriterLock;
 use super::pre_recovery::PreRecovery;
 use super::salvage::Salvage;
@@ -90,9 +93,11 @@ impl SledLog {
     ///
     /// Fails with [`LogError::Truncated`] when the storage engine dropped
     /// acknowledged events while recovering a damaged file; then
-    /// [`SledLog::salvage_dir`] reads what is left. A snapshot sled left
-    /// unfinished (a crash or a full disk while writing it) is removed first:
-    /// sled rebuilds its state from the data file.
+    /// [`SledLog::salvage_dir`] reads what is left, including the data as it
+    /// was before sled's recovery cut it, which this open then keeps beside
+    /// the log. A snapshot sled left unfinished or damaged (a crash or a full
+    /// disk while writing it) is removed first: sled rebuilds its state from
+    /// the data file.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
         let (log, truncated) = Self::open_unchecked(dir.as_ref())?;
         match truncated {
@@ -269,69 +274,6 @@ pub(super) fn read_store<'a>(
         expected: Some(1),
         current: Vec::new().into_iter(),
         failed: false,
-    }
-}
-
-thread_local! {
-    /// Set while this thread runs a sled operation inside [`guard`].
-    static GUARDED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Keep the panic hook from printing panics that [`guard`] catches: the
-/// default hook writes sled's own panic message and source location to
-/// stderr before the panic is turned into a [`LogError`] that says the same
-/// in our words, and raw sled output must not reach the user. Panics
-/// anywhere else, sled's background threads included, print as before.
-fn silence_caught_panics() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !GUARDED.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Run a sled operation, turning its errors and panics into [`LogError`]s:
-/// sled 0.34 may panic on some damaged files, and a damaged log must never
-/// crash the tool.
-pub(super) fn guard<T>(path: &Path, op: impl FnOnce() -> sled::Result<T>) -> Result<T, LogError> {
-    silence_caught_panics();
-    let outer = GUARDED.replace(true);
-    let result = catch_unwind(AssertUnwindSafe(op));
-    GUARDED.set(outer);
-    match result {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(sled::Error::Corruption { at, .. })) => Err(LogError::Corrupt {
-            path: path.to_path_buf(),
-            detail: match at {
-                Some(at) => format!("sled found a damaged record at {at}"),
-                None => "sled found a damaged record".to_owned(),
-            },
-        }),
-        Ok(Err(sled::Error::ReportableBug(detail))) => Err(LogError::Corrupt {
-            path: path.to_path_buf(),
-            detail,
-        }),
-        // A full disk or a read-only file is said as such, with the next step.
-        Ok(Err(sled::Error::Io(source))) => Err(LogError::io("store events in", path, source)),
-        Ok(Err(source)) => Err(LogError::Store {
-            path: path.to_path_buf(),
-            source,
-        }),
-        Err(panic) => Err(LogError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!(
-                "the storage engine failed: {}",
-                panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("panic")
-            ),
-        }),
     }
 }
 
