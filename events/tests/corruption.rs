@@ -65,6 +65,8 @@ fn damaged_file_gives_clear_error_and_salvage() {
                         eprintln!("damage at {fraction}: {err}");
                         detected += 1;
                         assert!(err.is_damage(), "damage at {fraction}: {err}");
+                        drop(log);
+                        assert_salvage(dir.path(), &written, fraction, len);
                     }
                 }
             }

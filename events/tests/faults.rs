@@ -354,6 +354,43 @@ fn damage_at_the_tail_is_salvaged() {
     }
 }
 
+/// Damage that leaves a record decodable but different (one letter of a
+/// name) is never salvaged as if it were the event: salvage returns only
+/// events whose bytes sled's checksums vouch for, and counts the other as
+/// lost.
+#[test]
+fn altered_record_is_not_salvaged() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("log");
+    let (written, _) = write_deploys(&dir, 3);
+    let db_path = dir.join("sled/db");
+    let mut db = std::fs::read(&db_path).unwrap();
+    let name = b"alice@laptop";
+    // The newest copy: the last event of the last append, stored once.
+    let at = db
+        .windows(name.len())
+        .rposition(|w| w == name)
+        .expect("the actor's name is in the data file");
+    db[at + name.len() - 1] = b'q';
+    std::fs::write(&db_path, &db).unwrap();
+
+    let err = SledLog::open(&dir).err();
+    eprintln!("open: {err:?}");
+    let salvage = SledLog::salvage_dir(&dir).unwrap();
+    for event in &salvage.events {
+        assert_eq!(
+            event,
+            &written[event.seq as usize - 1],
+            "altered event salvaged"
+        );
+    }
+    assert_eq!(
+        salvage.lost(),
+        (written.len() - salvage.events.len()) as u64
+    );
+    assert!(salvage.lost() >= 1, "the altered event is counted as lost");
+}
+
 /// Large appends (an import, a burst of reports) are stored by sled as blob
 /// files beside its data file, and its recovery deletes the ones written
 /// after damage; salvage still recovers every event after a command has

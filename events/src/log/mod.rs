@@ -15,6 +15,7 @@ mod guard;
 mod lock;
 mod memory;
 mod pre_recovery;
+mod raw_scan;
 mod salvage;
 mod segment;
 mod sled_dir;

@@ -14,8 +14,9 @@
 //! sled applies an append's keys as one batch and drops a batch whole when
 //! any of its records is damaged, so an event can be intact on disk yet in
 //! neither view. Last, salvage scans sled's raw files for segments and fills
-//! the positions still missing with the intact events it finds there (up to
-//! the last acknowledged position: nothing beyond was ever promised).
+//! the positions still missing with the events it finds there whose bytes
+//! sled's checksums vouch for (`raw_scan`), up to the last acknowledged
+//! position: nothing beyond was ever promised.
 //!
 //! sled's recovery zeroes everything after the first damaged record, so the
 //! first command to open a damaged log would destroy intact events; an open
@@ -30,7 +31,7 @@ use super::LogError;
 use super::checkpoint::Checkpoint;
 use super::lock::WriterLock;
 use super::pre_recovery::{BLOBS_BEFORE_RECOVERY, DB_BEFORE_RECOVERY};
-use super::segment;
+use super::raw_scan::RawScan;
 use super::sled_dir::{self, Snapshots};
 use super::sled_log::{self, STORE_DIR};
 use crate::SledLog;
@@ -115,10 +116,11 @@ impl SledLog {
                 views.push(read_view(dir, &copy));
             }
         }
-        data_files.extend(list_files(&kept_blobs)?);
-        let (raw, scan_problem) = match scan_store(&store, &data_files) {
-            Ok(raw) => (raw, None),
-            Err(e) => (Vec::new(), Some(e)),
+        let mut blob_files = list_files(&store.join("blobs"))?;
+        blob_files.extend(list_files(&kept_blobs)?);
+        let (raw, scan_problem) = match RawScan::read(&data_files, &blob_files) {
+            Ok(raw) => (Some(raw), None),
+            Err(e) => (None, Some(e)),
         };
         let mut salvage = merge(dir, acknowledged, views, raw)?;
         salvage.problems.extend(scan_problem);
@@ -150,25 +152,6 @@ fn read_view(dir: &Path, copy: &Path) -> Result<View, LogError> {
         }
     }
     Ok(view)
-}
-
-/// Every intact event in sled's raw files (read, never opened for
-/// writing): the data files and the files in `store`'s `blobs/`.
-fn scan_store(store: &Path, data_files: &[PathBuf]) -> Result<Vec<Envelope>, LogError> {
-    let mut files = data_files.to_vec();
-    let blobs = store.join("blobs");
-    if let Ok(entries) = std::fs::read_dir(&blobs) {
-        for entry in entries {
-            let entry = entry.map_err(|e| LogError::io("list", &blobs, e))?;
-            files.push(entry.path());
-        }
-    }
-    let mut out = Vec::new();
-    for file in files {
-        let bytes = std::fs::read(&file).map_err(|e| LogError::io("read", &file, e))?;
-        out.extend(segment::find_events(&bytes));
-    }
-    Ok(out)
 }
 
 /// The files directly in `dir`, none when it does not exist.
@@ -204,7 +187,7 @@ fn merge(
     dir: &Path,
     acknowledged: Seq,
     views: Vec<Result<View, LogError>>,
-    raw: Vec<Envelope>,
+    raw: Option<RawScan>,
 ) -> Result<Salvage, LogError> {
     let mut opened = Vec::new();
     let mut failed = Vec::new();
@@ -255,7 +238,9 @@ fn merge(
         // Neither way could open the log: the first failure says why.
         others.extend(failed.into_iter().next());
     }
-    fill_from_raw(dir, &mut events, raw, acknowledged, &mut conflicts);
+    if let Some(raw) = raw {
+        fill_from_raw(dir, &mut events, raw, acknowledged, &mut conflicts);
+    }
     if events.is_empty()
         && sled_failed
         && let Some(why) = others.pop()
@@ -307,13 +292,14 @@ fn merge(
 }
 
 /// Put the raw scan's events at the positions still missing, up to the last
-/// acknowledged one (any position when the mark is unknown). A position
-/// for which the scan found two different events stays missing: which one
-/// was acknowledged cannot be told.
+/// acknowledged one (any position when the mark is unknown), if sled's
+/// checksums vouch for their bytes. A position for which the scan found two
+/// different events stays missing: which one was acknowledged cannot be
+/// told.
 fn fill_from_raw(
     dir: &Path,
     events: &mut BTreeMap<Seq, Envelope>,
-    raw: Vec<Envelope>,
+    mut raw: RawScan,
     acknowledged: Seq,
     conflicts: &mut Vec<LogError>,
 ) {
@@ -323,32 +309,42 @@ fn fill_from_raw(
     } else {
         acknowledged.max(read)
     };
-    let mut found: BTreeMap<Seq, Option<Envelope>> = BTreeMap::new();
-    for event in raw {
-        if event.seq == 0 || event.seq > bound || events.contains_key(&event.seq) {
+    let mut found: BTreeMap<Seq, Option<usize>> = BTreeMap::new();
+    for index in 0..raw.found.len() {
+        let seq = raw.found[index].event.seq;
+        if seq == 0 || seq > bound || events.contains_key(&seq) {
             continue;
         }
-        match found.get(&event.seq) {
+        if found.get(&seq).is_some_and(|kept| {
+            kept.is_none_or(|kept| raw.found[kept].event.id == raw.found[index].event.id)
+        }) {
+            // The same event again (sled keeps old copies of its nodes), or
+            // a position already in conflict.
+            continue;
+        }
+        if !raw.vouched(index) {
+            continue;
+        }
+        match found.get(&seq).copied().flatten() {
             None => {
-                found.insert(event.seq, Some(event));
+                found.insert(seq, Some(index));
             }
-            Some(Some(kept)) if kept.id != event.id => {
+            Some(kept) => {
                 conflicts.push(LogError::Corrupt {
                     path: dir.to_path_buf(),
                     detail: format!(
-                        "two different events are stored at position {} ({} and {}); \
+                        "two different events are stored at position {seq} ({} and {}); \
                          salvage kept neither",
-                        event.seq, kept.id, event.id
+                        raw.found[kept].event.id, raw.found[index].event.id
                     ),
                 });
-                found.insert(event.seq, None);
+                found.insert(seq, None);
             }
-            Some(_) => {}
         }
     }
-    for (seq, event) in found {
-        if let Some(event) = event {
-            events.insert(seq, event);
+    for (seq, index) in found {
+        if let Some(index) = index {
+            events.insert(seq, raw.found[index].event.clone());
         }
     }
 }
