@@ -42,7 +42,9 @@ pub mod sample;
 pub use envelope::{Envelope, NewEvent, SCHEMA_VERSION};
 pub use event::{Event, Step};
 pub use ids::{DeployId, EventId, Seq, Timestamp};
-pub use log::{Appended, EventLog, Events, LogError, MemoryLog, SledLog, Tail, TailError};
+pub use log::{
+    Appended, EventLog, Events, LogError, MemoryLog, NextStep, Salvage, SledLog, Tail, TailError,
+};
 pub use projection::{
     DeployState, Deploys, FleetState, Projection, Projections, ReleaseTarget, Releases,
 };

@@ -8,9 +8,11 @@
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::LogError;
+use super::sled_dir::{PRIVATE_FILE_MODE, restrict};
 
 /// Who holds a log open for writing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,16 +99,13 @@ impl WriterLock {
     /// Take the writer lock of the log in `dir`, or say who holds it.
     pub(crate) fn acquire(dir: &Path) -> Result<Self, LogError> {
         let path = lock_path(dir);
-        let io = |action, source| LogError::Io {
-            action,
-            path: path.clone(),
-            source,
-        };
+        let io = |action, source| LogError::io(action, &path, source);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(PRIVATE_FILE_MODE)
             .open(&path)
             .map_err(|e| io("open lock file", e))?;
         match file.try_lock() {
@@ -123,6 +122,8 @@ impl WriterLock {
             }
             Err(TryLockError::Error(e)) => return Err(io("lock", e)),
         }
+        // A file made before files were private keeps its old mode: tighten it.
+        restrict(&file, PRIVATE_FILE_MODE).map_err(|e| io("restrict lock file", e))?;
         let text = Holder::current().to_file_text();
         file.set_len(0).map_err(|e| io("truncate lock file", e))?;
         file.seek(SeekFrom::Start(0))

@@ -10,20 +10,25 @@
 //! - one writer: the log is opened by one process at a time.
 
 mod checkpoint;
+mod error;
+mod guard;
 mod lock;
 mod memory;
+mod pre_recovery;
+mod raw_scan;
+mod salvage;
 mod segment;
+mod sled_dir;
 mod sled_log;
 mod tail;
 
-use std::path::PathBuf;
-
+pub use error::{LogError, NextStep};
 pub use lock::Holder;
 pub use memory::MemoryLog;
-pub use sled_log::{Salvage, SledLog};
+pub use salvage::Salvage;
+pub use sled_log::SledLog;
 pub use tail::{Tail, TailError};
 
-use crate::codec::CodecError;
 use crate::envelope::{Envelope, NewEvent};
 use crate::ids::{DeployId, EventId, Seq};
 
@@ -96,111 +101,6 @@ pub trait EventLog: Send + Sync {
     /// Live events appended from now on, for live views. A tail that falls
     /// behind gets [`TailError::Lagged`] and re-reads with [`Self::read_from`].
     fn subscribe(&self) -> Tail;
-}
-
-/// Why the log could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// Another process has the log open for writing.
-    #[error("event log {path} is in use by {holder}")]
-    Locked {
-        /// The log directory.
-        path: PathBuf,
-        /// Who holds it: pid, host and command as the holder wrote them.
-        holder: Holder,
-    },
-    /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done, e.g. `create directory`.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// The storage engine reported an error.
-    #[error("event log {path}: {source}")]
-    Store {
-        /// The log directory.
-        path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// The storage itself is damaged (sled could not recover it, or failed).
-    #[error("event log {path} is corrupted: {detail}")]
-    Corrupt {
-        /// The log directory.
-        path: PathBuf,
-        /// What was found.
-        detail: String,
-    },
-    /// The log ends before events that were acknowledged as stored: the
-    /// storage engine dropped damaged data while recovering.
-    #[error(
-        "event log {path} is damaged: it ends at event {stored}, but events up to \
-         {acknowledged} were stored"
-    )]
-    Truncated {
-        /// The log directory.
-        path: PathBuf,
-        /// The last event the log still has.
-        stored: Seq,
-        /// The last event an append had returned for.
-        acknowledged: Seq,
-    },
-    /// One record cannot be decoded; the records around it may be fine.
-    #[error("event {seq} cannot be read: {source}")]
-    Record {
-        /// Position of the record.
-        seq: Seq,
-        /// Why it cannot be decoded.
-        source: CodecError,
-    },
-    /// Positions are not contiguous: records are missing.
-    #[error("{}", gap_message(*expected, *found))]
-    Gap {
-        /// The position that should have come next.
-        expected: Seq,
-        /// The position that came instead.
-        found: Seq,
-    },
-    /// An event could not be encoded.
-    #[error("cannot store event {id}: {source}")]
-    Encode {
-        /// The event.
-        id: EventId,
-        /// Why.
-        source: CodecError,
-    },
-    /// Import or migration into a log that already has events.
-    #[error("event log already holds {events} events; import needs an empty log")]
-    NotEmpty {
-        /// How many it holds.
-        events: Seq,
-    },
-    /// A bug in Flotilla, not in the input.
-    #[error("internal error: {0}")]
-    Internal(&'static str),
-}
-
-fn gap_message(expected: Seq, found: Seq) -> String {
-    let last_missing = found.saturating_sub(1);
-    if last_missing <= expected {
-        format!("event {expected} is missing (next stored event is {found})")
-    } else {
-        format!("events {expected} to {last_missing} are missing (next stored event is {found})")
-    }
-}
-
-impl LogError {
-    /// Whether [`SledLog::salvage`] may still recover the other events.
-    pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            Self::Corrupt { .. } | Self::Record { .. } | Self::Gap { .. } | Self::Truncated { .. }
-        )
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! writes it. The ids come first so the id index can be rebuilt without
 //! decoding events.
 
+use std::ops::Range;
+
 use crate::codec::{self, CodecError};
 use crate::envelope::Envelope;
 use crate::ids::EventId;
@@ -114,6 +116,26 @@ impl<'a> Segment<'a> {
         })
     }
 
+    /// The segment at the start of `bytes`, which may go on past it, and its
+    /// length: how salvage finds segments in raw storage files.
+    fn parse_prefix(bytes: &'a [u8]) -> Option<(Self, usize)> {
+        let (&format, rest) = bytes.split_first()?;
+        let (count, _) = rest.split_first_chunk::<4>()?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if format != FORMAT || count == 0 || count > MAX_EVENTS {
+            return None;
+        }
+        let table = HEADER + count * 16;
+        let lengths = bytes.get(table..table + count * 4)?;
+        let total: usize = lengths
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+            .sum();
+        let end = (table + count * 4).checked_add(total)?;
+        let segment = Self::parse(bytes.get(..end)?).ok()?;
+        Some((segment, end))
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.count
     }
@@ -136,5 +158,102 @@ impl<'a> Segment<'a> {
             rest = tail;
             record
         })
+    }
+}
+
+/// Every event in segments found anywhere in `bytes`, a raw storage file,
+/// with the byte range of its segment: salvage's last resort for events
+/// whose storage-engine record was dropped with a damaged neighbour or cut
+/// off by recovery although their own bytes are whole. An event counts only
+/// if its record decodes and holds the id its segment lists for it, which
+/// bytes that merely look like a segment never do; whether the bytes are
+/// unchanged is for the caller to check (sled's checksums, `raw_scan`).
+pub(crate) fn find_events(bytes: &[u8]) -> Vec<(Envelope, Range<usize>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == FORMAT) {
+        let start = at + offset;
+        at = start + 1;
+        let Some((segment, len)) = Segment::parse_prefix(&bytes[start..]) else {
+            continue;
+        };
+        let before = out.len();
+        for (record, id) in segment.records().zip(segment.ids()) {
+            if let Ok(event) = codec::decode(record)
+                && event.id == id
+            {
+                out.push((event, start..start + len));
+            }
+        }
+        if out.len() > before {
+            at = start + len;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Story;
+
+    /// Salvage's raw scan finds a segment's events wherever it lies in other
+    /// bytes, skips a record whose bytes were damaged, and finds nothing in
+    /// bytes that only look like segments.
+    #[test]
+    fn raw_scan_finds_intact_events_only() {
+        let events: Vec<Envelope> = Story::new("01D000000000000000000000A1", "v1", 3)
+            .events()
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_envelope(i as u64 + 1))
+            .collect();
+        let mut writer = SegmentWriter::new();
+        for event in &events {
+            writer.push(event).expect("encode");
+        }
+        let segment = writer.finish();
+
+        // Noise full of format bytes and plausible counts around it.
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    if rng.is_multiple_of(5) {
+                        FORMAT
+                    } else {
+                        rng as u8
+                    }
+                })
+                .collect()
+        };
+        assert!(find_events(&noise(1 << 20)).is_empty());
+
+        let mut bytes = noise(4096);
+        bytes.extend_from_slice(&segment);
+        bytes.extend(noise(4096));
+        let found = find_events(&bytes);
+        let spans: Vec<Range<usize>> = found.iter().map(|(_, span)| span.clone()).collect();
+        assert!(spans.iter().all(|s| *s == (4096..4096 + segment.len())));
+        let found: Vec<Envelope> = found.into_iter().map(|(e, _)| e).collect();
+        assert_eq!(found, events);
+
+        // Damage inside the third record: the others are still found.
+        let parsed = Segment::parse(&segment).expect("segment");
+        let third_at = segment.len() - parsed.records.len()
+            + parsed.records().take(2).map(<[u8]>::len).sum::<usize>();
+        let mut damaged = segment.clone();
+        damaged[third_at + 5] ^= 0xFF;
+        let found: Vec<Envelope> = find_events(&damaged).into_iter().map(|(e, _)| e).collect();
+        let expected: Vec<Envelope> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, e)| e.clone())
+            .collect();
+        assert_eq!(found, expected);
     }
 }

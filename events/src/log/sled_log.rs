@@ -1,29 +1,42 @@
 //! The event log on disk, in sled.
 //!
-//! Layout of the log directory: `sled/` holds the sled database, `writer.lock`
-//! the single-writer lock, `acknowledged` the last acknowledged position (see
-//! `checkpoint`). In sled, key `e` + position of a batch's first event
-//! (8 bytes, big-endian, so keys sort by position) holds that batch as one
-//! `segment`; a batch larger than a segment is several segments written in
-//! one atomic sled batch, so an append is stored whole or not at all.
+//! Layout of the log directory (0700, every file 0600): `sled/` holds the
+//! sled database (its files are described, and made safe to open after a
+//! crash or a full disk, in `sled_dir`), `writer.lock` the single-writer
+//! lock, `acknowledged` the last acknowledged position (see `checkpoint`),
+//! and after a recovery that lost events, `db.before-recovery` and
+//! `blobs.before-recovery/` (see `pre_recovery`).
+//!
+//! In sled, key `e` + position of a batch's first event (8 bytes,
+//! big-endian, so keys sort by position) holds that batch as one `segment`;
+//! a batch larger than a segment is several segments written in one atomic
+//! sled batch, so an append is stored whole or not at all.
 //!
 //! The id index that makes appends idempotent lives in memory: it is built
 //! on the first append (or lookup) after opening, so readers never pay for it,
 //! from key `i` + first position, a copy of each segment's ids written in the
 //! same sled batch.
 //!
+//! sled reports through the `log` crate as well as through its errors (an
+//! ERROR line when a flush fails, a WARN line for a damaged snapshot): every
+//! such condition also reaches the caller as a [`LogError`], so a binary
+//! should silence the `sled` target (`sled=off` in a tracing `EnvFilter`).
+//!
 //! sled 0.34 is beta: its on-disk format may change before 1.0 and it uses
 //! more space than the data (see BENCHMARKS.md). Hence the [`EventLog`] trait
 //! in front of it and JSON-lines export/import to move history.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::checkpoint::Checkpoint;
+use super::guard::guard;
 use super::lock::WriterLock;
+use super::pre_recovery::PreRecovery;
+use super::salvage::Salvage;
 use super::segment::{MAX_EVENTS, Segment, SegmentWriter};
+use super::sled_dir;
 use super::tail::TailSender;
 use super::{Appended, EventLog, Events, LogError, Tail};
 use crate::codec;
@@ -74,22 +87,17 @@ struct Writer {
     ids: Option<HashMap<EventId, Seq>>,
 }
 
-/// What [`SledLog::salvage`] could read from a damaged log.
-#[derive(Debug)]
-pub struct Salvage {
-    /// Every event that could be read, in order.
-    pub events: Vec<Envelope>,
-    /// What could not be read, in order.
-    pub problems: Vec<LogError>,
-}
-
 impl SledLog {
     /// Open (creating if needed) the log in directory `dir`, as its only
     /// writer.
     ///
     /// Fails with [`LogError::Truncated`] when the storage engine dropped
     /// acknowledged events while recovering a damaged file; then
-    /// [`SledLog::salvage_dir`] reads what is left.
+    /// [`SledLog::salvage_dir`] reads what is left, including the data as it
+    /// was before sled's recovery cut it, which this open then keeps beside
+    /// the log. A snapshot sled left unfinished or damaged (a crash or a full
+    /// disk while writing it) is removed first: sled rebuilds its state from
+    /// the data file.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
         let (log, truncated) = Self::open_unchecked(dir.as_ref())?;
         match truncated {
@@ -98,54 +106,27 @@ impl SledLog {
         }
     }
 
-    /// Read every event that can be read from the (possibly damaged) log in
-    /// `dir`, listing what could not: the way to export history out of a log
-    /// that fails to open or to read.
-    pub fn salvage_dir(dir: impl AsRef<Path>) -> Result<Salvage, LogError> {
-        let (log, truncated) = Self::open_unchecked(dir.as_ref())?;
-        let mut salvage = log.salvage();
-        if let Some(e) = truncated {
-            salvage.problems.insert(0, e);
-        }
-        Ok(salvage)
-    }
-
     /// Open, reporting acknowledged events the storage lost beside the log.
     fn open_unchecked(dir: &Path) -> Result<(Self, Option<LogError>), LogError> {
         let path = dir.to_path_buf();
-        std::fs::create_dir_all(&path).map_err(|source| LogError::Io {
-            action: "create directory",
-            path: path.clone(),
-            source,
-        })?;
+        sled_dir::create_private_dir(&path)?;
         let lock = WriterLock::acquire(&path)?;
-        let config = sled::Config::new().path(path.join("sled"));
-        let db = guard(&path, || config.open())?;
-        let last_segment = guard(&path, || {
-            db.range(segment_key(0)..=segment_key(Seq::MAX))
-                .next_back()
-                .transpose()
-        })?;
-        let last = match last_segment {
-            None => 0,
-            Some((key, value)) => {
-                let first = first_seq(&key);
-                let segment = Segment::parse(&value);
-                match (first, segment) {
-                    (Some(first), Ok(segment)) => first + segment.count() as Seq - 1,
-                    (_, Err(detail)) => {
-                        return Err(LogError::Corrupt {
-                            path,
-                            detail: format!("last segment: {detail}"),
-                        });
-                    }
-                    (None, _) => {
-                        return Err(LogError::Corrupt {
-                            path,
-                            detail: format!("malformed segment key {key:?}"),
-                        });
-                    }
+        let store = path.join(STORE_DIR);
+        sled_dir::prepare(&store)?;
+        let before = PreRecovery::read(&store)?;
+        let opened = open_store(&path, &store).and_then(|db| {
+            let last = last_position(&db, &path)?;
+            Ok((db, last))
+        });
+        let (db, last) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                if e.is_damage() {
+                    // Best effort: the damage is what to report; a copy that
+                    // finds no room (a full disk) must not hide it.
+                    let _ = before.keep(&path, &store);
                 }
+                return Err(e);
             }
         };
         let (checkpoint, acknowledged) = Checkpoint::open(&path)?;
@@ -154,6 +135,10 @@ impl SledLog {
             stored: last,
             acknowledged,
         });
+        if truncated.is_some() {
+            // As above: the lost events are what to report.
+            let _ = before.keep(&path, &store);
+        }
         let log = Self {
             path,
             db,
@@ -181,6 +166,7 @@ impl SledLog {
         let mut salvage = Salvage {
             events: Vec::new(),
             problems: Vec::new(),
+            acknowledged: self.last_seq(),
         };
         let events = match self.read_from(1) {
             Ok(events) => events,
@@ -235,38 +221,59 @@ impl SledLog {
     }
 }
 
-/// Run a sled operation, turning its errors and panics into [`LogError`]s:
-/// sled 0.34 may panic on some damaged files, and a damaged log must never
-/// crash the tool.
-fn guard<T>(path: &Path, op: impl FnOnce() -> sled::Result<T>) -> Result<T, LogError> {
-    match catch_unwind(AssertUnwindSafe(op)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(sled::Error::Corruption { at, .. })) => Err(LogError::Corrupt {
+/// The directory of sled's files inside the log directory.
+pub(super) const STORE_DIR: &str = "sled";
+
+/// Open the sled database in `store`, the store of the log in `path`
+/// (errors name the log).
+pub(super) fn open_store(path: &Path, store: &Path) -> Result<sled::Db, LogError> {
+    let config = sled::Config::new().path(store);
+    let db = guard(path, || config.open())?;
+    // sled made its files with the process umask; they hold the events.
+    sled_dir::restrict_files(store)?;
+    Ok(db)
+}
+
+/// Position of the last event stored in `db`, 0 when it has none.
+pub(super) fn last_position(db: &sled::Db, path: &Path) -> Result<Seq, LogError> {
+    let last_segment = guard(path, || {
+        db.range(segment_key(0)..=segment_key(Seq::MAX))
+            .next_back()
+            .transpose()
+    })?;
+    let Some((key, value)) = last_segment else {
+        return Ok(0);
+    };
+    let Some(first) = first_seq(&key) else {
+        return Err(LogError::Corrupt {
             path: path.to_path_buf(),
-            detail: match at {
-                Some(at) => format!("sled found a damaged record at {at}"),
-                None => "sled found a damaged record".to_owned(),
-            },
-        }),
-        Ok(Err(sled::Error::ReportableBug(detail))) => Err(LogError::Corrupt {
+            detail: format!("malformed segment key {key:?}"),
+        });
+    };
+    match Segment::parse(&value) {
+        Ok(segment) => Ok(first + segment.count() as Seq - 1),
+        Err(detail) => Err(LogError::Corrupt {
             path: path.to_path_buf(),
-            detail,
+            detail: format!("last segment: {detail}"),
         }),
-        Ok(Err(source)) => Err(LogError::Store {
-            path: path.to_path_buf(),
-            source,
-        }),
-        Err(panic) => Err(LogError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!(
-                "the storage engine failed: {}",
-                panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("panic")
-            ),
-        }),
+    }
+}
+
+/// Every event stored in `db`, in order, from position 1 up to `end`, with
+/// an error for each one that cannot be read.
+pub(super) fn read_store<'a>(
+    db: &sled::Db,
+    path: &'a Path,
+    end: Seq,
+) -> impl Iterator<Item = Result<Envelope, LogError>> + 'a {
+    SledEvents {
+        path,
+        iter: db.range(segment_key(0)..=segment_key(Seq::MAX)),
+        from: 1,
+        end,
+        expected: Some(1),
+        current: Vec::new().into_iter(),
+        failed: false,
     }
 }
 
