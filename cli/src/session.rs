@@ -78,12 +78,17 @@ impl Session {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let log = open_log(&args.log).map_err(|e| UserError {
-            message: format!("cannot open the event log {}: {e}", args.log.display()),
-            hint: Some(
-                "another flotilla command may be running on this project; wait for it".into(),
-            ),
-            code: FAILED,
+        let wait = args
+            .lock_wait
+            .map_or(LOG_BUSY_WAIT, Duration::from_secs)
+            .max(LOG_BUSY_WAIT);
+        let log = open_log(&args.log, wait).map_err(|e| {
+            let hint = e.next_step(&args.log).map(|s| s.to_string());
+            anyhow::Error::new(e).context(UserError {
+                message: format!("cannot open the event log {}", args.log.display()),
+                hint,
+                code: FAILED,
+            })
         })?;
         Ok(Session {
             root,
@@ -95,16 +100,22 @@ impl Session {
     }
 }
 
-/// Opens the log, waiting up to two seconds while another process holds it briefly (the
-/// `flotilla metrics serve` standby folds new events with the log open for milliseconds).
-fn open_log(path: &Path) -> Result<SledLog, flotilla_events::LogError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+/// How long a command waits for the event log another process holds briefly (the
+/// `flotilla metrics serve` standby folds new events with the log open for milliseconds);
+/// `--lock-wait` waits longer, for a deploy from the same directory to finish.
+const LOG_BUSY_WAIT: Duration = Duration::from_secs(2);
+/// How often the log's file lock is tried again while waiting: a `flock` cannot be awaited.
+const LOG_BUSY_RETRY: Duration = Duration::from_millis(50);
+
+/// Opens the log, waiting up to `wait` while another process holds it.
+fn open_log(path: &Path, wait: Duration) -> Result<SledLog, flotilla_events::LogError> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match SledLog::open(path) {
             Err(flotilla_events::LogError::Locked { .. })
                 if std::time::Instant::now() < deadline =>
             {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(LOG_BUSY_RETRY);
             }
             other => return other,
         }

@@ -83,8 +83,9 @@ fn show(cmd: &EventsCmd, out: &mut impl Write) -> anyhow::Result<()> {
             eprintln!("flotilla: warning: {problem}");
         }
         eprintln!(
-            "flotilla: salvaged {} events, {} problems",
+            "flotilla: salvaged {} events, {} lost, {} problems",
             salvage.events.len(),
+            salvage.lost(),
             salvage.problems.len()
         );
         return Ok(());
@@ -190,24 +191,7 @@ fn require_log(dir: &Path) -> anyhow::Result<()> {
 
 /// Turn a log error into one that says what to do next.
 fn log_error(dir: &Path, e: LogError) -> anyhow::Error {
-    let hint = match &e {
-        LogError::Locked { .. } => Some(
-            "the log has one writer at a time: wait for that command to finish, then run again"
-                .to_owned(),
-        ),
-        LogError::Corrupt { .. } => Some(format!(
-            "try `flotilla events --salvage --json --log {0} > rescued.jsonl`; if sled cannot \
-             open the log at all, restore it from a JSON-lines export or a backup of {0}",
-            dir.display()
-        )),
-        e if e.is_damage() => Some(format!(
-            "export what is readable with `flotilla events --salvage --json --log {0} > \
-             rescued.jsonl`, then load it into a fresh log with `flotilla events import \
-             rescued.jsonl --log NEW_PATH`",
-            dir.display()
-        )),
-        _ => None,
-    };
+    let hint = e.next_step(dir).map(|s| s.to_string());
     UserError {
         message: e.to_string(),
         hint,
