@@ -61,10 +61,19 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         env.insert("KAMAL_DESTINATION".into(), d.clone());
     }
     let mut errors = Vec::new();
-    let base = read_file(&opts.root, &opts.config_file, &env, &mut errors);
+    let mut erb_warnings = Vec::new();
+    // One environment through both files and the secrets, as in Kamal's one process: a
+    // `Dotenv.load` in the base file is seen by the destination file and by `.kamal/secrets`.
+    let base = read_file(
+        &opts.root,
+        &opts.config_file,
+        &mut env,
+        &mut errors,
+        &mut erb_warnings,
+    );
     let over = opts
         .destination_file()
-        .and_then(|f| read_file(&opts.root, &f, &env, &mut errors));
+        .and_then(|f| read_file(&opts.root, &f, &mut env, &mut errors, &mut erb_warnings));
     if !errors.is_empty() {
         return Err(ConfigErrors {
             diagnostics: errors,
@@ -100,12 +109,8 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     let secrets_path =
         root_string(&tree, "secrets_path").unwrap_or_else(|| ".kamal/secrets".into());
     let mut cx = Cx::default();
-    let secrets = match secrets::load(
-        &opts.root,
-        &secrets_path,
-        opts.destination.as_deref(),
-        &opts.env,
-    ) {
+    let secrets = match secrets::load(&opts.root, &secrets_path, opts.destination.as_deref(), &env)
+    {
         Ok(s) => s,
         Err(diags) => {
             for d in diags {
@@ -116,6 +121,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     };
     let config = decode::decode(&mut cx, &tree, opts.destination.as_deref(), secrets);
     let mut warnings = std::mem::take(&mut cx.warnings);
+    warnings.extend(erb_warnings);
     warnings.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     let mut config = cx.diags.into_result(config)?.ok_or_else(|| {
         ConfigErrors::one(Diagnostic::new(
@@ -133,8 +139,9 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
 fn read_file(
     root: &Path,
     file: &Path,
-    env: &BTreeMap<String, String>,
+    env: &mut BTreeMap<String, String>,
     errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Option<Node> {
     let text = match std::fs::read_to_string(root.join(file)) {
         Ok(t) => t,
@@ -148,8 +155,8 @@ fn read_file(
             return None;
         }
     };
-    let lookup = |name: &str| env.get(name).cloned();
-    let (rendered, map) = match erb::render(&text, &lookup) {
+    let mut host = erb::Host { env, root };
+    let rendered = match erb::render_file(&text, &mut host) {
         Ok(r) => r,
         Err(errs) => {
             errors.extend(
@@ -159,8 +166,16 @@ fn read_file(
             return None;
         }
     };
+    for e in rendered.skipped_in_comments {
+        let msg = format!(
+            "ERB in a YAML comment was not evaluated ({}); it cannot change the config, but \
+             Kamal evaluates it: with `ruby` on the PATH Flotilla does too",
+            e.message
+        );
+        warnings.push(Diagnostic::new(file, e.pos, "", msg));
+    }
     let file: Arc<Path> = Arc::from(file);
-    match yaml::parse(&rendered, &file, &map) {
+    match yaml::parse(&rendered.text, &file, &rendered.map) {
         Ok(n) => Some(n),
         Err(d) => {
             errors.push(d);

@@ -48,8 +48,9 @@ cases! {
     empty_role;
     /// An accessory needs a host or role, and its role must exist.
     accessory_without_host;
-    /// Ruby the ERB subset does not support is an error naming the construct, never dropped.
-    unsupported_erb, env = &[("IMAGE", "acme/shop")];
+    /// Without Ruby, Ruby the ERB subset does not support is an error naming the construct
+    /// and what would render it, never dropped.
+    unsupported_erb, env = &[("IMAGE", "acme/shop"), ("FLOTILLA_RUBY", "")];
     /// `ENV.fetch` of an unset variable fails at the tag.
     erb_fetch_unset;
     /// A secret named in env or registry that no secrets file defines names the files searched.

@@ -6,6 +6,7 @@
 
 mod destinations;
 mod dotenv;
+mod erb;
 mod errors;
 mod kamal1;
 mod no_panic;
