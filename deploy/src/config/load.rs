@@ -116,7 +116,10 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             for d in diags {
                 cx.diags.push(d);
             }
-            secrets::Secrets::default()
+            secrets::Secrets::failed(secrets::secret_files(
+                &secrets_path,
+                opts.destination.as_deref(),
+            ))
         }
     };
     let config = decode::decode(&mut cx, &tree, opts.destination.as_deref(), secrets);

@@ -207,6 +207,15 @@ pub struct Registry {
     pub password: Option<Credential>,
 }
 
+impl Registry {
+    /// A registry on `localhost:PORT`, which Kamal runs itself and which needs no login.
+    pub fn is_local(&self) -> bool {
+        self.server
+            .as_deref()
+            .is_some_and(|s| s.starts_with("localhost:"))
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Proxy {
     pub hosts: Vec<String>,
@@ -405,6 +414,10 @@ pub struct Accessory {
     pub volumes: Vec<String>,
     pub network: Option<String>,
     pub proxy: Option<Proxy>,
+    /// The accessory's own registry (Kamal pulls from and logs in there); `image` already
+    /// carries its server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
 }
 
 /// Kamal 1's health check.

@@ -9,6 +9,7 @@ mod dotenv;
 mod erb;
 mod errors;
 mod kamal1;
+mod kamal_rules;
 mod no_panic;
 mod sections;
 mod seed;

@@ -10,6 +10,7 @@ mod kamal1;
 mod proxy;
 mod root;
 mod sections;
+mod validate;
 
 pub(crate) use root::decode;
 
@@ -293,6 +294,16 @@ impl Cx {
         for (k, v) in self.raw_map(n, path).unwrap_or_default() {
             let p = join(path, k.key());
             let value = match &v.kind {
+                // Docker's `--restart` takes a policy; Kamal refuses a boolean here.
+                Kind::Bool(_) if k.key() == "restart" => {
+                    self.error(
+                        v,
+                        &p,
+                        "should be a restart policy (`no`, `always`, `unless-stopped` or \
+                         `on-failure[:N]`), found a boolean",
+                    );
+                    None
+                }
                 Kind::Bool(b) => Some(OptionValue::Flag(*b)),
                 Kind::Seq(_) => Some(OptionValue::Many(self.strings(v, &p))),
                 _ => self.text(v, &p).map(OptionValue::One),

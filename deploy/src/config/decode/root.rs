@@ -23,18 +23,28 @@ pub(crate) fn decode(
         && (s.is_empty()
             || !s
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         && let Some(n) = m.get("service")
     {
         cx.error(
             n,
             "service",
-            format!(
-                "\"{s}\" is not a valid service name: use lowercase letters, digits, `-` and `_`"
-            ),
+            format!("\"{s}\" is not a valid service name: use letters, digits, `-` and `_`"),
         );
     }
-    let image = required(cx, &m, "image");
+    // With a local registry (`localhost:PORT`) Kamal names the image after the service.
+    let local_registry = m
+        .get("registry")
+        .and_then(|r| match &r.kind {
+            Kind::Map(e) => e.iter().rev().find(|(k, _)| k.key() == "server"),
+            _ => None,
+        })
+        .is_some_and(|(_, v)| matches!(&v.kind, Kind::Str(s) if s.starts_with("localhost:")));
+    let image = if local_registry && m.get("image").is_none() {
+        service.clone()
+    } else {
+        required(cx, &m, "image")
+    };
 
     let primary_role = cx
         .opt_string(&m, "primary_role")
@@ -71,8 +81,14 @@ pub(crate) fn decode(
 
     let servers = match m.get("servers") {
         Some(n) => roles(cx, n, &primary_role, &env, root_proxy.as_ref(), &secrets),
+        // Kamal accepts a config of accessories only.
+        None if m.get("accessories").is_some() => Vec::new(),
         None => {
-            cx.error(root, "servers", "missing required key");
+            cx.error(
+                root,
+                "servers",
+                "missing required key (no servers or accessories specified)",
+            );
             Vec::new()
         }
     };
@@ -187,6 +203,7 @@ pub(crate) fn decode(
         secrets,
         warnings: Vec::new(),
     };
+    super::validate::check(cx, &m, &config);
     Some(config)
 }
 
@@ -390,14 +407,9 @@ pub(crate) fn secret_credential(
             value: v.clone(),
         }),
         None => {
-            cx.error(
-                n,
-                path,
-                format!(
-                    "secret {name} is not defined in {}",
-                    secrets.searched_list()
-                ),
-            );
+            if secrets.missing(name) {
+                cx.error(n, path, secrets.not_defined(name));
+            }
             None
         }
     }

@@ -11,7 +11,12 @@ use crate::config::types::{
 use crate::config::yaml::{Kind, Node};
 
 pub(crate) fn registry(cx: &mut Cx, n: &Node, secrets: &Secrets) -> Registry {
-    let Some(m) = cx.map(n, "registry", &schema::REGISTRY) else {
+    registry_at(cx, n, "registry", secrets)
+}
+
+/// A registry section at `path` (the root one, or an accessory's own).
+pub(crate) fn registry_at(cx: &mut Cx, n: &Node, path: &str, secrets: &Secrets) -> Registry {
+    let Some(m) = cx.map(n, path, &schema::REGISTRY) else {
         return Registry::default();
     };
     let cred = |cx: &mut Cx, key: &str| {
