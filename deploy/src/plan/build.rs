@@ -8,6 +8,9 @@ use crate::config::Config;
 use crate::config::types::{Env, OptionValue, Role, Ssl};
 use std::collections::BTreeMap;
 
+/// Kamal's cap on a container's json-file log when the config sets no logging.
+const DEFAULT_LOG_MAX_SIZE: &str = "10m";
+
 /// Seconds Docker waits after SIGTERM when neither the role nor the root sets `stop_timeout`.
 const DEFAULT_STOP_TIMEOUT: u64 = 30;
 
@@ -64,7 +67,7 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
     let destination = config.destination.as_deref();
     let container = container_name(&config.service, &role.name, destination, &release.version);
     let env = host_env(role, host);
-    let logging = role.logging.as_ref().unwrap_or(&config.logging);
+    let (log_driver, log_options) = logging(config, role);
     let mut labels = config.labels.clone();
     labels.extend(role.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let start = StartContainer {
@@ -82,8 +85,8 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
         // The loader rejects a `cmd` with an open quote, so `None` here means no `cmd`.
         cmd: role.cmd.as_deref().and_then(split_command),
         options: options(&role.options),
-        log_driver: logging.driver.clone(),
-        log_options: logging.options.clone(),
+        log_driver,
+        log_options,
     };
     let gate = match &role.proxy {
         Some(proxy) => Step::SwitchProxy(SwitchProxy {
@@ -119,6 +122,24 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
                 .unwrap_or(DEFAULT_STOP_TIMEOUT),
         },
     ]
+}
+
+/// Kamal's logging for a role: the role's settings merged over the root ones, and with neither
+/// a driver nor options, Docker's default driver capped at `max-size=10m` so logs cannot fill
+/// the host's disk.
+fn logging(config: &Config, role: &Role) -> (Option<String>, BTreeMap<String, String>) {
+    let mut driver = config.logging.driver.clone();
+    let mut options = config.logging.options.clone();
+    if let Some(r) = &role.logging {
+        if r.driver.is_some() {
+            driver.clone_from(&r.driver);
+        }
+        options.extend(r.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    if driver.is_none() && options.is_empty() {
+        options.insert("max-size".into(), DEFAULT_LOG_MAX_SIZE.into());
+    }
+    (driver, options)
 }
 
 /// The role's env with the env of each of the host's tags merged over it, in tag order.

@@ -152,3 +152,38 @@ fn host_and_role_filters() {
     assert_eq!(one.hosts.len(), 1);
     assert_eq!(one.hosts[0].host, "10.0.0.1");
 }
+
+/// Logging as Kamal applies it: a role's logging merged over the root's (driver replaced,
+/// options added), and with no logging anywhere Docker's driver capped at `max-size=10m`.
+#[test]
+fn logging_merged_and_defaulted() {
+    let log = |p: &Plan, host: &str| {
+        p.host(host)
+            .unwrap()
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::StartContainer(s) => Some((s.log_driver.clone(), s.log_options.clone())),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let p = plan_for("plan_logging", None, &PlanContext::default());
+    let opts = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(log(&p, "10.5.0.1"), (None, opts(&[("max-size", "50m")])));
+    assert_eq!(
+        log(&p, "10.5.0.2"),
+        (
+            Some("local".to_string()),
+            opts(&[("max-size", "50m"), ("max-file", "3")])
+        )
+    );
+    let p = plan_for("plan_single_host", None, &PlanContext::default());
+    let host = p.hosts[0].host.clone();
+    assert_eq!(log(&p, &host), (None, opts(&[("max-size", "10m")])));
+}
