@@ -108,20 +108,46 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
 
     let secrets_path =
         root_string(&tree, "secrets_path").unwrap_or_else(|| ".kamal/secrets".into());
-    let mut cx = Cx::default();
-    let secrets = match secrets::load(&opts.root, &secrets_path, opts.destination.as_deref(), &env)
-    {
+    let mut cx = Cx {
+        kamal1: decode::detect_kamal1(&tree).map(|(path, _)| path),
+        ..Cx::default()
+    };
+    let kamal2_files = secrets::secret_files(&secrets_path, opts.destination.as_deref());
+    // A Kamal 1 project keeps its secrets in `.env` and the environment; once it has
+    // `.kamal/secrets` files it reads them as Kamal 2 does.
+    let kamal1_secrets =
+        cx.kamal1.is_some() && !kamal2_files.iter().any(|f| opts.root.join(f).exists());
+    let loaded = if kamal1_secrets {
+        secrets::load_kamal1(&opts.root, opts.destination.as_deref(), &env)
+    } else {
+        secrets::load(&opts.root, &secrets_path, opts.destination.as_deref(), &env)
+    };
+    let secrets = match loaded {
         Ok(s) => s,
         Err(diags) => {
             for d in diags {
                 cx.diags.push(d);
             }
-            secrets::Secrets::failed(secrets::secret_files(
-                &secrets_path,
-                opts.destination.as_deref(),
-            ))
+            secrets::Secrets::failed(kamal2_files)
         }
     };
+    if kamal1_secrets
+        && let Some(marker) = &cx.kamal1
+        && let Some(at) = secrets.found.first().cloned()
+    {
+        cx.warnings.push(Diagnostic::new(
+            &at,
+            Pos::default(),
+            "",
+            format!(
+                "Kamal 1 configuration (`{marker}`): secrets are read from .env{} and the environment as Kamal 1 does; the Kamal 2 form is `{secrets_path}` (e.g. `DB_PASSWORD=$DB_PASSWORD`)",
+                opts.destination
+                    .as_deref()
+                    .map(|d| format!(", .env.{d}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let config = decode::decode(&mut cx, &tree, opts.destination.as_deref(), secrets);
     let mut warnings = std::mem::take(&mut cx.warnings);
     warnings.extend(erb_warnings);

@@ -57,11 +57,14 @@ pub struct Secrets {
     pub found: Vec<PathBuf>,
     /// A secrets file failed to load (already reported): a name missing now says nothing new.
     pub incomplete: bool,
+    /// Kamal 1 reads secrets from the process environment too (after `.env`): looked up by
+    /// name, never listed, so `flotilla config` does not print the whole environment.
+    process: BTreeMap<String, Secret>,
 }
 
 impl Secrets {
     pub fn get(&self, name: &str) -> Option<&Secret> {
-        self.values.get(name)
+        self.values.get(name).or_else(|| self.process.get(name))
     }
 
     /// Whether `name` should be reported as undefined: absent, and not because a file failed.
@@ -133,9 +136,18 @@ pub fn load(
     destination: Option<&str>,
     env: &BTreeMap<String, String>,
 ) -> Result<Secrets, Vec<Diagnostic>> {
+    load_files(root, &secret_files(secrets_path, destination), env)
+}
+
+/// Read `files` (those that exist) in order, later definitions winning.
+fn load_files(
+    root: &Path,
+    files: &[PathBuf],
+    env: &BTreeMap<String, String>,
+) -> Result<Secrets, Vec<Diagnostic>> {
+    let searched = files.to_vec();
     let mut known = BTreeMap::new();
     let mut errors = Vec::new();
-    let searched = secret_files(secrets_path, destination);
     let mut found = Vec::new();
     for file in &searched {
         let text = match std::fs::read_to_string(root.join(file)) {
@@ -174,7 +186,27 @@ pub fn load(
         searched,
         found,
         incomplete: false,
+        process: BTreeMap::new(),
     })
+}
+
+/// Kamal 1's secrets: `.env`, then `.env.DEST` over it (Kamal 1.9 `Dotenv.overload`s both
+/// into its environment), then the process environment for any other name.
+pub fn load_kamal1(
+    root: &Path,
+    destination: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<Secrets, Vec<Diagnostic>> {
+    let mut searched = vec![PathBuf::from(".env")];
+    if let Some(d) = destination {
+        searched.push(PathBuf::from(format!(".env.{d}")));
+    }
+    let mut secrets = load_files(root, &searched, env)?;
+    secrets.process = env
+        .iter()
+        .map(|(k, v)| (k.clone(), Secret(v.clone())))
+        .collect();
+    Ok(secrets)
 }
 
 /// Why `secrets extract` found nothing.

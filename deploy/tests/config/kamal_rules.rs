@@ -45,3 +45,18 @@ fn accessory_with_its_own_registry() {
     assert_eq!(db.image, "postgres:16");
     assert!(db.registry.is_none());
 }
+
+/// A Kamal 2 `builder` without `arch` (which Kamal refuses with "Builder arch not set") builds
+/// for the local architecture, with a warning quoting Kamal's message, so Flotilla's own
+/// projects keep working.
+#[test]
+fn builder_without_arch_warns() {
+    let c = load_ok("k2_builder_without_arch", None, &[]);
+    assert!(c.builder.arch.is_empty());
+    assert_eq!(
+        warnings(&c),
+        [
+            "config/deploy.yml:5:3: builder/arch: Builder arch not set: Kamal 2 refuses this config; Flotilla builds for the local Docker's architecture (set e.g. `arch: amd64`)"
+        ]
+    );
+}

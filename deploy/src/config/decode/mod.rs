@@ -12,6 +12,7 @@ mod root;
 mod sections;
 mod validate;
 
+pub(crate) use kamal1::detect as detect_kamal1;
 pub(crate) use root::decode;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,9 @@ use super::yaml::{Kind, Node, scalar_text};
 pub(crate) struct Cx {
     pub diags: Diags,
     pub warnings: Vec<Diagnostic>,
+    /// The Kamal 1 key that marks this config as Kamal 1 (see [`kamal1::detect`]), whose
+    /// defaults then apply.
+    pub kamal1: Option<String>,
 }
 
 /// A map node whose keys have been checked against a section.
@@ -74,6 +78,15 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 }
 
 impl Cx {
+    /// The proxy settings a role starts from: Kamal 1 reaches the app on port 3000.
+    pub fn base_proxy(&self) -> super::types::Proxy {
+        let mut p = super::types::Proxy::default();
+        if self.kamal1.is_some() {
+            p.app_port = kamal1::KAMAL1_APP_PORT;
+        }
+        p
+    }
+
     pub fn error(&mut self, n: &Node, path: &str, message: impl Into<String>) {
         self.diags
             .push(Diagnostic::new(&n.file, n.pos, path, message));

@@ -76,7 +76,7 @@ pub(crate) fn decode(
     // Kamal 1's `traefik:` and `healthcheck:` feed the root proxy.
     let mut root_proxy = m
         .get("proxy")
-        .map(|n| proxy::decode(cx, n, "proxy", Proxy::default(), &secrets));
+        .map(|n| proxy::decode(cx, n, "proxy", cx.base_proxy(), &secrets));
     let healthcheck = kamal1::root(cx, &m, &mut root_proxy);
 
     let servers = match m.get("servers") {
@@ -175,10 +175,10 @@ pub(crate) fn decode(
             .get("sshkit")
             .map(|n| sections::sshkit(cx, n))
             .unwrap_or_default(),
-        builder: m
-            .get("builder")
-            .map(|n| sections::builder(cx, n))
-            .unwrap_or_default(),
+        builder: match m.get("builder") {
+            Some(n) => sections::builder(cx, n),
+            None => kamal1_builder(cx, root),
+        },
         proxy: root_proxy,
         boot: m
             .get("boot")
@@ -203,8 +203,32 @@ pub(crate) fn decode(
         secrets,
         warnings: Vec::new(),
     };
+    if let Some(marker) = &cx.kamal1
+        && config.servers.iter().any(|r| {
+            r.proxy
+                .as_ref()
+                .is_some_and(|p| p.app_port == kamal1::KAMAL1_APP_PORT)
+        })
+        && let Some(n) = m.get("servers")
+    {
+        let msg = format!(
+            "Kamal 1 configuration (`{marker}`): proxied roles are reached on port 3000 as Kamal 1 does; the Kamal 2 form is `proxy: {{app_port: 3000}}`"
+        );
+        cx.warn(n, "servers", msg);
+    }
     super::validate::check(cx, &m, &config);
     Some(config)
+}
+
+/// No `builder` at all: Kamal 1 builds amd64 and arm64; for Kamal 2 configs Flotilla builds for
+/// the local Docker's architecture (Kamal 2 itself requires `builder.arch`).
+fn kamal1_builder(cx: &mut Cx, root: &Node) -> crate::config::types::Builder {
+    let mut b = crate::config::types::Builder::default();
+    if cx.kamal1.is_some() {
+        b.arch = vec!["amd64".into(), "arm64".into()];
+        cx.warn(root, "builder", sections::KAMAL1_BOTH_ARCHES);
+    }
+    b
 }
 
 fn required(cx: &mut Cx, m: &Map<'_>, key: &str) -> Option<String> {
@@ -346,7 +370,7 @@ fn role(
         ),
     }
     if proxied {
-        let base = root_proxy.cloned().unwrap_or_default();
+        let base = root_proxy.cloned().unwrap_or_else(|| cx.base_proxy());
         let mut p = match role_proxy {
             Some(node) => proxy::decode(cx, node, &join(path, "proxy"), base, secrets),
             None => base,

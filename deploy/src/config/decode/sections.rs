@@ -105,8 +105,31 @@ pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
     if let Some(ma) = m.get("multiarch") {
         kamal1::multiarch(cx, ma, m.key_node("multiarch").unwrap_or(ma), &mut b);
     }
+    if b.arch.is_empty() && m.get("arch").is_none() {
+        let multiarch_off = matches!(m.get("multiarch").map(|n| &n.kind), Some(Kind::Bool(false)));
+        if cx.kamal1.is_some() && !multiarch_off {
+            b.arch = vec!["amd64".into(), "arm64".into()];
+            cx.warn(
+                m.key_node("arch").unwrap_or(n),
+                "builder",
+                KAMAL1_BOTH_ARCHES,
+            );
+        } else if cx.kamal1.is_none() {
+            // Kamal 2 refuses this; Flotilla's own projects (and earlier Flotilla configs)
+            // rely on building for the local architecture, so it is a warning here.
+            cx.warn(
+                n,
+                "builder/arch",
+                "Builder arch not set: Kamal 2 refuses this config; Flotilla builds for the local Docker's architecture (set e.g. `arch: amd64`)",
+            );
+        }
+    }
     b
 }
+
+/// Warned when a Kamal 1 config leaves the architecture to Kamal 1's default.
+pub(crate) const KAMAL1_BOTH_ARCHES: &str = "Kamal 1 configuration without `builder.arch`: \
+building amd64 and arm64 as Kamal 1 does; the Kamal 2 form is `builder: {arch: [amd64, arm64]}`";
 
 pub(crate) fn ssh(cx: &mut Cx, n: &Node) -> Ssh {
     let Some(m) = cx.map(n, "ssh", &schema::SSH) else {
