@@ -96,6 +96,8 @@ cases! {
     minimum_version_above_kamal;
     /// A registry other than a local one needs `username` and `password`.
     registry_without_credentials;
+    /// An `image` whose ERB renders nothing is located at its key, not at 1:1.
+    image_renders_empty;
     /// Problems in the destination file are reported in that file, at its own lines.
     destination_file_errors, dest = Some("staging");
 }

@@ -232,9 +232,25 @@ fn kamal1_builder(cx: &mut Cx, root: &Node) -> crate::config::types::Builder {
 }
 
 fn required(cx: &mut Cx, m: &Map<'_>, key: &str) -> Option<String> {
-    match m.get(key) {
-        Some(n) => cx.string(n, key),
-        None => {
+    match (m.get(key), m.key_node(key)) {
+        (Some(n), _) => {
+            let s = cx.string(n, key)?;
+            if s.trim().is_empty() {
+                cx.error(n, key, "is empty");
+                return None;
+            }
+            Some(s)
+        }
+        // Written but empty, often an ERB tag that rendered nothing: point at the key.
+        (None, Some(k)) => {
+            cx.error(
+                k,
+                key,
+                "is empty (an ERB tag there may have rendered nothing)",
+            );
+            None
+        }
+        (None, None) => {
             cx.error(m.node, key, "missing required key");
             None
         }
