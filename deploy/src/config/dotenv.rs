@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::vault;
+
 /// One `KEY=VALUE` definition, with the line it starts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -346,8 +348,21 @@ fn matching_paren(chars: &[char], open: usize) -> Option<usize> {
     None
 }
 
-/// Run `cmd` through the shell as `$(...)` would: stdout, trailing newlines removed.
+/// Run `cmd` through the shell as `$(...)` would: stdout, trailing newlines removed. A
+/// `kamal secrets ...` command is answered natively, inline, as Kamal answers it.
 fn run(cmd: &str, ctx: Context<'_>) -> Result<String, String> {
+    if let Some(words) = vault::kamal_secrets_words(cmd) {
+        let mut parsed = vault::parse(&words).map_err(|e| format!("`{cmd}`: {e}"))?;
+        match &mut parsed {
+            vault::SecretsCommand::Fetch(r) => r.inline = true,
+            vault::SecretsCommand::Extract { inline, .. } => *inline = true,
+        }
+        let env = vault::Env {
+            vars: ctx.env,
+            cwd: ctx.cwd,
+        };
+        return vault::run(&parsed, env).map_err(|e| format!("`{}`: {e}", first_words(cmd)));
+    }
     let output = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -375,4 +390,10 @@ fn run(cmd: &str, ctx: Context<'_>) -> Result<String, String> {
         s.pop();
     }
     Ok(s)
+}
+
+/// A command without its long arguments (the JSON of an `extract`), for error messages.
+fn first_words(cmd: &str) -> String {
+    let words: Vec<&str> = cmd.split_whitespace().take(4).collect();
+    words.join(" ")
 }

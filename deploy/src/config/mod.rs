@@ -14,6 +14,7 @@ pub mod output;
 pub mod schema;
 pub mod secrets;
 pub mod types;
+pub mod vault;
 pub mod yaml;
 
 pub use diag::{ConfigErrors, Diagnostic, Pos};

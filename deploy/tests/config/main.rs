@@ -13,6 +13,7 @@ mod kamal_rules;
 mod no_panic;
 mod sections;
 mod seed;
+mod vault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
