@@ -98,6 +98,8 @@ cases! {
     registry_without_credentials;
     /// An `image` whose ERB renders nothing is located at its key, not at 1:1.
     image_renders_empty;
+    /// Alias names Kamal refuses: one of its commands, or not lowercase.
+    alias_names;
     /// Problems in the destination file are reported in that file, at its own lines.
     destination_file_errors, dest = Some("staging");
 }

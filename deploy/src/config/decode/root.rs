@@ -188,10 +188,7 @@ pub(crate) fn decode(
             .get("logging")
             .map(|n| sections::logging(cx, n, "logging"))
             .unwrap_or_default(),
-        aliases: m
-            .get("aliases")
-            .map(|n| cx.string_map(n, "aliases"))
-            .unwrap_or_default(),
+        aliases: m.get("aliases").map(|n| aliases(cx, n)).unwrap_or_default(),
         healthcheck,
         flotilla: m
             .get("x-flotilla")
@@ -229,6 +226,19 @@ fn kamal1_builder(cx: &mut Cx, root: &Node) -> crate::config::types::Builder {
         cx.warn(root, "builder", sections::KAMAL1_BOTH_ARCHES);
     }
     b
+}
+
+/// `aliases`: names Kamal accepts (lowercase, not one of its commands) to command lines.
+fn aliases(cx: &mut Cx, n: &Node) -> BTreeMap<String, String> {
+    let out = cx.string_map(n, "aliases");
+    if let Kind::Map(entries) = &n.kind {
+        for (k, _) in entries {
+            if let Some(msg) = crate::config::aliases::invalid_name(k.key()) {
+                cx.error(k, &join("aliases", k.key()), msg);
+            }
+        }
+    }
+    out
 }
 
 fn required(cx: &mut Cx, m: &Map<'_>, key: &str) -> Option<String> {
