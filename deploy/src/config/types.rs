@@ -298,6 +298,12 @@ pub struct Builder {
     pub secrets: Vec<String>,
     pub ssh: Option<String>,
     pub driver: Option<String>,
+    /// `docker buildx build --provenance` (e.g. `false`, `mode=max`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// `docker buildx build --sbom`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -100,6 +100,9 @@ cases! {
     image_renders_empty;
     /// Alias names Kamal refuses: one of its commands, or not lowercase.
     alias_names;
+    /// Builder settings Kamal refuses: an unknown cache type, the docker driver with several
+    /// arches or a cache, local builds disabled with no remote.
+    builder_invalid;
     /// Problems in the destination file are reported in that file, at its own lines.
     destination_file_errors, dest = Some("staging");
 }

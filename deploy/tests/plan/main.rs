@@ -8,7 +8,9 @@ use flotilla_deploy::plan::{Plan, PlanContext, Release, Step, plan};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
+mod builder;
+
+pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)

@@ -77,6 +77,8 @@ pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
             .unwrap_or_default(),
         ssh: cx.opt_string(&m, "ssh"),
         driver: cx.opt_string(&m, "driver"),
+        provenance: cx.opt_string(&m, "provenance"),
+        sbom: cx.opt_string(&m, "sbom"),
         remote: None,
     };
     for (i, a) in b.arch.iter().enumerate() {
@@ -104,6 +106,42 @@ pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
     }
     if let Some(ma) = m.get("multiarch") {
         kamal1::multiarch(cx, ma, m.key_node("multiarch").unwrap_or(ma), &mut b);
+    }
+    if let Some(t) = b.cache.get("type")
+        && t != "gha"
+        && t != "registry"
+    {
+        let node = m.get("cache").unwrap_or(n);
+        cx.error(
+            node,
+            "builder/cache/type",
+            format!("Invalid cache type: {t}"),
+        );
+    }
+    if b.driver.as_deref() == Some("docker") {
+        // Kamal's builder checks: the plain docker driver builds on the local engine only.
+        let node = m.get("driver").unwrap_or(n);
+        for (bad, what) in [
+            (b.remote.is_some(), "remote builders"),
+            (!b.cache.is_empty(), "caching"),
+            (b.arch.len() > 1, "multiple arches"),
+        ] {
+            if bad {
+                cx.error(
+                    node,
+                    "builder/driver",
+                    format!("the `docker` driver does not support {what}"),
+                );
+            }
+        }
+    }
+    if b.local == Some(false) && b.remote.is_none() {
+        let node = m.get("local").unwrap_or(n);
+        cx.error(
+            node,
+            "builder/local",
+            "Cannot disable local builds, no remote is set",
+        );
     }
     if b.arch.is_empty() && m.get("arch").is_none() {
         let multiarch_off = matches!(m.get("multiarch").map(|n| &n.kind), Some(Kind::Bool(false)));
