@@ -229,3 +229,49 @@ fn source_map_points_into_the_template() {
         }
     );
 }
+
+/// The built-in evaluator renders what Ruby's ERB renders (trim mode `-`), on a corpus of the
+/// forms Kamal configs use: Ruby is the oracle. This test needs `ruby` on the PATH.
+#[test]
+fn subset_agrees_with_ruby() {
+    let corpus = [
+        "a: <%= ENV[\"HOST\"] %>\nb: <%= ENV['NOPE'] %>|\n",
+        "<%= ENV.fetch(\"NOPE\", \"d\") %> <%= ENV.fetch(\"NOPE\") { |k| k.downcase } %>",
+        "<%= ENV[\"HOST\"] == \"x\" ? \"a\" : \"b\" %> <%= ENV[\"NOPE\"].nil? ? 1 : 2 %>",
+        "<%= ENV.fetch(\"WORKERS\", 1).to_i * 2 + 1 %> <%= \"12abc\".to_i %> <%= \" 7\".to_i %>",
+        "<%= \"  x \\n\".strip %>|<%= \"y\\n\".chomp %>|<%= \"a,b,,c,,\".split(\",\").join(\"/\") %>",
+        "<%= \" a  b \".split.join(\"-\") %>|<%= [1, 2].map { |x| x * 10 }.join(\",\") %>",
+        "hosts:\n<% ENV[\"HOSTS\"].split(\",\").each do |h| -%>\n  - <%= h.strip %>\n<% end -%>\nx: 1\n",
+        "<% %w[a b].each_with_index do |r, i| %><%= r %><%= i %>,<% end %>\n",
+        "<% n = 2; m = n * 3 %><%= m %> <% 3.times do |i| %><%= i %><% end %>",
+        "<% if ENV[\"KAMAL_DESTINATION\"] == \"prod\" -%>\np: 1\n<% elsif ENV[\"KAMAL_DESTINATION\"] == \"staging\" -%>\ns: 1\n<% else -%>\no: 1\n<% end -%>\n",
+        "a:\n  <%- if true -%>\n  b: 1\n  <%- end -%>\nc: <%= \"v#{ENV[\"WORKERS\"].to_i + 1}-#{'x'}\" %>\n",
+        "<% unless ENV[\"NOPE\"] %>u<% end %> <%= !ENV[\"NOPE\"] && \"y\" %> <%= ENV[\"NOPE\"] || \"f\" %>",
+        "<%= `printf 'abc\\n'`.strip %>|<%# comment %>|<%% literal %>\n",
+        "<%= [1, nil, 2].compact.size %> <%= \"abc\".include?(\"b\") %> <%= \"abc\".start_with?(\"a\") %>",
+        "x: <%= 10 / 3 %> <%= -7 / 2 %> <%= 2 <= 3 %>\n",
+        "<%= ENV.key?(\"HOST\") %> <%= ENV[\"HOST\"].upcase %> <%= [\"a\", \"b\"].last %>",
+    ];
+    let path = BTreeMap::from([(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_default(),
+    )]);
+    let Some(ruby) = ruby::find(&path) else {
+        panic!("this test compares with Ruby's ERB: install ruby (Debian package `ruby`)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for src in corpus {
+        let ours = render_in(src, dir.path())
+            .unwrap_or_else(|e| panic!("{src:?}: {e:?}"))
+            .0;
+        let mut env = base_env();
+        let mut host = Host {
+            env: &mut env,
+            root: dir.path(),
+        };
+        let theirs = ruby::render(&ruby, src, &mut host)
+            .unwrap_or_else(|e| panic!("ruby {src:?}: {e:?}"))
+            .text;
+        assert_eq!(ours, theirs, "{src:?}");
+    }
+}
