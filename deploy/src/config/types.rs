@@ -82,6 +82,24 @@ impl Config {
         seen
     }
 
+    /// Kamal's logging for a container: a role's settings merged over the root ones (the root
+    /// alone for accessories), and with neither a driver nor options Docker's default driver
+    /// capped at `max-size=10m` so logs cannot fill the host's disk.
+    pub fn logging_for(&self, role: Option<&Role>) -> (Option<String>, BTreeMap<String, String>) {
+        let mut driver = self.logging.driver.clone();
+        let mut options = self.logging.options.clone();
+        if let Some(r) = role.and_then(|r| r.logging.as_ref()) {
+            if r.driver.is_some() {
+                driver.clone_from(&r.driver);
+            }
+            options.extend(r.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if driver.is_none() && options.is_empty() {
+            options.insert("max-size".into(), DEFAULT_LOG_MAX_SIZE.into());
+        }
+        (driver, options)
+    }
+
     /// The full image reference without tag: `server/image` when a registry server is set.
     pub fn repository(&self) -> String {
         match &self.registry.server {
@@ -90,6 +108,9 @@ impl Config {
         }
     }
 }
+
+/// Kamal's cap on a container's json-file log when the config sets no logging.
+pub const DEFAULT_LOG_MAX_SIZE: &str = "10m";
 
 /// A role: hosts running the same container command.
 #[derive(Clone, Debug, Serialize)]

@@ -8,9 +8,6 @@ use crate::config::Config;
 use crate::config::types::{Env, OptionValue, Role, Ssl};
 use std::collections::BTreeMap;
 
-/// Kamal's cap on a container's json-file log when the config sets no logging.
-const DEFAULT_LOG_MAX_SIZE: &str = "10m";
-
 /// Seconds Docker waits after SIGTERM when neither the role nor the root sets `stop_timeout`.
 const DEFAULT_STOP_TIMEOUT: u64 = 30;
 
@@ -67,7 +64,7 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
     let destination = config.destination.as_deref();
     let container = container_name(&config.service, &role.name, destination, &release.version);
     let env = host_env(role, host);
-    let (log_driver, log_options) = logging(config, role);
+    let (log_driver, log_options) = config.logging_for(Some(role));
     let mut labels = config.labels.clone();
     labels.extend(role.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let start = StartContainer {
@@ -122,24 +119,6 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
                 .unwrap_or(DEFAULT_STOP_TIMEOUT),
         },
     ]
-}
-
-/// Kamal's logging for a role: the role's settings merged over the root ones, and with neither
-/// a driver nor options, Docker's default driver capped at `max-size=10m` so logs cannot fill
-/// the host's disk.
-fn logging(config: &Config, role: &Role) -> (Option<String>, BTreeMap<String, String>) {
-    let mut driver = config.logging.driver.clone();
-    let mut options = config.logging.options.clone();
-    if let Some(r) = &role.logging {
-        if r.driver.is_some() {
-            driver.clone_from(&r.driver);
-        }
-        options.extend(r.options.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    if driver.is_none() && options.is_empty() {
-        options.insert("max-size".into(), DEFAULT_LOG_MAX_SIZE.into());
-    }
-    (driver, options)
 }
 
 /// The role's env with the env of each of the host's tags merged over it, in tag order.

@@ -189,3 +189,19 @@ fn logging_merged_and_defaulted() {
     let host = p.hosts[0].host.clone();
     assert_eq!(log(&p, &host), (None, opts(&[("max-size", "10m")])));
 }
+
+/// Accessories get the root logging, defaulted like the app's (`Config::logging_for(None)`).
+#[test]
+fn accessory_logging_is_the_root_logging() {
+    let opts = LoadOptions {
+        env: BTreeMap::new(),
+        ..LoadOptions::new(fixture("plan_logging"))
+    };
+    let config = load(&opts).unwrap();
+    let (driver, options) = config.logging_for(None);
+    assert_eq!(driver, None);
+    assert_eq!(
+        options,
+        BTreeMap::from([("max-size".to_string(), "50m".to_string())])
+    );
+}
