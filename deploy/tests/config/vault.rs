@@ -305,3 +305,21 @@ fn test_adapter() {
     assert_eq!(r.unwrap(), map(&[("f/ALPAREN1RPAREN", ")1(A/f")]));
     assert!(calls.is_empty());
 }
+
+/// Passbolt with a secret in nested folders: the folders are found level by level, and the
+/// resource is filtered by its parent folder, as Kamal's adapter does.
+#[test]
+fn passbolt_in_folders() {
+    let (r, calls) = fetch("passbolt", None, None, &["ops/prod/DB", "API"], &[]);
+    assert_eq!(r.unwrap(), map(&[("DB", "pb-db-prod"), ("API", "pb-api")]));
+    assert_eq!(
+        calls,
+        [
+            "passbolt --version",
+            "passbolt verify",
+            "passbolt list folders --filter Name == \"ops\" --json",
+            "passbolt list folders --filter Name == \"prod\" && FolderParentID == \"f1\" --json",
+            "passbolt list resources --filter (Name == \"DB\" && FolderParentID == \"f2\") || Name == \"API\" --folder f1 --folder f2 --column name --column password --json",
+        ]
+    );
+}
