@@ -233,6 +233,9 @@ impl Interp<'_, '_> {
             return self.call_self(c);
         };
         let recv = self.eval(recv)?;
+        if c.safe && recv == Value::Nil {
+            return Ok(Value::Nil);
+        }
         let mut args = Vec::with_capacity(c.args.len());
         for a in &c.args {
             args.push(self.eval(a)?);
@@ -302,6 +305,7 @@ impl Interp<'_, '_> {
                 }
             }
             (_, "to_s") => Value::Str(recv.to_text()),
+            (_, "to_json") => Value::Str(to_json(&recv).to_string()),
             (Value::Nil, "to_i") => Value::Int(0),
             (Value::Nil, "to_a") => Value::Array(Vec::new()),
             (Value::Int(i), "to_i") => Value::Int(*i),
@@ -440,6 +444,17 @@ impl Interp<'_, '_> {
             .output()
             .map_err(|e| ErbError::new(pos, format!("cannot run `{cmd}` through sh: {e}")))?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Nil => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Str(s) => serde_json::Value::String(s.clone()),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
+        Value::Module(m) => serde_json::Value::String((*m).to_string()),
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! Expressions: string literals with `#{...}` interpolation, backticks, integers, `true`,
 //! `false`, `nil`, arrays and `%w[...]`, local variables, `ENV`, `File`, `Dotenv`,
-//! `Kamal::Utils`, method calls with arguments and `{ |x| ... }` blocks, indexing, the ternary,
-//! `||`, `&&`, `!`, `==`, `!=`, comparisons, `+ - * /` and assignment. What is outside the
-//! subset is an error marked `unsupported`, so the caller can hand the template to Ruby's own
-//! ERB instead of rendering it differently from Kamal.
+//! `Kamal::Utils`, method calls (also `&.`) with arguments, `{ |x| ... }` blocks and `&:name`,
+//! indexing, the ternary, `||`, `&&`, `!`, `==`, `!=`, comparisons, `+ - * /` and assignment.
+//! What is outside the subset is an error marked `unsupported`, so the caller can hand the
+//! template to Ruby's own ERB instead of rendering it differently from Kamal.
 
 use super::ErbError;
 use crate::config::diag::Pos;
@@ -46,6 +46,8 @@ pub struct Call {
     pub args: Vec<Expr>,
     pub block: Option<Block>,
     pub pos: Pos,
+    /// `recv&.name`: nil when `recv` is nil.
+    pub safe: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -99,9 +101,9 @@ pub fn describe(t: &Tok) -> String {
 
 /// Lex the code of one tag; `start` is where the code begins in the source file.
 pub fn lex(code: &str, start: Pos) -> Result<Vec<Lexed>, ErbError> {
-    const PUNCT: [&str; 26] = [
-        "::", "==", "!=", "&&", "||", "<=", ">=", "!", "(", ")", "[", "]", ".", ",", "{", "}", "?",
-        ":", "+", "-", "*", "/", "|", "=", ";", "<",
+    const PUNCT: [&str; 28] = [
+        "::", "==", "!=", "&&", "&.", "&", "||", "<=", ">=", "!", "(", ")", "[", "]", ".", ",",
+        "{", "}", "?", ":", "+", "-", "*", "/", "|", "=", ";", "<",
     ];
     let chars: Vec<char> = code.chars().collect();
     let mut out = Vec::new();
@@ -537,21 +539,26 @@ impl Parser {
     fn postfix(&mut self, mut e: Expr) -> Result<Expr, ErbError> {
         loop {
             let pos = self.pos();
-            if self.eat(".") {
+            let safe = self.is("&.");
+            if self.eat(".") || self.eat("&.") {
                 let name = match self.peek() {
                     Some(Tok::Ident(m) | Tok::Const(m)) => m.clone(),
                     _ => return Err(unsupported(pos, "expected a method name after `.`")),
                 };
                 let mpos = self.pos();
                 self.i += 1;
-                let args = self.args()?;
-                let block = self.brace_block()?;
+                let (args, block_pass) = self.args()?;
+                let block = match block_pass {
+                    Some(b) => Some(b),
+                    None => self.brace_block()?,
+                };
                 e = Expr::Call(Box::new(Call {
                     recv: Some(e),
                     name,
                     args,
                     block,
                     pos: mpos,
+                    safe,
                 }));
             } else if self.eat("::") {
                 let name = match (&e, self.peek()) {
@@ -575,17 +582,23 @@ impl Parser {
         }
     }
 
-    /// `(a, b)`, or a command call's bare arguments (`Dotenv.load ".env"`), or none.
-    fn args(&mut self) -> Result<Vec<Expr>, ErbError> {
+    /// `(a, b)`, or a command call's bare arguments (`Dotenv.load ".env"`), or none; a last
+    /// `&:name` argument is a block calling `name` on each item.
+    fn args(&mut self) -> Result<(Vec<Expr>, Option<Block>), ErbError> {
         let mut args = Vec::new();
         if self.eat("(") {
             if self.eat(")") {
-                return Ok(args);
+                return Ok((args, None));
             }
             loop {
+                if self.is("&") {
+                    let block = self.block_pass()?;
+                    self.expect(")")?;
+                    return Ok((args, Some(block)));
+                }
                 args.push(self.ternary()?);
                 if self.eat(")") {
-                    return Ok(args);
+                    return Ok((args, None));
                 }
                 self.expect(",")?;
             }
@@ -594,11 +607,34 @@ impl Parser {
             loop {
                 args.push(self.ternary()?);
                 if !self.eat(",") {
-                    return Ok(args);
+                    return Ok((args, None));
                 }
             }
         }
-        Ok(args)
+        Ok((args, None))
+    }
+
+    /// `&:name` as the block `{ |it| it.name }`.
+    fn block_pass(&mut self) -> Result<Block, ErbError> {
+        self.expect("&")?;
+        self.expect(":")?;
+        let pos = self.pos();
+        let Some(Tok::Ident(name)) = self.peek().cloned() else {
+            return Err(unsupported(pos, "expected a method name after `&:`"));
+        };
+        self.i += 1;
+        const IT: &str = "__block_item";
+        Ok(Block {
+            params: vec![IT.to_string()],
+            body: vec![Expr::Call(Box::new(Call {
+                recv: Some(Expr::Var(IT.to_string(), pos)),
+                name,
+                args: Vec::new(),
+                block: None,
+                pos,
+                safe: false,
+            }))],
+        })
     }
 
     /// `{ |a, b| expr; expr }` after a call.
@@ -679,14 +715,18 @@ impl Parser {
                 _ => {
                     // A call on self with arguments (`require "dotenv"`), else a local variable.
                     if self.is("(") || matches!(self.peek(), Some(Tok::Str { .. })) {
-                        let args = self.args()?;
-                        let block = self.brace_block()?;
+                        let (args, block_pass) = self.args()?;
+                        let block = match block_pass {
+                            Some(b) => Some(b),
+                            None => self.brace_block()?,
+                        };
                         Ok(Expr::Call(Box::new(Call {
                             recv: None,
                             name: id,
                             args,
                             block,
                             pos,
+                            safe: false,
                         })))
                     } else {
                         Ok(Expr::Var(id, pos))

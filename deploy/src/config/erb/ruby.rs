@@ -16,10 +16,11 @@ Flotilla renders this file with Ruby's ERB as Kamal does)";
 pub const RUBY_VAR: &str = "FLOTILLA_RUBY";
 
 /// What Ruby runs: the few things Kamal provides to its config's ERB, then the template from
-/// stdin with trim mode `-`, as Kamal 2 renders it. ActiveSupport's `present?`/`blank?` are
+/// stdin with trim mode `-`, as Kamal 2 renders it. `json` is loaded, as in Kamal; ActiveSupport's `present?`/`blank?` are
 /// defined when the gem is absent, since Kamal always has it loaded.
 const PRELUDE: &str = r#"
 require "erb"
+require "json"
 begin
   require "active_support"
   require "active_support/core_ext/object/blank"

@@ -251,6 +251,8 @@ fn subset_agrees_with_ruby() {
         "<%= [1, nil, 2].compact.size %> <%= \"abc\".include?(\"b\") %> <%= \"abc\".start_with?(\"a\") %>",
         "x: <%= 10 / 3 %> <%= -7 / 2 %> <%= 2 <= 3 %>\n",
         "<%= ENV.key?(\"HOST\") %> <%= ENV[\"HOST\"].upcase %> <%= [\"a\", \"b\"].last %>",
+        "hosts: <%= ENV[\"HOSTS\"].split(\",\").map(&:strip) %>\n<%= ENV[\"NOPE\"]&.strip %>|<%= ENV[\"HOST\"]&.strip %>",
+        "j: <%= ENV[\"HOSTS\"].split(\", \").to_json %> <%= \"a\\\"b\".to_json %> <%= nil.to_json %>\n",
     ];
     let path = BTreeMap::from([(
         "PATH".to_string(),
