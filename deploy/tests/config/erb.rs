@@ -113,3 +113,30 @@ fn beyond_the_subset_without_ruby_says_what_is_needed() {
         "{e:?}"
     );
 }
+
+/// Beyond the subset with `Dotenv.load` too: Ruby renders it, with `Dotenv` stood in for when
+/// the gem is absent, so `.env` values still reach the template. Needs `ruby` on the PATH.
+#[test]
+fn beyond_the_subset_with_dotenv_ruby_renders_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join(".env.deploy"),
+        "TIER=large\nexport HOST_B=\"10.3.0.9\" # b\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config/deploy.yml"),
+        "<% require \"dotenv\"; Dotenv.load(\".env.deploy\") -%>\nservice: beyond\nimage: acme/beyond\nservers:\n<% case ENV[\"TIER\"] -%>\n<% when \"large\" -%>\n  - <%= ENV[\"HOST_B\"] %>\n<% else -%>\n  - 10.3.0.1\n<% end -%>\n",
+    )
+    .unwrap();
+    let opts = flotilla_deploy::config::LoadOptions {
+        env: std::collections::BTreeMap::from([(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        )]),
+        ..flotilla_deploy::config::LoadOptions::new(dir.path())
+    };
+    let c = flotilla_deploy::config::load(&opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.servers[0].hosts, ["10.3.0.9"]);
+}

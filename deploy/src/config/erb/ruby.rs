@@ -16,8 +16,9 @@ Flotilla renders this file with Ruby's ERB as Kamal does)";
 pub const RUBY_VAR: &str = "FLOTILLA_RUBY";
 
 /// What Ruby runs: the few things Kamal provides to its config's ERB, then the template from
-/// stdin with trim mode `-`, as Kamal 2 renders it. `json` is loaded, as in Kamal; ActiveSupport's `present?`/`blank?` are
-/// defined when the gem is absent, since Kamal always has it loaded.
+/// stdin with trim mode `-`, as Kamal 2 renders it. `json` is loaded, as in Kamal; `dotenv` and
+/// ActiveSupport's `present?`/`blank?` are stood in for when their gems are absent, since Kamal
+/// always has them loaded.
 const PRELUDE: &str = r#"
 require "erb"
 require "json"
@@ -33,6 +34,34 @@ rescue LoadError
   class String
     def blank?; strip.empty?; end
   end
+end
+begin
+  require "dotenv"
+rescue LoadError
+  # Kamal always has the dotenv gem; without it, the two calls configs make, for plain
+  # KEY=VALUE files (quotes stripped, $VAR expanded, no $(command)).
+  module Dotenv
+    def self.parse_file(file)
+      return {} unless File.exist?(file)
+      File.read(file).each_line.with_object({}) do |line, h|
+        next unless line =~ /\A\s*(?:export\s+)?([\w.]+)\s*=\s*(.*?)\s*\z/
+        key, value = $1, $2
+        if value =~ /\A'(.*)'\z/ then value = $1
+        else
+          value = value.sub(/\A"(.*)"\z/, '\\1').sub(/\s+#.*\z/, "")
+          value = value.gsub(/\$\{?(\w+)\}?/) { h[$1] || ENV[$1] || "" }
+        end
+        h[key] = value
+      end
+    end
+    def self.load(*files)
+      (files.empty? ? [".env"] : files).each { |f| parse_file(f).each { |k, v| ENV[k] ||= v } }
+    end
+    def self.overload(*files)
+      (files.empty? ? [".env"] : files).each { |f| parse_file(f).each { |k, v| ENV[k] = v } }
+    end
+  end
+  $LOADED_FEATURES << "dotenv.rb"
 end
 module Kamal
   module Utils
