@@ -370,6 +370,19 @@ fn aliases_run_as_commands() {
     let o = flotilla(&dir, &["quoted", r#"{"DB PASS": "s3cret"}"#], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "s3cret\n");
+    let o = flotilla(&dir, &["conf2"], &[]);
+    assert_eq!(
+        stdout(&o),
+        stdout(&direct),
+        "an alias of an alias expands too"
+    );
+    let o = flotilla(&dir, &["loop-a"], &[]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("expand into each other without end"),
+        "{}",
+        stderr(&o)
+    );
     let o = flotilla(&dir, &["nosuchalias"], &[]);
     assert_eq!(
         o.status.code(),

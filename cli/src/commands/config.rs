@@ -68,16 +68,40 @@ pub fn expand_alias(args: Vec<OsString>, is_command: impl Fn(&str) -> bool) -> V
     let Ok(config) = config::load(&opts) else {
         return args;
     };
-    match config::aliases::expand(&config.aliases, name, &rest) {
-        Some(Ok(words)) => std::iter::once(args[0].clone())
-            .chain(words.into_iter().map(OsString::from))
-            .collect(),
-        Some(Err(message)) => {
-            eprintln!("flotilla: error: {message}");
-            std::process::exit(USAGE);
+    // An alias may name another alias, as Kamal re-dispatches; a cycle is stopped.
+    let mut words = rest;
+    let mut name = name.to_string();
+    let mut expanded = false;
+    for _ in 0..=config.aliases.len() {
+        match config::aliases::expand(&config.aliases, &name, &words) {
+            Some(Ok(w)) => words = w,
+            Some(Err(message)) => fail(&message),
+            None => break,
         }
-        None => args,
+        expanded = true;
+        match words.split_first() {
+            Some((first, rest)) if !is_command(first) && config.aliases.contains_key(first) => {
+                name = first.clone();
+                words = rest.to_vec();
+            }
+            _ => {
+                return std::iter::once(args[0].clone())
+                    .chain(words.into_iter().map(OsString::from))
+                    .collect();
+            }
+        }
     }
+    if expanded {
+        fail(&format!(
+            "alias {name}: aliases expand into each other without end"
+        ));
+    }
+    args
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("flotilla: error: {message}");
+    std::process::exit(USAGE)
 }
 
 /// `-c FILE` / `--config-file[=]FILE` and `-d DEST` / `--destination[=]DEST` among `args`.
