@@ -41,6 +41,11 @@ fn accessory_with_its_own_registry() {
     assert_eq!(r.server.as_deref(), Some("other.registry"));
     assert!(matches!(&r.username, Some(Credential::Clear(u)) if u == "robot"));
     assert_eq!(r.password.as_ref().unwrap().expose(), "other-pw");
+    let json = flotilla_deploy::config::output::to_json(&c).unwrap();
+    assert!(
+        !json.contains("other-pw") && json.contains("other.registry"),
+        "the accessory's registry prints with its password redacted"
+    );
     let db = &c.accessories[1];
     assert_eq!(db.image, "postgres:16");
     assert!(db.registry.is_none());
