@@ -54,7 +54,7 @@ enum Command {
     Init(commands::init::InitCmd),
     /// Show the documentation of config/deploy.yml, section by section
     Docs(commands::docs::DocsCmd),
-    /// Print resolved secrets or extract one from a JSON object
+    /// Fetch secrets from a vault, print the resolved ones, or extract one from JSON
     Secrets(commands::secrets::SecretsCmd),
     /// Print the event log (`--json` for JSON lines), or import one
     Events(commands::events::EventsCmd),
@@ -63,7 +63,13 @@ enum Command {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    // `flotilla ALIAS ARGS...` runs the alias's command, as `kamal ALIAS` does.
+    let args = commands::config::expand_alias(std::env::args_os().collect(), |name| {
+        <Cli as clap::CommandFactory>::command()
+            .find_subcommand(name)
+            .is_some()
+    });
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // --help and --version are not errors; a usage error exits 64 like a config error.
         Err(e) => {

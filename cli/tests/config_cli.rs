@@ -357,3 +357,53 @@ fn config_help_shows_examples() {
         );
     }
 }
+
+/// `flotilla ALIAS ARGS...` runs the alias's command with ARGS appended, as `kamal ALIAS` does;
+/// the alias's quotes group words.
+#[test]
+fn aliases_run_as_commands() {
+    let dir = fixture("k2_aliases_run");
+    let by_alias = flotilla(&dir, &["conf"], &[]);
+    assert_eq!(by_alias.status.code(), Some(0), "{}", stderr(&by_alias));
+    let direct = flotilla(&dir, &["config", "--json"], &[]);
+    assert_eq!(stdout(&by_alias), stdout(&direct));
+    let o = flotilla(&dir, &["quoted", r#"{"DB PASS": "s3cret"}"#], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "s3cret\n");
+    let o = flotilla(&dir, &["conf2"], &[]);
+    assert_eq!(
+        stdout(&o),
+        stdout(&direct),
+        "an alias of an alias expands too"
+    );
+    let o = flotilla(&dir, &["loop-a"], &[]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("expand into each other without end"),
+        "{}",
+        stderr(&o)
+    );
+    let o = flotilla(&dir, &["nosuchalias"], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "an unknown name is still a usage error"
+    );
+}
+
+/// `flotilla secrets fetch` calls the adapter's CLI (a stand-in here) and prints Kamal's JSON;
+/// `--inline` prints it shell-escaped for a secrets file.
+#[test]
+fn secrets_fetch_with_an_adapter() {
+    let dir = fixture("secrets_kamal_adapter");
+    let args = [
+        "secrets", "fetch", "-a", "doppler", "--from", "shop/prd", "DB", "API",
+    ];
+    let o = flotilla(&dir, &args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "{\"API\":\"dop-api\",\"DB\":\"dop-db\"}\n");
+    let mut inline = args.to_vec();
+    inline.push("--inline");
+    let o = flotilla(&dir, &inline, &[]);
+    assert_eq!(stdout(&o), r#"\{\"API\":\"dop-api\",\"DB\":\"dop-db\"\}"#);
+}

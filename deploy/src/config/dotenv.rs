@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::vault;
+
 /// One `KEY=VALUE` definition, with the line it starts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -245,24 +247,20 @@ fn read_key(p: &mut Cursor) -> String {
     key
 }
 
-/// Expand `$VAR`, `${VAR}` and `$(command)`; `\$` is a literal dollar.
+/// Expand as dotenv 3.2 with Kamal's command substitution does: first every variable over the
+/// whole value (inside `$(...)` too), then each `$(command)`; `\$` keeps a dollar literal.
 fn expand(raw: &str, known: &BTreeMap<String, String>, ctx: Context<'_>) -> Result<String, String> {
     if !raw.contains('$') {
         return Ok(raw.to_string());
     }
+    let raw = variables(raw, known, ctx);
     let chars: Vec<char> = raw.chars().collect();
     let mut out = String::new();
     let mut i = 0;
-    let lookup = |name: &str| {
-        known
-            .get(name)
-            .or_else(|| ctx.env.get(name))
-            .cloned()
-            .unwrap_or_default()
-    };
     while i < chars.len() {
         let c = chars[i];
         if c == '\\' && chars.get(i + 1) == Some(&'$') {
+            // An escaped `\$(...)` is left as written, without its backslash.
             out.push('$');
             i += 2;
         } else if c == '$' && chars.get(i + 1) == Some(&'(') {
@@ -271,28 +269,56 @@ fn expand(raw: &str, known: &BTreeMap<String, String>, ctx: Context<'_>) -> Resu
             let cmd: String = chars[i + 2..end].iter().collect();
             out.push_str(&run(&cmd, ctx)?);
             i = end + 1;
-        } else if c == '$' && chars.get(i + 1) == Some(&'{') {
-            let end = chars[i..]
-                .iter()
-                .position(|c| *c == '}')
-                .ok_or("unterminated `${` variable")?;
-            let name: String = chars[i + 2..i + end].iter().collect();
-            out.push_str(&lookup(&name));
-            i += end + 1;
-        } else if c == '$' && chars.get(i + 1).is_some_and(|c| is_key_start(*c)) {
-            let mut j = i + 1;
-            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
-                j += 1;
-            }
-            let name: String = chars[i + 1..j].iter().collect();
-            out.push_str(&lookup(&name));
-            i = j;
         } else {
             out.push(c);
             i += 1;
         }
     }
     Ok(out)
+}
+
+/// dotenv's variable substitution: `$` (not before `(`), an optional `{`, a name of letters,
+/// digits and `_`, an optional `}`. A name is looked up in the keys defined so far, then the
+/// environment, else empty; so `$2y$05$...` loses its `$2y` and `$05` as with Kamal, and
+/// `${U:-d}` is `$U` followed by `:-d}` (dotenv has no defaults). `\$X` stays `\$X` here
+/// for [`expand`] to unescape; a `$` with no name stays.
+fn variables(raw: &str, known: &BTreeMap<String, String>, ctx: Context<'_>) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && chars.get(i + 1) == Some(&'$') {
+            out.push_str("\\$");
+            i += 2;
+            continue;
+        }
+        if c != '$' || chars.get(i + 1) == Some(&'(') {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if chars.get(j) == Some(&'{') {
+            j += 1;
+        }
+        let name_start = j;
+        while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
+            j += 1;
+        }
+        let name: String = chars[name_start..j].iter().collect();
+        if chars.get(j) == Some(&'}') {
+            j += 1;
+        }
+        if name.is_empty() {
+            out.extend(&chars[i..j]);
+        } else {
+            let v = known.get(&name).or_else(|| ctx.env.get(&name));
+            out.push_str(v.map_or("", String::as_str));
+        }
+        i = j;
+    }
+    out
 }
 
 /// The index of the `)` closing the `(` at `open`, skipping quoted text and nested pairs.
@@ -322,8 +348,21 @@ fn matching_paren(chars: &[char], open: usize) -> Option<usize> {
     None
 }
 
-/// Run `cmd` through the shell as `$(...)` would: stdout, trailing newlines removed.
+/// Run `cmd` through the shell as `$(...)` would: stdout, trailing newlines removed. A
+/// `kamal secrets ...` command is answered natively, inline, as Kamal answers it.
 fn run(cmd: &str, ctx: Context<'_>) -> Result<String, String> {
+    if let Some(words) = vault::kamal_secrets_words(cmd) {
+        let mut parsed = vault::parse(&words).map_err(|e| format!("`{cmd}`: {e}"))?;
+        match &mut parsed {
+            vault::SecretsCommand::Fetch(r) => r.inline = true,
+            vault::SecretsCommand::Extract { inline, .. } => *inline = true,
+        }
+        let env = vault::Env {
+            vars: ctx.env,
+            cwd: ctx.cwd,
+        };
+        return vault::run(&parsed, env).map_err(|e| format!("`{}`: {e}", first_words(cmd)));
+    }
     let output = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -351,4 +390,10 @@ fn run(cmd: &str, ctx: Context<'_>) -> Result<String, String> {
         s.pop();
     }
     Ok(s)
+}
+
+/// A command without its long arguments (the JSON of an `extract`), for error messages.
+fn first_words(cmd: &str) -> String {
+    let words: Vec<&str> = cmd.split_whitespace().take(4).collect();
+    words.join(" ")
 }

@@ -61,10 +61,19 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         env.insert("KAMAL_DESTINATION".into(), d.clone());
     }
     let mut errors = Vec::new();
-    let base = read_file(&opts.root, &opts.config_file, &env, &mut errors);
+    let mut erb_warnings = Vec::new();
+    // One environment through both files and the secrets, as in Kamal's one process: a
+    // `Dotenv.load` in the base file is seen by the destination file and by `.kamal/secrets`.
+    let base = read_file(
+        &opts.root,
+        &opts.config_file,
+        &mut env,
+        &mut errors,
+        &mut erb_warnings,
+    );
     let over = opts
         .destination_file()
-        .and_then(|f| read_file(&opts.root, &f, &env, &mut errors));
+        .and_then(|f| read_file(&opts.root, &f, &mut env, &mut errors, &mut erb_warnings));
     if !errors.is_empty() {
         return Err(ConfigErrors {
             diagnostics: errors,
@@ -99,23 +108,49 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
 
     let secrets_path =
         root_string(&tree, "secrets_path").unwrap_or_else(|| ".kamal/secrets".into());
-    let mut cx = Cx::default();
-    let secrets = match secrets::load(
-        &opts.root,
-        &secrets_path,
-        opts.destination.as_deref(),
-        &opts.env,
-    ) {
+    let mut cx = Cx {
+        kamal1: decode::detect_kamal1(&tree).map(|(path, _)| path),
+        ..Cx::default()
+    };
+    let kamal2_files = secrets::secret_files(&secrets_path, opts.destination.as_deref());
+    // A Kamal 1 project keeps its secrets in `.env` and the environment; once it has
+    // `.kamal/secrets` files it reads them as Kamal 2 does.
+    let kamal1_secrets =
+        cx.kamal1.is_some() && !kamal2_files.iter().any(|f| opts.root.join(f).exists());
+    let loaded = if kamal1_secrets {
+        secrets::load_kamal1(&opts.root, opts.destination.as_deref(), &env)
+    } else {
+        secrets::load(&opts.root, &secrets_path, opts.destination.as_deref(), &env)
+    };
+    let secrets = match loaded {
         Ok(s) => s,
         Err(diags) => {
             for d in diags {
                 cx.diags.push(d);
             }
-            secrets::Secrets::default()
+            secrets::Secrets::failed(kamal2_files)
         }
     };
+    if kamal1_secrets
+        && let Some(marker) = &cx.kamal1
+        && let Some(at) = secrets.found.first().cloned()
+    {
+        cx.warnings.push(Diagnostic::new(
+            &at,
+            Pos::default(),
+            "",
+            format!(
+                "Kamal 1 configuration (`{marker}`): secrets are read from .env{} and the environment as Kamal 1 does; the Kamal 2 form is `{secrets_path}` (e.g. `DB_PASSWORD=$DB_PASSWORD`)",
+                opts.destination
+                    .as_deref()
+                    .map(|d| format!(", .env.{d}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let config = decode::decode(&mut cx, &tree, opts.destination.as_deref(), secrets);
     let mut warnings = std::mem::take(&mut cx.warnings);
+    warnings.extend(erb_warnings);
     warnings.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     let mut config = cx.diags.into_result(config)?.ok_or_else(|| {
         ConfigErrors::one(Diagnostic::new(
@@ -133,8 +168,9 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
 fn read_file(
     root: &Path,
     file: &Path,
-    env: &BTreeMap<String, String>,
+    env: &mut BTreeMap<String, String>,
     errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Option<Node> {
     let text = match std::fs::read_to_string(root.join(file)) {
         Ok(t) => t,
@@ -148,8 +184,8 @@ fn read_file(
             return None;
         }
     };
-    let lookup = |name: &str| env.get(name).cloned();
-    let (rendered, map) = match erb::render(&text, &lookup) {
+    let mut host = erb::Host { env, root };
+    let rendered = match erb::render_file(&text, &mut host) {
         Ok(r) => r,
         Err(errs) => {
             errors.extend(
@@ -159,8 +195,16 @@ fn read_file(
             return None;
         }
     };
+    for e in rendered.skipped_in_comments {
+        let msg = format!(
+            "ERB in a YAML comment was not evaluated ({}); it cannot change the config, but \
+             Kamal evaluates it: with `ruby` on the PATH Flotilla does too",
+            e.message
+        );
+        warnings.push(Diagnostic::new(file, e.pos, "", msg));
+    }
     let file: Arc<Path> = Arc::from(file);
-    match yaml::parse(&rendered, &file, &map) {
+    match yaml::parse(&rendered.text, &file, &rendered.map) {
         Ok(n) => Some(n),
         Err(d) => {
             errors.push(d);

@@ -5,6 +5,7 @@
 //! secrets files read ([`secrets`], [`dotenv`]), and the tree decoded into [`Config`] against
 //! the known keys of [`schema`], collecting every [`Diagnostic`] instead of stopping at one.
 
+pub mod aliases;
 mod decode;
 pub mod diag;
 pub mod dotenv;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod schema;
 pub mod secrets;
 pub mod types;
+pub mod vault;
 pub mod yaml;
 
 pub use diag::{ConfigErrors, Diagnostic, Pos};

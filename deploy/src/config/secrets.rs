@@ -53,11 +53,45 @@ pub struct Secrets {
     values: BTreeMap<String, Secret>,
     /// The files that were looked for, in reading order, whether they existed or not.
     pub searched: Vec<PathBuf>,
+    /// Those of `searched` that exist.
+    pub found: Vec<PathBuf>,
+    /// A secrets file failed to load (already reported): a name missing now says nothing new.
+    pub incomplete: bool,
+    /// Kamal 1 reads secrets from the process environment too (after `.env`): looked up by
+    /// name, never listed, so `flotilla config` does not print the whole environment.
+    process: BTreeMap<String, Secret>,
 }
 
 impl Secrets {
     pub fn get(&self, name: &str) -> Option<&Secret> {
-        self.values.get(name)
+        self.values.get(name).or_else(|| self.process.get(name))
+    }
+
+    /// Whether `name` should be reported as undefined: absent, and not because a file failed.
+    pub fn missing(&self, name: &str) -> bool {
+        self.get(name).is_none() && !self.incomplete
+    }
+
+    /// Why `name` is not there, naming the files as Kamal does.
+    pub fn not_defined(&self, name: &str) -> String {
+        if self.found.is_empty() {
+            format!(
+                "secret {name} is not defined: no secrets file found (looked for {})",
+                self.searched_list()
+            )
+        } else {
+            let found: Vec<String> = self.found.iter().map(|p| p.display().to_string()).collect();
+            format!("secret {name} is not defined in {}", found.join(", "))
+        }
+    }
+
+    /// What is known when loading the secrets files failed: which files, and that it failed.
+    pub fn failed(searched: Vec<PathBuf>) -> Self {
+        Secrets {
+            searched,
+            incomplete: true,
+            ..Secrets::default()
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Secret)> {
@@ -102,12 +136,25 @@ pub fn load(
     destination: Option<&str>,
     env: &BTreeMap<String, String>,
 ) -> Result<Secrets, Vec<Diagnostic>> {
+    load_files(root, &secret_files(secrets_path, destination), env)
+}
+
+/// Read `files` (those that exist) in order, later definitions winning.
+fn load_files(
+    root: &Path,
+    files: &[PathBuf],
+    env: &BTreeMap<String, String>,
+) -> Result<Secrets, Vec<Diagnostic>> {
+    let searched = files.to_vec();
     let mut known = BTreeMap::new();
     let mut errors = Vec::new();
-    let searched = secret_files(secrets_path, destination);
+    let mut found = Vec::new();
     for file in &searched {
         let text = match std::fs::read_to_string(root.join(file)) {
-            Ok(t) => t,
+            Ok(t) => {
+                found.push(file.clone());
+                t
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 errors.push(Diagnostic::new(
@@ -134,7 +181,32 @@ pub fn load(
         return Err(errors);
     }
     let values = known.into_iter().map(|(k, v)| (k, Secret(v))).collect();
-    Ok(Secrets { values, searched })
+    Ok(Secrets {
+        values,
+        searched,
+        found,
+        incomplete: false,
+        process: BTreeMap::new(),
+    })
+}
+
+/// Kamal 1's secrets: `.env`, then `.env.DEST` over it (Kamal 1.9 `Dotenv.overload`s both
+/// into its environment), then the process environment for any other name.
+pub fn load_kamal1(
+    root: &Path,
+    destination: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<Secrets, Vec<Diagnostic>> {
+    let mut searched = vec![PathBuf::from(".env")];
+    if let Some(d) = destination {
+        searched.push(PathBuf::from(format!(".env.{d}")));
+    }
+    let mut secrets = load_files(root, &searched, env)?;
+    secrets.process = env
+        .iter()
+        .map(|(k, v)| (k.clone(), Secret(v.clone())))
+        .collect();
+    Ok(secrets)
 }
 
 /// Why `secrets extract` found nothing.

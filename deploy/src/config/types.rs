@@ -82,6 +82,24 @@ impl Config {
         seen
     }
 
+    /// Kamal's logging for a container: a role's settings merged over the root ones (the root
+    /// alone for accessories), and with neither a driver nor options Docker's default driver
+    /// capped at `max-size=10m` so logs cannot fill the host's disk.
+    pub fn logging_for(&self, role: Option<&Role>) -> (Option<String>, BTreeMap<String, String>) {
+        let mut driver = self.logging.driver.clone();
+        let mut options = self.logging.options.clone();
+        if let Some(r) = role.and_then(|r| r.logging.as_ref()) {
+            if r.driver.is_some() {
+                driver.clone_from(&r.driver);
+            }
+            options.extend(r.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if driver.is_none() && options.is_empty() {
+            options.insert("max-size".into(), DEFAULT_LOG_MAX_SIZE.into());
+        }
+        (driver, options)
+    }
+
     /// The full image reference without tag: `server/image` when a registry server is set.
     pub fn repository(&self) -> String {
         match &self.registry.server {
@@ -90,6 +108,9 @@ impl Config {
         }
     }
 }
+
+/// Kamal's cap on a container's json-file log when the config sets no logging.
+pub const DEFAULT_LOG_MAX_SIZE: &str = "10m";
 
 /// A role: hosts running the same container command.
 #[derive(Clone, Debug, Serialize)]
@@ -207,6 +228,15 @@ pub struct Registry {
     pub password: Option<Credential>,
 }
 
+impl Registry {
+    /// A registry on `localhost:PORT`, which Kamal runs itself and which needs no login.
+    pub fn is_local(&self) -> bool {
+        self.server
+            .as_deref()
+            .is_some_and(|s| s.starts_with("localhost:"))
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Proxy {
     pub hosts: Vec<String>,
@@ -289,6 +319,12 @@ pub struct Builder {
     pub secrets: Vec<String>,
     pub ssh: Option<String>,
     pub driver: Option<String>,
+    /// `docker buildx build --provenance` (e.g. `false`, `mode=max`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// `docker buildx build --sbom`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -405,6 +441,10 @@ pub struct Accessory {
     pub volumes: Vec<String>,
     pub network: Option<String>,
     pub proxy: Option<Proxy>,
+    /// The accessory's own registry (Kamal pulls from and logs in there); `image` already
+    /// carries its server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
 }
 
 /// Kamal 1's health check.

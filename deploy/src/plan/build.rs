@@ -64,7 +64,7 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
     let destination = config.destination.as_deref();
     let container = container_name(&config.service, &role.name, destination, &release.version);
     let env = host_env(role, host);
-    let logging = role.logging.as_ref().unwrap_or(&config.logging);
+    let (log_driver, log_options) = config.logging_for(Some(role));
     let mut labels = config.labels.clone();
     labels.extend(role.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let start = StartContainer {
@@ -82,8 +82,8 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
         // The loader rejects a `cmd` with an open quote, so `None` here means no `cmd`.
         cmd: role.cmd.as_deref().and_then(split_command),
         options: options(&role.options),
-        log_driver: logging.driver.clone(),
-        log_options: logging.options.clone(),
+        log_driver,
+        log_options,
     };
     let gate = match &role.proxy {
         Some(proxy) => Step::SwitchProxy(SwitchProxy {

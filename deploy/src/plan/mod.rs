@@ -7,10 +7,12 @@
 
 mod argv;
 mod build;
+mod builder;
 mod filter;
 
 pub use argv::split_command;
 pub use build::plan;
+pub use builder::{BuildInputs, BuildPlan, BuilderKind, build_plan};
 pub use filter::matches;
 
 use serde::Serialize;

@@ -48,8 +48,9 @@ cases! {
     empty_role;
     /// An accessory needs a host or role, and its role must exist.
     accessory_without_host;
-    /// Ruby the ERB subset does not support is an error naming the construct, never dropped.
-    unsupported_erb, env = &[("IMAGE", "acme/shop")];
+    /// Without Ruby, Ruby the ERB subset does not support is an error naming the construct
+    /// and what would render it, never dropped.
+    unsupported_erb, env = &[("IMAGE", "acme/shop"), ("FLOTILLA_RUBY", "")];
     /// `ENV.fetch` of an unset variable fails at the tag.
     erb_fetch_unset;
     /// A secret named in env or registry that no secrets file defines names the files searched.
@@ -60,8 +61,11 @@ cases! {
     yaml_error_after_erb;
     /// Bad lines in a secrets file are located in that file.
     bad_secrets_file;
-    /// A failing `$(command)` reports its exit status and first line of stderr.
+    /// A failing `$(command)` reports its exit status and first line of stderr, and nothing
+    /// else: the secrets it would have defined are not then also "not defined".
     failing_secret_command;
+    /// A secret with no secrets file at all says which files were looked for.
+    no_secrets_file;
     /// All problems are reported in one run, not only the first.
     many_errors_at_once;
     /// `primary_role` must name a role of `servers`.
@@ -74,6 +78,31 @@ cases! {
     empty_file;
     /// A config must be a map of settings.
     top_level_list;
+    /// Automatic SSL needs a host, as Kamal says.
+    proxy_ssl_without_host;
+    /// `host` and `hosts` together are refused, as Kamal refuses them.
+    proxy_host_and_hosts;
+    /// Automatic SSL for a role on two hosts needs custom certificates.
+    ssl_role_on_two_hosts;
+    /// Two roles cannot both terminate SSL for one host name.
+    ssl_host_on_two_roles;
+    /// Roles sharing a host must agree on `proxy.run`: one proxy runs per host.
+    conflicting_proxy_run;
+    /// At least one container is retained.
+    retain_containers_zero;
+    /// `restart` takes a Docker restart policy, not a boolean.
+    restart_option_boolean;
+    /// A `minimum_version` above the Kamal version Flotilla reads is refused, not ignored.
+    minimum_version_above_kamal;
+    /// A registry other than a local one needs `username` and `password`.
+    registry_without_credentials;
+    /// An `image` whose ERB renders nothing is located at its key, not at 1:1.
+    image_renders_empty;
+    /// Alias names Kamal refuses: one of its commands, or not lowercase.
+    alias_names;
+    /// Builder settings Kamal refuses: an unknown cache type, the docker driver with several
+    /// arches or a cache, local builds disabled with no remote.
+    builder_invalid;
     /// Problems in the destination file are reported in that file, at its own lines.
     destination_file_errors, dest = Some("staging");
 }

@@ -6,11 +6,14 @@
 
 mod destinations;
 mod dotenv;
+mod erb;
 mod errors;
 mod kamal1;
+mod kamal_rules;
 mod no_panic;
 mod sections;
 mod seed;
+mod vault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

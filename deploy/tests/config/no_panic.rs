@@ -25,6 +25,10 @@ fn fragments() -> impl Strategy<Value = String> {
         "<% else %>",
         "<% end -%>\n",
         "<%= ENV.fetch(\"X\", 1) %>",
+        "<%= ENV.fetch(\"X\") { |k| k } ? 1 : \"#{2}\" %>",
+        "<% [1].each do |x| %>",
+        "<% x = %w[a b]; y = x.map { |v| v.strip } %>",
+        ".to_i * ",
         "<%- ",
         " -%>",
         "<%# c %>",
@@ -54,9 +58,13 @@ proptest! {
     /// ERB rendering of arbitrary text returns output or errors.
     #[test]
     fn erb_never_panics(src in "\\PC{0,200}", frag in fragments()) {
-        let env = |_: &str| Some("v".to_string());
-        let _ = erb::render(&src, &env);
-        let _ = erb::render(&frag, &env);
+        // A scratch directory and no PATH: nothing a random backtick could name runs anywhere
+        // that matters.
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = BTreeMap::from([("A".to_string(), "v".to_string())]);
+        let mut host = erb::Host { env: &mut env, root: dir.path() };
+        let _ = erb::render(&src, &mut host);
+        let _ = erb::render(&frag, &mut host);
     }
 
     /// Loading arbitrary config text returns a config or located diagnostics.

@@ -118,14 +118,18 @@ fn seed_traefik_ssl() {
     assert_eq!(web.hosts, ["myapp.com"]);
     assert!(matches!(web.ssl, Ssl::Auto));
     assert!(web.ssl_redirect);
+    assert_eq!(web.app_port, 3000, "Kamal 1 reaches the app on port 3000");
+    assert_eq!(c.builder.arch, ["amd64", "arm64"], "Kamal 1 builds both");
     assert_eq!(
         warnings(&c),
         [
+            "config/deploy.yml:2:1: builder: Kamal 1 configuration without `builder.arch`: building amd64 and arm64 as Kamal 1 does; the Kamal 2 form is `builder: {arch: [amd64, arm64]}`",
             "config/deploy.yml:6:3: traefik/options: Kamal 1 Traefik setting ignored: Flotilla runs its own proxy",
             "config/deploy.yml:12:5: traefik/args/entryPoints.web.address: Kamal 1 Traefik setting ignored: Flotilla runs its own proxy",
             "config/deploy.yml:13:5: traefik/args/entryPoints.websecure.address: Kamal 1 Traefik setting ignored: Flotilla runs its own proxy",
             "config/deploy.yml:17:5: traefik/args/certificatesResolvers.letsencrypt.acme.storage: Kamal 1 Traefik setting ignored: Flotilla runs its own proxy",
             "config/deploy.yml:18:5: traefik/args/certificatesResolvers.letsencrypt.acme.httpchallenge.entrypoint: Kamal 1 Traefik setting ignored: Flotilla runs its own proxy",
+            "config/deploy.yml:21:3: servers: Kamal 1 configuration (`traefik`): proxied roles are reached on port 3000 as Kamal 1 does; the Kamal 2 form is `proxy: {app_port: 3000}`",
         ]
     );
 }

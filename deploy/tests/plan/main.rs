@@ -8,7 +8,9 @@ use flotilla_deploy::plan::{Plan, PlanContext, Release, Step, plan};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
+mod builder;
+
+pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
@@ -151,4 +153,55 @@ fn host_and_role_filters() {
     let one = plan.filtered(&["10.0.0.*1".into()], &[]);
     assert_eq!(one.hosts.len(), 1);
     assert_eq!(one.hosts[0].host, "10.0.0.1");
+}
+
+/// Logging as Kamal applies it: a role's logging merged over the root's (driver replaced,
+/// options added), and with no logging anywhere Docker's driver capped at `max-size=10m`.
+#[test]
+fn logging_merged_and_defaulted() {
+    let log = |p: &Plan, host: &str| {
+        p.host(host)
+            .unwrap()
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::StartContainer(s) => Some((s.log_driver.clone(), s.log_options.clone())),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let p = plan_for("plan_logging", None, &PlanContext::default());
+    let opts = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(log(&p, "10.5.0.1"), (None, opts(&[("max-size", "50m")])));
+    assert_eq!(
+        log(&p, "10.5.0.2"),
+        (
+            Some("local".to_string()),
+            opts(&[("max-size", "50m"), ("max-file", "3")])
+        )
+    );
+    let p = plan_for("plan_single_host", None, &PlanContext::default());
+    let host = p.hosts[0].host.clone();
+    assert_eq!(log(&p, &host), (None, opts(&[("max-size", "10m")])));
+}
+
+/// Accessories get the root logging, defaulted like the app's (`Config::logging_for(None)`).
+#[test]
+fn accessory_logging_is_the_root_logging() {
+    let opts = LoadOptions {
+        env: BTreeMap::new(),
+        ..LoadOptions::new(fixture("plan_logging"))
+    };
+    let config = load(&opts).unwrap();
+    let (driver, options) = config.logging_for(None);
+    assert_eq!(driver, None);
+    assert_eq!(
+        options,
+        BTreeMap::from([("max-size".to_string(), "50m".to_string())])
+    );
 }

@@ -21,6 +21,14 @@ pub(crate) fn decode(cx: &mut Cx, n: &Node, roles: &[Role], secrets: &Secrets) -
                 String::new()
             }
         };
+        // Kamal prefixes the image with the accessory's own registry server.
+        let registry = m
+            .get("registry")
+            .map(|r| super::sections::registry_at(cx, r, &m.at("registry"), secrets));
+        let image = match registry.as_ref().and_then(|r| r.server.as_deref()) {
+            Some(server) if !image.is_empty() => format!("{server}/{image}"),
+            _ => image,
+        };
         let mut hosts = Vec::new();
         if let Some(h) = m.get("host") {
             hosts.extend(cx.string(h, &m.at("host")));
@@ -97,6 +105,7 @@ pub(crate) fn decode(cx: &mut Cx, n: &Node, roles: &[Role], secrets: &Secrets) -
             proxy: m
                 .get("proxy")
                 .map(|p| proxy::decode(cx, p, &m.at("proxy"), Proxy::default(), secrets)),
+            registry,
         });
     }
     out

@@ -61,15 +61,8 @@ pub(crate) fn secret_refs(cx: &mut Cx, n: &Node, path: &str, secrets: &Secrets) 
             continue;
         };
         let (var, secret) = text.split_once(':').unwrap_or((&text, &text));
-        if secrets.get(secret).is_none() {
-            cx.error(
-                item,
-                &p,
-                format!(
-                    "secret {secret} is not defined in {}",
-                    secrets.searched_list()
-                ),
-            );
+        if secrets.missing(secret) {
+            cx.error(item, &p, secrets.not_defined(secret));
         }
         out.push(SecretRef {
             var: var.to_string(),

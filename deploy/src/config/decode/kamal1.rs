@@ -8,6 +8,52 @@ use crate::config::schema;
 use crate::config::types::{Builder, HealthCheck, Proxy, Ssl};
 use crate::config::yaml::{Kind, Node};
 
+/// Kamal 1's app port: the port its health check and Traefik reach the app on.
+pub(crate) const KAMAL1_APP_PORT: u16 = 3000;
+
+/// The first key only Kamal 1 has (`traefik`, `healthcheck`, `stop_wait_time`,
+/// `builder.multiarch`, a `builder.remote`/`local` map, a role's `traefik`/`healthcheck`):
+/// the sign that a project is on Kamal 1, whose defaults then apply. Returns its path and node.
+pub(crate) fn detect(root: &Node) -> Option<(String, &Node)> {
+    let entries = map_entries(root)?;
+    for (k, v) in entries {
+        match k.key() {
+            "traefik" | "healthcheck" | "stop_wait_time" => return Some((k.key().into(), k)),
+            "builder" => {
+                for (bk, bv) in map_entries(v).unwrap_or_default() {
+                    let old = match bk.key() {
+                        "multiarch" => true,
+                        "remote" | "local" => matches!(bv.kind, Kind::Map(_)),
+                        _ => false,
+                    };
+                    if old {
+                        return Some((join("builder", bk.key()), bk));
+                    }
+                }
+            }
+            "servers" => {
+                for (rk, rv) in map_entries(v).unwrap_or_default() {
+                    for (key, _) in map_entries(rv).unwrap_or_default() {
+                        if matches!(key.key(), "traefik" | "healthcheck") {
+                            let path = join(&join("servers", rk.key()), key.key());
+                            return Some((path, key));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn map_entries(n: &Node) -> Option<&[(Node, Node)]> {
+    match &n.kind {
+        Kind::Map(e) => Some(e),
+        _ => None,
+    }
+}
+
 const IGNORED_TRAEFIK: &str = "Kamal 1 Traefik setting ignored: Flotilla runs its own proxy";
 
 /// Root `traefik:` and `healthcheck:`; both feed the root proxy, created if needed.
@@ -15,7 +61,8 @@ pub(crate) fn root(cx: &mut Cx, m: &Map<'_>, proxy: &mut Option<Proxy>) -> Optio
     if let Some(t) = m.get("traefik")
         && let Some(tm) = cx.map(t, "traefik", &schema::TRAEFIK)
     {
-        let p = proxy.get_or_insert_with(Proxy::default);
+        let base = cx.base_proxy();
+        let p = proxy.get_or_insert(base);
         for (kn, v) in tm.entries() {
             let key = kn.key();
             if key != "args" {
@@ -42,7 +89,8 @@ pub(crate) fn root(cx: &mut Cx, m: &Map<'_>, proxy: &mut Option<Proxy>) -> Optio
     }
     let hc = healthcheck(cx, m.get("healthcheck"), "healthcheck");
     if let Some(hc) = &hc {
-        apply_healthcheck(hc, proxy.get_or_insert_with(Proxy::default));
+        let base = cx.base_proxy();
+        apply_healthcheck(hc, proxy.get_or_insert(base));
     }
     hc
 }

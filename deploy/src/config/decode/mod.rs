@@ -10,7 +10,9 @@ mod kamal1;
 mod proxy;
 mod root;
 mod sections;
+mod validate;
 
+pub(crate) use kamal1::detect as detect_kamal1;
 pub(crate) use root::decode;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,9 @@ use super::yaml::{Kind, Node, scalar_text};
 pub(crate) struct Cx {
     pub diags: Diags,
     pub warnings: Vec<Diagnostic>,
+    /// The Kamal 1 key that marks this config as Kamal 1 (see [`kamal1::detect`]), whose
+    /// defaults then apply.
+    pub kamal1: Option<String>,
 }
 
 /// A map node whose keys have been checked against a section.
@@ -73,6 +78,15 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 }
 
 impl Cx {
+    /// The proxy settings a role starts from: Kamal 1 reaches the app on port 3000.
+    pub fn base_proxy(&self) -> super::types::Proxy {
+        let mut p = super::types::Proxy::default();
+        if self.kamal1.is_some() {
+            p.app_port = kamal1::KAMAL1_APP_PORT;
+        }
+        p
+    }
+
     pub fn error(&mut self, n: &Node, path: &str, message: impl Into<String>) {
         self.diags
             .push(Diagnostic::new(&n.file, n.pos, path, message));
@@ -293,6 +307,16 @@ impl Cx {
         for (k, v) in self.raw_map(n, path).unwrap_or_default() {
             let p = join(path, k.key());
             let value = match &v.kind {
+                // Docker's `--restart` takes a policy; Kamal refuses a boolean here.
+                Kind::Bool(_) if k.key() == "restart" => {
+                    self.error(
+                        v,
+                        &p,
+                        "should be a restart policy (`no`, `always`, `unless-stopped` or \
+                         `on-failure[:N]`), found a boolean",
+                    );
+                    None
+                }
                 Kind::Bool(b) => Some(OptionValue::Flag(*b)),
                 Kind::Seq(_) => Some(OptionValue::Many(self.strings(v, &p))),
                 _ => self.text(v, &p).map(OptionValue::One),

@@ -24,6 +24,13 @@ pub(crate) fn decode(cx: &mut Cx, n: &Node, path: &str, base: Proxy, secrets: &S
     }
     if let Some(h) = m.get("hosts") {
         p.hosts = cx.strings(h, &m.at("hosts"));
+        if m.get("host").is_some() {
+            cx.error(
+                h,
+                &m.at("hosts"),
+                "specify one of `host` or `hosts`, not both",
+            );
+        }
     }
     if let Some(v) = m.get("app_port") {
         p.app_port = cx.port(v, &m.at("app_port")).unwrap_or(p.app_port);
@@ -41,8 +48,8 @@ pub(crate) fn decode(cx: &mut Cx, n: &Node, path: &str, base: Proxy, secrets: &S
                             return None;
                         };
                         let name = cx.string(node, &sm.at(key))?;
-                        if secrets.get(&name).is_none() {
-                            cx.error(node, &sm.at(key), format!("secret {name} is not defined in {}", secrets.searched_list()));
+                        if secrets.missing(&name) {
+                            cx.error(node, &sm.at(key), secrets.not_defined(&name));
                         }
                         Some(name)
                     };
@@ -55,6 +62,9 @@ pub(crate) fn decode(cx: &mut Cx, n: &Node, path: &str, base: Proxy, secrets: &S
             }
             _ => cx.error(v, &sp, format!("should be true, false or a map with certificate_pem and private_key_pem, found {}", v.kind_name())),
         }
+    }
+    if let (Some(v), true, false) = (m.get("ssl"), p.hosts.is_empty(), matches!(p.ssl, Ssl::Off)) {
+        cx.error(v, &m.at("ssl"), "must set a host to enable automatic SSL");
     }
     if let Some(v) = m.get("ssl_redirect") {
         p.ssl_redirect = cx.bool(v, &m.at("ssl_redirect")).unwrap_or(p.ssl_redirect);

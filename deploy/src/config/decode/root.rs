@@ -23,18 +23,28 @@ pub(crate) fn decode(
         && (s.is_empty()
             || !s
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         && let Some(n) = m.get("service")
     {
         cx.error(
             n,
             "service",
-            format!(
-                "\"{s}\" is not a valid service name: use lowercase letters, digits, `-` and `_`"
-            ),
+            format!("\"{s}\" is not a valid service name: use letters, digits, `-` and `_`"),
         );
     }
-    let image = required(cx, &m, "image");
+    // With a local registry (`localhost:PORT`) Kamal names the image after the service.
+    let local_registry = m
+        .get("registry")
+        .and_then(|r| match &r.kind {
+            Kind::Map(e) => e.iter().rev().find(|(k, _)| k.key() == "server"),
+            _ => None,
+        })
+        .is_some_and(|(_, v)| matches!(&v.kind, Kind::Str(s) if s.starts_with("localhost:")));
+    let image = if local_registry && m.get("image").is_none() {
+        service.clone()
+    } else {
+        required(cx, &m, "image")
+    };
 
     let primary_role = cx
         .opt_string(&m, "primary_role")
@@ -66,13 +76,19 @@ pub(crate) fn decode(
     // Kamal 1's `traefik:` and `healthcheck:` feed the root proxy.
     let mut root_proxy = m
         .get("proxy")
-        .map(|n| proxy::decode(cx, n, "proxy", Proxy::default(), &secrets));
+        .map(|n| proxy::decode(cx, n, "proxy", cx.base_proxy(), &secrets));
     let healthcheck = kamal1::root(cx, &m, &mut root_proxy);
 
     let servers = match m.get("servers") {
         Some(n) => roles(cx, n, &primary_role, &env, root_proxy.as_ref(), &secrets),
+        // Kamal accepts a config of accessories only.
+        None if m.get("accessories").is_some() => Vec::new(),
         None => {
-            cx.error(root, "servers", "missing required key");
+            cx.error(
+                root,
+                "servers",
+                "missing required key (no servers or accessories specified)",
+            );
             Vec::new()
         }
     };
@@ -159,10 +175,10 @@ pub(crate) fn decode(
             .get("sshkit")
             .map(|n| sections::sshkit(cx, n))
             .unwrap_or_default(),
-        builder: m
-            .get("builder")
-            .map(|n| sections::builder(cx, n))
-            .unwrap_or_default(),
+        builder: match m.get("builder") {
+            Some(n) => sections::builder(cx, n),
+            None => kamal1_builder(cx, root),
+        },
         proxy: root_proxy,
         boot: m
             .get("boot")
@@ -172,10 +188,7 @@ pub(crate) fn decode(
             .get("logging")
             .map(|n| sections::logging(cx, n, "logging"))
             .unwrap_or_default(),
-        aliases: m
-            .get("aliases")
-            .map(|n| cx.string_map(n, "aliases"))
-            .unwrap_or_default(),
+        aliases: m.get("aliases").map(|n| aliases(cx, n)).unwrap_or_default(),
         healthcheck,
         flotilla: m
             .get("x-flotilla")
@@ -187,13 +200,67 @@ pub(crate) fn decode(
         secrets,
         warnings: Vec::new(),
     };
+    if let Some(marker) = &cx.kamal1
+        && config.servers.iter().any(|r| {
+            r.proxy
+                .as_ref()
+                .is_some_and(|p| p.app_port == kamal1::KAMAL1_APP_PORT)
+        })
+        && let Some(n) = m.get("servers")
+    {
+        let msg = format!(
+            "Kamal 1 configuration (`{marker}`): proxied roles are reached on port 3000 as Kamal 1 does; the Kamal 2 form is `proxy: {{app_port: 3000}}`"
+        );
+        cx.warn(n, "servers", msg);
+    }
+    super::validate::check(cx, &m, &config);
     Some(config)
 }
 
+/// No `builder` at all: Kamal 1 builds amd64 and arm64; for Kamal 2 configs Flotilla builds for
+/// the local Docker's architecture (Kamal 2 itself requires `builder.arch`).
+fn kamal1_builder(cx: &mut Cx, root: &Node) -> crate::config::types::Builder {
+    let mut b = crate::config::types::Builder::default();
+    if cx.kamal1.is_some() {
+        b.arch = vec!["amd64".into(), "arm64".into()];
+        cx.warn(root, "builder", sections::KAMAL1_BOTH_ARCHES);
+    }
+    b
+}
+
+/// `aliases`: names Kamal accepts (lowercase, not one of its commands) to command lines.
+fn aliases(cx: &mut Cx, n: &Node) -> BTreeMap<String, String> {
+    let out = cx.string_map(n, "aliases");
+    if let Kind::Map(entries) = &n.kind {
+        for (k, _) in entries {
+            if let Some(msg) = crate::config::aliases::invalid_name(k.key()) {
+                cx.error(k, &join("aliases", k.key()), msg);
+            }
+        }
+    }
+    out
+}
+
 fn required(cx: &mut Cx, m: &Map<'_>, key: &str) -> Option<String> {
-    match m.get(key) {
-        Some(n) => cx.string(n, key),
-        None => {
+    match (m.get(key), m.key_node(key)) {
+        (Some(n), _) => {
+            let s = cx.string(n, key)?;
+            if s.trim().is_empty() {
+                cx.error(n, key, "is empty");
+                return None;
+            }
+            Some(s)
+        }
+        // Written but empty, often an ERB tag that rendered nothing: point at the key.
+        (None, Some(k)) => {
+            cx.error(
+                k,
+                key,
+                "is empty (an ERB tag there may have rendered nothing)",
+            );
+            None
+        }
+        (None, None) => {
             cx.error(m.node, key, "missing required key");
             None
         }
@@ -329,7 +396,7 @@ fn role(
         ),
     }
     if proxied {
-        let base = root_proxy.cloned().unwrap_or_default();
+        let base = root_proxy.cloned().unwrap_or_else(|| cx.base_proxy());
         let mut p = match role_proxy {
             Some(node) => proxy::decode(cx, node, &join(path, "proxy"), base, secrets),
             None => base,
@@ -390,14 +457,9 @@ pub(crate) fn secret_credential(
             value: v.clone(),
         }),
         None => {
-            cx.error(
-                n,
-                path,
-                format!(
-                    "secret {name} is not defined in {}",
-                    secrets.searched_list()
-                ),
-            );
+            if secrets.missing(name) {
+                cx.error(n, path, secrets.not_defined(name));
+            }
             None
         }
     }

@@ -11,7 +11,12 @@ use crate::config::types::{
 use crate::config::yaml::{Kind, Node};
 
 pub(crate) fn registry(cx: &mut Cx, n: &Node, secrets: &Secrets) -> Registry {
-    let Some(m) = cx.map(n, "registry", &schema::REGISTRY) else {
+    registry_at(cx, n, "registry", secrets)
+}
+
+/// A registry section at `path` (the root one, or an accessory's own).
+pub(crate) fn registry_at(cx: &mut Cx, n: &Node, path: &str, secrets: &Secrets) -> Registry {
+    let Some(m) = cx.map(n, path, &schema::REGISTRY) else {
         return Registry::default();
     };
     let cred = |cx: &mut Cx, key: &str| {
@@ -72,6 +77,8 @@ pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
             .unwrap_or_default(),
         ssh: cx.opt_string(&m, "ssh"),
         driver: cx.opt_string(&m, "driver"),
+        provenance: cx.opt_string(&m, "provenance"),
+        sbom: cx.opt_string(&m, "sbom"),
         remote: None,
     };
     for (i, a) in b.arch.iter().enumerate() {
@@ -100,8 +107,67 @@ pub(crate) fn builder(cx: &mut Cx, n: &Node) -> Builder {
     if let Some(ma) = m.get("multiarch") {
         kamal1::multiarch(cx, ma, m.key_node("multiarch").unwrap_or(ma), &mut b);
     }
+    if let Some(t) = b.cache.get("type")
+        && t != "gha"
+        && t != "registry"
+    {
+        let node = m.get("cache").unwrap_or(n);
+        cx.error(
+            node,
+            "builder/cache/type",
+            format!("Invalid cache type: {t}"),
+        );
+    }
+    if b.driver.as_deref() == Some("docker") {
+        // Kamal's builder checks: the plain docker driver builds on the local engine only.
+        let node = m.get("driver").unwrap_or(n);
+        for (bad, what) in [
+            (b.remote.is_some(), "remote builders"),
+            (!b.cache.is_empty(), "caching"),
+            (b.arch.len() > 1, "multiple arches"),
+        ] {
+            if bad {
+                cx.error(
+                    node,
+                    "builder/driver",
+                    format!("the `docker` driver does not support {what}"),
+                );
+            }
+        }
+    }
+    if b.local == Some(false) && b.remote.is_none() {
+        let node = m.get("local").unwrap_or(n);
+        cx.error(
+            node,
+            "builder/local",
+            "Cannot disable local builds, no remote is set",
+        );
+    }
+    if b.arch.is_empty() && m.get("arch").is_none() {
+        let multiarch_off = matches!(m.get("multiarch").map(|n| &n.kind), Some(Kind::Bool(false)));
+        if cx.kamal1.is_some() && !multiarch_off {
+            b.arch = vec!["amd64".into(), "arm64".into()];
+            cx.warn(
+                m.key_node("arch").unwrap_or(n),
+                "builder",
+                KAMAL1_BOTH_ARCHES,
+            );
+        } else if cx.kamal1.is_none() {
+            // Kamal 2 refuses this; Flotilla's own projects (and earlier Flotilla configs)
+            // rely on building for the local architecture, so it is a warning here.
+            cx.warn(
+                n,
+                "builder/arch",
+                "Builder arch not set: Kamal 2 refuses this config; Flotilla builds for the local Docker's architecture (set e.g. `arch: amd64`)",
+            );
+        }
+    }
     b
 }
+
+/// Warned when a Kamal 1 config leaves the architecture to Kamal 1's default.
+pub(crate) const KAMAL1_BOTH_ARCHES: &str = "Kamal 1 configuration without `builder.arch`: \
+building amd64 and arm64 as Kamal 1 does; the Kamal 2 form is `builder: {arch: [amd64, arm64]}`";
 
 pub(crate) fn ssh(cx: &mut Cx, n: &Node) -> Ssh {
     let Some(m) = cx.map(n, "ssh", &schema::SSH) else {

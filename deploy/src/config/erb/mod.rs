@@ -1,13 +1,24 @@
-//! A small ERB renderer for the subset Kamal configs use, with trim mode `-`.
+//! ERB as Kamal renders `config/deploy*.yml`: Ruby's ERB with trim mode `-`, over the whole
+//! file (tags inside YAML comments run too, as they do in Kamal).
 //!
-//! Tags: `<%= expr %>`, `<% if expr %>` / `<% elsif expr %>` / `<% else %>` / `<% end %>`,
-//! `<%# comment %>`, `<%%` for a literal `<%`, `<%-` to strip the indentation before a tag and
-//! `-%>` to swallow the newline after it. Rendering also returns a [`SourceMap`] so that YAML
-//! errors in the rendered text point at the line and column of the template the user wrote.
+//! The built-in evaluator covers the Ruby that Kamal configs use (see `expr.rs`): tags
+//! `<%= expr %>`, `<% code %>` (statements, `if`/`unless`/`elsif`/`else`/`end`, `each do |x|`
+//! blocks, assignments, `require`, `Dotenv.load`), `<%# comment %>`, `<%%` for a literal
+//! `<%`, `<%-` to strip the indentation before a tag and `-%>` to swallow the newline after it.
+//! A template beyond the subset goes to Ruby's own ERB when `ruby` is on the PATH (`ruby.rs`),
+//! so the result is exactly Kamal's; without Ruby it is a located error that says so. Rendering
+//! also returns a [`SourceMap`] so that YAML errors in the rendered text point at the line and
+//! column of the template the user wrote.
 
+mod eval;
 mod expr;
+mod lex;
+mod ruby;
+mod template;
 
-pub use expr::Value;
+pub use eval::{Host, Value};
+
+use std::collections::HashMap;
 
 use crate::config::diag::Pos;
 
@@ -16,6 +27,9 @@ use crate::config::diag::Pos;
 pub struct ErbError {
     pub pos: Pos,
     pub message: String,
+    /// The template is beyond the built-in subset (Ruby's ERB may still render it), as opposed
+    /// to an error Ruby would raise too (an unset `ENV.fetch`, a missing file).
+    pub unsupported: bool,
 }
 
 impl ErbError {
@@ -23,6 +37,15 @@ impl ErbError {
         ErbError {
             pos,
             message: message.into(),
+            unsupported: false,
+        }
+    }
+
+    fn unsupported(pos: Pos, message: impl Into<String>) -> Self {
+        ErbError {
+            pos,
+            message: message.into(),
+            unsupported: true,
         }
     }
 }
@@ -68,28 +91,99 @@ impl SourceMap {
 
 enum Piece {
     Text(String, Pos),
-    Output(expr::Expr, Pos),
+    Output(Result<expr::Expr, ErbError>, Pos),
+    Stmt(expr::Expr),
     If(Vec<(expr::Expr, Vec<Piece>)>, Vec<Piece>),
+    /// `<% recv.each do |params| %> body <% end %>` (also `each_with_index`, `times`).
+    Each {
+        recv: expr::Expr,
+        method: String,
+        params: Vec<String>,
+        body: Vec<Piece>,
+        pos: Pos,
+    },
 }
 
-/// Render `src`, looking `ENV` up with `env`. All errors are returned, not only the first.
-pub fn render(
-    src: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(String, SourceMap), Vec<ErbError>> {
-    if !src.contains("<%") {
-        return Ok((src.to_string(), SourceMap::default()));
+/// What rendering gave, and how.
+#[derive(Debug)]
+pub struct Rendered {
+    pub text: String,
+    pub map: SourceMap,
+    /// Ruby's ERB rendered the file because the built-in subset could not.
+    pub via_ruby: bool,
+    /// Tags inside YAML comments the subset could not evaluate and Ruby was not there to: their
+    /// output is a comment, so the config is the same, but Kamal would have evaluated them.
+    pub skipped_in_comments: Vec<ErbError>,
+}
+
+/// Render `src` with the built-in subset only. All errors are returned, not only the first.
+pub fn render(src: &str, host: &mut Host<'_>) -> Result<(String, SourceMap), Vec<ErbError>> {
+    let r = render_subset(src, host)?;
+    match r.skipped_in_comments.into_iter().next() {
+        Some(e) => Err(vec![e]),
+        None => Ok((r.text, r.map)),
     }
-    let pieces = parse(src)?;
+}
+
+/// Render `src` as Kamal would: the built-in subset, or Ruby's ERB for what is beyond it.
+pub fn render_file(src: &str, host: &mut Host<'_>) -> Result<Rendered, Vec<ErbError>> {
+    let env_before = host.env.clone();
+    let subset = render_subset(src, host);
+    let beyond = match &subset {
+        Ok(r) => !r.skipped_in_comments.is_empty(),
+        Err(errs) => errs.iter().any(|e| e.unsupported),
+    };
+    if !beyond {
+        return subset;
+    }
+    if let Some(ruby) = ruby::find(host.env) {
+        // Ruby starts from the environment the template started from, as Kamal's process does.
+        *host.env = env_before;
+        return ruby::render(&ruby, src, host).map_err(|e| vec![e]);
+    }
+    match subset {
+        Ok(r) => Ok(r),
+        Err(errs) => Err(errs
+            .into_iter()
+            .map(|mut e| {
+                if e.unsupported {
+                    e.message.push_str(ruby::NEEDS_RUBY);
+                }
+                e
+            })
+            .collect()),
+    }
+}
+
+fn render_subset(src: &str, host: &mut Host<'_>) -> Result<Rendered, Vec<ErbError>> {
+    if !src.contains("<%") {
+        return Ok(Rendered {
+            text: src.to_string(),
+            map: SourceMap::default(),
+            via_ruby: false,
+            skipped_in_comments: Vec::new(),
+        });
+    }
+    let pieces = template::parse(src)?;
     let mut out = Out {
         text: String::with_capacity(src.len()),
         at: Pos::START,
         map: SourceMap::default(),
+        skipped: Vec::new(),
     };
     let mut errors = Vec::new();
-    emit(&pieces, env, &mut out, &mut errors);
+    let mut interp = eval::Interp {
+        host,
+        vars: HashMap::new(),
+    };
+    emit(&pieces, &mut interp, &mut out, &mut errors);
     if errors.is_empty() {
-        Ok((out.text, out.map))
+        Ok(Rendered {
+            text: out.text,
+            map: out.map,
+            via_ruby: false,
+            skipped_in_comments: out.skipped,
+        })
     } else {
         Err(errors)
     }
@@ -99,6 +193,7 @@ struct Out {
     text: String,
     at: Pos,
     map: SourceMap,
+    skipped: Vec<ErbError>,
 }
 
 impl Out {
@@ -111,37 +206,59 @@ impl Out {
             src,
             literal,
         });
-        for c in s.chars() {
-            if c == '\n' {
-                self.at = Pos {
-                    line: self.at.line + 1,
-                    column: 1,
-                };
-            } else {
-                self.at.column += 1;
-            }
-        }
+        self.at = advance(self.at, s);
         self.text.push_str(s);
+    }
+
+    /// Whether what is output now lands in a YAML comment: a `#` at the start of the current
+    /// line or after a blank, outside quotes.
+    fn in_yaml_comment(&self) -> bool {
+        let line = self.text.rsplit('\n').next().unwrap_or_default();
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None if c == '#' && (prev == ' ' || prev == '\t') => return true,
+                None => {}
+            }
+            prev = c;
+        }
+        false
     }
 }
 
 fn emit(
     pieces: &[Piece],
-    env: &dyn Fn(&str) -> Option<String>,
+    interp: &mut eval::Interp<'_, '_>,
     out: &mut Out,
     errors: &mut Vec<ErbError>,
 ) {
     for p in pieces {
         match p {
             Piece::Text(t, pos) => out.push(t, *pos, true),
-            Piece::Output(e, pos) => match expr::eval(e, env) {
-                Ok(v) => out.push(&v.to_text(), *pos, false),
-                Err(err) => errors.push(err),
-            },
+            Piece::Output(e, pos) => {
+                let v = match e {
+                    Ok(e) => interp.eval(e),
+                    Err(err) => Err(err.clone()),
+                };
+                match v {
+                    Ok(v) => out.push(&v.to_text(), *pos, false),
+                    Err(err) if err.unsupported && out.in_yaml_comment() => out.skipped.push(err),
+                    Err(err) => errors.push(err),
+                }
+            }
+            Piece::Stmt(e) => {
+                if let Err(err) = interp.eval(e) {
+                    errors.push(err);
+                }
+            }
             Piece::If(branches, otherwise) => {
                 let mut taken = None;
                 for (cond, body) in branches {
-                    match expr::eval(cond, env) {
+                    match interp.eval(cond) {
                         Ok(v) if v.truthy() => {
                             taken = Some(body);
                             break;
@@ -154,17 +271,62 @@ fn emit(
                         }
                     }
                 }
-                emit(taken.unwrap_or(otherwise), env, out, errors);
+                emit(taken.unwrap_or(otherwise), interp, out, errors);
+            }
+            Piece::Each {
+                recv,
+                method,
+                params,
+                body,
+                pos,
+            } => {
+                let items = match interp.eval(recv) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        errors.push(err);
+                        continue;
+                    }
+                };
+                let rows: Vec<Vec<Value>> = match (method.as_str(), items) {
+                    ("each" | "map", Value::Array(a)) => a.into_iter().map(|v| vec![v]).collect(),
+                    ("each_with_index", Value::Array(a)) => a
+                        .into_iter()
+                        .zip(0i64..)
+                        .map(|(v, i)| vec![v, Value::Int(i)])
+                        .collect(),
+                    ("times", Value::Int(n)) => {
+                        (0..n.max(0)).map(|i| vec![Value::Int(i)]).collect()
+                    }
+                    (m, v) => {
+                        errors.push(ErbError::unsupported(
+                            *pos,
+                            format!("unsupported ERB: `{m} do` on {v:?}"),
+                        ));
+                        continue;
+                    }
+                };
+                let saved: Vec<(String, Option<Value>)> = params
+                    .iter()
+                    .map(|p| (p.clone(), interp.vars.get(p).cloned()))
+                    .collect();
+                for row in rows {
+                    for (p, v) in params
+                        .iter()
+                        .zip(row.into_iter().chain(std::iter::repeat(Value::Nil)))
+                    {
+                        interp.vars.insert(p.clone(), v);
+                    }
+                    emit(body, interp, out, errors);
+                }
+                for (p, v) in saved {
+                    match v {
+                        Some(v) => interp.vars.insert(p, v),
+                        None => interp.vars.remove(&p),
+                    };
+                }
             }
         }
     }
-}
-
-/// One tag or text run, before `if` blocks are nested.
-enum Tok {
-    Text(String, Pos),
-    Output(String, Pos),
-    Code(String, Pos),
 }
 
 fn advance(mut p: Pos, s: &str) -> Pos {
@@ -179,208 +341,6 @@ fn advance(mut p: Pos, s: &str) -> Pos {
         }
     }
     p
-}
-
-fn tokenize(src: &str) -> Result<Vec<Tok>, ErbError> {
-    let mut toks = Vec::new();
-    let mut rest = src;
-    let mut pos = Pos::START;
-    let mut text = String::new();
-    let mut text_pos = pos;
-    let mut swallow_newline = false;
-    while !rest.is_empty() {
-        if swallow_newline {
-            swallow_newline = false;
-            if let Some(r) = rest
-                .strip_prefix('\n')
-                .or_else(|| rest.strip_prefix("\r\n"))
-            {
-                pos = advance(pos, &rest[..rest.len() - r.len()]);
-                rest = r;
-                text_pos = pos;
-                continue;
-            }
-        }
-        let Some(open) = rest.find("<%") else {
-            text.push_str(rest);
-            break;
-        };
-        text.push_str(&rest[..open]);
-        let tag_pos = advance(pos, &rest[..open]);
-        let after = &rest[open + 2..];
-        if let Some(r) = after.strip_prefix('%') {
-            text.push_str("<%");
-            pos = advance(tag_pos, "<%%");
-            rest = r;
-            continue;
-        }
-        let (kind, body) = match after.chars().next() {
-            Some(c @ ('=' | '#' | '-')) => (c, &after[1..]),
-            _ => (' ', after),
-        };
-        if kind == '-' {
-            // `<%-` removes the indentation before the tag when the tag starts its line: the
-            // text run is only blanks and began a line, or its blanks follow a newline.
-            let trimmed = text.trim_end_matches([' ', '\t']);
-            if trimmed.is_empty() && text_pos.column == 1 || trimmed.ends_with('\n') {
-                text.truncate(trimmed.len());
-            }
-        }
-        let Some(close) = body.find("%>") else {
-            return Err(ErbError::new(
-                tag_pos,
-                "unterminated ERB tag: expected `%>`",
-            ));
-        };
-        let (code, trim) = match body[..close].strip_suffix('-') {
-            Some(c) => (c, true),
-            None => (&body[..close], false),
-        };
-        if !text.is_empty() {
-            toks.push(Tok::Text(std::mem::take(&mut text), text_pos));
-        }
-        let code_pos = advance(tag_pos, &rest[open..open + 2 + (after.len() - body.len())]);
-        match kind {
-            '=' => toks.push(Tok::Output(code.to_string(), code_pos)),
-            '#' => {}
-            _ => toks.push(Tok::Code(code.to_string(), code_pos)),
-        }
-        let consumed = open + 2 + (after.len() - body.len()) + close + 2;
-        pos = advance(pos, &rest[..consumed]);
-        rest = &rest[consumed..];
-        text_pos = pos;
-        swallow_newline = trim;
-    }
-    if !text.is_empty() {
-        toks.push(Tok::Text(text, text_pos));
-    }
-    Ok(toks)
-}
-
-/// An open `if` while parsing: finished branches, the current condition and body, the else body.
-struct Frame {
-    branches: Vec<(expr::Expr, Vec<Piece>)>,
-    cond: Option<expr::Expr>,
-    body: Vec<Piece>,
-    in_else: bool,
-    opened: Pos,
-}
-
-fn parse(src: &str) -> Result<Vec<Piece>, Vec<ErbError>> {
-    let toks = tokenize(src).map_err(|e| vec![e])?;
-    let mut errors = Vec::new();
-    let mut root: Vec<Piece> = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let parse_expr = |code: &str, pos: Pos, errors: &mut Vec<ErbError>| match expr::parse(code, pos)
-    {
-        Ok(e) => e,
-        Err(err) => {
-            errors.push(err);
-            expr::Expr::Lit(Value::Nil)
-        }
-    };
-    for tok in toks {
-        let piece = match tok {
-            Tok::Text(t, pos) => Piece::Text(t, pos),
-            Tok::Output(code, pos) => Piece::Output(parse_expr(&code, pos, &mut errors), pos),
-            Tok::Code(code, pos) => {
-                let lead = code.len() - code.trim_start().len();
-                let pos = advance(pos, &code[..lead]);
-                let code = code.trim();
-                let (word, rest) = code.split_once(char::is_whitespace).unwrap_or((code, ""));
-                let rest_pos = advance(pos, &code[..code.len() - rest.len()]);
-                match word {
-                    "if" => {
-                        let cond = parse_expr(rest, rest_pos, &mut errors);
-                        stack.push(Frame {
-                            branches: Vec::new(),
-                            cond: Some(cond),
-                            body: Vec::new(),
-                            in_else: false,
-                            opened: pos,
-                        });
-                    }
-                    "elsif" | "else" | "end" => {
-                        let Some(frame) = stack.last_mut() else {
-                            errors.push(ErbError::new(
-                                pos,
-                                format!("ERB `{word}` without a matching `if`"),
-                            ));
-                            continue;
-                        };
-                        if frame.in_else && word != "end" {
-                            errors.push(ErbError::new(pos, format!("ERB `{word}` after `else`")));
-                            continue;
-                        }
-                        if let Some(c) = frame.cond.take() {
-                            frame.branches.push((c, std::mem::take(&mut frame.body)));
-                        }
-                        match word {
-                            "elsif" => frame.cond = Some(parse_expr(rest, rest_pos, &mut errors)),
-                            "else" => frame.in_else = true,
-                            _ => {
-                                let Some(f) = stack.pop() else { continue };
-                                let piece = Piece::If(f.branches, f.body);
-                                push(&mut stack, &mut root, piece);
-                            }
-                        }
-                    }
-                    "" => {}
-                    other => {
-                        errors.push(ErbError::new(
-                            pos,
-                            format!("unsupported ERB: code `{}`", first_words(other, rest)),
-                        ));
-                        // A block (`each do |x|`) has its own `end`: open a frame so it does not
-                        // also count as an `end` without an `if`.
-                        if code.ends_with("do")
-                            || code.contains(" do |")
-                            || word == "unless"
-                            || word == "case"
-                        {
-                            stack.push(Frame {
-                                branches: Vec::new(),
-                                cond: None,
-                                body: Vec::new(),
-                                in_else: false,
-                                opened: pos,
-                            });
-                        }
-                    }
-                }
-                continue;
-            }
-        };
-        push(&mut stack, &mut root, piece);
-    }
-    for f in &stack {
-        errors.push(ErbError::new(
-            f.opened,
-            "ERB `if` is never closed with `<% end %>`",
-        ));
-    }
-    if errors.is_empty() {
-        Ok(root)
-    } else {
-        Err(errors)
-    }
-}
-
-fn push(stack: &mut [Frame], root: &mut Vec<Piece>, piece: Piece) {
-    match stack.last_mut() {
-        Some(f) => f.body.push(piece),
-        None => root.push(piece),
-    }
-}
-
-fn first_words(word: &str, rest: &str) -> String {
-    let s = format!("{word} {rest}");
-    let s = s.trim();
-    if s.chars().count() > 40 {
-        format!("{}...", s.chars().take(40).collect::<String>())
-    } else {
-        s.to_string()
-    }
 }
 
 #[cfg(test)]
