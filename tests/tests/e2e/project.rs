@@ -23,6 +23,7 @@ registry:
   password:
     - KAMAL_REGISTRY_PASSWORD
 builder:
+  arch: amd64
   args:
     APP_VERSION: <%= ENV.fetch("APP_VERSION", "dev") %>
 env:
