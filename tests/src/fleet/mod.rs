@@ -23,7 +23,7 @@ pub use down::{down_slot, leftovers, mounts_under};
 pub use error::FleetError;
 pub use layout::{BASE_DIR, Layout, Role};
 pub use services::http_status;
-pub use sys::Proc;
+pub use sys::{POLL, Proc, wait_until};
 
 use state::State;
 use std::net::Ipv4Addr;

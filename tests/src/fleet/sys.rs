@@ -104,8 +104,12 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
-/// Polls `done` every 50 ms until it holds or `limit` passes; says whether it held. Used only
-/// for external processes, which have no event to await.
+/// How often [`wait_until`] looks again: external processes and servers have no event to
+/// await, so their state is polled, briefly.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `done` every [`POLL`] until it holds or `limit` passes; says whether it held. The one
+/// wait of the test suite, used only for external processes, which have no event to await.
 pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -115,7 +119,7 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
     }
 }
 

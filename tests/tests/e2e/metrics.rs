@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A Prometheus server of our own: temp data dir, loopback listen, 1s scrapes of `target`.
 struct Prometheus {
@@ -82,16 +82,14 @@ impl Prometheus {
         result[0]["value"][1].as_str()?.parse().ok()
     }
 
-    fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ok() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\nprometheus log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    /// Prometheus scrapes every second or so; a series may take a few scrapes to show.
+    fn wait_until(&self, what: &str, ok: impl FnMut() -> bool) {
+        const SCRAPES_WAIT: Duration = Duration::from_secs(60);
+        assert!(
+            flotilla_e2e::fleet::wait_until(SCRAPES_WAIT, ok),
+            "timed out waiting for {what}\nprometheus log:\n{}",
+            self.log()
+        );
     }
 }
 

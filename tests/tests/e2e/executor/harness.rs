@@ -399,12 +399,14 @@ pub(super) fn terminate(child: &Child) {
     .unwrap();
 }
 
-pub(super) fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// How long the executor's effects (containers, files) may take to show.
+const EFFECT_WAIT: Duration = Duration::from_secs(30);
+
+pub(super) fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    assert!(
+        flotilla_e2e::fleet::wait_until(EFFECT_WAIT, ok),
+        "timed out waiting for {what}"
+    );
 }
 
 pub(super) fn runtime() -> tokio::runtime::Runtime {
