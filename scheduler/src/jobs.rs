@@ -5,6 +5,7 @@
 //! finished, with the same job identity scheme, so the events it reports line up.
 
 use flotilla_deploy::Config;
+use flotilla_deploy::config::docker_options::parse_size;
 use flotilla_deploy::plan::{HostPlan, Plan, Step};
 use flotilla_events::{DeployId, Timestamp};
 use flotilla_protocol::sealing::{SealError, seal};
@@ -211,7 +212,7 @@ fn container_options(
     for (name, value) in options {
         match name.as_str() {
             "memory" => {
-                memory_bytes = Some(parse_bytes(value).ok_or_else(|| JobError::Option {
+                memory_bytes = Some(parse_size(value).ok_or_else(|| JobError::Option {
                     role: role.to_owned(),
                     name: name.clone(),
                     value: value.clone(),
@@ -219,8 +220,8 @@ fn container_options(
                 })?)
             }
             "add-host" => extra_hosts.push(value.clone()),
-            // Other `docker run` options are carried by later work; they are not silently
-            // dropped from the user's view: `flotilla config` shows them.
+            // Other `docker run` options are not applied yet: loading the config warned about
+            // each, located (see `flotilla_deploy::config::docker_options`).
             _ => {}
         }
     }
@@ -244,31 +245,4 @@ fn registry_auth(config: &Config, host: &str, key: &str) -> Result<Option<Regist
             source,
         })?,
     }))
-}
-
-/// `512m`, `2g`, `1024k`, `100` (bytes) as Docker reads `--memory`.
-fn parse_bytes(s: &str) -> Option<i64> {
-    let s = s.trim().to_ascii_lowercase();
-    let (num, mult) = match s.chars().last()? {
-        'b' => (&s[..s.len() - 1], 1),
-        'k' => (&s[..s.len() - 1], 1 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s.as_str(), 1),
-    };
-    num.parse::<i64>().ok()?.checked_mul(mult)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_bytes;
-
-    /// Memory sizes read like Docker's `--memory`.
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("512m"), Some(512 << 20));
-        assert_eq!(parse_bytes("2G"), Some(2 << 30));
-        assert_eq!(parse_bytes("100"), Some(100));
-        assert_eq!(parse_bytes("lots"), None);
-    }
 }

@@ -8,6 +8,7 @@
 pub mod aliases;
 mod decode;
 pub mod diag;
+pub mod docker_options;
 pub mod dotenv;
 pub mod erb;
 mod load;

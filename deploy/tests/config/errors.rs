@@ -53,6 +53,9 @@ cases! {
     unsupported_erb, env = &[("IMAGE", "acme/shop"), ("FLOTILLA_RUBY", "")];
     /// `ENV.fetch` of an unset variable fails at the tag.
     erb_fetch_unset;
+    /// `options:` values Docker would refuse are located errors at load time, not failures
+    /// halfway through a deploy.
+    bad_docker_options;
     /// A secret named in env or registry that no secrets file defines names the files searched.
     secret_not_defined;
     /// `require_destination: true` refuses to load without `-d`.

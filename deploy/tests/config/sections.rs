@@ -2,7 +2,7 @@
 
 use flotilla_deploy::config::{HostCount, OptionValue, SshConfig, Ssl};
 
-use super::load_ok;
+use super::{load_ok, warnings};
 
 /// Roles as maps and lists, tagged hosts, role settings, a proxied non-primary role, an empty
 /// role allowed by `allow_empty_roles`, and a custom primary role.
@@ -300,4 +300,17 @@ fn x_flotilla_failure_budget_percent() {
     assert_eq!(f.rollout.max_failures, HostCount::Percent(25));
     let default = load_ok("x_flotilla", None, &[]).flotilla;
     assert_eq!(default.rollout.max_failures, HostCount::Count(2));
+}
+
+/// `options:` the executor applies load without a word; one it does not apply yet is a
+/// located warning naming it, never dropped in silence.
+#[test]
+fn docker_options_applied_or_warned() {
+    let c = load_ok("k2_docker_options", None, &[]);
+    let w = warnings(&c);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("accessories/db/options/shm-size") && w[0].contains("not applied"),
+        "{w:?}"
+    );
 }

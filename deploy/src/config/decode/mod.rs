@@ -322,10 +322,37 @@ impl Cx {
                 _ => self.text(v, &p).map(OptionValue::One),
             };
             if let Some(value) = value {
+                self.check_option(k.key(), &value, v, &p);
                 out.insert(k.key().to_string(), value);
             }
         }
         out
+    }
+
+    /// A bad value is a located error; an option Flotilla does not apply yet, a located warning.
+    fn check_option(&mut self, name: &str, value: &OptionValue, n: &Node, path: &str) {
+        use crate::config::docker_options::{APPLIED, check};
+        let values: &[String] = match value {
+            OptionValue::One(v) => std::slice::from_ref(v),
+            OptionValue::Many(vs) => vs,
+            OptionValue::Flag(_) => &[],
+        };
+        for v in values {
+            if let Some(problem) = check(name, v) {
+                self.error(n, path, problem);
+            }
+        }
+        if !APPLIED.contains(&name) {
+            self.warn(
+                n,
+                path,
+                format!(
+                    "`docker run --{name}` is not applied by flotilla yet: containers start \
+                     without it (applied: {})",
+                    APPLIED.join(", ")
+                ),
+            );
+        }
     }
 
     pub fn opt_string(&mut self, m: &Map<'_>, key: &str) -> Option<String> {
