@@ -127,6 +127,8 @@ pub enum FailureCause {
     TimedOut,
     /// The deploy was cancelled before the host finished.
     Cancelled,
+    /// The host's executor stopped sending heartbeats while it had a job.
+    ExecutorLost,
 }
 
 /// A host in a deploy's plan and the roles it serves.

@@ -315,6 +315,7 @@ async fn heartbeats<R: Runtime, P: Proxy>(
             containers,
             sealing_key: executor.host_key().public_key_base64(),
             at: flotilla_events::Timestamp::now(),
+            period_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
         };
         if let Ok(bytes) = wire::encode(&beat)
             && let Err(e) = client.publish(subject.clone(), bytes.into()).await

@@ -69,6 +69,11 @@ pub fn heartbeat_subject(host: &str) -> String {
 
 /// The server keeps each host's latest heartbeat here (in memory), for [`HEARTBEAT_KEPT`].
 pub const HEARTBEATS_STREAM: &str = "FLOTILLA_HEARTBEATS";
+/// Heartbeats missed in a row before a running host's executor counts as lost (its deploy
+/// fails that host at once instead of waiting for `step_timeout`). Three: one lost message or
+/// a slow beat is not a dead executor.
+pub const BEATS_MISSED_BEFORE_LOST: u32 = 3;
+
 /// How long a heartbeat still vouches for its executor: a bit over two of the executor's
 /// default 5 s periods. An executor beating less often is simply waited for, as before.
 pub const HEARTBEAT_KEPT: Duration = Duration::from_secs(12);

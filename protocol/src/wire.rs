@@ -361,6 +361,9 @@ pub struct Heartbeat {
     /// The host's sealing key (base64 x25519): what secrets for this host are sealed to.
     pub sealing_key: String,
     pub at: Timestamp,
+    /// How often this executor beats: the scheduler counts it lost after
+    /// [`crate::subjects::BEATS_MISSED_BEFORE_LOST`] periods without one.
+    pub period_ms: u64,
 }
 
 #[cfg(test)]

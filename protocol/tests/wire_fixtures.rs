@@ -167,6 +167,7 @@ fn sample() -> Sample {
             containers: vec!["app-web-staging-v1".into()],
             sealing_key: "a2V5".into(),
             at: at(6),
+            period_ms: 5000,
         },
         job,
     }

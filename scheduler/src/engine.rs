@@ -12,7 +12,7 @@
 
 use crate::jobs::{JobContext, JobError, job_for};
 use crate::rollout::{Decision, HostStatus, Outcome, Policy, Rollout, Target};
-use crate::transport::{Delivery, Reports, Transport, TransportError};
+use crate::transport::{Beats, Delivery, Reports, Transport, TransportError};
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::{Plan, Step as PlanStep};
 use flotilla_events::event::{
@@ -118,6 +118,18 @@ impl Reached {
     }
 }
 
+/// How long an executor that beats every `period_ms` may stay silent before it counts as
+/// lost.
+fn lost_after(period_ms: u64) -> Duration {
+    Duration::from_millis(period_ms.max(1)) * flotilla_protocol::subjects::BEATS_MISSED_BEFORE_LOST
+}
+
+/// The two live subscriptions a run reads.
+struct Streams<'a, T: Transport> {
+    reports: &'a mut T::Reports,
+    beats: &'a mut T::Beats,
+}
+
 /// A planned step as the event model names it.
 pub fn step_kind(step: &PlanStep) -> Step {
     match step {
@@ -146,6 +158,32 @@ struct Progress {
     reached: Reached,
     started: tokio::time::Instant,
     cancelled: Option<String>,
+    /// Per host: when its executor last beat, and how long it may stay silent before it
+    /// counts as lost.
+    alive: BTreeMap<String, (tokio::time::Instant, Duration)>,
+}
+
+impl Progress {
+    /// A heartbeat from `host`.
+    fn beat(&mut self, host: &str) {
+        if let Some((last, _)) = self.alive.get_mut(host) {
+            *last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Running hosts whose executor has been silent longer than it may be, with how long.
+    fn lost(&self) -> Vec<(String, Duration)> {
+        let now = tokio::time::Instant::now();
+        self.rollout
+            .hosts_with(HostStatus::Running)
+            .into_iter()
+            .filter_map(|h| {
+                let (last, allowed) = self.alive.get(&h)?;
+                let silent = now.duration_since(*last);
+                (silent > *allowed).then_some((h, silent))
+            })
+            .collect()
+    }
 }
 
 impl Progress {
@@ -237,10 +275,16 @@ impl<T: Transport> Engine<'_, T> {
             .transport
             .heartbeats(&names, run.heartbeat_wait)
             .await?;
+        let now = tokio::time::Instant::now();
+        let alive = heartbeats
+            .iter()
+            .map(|(h, hb)| (h.clone(), (now, lost_after(hb.period_ms))))
+            .collect();
         let host_keys: BTreeMap<String, String> = heartbeats
             .into_iter()
             .map(|(h, hb)| (h, hb.sealing_key))
             .collect();
+        let mut beats = self.transport.beats().await?;
         let batch = run.policy.batch.map_or(todo.len(), |b| b.of(todo.len()));
         let started = DeployStarted {
             batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
@@ -261,9 +305,14 @@ impl<T: Transport> Engine<'_, T> {
             reached: Reached(done_steps),
             started: tokio::time::Instant::now(),
             cancelled: None,
+            alive,
+        };
+        let mut streams = Streams {
+            reports: &mut reports,
+            beats: &mut beats,
         };
         let outcome = self
-            .roll_out(&run, &mut progress, &mut reports, &host_keys, watch, cancel)
+            .roll_out(&run, &mut progress, &mut streams, &host_keys, watch, cancel)
             .await?;
         self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
         drop(reports);
@@ -310,12 +359,16 @@ impl<T: Transport> Engine<'_, T> {
         &self,
         run: &DeployRun<'_>,
         progress: &mut Progress,
-        reports: &mut T::Reports,
+        streams: &mut Streams<'_, T>,
         host_keys: &BTreeMap<String, String>,
         watch: &mut dyn FnMut(&Envelope),
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
+        let reports = &mut *streams.reports;
+        let beats = &mut *streams.beats;
+        let mut beats_open = true;
         loop {
+            self.lose_silent(run, progress, watch)?;
             // Looked at before every decision, not only while waiting: reports that finish a
             // batch arrive together, and the next batch must not start after a cancel.
             if cancel.is_cancelled() && progress.cancelled.is_none() {
@@ -326,6 +379,13 @@ impl<T: Transport> Engine<'_, T> {
                 Decision::Start(hosts) => {
                     self.dispatch_all(run, &hosts, &progress.reached, host_keys)
                         .await?;
+                    // A host's silence counts from its dispatch.
+                    let now = tokio::time::Instant::now();
+                    for host in &hosts {
+                        if let Some((last, _)) = progress.alive.get_mut(host) {
+                            *last = now;
+                        }
+                    }
                     continue;
                 }
                 Decision::TimedOut(hosts) => {
@@ -352,10 +412,39 @@ impl<T: Transport> Engine<'_, T> {
                     }
                     self.take_reports(run, deliveries, progress, watch).await?;
                 }
+                beat = beats.next(), if beats_open => match beat {
+                    Some(hb) => progress.beat(&hb.host),
+                    None => beats_open = false,
+                },
                 () = cancel.cancelled(), if progress.cancelled.is_none() => progress.cancel(),
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Running hosts whose executor stopped beating: failed now, at the step they reached,
+    /// instead of at `step_timeout`.
+    fn lose_silent(
+        &self,
+        run: &DeployRun<'_>,
+        progress: &mut Progress,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        for (host, silent) in progress.lost() {
+            let failed = HostFailed {
+                step: progress.reached.kind(&run.plan, &host),
+                error: format!(
+                    "the executor on {host} stopped sending heartbeats {}s ago",
+                    silent.as_secs()
+                ),
+                cause: FailureCause::ExecutorLost,
+            };
+            let mut event = NewEvent::new(run.deploy_id.clone(), &run.actor, failed);
+            event.host = Some(host.clone());
+            self.record(event, watch)?;
+            progress.rollout.failed(&host, progress.started.elapsed());
+        }
+        Ok(())
     }
 
     /// Publishes the jobs of a batch at once: their stream acks are awaited together, not one

@@ -26,6 +26,7 @@ async fn kept_heartbeats_answer_at_once_and_silent_hosts_are_named() {
         containers: vec![],
         sealing_key: "key-of-10.0.0.5".into(),
         at: Timestamp::now(),
+        period_ms: 5000,
     };
     client
         .publish(

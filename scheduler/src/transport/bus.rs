@@ -206,6 +206,14 @@ impl Bus {
 }
 
 impl Bus {
+    /// Every heartbeat from now on (core NATS: liveness needs no history).
+    pub async fn live_heartbeats(&self) -> Result<async_nats::Subscriber, TransportError> {
+        self.client
+            .subscribe(subjects::all_heartbeats())
+            .await
+            .map_err(nats)
+    }
+
     /// Deletes the deploy's durable consumer (a finished deploy's reports are all durable).
     pub async fn forget_deploy_events(&self, deploy_id: &str) -> Result<(), TransportError> {
         let stream = self

@@ -12,7 +12,7 @@
 //! [`MemoryTransport::report`].
 
 use super::lock::{LockError, LockInfo};
-use super::{Delivery, HeldLock, Reports, Transport, TransportError};
+use super::{Beats, Delivery, HeldLock, Reports, Transport, TransportError};
 use flotilla_protocol::wire::{self, Heartbeat, Report, WireError};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,11 +25,27 @@ pub struct MemoryTransport {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
     /// Woken on every heartbeat, report and lock release.
     changed: Notify,
+    /// Every heartbeat, to live subscribers.
+    beats: tokio::sync::broadcast::Sender<Heartbeat>,
+}
+
+/// Heartbeats a slow subscriber may fall behind by before it misses some (it then sees the
+/// newer ones, which is all liveness needs).
+const BEATS_BUFFERED: usize = 1024;
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            state: Mutex::default(),
+            changed: Notify::new(),
+            beats: tokio::sync::broadcast::channel(BEATS_BUFFERED).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +105,9 @@ impl MemoryTransport {
     pub fn beat(&self, heartbeat: Heartbeat) {
         self.state()
             .heartbeats
-            .insert(heartbeat.host.clone(), heartbeat);
+            .insert(heartbeat.host.clone(), heartbeat.clone());
+        // Nobody listening is fine: no deploy runs.
+        let _ = self.inner.beats.send(heartbeat);
         self.inner.changed.notify_waiters();
     }
 
@@ -161,6 +179,11 @@ impl MemoryTransport {
 impl Transport for MemoryTransport {
     type Reports = MemoryReports;
     type Lock = MemoryLock;
+    type Beats = MemoryBeats;
+
+    async fn beats(&self) -> Result<MemoryBeats, TransportError> {
+        Ok(MemoryBeats(self.inner.beats.subscribe()))
+    }
 
     async fn heartbeats(
         &self,
@@ -371,5 +394,21 @@ impl HeldLock for MemoryLock {
         drop(state);
         self.transport.inner.changed.notify_waiters();
         Ok(())
+    }
+}
+
+/// Heartbeats as they are given to [`MemoryTransport::beat`].
+#[derive(Debug)]
+pub struct MemoryBeats(tokio::sync::broadcast::Receiver<Heartbeat>);
+
+impl Beats for MemoryBeats {
+    async fn next(&mut self) -> Option<Heartbeat> {
+        loop {
+            match self.0.recv().await {
+                Ok(hb) => return Some(hb),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }

@@ -51,6 +51,8 @@ pub trait Transport: Send + Sync {
     type Reports: Reports;
     /// A deploy lock held by this process.
     type Lock: HeldLock;
+    /// Live heartbeats, while a deploy runs.
+    type Beats: Beats;
 
     /// Every host's latest heartbeat, waiting up to `wait` for hosts not heard from yet;
     /// [`TransportError::HostsSilent`] names the ones that stayed silent.
@@ -59,6 +61,10 @@ pub trait Transport: Send + Sync {
         hosts: &[String],
         wait: Duration,
     ) -> impl Future<Output = Result<BTreeMap<String, Heartbeat>, TransportError>> + Send;
+
+    /// Every heartbeat from now on, as it arrives (liveness only: keys come from
+    /// [`Transport::heartbeats`]).
+    fn beats(&self) -> impl Future<Output = Result<Self::Beats, TransportError>> + Send;
 
     /// Publishes a signed job for `host`; a second copy with the same `job_id` is dropped.
     fn publish_job(
@@ -90,6 +96,12 @@ pub trait Transport: Send + Sync {
         info: &LockInfo,
         wait: Option<Duration>,
     ) -> impl Future<Output = Result<Self::Lock, LockError>> + Send;
+}
+
+/// Live heartbeats: which host beat, and how often it says it beats.
+pub trait Beats: Send {
+    /// The next heartbeat; `None` when the subscription ended.
+    fn next(&mut self) -> impl Future<Output = Option<Heartbeat>> + Send;
 }
 
 /// A stream of one deploy's reports, in order.

@@ -3,7 +3,7 @@
 
 use super::bus::{Bus, Delivery, DeployEvents};
 use super::lock::{HeldLock as NatsLock, LockError, LockInfo, Locks};
-use super::{Delivery as DeliveryTrait, HeldLock, Reports, Transport, TransportError};
+use super::{Beats, Delivery as DeliveryTrait, HeldLock, Reports, Transport, TransportError};
 use flotilla_protocol::wire::{Heartbeat, Report, WireError};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +45,11 @@ pub enum ConnectError {
 impl Transport for NatsTransport {
     type Reports = DeployEvents;
     type Lock = NatsLock;
+    type Beats = LiveBeats;
+
+    async fn beats(&self) -> Result<LiveBeats, TransportError> {
+        Ok(LiveBeats(self.bus.live_heartbeats().await?))
+    }
 
     async fn heartbeats(
         &self,
@@ -113,5 +118,28 @@ impl HeldLock for NatsLock {
 
     async fn release(self) -> Result<(), LockError> {
         NatsLock::release(self).await
+    }
+}
+
+/// Heartbeats as they arrive on `flotilla.hb.*`.
+#[derive(Debug)]
+pub struct LiveBeats(async_nats::Subscriber);
+
+impl Beats for LiveBeats {
+    async fn next(&mut self) -> Option<Heartbeat> {
+        use futures::StreamExt as _;
+        loop {
+            let msg = self.0.next().await?;
+            match flotilla_protocol::wire::decode::<Heartbeat>(&msg.payload) {
+                // A beat counts for the host of its subject only.
+                Ok(hb)
+                    if msg.subject.as_str()
+                        == flotilla_protocol::subjects::heartbeat_subject(&hb.host) =>
+                {
+                    return Some(hb);
+                }
+                _ => tracing::debug!(subject = %msg.subject, "heartbeat ignored"),
+            }
+        }
     }
 }

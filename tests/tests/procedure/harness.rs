@@ -16,7 +16,7 @@ use flotilla_scheduler::procedure::{self, Context, Finished, ProcedureError, Req
 use flotilla_scheduler::transport::memory::MemoryTransport;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +27,13 @@ pub enum Behaviour {
     Healthy,
     /// Runs jobs, but this step always fails.
     Fails(SimFailure),
-    /// Beats, takes jobs and never answers (a hung executor).
+    /// Beats, takes jobs and never answers (a hung executor: alive, stuck).
     Silent,
     /// Refuses every job (as for a job signed by another scheduler).
     Refuses,
     /// Publishes every report twice (a redelivery).
     Repeats,
-    /// Dies (stops reporting, for good) after this many reports.
+    /// Dies (stops reporting and beating, for good) after this many reports.
     DiesAfter(usize),
 }
 
@@ -105,20 +105,26 @@ impl World {
             HostKey::generate(),
             host,
         );
-        self.transport.beat(Heartbeat {
+        let heartbeat = Heartbeat {
             host: host.to_owned(),
             executor_version: "sim".into(),
             docker_version: "sim".into(),
             containers: Vec::new(),
             sealing_key: executor.host_key().public_key_base64(),
             at: Timestamp::now(),
-        });
+            period_ms: u64::try_from(BEAT_EVERY.as_millis()).unwrap_or(u64::MAX),
+        };
+        // The first beat now, so a deploy finds the host at once; then one every period
+        // until the executor dies.
+        self.transport.beat(heartbeat.clone());
+        let dead = Arc::new(AtomicBool::new(false));
+        tokio::spawn(beat(self.transport.clone(), heartbeat, dead.clone()));
         let Some(jobs) = self.transport.jobs(host) else {
             panic!("a second executor for {host}");
         };
         let verifier = JobVerifier::new(&self.signer.public_key_base64(), host).expect("verifier");
         let transport = self.transport.clone();
-        tokio::spawn(serve(transport, executor, verifier, jobs, behaviour));
+        tokio::spawn(serve(transport, executor, verifier, jobs, behaviour, dead));
     }
 
     /// The procedure's context over this world.
@@ -192,6 +198,25 @@ impl World {
     }
 }
 
+/// How often a simulated executor beats (the real one's default).
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// Beats every [`BEAT_EVERY`] until the executor is dead.
+async fn beat(transport: MemoryTransport, heartbeat: Heartbeat, dead: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(BEAT_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if dead.load(Ordering::SeqCst) {
+            return;
+        }
+        transport.beat(Heartbeat {
+            at: Timestamp::now(),
+            ..heartbeat.clone()
+        });
+    }
+}
+
 /// One simulated executor: verify each job, then run it (or misbehave as told).
 async fn serve(
     transport: MemoryTransport,
@@ -199,6 +224,7 @@ async fn serve(
     verifier: JobVerifier,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     behaviour: Behaviour,
+    dead: Arc<AtomicBool>,
 ) {
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let sent = Arc::new(AtomicUsize::new(0));
@@ -232,7 +258,8 @@ async fn serve(
             sent: sent.clone(),
         };
         if run_job(&executor, &job, &sink, &stop).await.is_err() {
-            // The executor died: no more reports, ever.
+            // The executor died: no more reports or heartbeats, ever.
+            dead.store(true, Ordering::SeqCst);
             return;
         }
     }

@@ -162,12 +162,13 @@ async fn max_failures_as_a_percentage() {
     }
 }
 
-/// A host whose executor dies after starting the container is failed by `step_timeout` at
-/// the step it had reached (the proxy switch), as a timeout; one that takes its job and never
-/// answers is failed at its first step.
+/// A host whose executor dies after starting the container (its heartbeats stop) is failed
+/// within three missed beats, long before `step_timeout`, at the step it had reached (the
+/// proxy switch), as a lost executor; one that beats but never answers (hung) is failed by
+/// `step_timeout` at its first step.
 #[tokio::test(start_paused = true)]
-async fn silent_hosts_time_out_at_the_step_they_reached() {
-    let world = World::new(&HOSTS, "{step_timeout: 30, max_failures: 2}");
+async fn silent_hosts_fail_at_the_step_they_reached() {
+    let world = World::new(&HOSTS, "{step_timeout: 300, max_failures: 2}");
     world.executor("h1", Behaviour::Healthy);
     world.executor("h2", Behaviour::DiesAfter(2));
     world.executor("h3", Behaviour::Silent);
@@ -177,13 +178,30 @@ async fn silent_hosts_time_out_at_the_step_they_reached() {
     let died = host_failed(&world, &req.deploy_id, "h2").expect("h2 failed");
     assert_eq!(
         (died.step, died.cause),
-        (Step::SwitchProxy, FailureCause::TimedOut)
+        (Step::SwitchProxy, FailureCause::ExecutorLost)
     );
-    assert!(died.error.contains("30s"), "{}", died.error);
+    assert!(
+        died.error.contains("stopped sending heartbeats"),
+        "{}",
+        died.error
+    );
+    let events = world.events(&req.deploy_id);
+    let at = |host: &str| {
+        events
+            .iter()
+            .find(|e| e.host.as_deref() == Some(host) && matches!(e.event, Event::HostFailed(_)))
+            .map(|e| e.at)
+            .expect("failed")
+    };
     let silent = host_failed(&world, &req.deploy_id, "h3").expect("h3 failed");
     assert_eq!(
         (silent.step, silent.cause),
         (Step::PullImage, FailureCause::TimedOut)
+    );
+    assert!(silent.error.contains("300s"), "{}", silent.error);
+    assert!(
+        at("h2") <= at("h3"),
+        "the dead executor is noticed before the timeout"
     );
 }
 
