@@ -215,7 +215,7 @@ pub(crate) async fn handshake(
             HandshakeError::Certificate => Error::HostCertificate { host: host.clone() },
             HandshakeError::Ssh(source) => Error::Handshake {
                 host: host.clone(),
-                source,
+                source: Box::new(source),
             },
         })?;
     let fingerprint = accepted
@@ -239,13 +239,17 @@ async fn authenticate(
     let host = &target.name;
     let ssh_err = |source| Error::Handshake {
         host: host.clone(),
-        source,
+        source: Box::new(source),
     };
     let mut tried: Vec<String> = Vec::new();
 
     for (index, data) in settings.key_data.iter().enumerate() {
-        let key = russh::keys::decode_secret_key(data.expose(), None)
-            .map_err(|source| Error::KeyData { index, source })?;
+        let key = russh::keys::decode_secret_key(data.expose(), None).map_err(|source| {
+            Error::KeyData {
+                index,
+                source: Box::new(source),
+            }
+        })?;
         tried.push(format!("key_data[{index}]"));
         if try_key(handle, user, key).await.map_err(ssh_err)? {
             return Ok(());
@@ -263,7 +267,7 @@ async fn authenticate(
             Err(source) => {
                 return Err(Error::Key {
                     path: path.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         };

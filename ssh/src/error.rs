@@ -83,7 +83,7 @@ pub enum Error {
     Handshake {
         host: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     #[error("{user}@{host}: permission denied, no key was accepted (tried: {tried})")]
     AuthFailed {
@@ -95,13 +95,13 @@ pub enum Error {
     Key {
         path: PathBuf,
         #[source]
-        source: russh::keys::Error,
+        source: Box<russh::keys::Error>,
     },
     #[error("decode ssh/key_data entry {index}")]
     KeyData {
         index: usize,
         #[source]
-        source: russh::keys::Error,
+        source: Box<russh::keys::Error>,
     },
     #[error("start proxy command `{command}`")]
     ProxyCommand {
@@ -127,7 +127,7 @@ pub enum Error {
     Channel {
         host: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     #[error("{host}: the connection closed before `{command}` reported an exit status")]
     NoExitStatus { host: String, command: String },
@@ -136,7 +136,7 @@ pub enum Error {
         host: String,
         command: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     #[error("{host}: `{command}` failed with {exit}: {stderr}")]
     Remote {
@@ -156,17 +156,17 @@ pub enum Error {
 impl Error {
     /// True when the connection itself is gone (the pool reconnects and retries once).
     pub(crate) fn is_dead_connection(&self) -> bool {
-        matches!(
-            self,
-            Error::Channel {
-                source: russh::Error::SendError
+        match self {
+            Error::Channel { source, .. } => matches!(
+                **source,
+                russh::Error::SendError
                     | russh::Error::Disconnect
                     | russh::Error::HUP
                     | russh::Error::ConnectionTimeout
                     | russh::Error::KeepaliveTimeout
-                    | russh::Error::InactivityTimeout,
-                ..
-            }
-        )
+                    | russh::Error::InactivityTimeout
+            ),
+            _ => false,
+        }
     }
 }

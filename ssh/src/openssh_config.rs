@@ -164,18 +164,15 @@ fn apply(lines: &[Line], host: &str, out: &mut HostConfig) -> Result<(), Error> 
         match line.keyword.as_str() {
             "hostname" => set(&mut out.hostname, first),
             "user" => set(&mut out.user, first),
-            "port" => {
-                if out.port.is_none() {
-                    let port = first.as_deref().and_then(|p| p.parse::<u16>().ok());
-                    match port {
-                        Some(p) => out.port = Some(p),
-                        None => {
-                            return Err(Error::Config {
-                                path: line.path.clone(),
-                                line: line.number,
-                                message: format!("Port {:?} is not a port number", first),
-                            });
-                        }
+            "port" if out.port.is_none() => {
+                match first.as_deref().and_then(|p| p.parse::<u16>().ok()) {
+                    Some(p) => out.port = Some(p),
+                    None => {
+                        return Err(Error::Config {
+                            path: line.path.clone(),
+                            line: line.number,
+                            message: format!("Port {:?} is not a port number", first),
+                        });
                     }
                 }
             }
@@ -183,10 +180,8 @@ fn apply(lines: &[Line], host: &str, out: &mut HostConfig) -> Result<(), Error> 
             "proxyjump" => set(&mut out.proxy_jump, first),
             // ProxyCommand takes the rest of the line, spaces included.
             "proxycommand" => set(&mut out.proxy_command, Some(line.args.join(" "))),
-            "userknownhostsfile" => {
-                if out.user_known_hosts_files.is_none() {
-                    out.user_known_hosts_files = Some(line.args.clone());
-                }
+            "userknownhostsfile" if out.user_known_hosts_files.is_none() => {
+                out.user_known_hosts_files = Some(line.args.clone());
             }
             "stricthostkeychecking" => set(&mut out.strict_host_key_checking, first),
             _ => {}

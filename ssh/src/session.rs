@@ -116,7 +116,7 @@ impl Session {
     fn channel_err(&self) -> impl Fn(russh::Error) -> Error + '_ {
         move |source| Error::Channel {
             host: self.conn.host.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -181,7 +181,7 @@ impl Session {
                     Some(ChannelMsg::Failure) if exit.is_none() => {
                         return Err(Error::Channel {
                             host: self.conn.host.clone(),
-                            source: russh::Error::RequestDenied,
+                            source: Box::new(russh::Error::RequestDenied),
                         });
                     }
                     Some(_) => {}
@@ -195,7 +195,7 @@ impl Session {
             return Err(Error::Stdin {
                 host: self.conn.host.clone(),
                 command: command.into(),
-                source: e,
+                source: Box::new(e),
             });
         }
         match exit {
