@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
@@ -13,6 +14,10 @@ use crate::Error;
 use crate::connect::{handshake, open_stream};
 use crate::session::{Connection, Output, Session};
 use crate::settings::{Settings, Target, Via};
+
+/// The idle reaper wakes at half the idle timeout, but never more often than this, so a tiny
+/// `pool_idle_timeout` does not turn it into a busy loop.
+const MIN_REAP_PERIOD: Duration = Duration::from_secs(1);
 
 /// A pool of SSH connections. Cheap to clone (clones share the connections).
 #[derive(Clone, Debug)]
@@ -271,7 +276,7 @@ async fn close_idle(inner: &Inner) -> usize {
 
 async fn reap_idle(inner: Weak<Inner>) {
     let period = match inner.upgrade() {
-        Some(i) => i.settings.idle_timeout / 2,
+        Some(i) => (i.settings.idle_timeout / 2).max(MIN_REAP_PERIOD),
         None => return,
     };
     loop {

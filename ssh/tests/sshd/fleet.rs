@@ -3,24 +3,7 @@ use std::sync::Arc;
 use flotilla_deploy::config::types::{Ssh, Sshkit};
 use flotilla_ssh::{Pool, Settings};
 
-use crate::harness::{ADDRS_PER_SSHD, Lab, Sshd, addr};
-
-/// 100 hosts: loopback addresses 127.0.0.2..=127.0.0.101, served by 7 sshds of up to 15
-/// addresses each (sshd listens on 16 sockets at most), all on one port so the pool's
-/// Kamal-style single `ssh.port` reaches every host.
-fn hundred_hosts(lab: &Lab) -> (Vec<Sshd>, u16) {
-    let addrs: Vec<_> = (2..=101u8).map(addr).collect();
-    let first = lab.sshd("h0", &addrs[..ADDRS_PER_SSHD], "");
-    let port = first.port;
-    let mut all = vec![first];
-    for (i, chunk) in addrs[ADDRS_PER_SSHD..].chunks(ADDRS_PER_SSHD).enumerate() {
-        all.push(lab.sshd_on_port(&format!("h{}", i + 1), chunk, port));
-    }
-    for s in &all {
-        lab.trust(s);
-    }
-    (all, port)
-}
+use crate::harness::{Lab, addr, hundred_hosts};
 
 /// Three commands on each of 100 hosts, all at once through one pool: every command
 /// succeeds, each host gets exactly one connection, and no handshake is reset.

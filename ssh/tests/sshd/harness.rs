@@ -248,3 +248,20 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// 100 hosts: loopback addresses 127.0.0.2..=127.0.0.101, served by 7 sshds of up to 15
+/// addresses each (sshd listens on 16 sockets at most), all on one port so the pool's
+/// Kamal-style single `ssh.port` reaches every host.
+pub fn hundred_hosts(lab: &Lab) -> (Vec<Sshd>, u16) {
+    let addrs: Vec<_> = (2..=101u8).map(addr).collect();
+    let first = lab.sshd("h0", &addrs[..ADDRS_PER_SSHD], "");
+    let port = first.port;
+    let mut all = vec![first];
+    for (i, chunk) in addrs[ADDRS_PER_SSHD..].chunks(ADDRS_PER_SSHD).enumerate() {
+        all.push(lab.sshd_on_port(&format!("h{}", i + 1), chunk, port));
+    }
+    for s in &all {
+        lab.trust(s);
+    }
+    (all, port)
+}
