@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::Error;
 use crate::connect::{handshake, open_stream};
-use crate::session::{Connection, Output, Session};
+use crate::session::{Connection, MAX_SESSIONS_PER_CONNECTION, Output, Session};
 use crate::settings::{Settings, Target, Via};
 
 /// The idle reaper wakes at half the idle timeout, but never more often than this, so a tiny
@@ -227,6 +227,7 @@ impl Pool {
                 host: name.to_owned(),
                 fingerprint: connected.fingerprint,
                 last_used: std::sync::Mutex::new(Instant::now()),
+                sessions: Arc::new(Semaphore::new(MAX_SESSIONS_PER_CONNECTION)),
                 _jump: jump,
             }),
         })

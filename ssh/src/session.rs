@@ -12,6 +12,7 @@ use russh::client::{Handle, Msg};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -22,6 +23,19 @@ use crate::connect::Client;
 /// accepting again, instead of spinning on the error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Session channels (commands) open at once on one connection. OpenSSH's `MaxSessions`
+/// defaults to 10 and refuses the 11th; more commands for one host wait for a free channel
+/// instead of failing.
+pub(crate) const MAX_SESSIONS_PER_CONNECTION: usize = 10;
+
+/// sshd frees a finished session's slot only after it has processed our close, and may read
+/// our next channel open in the same batch, so a channel opened right after another closed
+/// can be refused although the count is within `MaxSessions`. Such an open (the command has
+/// not started) is retried this many times, waiting `SESSION_RETRY_BACKOFF` times the
+/// attempt number in between.
+const SESSION_OPEN_ATTEMPTS: u32 = 5;
+const SESSION_RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
 /// One authenticated connection. Owned by the pool; [`Session`]s share it.
 pub(crate) struct Connection {
     pub(crate) handle: Handle<Client>,
@@ -29,6 +43,9 @@ pub(crate) struct Connection {
     pub(crate) fingerprint: String,
     /// When the last session handle was dropped: the idle clock of the pool.
     pub(crate) last_used: std::sync::Mutex<Instant>,
+    /// One permit per session channel (see [`MAX_SESSIONS_PER_CONNECTION`]); tunnels are
+    /// not sessions and do not count.
+    pub(crate) sessions: Arc<Semaphore>,
     /// The jump host's connection, kept open while this one lives.
     pub(crate) _jump: Option<Session>,
 }
@@ -109,6 +126,29 @@ impl Session {
         &self.conn.fingerprint
     }
 
+    /// The semaphore is never closed, so this always holds a permit.
+    async fn session_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.conn.sessions.clone().acquire_owned().await.ok()
+    }
+
+    async fn open_session(&self) -> Result<russh::Channel<Msg>, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.conn.handle.channel_open_session().await {
+                Err(russh::Error::ChannelOpenFailure(
+                    russh::ChannelOpenFailure::ConnectFailed
+                    | russh::ChannelOpenFailure::AdministrativelyProhibited
+                    | russh::ChannelOpenFailure::ResourceShortage,
+                )) if attempt < SESSION_OPEN_ATTEMPTS => {
+                    tracing::debug!(host = %self.conn.host, attempt, "session channel refused, retrying");
+                    tokio::time::sleep(SESSION_RETRY_BACKOFF * attempt).await;
+                    attempt += 1;
+                }
+                other => return other.map_err(self.channel_err()),
+            }
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.conn.handle.is_closed()
     }
@@ -138,12 +178,8 @@ impl Session {
     where
         R: AsyncRead + Unpin + Send,
     {
-        let channel = self
-            .conn
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(self.channel_err())?;
+        let _permit = self.session_permit().await;
+        let channel = self.open_session().await?;
         channel
             .exec(true, command)
             .await
@@ -235,12 +271,8 @@ impl Session {
 
     /// Runs `command` on a PTY, for a user at a terminal (`app exec -i`).
     pub async fn exec_pty(&self, command: &str, pty: &Pty) -> Result<Interactive, Error> {
-        let channel = self
-            .conn
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(self.channel_err())?;
+        let permit = self.session_permit().await;
+        let channel = self.open_session().await?;
         channel
             .request_pty(true, &pty.term, pty.cols, pty.rows, 0, 0, &[])
             .await
@@ -254,6 +286,7 @@ impl Session {
             read,
             write,
             session: self.clone(),
+            _permit: permit,
         })
     }
 
@@ -457,6 +490,7 @@ pub struct Interactive {
     read: ChannelReadHalf,
     write: ChannelWriteHalf<Msg>,
     session: Session,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl fmt::Debug for Interactive {

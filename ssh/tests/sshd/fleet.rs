@@ -102,3 +102,31 @@ async fn dead_connection_is_replaced_and_idle_closed() {
     pool.exec("127.0.0.19", "true").await.unwrap();
     assert_eq!(pool.stats().handshakes, 3);
 }
+
+/// More commands at once on one host than OpenSSH's default `MaxSessions` (10) all succeed:
+/// they share the host's one connection and wait for a free channel instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_commands_than_max_sessions_on_one_host() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("s", &[addr(21)], "MaxSessions 10");
+    lab.trust(&sshd);
+    let pool = lab.pool(&sshd);
+    // Each command holds its channel a moment so that all 25 overlap: without the pool's
+    // per-connection limit, sshd would refuse the channels past its tenth.
+    let tasks: Vec<_> = (0..25)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.exec("127.0.0.21", &format!("sleep 0.2; echo {i}"))
+                    .await
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(
+            t.await.unwrap().unwrap().stdout,
+            format!("{i}\n").into_bytes()
+        );
+    }
+    assert_eq!(pool.stats().handshakes, 1);
+}

@@ -166,13 +166,14 @@ impl Sshd {
             let config = dir.join("sshd_config");
             std::fs::write(
                 &config,
+                // sshd keeps the first value of a keyword, so `extra` goes first to override.
                 format!(
-                    "{listen}HostKey {key}\nAuthorizedKeysFile {auth}\nPidFile none\n\
+                    "{extra}\n{listen}HostKey {key}\nAuthorizedKeysFile {auth}\nPidFile none\n\
                      StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
                      AllowTcpForwarding yes\nAllowStreamLocalForwarding yes\n\
                      MaxStartups 300\nMaxSessions 64\nPrintMotd no\n\
-                     SetEnv HOME={home}\n{extra}\n",
+                     SetEnv HOME={home}\n",
                     key = host_key.display(),
                     auth = auth.display(),
                     home = lab.path().join("remote-home").display(),
