@@ -30,8 +30,8 @@
 //!   the agent (`SSH_AUTH_SOCK`), then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`;
 //!   `keys_only` drops the agent and (when keys are given) the default files. Encrypted key
 //!   files are skipped (no passphrase prompt): load them into the agent.
-//! - One connection per host: every command opens a channel on it (OpenSSH's default
-//!   `MaxSessions` is 10 concurrent channels per connection). At most
+//! - One connection per host: every command opens a channel on it, at most 10 at once
+//!   (OpenSSH's default `MaxSessions`; more wait for a free one). At most
 //!   `sshkit.max_concurrent_starts` handshakes run at once; a connection unused for
 //!   `sshkit.pool_idle_timeout` is closed; a dead one is replaced on next use, and
 //!   [`Pool::exec`] retries once when the connection died before the command started.

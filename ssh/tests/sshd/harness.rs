@@ -235,6 +235,12 @@ impl Sshd {
         panic!("sshd {name}: no free port after 5 attempts");
     }
 
+    /// For the benchmark's CPU accounting (the tests do not need it).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host` names for the pool: the addresses as strings.
     pub fn hosts(&self) -> Vec<String> {
         self.addrs.iter().map(|a| a.to_string()).collect()
