@@ -79,6 +79,8 @@ pub enum Error {
         port: u16,
         after: Duration,
     },
+    #[error("ssh handshake with {host} did not finish within {after:?}")]
+    HandshakeTimeout { host: String, after: Duration },
     #[error("ssh handshake with {host}")]
     Handshake {
         host: String,

@@ -211,9 +211,8 @@ impl Pool {
         })
         .await;
         self.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let connected = result.map_err(|_| Error::ConnectTimeout {
-            host: target.hostname.clone(),
-            port: target.port,
+        let connected = result.map_err(|_| Error::HandshakeTimeout {
+            host: name.to_owned(),
             after: settings.handshake_timeout,
         })??;
         if settings.log_level.as_deref() == Some("debug") {

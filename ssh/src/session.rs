@@ -523,7 +523,9 @@ impl Interactive {
         self.write.eof().await.map_err(self.session.channel_err())
     }
 
-    /// The next output or the exit; `None` once the channel closed.
+    /// The next output or the exit; `None` once the channel closed. On a PTY, output can
+    /// still follow the exit (sshd drains the terminal after the command ended), so read
+    /// until `None`.
     pub async fn next(&mut self) -> Option<Event> {
         loop {
             match self.read.wait().await? {
