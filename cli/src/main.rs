@@ -42,6 +42,8 @@ enum Command {
     Replay(commands::replay::ReplayCmd),
     /// Show, take or release the deploy lock
     Lock(commands::lock::LockCmd),
+    /// Run commands on the servers over SSH (`server exec`)
+    Server(commands::server::ServerCmd),
     /// Print the scheduler's public key (what executors trust), creating it on first use
     Key(commands::key::KeyCmd),
     /// The host proxy: run it, or deploy, list and pause services through its admin socket
@@ -93,6 +95,7 @@ fn main() {
         Command::History(cmd) => commands::history::run(&cmd),
         Command::Replay(cmd) => block_on(commands::replay::run(&cmd)),
         Command::Lock(cmd) => block_on(commands::lock::run(&cmd)),
+        Command::Server(cmd) => block_on(commands::server::run(&cmd)),
         Command::Key(cmd) => commands::key::run(&cmd),
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Executor(args) => commands::executor::run(args),

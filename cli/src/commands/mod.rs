@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod replay;
 pub mod rollback;
 pub mod secrets;
+pub mod server;
 
 /// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.
 pub fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -10,4 +10,5 @@ mod fleet;
 mod load;
 mod metrics;
 mod project;
+mod server;
 mod support;
