@@ -2,7 +2,8 @@
 //!
 //! Layout, from the wire inwards:
 //! - [`server`] binds the HTTP, HTTPS and metrics listeners and the admin socket and
-//!   shuts down gracefully; [`worker`] threads (one per core) accept and serve clients;
+//!   shuts down gracefully; [`worker`] threads (one per core) accept and serve clients,
+//!   and [`conns`] closes the connections that stay silent or idle too long;
 //! - [`forward`] is the data path: route lookup, maintenance, pause, limits,
 //!   `X-Forwarded-*`, WebSocket upgrades, and the upstream request over a
 //!   per-worker keep-alive pool (`upstream`);
@@ -21,6 +22,7 @@
 pub mod acme;
 pub mod admin;
 mod body;
+pub mod conns;
 pub mod control;
 pub mod forward;
 pub mod health;
@@ -36,6 +38,7 @@ mod upstream;
 pub mod worker;
 
 pub use body::PROXY_HEADER;
+pub use conns::ClientTimeouts;
 pub use run_args::{BadListen, RunArgs};
 pub use server::{ProxyConfig, ProxyError, Running, run, shutdown_signal, start};
 pub use spec::{HealthCheck, ServiceSpec, TlsSpec};

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::acme::{Acme, AcmeConfig, Challenges};
 use crate::admin::server as admin;
+use crate::conns::{ClientCap, ClientTimeouts};
 use crate::control::Control;
 use crate::forward::DataPath;
 use crate::metrics::Metrics;
@@ -43,6 +44,10 @@ pub struct ProxyConfig {
     /// Client connections served at once, split evenly across workers; further clients
     /// wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// At most this many connections from one client address at once (off when `None`).
+    pub max_connections_per_client: Option<usize>,
+    /// How long a client connection may go without a request.
+    pub timeouts: ClientTimeouts,
     /// How long in-flight requests may run after a shutdown signal.
     pub grace_period: Duration,
     pub acme: Option<AcmeConfig>,
@@ -146,6 +151,8 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
         stop: stop.clone(),
         closing: CancellationToken::new(),
         grace_period: config.grace_period,
+        timeouts: config.timeouts,
+        per_client: config.max_connections_per_client.map(ClientCap::new),
     };
     let closing = shared.closing.clone();
     let worker_tracker = TaskTracker::new();

@@ -4,6 +4,8 @@
 
 mod acme;
 mod behaviour;
+mod connections;
+mod host;
 mod load;
 mod process;
 mod support;
