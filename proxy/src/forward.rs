@@ -17,11 +17,12 @@ use tokio::time::Instant;
 
 use crate::acme::Challenges;
 use crate::body::{self, GaugeGuard, ProxyBody, Tracked, proxy_response};
+use crate::fast::RawPool;
 use crate::metrics::Metrics;
 use crate::router::{Resolved, Router};
 use crate::upstream::Pool;
 
-const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct DataPath {
     pub metrics: Metrics,
     pub challenges: Arc<Challenges>,
     pool: Arc<Pool>,
+    /// The fast path's upstream connections ([`crate::fast`]).
+    pub(crate) raw: RawPool,
 }
 
 impl DataPath {
@@ -39,6 +42,7 @@ impl DataPath {
             metrics,
             challenges,
             pool: Pool::new(),
+            raw: RawPool::default(),
         }
     }
 
@@ -296,7 +300,7 @@ fn request_host<B>(req: &Request<B>) -> Result<(String, Option<HeaderValue>), Ba
 }
 
 /// `host[:port]` or `[v6][:port]` in lower case without the port; `None` when malformed.
-fn host_without_port(raw: &str) -> Option<String> {
+pub(crate) fn host_without_port(raw: &str) -> Option<String> {
     let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
         let end = rest.find(']')?;
         let port = &rest[end + 1..];

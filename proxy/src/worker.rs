@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::conns::{Busy, ClientCap, ClientTimeouts, Counted, Registered, Registry};
+use crate::fast::Rewind;
 use crate::forward::DataPath;
 
 /// Pending connections the kernel queues per listening socket.
@@ -230,8 +231,14 @@ impl Worker {
     ) {
         match tls {
             None => {
-                self.serve(TokioIo::new(stream), peer, false, registered)
-                    .await
+                // Plain HTTP/1.1 takes the fast path; whatever it does not serve continues
+                // on hyper with the bytes already read.
+                if let Some(handoff) =
+                    crate::fast::serve(&self.data, stream, peer, false, &registered).await
+                {
+                    let io = Rewind::new(handoff.read, handoff.stream);
+                    self.serve(TokioIo::new(io), peer, false, registered).await;
+                }
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(self.first_request, acceptor.accept(stream));

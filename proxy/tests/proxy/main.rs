@@ -5,6 +5,7 @@
 mod acme;
 mod behaviour;
 mod connections;
+mod fast_path;
 mod host;
 mod load;
 mod process;
