@@ -13,7 +13,8 @@
 //! its life ([`Handoff`]): other methods, request bodies, upgrades, `Expect`, HTTP/1.0,
 //! HTTP/2, absolute-form targets, a missing, repeated or malformed `Host` (hyper's path
 //! answers 400), an unknown host (404), paused or maintenance routes, HTTPS redirects,
-//! stripped prefixes and ACME challenges. Decisions and guarantees are the same on both
+//! stripped prefixes and ACME challenges; over TLS, connections that negotiated HTTP/2.
+//! Decisions and guarantees are the same on both
 //! paths: the in-flight guard is taken with the route and held until the body has been
 //! sent, the response timeout gives 504, a drained target 502, and metrics count both.
 
@@ -530,6 +531,11 @@ where
         } else {
             client.write_all(&buf[..take]).await
         };
+        // TLS streams buffer what they encrypt until flushed; for TCP this does nothing.
+        let written = match written {
+            Ok(()) => client.flush().await,
+            e => e,
+        };
         if written.is_err() {
             return Relayed::Failed;
         }
@@ -675,7 +681,7 @@ where
         "HTTP/1.1 {status} {phrase}\r\n{PROXY_HEADER}: {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{text}",
         text.len()
     );
-    client.write_all(&out).await.is_ok()
+    client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
 }
 
 /// One worker's idle upstream connections for the fast path, by target address.

@@ -243,7 +243,18 @@ impl Worker {
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(self.first_request, acceptor.accept(stream));
                 match handshake.await {
-                    Ok(Ok(s)) => self.serve(TokioIo::new(s), peer, true, registered).await,
+                    // HTTP/1.1 over TLS takes the fast path too; HTTP/2 (ALPN) goes to hyper.
+                    Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                        self.serve(TokioIo::new(s), peer, true, registered).await;
+                    }
+                    Ok(Ok(s)) => {
+                        if let Some(handoff) =
+                            crate::fast::serve(&self.data, s, peer, true, &registered).await
+                        {
+                            let io = Rewind::new(handoff.read, handoff.stream);
+                            self.serve(TokioIo::new(io), peer, true, registered).await;
+                        }
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                     Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                 }

@@ -27,6 +27,8 @@ const IDLE_SOCKETS: usize = 10_000;
 async fn proxy_with(timeouts: ClientTimeouts, per_client: Option<usize>) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
+    // One worker, so connections are accepted in the order they were made.
+    config.workers = 1;
     config.timeouts = timeouts;
     config.max_connections_per_client = per_client;
     Proxy::start_with(config, dir).await
