@@ -41,8 +41,14 @@ const MAX_HEADERS: usize = 64;
 /// The largest request or response head read here; a larger request goes to hyper, which
 /// answers 431 past its own limit; a larger response is a 502.
 const MAX_HEAD: usize = 16 * 1024;
-/// Read buffer size per side: a typical head and a small body in one read.
+/// Upstream read buffer: a typical response head and a small body in one read.
 const READ_BUF: usize = 8 * 1024;
+/// A client connection's own read buffer, grown only for larger heads: kept small because
+/// an idle keep-alive connection holds it (nginx's `client_header_buffer_size` is 1k too).
+const CLIENT_BUF: usize = 1024;
+/// Upstream read buffers kept per worker between requests: enough for the requests in
+/// progress at once on a busy worker, few enough that idle memory stays small.
+const SPARE_BUFFERS: usize = 64;
 /// Idle upstream connections kept per target and worker, as [`crate::upstream`]'s pool.
 const MAX_IDLE: usize = 256;
 /// Idle upstream connections older than this are closed rather than reused (apps commonly
@@ -68,9 +74,8 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
-    let mut upstream_buf = BytesMut::with_capacity(READ_BUF);
-    let mut out = Vec::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(CLIENT_BUF);
+    let mut out = Vec::new();
     loop {
         if registered.token.is_cancelled() {
             return None;
@@ -88,8 +93,8 @@ where
                     }
                 }
             }
-            if buf.capacity() - buf.len() < READ_BUF / 4 {
-                buf.reserve(READ_BUF);
+            if buf.capacity() - buf.len() < CLIENT_BUF / 4 {
+                buf.reserve(CLIENT_BUF);
             }
             let read = tokio::select! {
                 r = stream.read_buf(&mut buf) => r,
@@ -101,6 +106,8 @@ where
         };
         buf.advance(len);
         let busy = Busy::start(&registered.activity);
+        // Idle connections hold no upstream buffer: it is lent for the exchange only.
+        let mut upstream_buf = data.buffers.take();
         let keep_open = exchange(
             data,
             &mut stream,
@@ -110,6 +117,7 @@ where
             registered,
         )
         .await;
+        data.buffers.give_back(upstream_buf);
         drop(busy);
         if !keep_open {
             let _ = stream.shutdown().await;
@@ -682,6 +690,36 @@ where
         text.len()
     );
     client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
+}
+
+/// One worker's spare upstream read buffers.
+#[derive(Debug, Default)]
+pub struct Buffers(Mutex<Vec<BytesMut>>);
+
+impl Buffers {
+    fn lock(&self) -> MutexGuard<'_, Vec<BytesMut>> {
+        match self.0.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn take(&self) -> BytesMut {
+        self.lock()
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+    }
+
+    fn give_back(&self, mut buf: BytesMut) {
+        buf.clear();
+        // On an empty buffer this reclaims the space consumed at its front; no allocation.
+        buf.reserve(READ_BUF);
+        let mut spare = self.lock();
+        // A buffer grown for an unusually large head is not kept.
+        if spare.len() < SPARE_BUFFERS && buf.capacity() <= 2 * MAX_HEAD {
+            spare.push(buf);
+        }
+    }
 }
 
 /// One worker's idle upstream connections for the fast path, by target address.

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::acme::Challenges;
 use crate::body::{self, GaugeGuard, ProxyBody, Tracked, proxy_response};
-use crate::fast::RawPool;
+use crate::fast::{Buffers, RawPool};
 use crate::metrics::Metrics;
 use crate::router::{Resolved, Router};
 use crate::upstream::Pool;
@@ -33,6 +33,7 @@ pub struct DataPath {
     pool: Arc<Pool>,
     /// The fast path's upstream connections ([`crate::fast`]).
     pub(crate) raw: RawPool,
+    pub(crate) buffers: Buffers,
 }
 
 impl DataPath {
@@ -43,6 +44,7 @@ impl DataPath {
             challenges,
             pool: Pool::new(),
             raw: RawPool::default(),
+            buffers: Buffers::default(),
         }
     }
 
