@@ -98,8 +98,25 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Proxy
         .map_err(|source| ProxyError::Bind { what, addr, source })
 }
 
+/// Raises the open-file soft limit to the hard limit, as nginx's `worker_rlimit_nofile`:
+/// every client and every upstream connection is a descriptor, and the usual default soft
+/// limit (1,024) would cap the proxy far below `--max-connections`.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 /// Binds every listener, restores the saved routes and starts serving.
 pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
+    raise_open_file_limit();
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
