@@ -237,28 +237,39 @@ impl Worker {
                     crate::fast::serve(&self.data, stream, peer, false, &registered).await
                 {
                     let io = Rewind::new(handoff.read, handoff.stream);
-                    self.serve(TokioIo::new(io), peer, false, registered).await;
+                    // Boxed: hyper's connection state would otherwise make every connection task
+                    // that large, fast path or not.
+                    Box::pin(self.serve(TokioIo::new(io), peer, false, registered)).await;
                 }
             }
-            Some(acceptor) => {
-                let handshake = tokio::time::timeout(self.first_request, acceptor.accept(stream));
-                match handshake.await {
-                    // HTTP/1.1 over TLS takes the fast path too; HTTP/2 (ALPN) goes to hyper.
-                    Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                        self.serve(TokioIo::new(s), peer, true, registered).await;
-                    }
-                    Ok(Ok(s)) => {
-                        if let Some(handoff) =
-                            crate::fast::serve(&self.data, s, peer, true, &registered).await
-                        {
-                            let io = Rewind::new(handoff.read, handoff.stream);
-                            self.serve(TokioIo::new(io), peer, true, registered).await;
-                        }
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+            // Boxed, as TLS state is large: plain connections' tasks stay small.
+            Some(acceptor) => Box::pin(self.tls(stream, peer, acceptor, registered)).await,
+        }
+    }
+
+    async fn tls(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        acceptor: TlsAcceptor,
+        registered: Registered,
+    ) {
+        let handshake = tokio::time::timeout(self.first_request, acceptor.accept(stream));
+        match handshake.await {
+            // HTTP/1.1 over TLS takes the fast path too; HTTP/2 (ALPN) goes to hyper.
+            Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Box::pin(self.serve(TokioIo::new(s), peer, true, registered)).await;
+            }
+            Ok(Ok(s)) => {
+                if let Some(handoff) =
+                    crate::fast::serve(&self.data, s, peer, true, &registered).await
+                {
+                    let io = Rewind::new(handoff.read, handoff.stream);
+                    Box::pin(self.serve(TokioIo::new(io), peer, true, registered)).await;
                 }
             }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
         }
     }
 
