@@ -122,8 +122,8 @@ impl Acme {
                 Some(pair) if fresh => pair,
                 _ => {
                     let (c, k) = self.issue(host).await?;
-                    self.write_cache(&crt, c.as_bytes(), false)?;
-                    self.write_cache(&key, k.as_bytes(), true)?;
+                    self.write_cache(&crt, c.as_bytes())?;
+                    self.write_cache(&key, k.as_bytes())?;
                     tracing::info!(%host, "acme certificate issued");
                     (c.into_bytes(), k.into_bytes())
                 }
@@ -142,25 +142,11 @@ impl Acme {
         )
     }
 
-    fn write_cache(&self, path: &Path, data: &[u8], secret: bool) -> Result<(), AcmeError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |source| AcmeError::Cache {
+    fn write_cache(&self, path: &Path, data: &[u8]) -> Result<(), AcmeError> {
+        write_private(&self.config.cache_dir, path, data).map_err(|source| AcmeError::Cache {
             path: path.to_owned(),
             source,
-        };
-        std::fs::create_dir_all(&self.config.cache_dir).map_err(err)?;
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(if secret { 0o600 } else { 0o644 })
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(data).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        })
     }
 
     async fn account(&self) -> Result<Account, AcmeError> {
@@ -200,7 +186,7 @@ impl Acme {
                     .await
                     .map_err(acme)?;
                 let json = serde_json::to_vec(&credentials).map_err(|e| acme(e.into()))?;
-                self.write_cache(&saved, &json, true)?;
+                self.write_cache(&saved, &json)?;
                 account
             }
         };
@@ -278,6 +264,37 @@ impl Acme {
     }
 }
 
+/// Writes `data` to `path` in `dir` (created 0700) atomically: through a temp name of its
+/// own (`NAME.tmp`, so a certificate and its key never share one), created afresh with
+/// mode 0600 so the bytes are never readable by others, not even for a moment, whatever
+/// an earlier crash left behind; then fsync, rename, fsync of the directory.
+fn write_private(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // A stale temp file may carry other permissions: never write into it.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// True when the first certificate in `cert_pem` expires within [`RENEW_BEFORE`] of `now`,
 /// or cannot be read at all.
 pub fn needs_renewal(cert_pem: &[u8], now: SystemTime) -> bool {
@@ -297,6 +314,33 @@ pub fn needs_renewal(cert_pem: &[u8], now: SystemTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Certificate, key and account are written through distinct temp names, mode 0600 from
+    /// creation: a stale world-readable temp file from an earlier crash is not reused.
+    #[test]
+    fn cache_files_are_private_from_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("certs");
+        let crt = cache.join("a.test.crt");
+        let key = cache.join("a.test.key");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("a.test.key.tmp"), "stale").unwrap();
+        std::fs::set_permissions(
+            cache.join("a.test.key.tmp"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        write_private(&cache, &crt, b"cert").unwrap();
+        write_private(&cache, &key, b"key").unwrap();
+        assert_eq!(std::fs::read(&crt).unwrap(), b"cert");
+        assert_eq!(std::fs::read(&key).unwrap(), b"key");
+        for path in [&crt, &key] {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+        assert!(!cache.join("a.test.key.tmp").exists());
+    }
 
     /// A certificate is renewed once it is within 30 days of expiry, not before.
     #[test]

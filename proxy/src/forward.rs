@@ -17,11 +17,12 @@ use tokio::time::Instant;
 
 use crate::acme::Challenges;
 use crate::body::{self, GaugeGuard, ProxyBody, Tracked, proxy_response};
+use crate::fast::{Buffers, RawPool};
 use crate::metrics::Metrics;
 use crate::router::{Resolved, Router};
 use crate::upstream::Pool;
 
-const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -30,6 +31,9 @@ pub struct DataPath {
     pub metrics: Metrics,
     pub challenges: Arc<Challenges>,
     pool: Arc<Pool>,
+    /// The fast path's upstream connections ([`crate::fast`]).
+    pub(crate) raw: RawPool,
+    pub(crate) buffers: Buffers,
 }
 
 impl DataPath {
@@ -39,6 +43,8 @@ impl DataPath {
             metrics,
             challenges,
             pool: Pool::new(),
+            raw: RawPool::default(),
+            buffers: Buffers::default(),
         }
     }
 
@@ -70,7 +76,12 @@ impl DataPath {
                 ),
             };
         }
-        let host = request_host(&req);
+        let (host, forward_host) = match request_host(&req) {
+            Ok(h) => h,
+            Err(bad) => {
+                return proxy_response(StatusCode::BAD_REQUEST, "bad-host", format!("{bad}\n"));
+            }
+        };
         let no_route = || {
             proxy_response(
                 StatusCode::NOT_FOUND,
@@ -133,7 +144,9 @@ impl DataPath {
         }
         let started = Instant::now();
         let method = req.method().clone();
-        let response = self.forward(req, resolved, peer, https, &host).await;
+        let response = self
+            .forward(req, resolved, peer, https, &host, forward_host)
+            .await;
         route
             .metrics
             .observe(&method, response.status().as_u16(), started.elapsed());
@@ -147,6 +160,7 @@ impl DataPath {
         peer: SocketAddr,
         https: bool,
         host: &str,
+        forward_host: Option<HeaderValue>,
     ) -> Response<ProxyBody> {
         let route = resolved.route;
         let target = Arc::clone(&route.target);
@@ -173,9 +187,7 @@ impl DataPath {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers, upgrade.is_some());
         set_forwarded(&mut headers, peer, https, host, spec.forward_headers);
-        if !headers.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::try_from(host)
-        {
+        if let Some(v) = forward_host {
             headers.insert(header::HOST, v);
         }
         // Most requests have no body: an empty one costs no allocation and no limit check.
@@ -250,19 +262,68 @@ impl DataPath {
     }
 }
 
-/// The host a request is for, without port, from the URI (HTTP/2) or the Host header.
-fn request_host<B>(req: &Request<B>) -> String {
-    let raw = req
-        .uri()
-        .host()
-        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
-        .unwrap_or_default();
-    let host = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
+/// Why a request names no usable host; answered with 400, as nginx does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BadHost {
+    #[error("request without a Host header")]
+    Missing,
+    #[error("request with more than one Host header")]
+    Duplicate,
+    #[error("invalid host in request")]
+    Invalid,
+}
+
+/// The host a request is for, lower case and without port, for routing; and the `Host`
+/// header to send upstream when it is not the client's own one.
+///
+/// The request target's authority wins (absolute form in HTTP/1.1, `:authority` in HTTP/2)
+/// and replaces any `Host` header, so the app sees the host the request was routed by.
+/// Otherwise exactly one valid `Host` header is required, except from HTTP/1.0 clients,
+/// which may send none and reach the host-less services.
+fn request_host<B>(req: &Request<B>) -> Result<(String, Option<HeaderValue>), BadHost> {
+    if let Some(authority) = req.uri().authority() {
+        // Never forward userinfo (`user@host`): it is not part of a Host header.
+        let raw = authority.as_str();
+        let raw = raw.rsplit('@').next().unwrap_or(raw);
+        let host = host_without_port(raw).ok_or(BadHost::Invalid)?;
+        let value = HeaderValue::from_str(raw).map_err(|_| BadHost::Invalid)?;
+        return Ok((host, Some(value)));
+    }
+    let mut values = req.headers().get_all(header::HOST).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(BadHost::Duplicate),
+        (Some(v), None) => {
+            let raw = v.to_str().map_err(|_| BadHost::Invalid)?;
+            Ok((host_without_port(raw).ok_or(BadHost::Invalid)?, None))
+        }
+        (None, _) if req.version() <= http::Version::HTTP_10 => Ok((String::new(), None)),
+        (None, _) => Err(BadHost::Missing),
+    }
+}
+
+/// `host[:port]` or `[v6][:port]` in lower case without the port; `None` when malformed.
+pub(crate) fn host_without_port(raw: &str) -> Option<String> {
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let port = &rest[end + 1..];
+        (
+            &raw[..end + 2],
+            port.strip_prefix(':').or(port.is_empty().then_some(""))?,
+        )
     } else {
-        raw.split(':').next().unwrap_or_default()
+        match raw.split_once(':') {
+            Some((h, p)) => (h, p),
+            None => (raw, ""),
+        }
     };
-    host.to_ascii_lowercase()
+    let host_ok = !host.is_empty()
+        && !host.starts_with('.')
+        && !host.contains("..")
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        });
+    let port_ok = port.bytes().all(|b| b.is_ascii_digit());
+    (host_ok && port_ok).then(|| host.to_ascii_lowercase())
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -420,6 +481,48 @@ mod tests {
             .header(header::HOST, "App.Test:8080")
             .body(())
             .unwrap();
-        assert_eq!(request_host(&req), "app.test");
+        assert_eq!(request_host(&req).unwrap(), ("app.test".into(), None));
+    }
+
+    /// The absolute-form target decides the route and becomes the forwarded `Host`;
+    /// a request with no, two, or a malformed `Host` is refused, except HTTP/1.0 with none.
+    #[test]
+    fn host_normalisation() {
+        let absolute = Request::get("http://Other.Test:81/x")
+            .header(header::HOST, "app.test")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            request_host(&absolute).unwrap(),
+            (
+                "other.test".into(),
+                Some(HeaderValue::from_static("Other.Test:81"))
+            )
+        );
+        let twice = Request::get("/")
+            .header(header::HOST, "a.test")
+            .header(header::HOST, "b.test")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&twice), Err(BadHost::Duplicate));
+        let none = Request::get("/").body(()).unwrap();
+        assert_eq!(request_host(&none), Err(BadHost::Missing));
+        let old = Request::get("/")
+            .version(http::Version::HTTP_10)
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&old).unwrap(), (String::new(), None));
+        for bad in ["a/b", "a..b", ".a", "a:8o", "[::1", "", "a b"] {
+            let req = Request::get("/")
+                .header(header::HOST, HeaderValue::from_str(bad).unwrap())
+                .body(())
+                .unwrap();
+            assert_eq!(request_host(&req), Err(BadHost::Invalid), "{bad:?}");
+        }
+        let v6 = Request::get("/")
+            .header(header::HOST, "[::1]:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&v6).unwrap().0, "[::1]");
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Layout, from the wire inwards:
 //! - [`server`] binds the HTTP, HTTPS and metrics listeners and the admin socket and
-//!   shuts down gracefully; [`worker`] threads (one per core) accept and serve clients;
-//! - [`forward`] is the data path: route lookup, maintenance, pause, limits,
+//!   shuts down gracefully; [`worker`] threads (one per core) accept and serve clients,
+//!   and [`conns`] closes the connections that stay silent or idle too long;
+//! - `fast` serves the common request (GET or HEAD, no body, keep-alive HTTP/1.1) in
+//!   the client's task and hands anything else to hyper;
+//! - [`forward`] is hyper's data path: route lookup, maintenance, pause, limits,
 //!   `X-Forwarded-*`, WebSocket upgrades, and the upstream request over a
 //!   per-worker keep-alive pool (`upstream`);
 //! - [`router`] holds the routing table as immutable snapshots swapped atomically,
@@ -21,7 +24,9 @@
 pub mod acme;
 pub mod admin;
 mod body;
+pub mod conns;
 pub mod control;
+mod fast;
 pub mod forward;
 pub mod health;
 pub mod metrics;
@@ -36,6 +41,7 @@ mod upstream;
 pub mod worker;
 
 pub use body::PROXY_HEADER;
+pub use conns::ClientTimeouts;
 pub use run_args::{BadListen, RunArgs};
 pub use server::{ProxyConfig, ProxyError, Running, run, shutdown_signal, start};
 pub use spec::{HealthCheck, ServiceSpec, TlsSpec};

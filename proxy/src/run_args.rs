@@ -31,6 +31,17 @@ pub struct RunArgs {
     /// Client connections served at once (split evenly across workers)
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Connections one client address may hold open at once (default: no cap)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_client: Option<u64>,
+    /// Seconds a new client connection has to send its first request (TLS handshake included)
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::conns::FIRST_REQUEST_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub first_request_timeout: u64,
+    /// Seconds a client connection may stay open with no request in progress
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::conns::IDLE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
     /// Data-plane worker threads (0: one per core)
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -85,6 +96,13 @@ impl RunArgs {
             state_file: self.state_file,
             metrics: self.metrics_listen,
             max_connections: self.max_connections,
+            max_connections_per_client: self
+                .max_connections_per_client
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            timeouts: crate::ClientTimeouts {
+                first_request: Duration::from_secs(self.first_request_timeout),
+                idle: Duration::from_secs(self.idle_timeout),
+            },
             grace_period: Duration::from_secs(self.grace_period),
             workers: self.workers,
             acme: (self.acme_directory != "off").then(|| AcmeConfig {

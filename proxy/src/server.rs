@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::acme::{Acme, AcmeConfig, Challenges};
 use crate::admin::server as admin;
+use crate::conns::{ClientCap, ClientTimeouts};
 use crate::control::Control;
 use crate::forward::DataPath;
 use crate::metrics::Metrics;
@@ -43,6 +44,10 @@ pub struct ProxyConfig {
     /// Client connections served at once, split evenly across workers; further clients
     /// wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// At most this many connections from one client address at once (off when `None`).
+    pub max_connections_per_client: Option<usize>,
+    /// How long a client connection may go without a request.
+    pub timeouts: ClientTimeouts,
     /// How long in-flight requests may run after a shutdown signal.
     pub grace_period: Duration,
     pub acme: Option<AcmeConfig>,
@@ -93,8 +98,25 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Proxy
         .map_err(|source| ProxyError::Bind { what, addr, source })
 }
 
+/// Raises the open-file soft limit to the hard limit, as nginx's `worker_rlimit_nofile`:
+/// every client and every upstream connection is a descriptor, and the usual default soft
+/// limit (1,024) would cap the proxy far below `--max-connections`.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 /// Binds every listener, restores the saved routes and starts serving.
 pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
+    raise_open_file_limit();
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
@@ -146,6 +168,8 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
         stop: stop.clone(),
         closing: CancellationToken::new(),
         grace_period: config.grace_period,
+        timeouts: config.timeouts,
+        per_client: config.max_connections_per_client.map(ClientCap::new),
     };
     let closing = shared.closing.clone();
     let worker_tracker = TaskTracker::new();

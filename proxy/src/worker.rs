@@ -10,19 +10,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::conns::{Busy, ClientCap, ClientTimeouts, Counted, Registered, Registry};
+use crate::fast::Rewind;
 use crate::forward::DataPath;
 
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: u32 = 1024;
+/// How often a connection waiting for a slot in a full worker reclaims idle connections
+/// again: the connections that became idle meanwhile are then reclaimable too.
+const RECLAIM_WAIT: Duration = Duration::from_secs(1);
+/// After a failed accept (out of file descriptors and the like), before the next: backing
+/// off lets connections close instead of spinning on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One worker's listening sockets.
 #[derive(Debug)]
@@ -45,6 +53,9 @@ pub struct Shared {
     /// Cancelled right after `stop`: open connections finish their current request and close.
     pub closing: CancellationToken,
     pub grace_period: Duration,
+    pub timeouts: ClientTimeouts,
+    /// The optional cap on connections per client address, across all workers.
+    pub per_client: Option<Arc<ClientCap>>,
 }
 
 /// Binds `count` sockets on `addr` with `SO_REUSEPORT`; with port 0 the first picks the port.
@@ -92,13 +103,20 @@ pub fn spawn(
 
 async fn run(sockets: Sockets, shared: Shared) {
     let connections = TaskTracker::new();
+    let registry = Registry::new(shared.timeouts);
     let worker = Worker {
         data: Arc::new(shared.data.for_worker()),
         permits: Arc::new(Semaphore::new(shared.connections_per_worker.max(1))),
         connections: connections.clone(),
+        registry: Arc::clone(&registry),
+        per_client: shared.per_client.clone(),
+        first_request: shared.timeouts.first_request,
         stop: shared.stop.clone(),
         closing: shared.closing.clone(),
     };
+    // Sweeps until the end of the drain: a connection idle during the drain is closed too.
+    let sweeping = CancellationToken::new();
+    let sweeper = tokio::spawn(Arc::clone(&registry).sweep_until(sweeping.clone()));
     let mut loops = tokio::task::JoinSet::new();
     match TcpListener::from_std(sockets.http) {
         Ok(l) => {
@@ -125,6 +143,8 @@ async fn run(sockets: Sockets, shared: Shared) {
             "grace period over; closing the rest"
         );
     }
+    sweeping.cancel();
+    let _ = sweeper.await;
 }
 
 #[derive(Clone)]
@@ -132,6 +152,9 @@ struct Worker {
     data: Arc<DataPath>,
     permits: Arc<Semaphore>,
     connections: TaskTracker,
+    registry: Arc<Registry>,
+    per_client: Option<Arc<ClientCap>>,
+    first_request: Duration,
     stop: CancellationToken,
     closing: CancellationToken,
 }
@@ -139,68 +162,147 @@ struct Worker {
 impl Worker {
     async fn accept_loop(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
         loop {
-            let permit = tokio::select! {
-                () = self.stop.cancelled() => return,
-                p = Arc::clone(&self.permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
             let (stream, peer) = tokio::select! {
                 () = self.stop.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
             };
+            // Slots are taken after accept: a connection over the per-client cap is closed
+            // at once, and a full worker closes idle connections to make room.
+            let client = match &self.per_client {
+                Some(cap) => match cap.admit(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%peer, "per-client connection cap reached; closed");
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let Some(permit) = self.slot(peer).await else {
+                return;
+            };
             let _ = stream.set_nodelay(true);
+            let registered = self.registry.register(&self.closing);
             let this = self.clone();
             let tls = tls.clone();
             self.connections.spawn(async move {
-                let _permit = permit;
-                this.connection(stream, peer, tls).await;
+                let _held = (permit, client);
+                this.connection(stream, peer, tls, registered).await;
             });
         }
     }
 
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
-        match tls {
-            None => self.serve(TokioIo::new(stream), peer, false).await,
-            Some(acceptor) => {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => self.serve(TokioIo::new(s), peer, true).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
-                }
+    /// A connection slot; when the worker is full, reclaims idle connections and waits for
+    /// one to close, as long as it takes (meanwhile newer clients wait in the kernel's
+    /// queue, as before the limit). `None` at shutdown.
+    async fn slot(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(p);
+        }
+        loop {
+            let closed = self.registry.reclaim();
+            tracing::debug!(%peer, closed, "connection limit reached; reclaiming idle ones");
+            let wait =
+                tokio::time::timeout(RECLAIM_WAIT, Arc::clone(&self.permits).acquire_owned());
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                waited = wait => match waited {
+                    Ok(Ok(p)) => return Some(p),
+                    Ok(Err(_)) => return None,
+                    Err(_) => {}
+                },
             }
         }
     }
 
-    async fn serve<I>(&self, io: TokioIo<I>, peer: SocketAddr, https: bool)
+    async fn connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        registered: Registered,
+    ) {
+        match tls {
+            None => {
+                // Plain HTTP/1.1 takes the fast path; whatever it does not serve continues
+                // on hyper with the bytes already read.
+                if let Some(handoff) =
+                    crate::fast::serve(&self.data, stream, peer, false, &registered).await
+                {
+                    let io = Rewind::new(handoff.read, handoff.stream);
+                    // Boxed: hyper's connection state would otherwise make every connection task
+                    // that large, fast path or not.
+                    Box::pin(self.serve(TokioIo::new(io), peer, false, registered)).await;
+                }
+            }
+            // Boxed, as TLS state is large: plain connections' tasks stay small.
+            Some(acceptor) => Box::pin(self.tls(stream, peer, acceptor, registered)).await,
+        }
+    }
+
+    async fn tls(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        acceptor: TlsAcceptor,
+        registered: Registered,
+    ) {
+        let handshake = tokio::time::timeout(self.first_request, acceptor.accept(stream));
+        match handshake.await {
+            // HTTP/1.1 over TLS takes the fast path too; HTTP/2 (ALPN) goes to hyper.
+            Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Box::pin(self.serve(TokioIo::new(s), peer, true, registered)).await;
+            }
+            Ok(Ok(s)) => {
+                if let Some(handoff) =
+                    crate::fast::serve(&self.data, s, peer, true, &registered).await
+                {
+                    let io = Rewind::new(handoff.read, handoff.stream);
+                    Box::pin(self.serve(TokioIo::new(io), peer, true, registered)).await;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+        }
+    }
+
+    async fn serve<I>(&self, io: TokioIo<I>, peer: SocketAddr, https: bool, registered: Registered)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let data = Arc::clone(&self.data);
+        let activity = Arc::clone(&registered.activity);
         let service = service_fn(move |req| {
             let data = Arc::clone(&data);
-            async move { Ok::<_, Infallible>(data.handle(req, peer, https).await) }
+            // Taken before the response exists, so a request the client abandons ends too.
+            let busy = Busy::start(&activity);
+            async move {
+                let response = data.handle(req, peer, https).await;
+                Ok::<_, Infallible>(response.map(|body| Counted::new(body, busy)))
+            }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+        // No header read timeout from hyper: the registry's first-request and idle timeouts
+        // cover HTTP/1 and HTTP/2 alike without a timer armed per request.
+        builder.http1().header_read_timeout(None);
         let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         let ended = tokio::select! {
             r = conn.as_mut() => r,
-            () = self.closing.cancelled() => {
-                // Finish the request in progress, then close; idle connections close now.
+            () = registered.token.cancelled() => {
+                if registered.activity.killed() {
+                    // Silent or idle past its timeout, or reclaimed: nothing in progress.
+                    tracing::debug!(%peer, "idle connection closed");
+                    return;
+                }
+                // Shutdown: finish the request in progress, then close; idle ones close now.
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }

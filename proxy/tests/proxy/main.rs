@@ -4,6 +4,9 @@
 
 mod acme;
 mod behaviour;
+mod connections;
+mod fast_path;
+mod host;
 mod load;
 mod process;
 mod support;

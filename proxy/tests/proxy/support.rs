@@ -112,6 +112,8 @@ pub fn config(dir: &Path) -> ProxyConfig {
         state_file: dir.join("state.json"),
         metrics: None,
         max_connections: 1000,
+        max_connections_per_client: None,
+        timeouts: flotilla_proxy::ClientTimeouts::default(),
         grace_period: Duration::from_secs(10),
         acme: None,
         workers: 2,

@@ -1,0 +1,423 @@
+//! The HTTP/1.1 fast path for the common request: `GET` or `HEAD`, no body, keep-alive.
+//!
+//! Profiled (BENCHMARKS.md), hyper's path spends most of its user time outside the proxy's
+//! own logic: a `HeaderMap` built and torn down on each side, boxed bodies, and for the
+//! upstream request a channel and a task hop to the client connection's task and a body
+//! channel back, so every request wakes three tasks. Here the client's task does it all:
+//! the request head is parsed in place (httparse, as hyper does), the upstream head is
+//! written from those slices into one buffer, the response head is parsed likewise and
+//! relayed with the first body bytes in one write, and the rest of the body is copied as
+//! it arrives.
+//!
+//! Anything else hands the connection, with the bytes read so far, to hyper for the rest of
+//! its life ([`Handoff`]): other methods, request bodies, upgrades, `Expect`, HTTP/1.0,
+//! HTTP/2, absolute-form targets, a missing, repeated or malformed `Host` (hyper's path
+//! answers 400), an unknown host (404), paused or maintenance routes, HTTPS redirects,
+//! stripped prefixes and ACME challenges; over TLS, connections that negotiated HTTP/2.
+//! Decisions and guarantees are the same on both
+//! paths: the in-flight guard is taken with the route and held until the body has been
+//! sent, the response timeout gives 504, a drained target 502, and metrics count both.
+//!
+//! Layout: this module reads requests and decides; `response` frames and relays what the
+//! upstream answers; `pool` keeps the upstream connections and buffers.
+
+mod pool;
+mod response;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use crate::body::{GaugeGuard, PROXY_HEADER};
+use crate::conns::{Busy, Registered};
+use crate::forward::{CHALLENGE_PREFIX, DataPath, host_without_port};
+use crate::router::Resolved;
+pub use pool::{Buffers, RawPool};
+use response::{BodyLength, Relayed, relay_body, response_head};
+
+/// Headers parsed per message; a request with more goes to hyper (which allows 100).
+const MAX_HEADERS: usize = 64;
+/// The largest request or response head read here; a larger request goes to hyper, which
+/// answers 431 past its own limit; a larger response is a 502.
+const MAX_HEAD: usize = 16 * 1024;
+/// A client connection's own read buffer, grown only for larger heads: kept small because
+/// an idle keep-alive connection holds it (nginx's `client_header_buffer_size` is 1k too).
+const CLIENT_BUF: usize = 1024;
+
+/// A connection the fast path does not serve: hyper continues with `read` replayed first.
+pub struct Handoff<S> {
+    pub stream: S,
+    pub read: Bytes,
+}
+
+/// Serves requests on `stream` until the client closes, the connection is told to close,
+/// or a request is not for this path (`Some(handoff)`).
+pub async fn serve<S>(
+    data: &DataPath,
+    mut stream: S,
+    peer: SocketAddr,
+    https: bool,
+    registered: &Registered,
+) -> Option<Handoff<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(CLIENT_BUF);
+    let mut out = Vec::new();
+    loop {
+        if registered.token.is_cancelled() {
+            return None;
+        }
+        let (len, forward) = loop {
+            if !buf.is_empty() {
+                match plan(data, &buf, peer, https, &mut out) {
+                    Parsed::Forward(len, forward) => break (len, forward),
+                    Parsed::Partial if buf.len() < MAX_HEAD => {}
+                    Parsed::Partial | Parsed::NotOurs => {
+                        return Some(Handoff {
+                            stream,
+                            read: buf.freeze(),
+                        });
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < CLIENT_BUF / 4 {
+                buf.reserve(CLIENT_BUF);
+            }
+            let read = tokio::select! {
+                r = stream.read_buf(&mut buf) => r,
+                () = registered.token.cancelled() => return None,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return None;
+            }
+        };
+        buf.advance(len);
+        let busy = Busy::start(&registered.activity);
+        // Idle connections hold no upstream buffer: it is lent for the exchange only.
+        let mut upstream_buf = data.buffers.take();
+        let keep_open = exchange(
+            data,
+            &mut stream,
+            forward,
+            &out,
+            &mut upstream_buf,
+            registered,
+        )
+        .await;
+        data.buffers.give_back(upstream_buf);
+        drop(busy);
+        if !keep_open {
+            let _ = stream.shutdown().await;
+            return None;
+        }
+    }
+}
+
+/// What the buffered bytes hold.
+enum Parsed {
+    /// A complete request head of this many bytes, for this path; its upstream head is in
+    /// the `out` buffer given to [`plan`].
+    Forward(usize, Forward),
+    /// Not a complete head yet.
+    Partial,
+    /// A request for hyper, or bytes that are not HTTP/1.1.
+    NotOurs,
+}
+
+/// A request the fast path forwards.
+struct Forward {
+    resolved: Resolved,
+    head_request: bool,
+}
+
+/// Parses the request head at the start of `bytes` and decides whether it is ours; if so,
+/// writes the upstream request head into `out`.
+fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut Vec<u8>) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::NotOurs,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::NotOurs;
+    };
+    let head_request = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Parsed::NotOurs,
+    };
+    if !target.starts_with('/') || target.starts_with(CHALLENGE_PREFIX) {
+        return Parsed::NotOurs;
+    }
+    let mut host = None;
+    let mut client_xff = None;
+    let (mut client_xfp, mut client_xfh) = (false, false);
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Parsed::NotOurs;
+            }
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            // `close` and anything naming other hop-by-hop headers go to hyper.
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
+                return Parsed::NotOurs;
+            }
+        } else if [
+            "content-length",
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "te",
+            "trailer",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            return Parsed::NotOurs;
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            client_xff = client_xff.or(Some(h.value));
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            client_xfp = true;
+        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+            client_xfh = true;
+        }
+    }
+    let Some(host) = host
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::trim)
+        .and_then(host_without_port)
+    else {
+        return Parsed::NotOurs;
+    };
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let Some(resolved) = data.router.resolve(&host, path) else {
+        return Parsed::NotOurs;
+    };
+    let route = &resolved.route;
+    let spec = &route.spec;
+    if route.gate.is_paused()
+        || route.maintenance.is_some()
+        || (spec.redirect_https && !https)
+        || (spec.strip_prefix && spec.path_prefix.is_some())
+    {
+        return Parsed::NotOurs;
+    }
+
+    let trust = spec.forward_headers;
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        let name = h.name;
+        let hop = ["connection", "keep-alive", "proxy-connection"]
+            .iter()
+            .chain(&["proxy-authorization", "proxy-authenticate"])
+            .any(|n| name.eq_ignore_ascii_case(n));
+        let replaced = name.eq_ignore_ascii_case("x-forwarded-for")
+            || (!trust
+                && (name.eq_ignore_ascii_case("x-forwarded-proto")
+                    || name.eq_ignore_ascii_case("x-forwarded-host")));
+        if hop || replaced {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let (true, Some(prior)) = (trust, client_xff) {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}\r\n", peer.ip());
+    if !(trust && client_xfp) {
+        out.extend_from_slice(if https {
+            b"x-forwarded-proto: https\r\n"
+        } else {
+            b"x-forwarded-proto: http\r\n"
+        });
+    }
+    if !(trust && client_xfh) {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Parsed::Forward(
+        len,
+        Forward {
+            resolved,
+            head_request,
+        },
+    )
+}
+
+/// Forwards one request (its upstream head in `request`) and relays the response; returns
+/// whether the client connection stays open.
+async fn exchange<S>(
+    data: &DataPath,
+    client: &mut S,
+    forward: Forward,
+    request: &[u8],
+    buf: &mut BytesMut,
+    registered: &Registered,
+) -> bool
+where
+    S: AsyncWrite + Unpin,
+{
+    let Forward {
+        resolved,
+        head_request,
+    } = forward;
+    let route = Arc::clone(&resolved.route);
+    let target = Arc::clone(&route.target);
+    let method = if head_request {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let started = Instant::now();
+    let timeout = Duration::from_millis(route.spec.response_timeout_ms);
+    let sent = tokio::select! {
+        r = tokio::time::timeout(timeout, data.raw.request(&target.addr, request, buf, head_request)) => r,
+        () = target.cancelled() => {
+            let keep = write_proxy_response(client, 502, "drained", "request cancelled: target drained\n").await;
+            route.metrics.observe(&method, 502, started.elapsed());
+            return keep;
+        }
+    };
+    let (mut upstream, response) = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(service = %route.spec.name, target = %target.addr, error = %e, "upstream request failed");
+            let text = format!("upstream {} failed\n", target.addr);
+            route.metrics.observe(&method, 502, started.elapsed());
+            return write_proxy_response(client, 502, "upstream-error", &text).await;
+        }
+        Err(_) => {
+            let text = format!(
+                "upstream gave no response within {}ms\n",
+                timeout.as_millis()
+            );
+            route.metrics.observe(&method, 504, started.elapsed());
+            return write_proxy_response(client, 504, "upstream-timeout", &text).await;
+        }
+    };
+    let gauge = GaugeGuard::new(route.metrics.in_flight());
+    // At shutdown the client is told this is the last response on the connection.
+    let closing = registered.token.is_cancelled();
+    let close = closing || response.body == BodyLength::UntilClose;
+    let Ok(head) = response_head(buf, response.head_len, close) else {
+        route.metrics.observe(&method, 502, started.elapsed());
+        return write_proxy_response(client, 502, "upstream-error", "bad upstream response\n")
+            .await;
+    };
+    buf.advance(response.head_len);
+    route
+        .metrics
+        .observe(&method, response.status, started.elapsed());
+    // The request stays counted against its target until its body has been read.
+    let held = (gauge, resolved);
+    let relayed = relay_body(client, &mut upstream, buf, head, response.body, held).await;
+    match relayed {
+        Relayed::Complete { reusable } => {
+            if reusable && response.keep_alive {
+                data.raw.put(&target.addr, upstream);
+            }
+            !close
+        }
+        Relayed::Failed => false,
+    }
+}
+
+/// Writes a short response of the proxy's own; returns whether the connection stays open.
+async fn write_proxy_response<S>(client: &mut S, status: u16, reason: &str, text: &str) -> bool
+where
+    S: AsyncWrite + Unpin,
+{
+    let phrase = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = Vec::with_capacity(200 + text.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {phrase}\r\n{PROXY_HEADER}: {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
+}
+
+/// A stream that first replays bytes already read from it, for the hand-off to hyper.
+pub struct Rewind<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(prefix: Bytes, io: S) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
