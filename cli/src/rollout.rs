@@ -134,9 +134,11 @@ fn cancel_on_signal() -> CancellationToken {
 /// A procedure error as the user should see it, with what to do next.
 pub fn user_error(e: ProcedureError) -> anyhow::Error {
     let (message, hint, code) = match &e {
-        ProcedureError::Lock(LockError::Held { .. } | LockError::WaitTimedOut { .. }) => (
+        ProcedureError::Lock(
+            LockError::Held { info, .. } | LockError::WaitTimedOut { info, .. },
+        ) => (
             "the deploy lock is taken".to_owned(),
-            "wait for it with --lock-wait SECONDS, or see `flotilla lock status`".to_owned(),
+            lock_hint(info),
             FAILED,
         ),
         ProcedureError::Hook(h) => {
@@ -161,6 +163,28 @@ pub fn user_error(e: ProcedureError) -> anyhow::Error {
         hint: Some(hint),
         code,
     })
+}
+
+/// What to do about a held lock: a deploy's lock expires by itself when its process died
+/// (it is renewed while the deploy runs), and that deploy can be resumed; a lock taken by
+/// hand stays until released.
+fn lock_hint(info: &flotilla_scheduler::transport::lock::LockInfo) -> String {
+    match (&info.deploy_id, info.expires_at_ms) {
+        (Some(id), Some(at)) => {
+            let left_ms = at
+                .saturating_sub(flotilla_events::Timestamp::now().unix_ms())
+                .max(0) as u64;
+            format!(
+                "deploy {id} holds it; if its process is gone the lock frees itself within {}s, \
+                 then `flotilla replay {id} --resume` continues that deploy; or wait with \
+                 --lock-wait SECONDS",
+                left_ms.div_ceil(1000)
+            )
+        }
+        _ => "wait for it with --lock-wait SECONDS, or see `flotilla lock status` \
+              (`flotilla lock release` frees a lock taken by hand)"
+            .to_owned(),
+    }
 }
 
 /// A planning error as the user should see it.
