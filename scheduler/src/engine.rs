@@ -12,7 +12,7 @@
 
 use crate::jobs::{JobContext, JobError, job_for};
 use crate::rollout::{Decision, HostStatus, Outcome, Policy, Rollout, Target};
-use crate::transport::{Beats, Delivery, Reports, Transport, TransportError};
+use crate::transport::{Beats, Delivery, JobTicket, Reports, Transport, TransportError};
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::{Plan, Step as PlanStep};
 use flotilla_events::event::{
@@ -161,6 +161,8 @@ struct Progress {
     /// Per host: when its executor last beat, and how long it may stay silent before it
     /// counts as lost.
     alive: BTreeMap<String, (tokio::time::Instant, Duration)>,
+    /// Every job published, revoked when the run ends.
+    dispatched: Vec<JobTicket>,
 }
 
 impl Progress {
@@ -306,6 +308,7 @@ impl<T: Transport> Engine<'_, T> {
             started: tokio::time::Instant::now(),
             cancelled: None,
             alive,
+            dispatched: Vec::new(),
         };
         let mut streams = Streams {
             reports: &mut reports,
@@ -315,6 +318,11 @@ impl<T: Transport> Engine<'_, T> {
             .roll_out(&run, &mut progress, &mut streams, &host_keys, watch, cancel)
             .await?;
         self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
+        // A host that was failed (timed out, lost) may come back later: the job it never took
+        // must not switch it to a version the log says it does not run.
+        if let Err(e) = self.transport.revoke_jobs(&progress.dispatched).await {
+            tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's waiting jobs were not revoked");
+        }
         drop(reports);
         if let Err(e) = self.transport.forget_reports(run.deploy_id.as_str()).await {
             tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's report consumer was not deleted");
@@ -377,8 +385,10 @@ impl<T: Transport> Engine<'_, T> {
             let now = progress.started.elapsed();
             let wake = match progress.rollout.decide(now) {
                 Decision::Start(hosts) => {
-                    self.dispatch_all(run, &hosts, &progress.reached, host_keys)
+                    let tickets = self
+                        .dispatch_all(run, &hosts, &progress.reached, host_keys)
                         .await?;
+                    progress.dispatched.extend(tickets);
                     // A host's silence counts from its dispatch.
                     let now = tokio::time::Instant::now();
                     for host in &hosts {
@@ -455,13 +465,13 @@ impl<T: Transport> Engine<'_, T> {
         hosts: &[String],
         reached: &Reached,
         host_keys: &BTreeMap<String, String>,
-    ) -> Result<(), EngineError> {
-        futures::future::try_join_all(hosts.iter().map(|host| {
+    ) -> Result<Vec<JobTicket>, EngineError> {
+        let tickets = futures::future::try_join_all(hosts.iter().map(|host| {
             let from = reached.0.get(host).copied().unwrap_or(0);
             self.dispatch(run, host, from, host_keys)
         }))
         .await?;
-        Ok(())
+        Ok(tickets.into_iter().flatten().collect())
     }
 
     /// Hosts silent past `step_timeout`: failed at the step they had reached, as timed out.
@@ -576,9 +586,9 @@ impl<T: Transport> Engine<'_, T> {
         host: &str,
         from: usize,
         host_keys: &BTreeMap<String, String>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<JobTicket>, EngineError> {
         let Some(host_plan) = run.plan.host(host) else {
-            return Ok(());
+            return Ok(None);
         };
         let ctx = JobContext {
             config: run.config,
@@ -589,8 +599,8 @@ impl<T: Transport> Engine<'_, T> {
         };
         let job = job_for(&run.plan, host_plan, from, &ctx)?;
         let payload = self.signer.sign(&job).map_err(EngineError::Sign)?;
-        self.transport.publish_job(host, &job.id, payload).await?;
-        Ok(())
+        let ticket = self.transport.publish_job(host, &job.id, payload).await?;
+        Ok(Some(ticket))
     }
 }
 

@@ -172,15 +172,32 @@ impl Bus {
         host: &str,
         job_id: &str,
         payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<u64, TransportError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", job_id);
-        self.js
+        let ack = self
+            .js
             .publish_with_headers(subjects::job_subject(host), headers, payload.into())
             .await
             .map_err(nats)?
             .await
             .map_err(nats)?;
+        Ok(ack.sequence)
+    }
+
+    /// Deletes the jobs at these positions of the jobs stream; one already taken and
+    /// acknowledged (gone from the work queue) is not an error.
+    pub async fn delete_jobs(&self, seqs: &[u64]) -> Result<(), TransportError> {
+        let stream = self
+            .js
+            .get_stream(subjects::JOBS_STREAM)
+            .await
+            .map_err(nats)?;
+        for &seq in seqs {
+            if let Err(e) = stream.delete_message(seq).await {
+                tracing::debug!(seq, error = %e, "job not deleted (already taken)");
+            }
+        }
         Ok(())
     }
 

@@ -12,12 +12,12 @@
 //! [`MemoryTransport::report`].
 
 use super::lock::{LockError, LockInfo};
-use super::{Beats, Delivery, HeldLock, Reports, Transport, TransportError};
+use super::{Beats, Delivery, HeldLock, JobTicket, Reports, Transport, TransportError};
 use flotilla_protocol::wire::{self, Heartbeat, Report, WireError};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// The fleet, in process. Clones share it.
 #[derive(Debug, Clone, Default)]
@@ -63,17 +63,12 @@ struct State {
     forgotten: Vec<String>,
 }
 
-#[derive(Debug)]
+/// A host's jobs not yet taken, as on the work-queue stream.
+#[derive(Debug, Default)]
 struct Queue {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
-}
-
-impl Queue {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Queue { tx, rx: Some(rx) }
-    }
+    waiting: VecDeque<(String, Vec<u8>)>,
+    /// The host's (simulated) executor took its queue.
+    taken: bool,
 }
 
 #[derive(Debug, Default)]
@@ -112,13 +107,25 @@ impl MemoryTransport {
     }
 
     /// A host's job queue, for its (simulated) executor; taken once per host.
-    pub fn jobs(&self, host: &str) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
+    pub fn jobs(&self, host: &str) -> Option<JobQueue> {
+        let mut state = self.state();
+        let queue = state.job_queues.entry(host.to_owned()).or_default();
+        if queue.taken {
+            return None;
+        }
+        queue.taken = true;
+        Some(JobQueue {
+            transport: self.clone(),
+            host: host.to_owned(),
+        })
+    }
+
+    /// How many of `host`'s jobs wait, not yet taken.
+    pub fn waiting_jobs(&self, host: &str) -> usize {
         self.state()
             .job_queues
-            .entry(host.to_owned())
-            .or_insert_with(Queue::new)
-            .rx
-            .take()
+            .get(host)
+            .map_or(0, |q| q.waiting.len())
     }
 
     /// Publishes an executor's report on `flotilla.evt.<deploy>.<host>`; a report whose event
@@ -221,18 +228,40 @@ impl Transport for MemoryTransport {
         host: &str,
         job_id: &str,
         payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<JobTicket, TransportError> {
         let mut state = self.state();
+        let ticket = JobTicket {
+            host: host.to_owned(),
+            job_id: job_id.to_owned(),
+            seq: 0,
+        };
         if !state.job_ids.insert(job_id.to_owned()) {
-            return Ok(());
+            return Ok(ticket);
         }
         state.published.push((host.to_owned(), job_id.to_owned()));
-        let queue = state
+        // Nobody listening is a silent host: the job waits, as on a work queue.
+        state
             .job_queues
             .entry(host.to_owned())
-            .or_insert_with(Queue::new);
-        // Nobody listening is a silent host: the job waits, as on a work queue.
-        let _ = queue.tx.send(payload);
+            .or_default()
+            .waiting
+            .push_back((job_id.to_owned(), payload));
+        drop(state);
+        self.inner.changed.notify_waiters();
+        Ok(JobTicket {
+            host: host.to_owned(),
+            job_id: job_id.to_owned(),
+            seq: 0,
+        })
+    }
+
+    async fn revoke_jobs(&self, tickets: &[JobTicket]) -> Result<(), TransportError> {
+        let mut state = self.state();
+        for t in tickets {
+            if let Some(q) = state.job_queues.get_mut(&t.host) {
+                q.waiting.retain(|(id, _)| id != &t.job_id);
+            }
+        }
         Ok(())
     }
 
@@ -409,6 +438,33 @@ impl Beats for MemoryBeats {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
+        }
+    }
+}
+
+/// A host's jobs, for its simulated executor: the oldest waiting job, as a pull consumer
+/// takes it.
+#[derive(Debug)]
+pub struct JobQueue {
+    transport: MemoryTransport,
+    host: String,
+}
+
+impl JobQueue {
+    /// The next job, waiting for one; taken jobs are gone from the queue.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let changed = self.transport.inner.changed.notified();
+            let next = self
+                .transport
+                .state()
+                .job_queues
+                .get_mut(&self.host)
+                .and_then(|q| q.waiting.pop_front());
+            if let Some((_, payload)) = next {
+                return Some(payload);
+            }
+            changed.await;
         }
     }
 }

@@ -45,6 +45,15 @@ pub enum TransportError {
     Closed,
 }
 
+/// A published job, as stored: what [`Transport::revoke_jobs`] takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTicket {
+    pub host: String,
+    pub job_id: String,
+    /// The job's position in the jobs stream (0 in process).
+    pub seq: u64,
+}
+
 /// What the scheduler needs from the fleet.
 pub trait Transport: Send + Sync {
     /// One deploy's reports.
@@ -67,11 +76,19 @@ pub trait Transport: Send + Sync {
     fn beats(&self) -> impl Future<Output = Result<Self::Beats, TransportError>> + Send;
 
     /// Publishes a signed job for `host`; a second copy with the same `job_id` is dropped.
+    /// The ticket names the stored job, so it can be revoked.
     fn publish_job(
         &self,
         host: &str,
         job_id: &str,
         payload: Vec<u8>,
+    ) -> impl Future<Output = Result<JobTicket, TransportError>> + Send;
+
+    /// Removes jobs not yet taken by their executor (a host that comes back after its deploy
+    /// ended must not act on them); jobs already taken or gone are left alone.
+    fn revoke_jobs(
+        &self,
+        tickets: &[JobTicket],
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// The reports of one deploy, from the first not yet acknowledged (a restarted scheduler

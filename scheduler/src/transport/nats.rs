@@ -3,7 +3,9 @@
 
 use super::bus::{Bus, Delivery, DeployEvents};
 use super::lock::{HeldLock as NatsLock, LockError, LockInfo, Locks};
-use super::{Beats, Delivery as DeliveryTrait, HeldLock, Reports, Transport, TransportError};
+use super::{
+    Beats, Delivery as DeliveryTrait, HeldLock, JobTicket, Reports, Transport, TransportError,
+};
 use flotilla_protocol::wire::{Heartbeat, Report, WireError};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -64,8 +66,18 @@ impl Transport for NatsTransport {
         host: &str,
         job_id: &str,
         payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
-        self.bus.publish_job(host, job_id, payload).await
+    ) -> Result<JobTicket, TransportError> {
+        let seq = self.bus.publish_job(host, job_id, payload).await?;
+        Ok(JobTicket {
+            host: host.to_owned(),
+            job_id: job_id.to_owned(),
+            seq,
+        })
+    }
+
+    async fn revoke_jobs(&self, tickets: &[JobTicket]) -> Result<(), TransportError> {
+        let seqs: Vec<u64> = tickets.iter().map(|t| t.seq).collect();
+        self.bus.delete_jobs(&seqs).await
     }
 
     async fn reports(&self, deploy_id: &str) -> Result<DeployEvents, TransportError> {

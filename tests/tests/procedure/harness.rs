@@ -33,6 +33,9 @@ pub enum Behaviour {
     Refuses,
     /// Publishes every report twice (a redelivery).
     Repeats,
+    /// Beats but takes no job (its executor is stuck before the queue, or offline with its
+    /// heartbeat still kept): its jobs wait on the queue.
+    Offline,
     /// Dies (stops reporting and beating, for good) after this many reports.
     DiesAfter(usize),
 }
@@ -119,6 +122,9 @@ impl World {
         self.transport.beat(heartbeat.clone());
         let dead = Arc::new(AtomicBool::new(false));
         tokio::spawn(beat(self.transport.clone(), heartbeat, dead.clone()));
+        if behaviour == Behaviour::Offline {
+            return;
+        }
         let Some(jobs) = self.transport.jobs(host) else {
             panic!("a second executor for {host}");
         };
@@ -222,7 +228,7 @@ async fn serve(
     transport: MemoryTransport,
     executor: Executor<SimRuntime, SimRuntime>,
     verifier: JobVerifier,
-    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    mut jobs: flotilla_scheduler::transport::memory::JobQueue,
     behaviour: Behaviour,
     dead: Arc<AtomicBool>,
 ) {

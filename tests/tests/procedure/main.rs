@@ -592,3 +592,26 @@ async fn resume_targets_the_exact_digest() {
         Err(plans::PlanError::UnknownDeploy(_))
     ));
 }
+
+/// A host whose executor never took its job is failed at `step_timeout`; its job is revoked
+/// when the deploy ends, so the host, coming back later, never switches to the version the
+/// log says it does not run.
+#[tokio::test(start_paused = true)]
+async fn a_failed_hosts_waiting_job_is_revoked() {
+    let world = World::new(&HOSTS, "{step_timeout: 30, max_failures: 1}");
+    world.executor("h1", Behaviour::Healthy);
+    world.executor("h2", Behaviour::Offline);
+    world.executor("h3", Behaviour::Healthy);
+    let (req, result) = world.deploy("v1").await;
+    assert!(matches!(
+        result.expect("deploy runs").outcome.outcome,
+        Outcome::Degraded { .. }
+    ));
+    let failed = host_failed(&world, &req.deploy_id, "h2").expect("h2 failed");
+    assert_eq!(failed.cause, FailureCause::TimedOut);
+    assert!(
+        world.transport.published().iter().any(|(h, _)| h == "h2"),
+        "h2 was sent a job"
+    );
+    assert_eq!(world.transport.waiting_jobs("h2"), 0, "its job is revoked");
+}
