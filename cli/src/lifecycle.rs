@@ -17,21 +17,6 @@ pub fn init_tracing(default: &str) {
         .try_init();
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): the proxy's, so the CLI and the proxy's standalone
+/// binary share one definition.
+pub use flotilla_proxy::shutdown_signal;

@@ -64,11 +64,7 @@ fn rollback_request<T: Transport>(
         tracing::warn!("auto_rollback: no earlier good release to go back to");
         return Ok(None);
     };
-    let Some(image) = previous
-        .images
-        .get(&config.primary_role)
-        .or_else(|| previous.images.values().next())
-    else {
+    let Some(image) = super::plans::release_image(config, previous) else {
         tracing::warn!(version = %previous.version, "auto_rollback: release recorded no digest");
         return Ok(None);
     };

@@ -172,11 +172,7 @@ pub fn rollback_plan(
             Some(v) => PlanError::NoSuchRelease(v.to_owned()),
             None => PlanError::NoEarlierRelease,
         })?;
-    let image = to
-        .images
-        .get(&config.primary_role)
-        .or_else(|| to.images.values().next())
-        .ok_or_else(|| PlanError::NoDigest(to.version.clone()))?;
+    let image = release_image(config, to).ok_or_else(|| PlanError::NoDigest(to.version.clone()))?;
     let release = Release {
         version: to.version.clone(),
         image: format!("{}@{}", config.repository(), image.digest),
@@ -188,6 +184,17 @@ pub fn rollback_plan(
         reason: "requested".into(),
     };
     Ok((narrow.apply(planned, &config.primary_role), started))
+}
+
+/// The image a release ran, by digest: its primary role's, else any role's.
+pub fn release_image<'r>(
+    config: &Config,
+    release: &'r flotilla_events::projection::Release,
+) -> Option<&'r flotilla_events::projection::ImageRef> {
+    release
+        .images
+        .get(&config.primary_role)
+        .or_else(|| release.images.values().next())
 }
 
 /// What `replay ID --resume` rolls out: the deploy's own hosts and its exact image — the

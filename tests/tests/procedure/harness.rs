@@ -164,6 +164,20 @@ impl World {
         }
     }
 
+    /// `replay ID --resume`, as the CLI asks for it.
+    pub fn resume_request(&self, id: &DeployId) -> Request {
+        let (plan, kind) =
+            plans::resume_plan(&self.config, &self.log, id.as_str()).expect("resume plan");
+        Request {
+            plan,
+            kind,
+            deploy_id: id.clone(),
+            resume: true,
+            preamble: Vec::new(),
+            command: "resume",
+        }
+    }
+
     /// Runs `req` to its end.
     pub async fn run(&self, req: &Request) -> Result<Finished, ProcedureError> {
         procedure::run(&self.context(), req, &mut |_| {}, &CancellationToken::new()).await

@@ -11,7 +11,7 @@ use flotilla_events::projection::{Outcome as ReleaseOutcome, Projections, Releas
 use flotilla_events::{DeployId, Event};
 use flotilla_executor::runtime::sim::SimFailure;
 use flotilla_scheduler::procedure::plans;
-use flotilla_scheduler::procedure::{self, ProcedureError, Request};
+use flotilla_scheduler::procedure::{self, ProcedureError};
 use flotilla_scheduler::rollout::Outcome;
 use flotilla_scheduler::transport::lock::{LockError, LockInfo};
 use flotilla_scheduler::transport::{HeldLock, Transport, TransportError};
@@ -322,16 +322,7 @@ async fn resume_after_a_crash_at_every_point_repeats_nothing() {
             ));
             continue;
         }
-        let (plan, kind) =
-            plans::resume_plan(&world.config, &world.log, req.deploy_id.as_str()).expect("plan");
-        let resume = Request {
-            plan,
-            kind,
-            deploy_id: req.deploy_id.clone(),
-            resume: true,
-            preamble: Vec::new(),
-            command: "resume",
-        };
+        let resume = world.resume_request(&req.deploy_id);
         let finished = world.run(&resume).await.expect("resume runs");
         assert_eq!(
             finished.outcome.outcome,
@@ -410,16 +401,7 @@ async fn cancel_stops_dispatching_and_resume_continues() {
     );
     assert!(world.transport.lock_holder("app").is_none());
 
-    let (plan, kind) =
-        plans::resume_plan(&world.config, &world.log, req.deploy_id.as_str()).expect("plan");
-    let resume = Request {
-        plan,
-        kind,
-        deploy_id: req.deploy_id.clone(),
-        resume: true,
-        preamble: Vec::new(),
-        command: "resume",
-    };
+    let resume = world.resume_request(&req.deploy_id);
     let resumed = world.run(&resume).await.expect("resume runs");
     assert_eq!(resumed.outcome.outcome, Outcome::Succeeded);
     assert_eq!(resumed.outcome.already_done, ["h1"]);
