@@ -91,6 +91,16 @@ impl World {
         }
     }
 
+    /// Hosts `h1`, `h2`, `h3` with these executors, and `x-flotilla.rollout` set to `rollout`.
+    pub fn with(rollout: &str, behaviours: [Behaviour; 3]) -> World {
+        let hosts = ["h1", "h2", "h3"];
+        let world = World::new(&hosts, rollout);
+        for (host, behaviour) in hosts.into_iter().zip(behaviours) {
+            world.executor(host, behaviour);
+        }
+        world
+    }
+
     /// Starts a simulated executor on `host`: it beats at once, then takes its jobs.
     pub fn executor(&self, host: &str, behaviour: Behaviour) {
         let sim = SimConfig {

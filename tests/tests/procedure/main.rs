@@ -37,10 +37,10 @@ async fn settle() {
 /// records its own story in order, releases its lock, and no secret is in any event.
 #[tokio::test(start_paused = true)]
 async fn healthy_deploy_succeeds_everywhere_once() {
-    let world = World::new(&HOSTS, "{}");
-    for h in HOSTS {
-        world.executor(h, Behaviour::Healthy);
-    }
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
     let (req, result) = world.deploy("v1").await;
     let finished = result.expect("deploy runs");
     assert_eq!(finished.outcome.outcome, Outcome::Succeeded);
@@ -75,10 +75,14 @@ async fn healthy_deploy_succeeds_everywhere_once() {
 /// the failure names the step and says it failed (not refused, not timed out).
 #[tokio::test(start_paused = true)]
 async fn failed_canary_stops_the_rollout() {
-    let world = World::new(&HOSTS, "{canary: 1}");
-    world.executor("h1", Behaviour::Fails(SimFailure::Unhealthy));
-    world.executor("h2", Behaviour::Healthy);
-    world.executor("h3", Behaviour::Healthy);
+    let world = World::with(
+        "{canary: 1}",
+        [
+            Behaviour::Fails(SimFailure::Unhealthy),
+            Behaviour::Healthy,
+            Behaviour::Healthy,
+        ],
+    );
     let (req, result) = world.deploy("v1").await;
     let finished = result.expect("deploy runs");
     assert!(
@@ -103,10 +107,14 @@ async fn failed_canary_stops_the_rollout() {
 /// version); two failures stop it.
 #[tokio::test(start_paused = true)]
 async fn max_failures_as_a_count() {
-    let world = World::new(&HOSTS, "{max_failures: 1, max_parallel: 1}");
-    world.executor("h1", Behaviour::Healthy);
-    world.executor("h2", Behaviour::Fails(SimFailure::Pull));
-    world.executor("h3", Behaviour::Healthy);
+    let world = World::with(
+        "{max_failures: 1, max_parallel: 1}",
+        [
+            Behaviour::Healthy,
+            Behaviour::Fails(SimFailure::Pull),
+            Behaviour::Healthy,
+        ],
+    );
     let (req, result) = world.deploy("v1").await;
     let outcome = result.expect("deploy runs").outcome;
     assert_eq!(
@@ -122,10 +130,14 @@ async fn max_failures_as_a_count() {
         (Step::PullImage, FailureCause::StepFailed)
     );
 
-    let world = World::new(&HOSTS, "{max_failures: 1, max_parallel: 1}");
-    world.executor("h1", Behaviour::Fails(SimFailure::Pull));
-    world.executor("h2", Behaviour::Fails(SimFailure::Pull));
-    world.executor("h3", Behaviour::Healthy);
+    let world = World::with(
+        "{max_failures: 1, max_parallel: 1}",
+        [
+            Behaviour::Fails(SimFailure::Pull),
+            Behaviour::Fails(SimFailure::Pull),
+            Behaviour::Healthy,
+        ],
+    );
     let (_, result) = world.deploy("v1").await;
     let outcome = result.expect("deploy runs").outcome;
     assert!(
@@ -168,10 +180,14 @@ async fn max_failures_as_a_percentage() {
 /// `step_timeout` at its first step.
 #[tokio::test(start_paused = true)]
 async fn silent_hosts_fail_at_the_step_they_reached() {
-    let world = World::new(&HOSTS, "{step_timeout: 300, max_failures: 2}");
-    world.executor("h1", Behaviour::Healthy);
-    world.executor("h2", Behaviour::DiesAfter(2));
-    world.executor("h3", Behaviour::Silent);
+    let world = World::with(
+        "{step_timeout: 300, max_failures: 2}",
+        [
+            Behaviour::Healthy,
+            Behaviour::DiesAfter(2),
+            Behaviour::Silent,
+        ],
+    );
     let (req, result) = world.deploy("v1").await;
     let outcome = result.expect("deploy runs").outcome;
     assert_eq!(outcome.succeeded, ["h1"]);
@@ -233,10 +249,10 @@ async fn a_host_without_executor_is_named() {
 /// failure.
 #[tokio::test(start_paused = true)]
 async fn a_refused_job_is_a_refusal() {
-    let world = World::new(&HOSTS, "{max_failures: 1}");
-    world.executor("h1", Behaviour::Healthy);
-    world.executor("h2", Behaviour::Refuses);
-    world.executor("h3", Behaviour::Healthy);
+    let world = World::with(
+        "{max_failures: 1}",
+        [Behaviour::Healthy, Behaviour::Refuses, Behaviour::Healthy],
+    );
     let (req, result) = world.deploy("v1").await;
     assert!(matches!(
         result.expect("deploy runs").outcome.outcome,
@@ -255,10 +271,10 @@ async fn a_refused_job_is_a_refusal() {
 /// Every report delivered twice (a redelivery after a lost ack) is recorded once.
 #[tokio::test(start_paused = true)]
 async fn redelivered_reports_are_recorded_once() {
-    let world = World::new(&HOSTS, "{}");
-    for h in HOSTS {
-        world.executor(h, Behaviour::Repeats);
-    }
+    let world = World::with(
+        "{}",
+        [Behaviour::Repeats, Behaviour::Repeats, Behaviour::Repeats],
+    );
     let (req, result) = world.deploy("v1").await;
     assert_eq!(
         result.expect("deploy runs").outcome.outcome,
@@ -367,10 +383,10 @@ fn quiet_injected_crashes() {
 /// `DeployCancelled` is recorded and the lock released; `resume` then finishes the deploy.
 #[tokio::test(start_paused = true)]
 async fn cancel_stops_dispatching_and_resume_continues() {
-    let world = World::new(&HOSTS, "{max_parallel: 1}");
-    for h in HOSTS {
-        world.executor(h, Behaviour::Healthy);
-    }
+    let world = World::with(
+        "{max_parallel: 1}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
     let req = world.deploy_request("v1");
     let cancel = CancellationToken::new();
     let mut watch = |e: &flotilla_events::Envelope| {
@@ -507,10 +523,10 @@ async fn auto_rollback_returns_touched_hosts_to_the_last_good_release() {
 /// refused deploy leaves nothing in the log; with `--lock-wait` it waits for the release.
 #[tokio::test(start_paused = true)]
 async fn lock_contention() {
-    let world = World::new(&HOSTS, "{}");
-    for h in HOSTS {
-        world.executor(h, Behaviour::Healthy);
-    }
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
     let alice = LockInfo {
         holder: "alice".into(),
         message: "maintenance".into(),
@@ -553,10 +569,14 @@ async fn lock_contention() {
 /// moved), and only the deploy's own hosts.
 #[tokio::test(start_paused = true)]
 async fn resume_targets_the_exact_digest() {
-    let world = World::new(&HOSTS, "{max_parallel: 1}");
-    world.executor("h1", Behaviour::Healthy);
-    world.executor("h2", Behaviour::Fails(SimFailure::Unhealthy));
-    world.executor("h3", Behaviour::Healthy);
+    let world = World::with(
+        "{max_parallel: 1}",
+        [
+            Behaviour::Healthy,
+            Behaviour::Fails(SimFailure::Unhealthy),
+            Behaviour::Healthy,
+        ],
+    );
     let mut req = world.deploy_request("v1");
     req.plan.hosts.retain(|h| h.host != "h3");
     world.run(&req).await.expect("deploy runs");
@@ -580,10 +600,10 @@ async fn resume_targets_the_exact_digest() {
 /// log says it does not run.
 #[tokio::test(start_paused = true)]
 async fn a_failed_hosts_waiting_job_is_revoked() {
-    let world = World::new(&HOSTS, "{step_timeout: 30, max_failures: 1}");
-    world.executor("h1", Behaviour::Healthy);
-    world.executor("h2", Behaviour::Offline);
-    world.executor("h3", Behaviour::Healthy);
+    let world = World::with(
+        "{step_timeout: 30, max_failures: 1}",
+        [Behaviour::Healthy, Behaviour::Offline, Behaviour::Healthy],
+    );
     let (req, result) = world.deploy("v1").await;
     assert!(matches!(
         result.expect("deploy runs").outcome.outcome,
