@@ -34,6 +34,10 @@ const MAX_REPORTS_PER_APPEND: usize = 512;
 /// With nothing to wait for, the loop still wakes this often, so step timeouts are noticed
 /// without an event.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How long a resume waits for the reports stored while no scheduler ran: those a dead
+/// scheduler took but never acknowledged come again only after the consumer's ack wait.
+const DRAIN_WAIT: Duration =
+    Duration::from_secs(flotilla_protocol::subjects::REPORT_ACK_WAIT.as_secs() + 5);
 /// How long a job stays valid: long enough for a slow pull and health check, short enough
 /// that a captured job is useless soon after.
 pub const JOB_VALIDITY: Duration = Duration::from_secs(3600);
@@ -336,17 +340,31 @@ impl<T: Transport> Engine<'_, T> {
         })
     }
 
-    /// Records the events already waiting on the deploy's subscription (acknowledging each
-    /// after the append); anything else waiting (a stale refusal) is acknowledged and dropped.
+    /// Records the reports already stored when the deploy's subscription was made (acknowledging
+    /// each after the append), waiting for them up to [`DRAIN_WAIT`]; anything else waiting (a
+    /// stale refusal) is acknowledged and dropped.
     async fn drain_waiting(
         &self,
         run: &DeployRun<'_>,
         reports: &mut T::Reports,
         watch: &mut dyn FnMut(&Envelope),
     ) -> Result<(), EngineError> {
+        let want = usize::try_from(reports.waiting()).unwrap_or(usize::MAX);
+        let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
         let mut deliveries = Vec::new();
-        while let Some(Some(delivery)) = reports.next().now_or_never() {
-            deliveries.push(delivery?);
+        while deliveries.len() < want {
+            match tokio::time::timeout_at(deadline, reports.next()).await {
+                Ok(Some(delivery)) => deliveries.push(delivery?),
+                Ok(None) => return Err(TransportError::Closed.into()),
+                Err(_) => {
+                    tracing::warn!(
+                        got = deliveries.len(),
+                        want,
+                        "not every stored report arrived before resuming"
+                    );
+                    break;
+                }
+            }
         }
         let events = deliveries
             .iter()

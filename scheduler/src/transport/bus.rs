@@ -210,15 +210,19 @@ impl Bus {
             .await
             .map_err(nats)?;
         let spec = subjects::deploy_consumer_spec(deploy_id);
-        let consumer = stream
+        let mut consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &subjects::deploy_consumer(deploy_id),
                 consumer_config(&spec),
             )
             .await
             .map_err(nats)?;
+        // Reports stored before this subscription: not yet delivered, or delivered to a
+        // scheduler that died before acknowledging them (they come again after the ack wait).
+        let info = consumer.info().await.map_err(nats)?;
+        let waiting = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
         let messages = consumer.messages().await.map_err(nats)?;
-        Ok(DeployEvents { messages })
+        Ok(DeployEvents { messages, waiting })
     }
 }
 
@@ -249,6 +253,8 @@ impl Bus {
 /// One deploy's reports, in order; each must be acknowledged after it is durable.
 pub struct DeployEvents {
     messages: pull::Stream,
+    /// Reports already stored when the subscription was made.
+    pub waiting: u64,
 }
 
 impl std::fmt::Debug for DeployEvents {

@@ -266,9 +266,15 @@ impl Transport for MemoryTransport {
     }
 
     async fn reports(&self, deploy_id: &str) -> Result<MemoryReports, TransportError> {
+        let waiting = self
+            .state()
+            .deploys
+            .get(deploy_id)
+            .map_or(0, |q| q.pending.len() as u64);
         Ok(MemoryReports {
             transport: self.clone(),
             deploy_id: deploy_id.to_owned(),
+            waiting,
         })
     }
 
@@ -329,10 +335,15 @@ impl Transport for MemoryTransport {
 pub struct MemoryReports {
     transport: MemoryTransport,
     deploy_id: String,
+    waiting: u64,
 }
 
 impl Reports for MemoryReports {
     type Delivery = MemoryDelivery;
+
+    fn waiting(&self) -> u64 {
+        self.waiting
+    }
 
     async fn next(&mut self) -> Option<Result<MemoryDelivery, TransportError>> {
         loop {

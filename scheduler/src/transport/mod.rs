@@ -124,6 +124,9 @@ pub trait Beats: Send {
 /// A stream of one deploy's reports, in order.
 pub trait Reports: Send {
     type Delivery: Delivery;
+    /// How many reports were already stored when the subscription was made (a resumed
+    /// deploy's reports sent while no scheduler ran); they arrive first.
+    fn waiting(&self) -> u64;
     /// The next report; `None` when the subscription ended.
     fn next(
         &mut self,

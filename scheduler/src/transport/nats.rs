@@ -104,6 +104,10 @@ impl Transport for NatsTransport {
 impl Reports for DeployEvents {
     type Delivery = Delivery;
 
+    fn waiting(&self) -> u64 {
+        self.waiting
+    }
+
     async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
         DeployEvents::next(self).await
     }
