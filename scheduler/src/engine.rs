@@ -122,10 +122,17 @@ impl Reached {
     }
 }
 
+/// The least silence that counts an executor as lost, whatever its period: a beat waits for
+/// a Docker call (the running containers it reports), and a busy engine or host can hold it
+/// back a few seconds without anything being wrong.
+const LEAST_SILENCE_BEFORE_LOST: Duration = Duration::from_secs(15);
+
 /// How long an executor that beats every `period_ms` may stay silent before it counts as
-/// lost.
+/// lost: three of its periods, and never less than [`LEAST_SILENCE_BEFORE_LOST`].
 fn lost_after(period_ms: u64) -> Duration {
-    Duration::from_millis(period_ms.max(1)) * flotilla_protocol::subjects::BEATS_MISSED_BEFORE_LOST
+    let periods = Duration::from_millis(period_ms.max(1))
+        * flotilla_protocol::subjects::BEATS_MISSED_BEFORE_LOST;
+    periods.max(LEAST_SILENCE_BEFORE_LOST)
 }
 
 /// The two live subscriptions a run reads.
@@ -656,4 +663,17 @@ pub fn resume_points(plan: &Plan, history: &[Envelope]) -> (BTreeMap<String, usi
         points.insert(host.host.clone(), done);
     }
     (points, succeeded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An executor beating every second is not lost after three seconds of a busy host, only
+    /// after the floor; a slow one after three of its own periods.
+    #[test]
+    fn lost_after_three_periods_never_under_the_floor() {
+        assert_eq!(lost_after(1_000), LEAST_SILENCE_BEFORE_LOST);
+        assert_eq!(lost_after(10_000), Duration::from_secs(30));
+    }
 }
