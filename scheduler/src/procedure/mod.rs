@@ -144,7 +144,13 @@ pub async fn run<T: Transport>(
     };
     // Taken before anything is recorded, so a refused deploy leaves no trace in the log.
     let lock = lock(ctx, req).await?;
-    record_request(ctx, &engine, req, watch)?;
+    if let Err(e) = record_request(ctx, &engine, req, watch) {
+        // Nothing ran: free the lock now rather than when it expires.
+        if let Err(released) = lock.release().await {
+            tracing::warn!(error = %released, "releasing the deploy lock");
+        }
+        return Err(e);
+    }
     let started = tokio::time::Instant::now();
     let rolled = roll_out(ctx, &engine, req, watch, cancel).await;
     unlock(ctx, lock, req, watch).await?;
