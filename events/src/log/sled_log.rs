@@ -221,6 +221,19 @@ impl SledLog {
     }
 }
 
+/// sled locks its data file for as long as any of its threads holds the database: a database
+/// this process just dropped (its flusher finishing its last tick) still holds it for a moment.
+/// The log's own `writer.lock` keeps other processes out, so a conflict on sled's lock here is
+/// that moment, waited out rather than reported.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often sled's lock is tried again meanwhile: a `flock` held by a thread cannot be awaited.
+const SLED_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether sled could not take its own file lock.
+fn held_by_sled(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 /// The directory of sled's files inside the log directory.
 pub(super) const STORE_DIR: &str = "sled";
 
@@ -228,7 +241,17 @@ pub(super) const STORE_DIR: &str = "sled";
 /// (errors name the log).
 pub(super) fn open_store(path: &Path, store: &Path) -> Result<sled::Db, LogError> {
     let config = sled::Config::new().path(store);
-    let db = guard(path, || config.open())?;
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    let db = loop {
+        match guard(path, || config.open()) {
+            Err(LogError::Io { source, .. })
+                if held_by_sled(&source) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(SLED_LOCK_RETRY);
+            }
+            other => break other?,
+        }
+    };
     // sled made its files with the process umask; they hold the events.
     sled_dir::restrict_files(store)?;
     Ok(db)
