@@ -135,6 +135,25 @@ fn lost_after(period_ms: u64) -> Duration {
     periods.max(LEAST_SILENCE_BEFORE_LOST)
 }
 
+/// Per host from its heartbeat: its liveness (last seen now, how long it may stay silent)
+/// and its sealing key.
+#[allow(clippy::type_complexity)]
+fn keys_and_liveness(
+    heartbeats: BTreeMap<String, flotilla_protocol::wire::Heartbeat>,
+) -> (
+    BTreeMap<String, (tokio::time::Instant, Duration)>,
+    BTreeMap<String, String>,
+) {
+    let now = tokio::time::Instant::now();
+    let mut alive = BTreeMap::new();
+    let mut keys = BTreeMap::new();
+    for (host, hb) in heartbeats {
+        alive.insert(host.clone(), (now, lost_after(hb.period_ms)));
+        keys.insert(host, hb.sealing_key);
+    }
+    (alive, keys)
+}
+
 /// The two live subscriptions a run reads.
 struct Streams<'a, T: Transport> {
     reports: &'a mut T::Reports,
@@ -288,15 +307,7 @@ impl<T: Transport> Engine<'_, T> {
             .transport
             .heartbeats(&names, run.heartbeat_wait)
             .await?;
-        let now = tokio::time::Instant::now();
-        let alive = heartbeats
-            .iter()
-            .map(|(h, hb)| (h.clone(), (now, lost_after(hb.period_ms))))
-            .collect();
-        let host_keys: BTreeMap<String, String> = heartbeats
-            .into_iter()
-            .map(|(h, hb)| (h, hb.sealing_key))
-            .collect();
+        let (alive, host_keys) = keys_and_liveness(heartbeats);
         let mut beats = self.transport.beats().await?;
         let batch = run.policy.batch.map_or(todo.len(), |b| b.of(todo.len()));
         let started = DeployStarted {
@@ -329,15 +340,8 @@ impl<T: Transport> Engine<'_, T> {
             .roll_out(&run, &mut progress, &mut streams, &host_keys, watch, cancel)
             .await?;
         self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
-        // A host that was failed (timed out, lost) may come back later: the job it never took
-        // must not switch it to a version the log says it does not run.
-        if let Err(e) = self.transport.revoke_jobs(&progress.dispatched).await {
-            tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's waiting jobs were not revoked");
-        }
         drop(reports);
-        if let Err(e) = self.transport.forget_reports(run.deploy_id.as_str()).await {
-            tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's report consumer was not deleted");
-        }
+        self.clean_up(&run, &progress.dispatched).await;
         Ok(RunOutcome {
             succeeded: progress.rollout.hosts_with(HostStatus::Succeeded),
             failed: progress.rollout.hosts_with(HostStatus::Failed),
@@ -345,6 +349,18 @@ impl<T: Transport> Engine<'_, T> {
             outcome,
             cancelled: progress.cancelled,
         })
+    }
+
+    /// After the outcome is durable: revoke the jobs no executor took (a host that was failed,
+    /// timed out or lost, may come back later and must not switch to a version the log says
+    /// it does not run) and delete the deploy's report consumer. Failures only warn.
+    async fn clean_up(&self, run: &DeployRun<'_>, dispatched: &[JobTicket]) {
+        if let Err(e) = self.transport.revoke_jobs(dispatched).await {
+            tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's waiting jobs were not revoked");
+        }
+        if let Err(e) = self.transport.forget_reports(run.deploy_id.as_str()).await {
+            tracing::warn!(error = %e, deploy = %run.deploy_id, "the deploy's report consumer was not deleted");
+        }
     }
 
     /// Records the reports already stored when the deploy's subscription was made (acknowledging

@@ -368,15 +368,7 @@ fn killed_scheduler_is_resumed_without_repeating_finished_hosts() {
     let project = Project::new(&fleet, "");
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
 
-    let mut child = std::process::Command::new(&project.flotilla)
-        .args(["deploy", "--version", "v2", "--json"])
-        .current_dir(project.root())
-        .env("DOCKER_HOST", fleet.builder_docker_host())
-        .envs([("APP_VERSION", "v2"), ("MAX_PARALLEL", "1")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = deploy_v2_one_host_at_a_time(&project, &fleet, std::process::Stdio::null());
     let mut deploy_id = String::new();
     let mut finished_host = String::new();
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
@@ -433,15 +425,7 @@ fn sigterm_cancels_the_deploy_and_resume_continues_it() {
     let project = Project::new(&fleet, "");
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
 
-    let mut child = std::process::Command::new(&project.flotilla)
-        .args(["deploy", "--version", "v2", "--json"])
-        .current_dir(project.root())
-        .env("DOCKER_HOST", fleet.builder_docker_host())
-        .envs([("APP_VERSION", "v2"), ("MAX_PARALLEL", "1")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = deploy_v2_one_host_at_a_time(&project, &fleet, std::process::Stdio::piped());
     let mut deploy_id = String::new();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
@@ -496,6 +480,24 @@ fn sigterm_cancels_the_deploy_and_resume_continues_it() {
             host.name
         );
     }
+}
+
+/// `flotilla deploy --version v2 --json` one host at a time, in the background, its events on
+/// a pipe: the start of the tests that stop a deploy midway.
+fn deploy_v2_one_host_at_a_time(
+    project: &Project,
+    fleet: &Fleet,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", "v2", "--json"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        .envs([("APP_VERSION", "v2"), ("MAX_PARALLEL", "1")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
 }
 
 /// Two deploys at once: the second is refused while the first holds the lock, naming the
