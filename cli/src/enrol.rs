@@ -50,7 +50,7 @@ pub async fn enroll_host(
     let text = String::from_utf8_lossy(&out.stdout);
     let identity = PublicIdentity::parse(&text)
         .with_context(|| format!("{host}: {path} is not an executor identity"))?;
-    let enrolled = enrolled(log)?;
+    let enrolled = flotilla_events::Enrolled::from_log(log).context("read the event log")?;
     let decision = enrolment::decide(
         &enrolled,
         host,
@@ -78,16 +78,6 @@ pub async fn enroll_host(
             Ok(Outcome::Enrolled { signing_key })
         }
     }
-}
-
-/// Every host's enrolment, folded from the log.
-pub fn enrolled(log: &dyn EventLog) -> anyhow::Result<flotilla_events::Enrolled> {
-    use flotilla_events::Projection as _;
-    let mut state = flotilla_events::Enrolled::default();
-    for event in log.read_all().context("read the event log")? {
-        state.apply(&event.context("read the event log")?);
-    }
-    Ok(state)
 }
 
 fn ssh_error(host: &str, e: flotilla_ssh::Error) -> anyhow::Error {

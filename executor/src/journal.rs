@@ -1,7 +1,10 @@
 //! The executor's memory of finished jobs (keyed by job id and issue time): for each, the
 //! exact reports it published, kept until the job expires. A job delivered again (a duplicate, a redelivery after a lost ack,
 //! a replay) is never run twice: its recorded reports are published again, byte for byte.
-//! Stored as JSON in the state directory, replaced atomically.
+//! It also keeps the newest job generation this host applied, written before the job runs:
+//! a job of a lower generation is refused, across restarts, and when that cannot be written
+//! the job does not run (fail closed).
+//! Stored as JSON in the state directory (mode 0600), replaced atomically.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,11 +29,28 @@ struct Entry {
     reports: Vec<String>,
 }
 
-/// Finished jobs by id.
+/// The file's shape.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    /// The newest job generation applied here.
+    generation: u64,
+    jobs: BTreeMap<String, Entry>,
+}
+
+/// Finished jobs by id, and the newest generation applied.
 #[derive(Debug, Default)]
 pub struct Journal {
     path: Option<PathBuf>,
     entries: BTreeMap<String, Entry>,
+    generation: u64,
+}
+
+/// A job older than the newest this host applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job generation {job} is older than {applied}, the newest this host applied")]
+pub struct Stale {
+    pub job: u64,
+    pub applied: u64,
 }
 
 impl Journal {
@@ -45,15 +65,41 @@ impl Journal {
             path: path.to_owned(),
             message,
         };
-        let entries = match std::fs::read(path) {
+        let stored: Stored = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(e) => return Err(err(e.to_string())),
         };
         Ok(Self {
             path: Some(path.to_owned()),
-            entries,
+            entries: stored.jobs,
+            generation: stored.generation,
         })
+    }
+
+    /// The newest generation applied here.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Admits a job of `generation` before it runs: refuses it if older than the newest
+    /// applied, else makes it the newest, durably. An error means the job must not run.
+    pub fn begin(&mut self, generation: u64) -> Result<Result<(), Stale>, JournalError> {
+        if generation < self.generation {
+            return Ok(Err(Stale {
+                job: generation,
+                applied: self.generation,
+            }));
+        }
+        if generation > self.generation {
+            let before = self.generation;
+            self.generation = generation;
+            if let Err(e) = self.save() {
+                self.generation = before;
+                return Err(e);
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// The reports of finished job `id`, as published.
@@ -93,19 +139,37 @@ impl Journal {
             path: path.clone(),
             message: e.to_string(),
         };
-        let bytes = serde_json::to_vec(&self.entries).map_err(|e| JournalError {
+        let stored = StoredRef {
+            generation: self.generation,
+            jobs: &self.entries,
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| JournalError {
             path: path.clone(),
             message: e.to_string(),
         })?;
         let tmp = path.with_extension("tmp");
         {
             use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?;
             f.write_all(&bytes).map_err(err)?;
             f.sync_all().map_err(err)?;
         }
         std::fs::rename(&tmp, path).map_err(err)
     }
+}
+
+/// [`Stored`] borrowed, for writing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    generation: u64,
+    jobs: &'a BTreeMap<String, Entry>,
 }
 
 #[cfg(test)]
@@ -130,5 +194,33 @@ mod tests {
         assert_eq!(j.finished("old"), None);
         assert_eq!(j.finished("b"), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A job older than the newest applied is refused, also after a restart; a job of the
+    /// same generation (a redelivery or resume of it) is admitted; when the generation cannot
+    /// be written the job is not admitted and the journal is unchanged.
+    #[test]
+    fn generations_only_grow_and_fail_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.json");
+        let mut j = Journal::load(&path).unwrap();
+        assert_eq!(j.begin(10).unwrap(), Ok(()));
+        assert_eq!(j.begin(10).unwrap(), Ok(()));
+        let mut j = Journal::load(&path).unwrap();
+        assert_eq!(j.generation(), 10);
+        assert_eq!(
+            j.begin(9).unwrap(),
+            Err(Stale {
+                job: 9,
+                applied: 10
+            })
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A journal whose directory is gone cannot be written: fail closed.
+        let mut broken = Journal::load(&dir.path().join("gone/jobs.json")).unwrap();
+        assert!(broken.begin(11).is_err());
+        assert_eq!(broken.generation(), 0);
     }
 }

@@ -14,9 +14,10 @@ use crate::job::{JobOutcome, Sink, SinkError, run_job};
 use crate::journal::Journal;
 use crate::runtime::{Proxy, Runtime};
 use crate::steps::Executor;
+use flotilla_protocol::identity::ReportSigner;
 use flotilla_protocol::signing::{Admission, JobVerifier};
 use flotilla_protocol::subjects;
-use flotilla_protocol::wire::{self, Heartbeat, Report};
+use flotilla_protocol::wire::{self, Heartbeat, Refusal, RefusalReason, Report, SignedReport};
 
 /// How the executor reaches NATS.
 #[derive(Debug, Clone)]
@@ -42,6 +43,9 @@ pub enum TransportError {
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a running job tells the server it is still being worked on.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long a job waits before it is delivered again when this host could not take it
+/// (its reports could not be published, or the journal could not be written).
+const RETRY_DELIVERY: Duration = Duration::from_secs(1);
 
 fn next_backoff(d: Duration) -> Duration {
     (d * 2).min(MAX_BACKOFF)
@@ -51,6 +55,7 @@ fn next_backoff(d: Duration) -> Duration {
 pub async fn run<R: Runtime, P: Proxy>(
     executor: Arc<Executor<R, P>>,
     verifier: JobVerifier,
+    signer: ReportSigner,
     journal: Journal,
     settings: NatsSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -89,9 +94,13 @@ pub async fn run<R: Runtime, P: Proxy>(
     ));
     let js = jetstream::new(client.clone());
     let journal = Mutex::new(journal);
+    let sink = JetStreamSink {
+        js: js.clone(),
+        signer,
+    };
     let mut backoff = Duration::from_millis(200);
     while !*shutdown.borrow() {
-        match consume(&executor, &verifier, &journal, &js, &mut shutdown).await {
+        match consume(&executor, &verifier, &journal, &sink, &mut shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "job consumer lost, rebinding");
@@ -117,10 +126,11 @@ async fn consume<R: Runtime, P: Proxy>(
     executor: &Executor<R, P>,
     verifier: &JobVerifier,
     journal: &Mutex<Journal>,
-    js: &Context,
+    sink: &JetStreamSink,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let host = executor.host();
+    let js = &sink.js;
     js.get_or_create_stream(flotilla_protocol::nats::stream_config(
         &subjects::jobs_stream(),
     ))
@@ -142,6 +152,19 @@ async fn consume<R: Runtime, P: Proxy>(
         )
         .await
         .map_err(|e| format!("consumer {}: {e}", subjects::job_consumer(host)))?;
+    // A consumer of this name made by someone else with another filter would feed this host
+    // nothing (or another host's jobs): refuse to bind rather than wait silently.
+    let want = subjects::job_subject(host);
+    let filter = consumer.cached_info().config.filter_subject.clone();
+    if filter != want {
+        return Err(format!(
+            "consumer {} filters {filter:?}, not this host's jobs {want:?}: refusing to bind \
+             (delete it with `nats consumer rm {} {}`; the scheduler recreates it)",
+            subjects::job_consumer(host),
+            subjects::JOBS_STREAM,
+            subjects::job_consumer(host)
+        ));
+    }
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(1)
@@ -151,7 +174,6 @@ async fn consume<R: Runtime, P: Proxy>(
         .await
         .map_err(|e| format!("pull: {e}"))?;
     tracing::info!(consumer = %subjects::job_consumer(host), subject = %subjects::job_subject(host), "waiting for jobs");
-    let sink = JetStreamSink { js: js.clone() };
     loop {
         let message = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -162,7 +184,7 @@ async fn consume<R: Runtime, P: Proxy>(
             Some(Err(e)) => return Err(format!("pull: {e}")),
             Some(Ok(m)) => m,
         };
-        handle(executor, verifier, journal, &sink, &message, shutdown).await?;
+        handle(executor, verifier, journal, sink, &message, shutdown).await?;
         if *shutdown.borrow() {
             return Ok(());
         }
@@ -189,14 +211,13 @@ async fn handle<R: Runtime, P: Proxy>(
             tracing::warn!(subject = %message.subject, bytes = message.payload.len(), error = %e, "terminating a message that is not a job");
             return ack(AckKind::Term).await;
         }
-        Admission::Refuse(refusal) => {
-            tracing::warn!(job = %refusal.job_id, reason = ?refusal.reason, detail = %refusal.detail, "job refused");
-            if let Err(e) = sink.report(&Report::Refused(refusal)).await {
-                tracing::warn!(error = %e, "could not report refusal; will see the job again");
-                return ack(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            }
+        Admission::Refuse(refusal) if !refusal.reason.job_was_signed() => {
+            // Not the scheduler's: its deploy and job ids are whatever the sender wrote, so
+            // reporting it would let anyone fail a deploy. Logged here, never published.
+            tracing::warn!(subject = %message.subject, reason = ?refusal.reason, detail = %refusal.detail, "terminating a message the scheduler did not sign");
             return ack(AckKind::Term).await;
         }
+        Admission::Refuse(refusal) => return refuse(sink, refusal, ack).await,
         Admission::Accept(job) => job,
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
@@ -210,10 +231,30 @@ async fn handle<R: Runtime, P: Proxy>(
                 && let Err(e) = sink.report(&report).await
             {
                 tracing::warn!(error = %e, "re-sending failed");
-                return ack(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
             }
         }
         return ack(AckKind::Ack).await;
+    }
+    let admitted = journal.lock().await.begin(job.generation);
+    match admitted {
+        Ok(Ok(())) => {}
+        Ok(Err(stale)) => {
+            let refusal = Refusal {
+                job_id: job.id.clone(),
+                deploy_id: job.deploy_id.to_string(),
+                host: executor.host().to_owned(),
+                reason: RefusalReason::Stale,
+                detail: stale.to_string(),
+                at: now,
+            };
+            return refuse(sink, refusal, ack).await;
+        }
+        Err(e) => {
+            // Fail closed: a job whose generation cannot be remembered could be replayed.
+            tracing::error!(job = %job.id, error = %e, "cannot write the job journal: not running the job");
+            return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
+        }
     }
     tracing::info!(job = %job.id, deploy = %job.deploy_id, steps = job.steps.len(), delivered, "job accepted");
     let run = run_job(executor, &job, sink, shutdown);
@@ -237,7 +278,10 @@ async fn handle<R: Runtime, P: Proxy>(
                 .filter_map(|r| wire::encode(r).ok())
                 .collect();
             if let Err(e) = journal.lock().await.record(&key, job.expires_at, &encoded) {
-                tracing::warn!(error = %e, "could not record the finished job");
+                // Unremembered, a redelivery would run it again (steps are idempotent, but
+                // the journal is what makes that a rule): hand it back rather than ack.
+                tracing::error!(job = %job.id, error = %e, "could not record the finished job; handing it back");
+                return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
             }
             tracing::info!(job = %job.id, "job finished");
             ack(AckKind::Ack).await
@@ -245,14 +289,30 @@ async fn handle<R: Runtime, P: Proxy>(
         Ok(JobOutcome::Interrupted) => ack(AckKind::Nak(None)).await,
         Err(e) => {
             tracing::warn!(job = %job.id, error = %e, "reports not published; job handed back");
-            ack(AckKind::Nak(Some(Duration::from_secs(1)))).await
+            ack(AckKind::Nak(Some(RETRY_DELIVERY))).await
         }
     }
 }
 
-/// Publishes reports to the events stream and waits for the stream's ack.
+/// Reports a refusal of a job the scheduler signed, then terminates it.
+async fn refuse<F, Fut>(sink: &JetStreamSink, refusal: Refusal, ack: F) -> Result<(), String>
+where
+    F: Fn(AckKind) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    tracing::warn!(job = %refusal.job_id, reason = ?refusal.reason, detail = %refusal.detail, "job refused");
+    if let Err(e) = sink.report(&Report::Refused(refusal)).await {
+        tracing::warn!(error = %e, "could not report refusal; will see the job again");
+        return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
+    }
+    ack(AckKind::Term).await
+}
+
+/// Publishes reports, signed with the host's key, to the events stream and waits for the
+/// stream's ack.
 struct JetStreamSink {
     js: Context,
+    signer: ReportSigner,
 }
 
 impl Sink for JetStreamSink {
@@ -270,7 +330,10 @@ impl Sink for JetStreamSink {
                 format!("refused-{}-{}", r.job_id, r.at.unix_ms()),
             ),
         };
-        let payload = wire::encode(report).map_err(|e| SinkError(e.to_string()))?;
+        let report = wire::encode(report).map_err(|e| SinkError(e.to_string()))?;
+        let signature = self.signer.sign(&report);
+        let payload = wire::encode(&SignedReport { report, signature })
+            .map_err(|e| SinkError(e.to_string()))?;
         let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(id);
@@ -313,7 +376,6 @@ async fn heartbeats<R: Runtime, P: Proxy>(
             executor_version: env!("CARGO_PKG_VERSION").to_owned(),
             docker_version: docker_version.clone(),
             containers,
-            sealing_key: executor.host_key().public_key_base64(),
             at: flotilla_events::Timestamp::now(),
             period_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
         };

@@ -16,9 +16,12 @@ use crate::wire::{self, Job, Refusal, RefusalReason, SignedJob, WireError};
 /// Domain separation: a signature over a job can never be mistaken for one over anything else.
 pub const JOB_SIGNING_CONTEXT: &[u8] = b"flotilla job v1\0";
 
-/// The longest validity an executor accepts. It remembers completed jobs at least this long,
-/// so a job can never run twice: within its validity it is remembered, after it is expired.
-pub const MAX_JOB_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// How long a job the scheduler issues stays valid, and the longest validity an executor
+/// accepts (one number, so the window an attacker could replay in is no wider than what the
+/// scheduler needs): an hour covers a host's whole rollout, waiting for its batch included.
+/// The executor remembers completed jobs at least this long, so a job can never run twice:
+/// within its validity it is remembered, after it is expired.
+pub const MAX_JOB_VALIDITY: Duration = Duration::from_secs(3600);
 
 /// A key that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +168,9 @@ impl JobVerifier {
             return refuse(
                 RefusalReason::ExpiryTooFar,
                 format!(
-                    "job expires at {}, more than {}h from now",
+                    "job expires at {}, more than {}s from now",
                     job.expires_at,
-                    MAX_JOB_VALIDITY.as_secs() / 3600
+                    MAX_JOB_VALIDITY.as_secs()
                 ),
             );
         }
@@ -188,6 +191,7 @@ mod tests {
             host: host.into(),
             issued_at: now,
             expires_at: Timestamp::from_unix_ms(now.unix_ms() + expires_in_ms),
+            generation: 1,
             steps: vec![],
         }
     }
@@ -251,7 +255,7 @@ mod tests {
             Some(RefusalReason::Expired)
         );
 
-        let forever = signer.sign(&job("10.0.0.5", 48 * 3600 * 1000)).unwrap();
+        let forever = signer.sign(&job("10.0.0.5", 2 * 3600 * 1000)).unwrap();
         assert_eq!(
             reason(verifier.admit(&forever, now)),
             Some(RefusalReason::ExpiryTooFar)

@@ -12,10 +12,11 @@ use flotilla_events::{DeployId, NewEvent, Timestamp};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version byte this build writes. Older versions it can still read are listed in
-/// [`decode`], each with its frozen shapes and an upcast. Version 1 (before event schema 3
-/// gave `HostFailed` its cause) is not read: agents are upgraded with the CLI (`setup`), and
-/// a message from an older agent is an "unknown version" error naming both versions.
-pub const WIRE_VERSION: u8 = 2;
+/// [`decode`], each with its frozen shapes and an upcast. Versions 1 and 2 (before reports
+/// were signed and jobs carried a generation) are not read: agents are upgraded with the CLI
+/// (`setup`), and a message from an older agent is an "unknown version" error naming both
+/// versions; an unsigned report must never be taken for a signed one.
+pub const WIRE_VERSION: u8 = 3;
 
 /// A message that is not a value of the expected type in a format this build reads.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,10 @@ pub struct Job {
     pub issued_at: Timestamp,
     /// After this the executor refuses the job: a captured job cannot be replayed later.
     pub expires_at: Timestamp,
+    /// Grows with every job the scheduler issues to a host (its issue time in milliseconds,
+    /// never below the last one it issued there): an executor refuses a job older than the
+    /// newest it applied, so a captured job that never ran cannot roll a host back later.
+    pub generation: u64,
     /// What to do, in order; the first failure stops the job.
     pub steps: Vec<JobStep>,
 }
@@ -306,7 +311,18 @@ pub struct StopContainer {
     pub stop_timeout_s: u32,
 }
 
-/// What an executor publishes on `flotilla.evt.<deploy>.<host>`.
+/// A report as published: the encoded [`Report`] and the host's ed25519 signature over it
+/// (see [`crate::identity`]). The scheduler records nothing that does not verify against the
+/// host's enrolled key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReport {
+    /// `encode(&Report)`: the exact bytes the signature covers.
+    pub report: Vec<u8>,
+    /// 64-byte ed25519 signature over `REPORT_SIGNING_CONTEXT || report`.
+    pub signature: Vec<u8>,
+}
+
+/// What an executor publishes on `flotilla.evt.<deploy>.<host>`, inside a [`SignedReport`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
     /// A step's event, or the job's final `HostSucceeded` / `HostFailed`.
@@ -348,6 +364,16 @@ pub enum RefusalReason {
     /// Valid for longer than the executor remembers jobs: it could be replayed later.
     ExpiryTooFar,
     WrongHost,
+    /// Older than the newest job this host applied (its generation is lower): a replay.
+    Stale,
+}
+
+impl RefusalReason {
+    /// Whether the refused bytes were a job the scheduler signed. Only then are the job's
+    /// deploy and job ids its own; an unsigned or forged message says nothing about a deploy.
+    pub fn job_was_signed(self) -> bool {
+        !matches!(self, RefusalReason::Unsigned | RefusalReason::BadSignature)
+    }
 }
 
 /// What an executor publishes on `flotilla.hb.<host>` every few seconds.
@@ -358,8 +384,7 @@ pub struct Heartbeat {
     pub docker_version: String,
     /// Names of the containers Flotilla manages (label `service`), running ones.
     pub containers: Vec<String>,
-    /// The host's sealing key (base64 x25519): what secrets for this host are sealed to.
-    pub sealing_key: String,
+    /// Liveness only: a heartbeat never carries key material (keys come from enrolment).
     pub at: Timestamp,
     /// How often this executor beats: the scheduler counts it lost after
     /// [`crate::subjects::BEATS_MISSED_BEFORE_LOST`] periods without one.

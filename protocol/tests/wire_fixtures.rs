@@ -10,12 +10,13 @@ use flotilla_events::{DeployId, EventId, NewEvent, Timestamp};
 use flotilla_protocol::wire::*;
 use std::path::PathBuf;
 
-/// One of every message kind and every job step, as version 2 wrote them.
+/// One of every message kind and every job step, as version 3 wrote them.
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Sample {
     job: Job,
     signed: SignedJob,
     reports: Vec<Report>,
+    signed_report: SignedReport,
     heartbeat: Heartbeat,
 }
 
@@ -118,6 +119,7 @@ fn sample() -> Sample {
         host: "h1".into(),
         issued_at: at(0),
         expires_at: at(3_600_000),
+        generation: 1_790_000_000_000,
         steps,
     };
     let event = |n: u128, e: flotilla_events::Event| NewEvent {
@@ -136,6 +138,10 @@ fn sample() -> Sample {
         duration_ms: 40,
     };
     Sample {
+        signed_report: SignedReport {
+            report: vec![4, 5, 6],
+            signature: vec![8; 64],
+        },
         signed: SignedJob {
             job: vec![1, 2, 3],
             signature: vec![9; 64],
@@ -165,7 +171,6 @@ fn sample() -> Sample {
             executor_version: "0.1.0".into(),
             docker_version: "20.10.24".into(),
             containers: vec!["app-web-staging-v1".into()],
-            sealing_key: "a2V5".into(),
             at: at(6),
             period_ms: 5000,
         },
@@ -173,15 +178,26 @@ fn sample() -> Sample {
     }
 }
 
-/// Version 2 messages still decode, field for field.
+/// Version 3 messages still decode, field for field.
 #[test]
-fn version_2_messages_decode() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wire-v2.bin");
+fn version_3_messages_decode() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wire-v3.bin");
     if !path.exists() && std::env::var_os("FLOTILLA_BLESS").is_some() {
         std::fs::write(&path, encode(&sample()).expect("encode")).expect("write fixture");
     }
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert_eq!(bytes[0], 2, "the fixture is a version 2 message");
-    let decoded: Sample = decode(&bytes).expect("the v2 fixture decodes");
+    assert_eq!(bytes[0], 3, "the fixture is a version 3 message");
+    let decoded: Sample = decode(&bytes).expect("the v3 fixture decodes");
     assert_eq!(decoded, sample());
+}
+
+/// A version 2 message (unsigned reports, no job generation) is refused as an unknown
+/// version naming both, never read as something it is not.
+#[test]
+fn version_2_messages_are_refused() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wire-v2.bin");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let err = decode::<Sample>(&bytes).unwrap_err();
+    assert!(matches!(err, WireError::UnknownVersion(2)), "{err:?}");
+    assert!(err.to_string().contains("this build speaks 3"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! The rollout engine: one deploy from plan to outcome.
 //!
-//! It reads like the procedure it is: learn each host's key from its heartbeat, then loop —
+//! It reads like the procedure it is: take each host's keys from its enrolment (never from a
+//! heartbeat, which only says the executor is alive), then loop —
 //! ask the rollout policy what to start, publish those hosts' signed jobs, take each reported
 //! event, make it durable in the log, acknowledge it, and feed it to the policy — until the
 //! policy says the deploy is over; then record the outcome.
@@ -10,6 +11,7 @@
 //! that already succeeded are not touched again. A cancel stops dispatching; hosts already
 //! running finish (or time out), and the deploy ends `DeployCancelled`.
 
+use crate::admission::{self, Dropped, HostKeys, NotEnrolled};
 use crate::jobs::{JobContext, JobError, job_for};
 use crate::rollout::{Decision, HostStatus, Outcome, Policy, Rollout, Target};
 use crate::transport::{Beats, Delivery, JobTicket, Reports, Transport, TransportError};
@@ -19,7 +21,7 @@ use flotilla_events::event::{
     DeployCancelled, DeployCompleted, DeployFailed, DeployKind, DeployRequested, DeployStarted,
     Event, FailureCause, HostFailed, PlannedHost, Step,
 };
-use flotilla_events::{DeployId, Envelope, EventLog, LogError, NewEvent, Timestamp};
+use flotilla_events::{DeployId, Enrolled, Envelope, EventLog, LogError, NewEvent, Timestamp};
 use flotilla_protocol::finish::finishes;
 use flotilla_protocol::signing::JobSigner;
 use flotilla_protocol::wire::{Report, WireError};
@@ -40,7 +42,7 @@ const DRAIN_WAIT: Duration =
     Duration::from_secs(flotilla_protocol::subjects::REPORT_ACK_WAIT.as_secs() + 5);
 /// How long a job stays valid: long enough for a slow pull and health check, short enough
 /// that a captured job is useless soon after.
-pub const JOB_VALIDITY: Duration = Duration::from_secs(3600);
+pub const JOB_VALIDITY: Duration = flotilla_protocol::signing::MAX_JOB_VALIDITY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -52,6 +54,8 @@ pub enum EngineError {
     Job(#[from] JobError),
     #[error("signing a job")]
     Sign(#[source] WireError),
+    #[error(transparent)]
+    NotEnrolled(#[from] NotEnrolled),
 }
 
 /// One deploy to run (or resume).
@@ -135,23 +139,15 @@ fn lost_after(period_ms: u64) -> Duration {
     periods.max(LEAST_SILENCE_BEFORE_LOST)
 }
 
-/// Per host from its heartbeat: its liveness (last seen now, how long it may stay silent)
-/// and its sealing key.
-#[allow(clippy::type_complexity)]
-fn keys_and_liveness(
+/// Per host from its heartbeat: its liveness (last seen now, how long it may stay silent).
+fn liveness(
     heartbeats: BTreeMap<String, flotilla_protocol::wire::Heartbeat>,
-) -> (
-    BTreeMap<String, (tokio::time::Instant, Duration)>,
-    BTreeMap<String, String>,
-) {
+) -> BTreeMap<String, (tokio::time::Instant, Duration)> {
     let now = tokio::time::Instant::now();
-    let mut alive = BTreeMap::new();
-    let mut keys = BTreeMap::new();
-    for (host, hb) in heartbeats {
-        alive.insert(host.clone(), (now, lost_after(hb.period_ms)));
-        keys.insert(host, hb.sealing_key);
-    }
-    (alive, keys)
+    heartbeats
+        .into_iter()
+        .map(|(host, hb)| (host, (now, lost_after(hb.period_ms))))
+        .collect()
 }
 
 /// The two live subscriptions a run reads.
@@ -193,6 +189,31 @@ struct Progress {
     alive: BTreeMap<String, (tokio::time::Instant, Duration)>,
     /// Every job published, revoked when the run ends.
     dispatched: Vec<JobTicket>,
+    /// Reports dropped so far, by reason and subject host: each is logged the first time.
+    dropped: std::collections::BTreeSet<(&'static str, String)>,
+}
+
+impl Progress {
+    /// Whether this run sent job `job` to `host`.
+    fn dispatched(&self, host: &str, job: &str) -> bool {
+        self.dispatched
+            .iter()
+            .any(|t| t.host == host && t.job_id == job)
+    }
+}
+
+/// Counts a dropped report and logs it the first time its reason and subject are seen.
+fn note_dropped(
+    seen: &mut std::collections::BTreeSet<(&'static str, String)>,
+    deploy: &DeployId,
+    reason: &Dropped,
+    subject_host: Option<&str>,
+) {
+    crate::metrics::count_dropped(reason.label());
+    let subject = subject_host.unwrap_or("?").to_owned();
+    if seen.insert((reason.label(), subject.clone())) {
+        tracing::warn!(deploy = %deploy, subject_host = %subject, reason = reason.label(), "report dropped, not recorded (counted in flotilla_reports_dropped_total)");
+    }
 }
 
 impl Progress {
@@ -292,8 +313,10 @@ impl<T: Transport> Engine<'_, T> {
         // Subscribed first: reports sent while no scheduler was running (a resume after a
         // crash) are made durable before the resume points are read from the log, so a host
         // that finished meanwhile is not sent again.
+        let plan_hosts: Vec<String> = run.plan.hosts.iter().map(|h| h.host.clone()).collect();
+        let keys = HostKeys::of(&Enrolled::from_log(self.log)?, &plan_hosts)?;
         let mut reports = self.transport.reports(run.deploy_id.as_str()).await?;
-        self.drain_waiting(&run, &mut reports, watch).await?;
+        self.drain_waiting(&run, &keys, &mut reports, watch).await?;
         let history = self.log.read_deploy(&run.deploy_id)?;
         let (done_steps, already_done) = resume_points(&run.plan, &history);
         let todo: Vec<&flotilla_deploy::plan::HostPlan> = run
@@ -307,7 +330,7 @@ impl<T: Transport> Engine<'_, T> {
             .transport
             .heartbeats(&names, run.heartbeat_wait)
             .await?;
-        let (alive, host_keys) = keys_and_liveness(heartbeats);
+        let alive = liveness(heartbeats);
         let mut beats = self.transport.beats().await?;
         let batch = run.policy.batch.map_or(todo.len(), |b| b.of(todo.len()));
         let started = DeployStarted {
@@ -331,13 +354,14 @@ impl<T: Transport> Engine<'_, T> {
             cancelled: None,
             alive,
             dispatched: Vec::new(),
+            dropped: Default::default(),
         };
         let mut streams = Streams {
             reports: &mut reports,
             beats: &mut beats,
         };
         let outcome = self
-            .roll_out(&run, &mut progress, &mut streams, &host_keys, watch, cancel)
+            .roll_out(&run, &mut progress, &mut streams, &keys, watch, cancel)
             .await?;
         self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
         drop(reports);
@@ -365,10 +389,13 @@ impl<T: Transport> Engine<'_, T> {
 
     /// Records the reports already stored when the deploy's subscription was made (acknowledging
     /// each after the append), waiting for them up to [`DRAIN_WAIT`]; anything else waiting (a
-    /// stale refusal) is acknowledged and dropped.
+    /// stale refusal) is acknowledged and dropped. These answer jobs an earlier run of this
+    /// deploy dispatched, whose ids this run never saw: they count when signed by an enrolled
+    /// host of this deploy, on its own subject, for this deploy.
     async fn drain_waiting(
         &self,
         run: &DeployRun<'_>,
+        keys: &HostKeys,
         reports: &mut T::Reports,
         watch: &mut dyn FnMut(&Envelope),
     ) -> Result<(), EngineError> {
@@ -389,11 +416,25 @@ impl<T: Transport> Engine<'_, T> {
                 }
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
         let events = deliveries
             .iter()
-            .filter_map(|d| match d.report() {
-                Ok(Report::Event(e)) if e.event.deploy_id == run.deploy_id => Some(e.event.clone()),
-                _ => None,
+            .filter_map(|d| {
+                let admitted = admission::admit(
+                    d.signed(),
+                    d.subject_host(),
+                    &run.deploy_id,
+                    keys,
+                    |_, _| true,
+                );
+                match admitted {
+                    Ok((_, Report::Event(e))) => Some(e.event),
+                    Ok((_, Report::Refused(_))) => None,
+                    Err(reason) => {
+                        note_dropped(&mut seen, &run.deploy_id, &reason, d.subject_host());
+                        None
+                    }
+                }
             })
             .collect();
         self.record_all(events, watch)?;
@@ -409,7 +450,7 @@ impl<T: Transport> Engine<'_, T> {
         run: &DeployRun<'_>,
         progress: &mut Progress,
         streams: &mut Streams<'_, T>,
-        host_keys: &BTreeMap<String, String>,
+        keys: &HostKeys,
         watch: &mut dyn FnMut(&Envelope),
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
@@ -427,7 +468,7 @@ impl<T: Transport> Engine<'_, T> {
             let wake = match progress.rollout.decide(now) {
                 Decision::Start(hosts) => {
                     let tickets = self
-                        .dispatch_all(run, &hosts, &progress.reached, host_keys)
+                        .dispatch_all(run, &hosts, &progress.reached, &keys.sealing)
                         .await?;
                     progress.dispatched.extend(tickets);
                     // A host's silence counts from its dispatch.
@@ -461,7 +502,7 @@ impl<T: Transport> Engine<'_, T> {
                             _ => break,
                         }
                     }
-                    self.take_reports(run, deliveries, progress, watch).await?;
+                    self.take_reports(run, keys, deliveries, progress, watch).await?;
                 }
                 beat = beats.next(), if beats_open => match beat {
                     Some(hb) => progress.beat(&hb.host),
@@ -546,22 +587,35 @@ impl<T: Transport> Engine<'_, T> {
     async fn take_reports(
         &self,
         run: &DeployRun<'_>,
+        keys: &HostKeys,
         deliveries: Vec<<T::Reports as Reports>::Delivery>,
         progress: &mut Progress,
         watch: &mut dyn FnMut(&Envelope),
     ) -> Result<(), EngineError> {
         let mut events = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
-            match delivery.report() {
-                Ok(Report::Event(job_event)) => {
-                    let event = &job_event.event;
-                    if event.deploy_id != run.deploy_id || event.host.is_none() {
-                        tracing::warn!(job = %job_event.job_id, "report for another deploy or no host dropped");
-                        continue;
-                    }
-                    events.push(event.clone());
+            let admitted = admission::admit(
+                delivery.signed(),
+                delivery.subject_host(),
+                &run.deploy_id,
+                keys,
+                |host, job| progress.dispatched(host, job),
+            );
+            let report = match admitted {
+                Ok((_, report)) => report,
+                Err(reason) => {
+                    note_dropped(
+                        &mut progress.dropped,
+                        &run.deploy_id,
+                        &reason,
+                        delivery.subject_host(),
+                    );
+                    continue;
                 }
-                Ok(Report::Refused(refusal)) => {
+            };
+            match report {
+                Report::Event(job_event) => events.push(job_event.event),
+                Report::Refused(refusal) => {
                     let failed = HostFailed {
                         step: progress.reached.kind(&run.plan, &refusal.host),
                         error: format!(
@@ -574,7 +628,6 @@ impl<T: Transport> Engine<'_, T> {
                     event.host = Some(refusal.host.clone());
                     events.push(event);
                 }
-                Err(e) => tracing::warn!(error = %e, "undecodable report dropped"),
             }
         }
         // Only hosts of this run move the policy (a stray report is recorded, nothing more).

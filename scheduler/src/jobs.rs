@@ -42,7 +42,7 @@ pub enum JobError {
 pub struct JobContext<'a> {
     pub config: &'a Config,
     pub deploy_id: &'a DeployId,
-    /// Host -> its executor's sealing key (base64), from heartbeats.
+    /// Host -> its executor's sealing key (base64), as enrolled (never from a heartbeat).
     pub host_keys: &'a BTreeMap<String, String>,
     pub now: Timestamp,
     /// How long a job stays valid.
@@ -84,8 +84,32 @@ pub fn job_for(
         host: host.host.clone(),
         issued_at: ctx.now,
         expires_at: Timestamp::from_unix_ms(ctx.now.unix_ms().saturating_add(validity_ms)),
+        generation: next_generation(ctx.now),
         steps,
     })
+}
+
+/// The last generation this process issued: generations are issue times in milliseconds,
+/// kept strictly growing even when two jobs are made in the same millisecond or the clock
+/// steps back.
+static LAST_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_generation(now: Timestamp) -> u64 {
+    use std::sync::atomic::Ordering;
+    let now = u64::try_from(now.unix_ms()).unwrap_or(0);
+    let mut last = LAST_GENERATION.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST_GENERATION.compare_exchange_weak(
+            last,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 fn sealed(

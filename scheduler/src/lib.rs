@@ -1,6 +1,7 @@
 //! Flotilla's rollout engine: turns a plan into jobs, batches hosts, consumes events, appends
 //! them to the event log, folds state and decides what happens next.
 //!
+//! - [`admission`]: which reports count (signature, host, deploy and job checked), pure.
 //! - [`engine`]: one deploy from plan to outcome: jobs out, events into the log, policy decides.
 //! - [`enrolment`]: whether a host's presented keys are recorded (`HostEnrolled`), pure.
 //! - [`hooks`]: Kamal hooks with `KAMAL_*` variables.
@@ -14,6 +15,7 @@
 //! See ARCHITECTURE.md at the repository root for what this crate owns.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod engine;
 pub mod enrolment;
 pub mod hooks;

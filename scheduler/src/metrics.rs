@@ -45,6 +45,28 @@ pub const EVENTS: &str = "flotilla_events_appended_total";
 pub const REDELIVERED: &str = "flotilla_events_redelivered_total";
 /// Position of the last event in the log.
 pub const LOG_POSITION: &str = "flotilla_event_log_position";
+/// Reports dropped instead of appended (forged, misrouted, for another deploy or job), by
+/// reason ([`crate::admission::Dropped::label`]).
+pub const REPORTS_DROPPED: &str = "flotilla_reports_dropped_total";
+
+/// Dropped reports are counted where they are dropped (the engine), in this process: they
+/// never reach the log, so they cannot be rebuilt from it.
+static DROPPED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            REPORTS_DROPPED,
+            "Reports not appended because they failed verification (signature, host, deploy \
+             or job), by reason; counted by this process only",
+        ),
+        &["reason"],
+    )
+    .expect("static metric definition")
+});
+
+/// Counts one dropped report.
+pub fn count_dropped(reason: &str) {
+    DROPPED.with_label_values(&[reason]).inc();
+}
 
 /// Every host state the [`HOSTS`] gauge reports, so each shows up even at zero.
 pub const HOST_STATES: [&str; 4] = ["pending", "running", "succeeded", "failed"];
@@ -157,6 +179,7 @@ impl Metrics {
             Box::new(events.clone()),
             Box::new(redelivered.clone()),
             Box::new(position.clone()),
+            Box::new(DROPPED.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }

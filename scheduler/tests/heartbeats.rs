@@ -24,7 +24,6 @@ async fn kept_heartbeats_answer_at_once_and_silent_hosts_are_named() {
         executor_version: "0.1.0".into(),
         docker_version: "20.10.24".into(),
         containers: vec![],
-        sealing_key: "key-of-10.0.0.5".into(),
         at: Timestamp::now(),
         period_ms: 5000,
     };
@@ -55,7 +54,7 @@ async fn kept_heartbeats_answer_at_once_and_silent_hosts_are_named() {
         .heartbeats(&["10.0.0.5".to_owned()], Duration::from_millis(300))
         .await
         .unwrap();
-    assert_eq!(seen["10.0.0.5"].sealing_key, "key-of-10.0.0.5");
+    assert_eq!(seen["10.0.0.5"].docker_version, "20.10.24");
 
     let err = bus
         .heartbeats(

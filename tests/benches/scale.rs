@@ -195,7 +195,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Starts N executors on `rt` and waits until each has its durable consumer.
+/// Starts N executors on `rt`, enrolled in `log` as setup would, and waits until each has
+/// its durable consumer.
 fn start_fleet(
     rt: &tokio::runtime::Runtime,
     n: usize,
@@ -203,6 +204,7 @@ fn start_fleet(
     scheduler_key: &str,
     stop: &tokio::sync::watch::Receiver<bool>,
     heartbeat: Duration,
+    log: &dyn EventLog,
 ) {
     let sim = SimConfig {
         latency: Duration::ZERO,
@@ -219,6 +221,17 @@ fn start_fleet(
             host.clone(),
         ));
         let verifier = JobVerifier::new(scheduler_key, &host).unwrap();
+        let signing = flotilla_protocol::identity::ReportSigner::generate();
+        let enrolled = flotilla_events::event::HostEnrolled {
+            ssh_host_key: format!("SHA256:bench-{host}"),
+            sealing_key: executor.host_key().public_key_base64(),
+            signing_key: signing.public_key_base64(),
+            replaces: None,
+        };
+        log.append(flotilla_scheduler::enrolment::event(
+            &host, "bench", enrolled,
+        ))
+        .unwrap();
         let settings = NatsSettings {
             url: url.to_owned(),
             creds: None,
@@ -227,6 +240,7 @@ fn start_fleet(
         rt.spawn(transport::run(
             executor,
             verifier,
+            signing,
             Journal::in_memory(),
             settings,
             stop.clone(),
@@ -284,6 +298,7 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
         &signer.public_key_base64(),
         &stop_rx,
         heartbeat,
+        &log,
     );
     let fleet_up = up.elapsed();
 

@@ -237,7 +237,11 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    let host_key = identity.sealing;
+    let flotilla_executor::keys::Identity {
+        sealing: host_key,
+        signing: signer,
+        ..
+    } = identity;
     let journal = Journal::load(&state_dir.join("jobs.json")).context("read the job journal")?;
     let docker_socket = args
         .docker_socket
@@ -262,7 +266,7 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
         creds: args.nats_creds,
         heartbeat_every: Duration::from_secs(args.heartbeat_secs.max(1)),
     };
-    transport::run(executor, verifier, journal, settings, stop_rx)
+    transport::run(executor, verifier, signer, journal, settings, stop_rx)
         .await
         .context("executor")?;
     Ok(())

@@ -26,6 +26,15 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
+    /// Every enrolment in `log`.
+    pub fn from_log(log: &dyn crate::EventLog) -> Result<Self, crate::LogError> {
+        let mut state = Self::default();
+        for event in log.read_all()? {
+            state.apply(&event?);
+        }
+        Ok(state)
+    }
+
     /// The host's latest enrolment, if it was ever enrolled.
     pub fn host(&self, host: &str) -> Option<&Enrolment> {
         self.hosts.get(host)

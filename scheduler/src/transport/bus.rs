@@ -10,7 +10,7 @@ use super::TransportError;
 use async_nats::jetstream::{self, consumer::pull, stream::Stream};
 use flotilla_protocol::nats::{consumer_config, stream_config};
 use flotilla_protocol::subjects;
-use flotilla_protocol::wire::{self, Heartbeat, Report};
+use flotilla_protocol::wire::{self, Heartbeat, SignedReport};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -266,7 +266,7 @@ impl std::fmt::Debug for DeployEvents {
 /// A report and the handle to acknowledge it; dropped unacknowledged, it is NAKed so the
 /// server delivers it again at once (wadm's `ScopedMessage`).
 pub struct Delivery {
-    pub report: Result<Report, wire::WireError>,
+    pub report: Result<SignedReport, wire::WireError>,
     message: Option<jetstream::Message>,
 }
 
@@ -317,7 +317,7 @@ impl DeployEvents {
         let msg = self.messages.next().await?;
         Some(match msg {
             Ok(message) => Ok(Delivery {
-                report: wire::decode::<Report>(&message.payload),
+                report: wire::decode::<SignedReport>(&message.payload),
                 message: Some(message),
             }),
             Err(e) => Err(nats(e)),

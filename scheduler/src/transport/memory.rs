@@ -13,7 +13,7 @@
 
 use super::lock::{LockError, LockInfo};
 use super::{Beats, Delivery, HeldLock, JobTicket, Reports, Transport, TransportError};
-use flotilla_protocol::wire::{self, Heartbeat, Report, WireError};
+use flotilla_protocol::wire::{self, Heartbeat, Report, SignedReport, WireError};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -79,7 +79,8 @@ struct DeployQueue {
 
 #[derive(Debug, Clone)]
 struct Queued {
-    host: String,
+    /// The subject's host token (`flotilla.evt.<deploy>.<host>`), as NATS would give it.
+    subject_host: String,
     bytes: Vec<u8>,
 }
 
@@ -128,19 +129,25 @@ impl MemoryTransport {
             .map_or(0, |q| q.waiting.len())
     }
 
-    /// Publishes an executor's report on `flotilla.evt.<deploy>.<host>`; a report whose event
-    /// id was seen before is dropped, as the events stream's dedup does.
-    pub fn report(&self, deploy_id: &str, host: &str, report: &Report) -> Result<(), WireError> {
-        let bytes = wire::encode(report)?;
+    /// Publishes an executor's signed report on `flotilla.evt.<deploy>.<host>`; a report whose
+    /// event id was seen before is dropped, as the events stream's dedup does.
+    pub fn report(
+        &self,
+        deploy_id: &str,
+        host: &str,
+        signed: &SignedReport,
+    ) -> Result<(), WireError> {
+        let bytes = wire::encode(signed)?;
+        let report: Report = wire::decode(&signed.report)?;
         let mut state = self.state();
         let queue = state.deploys.entry(deploy_id.to_owned()).or_default();
-        if let Report::Event(e) = report
+        if let Report::Event(e) = &report
             && !queue.event_ids.insert(e.event.id.to_string())
         {
             return Ok(());
         }
         queue.pending.push_back(Queued {
-            host: host.to_owned(),
+            subject_host: flotilla_protocol::subjects::token(host),
             bytes,
         });
         drop(state);
@@ -156,7 +163,7 @@ impl MemoryTransport {
             .or_default()
             .pending
             .push_back(Queued {
-                host: host.to_owned(),
+                subject_host: flotilla_protocol::subjects::token(host),
                 bytes,
             });
         self.inner.changed.notify_waiters();
@@ -372,19 +379,19 @@ impl Reports for MemoryReports {
 /// A report taken from the queue; back to its front unless acknowledged.
 #[derive(Debug)]
 pub struct MemoryDelivery {
-    report: Result<Report, WireError>,
+    report: Result<SignedReport, WireError>,
     queued: Option<Queued>,
     transport: MemoryTransport,
     deploy_id: String,
 }
 
 impl Delivery for MemoryDelivery {
-    fn report(&self) -> Result<&Report, &WireError> {
+    fn signed(&self) -> Result<&SignedReport, &WireError> {
         self.report.as_ref()
     }
 
     fn subject_host(&self) -> Option<&str> {
-        self.queued.as_ref().map(|q| q.host.as_str())
+        self.queued.as_ref().map(|q| q.subject_host.as_str())
     }
 
     async fn ack(mut self) -> Result<(), TransportError> {

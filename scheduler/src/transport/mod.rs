@@ -15,7 +15,7 @@ pub mod lock;
 pub mod memory;
 pub mod nats;
 
-use flotilla_protocol::wire::{Heartbeat, Report, WireError};
+use flotilla_protocol::wire::{Heartbeat, SignedReport, WireError};
 use lock::{LockError, LockInfo};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -137,8 +137,9 @@ pub trait Reports: Send {
 /// the log (or deliberately dropped); a delivery dropped unacknowledged is handed back to be
 /// delivered again (wadm's `ScopedMessage`), so no exit path can lose a report.
 pub trait Delivery: Send {
-    /// The decoded report, or why it did not decode.
-    fn report(&self) -> Result<&Report, &WireError>;
+    /// The signed report as it arrived (not yet verified: see [`crate::admission`]), or why
+    /// it did not decode.
+    fn signed(&self) -> Result<&SignedReport, &WireError>;
     /// The subject host the report arrived on (as a subject token), where the transport knows.
     fn subject_host(&self) -> Option<&str>;
     /// Acknowledges: the report is durable in the event log.

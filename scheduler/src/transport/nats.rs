@@ -6,7 +6,7 @@ use super::lock::{HeldLock as NatsLock, LockError, LockInfo, Locks};
 use super::{
     Beats, Delivery as DeliveryTrait, HeldLock, JobTicket, Reports, Transport, TransportError,
 };
-use flotilla_protocol::wire::{Heartbeat, Report, WireError};
+use flotilla_protocol::wire::{Heartbeat, SignedReport, WireError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -114,7 +114,7 @@ impl Reports for DeployEvents {
 }
 
 impl DeliveryTrait for Delivery {
-    fn report(&self) -> Result<&Report, &WireError> {
+    fn signed(&self) -> Result<&SignedReport, &WireError> {
         self.report.as_ref()
     }
 

@@ -4,13 +4,15 @@
 
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{LoadOptions, load};
+use flotilla_events::event::HostEnrolled;
 use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, Timestamp};
 use flotilla_executor::job::{Sink, SinkError, run_job};
 use flotilla_executor::runtime::sim::{SimConfig, SimFailure, SimRuntime};
 use flotilla_executor::steps::Executor;
+use flotilla_protocol::identity::ReportSigner;
 use flotilla_protocol::sealing::HostKey;
 use flotilla_protocol::signing::{Admission, JobSigner, JobVerifier};
-use flotilla_protocol::wire::{Heartbeat, Refusal, RefusalReason, Report};
+use flotilla_protocol::wire::{self, Heartbeat, Refusal, RefusalReason, Report, SignedReport};
 use flotilla_scheduler::procedure::plans::{self, Narrow};
 use flotilla_scheduler::procedure::{self, Context, Finished, ProcedureError, Request};
 use flotilla_scheduler::transport::memory::MemoryTransport;
@@ -29,7 +31,7 @@ pub enum Behaviour {
     Fails(SimFailure),
     /// Beats, takes jobs and never answers (a hung executor: alive, stuck).
     Silent,
-    /// Refuses every job (as for a job signed by another scheduler).
+    /// Refuses every job (as a host that applied a newer job refuses an older one).
     Refuses,
     /// Publishes every report twice (a redelivery).
     Repeats,
@@ -101,7 +103,22 @@ impl World {
         world
     }
 
-    /// Starts a simulated executor on `host`: it beats at once, then takes its jobs.
+    /// Records `host`'s keys in the log as `flotilla setup` does over SSH (`HostEnrolled`).
+    pub fn enrol(&self, host: &str, sealing: &HostKey, signing: &ReportSigner) {
+        let enrolled = HostEnrolled {
+            ssh_host_key: format!("SHA256:sim-{host}"),
+            sealing_key: sealing.public_key_base64(),
+            signing_key: signing.public_key_base64(),
+            replaces: None,
+        };
+        self.log
+            .append(flotilla_scheduler::enrolment::event(
+                host, "tester", enrolled,
+            ))
+            .expect("enrolment recorded");
+    }
+
+    /// Starts a simulated executor on `host`, enrolled: it beats at once, then takes its jobs.
     pub fn executor(&self, host: &str, behaviour: Behaviour) {
         let sim = SimConfig {
             latency: Duration::ZERO,
@@ -118,12 +135,13 @@ impl World {
             HostKey::generate(),
             host,
         );
+        let signer = Arc::new(ReportSigner::generate());
+        self.enrol(host, executor.host_key(), &signer);
         let heartbeat = Heartbeat {
             host: host.to_owned(),
             executor_version: "sim".into(),
             docker_version: "sim".into(),
             containers: Vec::new(),
-            sealing_key: executor.host_key().public_key_base64(),
             at: Timestamp::now(),
             period_ms: u64::try_from(BEAT_EVERY.as_millis()).unwrap_or(u64::MAX),
         };
@@ -140,7 +158,9 @@ impl World {
         };
         let verifier = JobVerifier::new(&self.signer.public_key_base64(), host).expect("verifier");
         let transport = self.transport.clone();
-        tokio::spawn(serve(transport, executor, verifier, jobs, behaviour, dead));
+        tokio::spawn(serve(
+            transport, executor, signer, verifier, jobs, behaviour, dead,
+        ));
     }
 
     /// The procedure's context over this world.
@@ -251,6 +271,7 @@ async fn beat(transport: MemoryTransport, heartbeat: Heartbeat, dead: Arc<Atomic
 async fn serve(
     transport: MemoryTransport,
     executor: Executor<SimRuntime, SimRuntime>,
+    signer: Arc<ReportSigner>,
     verifier: JobVerifier,
     mut jobs: flotilla_scheduler::transport::memory::JobQueue,
     behaviour: Behaviour,
@@ -271,16 +292,18 @@ async fn serve(
                     job_id: job.id.clone(),
                     deploy_id: job.deploy_id.to_string(),
                     host: host.clone(),
-                    reason: RefusalReason::BadSignature,
-                    detail: "signed by another scheduler".into(),
+                    reason: RefusalReason::Stale,
+                    detail: "older than the newest job this host applied".into(),
                     at: Timestamp::now(),
                 };
-                let _ = transport.report(job.deploy_id.as_str(), &host, &Report::Refused(refusal));
+                let signed = sign(&signer, &Report::Refused(refusal));
+                let _ = transport.report(job.deploy_id.as_str(), &host, &signed);
                 continue;
             }
             _ => {}
         }
         let sink = MemorySink {
+            signer: signer.clone(),
             transport: transport.clone(),
             deploy: job.deploy_id.to_string(),
             host,
@@ -295,8 +318,18 @@ async fn serve(
     }
 }
 
-/// Reports into the in-memory transport, as the executor's JetStream sink does.
+/// A report signed with `signer`, as an executor publishes it.
+pub fn sign(signer: &ReportSigner, report: &Report) -> SignedReport {
+    let report = wire::encode(report).expect("a report encodes");
+    SignedReport {
+        signature: signer.sign(&report),
+        report,
+    }
+}
+
+/// Reports into the in-memory transport, signed, as the executor's JetStream sink does.
 struct MemorySink {
+    signer: Arc<ReportSigner>,
     transport: MemoryTransport,
     deploy: String,
     host: String,
@@ -311,14 +344,14 @@ impl Sink for MemorySink {
         {
             return Err(SinkError("the executor died".into()));
         }
+        let signed = sign(&self.signer, report);
         self.transport
-            .report(&self.deploy, &self.host, report)
+            .report(&self.deploy, &self.host, &signed)
             .map_err(|e| SinkError(e.to_string()))?;
         if self.behaviour == Behaviour::Repeats {
             // Past the stream's dedup: the scheduler sees the same report twice, as after a
             // redelivery, and must keep one copy.
-            let bytes =
-                flotilla_protocol::wire::encode(report).map_err(|e| SinkError(e.to_string()))?;
+            let bytes = wire::encode(&signed).map_err(|e| SinkError(e.to_string()))?;
             self.transport.report_bytes(&self.deploy, &self.host, bytes);
         }
         Ok(())

@@ -221,6 +221,38 @@ async fn silent_hosts_fail_at_the_step_they_reached() {
     );
 }
 
+/// A host that was never enrolled stops the deploy before any job is sent (its secrets would
+/// have no key to be sealed to, its reports no key to verify), naming the host and how to
+/// enrol it; a heartbeat from it changes nothing.
+#[tokio::test(start_paused = true)]
+async fn an_unenrolled_host_is_named() {
+    let world = World::new(&HOSTS, "{}");
+    world.executor("h1", Behaviour::Healthy);
+    world.executor("h2", Behaviour::Healthy);
+    world.transport.beat(flotilla_protocol::wire::Heartbeat {
+        host: "h3".into(),
+        executor_version: "forged".into(),
+        docker_version: "forged".into(),
+        containers: vec![],
+        at: flotilla_events::Timestamp::now(),
+        period_ms: 5000,
+    });
+    let (req, result) = world.deploy("v1").await;
+    let err = result.expect_err("h3 is not enrolled");
+    assert!(
+        matches!(
+            &err,
+            ProcedureError::Engine(flotilla_scheduler::engine::EngineError::NotEnrolled(e))
+                if e.hosts == ["h3"]
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("flotilla server enroll"), "{err}");
+    assert!(world.transport.published().is_empty());
+    let story = world.story(&req.deploy_id);
+    assert_eq!(story.last(), Some(&"DeployFailed"), "{story:?}");
+}
+
 /// A host without any executor (no heartbeat) stops the deploy before any job is sent, naming
 /// the host; the log says how the deploy ended and the lock is free again.
 #[tokio::test(start_paused = true)]
@@ -228,6 +260,12 @@ async fn a_host_without_executor_is_named() {
     let world = World::new(&HOSTS, "{}");
     world.executor("h1", Behaviour::Healthy);
     world.executor("h2", Behaviour::Healthy);
+    // h3 was enrolled once, but its executor is not running.
+    world.enrol(
+        "h3",
+        &flotilla_protocol::sealing::HostKey::generate(),
+        &flotilla_protocol::identity::ReportSigner::generate(),
+    );
     let (req, result) = world.deploy("v1").await;
     let err = result.expect_err("no heartbeat from h3");
     assert!(
@@ -262,7 +300,7 @@ async fn a_refused_job_is_a_refusal() {
     assert_eq!(refused.cause, FailureCause::Refused);
     assert_eq!(refused.step, Step::PullImage);
     assert!(
-        refused.error.contains("another scheduler"),
+        refused.error.contains("Stale") && refused.error.contains("newest job"),
         "{}",
         refused.error
     );
@@ -616,4 +654,117 @@ async fn a_failed_hosts_waiting_job_is_revoked() {
         "h2 was sent a job"
     );
     assert_eq!(world.transport.waiting_jobs("h2"), 0, "its job is revoked");
+}
+
+/// Forged reports: while a deploy runs in which h2's pull fails, reports claiming h2
+/// succeeded (unsigned, signed by a stranger's key, signed by another enrolled host's key) and
+/// an `ImagePulled` with an attacker's digest for h1, and a refusal of bytes the scheduler
+/// never signed, are injected on the deploy's subjects both before the deploy subscribes and
+/// while it runs. None is recorded: h2 fails at its pull, h1 and h3 keep the digest they
+/// really pulled, and the next rollback target is not the attacker's image.
+#[tokio::test(start_paused = true)]
+async fn forged_reports_are_not_recorded() {
+    use flotilla_events::NewEvent;
+    use flotilla_events::event::{HostSucceeded, ImagePulled};
+    use flotilla_protocol::identity::ReportSigner;
+    use flotilla_protocol::wire::{JobEvent, Refusal, RefusalReason, Report, SignedReport};
+    const EVIL: &str = "sha256:e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0";
+
+    let world = World::new(&HOSTS, "{max_failures: 1}");
+    world.executor("h1", Behaviour::Healthy);
+    world.executor("h2", Behaviour::Fails(SimFailure::Pull));
+    world.executor("h3", Behaviour::Healthy);
+    let req = world.deploy_request("v1");
+    let stranger = ReportSigner::generate();
+    let forgeries = {
+        let id = req.deploy_id.clone();
+        let event = move |host: &str, e: flotilla_events::Event| {
+            Report::Event(JobEvent {
+                job_id: format!("{id}-forged"),
+                step: None,
+                event: NewEvent::new(id.clone(), "executor", e).on_host(host),
+            })
+        };
+        let pulled = ImagePulled {
+            image: "registry.test:5000/app:v1".into(),
+            digest: EVIL.into(),
+            bytes: 1,
+            duration_ms: 1,
+        };
+        let refusal = Report::Refused(Refusal {
+            job_id: "copied".into(),
+            deploy_id: req.deploy_id.to_string(),
+            host: "h1".into(),
+            reason: RefusalReason::Unsigned,
+            detail: "job is not signed".into(),
+            at: flotilla_events::Timestamp::now(),
+        });
+        let succeeded = event("h2", HostSucceeded {}.into());
+        let unsigned = {
+            let report = flotilla_protocol::wire::encode(&succeeded).unwrap();
+            SignedReport {
+                report,
+                signature: vec![],
+            }
+        };
+        vec![
+            ("h2", unsigned),
+            ("h2", harness::sign(&stranger, &succeeded)),
+            ("h1", harness::sign(&stranger, &event("h1", pulled.into()))),
+            ("h1", harness::sign(&stranger, &refusal)),
+        ]
+    };
+    let inject = |forgeries: &[(&str, SignedReport)]| {
+        for (host, signed) in forgeries {
+            let bytes = flotilla_protocol::wire::encode(signed).unwrap();
+            world
+                .transport
+                .report_bytes(req.deploy_id.as_str(), host, bytes);
+        }
+    };
+    // Before the deploy subscribes: they are waiting when it starts.
+    inject(&forgeries);
+    // And while it runs: as soon as the first host reports.
+    let mut tail = flotilla_events::EventLog::subscribe(&world.log);
+    let run = world.run(&req);
+    tokio::pin!(run);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            e = tail.recv() => {
+                if e.is_ok_and(|e| matches!(e.event, Event::ImagePulled(_))) {
+                    inject(&forgeries);
+                }
+            }
+        }
+    };
+    let outcome = result.expect("the deploy runs").outcome;
+    assert_eq!(outcome.failed, ["h2"]);
+    let failed = host_failed(&world, &req.deploy_id, "h2").expect("h2 failed");
+    assert_eq!(
+        (failed.step, failed.cause),
+        (Step::PullImage, FailureCause::StepFailed)
+    );
+    let events = world.events(&req.deploy_id);
+    let digests: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ImagePulled(p) => Some(p.digest.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digests.len(), 2, "one pull each for h1 and h3: {digests:?}");
+    assert!(!digests.contains(&EVIL), "{digests:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.host.as_deref() == Some("h2") && matches!(e.event, Event::HostSucceeded(_))),
+        "a forged success was recorded"
+    );
+    let projections = Projections::rebuild(&world.log).unwrap();
+    let text = format!("{:?}", projections.releases);
+    assert!(
+        !text.contains(EVIL),
+        "the attacker's digest is a rollback target"
+    );
 }

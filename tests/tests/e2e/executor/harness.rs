@@ -89,7 +89,11 @@ impl Harness {
         let r = reports.clone();
         tokio::spawn(async move {
             while let Some(m) = evt.next().await {
-                match wire::decode::<Report>(&m.payload) {
+                // Reports travel signed; the scheduler's admission checks the signature, this
+                // test only reads what was reported.
+                let report = wire::decode::<wire::SignedReport>(&m.payload)
+                    .and_then(|signed| wire::decode::<Report>(&signed.report));
+                match report {
                     Ok(report) => r.lock().unwrap().push(report),
                     Err(e) => panic!("undecodable report on {}: {e}", m.subject),
                 }
@@ -314,6 +318,7 @@ pub(super) fn deploy_job(
         host,
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
+        generation: u64::try_from(now.unix_ms()).unwrap(),
         steps: vec![
             JobStep::PullImage(PullImage {
                 image: image.to_owned(),
@@ -372,6 +377,7 @@ pub(super) fn simple_job(agents: &HostAgents, steps: Vec<JobStep>) -> Job {
         host: agents.host.addr.to_string(),
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
+        generation: u64::try_from(now.unix_ms()).unwrap(),
         steps,
     }
 }
