@@ -79,6 +79,7 @@ async fn main() {
         host: "bench-host".into(),
         issued_at: Timestamp::now(),
         expires_at: Timestamp::now(),
+        generation: 1,
         steps: vec![],
     };
 

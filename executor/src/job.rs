@@ -2,6 +2,8 @@
 //! step is done, then `HostSucceeded` or `HostFailed`. Between steps the runner looks at the
 //! stop signal: on shutdown it finishes the current step, reports it, and hands the job back
 //! (the transport NAKs it; the rerun skips what is done because steps are idempotent).
+//! Every event is scrubbed of the secret values the job carried before it is published: an
+//! error text that quotes one (a registry's answer, a crash message) says `[secret NAME]`.
 
 use std::future::Future;
 
@@ -39,6 +41,8 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
     sink: &S,
     stop: &watch::Receiver<bool>,
 ) -> Result<JobOutcome, SinkError> {
+    let secrets = ex.job_secrets(job);
+    let scrub = |event| scrub(event, &secrets);
     let mut reports = Vec::new();
     let mut failed = None;
     for (index, step) in job.steps.iter().enumerate() {
@@ -63,7 +67,7 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
             let report = Report::Event(JobEvent {
                 job_id: job.id.clone(),
                 step: u16::try_from(index).ok(),
-                event: ex.envelope(job, Some(index), k, event),
+                event: ex.envelope(job, Some(index), k, scrub(event)),
             });
             sink.report(&report).await?;
             reports.push(report);
@@ -72,7 +76,7 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
             tracing::warn!(job = %job.id, step = index, %error, "step failed");
             failed = Some(HostFailed {
                 step: step.kind(),
-                error,
+                error: scrub_text(&error, &secrets),
                 cause: FailureCause::StepFailed,
             });
             break;
@@ -90,4 +94,82 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
     sink.report(&report).await?;
     reports.push(report);
     Ok(JobOutcome::Finished(reports))
+}
+
+/// Secret values shorter than this are not scrubbed: replacing every `1` or `on` in a report
+/// would garble it while hiding nothing (such a value is no secret).
+const SCRUB_MIN_LEN: usize = 4;
+
+/// `text` with every secret value in it replaced by `[secret NAME]`.
+pub fn scrub_text(text: &str, secrets: &[(String, flotilla_protocol::sealing::Secret)]) -> String {
+    let mut out = text.to_owned();
+    for (name, secret) in secrets {
+        let value = secret.expose();
+        if value.len() >= SCRUB_MIN_LEN && out.contains(value) {
+            out = out.replace(value, &format!("[secret {name}]"));
+        }
+    }
+    out
+}
+
+/// `event` with every string in it scrubbed ([`scrub_text`]). Events are walked as JSON so
+/// no field is forgotten when one is added; an event that would not survive the round trip is
+/// reported as it was (its strings hold nothing but what it was made of).
+fn scrub(
+    event: flotilla_events::Event,
+    secrets: &[(String, flotilla_protocol::sealing::Secret)],
+) -> flotilla_events::Event {
+    if secrets.is_empty() {
+        return event;
+    }
+    let Ok(mut value) = serde_json::to_value(&event) else {
+        return event;
+    };
+    fn walk(v: &mut serde_json::Value, secrets: &[(String, flotilla_protocol::sealing::Secret)]) {
+        match v {
+            serde_json::Value::String(s) => *s = scrub_text(s, secrets),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secrets)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|i| walk(i, secrets)),
+            _ => {}
+        }
+    }
+    walk(&mut value, secrets);
+    serde_json::from_value(value).unwrap_or(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_events::event::HealthFailed;
+    use flotilla_protocol::sealing::{HostKey, seal};
+
+    /// A secret value quoted anywhere in an event's text is replaced by its name before the
+    /// event leaves the host; short values and other text are left alone.
+    #[test]
+    fn secrets_are_scrubbed_from_events() {
+        let key = HostKey::generate();
+        let open = |v: &str| {
+            key.open(&seal(&key.public_key_base64(), v).unwrap())
+                .unwrap()
+        };
+        let secrets = vec![
+            ("SECRET_KEY_BASE".to_owned(), open("sk-1234-abcd")),
+            ("SHORT".to_owned(), open("on")),
+        ];
+        let event: flotilla_events::Event = HealthFailed {
+            attempts: 3,
+            last_response: Some("500 boom sk-1234-abcd".into()),
+            error: "app crashed: key=sk-1234-abcd mode on".into(),
+        }
+        .into();
+        let flotilla_events::Event::HealthFailed(h) = scrub(event, &secrets) else {
+            panic!("same event type")
+        };
+        assert_eq!(h.error, "app crashed: key=[secret SECRET_KEY_BASE] mode on");
+        assert_eq!(
+            h.last_response.as_deref(),
+            Some("500 boom [secret SECRET_KEY_BASE]")
+        );
+        assert_eq!(h.attempts, 3);
+    }
 }

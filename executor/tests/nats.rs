@@ -64,6 +64,7 @@ fn job(id: &str, version: &str) -> Job {
         host: "10.0.0.5".into(),
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
+        generation: u64::try_from(now.unix_ms()).unwrap(),
         steps: vec![
             JobStep::PullImage(PullImage {
                 image: format!("r/app:{version}"),
@@ -83,6 +84,10 @@ fn job(id: &str, version: &str) -> Job {
     }
 }
 
+/// The executor's report key, for checking every report's signature.
+static REPORT_KEY: std::sync::OnceLock<flotilla_protocol::identity::ReportVerifier> =
+    std::sync::OnceLock::new();
+
 /// Waits for the final event of `job_id` on `reports`.
 async fn finished(reports: &mut async_nats::Subscriber, job_id: &str) -> Vec<&'static str> {
     let mut types = Vec::new();
@@ -92,7 +97,14 @@ async fn finished(reports: &mut async_nats::Subscriber, job_id: &str) -> Vec<&'s
             .await
             .unwrap_or_else(|_| panic!("job {job_id} not finished; saw {types:?}"))
             .unwrap();
-        if let Report::Event(e) = wire::decode::<Report>(&m.payload).unwrap()
+        // Every report is signed with the executor's key, over the exact report bytes.
+        let signed = wire::decode::<wire::SignedReport>(&m.payload).unwrap();
+        let key = REPORT_KEY.get().expect("the executor's key is known");
+        assert!(
+            key.verify(&signed.report, &signed.signature),
+            "report not signed by the host"
+        );
+        if let Report::Event(e) = wire::decode::<Report>(&signed.report).unwrap()
             && e.job_id == job_id
         {
             types.push(e.event.event.type_name());
@@ -138,9 +150,14 @@ async fn consumes_jobs_and_survives_a_server_restart() {
         heartbeat_every: Duration::from_secs(1),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signing = flotilla_protocol::identity::ReportSigner::generate();
+    let _ = REPORT_KEY.set(
+        flotilla_protocol::identity::ReportVerifier::new(&signing.public_key_base64()).unwrap(),
+    );
     let run = tokio::spawn(transport::run(
         executor,
         verifier,
+        signing,
         Journal::in_memory(),
         settings,
         stop_rx,

@@ -6,7 +6,10 @@ use crate::fleet::{Fleet, Host};
 use crate::testapp::workspace_root;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long a host's agents may take to start (a loaded machine starts them in seconds).
+const AGENTS_READY: Duration = Duration::from_secs(30);
 
 /// Builds the `flotilla` binary if needed and returns its path.
 pub fn flotilla_binary() -> PathBuf {
@@ -71,16 +74,18 @@ impl Agents {
             detached: false,
         };
         agents.start_executor();
+        // Ready when the proxy has its socket and the executor has published its identity
+        // (what `flotilla server enroll` reads over SSH).
         let socket = agents.dir.join("proxy.sock");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "proxy on {} never made its socket",
-                host.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let identity = host.flotilla_state.join("executor/identity.pub");
+        let ready = crate::fleet::wait_until(AGENTS_READY, || socket.exists() && identity.exists());
+        assert!(
+            ready,
+            "agents on {} not ready in {AGENTS_READY:?} (proxy socket {}, identity {})",
+            host.name,
+            socket.exists(),
+            identity.exists()
+        );
         agents
     }
 
@@ -104,8 +109,9 @@ impl Agents {
             |c| {
                 c.args(["executor", "run", "--host-id", &host, "--nats", &nats])
                     .args(["--scheduler-key", &key, "--heartbeat-secs", "1"])
-                    .arg("--state-dir")
-                    .arg(dir.join("state"))
+                    // The host's own /var/lib/flotilla (a bind in its mount namespace), where
+                    // enrolment reads the executor's identity.
+                    .args(["--state-dir", "/var/lib/flotilla/executor"])
                     .arg("--proxy-socket")
                     .arg(dir.join("proxy.sock"))
                     .env("FLOTILLA_EXECUTOR_CONFIG", dir.join("none.conf"))

@@ -200,7 +200,7 @@ fn entry(
                 }
             }
             expand(&raw, known, ctx).map_err(|m| DotenvError {
-                message: m,
+                message: format!("{key}: {m}"),
                 ..start
             })?
         }
@@ -222,7 +222,7 @@ fn entry(
                 p.bump();
             }
             expand(raw.trim(), known, ctx).map_err(|m| DotenvError {
-                message: m,
+                message: format!("{key}: {m}"),
                 ..start
             })?
         }
@@ -371,19 +371,17 @@ fn run(cmd: &str, ctx: Context<'_>) -> Result<String, String> {
         .envs(ctx.env)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run `{cmd}` through sh: {e}"))?;
+        .map_err(|e| format!("cannot run its `$(...)` through sh: {e}"))?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let first = stderr.lines().next().unwrap_or_default().trim();
+        // Neither the command line nor its output: either may hold a token (`$(curl -H
+        // "Authorization: ...")`, a vault's answer). The user reruns it to see why.
         let status = output
             .status
             .code()
             .map_or("a signal".to_string(), |c| format!("exit status {c}"));
-        return Err(if first.is_empty() {
-            format!("command `{cmd}` failed with {status}")
-        } else {
-            format!("command `{cmd}` failed with {status}: {first}")
-        });
+        return Err(format!(
+            "its `$(...)` command failed with {status} (run that command yourself to see why)"
+        ));
     }
     let mut s = String::from_utf8_lossy(&output.stdout).into_owned();
     while s.ends_with('\n') || s.ends_with('\r') {

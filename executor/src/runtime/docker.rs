@@ -12,8 +12,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
-    StopContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
 };
 use flotilla_proxy::admin::{AdminError, Client, DeployRequest, Deployed, ErrorKind};
 use futures::StreamExt as _;
@@ -335,21 +334,6 @@ impl Runtime for DockerRuntime {
                     .collect::<BTreeMap<_, _>>(),
             })
             .collect())
-    }
-
-    async fn logs_tail(&self, name: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: lines.to_string(),
-            ..Default::default()
-        };
-        let mut stream = self.docker.logs(name, Some(options));
-        let mut text = String::new();
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&chunk.map_err(err)?.to_string());
-        }
-        Ok(text.lines().map(str::to_owned).collect())
     }
 
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {

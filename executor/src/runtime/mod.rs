@@ -145,8 +145,6 @@ pub trait Runtime: Send + Sync + 'static {
         labels: &[(String, String)],
         all: bool,
     ) -> impl Future<Output = Res<Vec<ContainerInfo>>> + Send;
-    /// The last `lines` lines of a container's output (stdout and stderr).
-    fn logs_tail(&self, name: &str, lines: usize) -> impl Future<Output = Res<Vec<String>>> + Send;
     /// Removes an image by id; an image still in use is an error.
     fn remove_image(&self, image: &str) -> impl Future<Output = Res<()>> + Send;
 }

@@ -179,10 +179,6 @@ impl Runtime for SimRuntime {
             .collect())
     }
 
-    async fn logs_tail(&self, name: &str, _lines: usize) -> Result<Vec<String>, RuntimeError> {
-        Ok(vec![format!("simulated log of {name}")])
-    }
-
     async fn remove_image(&self, _image: &str) -> Result<(), RuntimeError> {
         self.call(Duration::ZERO).await
     }

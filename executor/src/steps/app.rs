@@ -112,9 +112,9 @@ pub(super) async fn ensure_running<R: Runtime, P: Proxy>(
         .await
         .map_err(|e| StepFailed::new(format!("create {}: {}", spec.name, e.message)))?;
     if let Err(e) = ex.runtime.start(&spec.name).await {
-        let logs = ex.log_tail(&spec.name).await;
+        let status = ex.container_status(&spec.name).await;
         return Err(StepFailed::new(format!(
-            "start {}: {}{logs}",
+            "start {}: {}{status}",
             spec.name, e.message
         )));
     }

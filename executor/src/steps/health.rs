@@ -1,6 +1,7 @@
 //! Waiting for a new container to be healthy: through Docker's state for roles without a
 //! proxy, through the host proxy's health-gated switch for proxied roles. A container that
-//! never becomes healthy is stopped, and `HealthFailed` carries its last log lines.
+//! never becomes healthy is stopped, and `HealthFailed` says why and how it exited (never its
+//! log, which may hold secrets: it stays on the host).
 
 use std::time::Duration;
 
@@ -15,18 +16,18 @@ use crate::runtime::{Proxy, ProxyError, Runtime};
 use flotilla_protocol::wire::{AwaitHealthy, SwitchProxy};
 
 /// Reports a health failure: stops the new container so it takes no traffic and restarts
-/// no more, and returns `HealthFailed` with its last log lines as the step's failure.
+/// no more, and returns `HealthFailed` with why and how it exited as the step's failure.
 async fn unhealthy<R: Runtime, P: Proxy>(
     ex: &Executor<R, P>,
     container: &str,
     attempts: u32,
     why: String,
 ) -> StepFailed {
-    let logs = ex.log_tail(container).await;
+    let status = ex.container_status(container).await;
     if let Err(e) = ex.runtime.stop(container, 10).await {
         tracing::warn!(%container, error = %e.message, "could not stop unhealthy container");
     }
-    let error = shorten(&format!("{why}{logs}"));
+    let error = shorten(&format!("{why}{status}"));
     StepFailed {
         events: vec![
             HealthFailed {

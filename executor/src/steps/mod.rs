@@ -20,9 +20,6 @@ use flotilla_protocol::sealing::HostKey;
 use flotilla_protocol::wire::{Job, JobStep, SealedValue};
 
 pub use flotilla_protocol::names::NETWORK;
-/// Lines of a container's log attached to a failure.
-pub const LOG_TAIL_LINES: usize = 20;
-
 /// A step that did not succeed: the events it did produce (e.g. `HealthFailed`) and why.
 #[derive(Debug)]
 pub struct StepFailed {
@@ -107,13 +104,49 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             .collect()
     }
 
-    /// The last lines of a container's log, as text to append to an error.
-    async fn log_tail(&self, container: &str) -> String {
-        match self.runtime.logs_tail(container, LOG_TAIL_LINES).await {
-            Ok(lines) if lines.is_empty() => String::new(),
-            Ok(lines) => format!("\nlast log lines of {container}:\n{}", lines.join("\n")),
-            Err(e) => format!("\n(no log of {container}: {})", e.message),
+    /// How a container stands, as text to append to an error: its state and exit code, and
+    /// where its log is. The log itself never leaves the host (an app may print secrets);
+    /// `flotilla app logs` reads it over SSH.
+    async fn container_status(&self, container: &str) -> String {
+        let state = match self.runtime.inspect(container).await {
+            Ok(Some(c)) if c.running => "still running".to_owned(),
+            Ok(Some(c)) => match c.exit_code {
+                Some(code) => format!("exited with code {code}"),
+                None => "not running".to_owned(),
+            },
+            Ok(None) => "gone".to_owned(),
+            Err(e) => format!("state unknown: {}", e.message),
+        };
+        format!(
+            " ({container} {state}; its log stays on the host: flotilla app logs -h {} --container-id {container})",
+            self.host
+        )
+    }
+
+    /// Every secret value sealed to this host in `job`, opened, with its name: what must
+    /// never leave the host in a report.
+    pub fn job_secrets(&self, job: &Job) -> Vec<(String, flotilla_protocol::sealing::Secret)> {
+        let mut sealed: Vec<(String, &SealedValue)> = Vec::new();
+        for step in &job.steps {
+            match step {
+                JobStep::PullImage(p) => {
+                    if let Some(auth) = &p.auth {
+                        sealed.push(("registry password".into(), &auth.password));
+                    }
+                }
+                JobStep::StartContainer(s) => {
+                    sealed.extend(s.config.secret_env.iter().map(|(n, v)| (n.clone(), v)));
+                }
+                JobStep::BootAccessory(a) => {
+                    sealed.extend(a.config.secret_env.iter().map(|(n, v)| (n.clone(), v)));
+                }
+                _ => {}
+            }
         }
+        sealed
+            .into_iter()
+            .filter_map(|(name, v)| self.host_key.open(v).ok().map(|s| (name, s)))
+            .collect()
     }
 
     /// Wraps `event` of `job` (step `step`, `k`-th event of it) for publishing.

@@ -53,6 +53,7 @@ fn job(steps: Vec<JobStep>) -> Job {
         host: "10.0.0.5".into(),
         issued_at: Timestamp::now(),
         expires_at: Timestamp::from_unix_ms(Timestamp::now().unix_ms() + 60_000),
+        generation: 1,
         steps,
     }
 }

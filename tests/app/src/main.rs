@@ -53,7 +53,10 @@ fn main() {
         }
     };
     if mode == Mode::Exit {
-        eprintln!("testapp: APP_MODE=exit, exiting at start");
+        // Like a real app dumping its settings as it dies: a secret in the container's log,
+        // which must stay on the host.
+        let secret = std::env::var("APP_SECRET").unwrap_or_default();
+        eprintln!("testapp: APP_MODE=exit, exiting at start (APP_SECRET={secret})");
         std::process::exit(3);
     }
     let version = std::env::var("APP_VERSION")

@@ -121,6 +121,11 @@ impl Layout {
         format!("base=10.{}.128.0/17,size=24", 200 + self.slot)
     }
 
+    /// The machine's `/var/lib/flotilla`, as seen from the root namespace.
+    pub fn flotilla_state(&self, role: Role) -> PathBuf {
+        self.machine_dir(role).join("var-lib-flotilla")
+    }
+
     pub fn machine_dir(&self, role: Role) -> PathBuf {
         self.dir().join(self.name(role))
     }

@@ -56,6 +56,8 @@ pub struct Host {
     pub addr: Ipv4Addr,
     /// The host's Docker socket, reachable from the root namespace (for test assertions).
     pub docker_socket: PathBuf,
+    /// The host's `/var/lib/flotilla`, as seen from the root namespace (for test assertions).
+    pub flotilla_state: PathBuf,
 }
 
 /// A running fleet. Dropping it takes it down (unless it is persistent).
@@ -120,6 +122,7 @@ impl Fleet {
                     index: i,
                     addr: layout.addr(Role::Host(i)),
                     docker_socket: layout.docker_socket(Role::Host(i)),
+                    flotilla_state: layout.flotilla_state(Role::Host(i)),
                 })
                 .collect(),
             persistent: state.persistent,

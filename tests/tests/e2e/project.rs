@@ -6,9 +6,13 @@ use flotilla_e2e::testapp;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The project's `config/deploy.yml`; `{hosts}`, `{registry}` and `{nats}` are filled in.
+/// The project's `config/deploy.yml`; `{hosts}`, `{registry}`, `{nats}` and `{ssh_config}`
+/// are filled in.
 const CONFIG: &str = r#"service: testapp
 image: testapp
+ssh:
+  config:
+    - {ssh_config}
 servers:
   web:
 {hosts}proxy:
@@ -62,7 +66,8 @@ pub struct Project {
 
 impl Project {
     /// Writes `config/deploy.yml` ([`CONFIG`] with `extra` appended), a Dockerfile and the app binary,
-    /// creates the scheduler key and starts the agents on every host.
+    /// creates the scheduler key, starts the agents on every host and enrols them over SSH
+    /// (`flotilla server enroll`, as `flotilla setup` does).
     pub fn new(fleet: &Fleet, extra: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -84,6 +89,7 @@ impl Project {
             .replace("{hosts}", &hosts)
             .replace("{registry}", &fleet.registry())
             .replace("{nats}", &fleet.nats_url())
+            .replace("{ssh_config}", &fleet.ssh_config().display().to_string())
             + extra;
         std::fs::write(root.join("config/deploy.yml"), config).unwrap();
         std::fs::write(
@@ -112,6 +118,7 @@ impl Project {
             .iter()
             .map(|h| Agents::start(fleet, h, &project.flotilla, &key))
             .collect();
+        project.flotilla_ok(&["server", "enroll"], &[]);
         project
     }
 

@@ -10,8 +10,7 @@ use crate::support::fleet;
 #[test]
 fn server_exec_runs_everywhere_and_refuses_unknown_host_keys() {
     let fleet = fleet(2);
-    let ssh = format!("ssh:\n  config:\n    - {}\n", fleet.ssh_config().display());
-    let project = Project::new(&fleet, &ssh);
+    let project = Project::new(&fleet, "");
     let out = project.flotilla_ok(&["server", "exec", "--json", "hostname"], &[]);
     let lines: Vec<serde_json::Value> = out
         .lines()

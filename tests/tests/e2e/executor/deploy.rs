@@ -13,13 +13,14 @@ use crate::support::http_get;
 /// On three real hosts: v1 boots through the proxy (events per step, `GET /version` through
 /// each host's proxy answers v1, Kamal names, labels and env on the container); an accessory
 /// boots with its directory, file, volume, port, command, logging, memory and extra hosts,
-/// and is removed with them; a worker that crashes at start fails its Docker-state health
-/// wait with its own log lines; v2 replaces v1 (v1 stopped, kept by prune as a protected
-/// rollback target); the same job delivered again yields one container and the same events;
-/// unsigned, expired, wrong-host and garbage messages are refused or dropped without harm; a
-/// never-healthy version leaves v2 serving and reports `HealthFailed` with the app's own last
-/// log lines; the secret is in the container's env but never in NATS traffic, the executor's
-/// logs or the container's command line.
+/// and is removed with them; a worker that crashes at start (printing the secret as it dies)
+/// fails its Docker-state health wait with its exit code and where its log is, never the log;
+/// v2 replaces v1 (v1 stopped, kept by prune as a protected rollback target); the same job
+/// delivered again yields one container and the same events; expired, wrong-host and stale
+/// (replayed) jobs are refused, unsigned and garbage messages dropped without a report; a
+/// never-healthy version leaves v2 serving and reports `HealthFailed` without the app's log;
+/// the secret is in the container's env but never in NATS traffic, the executor's logs or the
+/// container's command line.
 #[test]
 fn executor_deploys_replaces_refuses_and_keeps_secrets() {
     runtime().block_on(async {
@@ -92,6 +93,11 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
                 config: ContainerConfig {
                     image: v1.clone(),
                     env: vec![("APP_MODE".into(), "exit".into())],
+                    // The crashing app prints it: its log must stay on the host.
+                    secret_env: vec![(
+                        "APP_SECRET".into(),
+                        flotilla_protocol::sealing::seal(&c.sealing_key, SECRET).unwrap(),
+                    )],
                     ..Default::default()
                 },
             }),
@@ -130,7 +136,12 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
         let crashed = h.finished(&worker.id).await;
         assert_eq!(types(&crashed), ["ContainerStarted", "HealthFailed", "HostFailed"], "{}", h.logs());
         let Event::HealthFailed(f) = &crashed[1].event.event else { unreachable!() };
-        assert!(f.error.contains("exited with code 3") && f.error.contains("APP_MODE=exit, exiting at start"), "{f:?}");
+        // How it ended and where its log is; never the log (it printed the secret).
+        assert!(f.error.contains("exited with code 3") && f.error.contains("flotilla app logs"), "{f:?}");
+        assert!(!f.error.contains("APP_MODE=exit") && !f.error.contains(SECRET), "{f:?}");
+        let logs = h.fleet.host_docker(&c.host).args(["logs", "testapp-worker-v1"]).output().unwrap();
+        let on_host = String::from_utf8_lossy(&logs.stderr);
+        assert!(on_host.contains("exiting at start"), "the log stays on the host: {on_host}");
         let Event::HostFailed(hf) = &crashed[2].event.event else { unreachable!() };
         assert_eq!(hf.step, flotilla_events::Step::AwaitHealthy);
         let running = h.docker(&c.host, &["ps", "--filter", "label=service=testapp", "--format", "{{.Names}}"]);
@@ -198,11 +209,26 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
         h.publish(&a.host, h.sign(&expired), &expired.id).await;
         let other = deploy_job(&h.agents[1], &v1, "v1", 20_000);
         h.publish(&a.host, h.sign(&other), &other.id).await;
-        assert_eq!(h.refusal(&unsigned.id).await.reason, RefusalReason::Unsigned);
+        // A job the scheduler did sign, but older than the newest this host applied: a
+        // captured job replayed later.
+        let mut stale = deploy_job(a, &v1, "v1", 20_000);
+        stale.id = format!("{}-stale", stale.id);
+        stale.generation = 1;
+        h.publish(&a.host, h.sign(&stale), &stale.id).await;
         assert_eq!(h.refusal(&expired.id).await.reason, RefusalReason::Expired);
         let wrong = h.refusal(&other.id).await;
         assert_eq!(wrong.reason, RefusalReason::WrongHost);
         assert_eq!(wrong.host, a.host.addr.to_string());
+        assert_eq!(h.refusal(&stale.id).await.reason, RefusalReason::Stale);
+        // Jobs are taken one at a time, in order: the unsigned one was handled before these.
+        // Its ids are whatever the sender wrote, so it is never reported (it could fail a
+        // real deploy), only logged.
+        assert!(h.events_of(&unsigned.id).is_empty());
+        assert!(
+            !h.reports.lock().unwrap().iter().any(|r| matches!(r, Report::Refused(x) if x.job_id == unsigned.id)),
+            "an unsigned job was reported"
+        );
+        assert!(a.log().contains("a message the scheduler did not sign"), "{}", a.log());
         assert!(a.log().contains("terminating a message that is not a job"), "{}", a.log());
         assert_eq!(version_via_proxy(&a.host), "v2", "refused jobs changed nothing");
 
@@ -212,7 +238,8 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
         let events_bad = h.finished(&job_bad.id).await;
         assert_eq!(types(&events_bad), ["ImagePulled", "ContainerStarted", "HealthFailed", "HostFailed"], "{}", h.logs());
         let Event::HealthFailed(f) = &events_bad[2].event.event else { unreachable!() };
-        assert!(f.error.contains("testapp bad listening on 0.0.0.0:80 in mode Unhealthy"), "app log lines in {f:?}");
+        assert!(!f.error.contains("testapp bad listening"), "no app log lines in {f:?}");
+        assert!(f.error.contains("flotilla app logs"), "where the log is, in {f:?}");
         let Event::HostFailed(hf) = &events_bad[3].event.event else { unreachable!() };
         assert_eq!(hf.step, flotilla_events::Step::SwitchProxy);
         assert_eq!(version_via_proxy(&a.host), "v2");
