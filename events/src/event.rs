@@ -374,6 +374,8 @@ pub struct HostEnrolled {
     pub sealing_key: String,
     /// Base64 ed25519 public key the host's reports verify against.
     pub signing_key: String,
+    /// NATS user public key (`U...`) the host's executor connects with.
+    pub nats_key: String,
     /// The signing key this enrolment replaced (`server enroll --replace`), if any.
     pub replaces: Option<String>,
 }

@@ -239,6 +239,7 @@ pub fn every_event_type() -> Vec<NewEvent> {
             ssh_host_key: "SHA256:cHJldGVuZCB0aGlzIGlzIGEgZmluZ2VycHJpbnQ".into(),
             sealing_key: "c2VhbGluZyBrZXkgb2Ygd2ViLTEgKDMyIGJ5dGVzKQ==".into(),
             signing_key: "c2lnbmluZyBrZXkgb2Ygd2ViLTEgKDMyIGJ5dGVzKQ==".into(),
+            nats_key: "UCIQPZ3YSJZRKWXYDDAR3FUAF2VJRR6XTOUJ6QKRCYZRXFDUGDHYXO4L".into(),
             replaces: None,
         }
         .into(),

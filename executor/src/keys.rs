@@ -3,7 +3,8 @@
 //! later start; their public halves in `identity.pub` for enrolment.
 
 use flotilla_protocol::identity::{
-    PUBLIC_FILE, PublicIdentity, ReportSigner, SEALING_FILE, SIGNING_FILE, public_identity,
+    NATS_FILE, PUBLIC_FILE, PublicIdentity, ReportSigner, SEALING_FILE, SIGNING_FILE,
+    public_identity,
 };
 use flotilla_protocol::sealing::{HostKey, SealError};
 use flotilla_protocol::signing::KeyError;
@@ -35,6 +36,8 @@ pub enum KeyProblem {
     Sealing(#[source] SealError),
     #[error("signing key")]
     Signing(#[source] KeyError),
+    #[error("NATS user seed")]
+    Nats(#[source] nkeys::error::Error),
 }
 
 /// Reads the sealing key at `path`, or makes one there (mode 0600) if there is none.
@@ -74,6 +77,24 @@ pub fn load_or_generate_signer(path: &Path) -> Result<(ReportSigner, bool), KeyF
     )
 }
 
+/// Reads the NATS user seed at `path`, or makes one there (mode 0600) if there is none.
+pub fn load_or_generate_nats(path: &Path) -> Result<(nkeys::KeyPair, bool), KeyFileError> {
+    let invalid = |source| KeyFileError::Invalid {
+        path: path.to_owned(),
+        source: KeyProblem::Nats(source),
+    };
+    load_or_make(
+        path,
+        |text| nkeys::KeyPair::from_seed(text.trim()).map_err(invalid),
+        || {
+            let key = nkeys::KeyPair::new_user();
+            // A freshly made user key always has a seed.
+            let seed = key.seed().unwrap_or_default();
+            (key, zeroize::Zeroizing::new(seed))
+        },
+    )
+}
+
 fn load_or_make<K>(
     path: &Path,
     parse: impl FnOnce(&str) -> Result<K, KeyFileError>,
@@ -107,10 +128,12 @@ fn load_or_make<K>(
     }
 }
 
-/// The executor's keys: sealing (secrets are sealed to it) and signing (its reports).
+/// The executor's keys: sealing (secrets are sealed to it), signing (its reports) and its NATS
+/// user key (what the NATS server admits it by).
 pub struct Identity {
     pub sealing: HostKey,
     pub signing: ReportSigner,
+    pub nats: nkeys::KeyPair,
     /// Whether either key was made on this start (a new identity to enrol).
     pub made: bool,
 }
@@ -121,18 +144,25 @@ impl Identity {
     pub fn load(state_dir: &Path) -> Result<Identity, KeyFileError> {
         let (sealing, made_sealing) = load_or_generate(&state_dir.join(SEALING_FILE))?;
         let (signing, made_signing) = load_or_generate_signer(&state_dir.join(SIGNING_FILE))?;
-        let public = public_identity(&sealing, &signing);
+        let (nats, made_nats) = load_or_generate_nats(&state_dir.join(NATS_FILE))?;
+        let public = public_identity(&sealing, &signing, &nats.public_key());
         write_public(&state_dir.join(PUBLIC_FILE), &public.to_json())?;
         Ok(Identity {
             sealing,
             signing,
-            made: made_sealing || made_signing,
+            nats,
+            made: made_sealing || made_signing || made_nats,
         })
     }
 
     /// The public halves, as enrolled.
     pub fn public(&self) -> PublicIdentity {
-        public_identity(&self.sealing, &self.signing)
+        public_identity(&self.sealing, &self.signing, &self.nats.public_key())
+    }
+
+    /// The NATS user seed, for the connection (never printed).
+    pub fn nats_seed(&self) -> Option<zeroize::Zeroizing<String>> {
+        self.nats.seed().ok().map(zeroize::Zeroizing::new)
     }
 }
 
@@ -193,7 +223,7 @@ mod tests {
         assert!(a.made);
         let text = std::fs::read_to_string(dir.path().join(PUBLIC_FILE)).unwrap();
         assert_eq!(PublicIdentity::parse(&text).unwrap(), a.public());
-        for f in [SEALING_FILE, SIGNING_FILE] {
+        for f in [SEALING_FILE, SIGNING_FILE, NATS_FILE] {
             let mode = std::fs::metadata(dir.path().join(f))
                 .unwrap()
                 .permissions()

@@ -20,12 +20,28 @@ use flotilla_protocol::subjects;
 use flotilla_protocol::wire::{self, Heartbeat, Refusal, RefusalReason, Report, SignedReport};
 
 /// How the executor reaches NATS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsSettings {
     pub url: String,
     /// A `.creds` file (JWT + nkey seed) for secured clusters.
     pub creds: Option<std::path::PathBuf>,
+    /// The host's own NATS user seed (its enrolled nkey): what a Flotilla-booted NATS admits
+    /// it by. Unused by a server without authorization.
+    pub nkey_seed: Option<zeroize::Zeroizing<String>>,
+    /// A CA certificate to trust for `tls://` URLs (the one setup made and pinned).
+    pub ca: Option<std::path::PathBuf>,
     pub heartbeat_every: Duration,
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &self.url)
+            .field("creds", &self.creds)
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| ".."))
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 /// The executor could not start at all (a reconnect never gives up; this is for bad settings).
@@ -41,6 +57,10 @@ pub enum TransportError {
 
 /// The longest pause between two reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the executor looks again for its job consumer while there is none yet: the
+/// scheduler makes it when it first deploys to the host, and the first job should not wait
+/// long for the executor to notice.
+const CONSUMER_WAIT: Duration = Duration::from_secs(1);
 /// How often a running job tells the server it is still being worked on.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long a job waits before it is delivered again when this host could not take it
@@ -67,7 +87,18 @@ pub async fn run<R: Runtime, P: Proxy>(
         .reconnect_delay_callback(|attempt| {
             Duration::from_millis(100 * 2u64.saturating_pow(attempt.min(7) as u32)).min(MAX_BACKOFF)
         })
-        .event_callback(|event| async move { tracing::info!(%event, "nats") });
+        .event_callback(|event| async move { tracing::info!(%event, "nats") })
+        // Replies (JetStream acks, pulled jobs) on this host's own inbox prefix: the only
+        // subjects its NATS credentials may subscribe to.
+        .custom_inbox_prefix(flotilla_protocol::access::host_inbox_prefix(
+            executor.host(),
+        ));
+    if let Some(seed) = &settings.nkey_seed {
+        options = options.nkey(seed.to_string());
+    }
+    if let Some(ca) = &settings.ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
     if let Some(path) = &settings.creds {
         options = options
             .credentials_file(path)
@@ -102,7 +133,14 @@ pub async fn run<R: Runtime, P: Proxy>(
     while !*shutdown.borrow() {
         match consume(&executor, &verifier, &journal, &sink, &mut shutdown).await {
             Ok(()) => break,
-            Err(e) => {
+            Err(ConsumeError::NoConsumer(name)) => {
+                tracing::info!(consumer = %name, "no job consumer yet: the scheduler makes it with the first deploy here");
+                tokio::select! {
+                    _ = tokio::time::sleep(CONSUMER_WAIT) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(ConsumeError::Nats(e)) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "job consumer lost, rebinding");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -121,49 +159,80 @@ pub async fn run<R: Runtime, P: Proxy>(
     Ok(())
 }
 
-/// Binds the consumer and handles jobs until shutdown (Ok) or a NATS failure (Err).
+/// Why the job consumer was left (other than shutdown).
+#[derive(Debug)]
+enum ConsumeError {
+    /// The scheduler has not made this host's consumer yet.
+    NoConsumer(String),
+    /// NATS failed or the consumer is not what it must be; rebind after a backoff.
+    Nats(String),
+}
+
+impl std::fmt::Display for ConsumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConsumeError::NoConsumer(name) => write!(f, "no consumer {name}"),
+            ConsumeError::Nats(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for ConsumeError {
+    fn from(e: String) -> Self {
+        ConsumeError::Nats(e)
+    }
+}
+
+impl From<&str> for ConsumeError {
+    fn from(e: &str) -> Self {
+        ConsumeError::Nats(e.to_owned())
+    }
+}
+
+/// Whether looking the consumer up failed because it (or its stream) does not exist yet.
+fn not_made_yet(e: &jetstream::stream::ConsumerError) -> bool {
+    use jetstream::ErrorCode;
+    matches!(
+        e.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(j)
+            if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND
+                || j.error_code() == ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Binds the consumer and handles jobs until shutdown (Ok) or a NATS failure (Err). The
+/// executor makes no stream and no consumer: the scheduler does, and a host's credentials
+/// allow neither; it only looks its own consumer up and checks what it filters.
 async fn consume<R: Runtime, P: Proxy>(
     executor: &Executor<R, P>,
     verifier: &JobVerifier,
     journal: &Mutex<Journal>,
     sink: &JetStreamSink,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), ConsumeError> {
     let host = executor.host();
     let js = &sink.js;
-    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
-        &subjects::jobs_stream(),
-    ))
-    .await
-    .map_err(|e| format!("jobs stream: {e}"))?;
-    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
-        &subjects::events_stream(),
-    ))
-    .await
-    .map_err(|e| format!("events stream: {e}"))?;
-    let stream = js
-        .get_stream(subjects::JOBS_STREAM)
+    let name = subjects::job_consumer(host);
+    let consumer: jetstream::consumer::PullConsumer = match js
+        .get_consumer_from_stream(&name, subjects::JOBS_STREAM)
         .await
-        .map_err(|e| format!("jobs stream: {e}"))?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &subjects::job_consumer(host),
-            flotilla_protocol::nats::consumer_config(&subjects::job_consumer_spec(host)),
-        )
-        .await
-        .map_err(|e| format!("consumer {}: {e}", subjects::job_consumer(host)))?;
+    {
+        Ok(c) => c,
+        Err(e) if not_made_yet(&e) => return Err(ConsumeError::NoConsumer(name)),
+        Err(e) => return Err(ConsumeError::Nats(format!("consumer {name}: {e}"))),
+    };
     // A consumer of this name made by someone else with another filter would feed this host
     // nothing (or another host's jobs): refuse to bind rather than wait silently.
     let want = subjects::job_subject(host);
     let filter = consumer.cached_info().config.filter_subject.clone();
     if filter != want {
-        return Err(format!(
+        return Err(ConsumeError::Nats(format!(
             "consumer {} filters {filter:?}, not this host's jobs {want:?}: refusing to bind \
              (delete it with `nats consumer rm {} {}`; the scheduler recreates it)",
             subjects::job_consumer(host),
             subjects::JOBS_STREAM,
             subjects::job_consumer(host)
-        ));
+        )));
     }
     let mut messages = consumer
         .stream()
@@ -181,7 +250,7 @@ async fn consume<R: Runtime, P: Proxy>(
         };
         let message = match message {
             None => return Err("message stream ended".into()),
-            Some(Err(e)) => return Err(format!("pull: {e}")),
+            Some(Err(e)) => return Err(format!("pull: {e}").into()),
             Some(Ok(m)) => m,
         };
         handle(executor, verifier, journal, sink, &message, shutdown).await?;

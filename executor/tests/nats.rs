@@ -3,7 +3,6 @@
 //! jobs are consumed and reported, and the executor keeps working after the server restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,43 +17,8 @@ use flotilla_protocol::subjects;
 use flotilla_protocol::wire::{self, *};
 use futures::StreamExt as _;
 
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(port: u16, store: &std::path::Path) -> Server {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run nats-server ({e}): install the Debian package `nats-server`")
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+mod support;
+use support::Server;
 
 fn job(id: &str, version: &str) -> Job {
     let now = Timestamp::now();
@@ -147,6 +111,8 @@ async fn consumes_jobs_and_survives_a_server_restart() {
     let settings = NatsSettings {
         url: url.clone(),
         creds: None,
+        nkey_seed: None,
+        ca: None,
         heartbeat_every: Duration::from_secs(1),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -183,6 +149,15 @@ async fn consumes_jobs_and_survives_a_server_restart() {
     ))
     .await
     .unwrap();
+    // The scheduler's part: the host's job consumer. Until it exists the executor waits.
+    let jobs = js.get_stream(subjects::JOBS_STREAM).await.unwrap();
+    let _: async_nats::jetstream::consumer::PullConsumer = jobs
+        .get_or_create_consumer(
+            &subjects::job_consumer("10.0.0.5"),
+            flotilla_protocol::nats::consumer_config(&subjects::job_consumer_spec("10.0.0.5")),
+        )
+        .await
+        .unwrap();
     let publish = |job: Job| {
         let js = js.clone();
         let payload = signer.sign(&job).unwrap();

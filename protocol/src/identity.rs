@@ -20,6 +20,8 @@ pub const PUBLIC_FILE: &str = "identity.pub";
 pub const SEALING_FILE: &str = "host.key";
 /// The signing secret key file in the executor's state directory (mode 0600).
 pub const SIGNING_FILE: &str = "signing.key";
+/// The NATS user seed file (an nkey seed, `SU...`) in the executor's state directory (0600).
+pub const NATS_FILE: &str = "nats.nk";
 
 /// Domain separation: a report signature can never be taken for a job's or anything else's.
 pub const REPORT_SIGNING_CONTEXT: &[u8] = b"flotilla report v1\0";
@@ -31,6 +33,9 @@ pub struct PublicIdentity {
     pub sealing_key: String,
     /// Base64 ed25519 public key: what this host's reports verify against.
     pub signing_key: String,
+    /// NATS user public key (`U...`): what the NATS server admits this host's executor by,
+    /// with its permissions ([`crate::access::host_permissions`]).
+    pub nats_key: String,
 }
 
 /// `identity.pub` that is not a public identity.
@@ -42,6 +47,8 @@ pub enum IdentityError {
     SigningKey(#[source] KeyError),
     #[error("sealing key")]
     SealingKey(#[source] SealError),
+    #[error("NATS key {0:?} is not a NATS user public key")]
+    NatsKey(String),
 }
 
 impl PublicIdentity {
@@ -50,6 +57,7 @@ impl PublicIdentity {
         let id: PublicIdentity = serde_json::from_str(text).map_err(IdentityError::Json)?;
         ReportVerifier::new(&id.signing_key).map_err(IdentityError::SigningKey)?;
         crate::sealing::check_public_key(&id.sealing_key).map_err(IdentityError::SealingKey)?;
+        check_nats_user_key(&id.nats_key)?;
         Ok(id)
     }
 
@@ -105,11 +113,25 @@ impl ReportSigner {
     }
 }
 
-/// The public identity of a host whose keys are `sealing` and `signing`.
-pub fn public_identity(sealing: &HostKey, signing: &ReportSigner) -> PublicIdentity {
+/// Whether `key` is a NATS user public key (`U...`, checksum valid).
+pub fn check_nats_user_key(key: &str) -> Result<(), IdentityError> {
+    match nkeys::KeyPair::from_public_key(key) {
+        Ok(k) if k.key_pair_type() == nkeys::KeyPairType::User => Ok(()),
+        _ => Err(IdentityError::NatsKey(key.to_owned())),
+    }
+}
+
+/// The public identity of a host whose keys are `sealing`, `signing` and the NATS user key
+/// `nats_key` (public).
+pub fn public_identity(
+    sealing: &HostKey,
+    signing: &ReportSigner,
+    nats_key: &str,
+) -> PublicIdentity {
     PublicIdentity {
         sealing_key: sealing.public_key_base64(),
         signing_key: signing.public_key_base64(),
+        nats_key: nats_key.to_owned(),
     }
 }
 
@@ -167,7 +189,8 @@ mod tests {
     /// The identity file round-trips; a file with a bad key is refused, not enrolled.
     #[test]
     fn identity_file_round_trips_and_checks_keys() {
-        let id = public_identity(&HostKey::generate(), &ReportSigner::generate());
+        let nats = nkeys::KeyPair::new_user().public_key();
+        let id = public_identity(&HostKey::generate(), &ReportSigner::generate(), &nats);
         assert_eq!(PublicIdentity::parse(&id.to_json()).unwrap(), id);
         let bad = PublicIdentity {
             signing_key: "AAAA".into(),
@@ -179,11 +202,20 @@ mod tests {
         ));
         let bad = PublicIdentity {
             sealing_key: "not base64!".into(),
-            ..id
+            ..id.clone()
         };
         assert!(matches!(
             PublicIdentity::parse(&bad.to_json()),
             Err(IdentityError::SealingKey(_))
+        ));
+        // A server's or account's key is not a user's.
+        let bad = PublicIdentity {
+            nats_key: nkeys::KeyPair::new_server().public_key(),
+            ..id
+        };
+        assert!(matches!(
+            PublicIdentity::parse(&bad.to_json()),
+            Err(IdentityError::NatsKey(_))
         ));
         assert!(PublicIdentity::parse("{}").is_err());
     }

@@ -1,6 +1,7 @@
 //! The contract between Flotilla's scheduler and its executors, and nothing that does I/O.
 //!
 //! Both sides import this crate; neither imports the other (wadm's `wadm-types` is the model):
+//! - [`access`]: who may do what on NATS (a host's executor, the operators), as data;
 //! - [`subjects`]: subject, stream, consumer and key-value names and settings, as plain data
 //!   (the `nats` feature turns them into async-nats configs: [`nats`]);
 //! - [`wire`]: jobs, job steps, reports and heartbeats, framed with a version byte by the event
@@ -15,6 +16,7 @@
 //!   scheduler that resumes.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod finish;
 pub mod identity;
 pub mod names;

@@ -24,6 +24,7 @@ pub fn stream_config(spec: &StreamSpec) -> stream::Config {
             Discard::New => DiscardPolicy::New,
         },
         max_age: spec.max_age.unwrap_or_default(),
+        max_bytes: spec.max_bytes,
         max_messages_per_subject: spec.max_messages_per_subject.unwrap_or(-1),
         duplicate_window: spec.duplicate_window.unwrap_or_default(),
         allow_rollup: spec.key_value,

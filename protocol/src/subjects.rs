@@ -114,6 +114,8 @@ pub struct StreamSpec {
     pub discard: Discard,
     /// `None`: kept regardless of age.
     pub max_age: Option<Duration>,
+    /// The stream's size cap; the oldest go first (or the newest are refused, per `discard`).
+    pub max_bytes: i64,
     /// `None`: no per-subject limit.
     pub max_messages_per_subject: Option<i64>,
     /// Window in which a second message with the same `Nats-Msg-Id` is dropped.
@@ -156,6 +158,7 @@ pub fn heartbeats_stream() -> StreamSpec {
         storage: Storage::Memory,
         discard: Discard::Old,
         max_age: Some(HEARTBEAT_KEPT),
+        max_bytes: HEARTBEATS_MAX_BYTES,
         max_messages_per_subject: Some(1),
         duplicate_window: None,
         key_value: false,
@@ -181,13 +184,23 @@ pub fn jobs_stream() -> StreamSpec {
         subjects: vec![format!("{JOB_PREFIX}.*")],
         retention: Retention::WorkQueue,
         storage: Storage::File,
-        discard: Discard::Old,
-        max_age: None,
+        // New jobs are refused rather than old ones silently dropped when full.
+        discard: Discard::New,
+        // A job is useless once expired: nothing older is kept.
+        max_age: Some(crate::signing::MAX_JOB_VALIDITY),
+        max_bytes: JOBS_MAX_BYTES,
         max_messages_per_subject: None,
         duplicate_window: Some(JOB_DEDUP_WINDOW),
         key_value: false,
     }
 }
+
+/// Size caps of the streams, so a flood (or a bug) fills no control host's disk: jobs are a
+/// few KB each and consumed within minutes; heartbeats keep one small message per host;
+/// events are ~200 bytes and kept a month (a 1,000-host fleet deploying hourly stays under).
+pub const JOBS_MAX_BYTES: i64 = 256 << 20;
+pub const HEARTBEATS_MAX_BYTES: i64 = 64 << 20;
+pub const EVENTS_MAX_BYTES: i64 = 4 << 30;
 
 /// How long executors' reports are kept in NATS: far longer than any scheduler restart, and
 /// the source `flotilla events` can rebuild a lost log from.
@@ -204,6 +217,7 @@ pub fn events_stream() -> StreamSpec {
         storage: Storage::File,
         discard: Discard::Old,
         max_age: Some(EVENTS_KEPT),
+        max_bytes: EVENTS_MAX_BYTES,
         max_messages_per_subject: None,
         duplicate_window: Some(JOB_DEDUP_WINDOW),
         key_value: false,
@@ -285,6 +299,8 @@ pub fn lock_bucket_stream() -> StreamSpec {
         storage: Storage::File,
         discard: Discard::New,
         max_age: None,
+        // One small value per service and destination.
+        max_bytes: 1 << 20,
         max_messages_per_subject: Some(1),
         duplicate_window: None,
         key_value: true,

@@ -157,6 +157,7 @@ mod tests {
                     ssh_host_key: "SHA256:x".into(),
                     sealing_key: "c2VhbA==".into(),
                     signing_key: h.signer.public_key_base64(),
+                    nats_key: format!("U{}", h.name),
                     replaces: None,
                 },
             )

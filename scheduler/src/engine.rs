@@ -326,6 +326,7 @@ impl<T: Transport> Engine<'_, T> {
             .filter(|h| !already_done.contains(&h.host))
             .collect();
         let names: Vec<String> = todo.iter().map(|h| h.host.clone()).collect();
+        self.transport.prepare_hosts(&names).await?;
         let heartbeats = self
             .transport
             .heartbeats(&names, run.heartbeat_wait)

@@ -52,6 +52,7 @@ pub fn decide(
             ssh_host_key: ssh_host_key.to_owned(),
             sealing_key: identity.sealing_key.clone(),
             signing_key: identity.signing_key.clone(),
+            nats_key: identity.nats_key.clone(),
             replaces,
         })
     };
@@ -59,7 +60,8 @@ pub fn decide(
         return Ok(record(None));
     };
     let same_keys = current.keys.sealing_key == identity.sealing_key
-        && current.keys.signing_key == identity.signing_key;
+        && current.keys.signing_key == identity.signing_key
+        && current.keys.nats_key == identity.nats_key;
     if same_keys {
         // The SSH layer refuses a changed host key unless the operator accepted it in
         // known_hosts; once accepted, the new fingerprint is what this enrolment went through.
@@ -94,6 +96,7 @@ mod tests {
         PublicIdentity {
             sealing_key: format!("seal{n}"),
             signing_key: format!("sign{n}"),
+            nats_key: format!("Unats{n}"),
         }
     }
 

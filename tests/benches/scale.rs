@@ -226,6 +226,7 @@ fn start_fleet(
             ssh_host_key: format!("SHA256:bench-{host}"),
             sealing_key: executor.host_key().public_key_base64(),
             signing_key: signing.public_key_base64(),
+            nats_key: format!("Ubench{i}"),
             replaces: None,
         };
         log.append(flotilla_scheduler::enrolment::event(
@@ -235,6 +236,8 @@ fn start_fleet(
         let settings = NatsSettings {
             url: url.to_owned(),
             creds: None,
+            nkey_seed: None,
+            ca: None,
             heartbeat_every: heartbeat,
         };
         rt.spawn(transport::run(
@@ -250,16 +253,35 @@ fn start_fleet(
     rt.block_on(async move {
         let client = async_nats::connect(&url).await.unwrap();
         let js = async_nats::jetstream::new(client);
+        // The scheduler makes each host's consumer (executors may not); then each executor
+        // binds to its own, which shows as a waiting pull request.
+        let stream = js
+            .get_or_create_stream(flotilla_protocol::nats::stream_config(
+                &subjects::jobs_stream(),
+            ))
+            .await
+            .unwrap();
+        let mut consumers = Vec::new();
+        for i in 0..n {
+            let spec = subjects::job_consumer_spec(&host_name(i));
+            let c: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_or_create_consumer(
+                    &subjects::job_consumer(&host_name(i)),
+                    flotilla_protocol::nats::consumer_config(&spec),
+                )
+                .await
+                .unwrap();
+            consumers.push(c);
+        }
         let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Ok(mut stream) = js.get_stream(subjects::JOBS_STREAM).await
-                && let Ok(info) = stream.info().await
-                && info.state.consumer_count >= n
-            {
-                break;
+        for mut c in consumers {
+            loop {
+                if c.info().await.is_ok_and(|i| i.num_waiting > 0) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "executors did not bind in 300 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(Instant::now() < deadline, "executors did not bind in 300 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
 }

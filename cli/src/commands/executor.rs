@@ -21,7 +21,7 @@ const EXAMPLES: &str = "Examples:
   flotilla executor run            # settings from /etc/flotilla/executor.conf and FLOTILLA_* env
   flotilla executor key            # the host's sealing key, for the scheduler";
 
-/// The default settings file: `key = value` lines (host_id, nats_url, nats_creds,
+/// The default settings file: `key = value` lines (host_id, nats_url, nats_creds, nats_ca,
 /// scheduler_key, state_dir, docker_socket, proxy_socket).
 pub const DEFAULT_CONFIG: &str = "/etc/flotilla/executor.conf";
 
@@ -64,9 +64,12 @@ struct RunArgs {
     /// NATS server URL
     #[arg(long = "nats", env = "FLOTILLA_NATS_URL", value_name = "URL")]
     nats_url: Option<String>,
-    /// NATS credentials file (.creds)
+    /// NATS credentials file (.creds); without one, the host's own NATS key (enrolled) is used
     #[arg(long = "creds", env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
     nats_creds: Option<PathBuf>,
+    /// CA certificate to trust for a `tls://` NATS URL (setup pins its own CA here)
+    #[arg(long = "nats-ca", env = "FLOTILLA_NATS_CA", value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
     /// The scheduler's ed25519 public key (base64), or @FILE holding it
     #[arg(long, env = "FLOTILLA_SCHEDULER_KEY", value_name = "KEY|@FILE")]
     scheduler_key: Option<String>,
@@ -148,6 +151,7 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             "host_id",
             "nats_url",
             "nats_creds",
+            "nats_ca",
             "scheduler_key",
             "state_dir",
             "docker_socket",
@@ -157,7 +161,7 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         {
             return Err(usage(
                 format!("{}:{}: unknown key {key:?}", path.display(), n + 1),
-                "known keys: host_id, nats_url, nats_creds, scheduler_key, state_dir, docker_socket, proxy_socket",
+                "known keys: host_id, nats_url, nats_creds, nats_ca, scheduler_key, state_dir, docker_socket, proxy_socket",
             ));
         }
         out.push((key.to_owned(), v.trim().trim_matches('"').to_owned()));
@@ -173,6 +177,7 @@ fn merge_config(args: &mut RunArgs) -> anyhow::Result<()> {
             "host_id" if args.host_id.is_none() => args.host_id = Some(value.clone()),
             "nats_url" if args.nats_url.is_none() => args.nats_url = Some(value.clone()),
             "nats_creds" if args.nats_creds.is_none() => args.nats_creds = path(),
+            "nats_ca" if args.nats_ca.is_none() => args.nats_ca = path(),
             "scheduler_key" if args.scheduler_key.is_none() => {
                 args.scheduler_key = Some(value.clone())
             }
@@ -237,6 +242,7 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    let nkey_seed = identity.nats_seed();
     let flotilla_executor::keys::Identity {
         sealing: host_key,
         signing: signer,
@@ -264,6 +270,8 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
     let settings = NatsSettings {
         url: nats_url,
         creds: args.nats_creds,
+        nkey_seed,
+        ca: args.nats_ca,
         heartbeat_every: Duration::from_secs(args.heartbeat_secs.max(1)),
     };
     transport::run(executor, verifier, signer, journal, settings, stop_rx)

@@ -73,6 +73,7 @@ mod tests {
                 ssh_host_key: "SHA256:abc".into(),
                 sealing_key: format!("seal-{signing}"),
                 signing_key: signing.into(),
+                nats_key: format!("U{signing}"),
                 replaces: None,
             },
         )

@@ -165,6 +165,34 @@ impl Bus {
         Ok(())
     }
 
+    /// Makes sure each host has its job consumer, filtering exactly its own subject: the
+    /// scheduler owns the consumers (a host's credentials cannot make one). A consumer of that
+    /// name with another filter (made by anyone else) is deleted and made again.
+    pub async fn ensure_job_consumers(&self, hosts: &[String]) -> Result<(), TransportError> {
+        let stream = self
+            .js
+            .get_stream(subjects::JOBS_STREAM)
+            .await
+            .map_err(nats)?;
+        for host in hosts {
+            let spec = subjects::job_consumer_spec(host);
+            let name = subjects::job_consumer(host);
+            let config = consumer_config(&spec);
+            let mut consumer: jetstream::consumer::PullConsumer = stream
+                .get_or_create_consumer(&name, config.clone())
+                .await
+                .map_err(nats)?;
+            let info = consumer.info().await.map_err(nats)?;
+            if info.config.filter_subject != spec.filter_subject {
+                tracing::warn!(consumer = %name, found = %info.config.filter_subject, want = %spec.filter_subject, "job consumer with a foreign filter: making it again");
+                stream.delete_consumer(&name).await.map_err(nats)?;
+                let _: jetstream::consumer::PullConsumer =
+                    stream.create_consumer(config).await.map_err(nats)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes a signed job on its host's subject; JetStream drops a second copy with the
     /// same job id.
     pub async fn publish_job(

@@ -272,6 +272,11 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    async fn prepare_hosts(&self, _hosts: &[String]) -> Result<(), TransportError> {
+        // Each host's queue exists from the moment its simulated executor takes it.
+        Ok(())
+    }
+
     async fn reports(&self, deploy_id: &str) -> Result<MemoryReports, TransportError> {
         let waiting = self
             .state()

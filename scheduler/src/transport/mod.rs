@@ -75,6 +75,13 @@ pub trait Transport: Send + Sync {
     /// [`Transport::heartbeats`]).
     fn beats(&self) -> impl Future<Output = Result<Self::Beats, TransportError>> + Send;
 
+    /// Makes the per-host plumbing a run needs before its jobs (each host's job consumer,
+    /// which only the scheduler may make).
+    fn prepare_hosts(
+        &self,
+        hosts: &[String],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
     /// Publishes a signed job for `host`; a second copy with the same `job_id` is dropped.
     /// The ticket names the stored job, so it can be revoked.
     fn publish_job(

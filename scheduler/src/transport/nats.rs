@@ -61,6 +61,10 @@ impl Transport for NatsTransport {
         self.bus.heartbeats(hosts, wait).await
     }
 
+    async fn prepare_hosts(&self, hosts: &[String]) -> Result<(), TransportError> {
+        self.bus.ensure_job_consumers(hosts).await
+    }
+
     async fn publish_job(
         &self,
         host: &str,

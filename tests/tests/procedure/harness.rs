@@ -109,6 +109,7 @@ impl World {
             ssh_host_key: format!("SHA256:sim-{host}"),
             sealing_key: sealing.public_key_base64(),
             signing_key: signing.public_key_base64(),
+            nats_key: format!("Usim-{host}"),
             replaces: None,
         };
         self.log

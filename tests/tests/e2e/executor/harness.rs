@@ -80,6 +80,18 @@ impl Harness {
         ))
         .await
         .unwrap();
+        // As the scheduler does: each host's job consumer (an executor makes none).
+        let jobs = js.get_stream(subjects::JOBS_STREAM).await.unwrap();
+        for host in &fleet.hosts {
+            let spec = subjects::job_consumer_spec(&host.addr.to_string());
+            let _: async_nats::jetstream::consumer::PullConsumer = jobs
+                .get_or_create_consumer(
+                    &subjects::job_consumer(&host.addr.to_string()),
+                    flotilla_protocol::nats::consumer_config(&spec),
+                )
+                .await
+                .unwrap();
+        }
         let reports = Arc::new(Mutex::new(Vec::new()));
         let traffic = Arc::new(Mutex::new(Vec::new()));
         let mut evt = client
