@@ -74,6 +74,13 @@ impl<'a> App<'a> {
         )
     }
 
+    /// The role's env on `host` (its tags' env merged in); empty without a role.
+    pub fn env(&self, host: &str) -> crate::config::types::Env {
+        self.role
+            .map(|r| crate::plan::build::host_env(r, host))
+            .unwrap_or_default()
+    }
+
     /// The role's container for `version`.
     pub fn container_name(&self, version: &str) -> String {
         format!("{}-{version}", self.container_prefix())
@@ -128,6 +135,15 @@ impl<'a> App<'a> {
             "docker ps --latest --format '{{{{.Names}}}}' {} | {}",
             self.filters(&ACTIVE_STATUSES),
             self.extract_version()
+        )
+    }
+
+    /// The image reference the role's newest running container was started from (a tag or a
+    /// digest, as the deploy gave it); empty when none.
+    pub fn current_running_image(&self) -> String {
+        format!(
+            "docker ps --latest --format '{{{{.Image}}}}' {}",
+            self.filters(&ACTIVE_STATUSES)
         )
     }
 

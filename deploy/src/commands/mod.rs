@@ -33,6 +33,38 @@ pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
+/// A secret env the config names but the secrets files do not define.
+#[derive(Debug, thiserror::Error)]
+#[error("secret {secret} (for env {var}) is not defined in the secrets files")]
+pub struct MissingSecret {
+    pub var: String,
+    pub secret: String,
+}
+
+/// The content of a Docker env file (`VAR=value` lines) holding `env`'s secret variables, for
+/// the caller to upload with mode 0600 and pass as `--env-file`: so no secret is ever on a
+/// command line. `None` when the env has no secrets.
+pub fn secret_env_file(
+    env: &Env,
+    secrets: &crate::config::secrets::Secrets,
+) -> Result<Option<crate::config::secrets::Secret>, MissingSecret> {
+    if env.secret.is_empty() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    for r in &env.secret {
+        let value = secrets.get(&r.secret).ok_or_else(|| MissingSecret {
+            var: r.var.clone(),
+            secret: r.secret.clone(),
+        })?;
+        text.push_str(&r.var);
+        text.push('=');
+        text.push_str(value.expose());
+        text.push('\n');
+    }
+    Ok(Some(crate::config::secrets::Secret::new(text)))
+}
+
 /// A word always in single quotes, as Kamal writes grep patterns and name filters.
 pub fn squote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))

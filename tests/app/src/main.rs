@@ -7,6 +7,8 @@
 //! `healthy` (default), `unhealthy` (`/up` answers 503), `healthy-after:N`
 //! (`/up` answers 503 for the first N seconds), `exit` (exits with status 3 at start).
 //! `PORT` picks the port (default 80). SIGTERM and SIGINT exit at once.
+//! `app has-env NAME=VALUE...` (what `flotilla app exec` runs in the image, which has no
+//! shell) exits 0 when every variable has that value, else 1, printing no value.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -44,7 +46,25 @@ struct App {
     started: Instant,
 }
 
+/// `has-env NAME=VALUE...`: whether the environment holds these exact values.
+fn has_env(pairs: &[String]) -> i32 {
+    let mut code = 0;
+    for pair in pairs {
+        let (name, want) = pair.split_once('=').unwrap_or((pair, ""));
+        let ok = std::env::var(name).is_ok_and(|v| v == want);
+        println!("{name}: {}", if ok { "as expected" } else { "different" });
+        if !ok {
+            code = 1;
+        }
+    }
+    code
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("has-env") {
+        std::process::exit(has_env(&args[1..]));
+    }
     let mode = match parse_mode(&std::env::var("APP_MODE").unwrap_or_default()) {
         Ok(m) => m,
         Err(e) => {
