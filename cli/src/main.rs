@@ -44,6 +44,8 @@ enum Command {
     Lock(commands::lock::LockCmd),
     /// Manage the app's containers: details, logs, exec, version, start, stop, remove
     App(commands::app::AppCmd),
+    /// Manage accessories: boot, reboot, start, stop, details, logs, exec, remove
+    Accessory(commands::accessory::AccessoryCmd),
     /// Show the app's and accessories' containers on every host
     Details(commands::details::DetailsCmd),
     /// Prune old images and stopped containers (keeps `retain_containers`)
@@ -107,6 +109,7 @@ fn main() {
         Command::Lock(cmd) => block_on(commands::lock::run(&cmd)),
         Command::Server(cmd) => block_on(commands::server::run(&cmd)),
         Command::App(cmd) => block_on(commands::app::run(&cmd)),
+        Command::Accessory(cmd) => block_on(commands::accessory::run(&cmd)),
         Command::Details(cmd) => block_on(commands::details::run(&cmd)),
         Command::Prune(cmd) => block_on(commands::prune::run(&cmd)),
         Command::Registry(cmd) => block_on(commands::registry::run(&cmd)),

@@ -419,21 +419,11 @@ async fn start(a: &VersionArgs) -> anyhow::Result<()> {
     fanout::with_lock(&config, "start the app", async {
         change(&config, &a.common, "app start", |app| match &a.version {
             Some(v) => app.start(v),
-            None => format!(
-                "docker ps --latest --all --quiet {} | xargs -r docker start",
-                newest_filter(&app)
-            ),
+            None => app.start_latest(),
         })
         .await
     })
     .await
-}
-
-/// Filters for the newest container of a role, stopped or not.
-fn newest_filter(app: &App<'_>) -> String {
-    app.list_containers()
-        .trim_start_matches("docker container ls --all ")
-        .to_owned()
 }
 
 /// Kamal's `app remove`: stop, remove the containers, then the images where the host runs no

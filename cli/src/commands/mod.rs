@@ -1,5 +1,6 @@
 //! One module per `flotilla` command.
 
+pub mod accessory;
 pub mod app;
 pub mod app_exec;
 pub mod audit;

@@ -254,6 +254,14 @@ impl<'a> App<'a> {
         format!("docker start {}", quote(&self.container_name(version)))
     }
 
+    /// Starts the role's newest container (stopped by `app stop`); nothing when there is none.
+    pub fn start_latest(&self) -> String {
+        format!(
+            "docker ps --latest --all --quiet {} | xargs -r docker start",
+            self.filters(&[])
+        )
+    }
+
     /// Stops the role's container of `version`, or its current one; `-t` from `stop_timeout`.
     pub fn stop(&self, version: Option<&str>) -> String {
         let source = match version {

@@ -41,6 +41,10 @@ fn app_listing_and_start() {
     // Equal to Kamal's.
     assert_eq!(web.start("999"), "docker start app-web-999");
     assert_eq!(
+        web.start_latest(),
+        format!("docker ps --latest --all --quiet {WEB_FILTERS} | xargs -r docker start")
+    );
+    assert_eq!(
         web.container_id_for("123"),
         "docker container ls --all --filter 'name=^app-web-123$' --quiet"
     );

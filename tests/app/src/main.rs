@@ -2,7 +2,8 @@
 //!
 //! Routes: `GET /up` (health), `GET /version` (the version baked in at build time
 //! through `FLOTILLA_TESTAPP_VERSION`, overridable at run time by `APP_VERSION`),
-//! `GET /slow?ms=N` (answers after N milliseconds, for drain tests), and `GET /`
+//! `GET /slow?ms=N` (answers after N milliseconds, for drain tests), `GET /log?TEXT`
+//! (prints `testapp log: TEXT` to stdout, for log tests), and `GET /`
 //! (version and host name). Behaviour is chosen at run time by `APP_MODE`:
 //! `healthy` (default), `unhealthy` (`/up` answers 503), `healthy-after:N`
 //! (`/up` answers 503 for the first N seconds), `exit` (exits with status 3 at start).
@@ -187,6 +188,11 @@ fn route(app: &App, target: &str) -> (u16, String) {
                 .unwrap_or(1000);
             std::thread::sleep(Duration::from_millis(ms));
             (200, format!("slow {ms}ms from {}\n", app.version))
+        }
+        // A line in the container's log on demand, for tests of following logs.
+        "/log" => {
+            println!("testapp log: {query}");
+            (200, "logged\n".to_owned())
         }
         "/" => {
             let host = std::env::var("KAMAL_HOST").unwrap_or_default();

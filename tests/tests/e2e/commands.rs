@@ -3,7 +3,7 @@
 //! status passed back, parseable `--json`.
 
 use crate::project::{APP_SECRET, Project};
-use crate::support::fleet;
+use crate::support::{fleet, http_get};
 use flotilla_e2e::fleet::Fleet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -135,9 +135,9 @@ fn app_logs_details_version_and_exec() {
     assert_eq!(interactive.status.code(), Some(3), "{text}");
     assert!(text.contains("APP_MODE=exit, exiting at start"), "{text}");
 
-    // logs -f follows: a restart of the container writes a new start-up line, which arrives.
+    // logs -f follows: once it shows the last line, a line the app writes afterwards arrives.
     let mut follow = Command::new(&project.flotilla)
-        .args(["app", "logs", "-f", "-T", "-n", "0", "-h", &hosts[0]])
+        .args(["app", "logs", "-f", "-T", "-n", "1", "-h", &hosts[0]])
         .current_dir(project.root())
         .env_remove("KAMAL_DESTINATION")
         .stdout(Stdio::piped())
@@ -153,32 +153,199 @@ fn app_logs_details_version_and_exec() {
             }
         }
     });
-    // The follower is attached once `docker logs` runs on the host; restart until it sees it.
-    let mut seen = false;
-    for _ in 0..FOLLOW_ATTEMPTS {
-        let restarted = fleet
-            .host_docker(&fleet.hosts[0])
-            .args(["restart", "testapp-web-v1"])
-            .output()
-            .unwrap();
-        assert!(restarted.status.success(), "{restarted:?}");
-        if let Ok(line) = rx.recv_timeout(FOLLOW_WAIT) {
-            assert!(line.contains("testapp v1 listening"), "{line}");
-            seen = true;
-            break;
-        }
-    }
+    let first = rx.recv_timeout(FOLLOW_WAIT);
+    let asked = http_get(
+        std::net::SocketAddr::from((fleet.hosts[0].addr, 80)),
+        "/log?followed-line",
+    );
+    let second = rx.recv_timeout(FOLLOW_WAIT);
     follow.kill().unwrap();
     let _ = follow.wait();
-    assert!(seen, "app logs -f showed no new line");
+    assert!(matches!(asked, Ok((200, _))), "{asked:?}");
+    let first = first.expect("app logs -f shows the last line");
+    assert!(first.contains("testapp v1 listening"), "{first}");
+    let second = second.expect("app logs -f shows the line written after it started");
+    assert_eq!(second, "testapp log: followed-line");
 
     for out in [&logs, &details, &version, &exec_out, &text] {
         assert!(!out.contains(APP_SECRET), "secret in output:\n{out}");
     }
 }
 
-/// How many times the follow test restarts the container: the follower may attach after the
-/// first restart's line was written (`-n 0` shows nothing older).
-const FOLLOW_ATTEMPTS: usize = 5;
-/// How long one restart's line may take to arrive through SSH on a loaded machine.
+/// How long a log line may take to arrive through SSH on a loaded machine.
 const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Names of the service's containers on `host` with this Docker status, newest first.
+fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> Vec<String> {
+    let out = fleet
+        .host_docker(host)
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=service=testapp",
+            "--filter",
+            &format!("status={status}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// After three deploys: `app stop` and `app start` stop and start the running container;
+/// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
+/// while someone holds the deploy lock, `prune` refuses and says who holds it; `audit --json`
+/// lists each deploy with its actor, version, hosts and outcome.
+#[test]
+fn app_stop_start_prune_lock_and_audit() {
+    let fleet = fleet(1);
+    let project = Project::new(&fleet, &ssh_section(&fleet));
+    for v in ["v1", "v2", "v3"] {
+        project.flotilla_ok(&["deploy", "--version", v], &[("APP_VERSION", v)]);
+    }
+    let host = &fleet.hosts[0];
+    assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+    assert_eq!(
+        containers(&fleet, host, "exited"),
+        ["testapp-web-v2", "testapp-web-v1"]
+    );
+
+    project.flotilla_ok(&["app", "stop"], &[]);
+    assert!(containers(&fleet, host, "running").is_empty());
+    project.flotilla_ok(&["app", "start"], &[]);
+    assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+
+    project.flotilla_ok(&["lock", "acquire", "-m", "db migration"], &[]);
+    let refused = project.flotilla(&["prune", "containers", "--retain", "1"], &[]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("refusing to prune") && err.contains("db migration"),
+        "{err}"
+    );
+    assert_eq!(
+        containers(&fleet, host, "exited").len(),
+        2,
+        "nothing pruned"
+    );
+    project.flotilla_ok(&["lock", "release"], &[]);
+
+    project.flotilla_ok(&["prune", "containers", "--retain", "1"], &[]);
+    assert_eq!(containers(&fleet, host, "exited"), ["testapp-web-v2"]);
+    assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+
+    let audit = project.flotilla_ok(&["audit", "--json"], &[]);
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let versions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["v1", "v2", "v3"], "{audit}");
+    for e in &entries {
+        assert_eq!(e["kind"], "deploy", "{audit}");
+        assert_eq!(e["outcome"], "completed", "{audit}");
+        assert_eq!(e["hosts"], serde_json::json!([host.addr.to_string()]));
+        assert!(!e["actor"].as_str().unwrap().is_empty(), "{audit}");
+    }
+}
+
+/// `accessory boot` runs the accessory with its `directories:` made and its `files:` uploaded
+/// (the `.erb` one rendered with the accessory's env), its secret env in place; a second boot
+/// skips the host; `reboot` keeps what is in its directory; `remove` needs `-y`, then removes
+/// the container and its files from the host.
+#[test]
+fn accessory_boot_reboot_remove() {
+    let fleet = fleet(1);
+    let host = &fleet.hosts[0];
+    // Accessory files live under the SSH user's home, which the fleet's hosts share with this
+    // machine: a name per fleet slot keeps concurrent fleets apart.
+    let service = format!("e2e-db-s{}", fleet.slot());
+    let extra = format!(
+        "{ssh}accessories:\n  db:\n    service: {service}\n    image: {registry}/testapp:v1\n    \
+         host: {addr}\n    env:\n      clear:\n        DB_NAME: flotilla\n      secret:\n        \
+         - APP_SECRET\n    files:\n      - config/db.conf.erb:/etc/db.conf\n    directories:\n      \
+         - data:/data\n",
+        ssh = ssh_section(&fleet),
+        registry = fleet.registry(),
+        addr = host.addr,
+    );
+    let project = Project::new(&fleet, &extra);
+    std::fs::write(
+        project.root().join("config/db.conf.erb"),
+        "name=<%= ENV[\"DB_NAME\"] %>\n",
+    )
+    .unwrap();
+    // The image the accessory runs is the app's, pushed by a deploy.
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+
+    project.flotilla_ok(&["accessory", "boot", "db"], &[]);
+    let sh = |cmd: &str| crate::support::ssh_ok(&fleet, host, cmd);
+    assert_eq!(sh(&format!("cat {service}/etc/db.conf")), "name=flotilla");
+    assert_eq!(sh(&format!("stat -c %a {service}/etc/db.conf")), "755");
+    let mounts = sh(&format!(
+        "docker inspect {service} --format '{{{{range .Mounts}}}}{{{{.Destination}}}} {{{{end}}}}'"
+    ));
+    assert!(
+        mounts.contains("/data") && mounts.contains("/etc/db.conf"),
+        "{mounts}"
+    );
+    assert_eq!(
+        sh(&format!(
+            "docker inspect {service} --format '{{{{.State.Status}}}}'"
+        )),
+        "running"
+    );
+    let secret = format!("APP_SECRET={APP_SECRET}");
+    let env = project.flotilla_ok(
+        &[
+            "accessory",
+            "exec",
+            "db",
+            "--reuse",
+            "/app",
+            "has-env",
+            "DB_NAME=flotilla",
+            &secret,
+        ],
+        &[],
+    );
+    assert!(env.contains("APP_SECRET: as expected"), "{env}");
+    let details = project.flotilla_ok(&["accessory", "details", "db", "--json"], &[]);
+    let line: serde_json::Value = serde_json::from_str(details.trim()).unwrap();
+    assert!(
+        line["stdout"].as_str().unwrap().contains(&service),
+        "{details}"
+    );
+
+    let again = project.flotilla(&["accessory", "boot", "db"], &[]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("a container already exists"),
+        "{again:?}"
+    );
+
+    sh(&format!("echo kept > {service}/data/marker"));
+    let before = sh(&format!("docker inspect {service} --format '{{{{.Id}}}}'"));
+    project.flotilla_ok(&["accessory", "reboot", "db"], &[]);
+    let after = sh(&format!("docker inspect {service} --format '{{{{.Id}}}}'"));
+    assert_ne!(before, after, "reboot made a new container");
+    assert_eq!(sh(&format!("cat {service}/data/marker")), "kept");
+
+    let unconfirmed = project.flotilla(&["accessory", "remove", "db"], &[]);
+    assert_eq!(unconfirmed.status.code(), Some(64), "{unconfirmed:?}");
+    project.flotilla_ok(&["accessory", "remove", "db", "-y"], &[]);
+    assert_eq!(
+        sh(&format!(
+            "docker ps -a -q --filter label=service={service} | wc -l; test -e {service} && echo left || echo gone"
+        )),
+        "0\ngone"
+    );
+}
