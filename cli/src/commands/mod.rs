@@ -3,6 +3,7 @@
 pub mod accessory;
 pub mod app;
 pub mod app_exec;
+pub mod app_maintenance;
 pub mod audit;
 pub mod config;
 pub mod deploy;

@@ -199,8 +199,10 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
 
 /// After three deploys: `app stop` and `app start` stop and start the running container;
 /// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
-/// while someone holds the deploy lock, `prune` refuses and says who holds it; `audit --json`
-/// lists each deploy with its actor, version, hosts and outcome.
+/// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
+/// maintenance --message` makes the proxy answer 503 with the message and `app live` serves
+/// the app again without failed requests; `audit --json` lists each deploy with its actor,
+/// version, hosts and outcome.
 #[test]
 fn app_stop_start_prune_lock_and_audit() {
     let fleet = fleet(1);
@@ -238,6 +240,32 @@ fn app_stop_start_prune_lock_and_audit() {
     project.flotilla_ok(&["prune", "containers", "--retain", "1"], &[]);
     assert_eq!(containers(&fleet, host, "exited"), ["testapp-web-v2"]);
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+
+    // Maintenance: the host's proxy answers 503 with the message, then forwards again.
+    let socket = fleet
+        .dir()
+        .join(format!("agents-{}", host.name))
+        .join("proxy.sock");
+    let socket = socket.to_str().unwrap();
+    let web = std::net::SocketAddr::from((host.addr, 80));
+    project.flotilla_ok(
+        &[
+            "app",
+            "maintenance",
+            "--message",
+            "Back at ten",
+            "--proxy-socket",
+            socket,
+        ],
+        &[],
+    );
+    let (status, body) = http_get(web, "/").unwrap();
+    assert_eq!((status, body.trim()), (503, "Back at ten"));
+    project.flotilla_ok(&["app", "live", "--proxy-socket", socket], &[]);
+    for _ in 0..LIVE_REQUESTS {
+        let (status, body) = http_get(web, "/version").unwrap();
+        assert_eq!((status, body.trim()), (200, "v3"));
+    }
 
     let audit = project.flotilla_ok(&["audit", "--json"], &[]);
     let entries: Vec<serde_json::Value> = audit
@@ -349,3 +377,6 @@ fn accessory_boot_reboot_remove() {
         "0\ngone"
     );
 }
+
+/// Requests that must all succeed once the app is live again.
+const LIVE_REQUESTS: usize = 20;
