@@ -270,3 +270,86 @@ pub async fn with_lock<T>(
     held.release().await?;
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_ssh::Exit;
+
+    fn config() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(
+            dir.path().join("config/deploy.yml"),
+            "service: app\nimage: app\nservers:\n  web: [10.0.0.1, 10.0.0.2]\n  jobs: [10.0.0.2, 10.0.0.3]\nregistry:\n  server: localhost:5555\n",
+        )
+        .unwrap();
+        let opts = flotilla_deploy::LoadOptions {
+            env: Default::default(),
+            ..flotilla_deploy::LoadOptions::new(dir.path())
+        };
+        flotilla_deploy::load(&opts).unwrap()
+    }
+
+    fn pairs(t: &Targets, c: &Config) -> Vec<(String, String)> {
+        t.host_roles(c)
+            .into_iter()
+            .map(|(h, r)| (h, r.name.clone()))
+            .collect()
+    }
+
+    /// `-h`, `-r` and `-p` pick hosts and roles as Kamal's do; a host of two roles is listed
+    /// once per role for per-role commands and once for per-host ones.
+    #[test]
+    fn targets_pick_hosts_and_roles() {
+        let c = config();
+        let all = Targets::default();
+        assert_eq!(all.hosts(&c), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert_eq!(pairs(&all, &c).len(), 4);
+        let jobs = Targets {
+            roles: vec!["jobs".into()],
+            ..Targets::default()
+        };
+        assert_eq!(jobs.hosts(&c), ["10.0.0.2", "10.0.0.3"]);
+        let primary = Targets {
+            primary: true,
+            ..Targets::default()
+        };
+        assert_eq!(pairs(&primary, &c), [("10.0.0.1".into(), "web".into())]);
+        let one = Targets {
+            hosts: vec!["10.0.0.3".into()],
+            ..Targets::default()
+        };
+        assert_eq!(one.single_host(&c).unwrap().0, "10.0.0.3");
+        assert_eq!(all.single_host(&c).unwrap().0, "10.0.0.1");
+        let none = Targets {
+            hosts: vec!["10.9.9.9".into()],
+            ..Targets::default()
+        };
+        assert!(none.single_host(&c).is_err());
+    }
+
+    fn run(host: &str, status: u32) -> HostRun {
+        HostRun {
+            host: host.into(),
+            result: Ok(Output {
+                exit: Exit::Status(status),
+                stdout: Vec::new(),
+                stderr: b"boom".to_vec(),
+            }),
+        }
+    }
+
+    /// A failure names every failed host; the exit code is the command's when the failed
+    /// hosts agree on one, else 1.
+    #[test]
+    fn failures_name_hosts_and_pass_the_status_on() {
+        assert!(check_runs("x", &[run("a", 0), run("b", 0)]).is_ok());
+        let err = check_runs("the command", &[run("a", 3), run("b", 0), run("c", 3)]).unwrap_err();
+        let user = err.downcast_ref::<UserError>().unwrap();
+        assert_eq!(user.code, 3);
+        assert_eq!(user.message, "the command failed on a, c");
+        let err = check_runs("x", &[run("a", 3), run("b", 4)]).unwrap_err();
+        assert_eq!(err.downcast_ref::<UserError>().unwrap().code, FAILED);
+    }
+}

@@ -197,7 +197,8 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
         .collect()
 }
 
-/// After three deploys: `app stop` and `app start` stop and start the running container;
+/// After three deploys: `app stop` and `app start` stop and start the running container; an
+/// older version running again is reported by `app stale_containers` and stopped by `--stop`;
 /// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
 /// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
 /// maintenance --message` makes the proxy answer 503 with the message and `app live` serves
@@ -220,6 +221,16 @@ fn app_stop_start_prune_lock_and_audit() {
     project.flotilla_ok(&["app", "stop"], &[]);
     assert!(containers(&fleet, host, "running").is_empty());
     project.flotilla_ok(&["app", "start"], &[]);
+    assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+
+    // An older version started again by hand is stale: reported, then stopped with --stop.
+    crate::support::ssh_ok(&fleet, host, "docker start testapp-web-v2");
+    let stale = project.flotilla_ok(&["app", "stale_containers"], &[]);
+    assert!(
+        stale.contains("Detected stale container for role web with version v2"),
+        "{stale}"
+    );
+    project.flotilla_ok(&["app", "stale_containers", "--stop"], &[]);
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
 
     project.flotilla_ok(&["lock", "acquire", "-m", "db migration"], &[]);
@@ -286,7 +297,8 @@ fn app_stop_start_prune_lock_and_audit() {
 }
 
 /// `accessory boot` runs the accessory with its `directories:` made and its `files:` uploaded
-/// (the `.erb` one rendered with the accessory's env), its secret env in place; a second boot
+/// (the `.erb` one rendered with the accessory's env), its secret env in place, and `details`
+/// lists it beside the app; a second boot
 /// skips the host; `reboot` keeps what is in its directory; `remove` needs `-y`, then removes
 /// the container and its files from the host.
 #[test]
@@ -351,6 +363,15 @@ fn accessory_boot_reboot_remove() {
     assert!(
         line["stdout"].as_str().unwrap().contains(&service),
         "{details}"
+    );
+
+    let all = project.flotilla_ok(&["details"], &[]);
+    assert!(
+        all.contains(&format!("App Host: {}", host.addr))
+            && all.contains(&format!("Accessory db Host: {}", host.addr))
+            && all.contains("testapp-web-v1")
+            && all.contains(&service),
+        "{all}"
     );
 
     let again = project.flotilla(&["accessory", "boot", "db"], &[]);
