@@ -306,6 +306,7 @@ pub(crate) async fn stream(
         drop(keys_tx);
     }
     let mut stdin_open = interactive;
+    let mut crlf = CrLf::default();
     let exit = loop {
         tokio::select! {
             keys = keys_rx.recv(), if stdin_open => match keys {
@@ -318,7 +319,7 @@ pub(crate) async fn stream(
             },
             event = remote.next() => match event {
                 Some(Event::Output(bytes)) => {
-                    let bytes = if raw.is_some() { bytes } else { crlf_to_lf(&bytes) };
+                    let bytes = if raw.is_some() { bytes } else { crlf.convert(&bytes) };
                     let mut out = std::io::stdout().lock();
                     out.write_all(&bytes)?;
                     out.flush()?;
@@ -333,16 +334,34 @@ pub(crate) async fn stream(
 }
 
 /// A PTY ends lines with CR LF; without a local terminal in raw mode, plain LF is what a
-/// pipe or a file wants.
-fn crlf_to_lf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-            continue;
+/// pipe or a file wants. A CR at the end of one chunk waits for the next, which may begin
+/// with its LF.
+#[derive(Default)]
+struct CrLf {
+    pending_cr: bool,
+}
+
+impl CrLf {
+    fn convert(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + 1);
+        if std::mem::take(&mut self.pending_cr) && bytes.first() != Some(&b'\n') {
+            out.push(b'\r');
         }
-        out.push(*b);
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\r' {
+                match bytes.get(i + 1) {
+                    Some(b'\n') => continue,
+                    None => {
+                        self.pending_cr = true;
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            out.push(*b);
+        }
+        out
     }
-    out
 }
 
 /// The remote exit as ours: 0 is success, a status is passed on, a signal is a failure.
@@ -361,5 +380,20 @@ pub(crate) fn exit_with(host: &str, exit: Exit) -> anyhow::Result<()> {
             code: FAILED,
         }
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CrLf;
+
+    /// Lines from a PTY reach a pipe with LF endings, even when CR and LF arrive apart; a
+    /// lone CR (a progress bar) is kept.
+    #[test]
+    fn pty_line_endings_become_lf() {
+        let mut c = CrLf::default();
+        assert_eq!(c.convert(b"a\r\nb\r"), b"a\nb");
+        assert_eq!(c.convert(b"\nc\rd\r"), b"\nc\rd");
+        assert_eq!(c.convert(b"e"), b"\re");
     }
 }
