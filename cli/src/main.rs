@@ -46,6 +46,8 @@ enum Command {
     App(commands::app::AppCmd),
     /// Manage accessories: boot, reboot, start, stop, details, logs, exec, remove
     Accessory(commands::accessory::AccessoryCmd),
+    /// Build and push the image, pull it on the hosts, manage the builder
+    Build(commands::build::BuildCmd),
     /// Show the app's and accessories' containers on every host
     Details(commands::details::DetailsCmd),
     /// Prune old images and stopped containers (keeps `retain_containers`)
@@ -110,6 +112,7 @@ fn main() {
         Command::Server(cmd) => block_on(commands::server::run(&cmd)),
         Command::App(cmd) => block_on(commands::app::run(&cmd)),
         Command::Accessory(cmd) => block_on(commands::accessory::run(&cmd)),
+        Command::Build(cmd) => block_on(commands::build::run(&cmd)),
         Command::Details(cmd) => block_on(commands::details::run(&cmd)),
         Command::Prune(cmd) => block_on(commands::prune::run(&cmd)),
         Command::Registry(cmd) => block_on(commands::registry::run(&cmd)),

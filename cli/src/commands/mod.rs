@@ -5,6 +5,7 @@ pub mod app;
 pub mod app_exec;
 pub mod app_maintenance;
 pub mod audit;
+pub mod build;
 pub mod config;
 pub mod deploy;
 pub mod details;

@@ -249,6 +249,14 @@ impl<'a> App<'a> {
         join(words)
     }
 
+    /// Pulls the app's image of `version` (Kamal's `build pull`).
+    pub fn pull_image(&self, version: &str) -> String {
+        format!(
+            "docker image pull {}",
+            quote(&format!("{}:{version}", self.config.repository()))
+        )
+    }
+
     /// Starts the role's existing container of `version`.
     pub fn start(&self, version: &str) -> String {
         format!("docker start {}", quote(&self.container_name(version)))

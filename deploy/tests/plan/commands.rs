@@ -38,6 +38,10 @@ fn app_listing_and_start() {
         "docker container ls --all --filter label=service=app"
     );
     assert_eq!(App::new(&c, None).list_images(), "docker image ls dhh/app");
+    assert_eq!(
+        App::new(&c, None).pull_image("999"),
+        "docker image pull dhh/app:999"
+    );
     // Equal to Kamal's.
     assert_eq!(web.start("999"), "docker start app-web-999");
     assert_eq!(

@@ -202,7 +202,8 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
 /// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
 /// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
 /// maintenance --message` makes the proxy answer 503 with the message and `app live` serves
-/// the app again without failed requests; `audit --json` lists each deploy with its actor,
+/// the app again without failed requests; `build pull` pulls a version's image on the host;
+/// `audit --json` lists each deploy with its actor,
 /// version, hosts and outcome.
 #[test]
 fn app_stop_start_prune_lock_and_audit() {
@@ -277,6 +278,22 @@ fn app_stop_start_prune_lock_and_audit() {
         let (status, body) = http_get(web, "/version").unwrap();
         assert_eq!((status, body.trim()), (200, "v3"));
     }
+
+    // The pushed image of an earlier version is pulled on the host again after it is removed.
+    let image = format!("{}/testapp:v1", fleet.registry());
+    crate::support::ssh_ok(
+        &fleet,
+        host,
+        &format!("docker image rm -f {image} >/dev/null"),
+    );
+    project.flotilla_ok(&["build", "pull", "--version", "v1"], &[]);
+    crate::support::ssh_ok(
+        &fleet,
+        host,
+        &format!("docker image inspect {image} >/dev/null"),
+    );
+    let details = project.flotilla_ok(&["build", "details", "--version", "v1"], &[]);
+    assert!(details.contains(&format!("Tags: {image}")), "{details}");
 
     let audit = project.flotilla_ok(&["audit", "--json"], &[]);
     let entries: Vec<serde_json::Value> = audit
