@@ -43,6 +43,20 @@ enum Command {
     Replay(commands::replay::ReplayCmd),
     /// Show, take or release the deploy lock
     Lock(commands::lock::LockCmd),
+    /// Manage the app's containers: details, logs, exec, version, start, stop, remove
+    App(commands::app::AppCmd),
+    /// Manage accessories: boot, reboot, start, stop, details, logs, exec, remove
+    Accessory(commands::accessory::AccessoryCmd),
+    /// Build and push the image, pull it on the hosts, manage the builder
+    Build(commands::build::BuildCmd),
+    /// Show the app's and accessories' containers on every host
+    Details(commands::details::DetailsCmd),
+    /// Prune old images and stopped containers (keeps `retain_containers`)
+    Prune(commands::prune::PruneCmd),
+    /// Log in to or out of the image registry, locally and on the servers
+    Registry(commands::registry::RegistryCmd),
+    /// Who deployed what, when, to which hosts (from the event log)
+    Audit(commands::audit::AuditCmd),
     /// Run commands on the servers over SSH (`server exec`)
     Server(commands::server::ServerCmd),
     /// Print the scheduler's public key (what executors trust), creating it on first use
@@ -97,6 +111,13 @@ fn main() {
         Command::Replay(cmd) => block_on(commands::replay::run(&cmd)),
         Command::Lock(cmd) => block_on(commands::lock::run(&cmd)),
         Command::Server(cmd) => block_on(commands::server::run(&cmd)),
+        Command::App(cmd) => block_on(commands::app::run(&cmd)),
+        Command::Accessory(cmd) => block_on(commands::accessory::run(&cmd)),
+        Command::Build(cmd) => block_on(commands::build::run(&cmd)),
+        Command::Details(cmd) => block_on(commands::details::run(&cmd)),
+        Command::Prune(cmd) => block_on(commands::prune::run(&cmd)),
+        Command::Registry(cmd) => block_on(commands::registry::run(&cmd)),
+        Command::Audit(cmd) => commands::audit::run(&cmd),
         Command::Key(cmd) => commands::key::run(&cmd),
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Executor(args) => commands::executor::run(args),

@@ -10,6 +10,7 @@
 //! See ARCHITECTURE.md at the repository root for what this crate owns.
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod config;
 pub mod plan;
 

@@ -95,7 +95,7 @@ pub fn narrow(fleet: &FleetArgs) -> Narrow {
     }
 }
 
-fn git_version(root: &Path) -> anyhow::Result<String> {
+pub(crate) fn git_version(root: &Path) -> anyhow::Result<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(root)

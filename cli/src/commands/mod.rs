@@ -1,16 +1,26 @@
 //! One module per `flotilla` command.
 
+pub mod accessory;
+pub mod app;
+pub mod app_exec;
+pub mod app_maintenance;
+pub mod audit;
+pub mod build;
 pub mod config;
 pub mod deploy;
+pub mod details;
 pub mod docs;
 pub mod events;
 pub mod executor;
+pub mod fanout;
 pub mod history;
 pub mod init;
 pub mod key;
 pub mod lock;
 pub mod metrics;
 pub mod proxy;
+pub mod prune;
+pub mod registry;
 pub mod replay;
 pub mod rollback;
 pub mod secrets;

@@ -3,11 +3,9 @@
 //! `flotilla server enroll [HOST...] [--replace]`: records each executor's keys, read over SSH.
 
 use crate::commands::config::ConfigArgs;
+use crate::commands::fanout::{HostRun, Targets, run_all};
 use crate::exit::{FAILED, UserError};
 use clap::{Args, Subcommand};
-use flotilla_deploy::Config;
-use flotilla_deploy::plan::matches;
-use flotilla_ssh::{Env, Pool, Settings};
 
 const EXAMPLES: &str = "Examples:
   flotilla server exec 'docker ps'
@@ -51,21 +49,11 @@ struct EnrollArgs {
 struct ExecArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Only these hosts (comma list, `*` wildcards)
-    #[arg(short = 'h', long = "hosts", value_delimiter = ',')]
-    hosts: Vec<String>,
-    /// Only these roles (comma list, `*` wildcards)
-    #[arg(short = 'r', long = "roles", value_delimiter = ',')]
-    roles: Vec<String>,
-    /// Only the primary host
-    #[arg(short = 'p', long)]
-    primary: bool,
+    #[command(flatten)]
+    targets: Targets,
     /// One JSON object per host on stdout: host, exit status, stdout, stderr
     #[arg(long)]
     json: bool,
-    /// Print help
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
     /// The command, run by the login shell of the SSH user
     #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
@@ -141,17 +129,15 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
 async fn exec(args: &ExecArgs) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     let config = args.config.load()?;
-    let hosts = hosts(&config, args);
-    let pool = Pool::new(Settings::from_kamal(
-        &config.ssh,
-        &config.sshkit,
-        Env::from_process(),
-    ));
+    let hosts = args.targets.hosts(&config);
+    let pool = crate::commands::fanout::pool(&config);
     let command = args.command.join(" ");
-    let results = futures::future::join_all(hosts.iter().map(|h| pool.exec(h, &command))).await;
+    let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
+    let runs = run_all(&pool, jobs).await;
     pool.close().await;
     let mut failed = Vec::new();
-    for (host, result) in hosts.iter().zip(results) {
+    for HostRun { host, result } in runs {
+        let host = &host;
         let (status, stdout, stderr) = match result {
             Ok(out) => {
                 if !out.success() {
@@ -213,32 +199,4 @@ fn print_host(
         format!("App Host: {host}\n{stdout}")
     };
     crate::commands::write_stdout(&text)
-}
-
-/// The hosts the filters pick, in the config's order.
-fn hosts(config: &Config, args: &ExecArgs) -> Vec<String> {
-    let picked = |patterns: &[String], name: &str| {
-        patterns.is_empty() || patterns.iter().any(|p| matches(p, name))
-    };
-    let mut out: Vec<String> = Vec::new();
-    for role in config
-        .servers
-        .iter()
-        .filter(|r| picked(&args.roles, &r.name))
-    {
-        for host in role.hosts.iter().filter(|h| picked(&args.hosts, h)) {
-            if !out.contains(host) {
-                out.push(host.clone());
-            }
-        }
-    }
-    if args.primary {
-        let primary = config
-            .servers
-            .iter()
-            .find(|r| r.name == config.primary_role)
-            .and_then(|r| r.hosts.first());
-        out.retain(|h| Some(h) == primary);
-    }
-    out
 }

@@ -30,7 +30,7 @@ pub fn plan(config: &Config, release: &Release, context: &PlanContext) -> Plan {
 }
 
 /// The roles `host` runs, the primary role first, then in the config's order.
-fn roles_of<'c>(config: &'c Config, host: &str) -> Vec<&'c Role> {
+pub(crate) fn roles_of<'c>(config: &'c Config, host: &str) -> Vec<&'c Role> {
     let mut roles: Vec<&Role> = config
         .servers
         .iter()
@@ -122,7 +122,7 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
 }
 
 /// The role's env with the env of each of the host's tags merged over it, in tag order.
-fn host_env(role: &Role, host: &str) -> Env {
+pub(crate) fn host_env(role: &Role, host: &str) -> Env {
     let mut env = role.env.clone();
     if let Some(tags) = role.tags.get(host) {
         for tag in tags {
@@ -134,7 +134,7 @@ fn host_env(role: &Role, host: &str) -> Env {
     env
 }
 
-fn options(opts: &BTreeMap<String, OptionValue>) -> Vec<(String, String)> {
+pub(crate) fn options(opts: &BTreeMap<String, OptionValue>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, value) in opts {
         match value {

@@ -6,7 +6,7 @@
 //! scheduler seals their values for each host when it turns steps into jobs.
 
 mod argv;
-mod build;
+pub(crate) mod build;
 mod builder;
 mod filter;
 

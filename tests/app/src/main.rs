@@ -2,11 +2,14 @@
 //!
 //! Routes: `GET /up` (health), `GET /version` (the version baked in at build time
 //! through `FLOTILLA_TESTAPP_VERSION`, overridable at run time by `APP_VERSION`),
-//! `GET /slow?ms=N` (answers after N milliseconds, for drain tests), and `GET /`
+//! `GET /slow?ms=N` (answers after N milliseconds, for drain tests), `GET /log?TEXT`
+//! (prints `testapp log: TEXT` to stdout, for log tests), and `GET /`
 //! (version and host name). Behaviour is chosen at run time by `APP_MODE`:
 //! `healthy` (default), `unhealthy` (`/up` answers 503), `healthy-after:N`
 //! (`/up` answers 503 for the first N seconds), `exit` (exits with status 3 at start).
 //! `PORT` picks the port (default 80). SIGTERM and SIGINT exit at once.
+//! `app has-env NAME=VALUE...` (what `flotilla app exec` runs in the image, which has no
+//! shell) exits 0 when every variable has that value, else 1, printing no value.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -44,7 +47,25 @@ struct App {
     started: Instant,
 }
 
+/// `has-env NAME=VALUE...`: whether the environment holds these exact values.
+fn has_env(pairs: &[String]) -> i32 {
+    let mut code = 0;
+    for pair in pairs {
+        let (name, want) = pair.split_once('=').unwrap_or((pair, ""));
+        let ok = std::env::var(name).is_ok_and(|v| v == want);
+        println!("{name}: {}", if ok { "as expected" } else { "different" });
+        if !ok {
+            code = 1;
+        }
+    }
+    code
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("has-env") {
+        std::process::exit(has_env(&args[1..]));
+    }
     let mode = match parse_mode(&std::env::var("APP_MODE").unwrap_or_default()) {
         Ok(m) => m,
         Err(e) => {
@@ -170,6 +191,11 @@ fn route(app: &App, target: &str) -> (u16, String) {
                 .unwrap_or(1000);
             std::thread::sleep(Duration::from_millis(ms));
             (200, format!("slow {ms}ms from {}\n", app.version))
+        }
+        // A line in the container's log on demand, for tests of following logs.
+        "/log" => {
+            println!("testapp log: {query}");
+            (200, "logged\n".to_owned())
         }
         "/" => {
             let host = std::env::var("KAMAL_HOST").unwrap_or_default();

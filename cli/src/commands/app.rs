@@ -1,0 +1,581 @@
+//! `flotilla app ...`: Kamal's everyday app commands. Read-only and interactive ones run over
+//! SSH on the picked hosts (`details`, `containers`, `images`, `version`, `logs [-f]`,
+//! `exec [-i]`, `stale_containers`); the ones that change containers (`start`, `stop`,
+//! `stale_containers --stop`, `remove`) hold the deploy lock while they run. The Docker
+//! command lines are `flotilla_deploy::commands::App`'s.
+
+use crate::commands::config::ConfigArgs;
+use crate::commands::fanout::{self, Targets};
+use crate::exit::{USAGE, UserError};
+use clap::{Args, Subcommand};
+use flotilla_deploy::Config;
+use flotilla_deploy::commands::{App, Logs, NewContainer};
+use flotilla_deploy::config::types::Role;
+
+/// Lines `app logs` shows per host unless `--since` or `--grep` narrow them (Kamal's).
+const DEFAULT_LINES: u32 = 100;
+/// Lines `app logs -f` shows before following (Kamal's).
+const DEFAULT_FOLLOW_LINES: u32 = 10;
+
+const EXAMPLES: &str = "Examples:
+  flotilla app details
+  flotilla app logs -r web --since 10m --grep 'Completed 500'
+  flotilla app logs -f
+  flotilla app exec 'bin/rails db:migrate'
+  flotilla app exec -i --reuse 'bin/rails console'
+  flotilla app version";
+
+/// Manage the app's containers on the servers (Kamal's `kamal app`)
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct AppCmd {
+    #[command(subcommand)]
+    action: AppAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum AppAction {
+    /// Show the running app containers on each host (`docker ps`)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app details\n  flotilla app details -r web --json"
+    )]
+    Details(Common),
+    /// Show every app container on each host, stopped ones too
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app containers\n  flotilla app containers -h 10.0.0.5"
+    )]
+    Containers(Common),
+    /// Show the app's images on each host
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app images"
+    )]
+    Images(Common),
+    /// Show the app version running on each host
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app version\n  flotilla app version --json"
+    )]
+    Version(Common),
+    /// Show log lines from the app on each host (`-f` follows one host)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app logs\n  flotilla app logs -n 20 --grep ERROR\n  flotilla app logs -f -h 10.0.0.5\n  flotilla app logs --container-id 3f2a1b"
+    )]
+    Logs(LogsArgs),
+    /// Run a command in the app's image on each host (or in the running container with --reuse)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app exec 'bin/rails db:migrate'\n  flotilla app exec -p --env FOO=bar 'env'\n  flotilla app exec -i 'bin/rails console'\n  flotilla app exec -i --reuse sh"
+    )]
+    Exec(ExecArgs),
+    /// List (or with --stop, stop) containers of older versions still running
+    #[command(
+        name = "stale_containers",
+        alias = "stale-containers",
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app stale_containers\n  flotilla app stale_containers --stop"
+    )]
+    StaleContainers(StaleArgs),
+    /// Start the app's existing container of the current version on each host
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app start\n  flotilla app start --version 3f2a1b -r web"
+    )]
+    Start(VersionArgs),
+    /// Stop the app's running container on each host
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app stop\n  flotilla app stop -h 10.0.0.5"
+    )]
+    Stop(Common),
+    /// Answer the app's requests with 503 and a message on every host's proxy
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app maintenance\n  flotilla app maintenance --message 'Back at 10:00 UTC'"
+    )]
+    Maintenance(MaintenanceArgs),
+    /// End maintenance: the proxies forward to the app again
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app live"
+    )]
+    Live(LiveArgs),
+    /// Stop the app, then remove its containers and images from each host
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app remove\n  flotilla app remove -r jobs"
+    )]
+    Remove(Common),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    targets: Targets,
+    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct VersionArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The version to start (default: the newest app container on each host)
+    #[arg(long)]
+    version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LiveArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The proxy's admin socket on the hosts
+    #[arg(
+        long = "proxy-socket",
+        env = "FLOTILLA_PROXY_SOCKET",
+        default_value = flotilla_proxy::DEFAULT_ADMIN_SOCKET
+    )]
+    proxy_socket: String,
+}
+
+#[derive(Debug, Args)]
+struct MaintenanceArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// What clients are told while the app is in maintenance
+    #[arg(long)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct StaleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Stop the stale containers found
+    #[arg(short = 's', long)]
+    stop: bool,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Lines since a timestamp (2013-01-02T13:23:37Z) or relative (42m)
+    #[arg(short = 's', long)]
+    since: Option<String>,
+    /// Lines to show from each host (default 100; 10 with -f)
+    #[arg(short = 'n', long)]
+    lines: Option<u32>,
+    /// Only lines matching this (grep)
+    #[arg(short = 'g', long)]
+    grep: Option<String>,
+    /// Extra grep options, e.g. '-C 2'
+    #[arg(long = "grep-options", alias = "grep_options")]
+    grep_options: Option<String>,
+    /// Follow the log of one host (the primary, or the one -h picks)
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Leave out Docker's timestamps
+    #[arg(short = 'T', long = "skip-timestamps", alias = "skip_timestamps")]
+    skip_timestamps: bool,
+    /// Read this container instead of the role's current one
+    #[arg(long = "container-id", alias = "container_id")]
+    container_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Run interactively with a terminal, on one host (the primary, or the one -h picks)
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run in the running container instead of a new one
+    #[arg(long)]
+    reuse: bool,
+    /// Set an environment variable for the command (KEY=VALUE, repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Run this version's image (default: the version running on each host)
+    #[arg(long)]
+    version: Option<String>,
+    /// The command (quoted, or as words after --)
+    #[arg(required = true, trailing_var_arg = true)]
+    command: Vec<String>,
+}
+
+pub async fn run(cmd: &AppCmd) -> anyhow::Result<()> {
+    crate::lifecycle::init_tracing("warn");
+    match &cmd.action {
+        AppAction::Details(c) => per_host_role(c, "App", |app| app.info()).await,
+        AppAction::Containers(c) => {
+            per_host(c, "App", |config, _| {
+                App::new(config, None).list_containers()
+            })
+            .await
+        }
+        AppAction::Images(c) => {
+            per_host(c, "App", |config, _| App::new(config, None).list_images()).await
+        }
+        AppAction::Version(c) => {
+            per_host(c, "App", |config, role| {
+                App::new(config, Some(role)).current_running_version()
+            })
+            .await
+        }
+        AppAction::Logs(a) if a.follow => follow_logs(a).await,
+        AppAction::Logs(a) => logs(a).await,
+        AppAction::Exec(a) => {
+            let config = a.config().load()?;
+            crate::commands::app_exec::exec(a.parts(&config)?).await
+        }
+        AppAction::StaleContainers(a) => stale_containers(a).await,
+        AppAction::Start(a) => start(a).await,
+        AppAction::Stop(c) => {
+            let config = c.config.load()?;
+            fanout::with_lock(&config, "stop the app", async {
+                change(&config, c, "app stop", |app| app.stop(None)).await
+            })
+            .await
+        }
+        AppAction::Remove(c) => remove(c).await,
+        AppAction::Maintenance(a) => {
+            let l = &a.live;
+            let config = l.common.config.load()?;
+            fanout::with_lock(
+                &config,
+                "put the app in maintenance",
+                crate::commands::app_maintenance::set(
+                    &config,
+                    &l.common.targets,
+                    &l.proxy_socket,
+                    Some(a.message.clone()),
+                ),
+            )
+            .await
+        }
+        AppAction::Live(l) => {
+            let config = l.common.config.load()?;
+            fanout::with_lock(
+                &config,
+                "set the app live",
+                crate::commands::app_maintenance::set(
+                    &config,
+                    &l.common.targets,
+                    &l.proxy_socket,
+                    None,
+                ),
+            )
+            .await
+        }
+    }
+}
+
+/// One command per host (with the host's first picked role), printed per host.
+async fn per_host(
+    c: &Common,
+    kind: &str,
+    command: impl Fn(&Config, &Role) -> String,
+) -> anyhow::Result<()> {
+    let config = c.config.load()?;
+    let mut jobs: Vec<(String, String)> = Vec::new();
+    for (host, role) in c.targets.host_roles(&config) {
+        if !jobs.iter().any(|(h, _)| *h == host) {
+            jobs.push((host, command(&config, role)));
+        }
+    }
+    finish(&config, jobs, kind, c.json, "the command").await
+}
+
+/// One command per picked host and role (Kamal's `on_roles`), printed per host.
+async fn per_host_role(
+    c: &Common,
+    kind: &str,
+    command: impl Fn(App<'_>) -> String,
+) -> anyhow::Result<()> {
+    let config = c.config.load()?;
+    let jobs = c
+        .targets
+        .host_roles(&config)
+        .into_iter()
+        .map(|(host, role)| (host, command(App::new(&config, Some(role)))))
+        .collect();
+    finish(&config, jobs, kind, c.json, "the command").await
+}
+
+async fn finish(
+    config: &Config,
+    jobs: Vec<(String, String)>,
+    kind: &str,
+    json: bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    if jobs.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    let pool = fanout::pool(config);
+    let runs = fanout::run_all(&pool, jobs).await;
+    pool.close().await;
+    fanout::print_runs(kind, &runs, json)?;
+    fanout::check_runs(what, &runs)
+}
+
+/// A state-changing command on every picked host and role, its output printed per host.
+async fn change(
+    config: &Config,
+    c: &Common,
+    what: &str,
+    command: impl Fn(App<'_>) -> String,
+) -> anyhow::Result<()> {
+    let jobs: Vec<(String, String)> = c
+        .targets
+        .host_roles(config)
+        .into_iter()
+        .map(|(host, role)| (host, command(App::new(config, Some(role)))))
+        .collect();
+    finish(config, jobs, "App", c.json, what).await
+}
+
+fn log_options(a: &LogsArgs) -> Logs {
+    let default = if a.follow {
+        DEFAULT_FOLLOW_LINES
+    } else {
+        DEFAULT_LINES
+    };
+    Logs {
+        container_id: a.container_id.clone(),
+        timestamps: !a.skip_timestamps,
+        since: a.since.clone(),
+        lines: a.lines.or(if a.since.is_some() || a.grep.is_some() {
+            None
+        } else {
+            Some(default)
+        }),
+        grep: a.grep.clone(),
+        grep_options: a.grep_options.clone(),
+        follow: a.follow,
+    }
+}
+
+/// Kamal prints "Nothing found" for a host whose log read or grep found nothing.
+async fn logs(a: &LogsArgs) -> anyhow::Result<()> {
+    let config = a.common.config.load()?;
+    let options = log_options(a);
+    let jobs: Vec<(String, String)> = a
+        .common
+        .targets
+        .host_roles(&config)
+        .into_iter()
+        .map(|(host, role)| (host, App::new(&config, Some(role)).logs(&options)))
+        .collect();
+    if jobs.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    let pool = fanout::pool(&config);
+    let mut runs = fanout::run_all(&pool, jobs).await;
+    pool.close().await;
+    // As Kamal: a host whose read failed (no running container, grep matched nothing) answers
+    // "Nothing found"; only an unreachable host is an error.
+    for run in &mut runs {
+        if let Ok(o) = &mut run.result
+            && !o.success()
+        {
+            o.stdout = b"Nothing found".to_vec();
+            o.exit = flotilla_ssh::Exit::Status(0);
+        }
+    }
+    fanout::print_runs("App", &runs, a.common.json)?;
+    fanout::check_runs("reading the logs", &runs)
+}
+
+/// `logs -f`: the log of one host streamed as it is written, until the container stops or
+/// the user interrupts.
+async fn follow_logs(a: &LogsArgs) -> anyhow::Result<()> {
+    let config = a.common.config.load()?;
+    let (host, role) = a.common.targets.single_host(&config)?;
+    let command = App::new(&config, Some(role)).logs(&log_options(a));
+    eprintln!("Following logs on {host}...");
+    let pool = fanout::pool(&config);
+    let status = crate::commands::app_exec::stream(&pool, &host, &command, false).await;
+    pool.close().await;
+    crate::commands::app_exec::exit_with(&host, status?)
+}
+
+async fn stale_containers(a: &StaleArgs) -> anyhow::Result<()> {
+    let config = a.common.config.load()?;
+    if a.stop {
+        fanout::with_lock(&config, "stop stale containers", stale(&config, a)).await
+    } else {
+        stale(&config, a).await
+    }
+}
+
+/// Running versions other than the current one, per host and role; stopped with `--stop`.
+async fn stale(config: &Config, a: &StaleArgs) -> anyhow::Result<()> {
+    let pairs = a.common.targets.host_roles(config);
+    if pairs.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    let pool = fanout::pool(config);
+    let jobs = pairs
+        .iter()
+        .map(|(host, role)| {
+            let app = App::new(config, Some(role));
+            (
+                host.clone(),
+                format!(
+                    "{}; echo ---; {}",
+                    app.list_versions(&["running"]),
+                    app.current_running_version()
+                ),
+            )
+        })
+        .collect();
+    let runs = fanout::run_all(&pool, jobs).await;
+    let mut out = String::new();
+    let mut stops = Vec::new();
+    for (run, (host, role)) in runs.iter().zip(&pairs) {
+        if !run.ok() {
+            continue;
+        }
+        let text = run.stdout();
+        let (versions, current) = text.split_once("---").unwrap_or((&text, ""));
+        let current = current.trim();
+        for version in versions.lines().map(str::trim).filter(|v| !v.is_empty()) {
+            if version == current {
+                continue;
+            }
+            if a.stop {
+                out.push_str(&format!(
+                    "App Host: {host}\nStopping stale container for role {} with version {version}\n\n",
+                    role.name
+                ));
+                stops.push((
+                    host.clone(),
+                    App::new(config, Some(role)).stop(Some(version)),
+                ));
+            } else {
+                out.push_str(&format!(
+                    "App Host: {host}\nDetected stale container for role {} with version {version} (use `flotilla app stale_containers --stop` to stop)\n\n",
+                    role.name
+                ));
+            }
+        }
+    }
+    crate::commands::write_stdout(&out)?;
+    let stopped = fanout::run_all(&pool, stops).await;
+    pool.close().await;
+    fanout::check_runs("listing containers", &runs)?;
+    fanout::check_runs("stopping stale containers", &stopped)
+}
+
+/// Starts the container of `--version`, or the newest app container of each role.
+async fn start(a: &VersionArgs) -> anyhow::Result<()> {
+    let config = a.common.config.load()?;
+    fanout::with_lock(&config, "start the app", async {
+        change(&config, &a.common, "app start", |app| match &a.version {
+            Some(v) => app.start(v),
+            None => app.start_latest(),
+        })
+        .await
+    })
+    .await
+}
+
+/// Kamal's `app remove`: stop, remove the containers, then the images where the host runs no
+/// other role of the service.
+async fn remove(c: &Common) -> anyhow::Result<()> {
+    let config = c.config.load()?;
+    fanout::with_lock(&config, "remove the app", async {
+        change(&config, c, "app remove", |app| {
+            format!(
+                "{{ {}; }}; {} && {{ {} || true; }}",
+                app.stop(None),
+                app.remove_containers(),
+                App::new(&config, None).remove_images()
+            )
+        })
+        .await
+    })
+    .await
+}
+
+/// Used by `app_exec`: `KEY=VALUE` pairs (Kamal's `KEY:VALUE` accepted too).
+pub(crate) fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .or_else(|| p.split_once(':'))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    UserError {
+                        message: format!("--env {p}: expected KEY=VALUE"),
+                        hint: Some(
+                            "e.g. flotilla app exec --env RAILS_ENV=test 'bin/rails test'".into(),
+                        ),
+                        code: USAGE,
+                    }
+                    .into()
+                })
+        })
+        .collect()
+}
+
+/// The pieces of `app exec` that live in `app_exec.rs`.
+pub(crate) struct ExecParts<'a> {
+    pub config: &'a Config,
+    pub targets: &'a Targets,
+    pub json: bool,
+    pub interactive: bool,
+    pub reuse: bool,
+    pub env: Vec<(String, String)>,
+    pub version: Option<&'a str>,
+    pub command: String,
+}
+
+impl ExecArgs {
+    pub(crate) fn parts<'a>(&'a self, config: &'a Config) -> anyhow::Result<ExecParts<'a>> {
+        Ok(ExecParts {
+            config,
+            targets: &self.common.targets,
+            json: self.common.json,
+            interactive: self.interactive,
+            reuse: self.reuse,
+            env: parse_env(&self.env)?,
+            version: self.version.as_deref(),
+            command: self.command.join(" "),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &ConfigArgs {
+        &self.common.config
+    }
+}
+
+/// For `app_exec`: a `NewContainer` for the role on `host` (kept here beside its flags).
+pub(crate) fn new_container<'c>(
+    host: &'c str,
+    version: &'c str,
+    image: &'c str,
+    suffix: &'c str,
+    parts: &'c ExecParts<'_>,
+    env_file: Option<&'c str>,
+) -> NewContainer<'c> {
+    NewContainer {
+        host,
+        version,
+        image,
+        suffix,
+        command: &parts.command,
+        interactive: parts.interactive,
+        env: &parts.env,
+        env_file,
+    }
+}

@@ -1,0 +1,192 @@
+//! `flotilla build push|pull|details|create|remove`: Kamal's build commands. `push` builds and
+//! pushes the image as `flotilla deploy` does; `pull` pulls it on every host over SSH;
+//! `details`, `create` and `remove` show or run the buildx builder commands that
+//! `deploy::plan::build_plan` plans (Flotilla itself builds with the engine's classic builder,
+//! so no buildx builder is needed for a deploy).
+
+use crate::commands::config::ConfigArgs;
+use crate::commands::fanout::{self, Targets};
+use crate::exit::{FAILED, UserError};
+use clap::{Args, Subcommand};
+use flotilla_deploy::Config;
+use flotilla_deploy::commands::App;
+use flotilla_deploy::plan::{BuildInputs, BuildPlan, build_plan};
+
+const EXAMPLES: &str = "Examples:
+  flotilla build push --version v42
+  flotilla build pull --version v42
+  flotilla build details
+  flotilla build create";
+
+/// Build the app image and manage the builder (Kamal's `kamal build`)
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct BuildCmd {
+    #[command(subcommand)]
+    action: BuildAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum BuildAction {
+    /// Build the image and push it to the registry
+    #[command(after_help = "Examples:\n  flotilla build push\n  flotilla build push --version v42")]
+    Push(VersionArgs),
+    /// Pull the image of the version on every host
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla build pull --version v42\n  flotilla build pull -r web --version v42"
+    )]
+    Pull(PullArgs),
+    /// Show the builder Kamal's settings describe and its commands
+    #[command(after_help = "Examples:\n  flotilla build details")]
+    Details(VersionArgs),
+    /// Create the buildx builder (and remote context) the settings describe
+    #[command(after_help = "Examples:\n  flotilla build create")]
+    Create(VersionArgs),
+    /// Remove that builder
+    #[command(after_help = "Examples:\n  flotilla build remove")]
+    Remove(VersionArgs),
+}
+
+#[derive(Debug, Args)]
+struct VersionArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The version to build or pull (default: the git commit)
+    #[arg(long)]
+    version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PullArgs {
+    #[command(flatten)]
+    version: VersionArgs,
+    #[command(flatten)]
+    targets: Targets,
+    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cmd: &BuildCmd) -> anyhow::Result<()> {
+    crate::lifecycle::init_tracing("warn");
+    match &cmd.action {
+        BuildAction::Push(a) => {
+            let (config, version) = load(a)?;
+            let root = std::env::current_dir()?;
+            let pushed = crate::build::build_and_push(&config, &root, &version, false)?;
+            println!("pushed {}@{}", pushed.image, pushed.digest);
+            Ok(())
+        }
+        BuildAction::Pull(a) => {
+            let (config, version) = load(&a.version)?;
+            let hosts = a.targets.hosts(&config);
+            if hosts.is_empty() {
+                return Err(fanout::no_hosts().into());
+            }
+            let command = App::new(&config, None).pull_image(&version);
+            let pool = fanout::pool(&config);
+            let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
+            let runs = fanout::run_all(&pool, jobs).await;
+            pool.close().await;
+            fanout::print_runs("App", &runs, a.json)?;
+            fanout::check_runs("the pull", &runs)
+        }
+        BuildAction::Details(a) => {
+            let (config, version) = load(a)?;
+            let plan = plan(&config, &version);
+            let mut text = format!(
+                "Builder: {:?}{}\nArchitectures: local {}, remote {}\nTags: {}\n",
+                plan.kind,
+                plan.builder
+                    .as_ref()
+                    .map(|b| format!(" ({b})"))
+                    .unwrap_or_default(),
+                list(&plan.local_arches),
+                list(&plan.remote_arches),
+                plan.tags.join(", ")
+            );
+            for c in &plan.create {
+                text.push_str(&format!("create: {}\n", c.join(" ")));
+            }
+            text.push_str(&format!("build: {}\n", plan.build.join(" ")));
+            crate::commands::write_stdout(&text)
+        }
+        BuildAction::Create(a) => {
+            let (config, version) = load(a)?;
+            run_local(&plan(&config, &version).create)
+        }
+        BuildAction::Remove(a) => {
+            let (config, version) = load(a)?;
+            run_local(&plan(&config, &version).remove)
+        }
+    }
+}
+
+fn load(a: &VersionArgs) -> anyhow::Result<(Config, String)> {
+    let config = a.config.load()?;
+    let version = match &a.version {
+        Some(v) => v.clone(),
+        None => crate::commands::deploy::git_version(&std::env::current_dir()?)?,
+    };
+    Ok((config, version))
+}
+
+fn list(arches: &[String]) -> String {
+    if arches.is_empty() {
+        "none".into()
+    } else {
+        arches.join(", ")
+    }
+}
+
+/// Kamal's `docker_arch` from what this binary was built for.
+fn local_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64".into(),
+        "aarch64" => "arm64".into(),
+        other => other.into(),
+    }
+}
+
+fn plan(config: &Config, version: &str) -> BuildPlan {
+    build_plan(
+        config,
+        &BuildInputs {
+            version: version.to_owned(),
+            local_arch: local_arch(),
+            no_cache: false,
+        },
+    )
+}
+
+/// Runs each argv here, stopping at the first failure.
+fn run_local(commands: &[Vec<String>]) -> anyhow::Result<()> {
+    if commands.is_empty() {
+        println!("nothing to do: this builder needs no setup");
+        return Ok(());
+    }
+    for argv in commands {
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        println!("{}", argv.join(" "));
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|e| UserError {
+                message: format!("cannot run {program}: {e}"),
+                hint: Some("install Docker with the buildx plugin".into()),
+                code: FAILED,
+            })?;
+        if !status.success() {
+            return Err(UserError {
+                message: format!("`{}` failed ({status})", argv.join(" ")),
+                hint: Some("see its output above".into()),
+                code: FAILED,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}

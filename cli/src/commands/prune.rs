@@ -1,0 +1,87 @@
+//! `flotilla prune all|images|containers`: old images and stopped containers of the service
+//! on every app host, keeping the newest `retain_containers` stopped containers (Kamal's
+//! `prune`). Holds the deploy lock while it runs.
+
+use crate::commands::config::ConfigArgs;
+use crate::commands::fanout::{self, Targets};
+use clap::{Args, Subcommand};
+use flotilla_deploy::commands::{prune_app_containers, prune_dangling_images, prune_tagged_images};
+
+const EXAMPLES: &str = "Examples:
+  flotilla prune all
+  flotilla prune containers --retain 2
+  flotilla prune images -h 10.0.0.5";
+
+/// Prune old images and containers from the servers
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct PruneCmd {
+    #[command(subcommand)]
+    action: PruneAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum PruneAction {
+    /// Prune unused images and stopped containers
+    #[command(disable_help_flag = true, after_help = EXAMPLES)]
+    All(PruneArgs),
+    /// Prune the service's unused images (dangling, and tagged ones no container uses)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla prune images"
+    )]
+    Images(PruneArgs),
+    /// Prune stopped containers beyond the newest `retain_containers` (default 5)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla prune containers\n  flotilla prune containers --retain 1"
+    )]
+    Containers(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    targets: Targets,
+    /// Stopped containers to keep (default: `retain_containers` from the config)
+    #[arg(long)]
+    retain: Option<u32>,
+    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cmd: &PruneCmd) -> anyhow::Result<()> {
+    crate::lifecycle::init_tracing("warn");
+    let (args, images, containers) = match &cmd.action {
+        PruneAction::All(a) => (a, true, true),
+        PruneAction::Images(a) => (a, true, false),
+        PruneAction::Containers(a) => (a, false, true),
+    };
+    let config = args.config.load()?;
+    let retain = args.retain.unwrap_or(config.retain_containers);
+    let mut parts = Vec::new();
+    if containers {
+        parts.push(prune_app_containers(&config, retain));
+    }
+    if images {
+        parts.push(prune_dangling_images(&config));
+        parts.push(prune_tagged_images(&config));
+    }
+    let command = parts.join(" && ");
+    let hosts = args.targets.hosts(&config);
+    if hosts.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    fanout::with_lock(&config, "prune", async {
+        let pool = fanout::pool(&config);
+        let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
+        let runs = fanout::run_all(&pool, jobs).await;
+        pool.close().await;
+        fanout::print_runs("App", &runs, args.json)?;
+        fanout::check_runs("prune", &runs)
+    })
+    .await
+}
