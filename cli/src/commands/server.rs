@@ -87,11 +87,7 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         }
         .into());
     }
-    let pool = Pool::new(Settings::from_kamal(
-        &session.config.ssh,
-        &session.config.sshkit,
-        Env::from_process(),
-    ));
+    let pool = crate::commands::fanout::pool(&session.config);
     let mut failed = Vec::new();
     for host in &targets {
         let result =
