@@ -336,7 +336,7 @@ impl Default for Metrics {
 }
 
 /// The step an event reports finished on its host, if it is a step event.
-fn finished_step(event: &Event) -> Option<Step> {
+pub(crate) fn finished_step(event: &Event) -> Option<Step> {
     Some(match event {
         Event::ImagePulled(_) => Step::PullImage,
         Event::ContainerStarted(_) => Step::StartContainer,
@@ -348,7 +348,7 @@ fn finished_step(event: &Event) -> Option<Step> {
     })
 }
 
-fn step_label(step: Step) -> &'static str {
+pub(crate) fn step_label(step: Step) -> &'static str {
     match step {
         Step::RunHook => "run_hook",
         Step::PullImage => "pull_image",
@@ -364,7 +364,7 @@ fn step_label(step: Step) -> &'static str {
     }
 }
 
-fn kind_label(kind: DeployKind) -> &'static str {
+pub(crate) fn kind_label(kind: DeployKind) -> &'static str {
     match kind {
         DeployKind::Deploy => "deploy",
         DeployKind::Rollback => "rollback",
