@@ -216,6 +216,7 @@ async fn handle<R: Runtime, P: Proxy>(
         return ack(AckKind::Ack).await;
     }
     tracing::info!(job = %job.id, deploy = %job.deploy_id, steps = job.steps.len(), delivered, "job accepted");
+    let taken = flotilla_events::Timestamp::now();
     let run = run_job(executor, &job, sink, shutdown);
     tokio::pin!(run);
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -240,6 +241,7 @@ async fn handle<R: Runtime, P: Proxy>(
                 tracing::warn!(error = %e, "could not record the finished job");
             }
             tracing::info!(job = %job.id, "job finished");
+            crate::telemetry::job_finished(&job, &reports, taken);
             ack(AckKind::Ack).await
         }
         Ok(JobOutcome::Interrupted) => ack(AckKind::Nak(None)).await,

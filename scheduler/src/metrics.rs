@@ -349,19 +349,7 @@ pub(crate) fn finished_step(event: &Event) -> Option<Step> {
 }
 
 pub(crate) fn step_label(step: Step) -> &'static str {
-    match step {
-        Step::RunHook => "run_hook",
-        Step::PullImage => "pull_image",
-        Step::StartContainer => "start_container",
-        Step::AwaitHealthy => "await_healthy",
-        Step::SwitchProxy => "switch_proxy",
-        Step::StopOldContainer => "stop_old_container",
-        Step::BootAccessory => "boot_accessory",
-        Step::Prune => "prune",
-        Step::StopContainer => "stop_container",
-        Step::RemoveContainer => "remove_container",
-        Step::RemoveAccessory => "remove_accessory",
-    }
+    step.label()
 }
 
 pub(crate) fn kind_label(kind: DeployKind) -> &'static str {

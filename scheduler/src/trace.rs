@@ -30,7 +30,7 @@ pub const SERVICE_NAME: &str = "flotilla-scheduler";
 /// The root span of a deploy's trace: what the executor's spans hang under, computed from
 /// the deploy id alone.
 pub fn root_span(trace: &TraceId) -> SpanId {
-    trace.span(&["deploy"])
+    trace.root()
 }
 
 /// The fold of one deploy's events into spans.

@@ -35,6 +35,12 @@ impl TraceId {
         }
     }
 
+    /// The deploy's root span: what every other span of the trace hangs under, the
+    /// executor's too (it knows the deploy id from its job).
+    pub fn root(&self) -> SpanId {
+        self.span(&["deploy"])
+    }
+
     /// The span of this trace identified by `parts` (see the module doc).
     pub fn span(&self, parts: &[&str]) -> SpanId {
         let mut h = Sha256::new();

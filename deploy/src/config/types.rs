@@ -462,6 +462,8 @@ pub struct Flotilla {
     pub rollout: Rollout,
     pub nats: Option<Nats>,
     pub metrics: Option<Metrics>,
+    /// Left out of `flotilla config` output when unset, as Kamal-era fixtures predate it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub otel: Option<Otel>,
 }
 
