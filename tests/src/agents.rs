@@ -38,6 +38,8 @@ pub struct Agents {
     scheduler_key: String,
     on_host: Command,
     detached: bool,
+    /// Extra `flotilla executor run` flags for the next (re)start (`--otlp-endpoint`, ...).
+    executor_args: Vec<String>,
 }
 
 impl Agents {
@@ -69,6 +71,7 @@ impl Agents {
             scheduler_key: scheduler_key.to_owned(),
             on_host: fleet.on_host(host),
             detached: false,
+            executor_args: Vec::new(),
         };
         agents.start_executor();
         let socket = agents.dir.join("proxy.sock");
@@ -84,6 +87,11 @@ impl Agents {
         agents
     }
 
+    /// Flags the executor gets from its next start on (see [`Agents::start_executor`]).
+    pub fn set_executor_args(&mut self, args: &[&str]) {
+        self.executor_args = args.iter().map(|a| (*a).to_owned()).collect();
+    }
+
     /// (Re)starts the executor; its log is appended to `executor.log`.
     pub fn start_executor(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -92,11 +100,12 @@ impl Agents {
             .open(self.dir.join("executor.log"))
             .expect("executor log");
         let on_host = clone_command(&self.on_host);
-        let (dir, host, nats, key) = (
+        let (dir, host, nats, key, extra) = (
             self.dir.clone(),
             self.host.addr.to_string(),
             self.nats_url.clone(),
             self.scheduler_key.clone(),
+            self.executor_args.clone(),
         );
         self.executor = Some(spawn(
             on_host,
@@ -108,6 +117,7 @@ impl Agents {
                     .arg(dir.join("state"))
                     .arg("--proxy-socket")
                     .arg(dir.join("proxy.sock"))
+                    .args(&extra)
                     .env("FLOTILLA_EXECUTOR_CONFIG", dir.join("none.conf"))
                     .env("NO_COLOR", "1");
             },

@@ -12,3 +12,4 @@ mod metrics;
 mod project;
 mod server;
 mod support;
+mod traces;
