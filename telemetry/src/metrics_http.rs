@@ -89,3 +89,53 @@ fn respond(metrics: Option<Vec<u8>>, not_found_header: ExtraHeader) -> http::Res
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// `/metrics` answers the body in Prometheus's text format; any other path is a 404
+    /// carrying the caller's marker header (the proxy's `x-flotilla-proxy`); the server stops
+    /// when told.
+    #[tokio::test]
+    async fn serves_metrics_and_marks_its_404s() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let marker = (
+            http::HeaderName::from_static("x-flotilla-proxy"),
+            http::HeaderValue::from_static("no-route"),
+        );
+        let server = tokio::spawn(serve(
+            listener,
+            || async { b"up 1\n".to_vec() },
+            Some(marker),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let ok = get(addr, "/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains(CONTENT_TYPE), "{ok}");
+        assert!(ok.ends_with("up 1\n"), "{ok}");
+        assert!(!ok.contains("x-flotilla-proxy"), "{ok}");
+        let missing = get(addr, "/").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        assert!(missing.contains("x-flotilla-proxy: no-route"), "{missing}");
+        stop_tx.send(()).unwrap();
+        server.await.unwrap();
+    }
+}
