@@ -25,6 +25,12 @@ pub fn flotilla_binary() -> PathBuf {
         .join("debug/flotilla")
 }
 
+/// The port each host's proxy serves `/metrics` on, at the host's address (as
+/// `grafana/prometheus.yml` expects).
+pub const PROXY_METRICS_PORT: u16 = 9395;
+/// The port each host's executor serves `/metrics` on, at the host's address.
+pub const EXECUTOR_METRICS_PORT: u16 = 9396;
+
 /// One host's proxy and executor. Dropping it stops both.
 #[derive(Debug)]
 pub struct Agents {
@@ -57,7 +63,9 @@ impl Agents {
                     .arg("--state-file")
                     .arg(dir.join("proxy-state.json"))
                     .arg("--admin-socket")
-                    .arg(dir.join("proxy.sock"));
+                    .arg(dir.join("proxy.sock"))
+                    .arg("--metrics-listen")
+                    .arg(format!("{}:{PROXY_METRICS_PORT}", host.addr));
             },
             log,
         );
@@ -113,6 +121,8 @@ impl Agents {
             |c| {
                 c.args(["executor", "run", "--host-id", &host, "--nats", &nats])
                     .args(["--scheduler-key", &key, "--heartbeat-secs", "1"])
+                    .arg("--metrics-listen")
+                    .arg(format!("{host}:{EXECUTOR_METRICS_PORT}"))
                     .arg("--state-dir")
                     .arg(dir.join("state"))
                     .arg("--proxy-socket")
