@@ -256,4 +256,78 @@ mod tests {
             Err(ExportError::Scheme { .. })
         ));
     }
+
+    /// Answers one request on a fresh loopback port with `status` and returns the port and
+    /// the request head it got.
+    async fn collector(status: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head and the body the head announces.
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 4\r\n\r\nnope");
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&got).to_string()
+        });
+        (addr, task)
+    }
+
+    fn one_span() -> Vec<Span> {
+        let t = crate::ids::TraceId::for_deploy("01JZ8XK6Q0V3M9N4B2C7D5E8F1");
+        vec![Span {
+            trace_id: t,
+            span_id: t.root(),
+            parent: None,
+            name: "deploy".into(),
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            attributes: Vec::new(),
+            status: crate::span::Status::Ok,
+        }]
+    }
+
+    /// A batch is one protobuf POST to the traces path; a collector's error status is an
+    /// error naming the endpoint, the status and the start of its answer.
+    #[tokio::test]
+    async fn posts_protobuf_and_reports_a_collector_error() {
+        let (addr, got) = collector("200 OK").await;
+        let e = Exporter::new(Endpoint::from_base(&format!("http://{addr}")).unwrap(), "t");
+        e.export(&one_span()).await.unwrap();
+        let head = got.await.unwrap();
+        assert!(head.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+
+        let (addr, _) = collector("503 Service Unavailable").await;
+        let e = Exporter::new(Endpoint::from_base(&format!("http://{addr}")).unwrap(), "t");
+        match e.export(&one_span()).await {
+            Err(ExportError::Status { status, body, .. }) => {
+                assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(body, "nope");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing to send: no connection at all (this endpoint would refuse one).
+        assert!(e.export(&[]).await.is_ok());
+    }
 }
