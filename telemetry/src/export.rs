@@ -18,6 +18,10 @@ pub const ENV_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const ENV_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// The OTLP/HTTP path of traces.
 pub const TRACES_PATH: &str = "/v1/traces";
+/// Spans per request: the OpenTelemetry SDKs' default batch size (512), so a replay of a
+/// 1,000-host deploy (about 6,000 spans, 2 MB) goes out as requests a collector's default
+/// size limits accept.
+pub const MAX_BATCH_SPANS: usize = 512;
 /// How long one export may take, connect to response: OTLP's own default exporter timeout
 /// (10 s); a deploy never waits on a slow collector longer than this per batch.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,18 +166,21 @@ impl Exporter {
         &self.endpoint
     }
 
-    /// Sends `spans` in one request; an empty batch sends nothing.
+    /// Sends `spans`, [`MAX_BATCH_SPANS`] per request, stopping at the first failure; an
+    /// empty slice sends nothing.
     pub async fn export(&self, spans: &[Span]) -> Result<(), ExportError> {
-        if spans.is_empty() {
-            return Ok(());
+        for batch in spans.chunks(MAX_BATCH_SPANS) {
+            let body = otlp::encode(&self.service_name, batch);
+            match tokio::time::timeout(EXPORT_TIMEOUT, self.post(body)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(ExportError::TimedOut {
+                        endpoint: self.endpoint.to_string(),
+                    });
+                }
+            }
         }
-        let body = otlp::encode(&self.service_name, spans);
-        match tokio::time::timeout(EXPORT_TIMEOUT, self.post(body)).await {
-            Ok(r) => r,
-            Err(_) => Err(ExportError::TimedOut {
-                endpoint: self.endpoint.to_string(),
-            }),
-        }
+        Ok(())
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
