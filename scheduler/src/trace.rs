@@ -359,10 +359,22 @@ impl TraceFold {
     }
 }
 
-/// Every closed span of deploy `deploy_id` among `events`, in the order they closed.
+/// Every closed span of deploy `deploy_id` among `events`, in the order they closed. A
+/// resumed deploy closes its root once per run (the live export sends each, the later one
+/// replacing the earlier in a collector); here only the last one is kept.
 pub fn spans(deploy_id: &str, events: &[Envelope]) -> Vec<Span> {
     let mut fold = TraceFold::new(deploy_id);
-    events.iter().flat_map(|e| fold.apply(e)).collect()
+    let all: Vec<Span> = events.iter().flat_map(|e| fold.apply(e)).collect();
+    let last: BTreeMap<SpanId, usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, s)| last.get(&s.span_id) == Some(i))
+        .map(|(_, s)| s)
+        .collect()
 }
 
 fn str_attr(key: &str, value: &str) -> (String, Attr) {

@@ -88,3 +88,25 @@ async fn export_loop(
     }
     first_error
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x-flotilla.otel.endpoint` wins over the standard variables; with neither, a run
+    /// exports nothing.
+    #[test]
+    fn the_config_wins_and_nothing_set_means_no_export() {
+        let env = |k: &str| {
+            (k == flotilla_telemetry::export::ENV_ENDPOINT).then(|| "http://10.0.0.9:4318".into())
+        };
+        let configured = endpoint(Some("http://127.0.0.1:4318"), env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(configured.to_string(), "http://127.0.0.1:4318/v1/traces");
+        let from_env = endpoint(None, env).unwrap().unwrap();
+        assert_eq!(from_env.to_string(), "http://10.0.0.9:4318/v1/traces");
+        assert!(endpoint(None, |_| None).is_none());
+        assert!(Live::start(None).tx.is_none());
+    }
+}

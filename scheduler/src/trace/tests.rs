@@ -165,3 +165,35 @@ fn open_spans_are_not_sent() {
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["hook pre-deploy", "pull_image", "start_container"]);
 }
+
+/// A deploy that failed and was resumed to success is one trace whose root ends with the
+/// resumed run's outcome; each run has its own host span.
+#[test]
+fn a_resumed_deploy_keeps_one_root_and_a_host_span_per_run() {
+    let mut story = Story::new(ID, "v1", 1);
+    story.failing_host = Some("web-1".into());
+    let mut events = envelopes(story.events());
+    let resumed = envelopes(Story::new(ID, "v1", 1).events());
+    // The resume: a new run (DeployStarted) through to DeployCompleted, later in time.
+    let offset = 60_000;
+    let started = resumed
+        .iter()
+        .position(|e| e.type_name() == "DeployStarted")
+        .unwrap();
+    for mut e in resumed.into_iter().skip(started) {
+        if e.type_name() == "LockReleased" {
+            continue;
+        }
+        e.at = Timestamp::from_unix_ms(e.at.unix_ms() + offset);
+        events.push(e);
+    }
+    let spans = spans(ID, &events);
+    let roots: Vec<&Span> = spans.iter().filter(|s| s.parent.is_none()).collect();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(roots[0].status, Status::Ok);
+    let hosts = by_name(&spans, "host", Some("web-1"));
+    assert_eq!(hosts.len(), 2);
+    assert_ne!(hosts[0].span_id, hosts[1].span_id);
+    assert!(matches!(hosts[0].status, Status::Error(_)));
+    assert_eq!(hosts[1].status, Status::Ok);
+}
