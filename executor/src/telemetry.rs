@@ -80,7 +80,6 @@ pub struct StepRun {
 /// The steps `reports` tell of, in order.
 pub fn steps(job: &Job, reports: &[Report], taken: Timestamp) -> Vec<StepRun> {
     let mut out: Vec<StepRun> = Vec::new();
-    let mut last = taken;
     let events: Vec<(Option<u16>, &NewEvent)> = reports
         .iter()
         .filter_map(|r| match r {
@@ -90,10 +89,8 @@ pub fn steps(job: &Job, reports: &[Report], taken: Timestamp) -> Vec<StepRun> {
         .collect();
     for (step, e) in &events {
         let Some(index) = step.map(usize::from) else {
-            if let flotilla_events::Event::HostFailed(f) = &e.event
-                && let Some(s) = out.last_mut()
-            {
-                s.error = Some(f.error.clone());
+            if let flotilla_events::Event::HostFailed(f) = &e.event {
+                failed(job, &mut out, f, e.at, taken);
             }
             continue;
         };
@@ -103,7 +100,7 @@ pub fn steps(job: &Job, reports: &[Report], taken: Timestamp) -> Vec<StepRun> {
         match out.last_mut() {
             Some(s) if s.index == index => s.end = e.at,
             _ => {
-                let start = out.last().map_or(last, |s| s.end);
+                let start = out.last().map_or(taken, |s| s.end);
                 out.push(StepRun {
                     index,
                     name: kind.label(),
@@ -113,9 +110,37 @@ pub fn steps(job: &Job, reports: &[Report], taken: Timestamp) -> Vec<StepRun> {
                 });
             }
         }
-        last = e.at;
     }
     out
+}
+
+/// Puts a job's `HostFailed` on the step that failed: the last one reported if it is of that
+/// kind (it reported events before failing), else the next step of that kind, which failed
+/// without reporting any.
+fn failed(
+    job: &Job,
+    out: &mut Vec<StepRun>,
+    f: &flotilla_events::event::HostFailed,
+    at: Timestamp,
+    taken: Timestamp,
+) {
+    if let Some(s) = out.last_mut()
+        && s.name == f.step.label()
+    {
+        s.error = Some(f.error.clone());
+        return;
+    }
+    let from = out.last().map_or(0, |s| s.index + 1);
+    let Some(index) = (from..job.steps.len()).find(|&i| job.steps[i].kind() == f.step) else {
+        return;
+    };
+    out.push(StepRun {
+        index,
+        name: f.step.label(),
+        start: out.last().map_or(taken, |s| s.end),
+        end: at,
+        error: Some(f.error.clone()),
+    });
 }
 
 /// The job's spans: `executor job` under the deploy's root, a span per step under it.

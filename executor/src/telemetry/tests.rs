@@ -112,6 +112,30 @@ fn a_job_is_a_span_under_the_deploy_root_with_its_steps() {
     );
 }
 
+/// A step that failed without reporting an event (a pull that never got its image) is still
+/// a failed span, not an error pinned on the step before it.
+#[test]
+fn a_step_failing_silently_is_its_own_failed_span() {
+    let taken = Timestamp::from_unix_ms(T0);
+    let reports = vec![report(
+        None,
+        700,
+        HostFailed {
+            step: Step::PullImage,
+            error: "pull: manifest unknown".into(),
+            cause: FailureCause::StepFailed,
+        },
+    )];
+    let steps = steps(&job(), &reports, taken);
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].name, "pull_image");
+    assert_eq!(
+        (steps[0].start, steps[0].end),
+        (taken, Timestamp::from_unix_ms(T0 + 700))
+    );
+    assert_eq!(steps[0].error.as_deref(), Some("pull: manifest unknown"));
+}
+
 /// The step metrics count each step by outcome and observe its duration, per host.
 #[test]
 fn step_metrics_count_steps_by_host_and_outcome() {
