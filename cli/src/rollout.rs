@@ -92,15 +92,22 @@ pub async fn run_rollout(s: &Session, req: Request) -> anyhow::Result<()> {
             eprintln!("flotilla: warning: {e}; this run serves no metrics");
             flotilla_scheduler::metrics::Live::default()
         });
+    let traces = start_traces(s);
     let cancel = cancel_on_signal();
     let ctx = context(s, &transport, &signer);
     let mut watch = |e: &flotilla_events::Envelope| {
         progress.on_event(e);
         metrics.observe(e);
+        traces.observe(e);
     };
-    let finished = procedure::run(&ctx, &req, &mut watch, &cancel)
-        .await
-        .map_err(user_error)?;
+    let finished = procedure::run(&ctx, &req, &mut watch, &cancel).await;
+    if let Some(e) = traces.finish().await {
+        eprintln!(
+            "flotilla: warning: {e}; `flotilla replay {} --otlp` sends the trace again",
+            req.deploy_id
+        );
+    }
+    let finished = finished.map_err(user_error)?;
     if let Some(r) = &finished.rolled_back {
         eprintln!(
             "auto_rollback: {} host(s) back on {} (deploy {}), {} failed",
@@ -111,6 +118,21 @@ pub async fn run_rollout(s: &Session, req: Request) -> anyhow::Result<()> {
         );
     }
     summarize(&req, &finished, progress.state())
+}
+
+/// The live trace export: to `x-flotilla.otel.endpoint`, else the standard OTLP variables;
+/// nothing when neither is set (a bad endpoint is a warning, not a failed deploy).
+fn start_traces(s: &Session) -> flotilla_scheduler::trace::live::Live {
+    use flotilla_scheduler::trace::live::{Live, endpoint};
+    let configured = s.config.flotilla.otel.as_ref().map(|o| o.endpoint.as_str());
+    match endpoint(configured, |k| std::env::var(k).ok()) {
+        Some(Ok(e)) => Live::start(Some(e)),
+        Some(Err(e)) => {
+            eprintln!("flotilla: warning: {e}; this run sends no traces");
+            Live::default()
+        }
+        None => Live::default(),
+    }
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM: the procedure stops dispatching, lets

@@ -116,6 +116,25 @@ pub enum Step {
     RemoveAccessory,
 }
 
+impl Step {
+    /// The step's name in metrics labels and span names: `pull_image`, `await_healthy`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::RunHook => "run_hook",
+            Step::PullImage => "pull_image",
+            Step::StartContainer => "start_container",
+            Step::AwaitHealthy => "await_healthy",
+            Step::SwitchProxy => "switch_proxy",
+            Step::StopOldContainer => "stop_old_container",
+            Step::BootAccessory => "boot_accessory",
+            Step::Prune => "prune",
+            Step::StopContainer => "stop_container",
+            Step::RemoveContainer => "remove_container",
+            Step::RemoveAccessory => "remove_accessory",
+        }
+    }
+}
+
 /// Why a host stopped short: what happened, never another step's name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FailureCause {

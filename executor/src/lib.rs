@@ -9,6 +9,7 @@
 //! - [`journal`]: finished jobs and their reports, so no job runs twice;
 //! - [`job`]: one job's steps in order, reported as they finish;
 //! - [`steps`]: what each step does, idempotently, through [`runtime`];
+//! - [`telemetry`]: spans and step metrics of finished jobs, off unless configured;
 //! - [`runtime`]: the [`runtime::Runtime`] and [`runtime::Proxy`] seams, over Docker and the
 //!   proxy socket ([`runtime::docker`]) or simulated ([`runtime::sim`]).
 //!
@@ -38,4 +39,5 @@ pub mod journal;
 pub mod keys;
 pub mod runtime;
 pub mod steps;
+pub mod telemetry;
 pub mod transport;

@@ -326,6 +326,7 @@ async fn handle<R: Runtime, P: Proxy>(
         }
     }
     tracing::info!(job = %job.id, deploy = %job.deploy_id, steps = job.steps.len(), delivered, "job accepted");
+    let taken = flotilla_events::Timestamp::now();
     let run = run_job(executor, &job, sink, shutdown);
     tokio::pin!(run);
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -353,6 +354,7 @@ async fn handle<R: Runtime, P: Proxy>(
                 return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
             }
             tracing::info!(job = %job.id, "job finished");
+            crate::telemetry::job_finished(&job, &reports, taken);
             ack(AckKind::Ack).await
         }
         Ok(JobOutcome::Interrupted) => ack(AckKind::Nak(None)).await,

@@ -33,12 +33,12 @@ impl Metrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "flotilla_proxy_request_duration_seconds",
-                "Time from request to response headers, by service",
+                "Time from request to response headers, by service and target version",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
-            &["service"],
+            &["service", "version"],
         )
         .expect("static metric definition");
         let in_flight = IntGaugeVec::new(
@@ -142,7 +142,7 @@ impl Metrics {
             version: version.to_owned(),
             requests: self.requests.clone(),
             counters: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
-            duration: self.duration.with_label_values(&[service]),
+            duration: self.duration.with_label_values(&[service, version]),
             in_flight: self.in_flight.with_label_values(&[service]),
         })
     }

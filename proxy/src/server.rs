@@ -6,14 +6,11 @@
 //! accepting, open connections are asked to close after their current request,
 //! and the process waits up to the grace period for in-flight requests.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -259,45 +256,22 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// `/metrics` until `stop`; anything else is a 404 the proxy marks as its own.
 async fn serve_metrics(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    let response = if req.uri().path() == "/metrics" {
-                        let mut r = http::Response::new(crate::body::full(metrics.render()));
-                        r.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                        );
-                        r
-                    } else {
-                        crate::body::proxy_response(
-                            http::StatusCode::NOT_FOUND,
-                            "no-route",
-                            "try /metrics\n".into(),
-                        )
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let own = (
+        http::HeaderName::from_static(crate::body::PROXY_HEADER),
+        http::HeaderValue::from_static("no-route"),
+    );
+    flotilla_telemetry::metrics_http::serve(
+        listener,
+        move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        },
+        Some(own),
+        stop.cancelled_owned(),
+    )
+    .await;
 }
 
 async fn renew_loop(acme: Arc<Acme>, control: Arc<Control>, stop: CancellationToken) {

@@ -23,4 +23,5 @@ pub mod jobs;
 pub mod metrics;
 pub mod procedure;
 pub mod rollout;
+pub mod trace;
 pub mod transport;

@@ -359,7 +359,7 @@ impl Default for Metrics {
 }
 
 /// The step an event reports finished on its host, if it is a step event.
-fn finished_step(event: &Event) -> Option<Step> {
+pub(crate) fn finished_step(event: &Event) -> Option<Step> {
     Some(match event {
         Event::ImagePulled(_) => Step::PullImage,
         Event::ContainerStarted(_) => Step::StartContainer,
@@ -371,23 +371,11 @@ fn finished_step(event: &Event) -> Option<Step> {
     })
 }
 
-fn step_label(step: Step) -> &'static str {
-    match step {
-        Step::RunHook => "run_hook",
-        Step::PullImage => "pull_image",
-        Step::StartContainer => "start_container",
-        Step::AwaitHealthy => "await_healthy",
-        Step::SwitchProxy => "switch_proxy",
-        Step::StopOldContainer => "stop_old_container",
-        Step::BootAccessory => "boot_accessory",
-        Step::Prune => "prune",
-        Step::StopContainer => "stop_container",
-        Step::RemoveContainer => "remove_container",
-        Step::RemoveAccessory => "remove_accessory",
-    }
+pub(crate) fn step_label(step: Step) -> &'static str {
+    step.label()
 }
 
-fn kind_label(kind: DeployKind) -> &'static str {
+pub(crate) fn kind_label(kind: DeployKind) -> &'static str {
     match kind {
         DeployKind::Deploy => "deploy",
         DeployKind::Rollback => "rollback",

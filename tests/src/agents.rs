@@ -28,6 +28,12 @@ pub fn flotilla_binary() -> PathBuf {
         .join("debug/flotilla")
 }
 
+/// The port each host's proxy serves `/metrics` on, at the host's address (as
+/// `grafana/prometheus.yml` expects).
+pub const PROXY_METRICS_PORT: u16 = 9395;
+/// The port each host's executor serves `/metrics` on, at the host's address.
+pub const EXECUTOR_METRICS_PORT: u16 = 9396;
+
 /// One host's proxy and executor. Dropping it stops both.
 #[derive(Debug)]
 pub struct Agents {
@@ -41,6 +47,8 @@ pub struct Agents {
     scheduler_key: String,
     on_host: Command,
     detached: bool,
+    /// Extra `flotilla executor run` flags for the next (re)start (`--otlp-endpoint`, ...).
+    executor_args: Vec<String>,
 }
 
 impl Agents {
@@ -58,7 +66,9 @@ impl Agents {
                     .arg("--state-file")
                     .arg(dir.join("proxy-state.json"))
                     .arg("--admin-socket")
-                    .arg(dir.join("proxy.sock"));
+                    .arg(dir.join("proxy.sock"))
+                    .arg("--metrics-listen")
+                    .arg(format!("{}:{PROXY_METRICS_PORT}", host.addr));
             },
             log,
         );
@@ -72,6 +82,7 @@ impl Agents {
             scheduler_key: scheduler_key.to_owned(),
             on_host: fleet.on_host(host),
             detached: false,
+            executor_args: Vec::new(),
         };
         agents.start_executor();
         // Ready when the proxy has its socket and the executor has published its identity
@@ -89,6 +100,11 @@ impl Agents {
         agents
     }
 
+    /// Flags the executor gets from its next start on (see [`Agents::start_executor`]).
+    pub fn set_executor_args(&mut self, args: &[&str]) {
+        self.executor_args = args.iter().map(|a| (*a).to_owned()).collect();
+    }
+
     /// (Re)starts the executor; its log is appended to `executor.log`.
     pub fn start_executor(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -97,11 +113,12 @@ impl Agents {
             .open(self.dir.join("executor.log"))
             .expect("executor log");
         let on_host = clone_command(&self.on_host);
-        let (dir, host, nats, key) = (
+        let (dir, host, nats, key, extra) = (
             self.dir.clone(),
             self.host.addr.to_string(),
             self.nats_url.clone(),
             self.scheduler_key.clone(),
+            self.executor_args.clone(),
         );
         self.executor = Some(spawn(
             on_host,
@@ -109,11 +126,14 @@ impl Agents {
             |c| {
                 c.args(["executor", "run", "--host-id", &host, "--nats", &nats])
                     .args(["--scheduler-key", &key, "--heartbeat-secs", "1"])
+                    .arg("--metrics-listen")
+                    .arg(format!("{host}:{EXECUTOR_METRICS_PORT}"))
                     // The host's own /var/lib/flotilla (a bind in its mount namespace), where
                     // enrolment reads the executor's identity.
                     .args(["--state-dir", "/var/lib/flotilla/executor"])
                     .arg("--proxy-socket")
                     .arg(dir.join("proxy.sock"))
+                    .args(&extra)
                     .env("FLOTILLA_EXECUTOR_CONFIG", dir.join("none.conf"))
                     .env("NO_COLOR", "1");
             },

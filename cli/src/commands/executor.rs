@@ -37,7 +37,7 @@ pub struct ExecutorArgs {
 enum ExecutorCommand {
     /// Run the executor in the foreground (SIGTERM finishes the current step, then exits)
     #[command(after_help = EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print this host's public keys (sealing and signing; made on first use)
     #[command(
         after_help = "Examples:\n  flotilla executor key            # the sealing key\n  flotilla executor key --json     # both keys, as identity.pub holds them\n  flotilla executor key --state-dir /var/lib/flotilla/executor"
@@ -88,6 +88,12 @@ struct RunArgs {
     /// Settings file read for anything not given as a flag or env
     #[arg(long, env = "FLOTILLA_EXECUTOR_CONFIG", default_value = DEFAULT_CONFIG)]
     config: PathBuf,
+    /// Send each job's spans to this OTLP/HTTP collector (http://HOST:PORT) [default: OTEL_EXPORTER_OTLP_ENDPOINT; none]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Serve this host's step counts and durations on http://ADDR/metrics [default: off]
+    #[arg(long, env = "FLOTILLA_EXECUTOR_METRICS", value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub fn run(args: ExecutorArgs) -> anyhow::Result<()> {
@@ -109,9 +115,51 @@ pub fn run(args: ExecutorArgs) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("start the async runtime")?;
-            runtime.block_on(run_executor(args))
+            runtime.block_on(run_executor(*args))
         }
     }
+}
+
+/// Spans and `/metrics` of finished jobs, each off unless configured.
+async fn start_telemetry(otlp: Option<&str>, metrics: Option<&str>) -> anyhow::Result<()> {
+    use flotilla_executor::telemetry::{self, StepMetrics, Telemetry};
+    let endpoint = match otlp {
+        Some(url) => Some(flotilla_telemetry::Endpoint::from_base(url)),
+        None => flotilla_telemetry::Endpoint::from_env(|k| std::env::var(k).ok()),
+    };
+    let exporter = match endpoint {
+        Some(e) => Some(flotilla_telemetry::Exporter::new(
+            e.map_err(|e| usage(e.to_string(), "give --otlp-endpoint http://HOST:PORT"))?,
+            telemetry::SERVICE_NAME,
+        )),
+        None => None,
+    };
+    let step_metrics = match metrics {
+        Some(listen) => {
+            let m = Arc::new(StepMetrics::new().context("step metrics")?);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("metrics: listen on {listen}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+            let body = m.clone();
+            tokio::spawn(flotilla_telemetry::metrics_http::serve(
+                listener,
+                move || {
+                    let m = body.clone();
+                    async move { m.render() }
+                },
+                None,
+                std::future::pending(),
+            ));
+            Some(m)
+        }
+        None => None,
+    };
+    if let Some(e) = &exporter {
+        tracing::info!(endpoint = %e.endpoint(), "exporting spans");
+    }
+    telemetry::install(Telemetry::new(exporter, step_metrics));
+    Ok(())
 }
 
 fn init_logging() {
@@ -261,6 +309,11 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(flotilla_proxy::DEFAULT_ADMIN_SOCKET)),
     );
     let executor = Arc::new(Executor::new(docker, proxy, host_key, host));
+    start_telemetry(
+        args.otlp_endpoint.as_deref(),
+        args.metrics_listen.as_deref(),
+    )
+    .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         crate::lifecycle::shutdown_signal().await;

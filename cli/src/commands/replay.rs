@@ -1,19 +1,22 @@
 //! `flotilla replay DEPLOY_ID`: a past deploy's timeline per host and step, from the log;
-//! `--resume` continues an interrupted or failed deploy where each host stopped.
+//! `--resume` continues an interrupted or failed deploy where each host stopped; `--otlp`
+//! sends the deploy's trace, rebuilt from the log, to an OpenTelemetry collector.
 
-use crate::exit::{USAGE, UserError};
+use crate::exit::{FAILED, USAGE, UserError};
 use crate::progress::detail;
 use crate::rollout::{self, FleetArgs, Session};
 use clap::Args;
 use flotilla_events::{DeployId, Envelope, EventLog};
 use flotilla_scheduler::procedure::Request;
 use flotilla_scheduler::procedure::plans;
+use flotilla_scheduler::trace;
 use std::collections::BTreeMap;
 
 const EXAMPLES: &str = "Examples:
   flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA
   flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --json
-  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --resume";
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --resume
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --otlp http://127.0.0.1:4318";
 
 /// Show a deploy's timeline from the event log, or resume it
 #[derive(Debug, Args)]
@@ -24,6 +27,9 @@ pub struct ReplayCmd {
     /// Continue the deploy from where each host stopped
     #[arg(long)]
     pub resume: bool,
+    /// Send the deploy's trace to an OTLP/HTTP collector (default: OTEL_EXPORTER_OTLP_ENDPOINT)
+    #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "", conflicts_with = "resume")]
+    pub otlp: Option<String>,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }
@@ -34,6 +40,9 @@ pub async fn run(cmd: &ReplayCmd) -> anyhow::Result<()> {
     }
     let log = flotilla_events::SledLog::open(&cmd.fleet.log)?;
     let events = deploy_events(&log, &cmd.deploy_id)?;
+    if let Some(endpoint) = &cmd.otlp {
+        return send_trace(endpoint, &cmd.deploy_id, &events).await;
+    }
     let mut out = String::new();
     if cmd.fleet.json {
         for e in &events {
@@ -93,6 +102,48 @@ pub fn timeline(events: &[Envelope]) -> String {
         }
     }
     out
+}
+
+/// Sends deploy `id`'s trace, folded from `events` as the live export folds them (same
+/// span ids, so a collector that has the live trace gets the same spans again).
+async fn send_trace(endpoint: &str, id: &str, events: &[Envelope]) -> anyhow::Result<()> {
+    let configured = Some(endpoint).filter(|e| !e.is_empty());
+    let endpoint = match trace::live::endpoint(configured, |k| std::env::var(k).ok()) {
+        Some(e) => e.map_err(|e| {
+            anyhow::Error::new(e).context(UserError {
+                message: "not an OTLP/HTTP endpoint".into(),
+                hint: Some("give http://HOST:PORT (a collector's OTLP/HTTP port, 4318)".into()),
+                code: USAGE,
+            })
+        })?,
+        None => {
+            return Err(UserError {
+                message: "no OTLP endpoint".into(),
+                hint: Some(
+                    "name one: `--otlp http://HOST:4318`, or set OTEL_EXPORTER_OTLP_ENDPOINT"
+                        .into(),
+                ),
+                code: USAGE,
+            }
+            .into());
+        }
+    };
+    let spans = trace::spans(id, events);
+    let exporter = flotilla_telemetry::Exporter::new(endpoint, trace::SERVICE_NAME);
+    exporter.export(&spans).await.map_err(|e| {
+        anyhow::Error::new(e).context(UserError {
+            message: "the collector did not take the trace".into(),
+            hint: Some("is the collector running, and is this its OTLP/HTTP port?".into()),
+            code: FAILED,
+        })
+    })?;
+    eprintln!(
+        "sent {} span(s) of trace {} to {}",
+        spans.len(),
+        flotilla_telemetry::TraceId::for_deploy(id),
+        exporter.endpoint()
+    );
+    Ok(())
 }
 
 /// Continues deploy `id`: the same release, each host from its first unfinished step.

@@ -478,6 +478,7 @@ pub static FLOTILLA: Section = Section {
         "rollout": "Rollout policy (see `x-flotilla/rollout`).",
         "nats": "`{url, creds}` of a NATS cluster; required for now (or FLOTILLA_NATS_URL): `url` of a NATS server with JetStream, `creds` a credentials file.",
         "metrics": "`{listen}`: address the scheduler serves Prometheus metrics on.",
+        "otel": "`{endpoint}`: OpenTelemetry collector that receives each deploy's trace (OTLP/HTTP).",
     },
 };
 
@@ -507,6 +508,14 @@ pub static METRICS: Section = Section {
     summary: "Prometheus metrics of the scheduler.",
     keys: keys! {
         "listen": "Address to listen on, e.g. `127.0.0.1:9394`.",
+    },
+};
+
+pub static OTEL: Section = Section {
+    name: "x-flotilla/otel",
+    summary: "OpenTelemetry traces of deploys (else `OTEL_EXPORTER_OTLP_ENDPOINT`).",
+    keys: keys! {
+        "endpoint": "A collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).",
     },
 };
 
@@ -556,6 +565,7 @@ pub static SECTIONS: &[&Section] = &[
     &ROLLOUT,
     &NATS,
     &METRICS,
+    &OTEL,
     &TRAEFIK,
     &HEALTHCHECK,
 ];

@@ -462,6 +462,9 @@ pub struct Flotilla {
     pub rollout: Rollout,
     pub nats: Option<Nats>,
     pub metrics: Option<Metrics>,
+    /// Left out of `flotilla config` output when unset, as Kamal-era fixtures predate it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otel: Option<Otel>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -496,6 +499,13 @@ pub struct Nats {
 #[derive(Clone, Debug, Serialize)]
 pub struct Metrics {
     pub listen: String,
+}
+
+/// `x-flotilla.otel`: where deploy traces go (OTLP/HTTP).
+#[derive(Clone, Debug, Serialize)]
+pub struct Otel {
+    /// A collector's base URL, `http://HOST:PORT`; `/v1/traces` is appended.
+    pub endpoint: String,
 }
 
 fn roles_as_map<S: Serializer>(roles: &[Role], s: S) -> Result<S::Ok, S::Error> {

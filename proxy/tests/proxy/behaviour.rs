@@ -154,8 +154,8 @@ async fn response_timeout_and_body_limit() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
 
-/// The metrics endpoint counts requests by service, version, method and status class,
-/// and shows each service's current target.
+/// The metrics endpoint counts requests by service, version, method and status class, times
+/// them by service and version, and shows each service's current target.
 #[tokio::test]
 async fn metrics_count_requests() {
     let v1 = App::start("v1", "healthy");
@@ -190,7 +190,9 @@ async fn metrics_count_requests() {
         r#"flotilla_proxy_target_info{{service="web",target="{}",version="v1"}} 1"#,
         v1.addr
     )));
-    assert!(text.contains(r#"flotilla_proxy_request_duration_seconds_count{service="web"} 4"#));
+    assert!(text.contains(
+        r#"flotilla_proxy_request_duration_seconds_count{service="web",version="v1"} 4"#
+    ));
     assert!(text.contains(r#"flotilla_proxy_in_flight_requests{service="web"} 0"#));
 }
 

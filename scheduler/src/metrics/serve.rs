@@ -3,16 +3,10 @@
 
 use super::Metrics;
 use super::standby::{Standby, handoff_path};
-use bytes::Bytes;
 use flotilla_events::{Envelope, EventLog};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,57 +157,14 @@ async fn serve_source(listen: &str, source: Source) -> Result<MetricsServer, Ser
     Ok(MetricsServer { addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Source) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    let body = if req.uri().path() == "/metrics" {
-                        Some(metrics.body().await)
-                    } else {
-                        None
-                    };
-                    Ok::<_, Infallible>(respond(body))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-/// `Some(metrics)` for `/metrics`, `None` for any other path.
-fn respond(metrics: Option<Vec<u8>>) -> http::Response<Full<Bytes>> {
-    let (status, content_type, body) = if let Some(metrics) = metrics {
-        (
-            http::StatusCode::OK,
-            "text/plain; version=0.0.4",
-            Bytes::from(metrics),
-        )
-    } else {
-        (
-            http::StatusCode::NOT_FOUND,
-            "text/plain",
-            Bytes::from_static(b"try /metrics\n"),
-        )
-    };
-    let mut response = http::Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    response
+/// `/metrics` answered from `source`, on the one server loop the executor and the proxy
+/// use too.
+async fn accept_loop(listener: TcpListener, source: Source) {
+    flotilla_telemetry::metrics_http::serve(
+        listener,
+        move || source.clone().body(),
+        None,
+        std::future::pending(),
+    )
+    .await;
 }

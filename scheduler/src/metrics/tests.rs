@@ -191,7 +191,9 @@ fn hosts_follow_the_latest_deploy() {
 }
 
 /// Every query on the Grafana dashboard uses a metric the scheduler exports, so no panel stays
-/// empty for a misspelt name, and every scheduler metric has a panel.
+/// empty for a misspelt name, and every scheduler metric has a panel. The proxies' and the
+/// executors' metrics (`flotilla_proxy_*`, `flotilla_executor_*`) live in crates the scheduler
+/// does not depend on: the dashboard end-to-end test evaluates those panels in Prometheus.
 #[test]
 fn the_dashboard_queries_only_exported_metrics() {
     let json: serde_json::Value = serde_json::from_str(include_str!(concat!(
@@ -206,11 +208,14 @@ fn the_dashboard_queries_only_exported_metrics() {
         titles.push(panel["title"].as_str().unwrap().to_owned());
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
-            let metrics: Vec<&str> = expr
+            let all: Vec<&str> = expr
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .filter(|w| w.starts_with("flotilla_"))
                 .collect();
-            assert!(!metrics.is_empty(), "{expr} uses no flotilla metric");
+            assert!(!all.is_empty(), "{expr} uses no flotilla metric");
+            let metrics = all.into_iter().filter(|m| {
+                !m.starts_with("flotilla_proxy_") && !m.starts_with("flotilla_executor_")
+            });
             for metric in metrics {
                 let base = ["_bucket", "_sum", "_count"]
                     .iter()

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod commands;
+mod dashboards;
 mod deploy;
 mod executor;
 mod fleet;
@@ -13,3 +14,4 @@ mod metrics;
 mod project;
 mod server;
 mod support;
+mod traces;

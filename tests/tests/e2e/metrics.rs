@@ -3,21 +3,26 @@
 
 use crate::project::Project;
 use crate::support::fleet;
+use flotilla_e2e::agents::{EXECUTOR_METRICS_PORT, PROXY_METRICS_PORT};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A Prometheus server of our own: temp data dir, loopback listen, 1s scrapes of `target`.
-struct Prometheus {
+/// How often the test's Prometheus scrapes: the shipped 5s, shortened so a test waits less.
+pub(crate) const SCRAPE_INTERVAL_SECS: u64 = 1;
+
+/// A Prometheus server of our own: temp data dir, loopback listen, 1s scrapes of `target`
+/// (the scheduler) and of `hosts`' proxies and executors, with the shipped alert rules.
+pub(crate) struct Prometheus {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
+    pub(crate) fn start(target: SocketAddr, hosts: &[IpAddr]) -> Prometheus {
         let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -31,10 +36,32 @@ impl Prometheus {
         )
         .unwrap();
         assert!(shipped.contains("127.0.0.1:9394"), "{shipped}");
+        let list = |port: u16| {
+            let targets: Vec<String> = hosts.iter().map(|h| format!("\"{h}:{port}\"")).collect();
+            format!("[{}]", targets.join(", "))
+        };
+        let (proxies, executors) = (
+            r#"["10.0.0.5:9395", "10.0.0.6:9395"]"#,
+            r#"["10.0.0.5:9396", "10.0.0.6:9396"]"#,
+        );
+        assert!(
+            shipped.contains(proxies) && shipped.contains(executors),
+            "{shipped}"
+        );
         let config = shipped
             .replace("127.0.0.1:9394", &target.to_string())
-            .replace("scrape_interval: 5s", "scrape_interval: 1s");
+            .replace(proxies, &list(PROXY_METRICS_PORT))
+            .replace(executors, &list(EXECUTOR_METRICS_PORT))
+            .replace(
+                "scrape_interval: 5s",
+                &format!("scrape_interval: {SCRAPE_INTERVAL_SECS}s"),
+            );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        std::fs::copy(
+            flotilla_e2e::testapp::workspace_root().join("grafana/alerts.yml"),
+            dir.path().join("alerts.yml"),
+        )
+        .unwrap();
         let addr = free_port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new(binary)
@@ -62,12 +89,12 @@ impl Prometheus {
         p
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// The value of an instant query returning one sample, if it returns one.
-    fn query(&self, promql: &str) -> Option<f64> {
+    pub(crate) fn query(&self, promql: &str) -> Option<f64> {
         let (status, body) = http_get(
             self.addr,
             &format!("/api/v1/query?query={}", encode(promql)),
@@ -83,7 +110,7 @@ impl Prometheus {
     }
 
     /// Prometheus scrapes every second or so; a series may take a few scrapes to show.
-    fn wait_until(&self, what: &str, ok: impl FnMut() -> bool) {
+    pub(crate) fn wait_until(&self, what: &str, ok: impl FnMut() -> bool) {
         const SCRAPES_WAIT: Duration = Duration::from_secs(60);
         assert!(
             flotilla_e2e::fleet::wait_until(SCRAPES_WAIT, ok),
@@ -101,7 +128,7 @@ impl Drop for Prometheus {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -109,7 +136,7 @@ fn free_port() -> SocketAddr {
 }
 
 /// Percent-encodes a query parameter.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -121,7 +148,7 @@ fn encode(s: &str) -> String {
 }
 
 /// HTTP/1.0 GET (no chunked bodies); returns (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
@@ -194,7 +221,7 @@ fn deploy_held(
 }
 
 /// `flotilla metrics serve`, stopped when dropped.
-struct Standby(Child);
+pub(crate) struct Standby(pub(crate) Child);
 
 impl Drop for Standby {
     fn drop(&mut self) {
@@ -218,7 +245,7 @@ fn prometheus_scrapes_a_live_deploy_and_the_standby_between_deploys() {
     hold_deploys_after_v1(project.root());
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
 
-    let prometheus = Prometheus::start(metrics);
+    let prometheus = Prometheus::start(metrics, &[]);
     deploy_held(&project, &prometheus, "v2", 2.0, |q| {
         assert_eq!(
             q(r#"flotilla_hosts{service="testapp",state="succeeded"}"#),

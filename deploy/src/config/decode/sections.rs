@@ -5,8 +5,8 @@ use super::{Cx, kamal1};
 use crate::config::schema;
 use crate::config::secrets::{Secret, Secrets};
 use crate::config::types::{
-    Boot, Builder, Credential, Flotilla, HostCount, Logging, Metrics, Nats, Registry, Rollout, Ssh,
-    SshConfig, Sshkit,
+    Boot, Builder, Credential, Flotilla, HostCount, Logging, Metrics, Nats, Otel, Registry,
+    Rollout, Ssh, SshConfig, Sshkit,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -307,6 +307,18 @@ pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
                     .map(|listen| Metrics { listen })
             }
             None => cx.error(mn, "x-flotilla/metrics/listen", "missing required key"),
+        }
+    }
+    if let Some(on) = m.get("otel")
+        && let Some(om) = cx.map(on, "x-flotilla/otel", &schema::OTEL)
+    {
+        match om.get("endpoint") {
+            Some(e) => {
+                f.otel = cx
+                    .string(e, "x-flotilla/otel/endpoint")
+                    .map(|endpoint| Otel { endpoint })
+            }
+            None => cx.error(on, "x-flotilla/otel/endpoint", "missing required key"),
         }
     }
     f
