@@ -488,8 +488,8 @@ async fn start(a: &VersionArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// Kamal's `app remove`: stop, remove the containers, then the images where the host runs no
-/// other role of the service.
+/// Kamal's `app remove`: stop, remove the role's containers, then the service's images that
+/// no container uses any more (Docker keeps those another role's containers still use).
 async fn remove(c: &Common) -> anyhow::Result<()> {
     let config = c.config.load()?;
     fanout::with_lock(&config, "remove the app", async {
