@@ -79,6 +79,13 @@ enum AppAction {
         after_help = "Examples:\n  flotilla app stale_containers\n  flotilla app stale_containers --stop"
     )]
     StaleContainers(StaleArgs),
+    /// Boot the current version (or --version) on every host through the scheduler, as a
+    /// redeploy: stopped or missing containers are started, running ones kept
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla app boot\n  flotilla app boot --version 3f2a1b -r web"
+    )]
+    Boot(BootArgs),
     /// Start the app's existing container of the current version on each host
     #[command(
         disable_help_flag = true,
@@ -127,6 +134,15 @@ struct VersionArgs {
     #[command(flatten)]
     common: Common,
     /// The version to start (default: the newest app container on each host)
+    #[arg(long)]
+    version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct BootArgs {
+    #[command(flatten)]
+    fleet: crate::rollout::FleetArgs,
+    /// The version to boot (default: that of the primary host's newest app container)
     #[arg(long)]
     version: Option<String>,
 }
@@ -245,6 +261,7 @@ pub async fn run(cmd: &AppCmd) -> anyhow::Result<()> {
             .await
         }
         AppAction::Remove(c) => remove(c).await,
+        AppAction::Boot(a) => boot(a).await,
         AppAction::Maintenance(a) => {
             let l = &a.live;
             let config = l.common.config.load()?;
@@ -488,8 +505,48 @@ async fn start(a: &VersionArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// Kamal's `app remove`: stop, remove the containers, then the images where the host runs no
-/// other role of the service.
+/// Kamal's `app boot`: the version rolled out again by the scheduler (lock, hooks, events),
+/// without a build.
+async fn boot(a: &BootArgs) -> anyhow::Result<()> {
+    let version = match &a.version {
+        Some(v) => v.clone(),
+        None => {
+            let config = a.fleet.config.load()?;
+            let (host, role) = Targets::default().single_host(&config)?;
+            let pool = fanout::pool(&config);
+            let runs = fanout::run_all(
+                &pool,
+                vec![(host.clone(), App::new(&config, Some(role)).latest_version())],
+            )
+            .await;
+            pool.close().await;
+            fanout::check_runs("finding the running version", &runs)?;
+            let version = runs
+                .first()
+                .map(|r| r.stdout().trim().to_owned())
+                .unwrap_or_default();
+            if version.is_empty() {
+                return Err(UserError {
+                    message: format!("no app container on {host} to take the version from"),
+                    hint: Some("name it: flotilla app boot --version VERSION".into()),
+                    code: USAGE,
+                }
+                .into());
+            }
+            version
+        }
+    };
+    let cmd = crate::commands::deploy::DeployCmd {
+        fleet: a.fleet.clone(),
+        skip_push: true,
+        version: Some(version),
+        resume: None,
+    };
+    crate::commands::deploy::run(&cmd, true).await
+}
+
+/// Kamal's `app remove`: stop, remove the role's containers, then the service's images that
+/// no container uses any more (Docker keeps those another role's containers still use).
 async fn remove(c: &Common) -> anyhow::Result<()> {
     let config = c.config.load()?;
     fanout::with_lock(&config, "remove the app", async {

@@ -138,6 +138,15 @@ impl<'a> App<'a> {
         )
     }
 
+    /// The version of the role's newest container, running or stopped; empty when none.
+    pub fn latest_version(&self) -> String {
+        format!(
+            "docker ps --latest --all --format '{{{{.Names}}}}' {} | {}",
+            self.filters(&[]),
+            self.extract_version()
+        )
+    }
+
     /// The image reference the role's newest running container was started from (a tag or a
     /// digest, as the deploy gave it); empty when none.
     pub fn current_running_image(&self) -> String {

@@ -79,6 +79,12 @@ fn app_versions() {
             "docker ps --latest --format '{{{{.Names}}}}' {WEB_FILTERS} {ACTIVE} | while read line; do echo ${{line#app-web-}}; done"
         )
     );
+    assert_eq!(
+        web.latest_version(),
+        format!(
+            "docker ps --latest --all --format '{{{{.Names}}}}' {WEB_FILTERS} | while read line; do echo ${{line#app-web-}}; done"
+        )
+    );
     // Kamal: docker ps ... --format "{{.Names}}" | while read line; do echo ${line#app-web-}; done
     assert_eq!(
         web.list_versions(&[]),

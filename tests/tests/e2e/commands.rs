@@ -197,7 +197,8 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
         .collect()
 }
 
-/// After three deploys: `app stop` and `app start` stop and start the running container; an
+/// After three deploys: `app stop` and `app start` stop and start the running container, and
+/// `app boot` after a stop serves the current version again; an
 /// older version running again is reported by `app stale_containers` and stopped by `--stop`;
 /// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
 /// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
@@ -223,6 +224,17 @@ fn app_stop_start_prune_lock_and_audit() {
     assert!(containers(&fleet, host, "running").is_empty());
     project.flotilla_ok(&["app", "start"], &[]);
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+    // `app boot` after a stop: the scheduler rolls the current version out again.
+    project.flotilla_ok(&["app", "stop"], &[]);
+    project.flotilla_ok(&["app", "boot"], &[]);
+    assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+    assert_eq!(
+        http_get(std::net::SocketAddr::from((host.addr, 80)), "/version")
+            .unwrap()
+            .1
+            .trim(),
+        "v3"
+    );
 
     // An older version started again by hand is stale: reported, then stopped with --stop.
     crate::support::ssh_ok(&fleet, host, "docker start testapp-web-v2");
@@ -304,7 +316,8 @@ fn app_stop_start_prune_lock_and_audit() {
         .iter()
         .map(|e| e["version"].as_str().unwrap())
         .collect();
-    assert_eq!(versions, ["v1", "v2", "v3"], "{audit}");
+    // The three deploys, then `app boot`'s redeploy of v3.
+    assert_eq!(versions, ["v1", "v2", "v3", "v3"], "{audit}");
     for e in &entries {
         assert_eq!(e["kind"], "deploy", "{audit}");
         assert_eq!(e["outcome"], "completed", "{audit}");
