@@ -1,6 +1,7 @@
 //! The contract between Flotilla's scheduler and its executors, and nothing that does I/O.
 //!
 //! Both sides import this crate; neither imports the other (wadm's `wadm-types` is the model):
+//! - [`control`]: the CLI's requests to the scheduler service and the `FLOTILLA_LOG` stream;
 //! - [`access`]: who may do what on NATS (a host's executor, the operators), as data;
 //! - [`subjects`]: subject, stream, consumer and key-value names and settings, as plain data
 //!   (the `nats` feature turns them into async-nats configs: [`nats`]);
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod control;
 pub mod finish;
 pub mod identity;
 pub mod names;

@@ -226,3 +226,103 @@ fn root_string(tree: &Node, key: &str) -> Option<String> {
             _ => None,
         })
 }
+
+/// One config file as ERB rendered it on the operator's machine: what the scheduler service
+/// decodes, so `ENV`, `$(cmd)` and Ruby are evaluated where the operator's tools are.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RenderedFile {
+    /// Relative to the project directory, for error messages.
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// The base config file and the destination's, ERB rendered, in merge order (Kamal's one
+/// environment through both, as [`load`] does).
+pub fn render(opts: &LoadOptions) -> Result<Vec<RenderedFile>, ConfigErrors> {
+    let mut env = opts.env.clone();
+    if let Some(d) = &opts.destination {
+        env.insert("KAMAL_DESTINATION".into(), d.clone());
+    }
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    let files = std::iter::once(opts.config_file.clone()).chain(opts.destination_file());
+    for file in files {
+        let text = match std::fs::read_to_string(opts.root.join(&file)) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("cannot read config file: {e}");
+                errors.push(Diagnostic::new(&file, Pos::default(), "", msg));
+                continue;
+            }
+        };
+        let mut host = erb::Host {
+            env: &mut env,
+            root: &opts.root,
+        };
+        match erb::render_file(&text, &mut host) {
+            Ok(r) => out.push(RenderedFile {
+                path: file,
+                text: r.text,
+            }),
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|e| Diagnostic::new(&file, e.pos, "", e.message)),
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors {
+            diagnostics: errors,
+        })
+    }
+}
+
+/// The config from files [`render`]ed elsewhere and the secrets resolved there: how the
+/// scheduler service gets the config a CLI loaded, without the project directory.
+pub fn load_rendered(
+    files: &[RenderedFile],
+    destination: Option<&str>,
+    secrets: secrets::Secrets,
+) -> Result<Config, ConfigErrors> {
+    let mut tree: Option<Node> = None;
+    for f in files {
+        let file: Arc<Path> = Arc::from(f.path.as_path());
+        let node =
+            yaml::parse(&f.text, &file, &erb::SourceMap::default()).map_err(ConfigErrors::one)?;
+        tree = Some(match tree {
+            None => node,
+            Some(base) => yaml::deep_merge(base, node),
+        });
+    }
+    let first = files
+        .first()
+        .map(|f| f.path.clone())
+        .unwrap_or_else(|| PathBuf::from("config/deploy.yml"));
+    let Some(tree) = tree.filter(|t| matches!(t.kind, Kind::Map(_))) else {
+        let msg = "should be a map of settings";
+        return Err(ConfigErrors::one(Diagnostic::new(
+            &first,
+            Pos::START,
+            "",
+            msg,
+        )));
+    };
+    let mut cx = Cx {
+        kamal1: decode::detect_kamal1(&tree).map(|(path, _)| path),
+        ..Cx::default()
+    };
+    let config = decode::decode(&mut cx, &tree, destination, secrets);
+    let warnings = std::mem::take(&mut cx.warnings);
+    let mut config = cx.diags.into_result(config)?.ok_or_else(|| {
+        ConfigErrors::one(Diagnostic::new(
+            &first,
+            Pos::START,
+            "",
+            "configuration could not be read",
+        ))
+    })?;
+    config.warnings = warnings;
+    Ok(config)
+}

@@ -20,6 +20,6 @@ pub mod vault;
 pub mod yaml;
 
 pub use diag::{ConfigErrors, Diagnostic, Pos};
-pub use load::{LoadOptions, load};
+pub use load::{LoadOptions, RenderedFile, load, load_rendered, render};
 pub use secrets::{Secret, Secrets};
 pub use types::*;

@@ -63,6 +63,15 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Secrets resolved elsewhere (the operator's machine), by name: how the scheduler service
+    /// gets the values a CLI sealed to it.
+    pub fn from_values(values: impl IntoIterator<Item = (String, Secret)>) -> Self {
+        Secrets {
+            values: values.into_iter().collect(),
+            ..Secrets::default()
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Secret> {
         self.values.get(name).or_else(|| self.process.get(name))
     }

@@ -1,0 +1,257 @@
+//! The control plane's contract: what the CLI asks the scheduler service (`flotilla.req.*`)
+//! and the `FLOTILLA_LOG` stream, where the service publishes every event it appended, after
+//! it is durable in its sled log.
+//!
+//! Requests and answers are framed like every other message ([`crate::wire::encode`]). A
+//! rollout request carries everything the CLI decided on the operator's machine (the config
+//! as ERB rendered there, the release already built and pushed, narrowing, actor, lock wait);
+//! the secrets it needs travel sealed to the service's own x25519 key ([`Request::Key`]
+//! answers with it), so NATS never sees them in clear. Only operators may publish on
+//! `flotilla.req.>` ([`crate::access`]): a host's credentials cannot ask for a deploy.
+
+use crate::subjects::{
+    Discard, EVENTS_MAX_BYTES, JOB_DEDUP_WINDOW, Retention, Storage, StreamSpec, token,
+};
+use crate::wire::SealedValue;
+use flotilla_events::{DeployId, Envelope, Event};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Prefix of request subjects: `flotilla.req.<verb>`.
+pub const REQUEST_PREFIX: &str = "flotilla.req";
+/// The scheduler service's event log as a stream: one subject per deploy.
+pub const LOG_STREAM: &str = "FLOTILLA_LOG";
+/// Prefix of log subjects: `flotilla.log.<deploy>`.
+pub const LOG_PREFIX: &str = "flotilla.log";
+/// Events in one [`Response::Events`] page: far below NATS's 1 MiB payload limit even for
+/// events with long error texts.
+pub const EVENTS_PAGE: usize = 500;
+/// How long a client waits for the service to answer one request (not for a deploy: a
+/// rollout request is answered as soon as it is accepted, then followed on the log stream).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a request asks for; also its subject's last token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verb {
+    Key,
+    Rollout,
+    Cancel,
+    Lock,
+    Unlock,
+    Events,
+    Status,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 7] = [
+        Verb::Key,
+        Verb::Rollout,
+        Verb::Cancel,
+        Verb::Lock,
+        Verb::Unlock,
+        Verb::Events,
+        Verb::Status,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Key => "key",
+            Verb::Rollout => "rollout",
+            Verb::Cancel => "cancel",
+            Verb::Lock => "lock",
+            Verb::Unlock => "unlock",
+            Verb::Events => "events",
+            Verb::Status => "status",
+        }
+    }
+}
+
+/// `flotilla.req.<verb>`.
+pub fn request_subject(verb: Verb) -> String {
+    format!("{REQUEST_PREFIX}.{}", verb.as_str())
+}
+
+/// `flotilla.req.>`: every request (the service's subscription).
+pub fn all_requests() -> String {
+    format!("{REQUEST_PREFIX}.>")
+}
+
+/// `flotilla.log.<deploy>`: where the service publishes a deploy's events.
+pub fn log_subject(deploy: &str) -> String {
+    format!("{LOG_PREFIX}.{}", token(deploy))
+}
+
+/// The log stream: kept regardless of age (it is the log, and the source a standby or an
+/// empty disk rebuilds from), duplicates by event id dropped so a republish after a restart
+/// is harmless.
+pub fn log_stream() -> StreamSpec {
+    StreamSpec {
+        name: LOG_STREAM.to_owned(),
+        description: "flotilla: the scheduler's event log".to_owned(),
+        subjects: vec![format!("{LOG_PREFIX}.>")],
+        retention: Retention::Limits,
+        storage: Storage::File,
+        discard: Discard::Old,
+        max_age: None,
+        max_bytes: EVENTS_MAX_BYTES,
+        max_messages_per_subject: None,
+        duplicate_window: Some(JOB_DEDUP_WINDOW),
+        key_value: false,
+    }
+}
+
+/// A request to the scheduler service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The service's sealing public key (x25519, base64).
+    Key,
+    /// Run a deploy, redeploy, rollback or resume.
+    Rollout(Box<Rollout>),
+    /// Cancel a running deploy: no host starts, running steps finish.
+    Cancel { deploy_id: DeployId },
+    /// Take the deploy lock by hand (`flotilla lock acquire`).
+    Lock {
+        service: String,
+        destination: Option<String>,
+        holder: String,
+        message: String,
+        machine: String,
+    },
+    /// Release the deploy lock (`flotilla lock release`).
+    Unlock {
+        service: String,
+        destination: Option<String>,
+    },
+    /// Events from position `from` (inclusive), one deploy's or all: history, events and
+    /// replay are folds of these, the same from every machine.
+    Events {
+        deploy_id: Option<DeployId>,
+        from: u64,
+    },
+    /// The deploys running now.
+    Status,
+}
+
+/// What to roll out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolloutKind {
+    Deploy {
+        version: String,
+    },
+    Redeploy {
+        version: String,
+    },
+    /// To `version`, or the release before the current one.
+    Rollback {
+        version: Option<String>,
+    },
+    /// Continue deploy `deploy_id` (the request's id).
+    Resume,
+}
+
+/// One config file as ERB rendered it on the operator's machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// Everything the CLI decided for a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub kind: RolloutKind,
+    /// Chosen by the CLI, so it can follow `flotilla.log.<id>` before asking.
+    pub deploy_id: DeployId,
+    /// The base config file, then the destination's.
+    pub config: Vec<ConfigFile>,
+    pub destination: Option<String>,
+    /// Every secret the secrets files defined, sealed to the service's key.
+    pub secrets: Vec<(String, SealedValue)>,
+    /// Kamal's `-h`, `-r`, `-p`.
+    pub hosts: Vec<String>,
+    pub roles: Vec<String>,
+    pub primary: bool,
+    /// Recorded right after the request (image built and pushed on the operator's machine).
+    pub preamble: Vec<Event>,
+    /// Who asks (Kamal's performer) and from which machine.
+    pub actor: String,
+    pub machine: String,
+    /// `--lock-wait`, in milliseconds.
+    pub lock_wait_ms: Option<u64>,
+}
+
+/// A deploy the service is running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub deploy_id: DeployId,
+    pub command: String,
+    pub actor: String,
+}
+
+/// The service's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Key {
+        public: String,
+    },
+    /// The rollout runs; its events follow on `flotilla.log.<deploy>`, ending with the
+    /// deploy's last event (`DeploySucceeded`, `DeployFailed`, `DeployCancelled`).
+    Accepted {
+        deploy_id: DeployId,
+    },
+    /// A page of events; `next` is where the following page starts (`None`: the end).
+    Events {
+        events: Vec<Envelope>,
+        next: Option<u64>,
+    },
+    Status {
+        running: Vec<Running>,
+    },
+    /// Done (cancel, lock, unlock).
+    Done,
+    /// Not done, and why, for the user.
+    Refused {
+        reason: String,
+        hint: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, encode};
+
+    /// Every verb has its own subject under the one prefix the access rules grant operators.
+    #[test]
+    fn subjects_are_distinct_and_under_the_prefix() {
+        let subjects: std::collections::BTreeSet<_> =
+            Verb::ALL.iter().map(|v| request_subject(*v)).collect();
+        assert_eq!(subjects.len(), Verb::ALL.len());
+        assert!(subjects.iter().all(|s| s.starts_with("flotilla.req.")));
+        assert_eq!(log_subject("01ABC"), "flotilla.log.01abc");
+    }
+
+    /// A rollout request survives the wire with its secrets still sealed.
+    #[test]
+    fn rollout_round_trips() {
+        let req = Request::Rollout(Box::new(Rollout {
+            kind: RolloutKind::Rollback { version: None },
+            deploy_id: DeployId::new(),
+            config: vec![ConfigFile {
+                path: "config/deploy.yml".into(),
+                text: "service: app\n".into(),
+            }],
+            destination: Some("staging".into()),
+            secrets: vec![("DB".into(), SealedValue(vec![1, 2, 3]))],
+            hosts: vec!["web1".into()],
+            roles: vec![],
+            primary: false,
+            preamble: vec![],
+            actor: "ana".into(),
+            machine: "laptop".into(),
+            lock_wait_ms: Some(5_000),
+        }));
+        let back: Request = decode(&encode(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+    }
+}
