@@ -8,6 +8,10 @@
 //! the secrets it needs travel sealed to the service's own x25519 key ([`Request::Key`]
 //! answers with it), so NATS never sees them in clear. Only operators may publish on
 //! `flotilla.req.>` ([`crate::access`]): a host's credentials cannot ask for a deploy.
+//!
+//! The deploy lock needs no request: it is a NATS key-value entry the operators' credentials
+//! already reach (`flotilla lock` works the same with or without the service), and the
+//! service's rollouts take it like the CLI's did.
 
 use crate::subjects::{
     Discard, EVENTS_MAX_BYTES, JOB_DEDUP_WINDOW, Retention, Storage, StreamSpec, token,
@@ -36,30 +40,26 @@ pub enum Verb {
     Key,
     Rollout,
     Cancel,
-    Lock,
-    Unlock,
     Events,
     Status,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 7] = [
+    /// Every verb, in subject order.
+    pub const ALL: [Verb; 5] = [
         Verb::Key,
         Verb::Rollout,
         Verb::Cancel,
-        Verb::Lock,
-        Verb::Unlock,
         Verb::Events,
         Verb::Status,
     ];
 
+    /// The subject token.
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Key => "key",
             Verb::Rollout => "rollout",
             Verb::Cancel => "cancel",
-            Verb::Lock => "lock",
-            Verb::Unlock => "unlock",
             Verb::Events => "events",
             Verb::Status => "status",
         }
@@ -109,19 +109,6 @@ pub enum Request {
     Rollout(Box<Rollout>),
     /// Cancel a running deploy: no host starts, running steps finish.
     Cancel { deploy_id: DeployId },
-    /// Take the deploy lock by hand (`flotilla lock acquire`).
-    Lock {
-        service: String,
-        destination: Option<String>,
-        holder: String,
-        message: String,
-        machine: String,
-    },
-    /// Release the deploy lock (`flotilla lock release`).
-    Unlock {
-        service: String,
-        destination: Option<String>,
-    },
     /// Events from position `from` (inclusive), one deploy's or all: history, events and
     /// replay are folds of these, the same from every machine.
     Events {
@@ -130,6 +117,19 @@ pub enum Request {
     },
     /// The deploys running now.
     Status,
+}
+
+impl Request {
+    /// The verb whose subject this request travels on.
+    pub fn verb(&self) -> Verb {
+        match self {
+            Request::Key => Verb::Key,
+            Request::Rollout(_) => Verb::Rollout,
+            Request::Cancel { .. } => Verb::Cancel,
+            Request::Events { .. } => Verb::Events,
+            Request::Status => Verb::Status,
+        }
+    }
 }
 
 /// What to roll out.
@@ -207,7 +207,7 @@ pub enum Response {
     Status {
         running: Vec<Running>,
     },
-    /// Done (cancel, lock, unlock).
+    /// Done (cancel).
     Done,
     /// Not done, and why, for the user.
     Refused {

@@ -9,6 +9,8 @@
 //!   `auto_rollback`) as named stages over the two seams, [`transport::Transport`] and
 //!   `flotilla_events::EventLog`;
 //! - [`jobs`]: a host's planned steps as the signed job its executor runs, secrets sealed.
+//! - [`service`]: `flotilla scheduler run`, the procedures behind NATS requests, the log
+//!   published to `FLOTILLA_LOG`.
 //! - [`rollout`]: the rollout policy as a pure state machine (primary role first, `boot.limit`
 //!   and `boot.wait`, canary, max parallel, failure budget, step timeout).
 //!
@@ -23,5 +25,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod procedure;
 pub mod rollout;
+pub mod service;
 pub mod trace;
 pub mod transport;

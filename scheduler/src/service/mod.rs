@@ -1,0 +1,495 @@
+//! `flotilla scheduler run`: the scheduler as a service on the control host. It owns the event
+//! log, answers the CLI's requests on `flotilla.req.<verb>` (see
+//! `flotilla_protocol::control`) by running the same [`crate::procedure`] library the
+//! embedded mode runs, and publishes every appended event to `FLOTILLA_LOG` once it is
+//! durable, which is how clients follow a deploy and how any machine reads the one history.
+//!
+//! Rollouts run on a [`LocalSet`]: the procedure's watcher is a plain `FnMut`, so a rollout
+//! is not `Send`; the service's work is waiting on NATS, which one thread does well. A
+//! rollout outlives the request that started it: a client that goes away changes nothing.
+//! Stopping the service (SIGTERM) cancels each running rollout the way Ctrl-C of the CLI
+//! did (no host starts, running steps finish, `DeployCancelled`, the lock released) and
+//! returns when every event is on the stream; `flotilla replay ID --resume` continues.
+
+mod publisher;
+
+use crate::procedure::{
+    self, Context, HEARTBEAT_WAIT, PlanError, ProcedureError, Request as ProcedureRequest, plans,
+};
+use crate::transport::Transport;
+use flotilla_deploy::Config;
+use flotilla_deploy::config::{ConfigErrors, RenderedFile, Secret, Secrets};
+use flotilla_events::event::DeployKind;
+use flotilla_events::{DeployId, Envelope, EventLog, LogError};
+use flotilla_protocol::control::{
+    self, EVENTS_PAGE, Request, Response, Rollout, RolloutKind, Running,
+};
+use flotilla_protocol::sealing::{HostKey, SealError};
+use flotilla_protocol::signing::JobSigner;
+use flotilla_protocol::text::error_chain;
+use flotilla_protocol::wire::{self, WireError};
+use futures::StreamExt;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::LocalSet;
+use tokio_util::sync::CancellationToken;
+
+pub use publisher::published_through;
+
+/// The service failed as a whole (a refused request is an answer, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("subscribing to the request subjects")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("creating the {stream} stream")]
+    Stream {
+        stream: &'static str,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    #[error("publishing the event log to FLOTILLA_LOG")]
+    Publish(#[source] publisher::PublishError),
+    #[error("reaching NATS")]
+    Flush(#[source] async_nats::client::FlushError),
+    #[error("event log")]
+    Log(#[from] LogError),
+}
+
+/// What the service runs with.
+pub struct Service<T: Transport + Clone + 'static> {
+    /// The fleet: jobs, reports, heartbeats, the deploy lock.
+    pub transport: T,
+    /// The one event log (the service is its only writer).
+    pub log: Arc<dyn EventLog>,
+    /// Signs jobs: the key executors were enrolled with.
+    pub signer: Arc<JobSigner>,
+    /// Opens the secrets clients seal to the service.
+    pub key: Arc<HostKey>,
+    /// Requests in, log stream out.
+    pub client: async_nats::Client,
+    /// Where rollouts run hooks from: the service has no project directory, so none are
+    /// found there (see ARCHITECTURE.md: hooks in service mode).
+    pub root: PathBuf,
+    /// This machine, for `flotilla lock status`.
+    pub machine: String,
+    /// Every appended event is also handed here (the service's `/metrics`).
+    pub observe: Arc<dyn Fn(&Envelope) + Send + Sync>,
+}
+
+/// A rollout in progress: what `Status` lists, and how `Cancel` and shutdown reach it.
+struct Active {
+    running: Running,
+    cancel: CancellationToken,
+}
+
+type Table = Rc<RefCell<BTreeMap<DeployId, Active>>>;
+
+impl<T: Transport + Clone + 'static> Service<T> {
+    /// Makes sure `FLOTILLA_LOG` exists and subscribes to the requests: once this returns,
+    /// requests are queued for [`Bound::serve`], so a client may ask at once.
+    pub async fn bind(self) -> Result<Bound<T>, ServiceError> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+            &control::log_stream(),
+        ))
+        .await
+        .map_err(|source| ServiceError::Stream {
+            stream: control::LOG_STREAM,
+            source,
+        })?;
+        let requests = self
+            .client
+            .subscribe(control::all_requests())
+            .await
+            .map_err(ServiceError::Subscribe)?;
+        self.client.flush().await.map_err(ServiceError::Flush)?;
+        Ok(Bound {
+            service: self,
+            requests,
+            js,
+        })
+    }
+}
+
+/// A service subscribed to its requests, not yet answering them.
+pub struct Bound<T: Transport + Clone + 'static> {
+    service: Service<T>,
+    requests: async_nats::Subscriber,
+    js: async_nats::jetstream::Context,
+}
+
+impl<T: Transport + Clone + 'static> Bound<T> {
+    /// Serves until `shutdown` fires, then cancels running rollouts, waits for them to end and
+    /// for the log stream to have every event.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let Bound {
+            service,
+            mut requests,
+            js,
+        } = self;
+        let stop_publishing = CancellationToken::new();
+        let publisher = tokio::spawn(publisher::run(
+            service.log.clone(),
+            js,
+            service.observe.clone(),
+            stop_publishing.clone(),
+        ));
+        let service = Rc::new(service);
+        let table: Table = Rc::default();
+        let local = LocalSet::new();
+        local
+            .run_until(async {
+                loop {
+                    tokio::select! {
+                        message = requests.next() => {
+                            let Some(message) = message else { break };
+                            let service = service.clone();
+                            let table = table.clone();
+                            tokio::task::spawn_local(async move {
+                                service.answer(message, &table).await;
+                            });
+                        }
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+                drop(requests);
+                for active in table.borrow().values() {
+                    active.cancel.cancel();
+                }
+            })
+            .await;
+        // The rollouts end through their cancel semantics; the local set drives them home.
+        local.await;
+        stop_publishing.cancel();
+        match publisher.await {
+            Ok(result) => result.map_err(ServiceError::Publish),
+            Err(join) => {
+                tracing::error!(error = %join, "the log publisher stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<T: Transport + Clone + 'static> Service<T> {
+    /// Answers one request message (a message without a reply subject is dropped).
+    async fn answer(self: Rc<Self>, message: async_nats::Message, table: &Table) {
+        let Some(reply) = message.reply.clone() else {
+            return;
+        };
+        let response = match wire::decode::<Request>(&message.payload) {
+            Ok(request) => self.clone().handle(request, table).await,
+            Err(e) => refused(&e, None),
+        };
+        let bytes = match wire::encode(&response) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a response");
+                return;
+            }
+        };
+        if let Err(e) = self.client.publish(reply, bytes.into()).await {
+            tracing::warn!(error = %e, "answering a request");
+        }
+    }
+
+    async fn handle(self: Rc<Self>, request: Request, table: &Table) -> Response {
+        match request {
+            Request::Key => Response::Key {
+                public: self.key.public_key_base64(),
+            },
+            Request::Status => Response::Status {
+                running: table.borrow().values().map(|a| a.running.clone()).collect(),
+            },
+            Request::Cancel { deploy_id } => match table.borrow().get(&deploy_id) {
+                Some(active) => {
+                    active.cancel.cancel();
+                    Response::Done
+                }
+                None => Response::Refused {
+                    reason: format!("deploy {deploy_id} is not running here"),
+                    hint: Some("see `flotilla history`".into()),
+                },
+            },
+            Request::Events { deploy_id, from } => self.events(deploy_id.as_ref(), from),
+            Request::Rollout(rollout) => self.start(*rollout, table).await,
+        }
+    }
+
+    /// A page of the log, one deploy's or all.
+    fn events(&self, deploy_id: Option<&DeployId>, from: u64) -> Response {
+        let read = || -> Result<Response, LogError> {
+            let mut events = Vec::new();
+            for event in self.log.read_from(from.max(1))? {
+                let event = event?;
+                if deploy_id.is_some_and(|id| &event.deploy_id != id) {
+                    continue;
+                }
+                if events.len() == EVENTS_PAGE {
+                    return Ok(Response::Events {
+                        events,
+                        next: Some(event.seq),
+                    });
+                }
+                events.push(event);
+            }
+            Ok(Response::Events { events, next: None })
+        };
+        read().unwrap_or_else(|e| refused(&e, None))
+    }
+
+    /// Starts a rollout; answers once it holds the deploy lock and its first event is in the
+    /// log (so a client following the log sees all of it), or with why it could not start.
+    async fn start(self: Rc<Self>, rollout: Rollout, table: &Table) -> Response {
+        if table.borrow().contains_key(&rollout.deploy_id) {
+            return Response::Refused {
+                reason: format!("deploy {} is already running", rollout.deploy_id),
+                hint: Some(format!(
+                    "follow it with `flotilla replay {} --follow`",
+                    rollout.deploy_id
+                )),
+            };
+        }
+        let prepared = match self.prepare(&rollout) {
+            Ok(p) => p,
+            Err(e) => return e.response(),
+        };
+        let cancel = CancellationToken::new();
+        table.borrow_mut().insert(
+            rollout.deploy_id.clone(),
+            Active {
+                running: Running {
+                    deploy_id: rollout.deploy_id.clone(),
+                    command: prepared.request.command.to_owned(),
+                    actor: rollout.actor.clone(),
+                },
+                cancel: cancel.clone(),
+            },
+        );
+        let deploy_id = rollout.deploy_id.clone();
+        let (started_tx, started) = oneshot::channel::<Result<(), Response>>();
+        let service = self.clone();
+        let table = table.clone();
+        tokio::task::spawn_local(async move {
+            let id = prepared.request.deploy_id.clone();
+            service
+                .run_rollout(prepared, rollout, started_tx, &cancel)
+                .await;
+            table.borrow_mut().remove(&id);
+        });
+        match started.await {
+            Ok(Ok(())) => Response::Accepted { deploy_id },
+            Ok(Err(refusal)) => refusal,
+            Err(_) => Response::Refused {
+                reason: "the rollout ended before it started".into(),
+                hint: None,
+            },
+        }
+    }
+
+    /// The config, secrets and plan of a rollout, decided before anything runs.
+    fn prepare(&self, rollout: &Rollout) -> Result<Prepared, StartError> {
+        let mut secrets = Vec::with_capacity(rollout.secrets.len());
+        for (name, sealed) in &rollout.secrets {
+            let opened = self.key.open(sealed).map_err(|source| StartError::Secret {
+                name: name.clone(),
+                source,
+            })?;
+            secrets.push((name.clone(), Secret::new(opened.expose())));
+        }
+        let files: Vec<RenderedFile> = rollout
+            .config
+            .iter()
+            .map(|f| RenderedFile {
+                path: PathBuf::from(&f.path),
+                text: f.text.clone(),
+            })
+            .collect();
+        let config = flotilla_deploy::config::load_rendered(
+            &files,
+            rollout.destination.as_deref(),
+            Secrets::from_values(secrets),
+        )
+        .map_err(StartError::Config)?;
+        let narrow = plans::Narrow {
+            hosts: rollout.hosts.clone(),
+            roles: rollout.roles.clone(),
+            primary: rollout.primary,
+        };
+        let log = self.log.as_ref();
+        let id = rollout.deploy_id.clone();
+        let request = match &rollout.kind {
+            RolloutKind::Deploy { version } | RolloutKind::Redeploy { version } => {
+                ProcedureRequest {
+                    plan: plans::deploy_plan(&config, log, version, &narrow)?,
+                    kind: DeployKind::Deploy,
+                    deploy_id: id,
+                    resume: false,
+                    preamble: rollout.preamble.clone(),
+                    command: match rollout.kind {
+                        RolloutKind::Redeploy { .. } => "redeploy",
+                        _ => "deploy",
+                    },
+                }
+            }
+            RolloutKind::Rollback { version } => {
+                let (plan, started) =
+                    plans::rollback_plan(&config, log, version.as_deref(), &narrow)?;
+                ProcedureRequest {
+                    plan,
+                    kind: DeployKind::Rollback,
+                    deploy_id: id,
+                    resume: false,
+                    preamble: vec![started.into()],
+                    command: "rollback",
+                }
+            }
+            RolloutKind::Resume => {
+                let (plan, kind) = plans::resume_plan(&config, log, id.as_str())?;
+                ProcedureRequest {
+                    plan,
+                    kind,
+                    deploy_id: id,
+                    resume: true,
+                    preamble: Vec::new(),
+                    command: "resume",
+                }
+            }
+        };
+        Ok(Prepared { config, request })
+    }
+
+    /// Runs one rollout to its end; `started` hears when its first event is recorded, or
+    /// why it stopped before (the lock held, a plan that failed).
+    async fn run_rollout(
+        &self,
+        prepared: Prepared,
+        rollout: Rollout,
+        started: oneshot::Sender<Result<(), Response>>,
+        cancel: &CancellationToken,
+    ) {
+        let ctx = Context {
+            config: &prepared.config,
+            root: &self.root,
+            log: self.log.as_ref(),
+            transport: &self.transport,
+            signer: &self.signer,
+            actor: rollout.actor.clone(),
+            machine: rollout.machine.clone(),
+            // No project directory here: the hooks stay on the operator's machine.
+            skip_hooks: true,
+            lock_wait: rollout.lock_wait_ms.map(std::time::Duration::from_millis),
+            heartbeat_wait: HEARTBEAT_WAIT,
+            notices: &|notice| tracing::info!(%notice, "rollout waiting"),
+        };
+        let mut started = Some(started);
+        let mut watch = |_: &Envelope| {
+            if let Some(tx) = started.take() {
+                let _ = tx.send(Ok(()));
+            }
+        };
+        let result = procedure::run(&ctx, &prepared.request, &mut watch, cancel).await;
+        let id = &prepared.request.deploy_id;
+        match (result, started.take()) {
+            (Err(e), Some(tx)) => {
+                let _ = tx.send(Err(refused(&e, procedure_hint(&e))));
+            }
+            (Err(e), None) => {
+                tracing::warn!(deploy = %id, error = %error_chain(&e), "rollout stopped");
+            }
+            (Ok(finished), _) => {
+                tracing::info!(deploy = %id, outcome = ?finished.outcome.outcome, "rollout ended");
+            }
+        }
+    }
+}
+
+/// A rollout ready to run.
+struct Prepared {
+    config: Config,
+    request: ProcedureRequest,
+}
+
+/// Why a rollout could not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("secret {name} does not open with this service's key")]
+    Secret {
+        name: String,
+        #[source]
+        source: SealError,
+    },
+    #[error("the config does not load here")]
+    Config(#[source] ConfigErrors),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+impl StartError {
+    fn response(&self) -> Response {
+        let hint = match self {
+            StartError::Secret { .. } => Some(
+                "the service's key changed since this machine pinned it: see \
+                 `.flotilla/service.pub` (ARCHITECTURE.md, the control plane)"
+                    .to_owned(),
+            ),
+            StartError::Config(_) => None,
+            StartError::Plan(p) => Some(p.hint().to_owned()),
+        };
+        refused(self, hint)
+    }
+}
+
+/// What to do about a procedure that stopped before its first event.
+fn procedure_hint(e: &ProcedureError) -> Option<String> {
+    match e {
+        ProcedureError::Plan(p) => Some(p.hint().to_owned()),
+        ProcedureError::Lock(_) => {
+            Some("wait for it with --lock-wait SECONDS, or see `flotilla lock status`".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// A refusal carrying the whole error chain, for the user.
+fn refused(e: &dyn std::error::Error, hint: Option<String>) -> Response {
+    Response::Refused {
+        reason: error_chain(e),
+        hint,
+    }
+}
+
+/// A request whose answer did not decode, or did not come.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("encoding the request")]
+    Encode(#[source] WireError),
+    #[error("no answer from the scheduler service (is `flotilla scheduler run` up?)")]
+    Request(#[source] async_nats::RequestError),
+    #[error("the scheduler service's answer")]
+    Decode(#[source] WireError),
+}
+
+/// Asks the service one thing and waits up to `timeout` for its answer (the client side, for
+/// the CLI and tests; a rollout's answer comes once it holds the lock, so its timeout covers
+/// `--lock-wait`).
+pub async fn ask(
+    client: &async_nats::Client,
+    request: &Request,
+    timeout: std::time::Duration,
+) -> Result<Response, AskError> {
+    let bytes = wire::encode(request).map_err(AskError::Encode)?;
+    let subject = control::request_subject(request.verb());
+    let ask = async_nats::Request::new()
+        .payload(bytes.into())
+        .timeout(Some(timeout));
+    let message = client
+        .send_request(subject, ask)
+        .await
+        .map_err(AskError::Request)?;
+    wire::decode(&message.payload).map_err(AskError::Decode)
+}

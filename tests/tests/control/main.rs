@@ -1,0 +1,408 @@
+//! The scheduler service in process: `flotilla_scheduler::service` answering requests on a
+//! real NATS server on loopback, over the in-memory fleet transport with simulated executors
+//! (the procedure suite's harness). Proves the request protocol: a deploy asked over NATS
+//! runs in the service, every event reaches `FLOTILLA_LOG` in log order, secrets cross NATS
+//! only sealed, history and rollback come from the service's log alone, and stopping the
+//! service cancels a running deploy cleanly. No root, no Docker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../procedure/harness.rs"]
+mod harness;
+
+use flotilla_deploy::config::{LoadOptions, render};
+use flotilla_events::event::DeployKind;
+use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, NewEvent};
+use flotilla_protocol::control::{
+    ConfigFile, LOG_STREAM, Request, Response, Rollout, RolloutKind, log_subject,
+};
+use flotilla_protocol::sealing::{HostKey, seal};
+use flotilla_protocol::signing::JobSigner;
+use flotilla_protocol::wire;
+use flotilla_scheduler::service::{Service, ask, published_through};
+use flotilla_scheduler::transport::memory::MemoryTransport;
+use futures::StreamExt;
+use harness::{APP_SECRET, Behaviour, World};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for one answer or one event before it fails (never a pass/fail
+/// timing: a healthy run answers in milliseconds).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `nats-server -js` on a random loopback port, stopped on drop.
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("nats-server")
+            .args(["--jetstream", "--addr", "127.0.0.1", "--port", "-1"])
+            .arg("--store_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server runs (apt-get install nats-server)");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("nats-server printed its address")
+                .unwrap();
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                break format!("nats://{}", addr.trim());
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Nats {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The service over `world`'s fleet, with its own log holding what `world` enrolled.
+struct Control {
+    service: Option<Service<MemoryTransport>>,
+    log: Arc<MemoryLog>,
+    client: async_nats::Client,
+}
+
+async fn control(world: &World, nats: &Nats) -> Control {
+    let log = Arc::new(MemoryLog::new());
+    for e in world.log.read_all().unwrap() {
+        let e = e.unwrap();
+        log.append(NewEvent {
+            id: e.id,
+            deploy_id: e.deploy_id,
+            at: e.at,
+            host: e.host,
+            schema_version: e.schema_version,
+            actor: e.actor,
+            event: e.event,
+        })
+        .unwrap();
+    }
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let key = Arc::new(HostKey::generate());
+    let service = Service {
+        transport: world.transport.clone(),
+        log: log.clone(),
+        signer: Arc::new(JobSigner::from_base64(&world.signer.secret_base64()).unwrap()),
+        key,
+        client: client.clone(),
+        root: world.root.clone(),
+        machine: "control".into(),
+        observe: Arc::new(|_| {}),
+    };
+    Control {
+        service: Some(service),
+        log,
+        client,
+    }
+}
+
+/// A rollout as the CLI asks for it: the config rendered from the project, every secret
+/// sealed to the key the service answered `Key` with.
+async fn rollout(world: &World, client: &async_nats::Client, kind: RolloutKind) -> Rollout {
+    let Response::Key { public } = ask(client, &Request::Key, PATIENCE).await.unwrap() else {
+        panic!("no key");
+    };
+    let files = render(&LoadOptions {
+        root: world.root.clone(),
+        config_file: "config/deploy.yml".into(),
+        destination: None,
+        env: BTreeMap::new(),
+    })
+    .unwrap();
+    Rollout {
+        kind,
+        deploy_id: DeployId::new(),
+        config: files
+            .into_iter()
+            .map(|f| ConfigFile {
+                path: f.path.display().to_string(),
+                text: f.text,
+            })
+            .collect(),
+        destination: None,
+        secrets: world
+            .config
+            .secrets
+            .iter()
+            .map(|(name, value)| (name.to_owned(), seal(&public, value.expose()).unwrap()))
+            .collect(),
+        hosts: vec![],
+        roles: vec![],
+        primary: false,
+        preamble: vec![],
+        actor: "tester".into(),
+        machine: "laptop".into(),
+        lock_wait_ms: None,
+    }
+}
+
+/// The procedure's last event once it held the lock: the outcome comes before it.
+fn ends_deploy(e: &Envelope) -> bool {
+    matches!(e.event, Event::LockReleased(_))
+}
+
+/// Whether the deploy completed on every host it asked for.
+fn completed(events: &[Envelope]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e.event, Event::DeployCompleted(_)))
+}
+
+/// Asks for `rollout` while following its subject, as the CLI does: every event of the
+/// deploy as published, up to the one that ends it, and every payload's raw bytes.
+async fn run_and_follow(
+    client: &async_nats::Client,
+    rollout: Rollout,
+) -> (Response, Vec<Envelope>, Vec<u8>) {
+    let mut follow = client
+        .subscribe(log_subject(rollout.deploy_id.as_str()))
+        .await
+        .unwrap();
+    let answer = ask(client, &Request::Rollout(Box::new(rollout)), PATIENCE)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut raw = Vec::new();
+    if !matches!(answer, Response::Accepted { .. }) {
+        return (answer, events, raw);
+    }
+    loop {
+        let message = tokio::time::timeout(PATIENCE, follow.next())
+            .await
+            .expect("the deploy's events keep coming")
+            .expect("subscription open");
+        raw.extend_from_slice(&message.payload);
+        let event: Envelope = wire::decode(&message.payload).unwrap();
+        let done = ends_deploy(&event);
+        events.push(event);
+        if done {
+            return (answer, events, raw);
+        }
+    }
+}
+
+/// A deploy asked over NATS runs in the service: it is accepted, every host succeeds, the
+/// events a client follows are exactly the service's log of that deploy in order, the
+/// secrets crossed NATS only sealed, and after the service stops `FLOTILLA_LOG` ends where
+/// the log ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_asked_over_nats_runs_in_the_service() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let test = async {
+        let asked = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let id = asked.deploy_id.clone();
+        let (answer, events, raw) = run_and_follow(&client, asked).await;
+        assert_eq!(
+            answer,
+            Response::Accepted {
+                deploy_id: id.clone()
+            }
+        );
+        assert!(completed(&events), "{events:?}");
+        let succeeded: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e.event, Event::HostSucceeded(_)))
+            .filter_map(|e| e.host.clone())
+            .collect();
+        assert_eq!(succeeded.len(), 3, "{succeeded:?}");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(!text.contains(APP_SECRET), "a secret crossed NATS in clear");
+        // History from the service: the same events, in the same order, as the log.
+        let Response::Events { events: page, next } = ask(
+            &client,
+            &Request::Events {
+                deploy_id: Some(id.clone()),
+                from: 1,
+            },
+            PATIENCE,
+        )
+        .await
+        .unwrap() else {
+            panic!("no events");
+        };
+        assert_eq!(next, None);
+        assert_eq!(page, control.log.read_deploy(&id).unwrap());
+        assert_eq!(events, page[..events.len()].to_vec());
+        stop.cancel();
+    };
+    let (served, ()) = tokio::join!(serve, test);
+    served.unwrap();
+    let js = async_nats::jetstream::new(control.client.clone());
+    assert_eq!(
+        published_through(&js).await.unwrap(),
+        control.log.last_seq(),
+        "{LOG_STREAM} ends where the log ends"
+    );
+}
+
+/// A rollback asked with nothing but the request (an empty project directory has no log):
+/// the service plans it from its own history, back to the release before, and a second
+/// rollout while one runs is refused with who holds the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_is_planned_from_the_service_log() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let test = async {
+        for version in ["v1", "v2"] {
+            let asked = rollout(
+                &world,
+                &client,
+                RolloutKind::Deploy {
+                    version: version.into(),
+                },
+            )
+            .await;
+            let (_, events, _) = run_and_follow(&client, asked).await;
+            assert!(completed(&events), "{events:?}");
+        }
+        let asked = rollout(&world, &client, RolloutKind::Rollback { version: None }).await;
+        let (answer, events, _) = run_and_follow(&client, asked).await;
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        let requested = events
+            .iter()
+            .find_map(|e| match &e.event {
+                Event::DeployRequested(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("the rollback is requested");
+        assert_eq!(requested.kind, DeployKind::Rollback);
+        assert_eq!(requested.version, "v1");
+        assert!(completed(&events), "{events:?}");
+        stop.cancel();
+    };
+    let (served, ()) = tokio::join!(serve, test);
+    served.unwrap();
+}
+
+/// Stopping the service (SIGTERM) mid-rollout cancels the deploy as Ctrl-C of the CLI did:
+/// `DeployCancelled` is recorded and published, the lock is released, and the service returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_service_cancels_a_running_deploy() {
+    // h3 takes its job and never answers; the step timeout bounds how long it holds the stop.
+    let world = World::with(
+        "{step_timeout: 2}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Silent],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let transport = world.transport.clone();
+    let test = async {
+        let asked = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let id = asked.deploy_id.clone();
+        let mut follow = client.subscribe(log_subject(id.as_str())).await.unwrap();
+        let answer = ask(&client, &Request::Rollout(Box::new(asked)), PATIENCE)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        let Response::Status { running } = ask(&client, &Request::Status, PATIENCE).await.unwrap()
+        else {
+            panic!("no status");
+        };
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].deploy_id, id);
+        stop.cancel();
+        let mut last = None;
+        let mut cancelled = false;
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            cancelled |= matches!(event.event, Event::DeployCancelled(_));
+            if ends_deploy(&event) {
+                last = Some(event);
+                break;
+            }
+        }
+        assert!(cancelled, "DeployCancelled was published");
+        assert!(last.is_some(), "the deploy ended on the stream");
+        id
+    };
+    let (served, id) = tokio::join!(serve, test);
+    served.unwrap();
+    let key = flotilla_scheduler::transport::lock::lock_key("app", None);
+    assert_eq!(transport.lock_holder(&key), None, "the lock is released");
+    let story: Vec<_> = control
+        .log
+        .read_deploy(&id)
+        .unwrap()
+        .iter()
+        .filter(|e| e.host.is_none())
+        .map(Envelope::type_name)
+        .collect();
+    assert!(story.contains(&"DeployCancelled"), "{story:?}");
+    assert!(story.contains(&"LockReleased"), "{story:?}");
+}
