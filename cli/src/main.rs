@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod client;
 mod commands;
 mod enrol;
 mod exit;
@@ -75,6 +76,8 @@ enum Command {
     Secrets(commands::secrets::SecretsCmd),
     /// Print the event log (`--json` for JSON lines), or import one
     Events(commands::events::EventsCmd),
+    /// The scheduler service: deploys run there, history from any machine (`scheduler run`)
+    Scheduler(commands::scheduler::SchedulerArgs),
     /// Serve Prometheus metrics of deploys between deploys (`metrics serve`)
     Metrics(commands::metrics::MetricsCmd),
 }
@@ -121,6 +124,7 @@ fn main() {
         Command::Key(cmd) => commands::key::run(&cmd),
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Executor(args) => commands::executor::run(args),
+        Command::Scheduler(args) => commands::scheduler::run(args),
         Command::Config(cmd) => commands::config::run(&cmd),
         Command::Init(cmd) => commands::init::run(&cmd),
         Command::Docs(cmd) => commands::docs::run(&cmd),

@@ -252,7 +252,8 @@ fn summarize(req: &Request, finished: &Finished, state: &DeployState) -> anyhow:
     .into())
 }
 
-fn hostname() -> String {
+/// This machine's name, for the lock holder and the service's log lines.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())

@@ -70,9 +70,11 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
-        // -v: the scheduler's own log lines (NATS, lock renewal, dropped reports) on stderr.
-        crate::lifecycle::init_tracing(if args.verbose { "debug" } else { "warn" });
-        let config = args.config.load()?;
+        Session::open_with(args, load_config(args)?)
+    }
+
+    /// [`Session::open`] with the config already loaded (by [`load_config`]).
+    pub fn open_with(args: &FleetArgs, config: Config) -> anyhow::Result<Session> {
         let root = std::env::current_dir().context("reading the current directory")?;
         if let Some(parent) = args.log.parent() {
             std::fs::create_dir_all(parent)
@@ -120,6 +122,14 @@ fn open_log(path: &Path, wait: Duration) -> Result<SledLog, flotilla_events::Log
             other => return other,
         }
     }
+}
+
+/// The config, with tracing set up as `-v` asks: what a command reads first, before it
+/// knows whether deploys run here (embedded) or in the scheduler service.
+pub fn load_config(args: &FleetArgs) -> anyhow::Result<Config> {
+    // -v: the scheduler's own log lines (NATS, lock renewal, dropped reports) on stderr.
+    crate::lifecycle::init_tracing(if args.verbose { "debug" } else { "warn" });
+    args.config.load()
 }
 
 /// Kamal's performer: `git config user.name`, else the login name.

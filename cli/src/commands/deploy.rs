@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use flotilla_events::event::{DeployKind, ImageBuilt, ImagePushed};
 use flotilla_events::{DeployId, Event};
+use flotilla_protocol::control::RolloutKind;
 use flotilla_scheduler::procedure::plans::{self, Narrow};
 use flotilla_scheduler::procedure::{self, Request};
 use std::path::Path;
@@ -40,7 +41,11 @@ pub async fn run(cmd: &DeployCmd, redeploy: bool) -> anyhow::Result<()> {
     if let Some(id) = &cmd.resume {
         return crate::commands::replay::resume(&cmd.fleet, id).await;
     }
-    let s = Session::open(&cmd.fleet)?;
+    let config = crate::session::load_config(&cmd.fleet)?;
+    if crate::client::service_mode(&config) {
+        return through_service(cmd, redeploy, config).await;
+    }
+    let s = Session::open_with(&cmd.fleet, config)?;
     let version = match &cmd.version {
         Some(v) => v.clone(),
         None => git_version(&s.root)?,
@@ -84,6 +89,64 @@ pub async fn run(cmd: &DeployCmd, redeploy: bool) -> anyhow::Result<()> {
         command,
     };
     rollout::run_rollout(&s, request).await
+}
+
+/// `x-flotilla.scheduler.mode: service`: build and push here, roll out in the service.
+async fn through_service(
+    cmd: &DeployCmd,
+    redeploy: bool,
+    config: flotilla_deploy::Config,
+) -> anyhow::Result<()> {
+    let root = std::env::current_dir().context("reading the current directory")?;
+    let version = match &cmd.version {
+        Some(v) => v.clone(),
+        None => git_version(&root)?,
+    };
+    // The hooks' view of the plan (hosts, roles); the service plans again from its log.
+    let plan = plans::deploy_plan(
+        &config,
+        &flotilla_events::MemoryLog::new(),
+        &version,
+        &narrow(&cmd.fleet),
+    )
+    .map_err(rollout::plan_error)?;
+    let command = if redeploy { "redeploy" } else { "deploy" };
+    let early = |name| crate::client::early_hook(&config, &root, &cmd.fleet, &plan, command, name);
+    early("pre-connect").await?;
+    let mut preamble: Vec<Event> = Vec::new();
+    if !cmd.skip_push && !redeploy {
+        early("pre-build").await?;
+        let pushed =
+            build::build_and_push(&config, &root, &version, cmd.fleet.quiet || cmd.fleet.json)?;
+        preamble.push(
+            ImageBuilt {
+                image: pushed.image.clone(),
+                digest: pushed.digest.clone(),
+            }
+            .into(),
+        );
+        preamble.push(
+            ImagePushed {
+                image: pushed.image,
+                digest: pushed.digest,
+            }
+            .into(),
+        );
+    }
+    let kind = if redeploy {
+        RolloutKind::Redeploy { version }
+    } else {
+        RolloutKind::Deploy { version }
+    };
+    crate::client::ask_rollout(
+        &config,
+        &cmd.fleet,
+        kind,
+        DeployId::new(),
+        preamble,
+        command,
+    )
+    .await
 }
 
 /// Kamal's `-h`, `-r`, `-p` as the procedure's host filter.

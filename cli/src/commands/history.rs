@@ -27,8 +27,12 @@ pub struct HistoryCmd {
 
 pub fn run(cmd: &HistoryCmd) -> anyhow::Result<()> {
     let config = cmd.config.load()?;
-    let log = SledLog::open(&cmd.log)?;
-    let projections = Projections::rebuild(&log)?;
+    // Service mode: the service's one history, the same from every machine.
+    let projections = if crate::client::service_mode(&config) {
+        Projections::rebuild(&crate::client::mirror_blocking(&config)?)?
+    } else {
+        Projections::rebuild(&SledLog::open(&cmd.log)?)?
+    };
     let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
     let mut out = String::new();
     if !cmd.json {

@@ -23,6 +23,7 @@ pub mod prune;
 pub mod registry;
 pub mod replay;
 pub mod rollback;
+pub mod scheduler;
 pub mod secrets;
 pub mod server;
 

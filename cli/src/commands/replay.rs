@@ -27,6 +27,10 @@ pub struct ReplayCmd {
     /// Continue the deploy from where each host stopped
     #[arg(long)]
     pub resume: bool,
+    /// Watch the deploy until it ends, from what happened so far (scheduler service mode:
+    /// reattaches to a deploy after Ctrl-C or from another machine)
+    #[arg(long, conflicts_with_all = ["resume", "otlp"])]
+    pub follow: bool,
     /// Send the deploy's trace to an OTLP/HTTP collector (default: OTEL_EXPORTER_OTLP_ENDPOINT)
     #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "", conflicts_with = "resume")]
     pub otlp: Option<String>,
@@ -38,8 +42,35 @@ pub async fn run(cmd: &ReplayCmd) -> anyhow::Result<()> {
     if cmd.resume {
         return resume(&cmd.fleet, &cmd.deploy_id).await;
     }
-    let log = flotilla_events::SledLog::open(&cmd.fleet.log)?;
-    let events = deploy_events(&log, &cmd.deploy_id)?;
+    // Read-only: a config that does not load here leaves the local log to read.
+    let service = cmd
+        .fleet
+        .config
+        .load()
+        .ok()
+        .filter(crate::client::service_mode);
+    let events = match &service {
+        Some(config) if cmd.follow => {
+            return crate::client::follow(config, &cmd.deploy_id, cmd.fleet.json).await;
+        }
+        Some(config) => deploy_events(&crate::client::mirror(config).await?, &cmd.deploy_id)?,
+        None if cmd.follow => {
+            return Err(UserError {
+                message: "--follow watches a deploy in the scheduler service".into(),
+                hint: Some(
+                    "set x-flotilla: {scheduler: {mode: service}}; an embedded deploy is \
+                     watched by the command that runs it"
+                        .into(),
+                ),
+                code: USAGE,
+            }
+            .into());
+        }
+        None => deploy_events(
+            &flotilla_events::SledLog::open(&cmd.fleet.log)?,
+            &cmd.deploy_id,
+        )?,
+    };
     if let Some(endpoint) = &cmd.otlp {
         return send_trace(endpoint, &cmd.deploy_id, &events).await;
     }
@@ -149,7 +180,20 @@ async fn send_trace(endpoint: &str, id: &str, events: &[Envelope]) -> anyhow::Re
 /// Continues deploy `id`: the same release, each host from its first unfinished step.
 /// Continues deploy `id` where each host stopped, with the deploy's own hosts and exact image.
 pub async fn resume(fleet: &FleetArgs, id: &str) -> anyhow::Result<()> {
-    let s = Session::open(fleet)?;
+    let config = crate::session::load_config(fleet)?;
+    if crate::client::service_mode(&config) {
+        let kind = flotilla_protocol::control::RolloutKind::Resume;
+        return crate::client::ask_rollout(
+            &config,
+            fleet,
+            kind,
+            DeployId::from(id),
+            Vec::new(),
+            "resume",
+        )
+        .await;
+    }
+    let s = Session::open_with(fleet, config)?;
     let (plan, kind) = plans::resume_plan(&s.config, &s.log, id).map_err(rollout::plan_error)?;
     let request = Request {
         plan,

@@ -24,7 +24,23 @@ pub struct RollbackCmd {
 }
 
 pub async fn run(cmd: &RollbackCmd) -> anyhow::Result<()> {
-    let s = Session::open(&cmd.fleet)?;
+    let config = crate::session::load_config(&cmd.fleet)?;
+    if crate::client::service_mode(&config) {
+        // The service plans it from the one history: the same target from every machine.
+        let kind = flotilla_protocol::control::RolloutKind::Rollback {
+            version: cmd.version.clone(),
+        };
+        return crate::client::ask_rollout(
+            &config,
+            &cmd.fleet,
+            kind,
+            DeployId::new(),
+            Vec::new(),
+            "rollback",
+        )
+        .await;
+    }
+    let s = Session::open_with(&cmd.fleet, config)?;
     let (plan, started) = plans::rollback_plan(
         &s.config,
         &s.log,

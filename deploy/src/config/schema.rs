@@ -479,6 +479,15 @@ pub static FLOTILLA: Section = Section {
         "nats": "`{url, creds}` of a NATS cluster; required for now (or FLOTILLA_NATS_URL): `url` of a NATS server with JetStream, `creds` a credentials file.",
         "metrics": "`{listen}`: address the scheduler serves Prometheus metrics on.",
         "otel": "`{endpoint}`: OpenTelemetry collector that receives each deploy's trace (OTLP/HTTP).",
+        "scheduler": "`{mode}`: where deploys run (see `x-flotilla/scheduler`).",
+    },
+};
+
+pub static SCHEDULER: Section = Section {
+    name: "x-flotilla/scheduler",
+    summary: "Where deploys run: in the CLI, or in the scheduler service on the control host.",
+    keys: keys! {
+        "mode": "`embedded` (default): the CLI runs the deploy against `.flotilla/events`; `service`: `flotilla scheduler run` runs it and keeps the one history, the CLI follows.",
     },
 };
 
@@ -566,6 +575,7 @@ pub static SECTIONS: &[&Section] = &[
     &NATS,
     &METRICS,
     &OTEL,
+    &SCHEDULER,
     &TRAEFIK,
     &HEALTHCHECK,
 ];

@@ -465,6 +465,32 @@ pub struct Flotilla {
     /// Left out of `flotilla config` output when unset, as Kamal-era fixtures predate it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otel: Option<Otel>,
+    /// Where deploys run; `None` is embedded (today's default), so older fixtures print alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerSettings>,
+}
+
+/// `x-flotilla.scheduler`: where deploys run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchedulerSettings {
+    pub mode: SchedulerMode,
+}
+
+/// `embedded`: the CLI runs the procedure in process against a local log; `service`: the CLI
+/// asks `flotilla scheduler run` over NATS and follows its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerMode {
+    #[default]
+    Embedded,
+    Service,
+}
+
+impl Flotilla {
+    /// The scheduler mode asked for (embedded unless `x-flotilla.scheduler.mode: service`).
+    pub fn scheduler_mode(&self) -> SchedulerMode {
+        self.scheduler.as_ref().map(|s| s.mode).unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -6,7 +6,7 @@ use crate::config::schema;
 use crate::config::secrets::{Secret, Secrets};
 use crate::config::types::{
     Boot, Builder, Credential, Flotilla, HostCount, Logging, Metrics, Nats, Otel, Registry,
-    Rollout, Ssh, SshConfig, Sshkit,
+    Rollout, SchedulerMode, SchedulerSettings, Ssh, SshConfig, Sshkit,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -319,6 +319,31 @@ pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
                     .map(|endpoint| Otel { endpoint })
             }
             None => cx.error(on, "x-flotilla/otel/endpoint", "missing required key"),
+        }
+    }
+    if let Some(sn) = m.get("scheduler")
+        && let Some(sm) = cx.map(sn, "x-flotilla/scheduler", &schema::SCHEDULER)
+    {
+        match sm.get("mode") {
+            Some(v) => match cx.string(v, "x-flotilla/scheduler/mode").as_deref() {
+                Some("embedded") => {
+                    f.scheduler = Some(SchedulerSettings {
+                        mode: SchedulerMode::Embedded,
+                    })
+                }
+                Some("service") => {
+                    f.scheduler = Some(SchedulerSettings {
+                        mode: SchedulerMode::Service,
+                    })
+                }
+                Some(_) => cx.error(
+                    v,
+                    "x-flotilla/scheduler/mode",
+                    "should be `embedded` or `service`",
+                ),
+                None => {}
+            },
+            None => cx.error(sn, "x-flotilla/scheduler/mode", "missing required key"),
         }
     }
     f

@@ -1,0 +1,402 @@
+//! The CLI as a client of the scheduler service (`x-flotilla.scheduler: {mode: service}`):
+//! what the CLI decided on this machine (config as ERB rendered here, the release it built
+//! and pushed, narrowing, who asks) goes to `flotilla scheduler run` over NATS, the secrets
+//! sealed to the service's key; the deploy's events come back on `FLOTILLA_LOG` and render
+//! exactly as an embedded run renders them. The deploy runs in the service: Ctrl-C (or a
+//! killed CLI) stops only the watching, and `flotilla replay ID --follow` watches again.
+//!
+//! The service's sealing key is pinned on first use in `.flotilla/service.pub` (as SSH pins a
+//! host key): a later answer with another key is refused, so a NATS user impersonating the
+//! service cannot collect the secrets. Setup will write that file from the control host over
+//! SSH instead, which removes the first-use window.
+
+use crate::exit::{FAILED, UserError};
+use crate::progress::{Mode, Progress};
+use crate::rollout::nats_url;
+use anyhow::Context as _;
+use flotilla_deploy::Config;
+use flotilla_deploy::config::{LoadOptions, SchedulerMode};
+use flotilla_events::projection::{DeployStatus, HostStatus};
+use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, NewEvent};
+use flotilla_protocol::control::{
+    self, ConfigFile, REQUEST_TIMEOUT, Request, Response, Rollout, RolloutKind,
+};
+use flotilla_protocol::sealing::seal;
+use flotilla_protocol::wire;
+use flotilla_scheduler::service::ask;
+use futures::StreamExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long the follower waits for the next event before asking whether the deploy still
+/// runs (a deploy can end with no further event on its subject, e.g. the service restarted).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// Whether this project's deploys run in the scheduler service.
+pub fn service_mode(config: &Config) -> bool {
+    config.flotilla.scheduler_mode() == SchedulerMode::Service
+}
+
+/// Connects to the fleet's NATS with the operator's credentials.
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let (url, creds) = nats_url(config)?;
+    let options = match &creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", path.display()))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    options.connect(&url).await.map_err(|e| {
+        anyhow::Error::new(e).context(UserError {
+            message: format!("cannot reach NATS at {url}"),
+            hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
+            code: FAILED,
+        })
+    })
+}
+
+/// Asks the service, turning a refusal into the user's error.
+async fn request(
+    client: &async_nats::Client,
+    req: &Request,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let answer = ask(client, req, timeout).await.map_err(|e| {
+        anyhow::Error::new(e).context(UserError {
+            message: "the scheduler service did not answer".into(),
+            hint: Some(
+                "is `flotilla scheduler run` up on the control host? (x-flotilla.scheduler.mode: \
+                 embedded runs deploys in the CLI)"
+                    .into(),
+            ),
+            code: FAILED,
+        })
+    })?;
+    match answer {
+        Response::Refused { reason, hint } => Err(UserError {
+            message: reason,
+            hint,
+            code: FAILED,
+        }
+        .into()),
+        other => Ok(other),
+    }
+}
+
+/// The service's sealing key, pinned in `.flotilla/service.pub` on first use.
+async fn service_key(root: &Path, client: &async_nats::Client) -> anyhow::Result<String> {
+    let Response::Key { public } = request(client, &Request::Key, REQUEST_TIMEOUT).await? else {
+        anyhow::bail!("the scheduler service answered Key with something else");
+    };
+    let path = root.join(".flotilla").join("service.pub");
+    match std::fs::read_to_string(&path) {
+        Ok(pinned) if pinned.trim() == public => Ok(public),
+        Ok(pinned) => Err(UserError {
+            message: format!(
+                "the scheduler service's key changed: {} pins {}, the service now says {public}",
+                path.display(),
+                pinned.trim()
+            ),
+            hint: Some(format!(
+                "if the service was re-installed on purpose, delete {} and run again; otherwise \
+                 something else answers as the service",
+                path.display()
+            )),
+            code: FAILED,
+        }
+        .into()),
+        Err(_) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&path, format!("{public}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "flotilla: pinned the scheduler service's key in {}",
+                path.display()
+            );
+            Ok(public)
+        }
+    }
+}
+
+/// What the CLI hands the service for one rollout.
+pub struct Ask<'a> {
+    pub config: &'a Config,
+    pub root: &'a Path,
+    pub config_file: &'a Path,
+    pub kind: RolloutKind,
+    pub deploy_id: DeployId,
+    pub narrow: flotilla_scheduler::procedure::plans::Narrow,
+    pub preamble: Vec<Event>,
+    pub actor: String,
+    pub lock_wait: Option<Duration>,
+    pub json: bool,
+    pub quiet: bool,
+    pub command: &'static str,
+}
+
+/// Sends the rollout to the service and renders it until it ends: the exit result.
+pub async fn rollout(a: Ask<'_>) -> anyhow::Result<()> {
+    let client = connect(a.config).await?;
+    let public = service_key(a.root, &client).await?;
+    let files = flotilla_deploy::config::render(&LoadOptions {
+        config_file: a.config_file.to_owned(),
+        destination: a.config.destination.clone(),
+        ..LoadOptions::new(a.root)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut secrets = Vec::new();
+    for (name, value) in a.config.secrets.iter() {
+        let sealed = seal(&public, value.expose())
+            .with_context(|| format!("sealing {name} to the scheduler service"))?;
+        secrets.push((name.to_owned(), sealed));
+    }
+    let rollout = Rollout {
+        kind: a.kind,
+        deploy_id: a.deploy_id.clone(),
+        config: files
+            .into_iter()
+            .map(|f| ConfigFile {
+                path: f.path.display().to_string(),
+                text: f.text,
+            })
+            .collect(),
+        destination: a.config.destination.clone(),
+        secrets,
+        hosts: a.narrow.hosts,
+        roles: a.narrow.roles,
+        primary: a.narrow.primary,
+        preamble: a.preamble,
+        actor: a.actor,
+        machine: crate::rollout::hostname(),
+        lock_wait_ms: a
+            .lock_wait
+            .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+    };
+    // Subscribed before asking, so no event of the deploy is missed.
+    let live = client
+        .subscribe(control::log_subject(a.deploy_id.as_str()))
+        .await
+        .context("following the deploy's events")?;
+    let timeout = REQUEST_TIMEOUT + a.lock_wait.unwrap_or_default();
+    request(&client, &Request::Rollout(Box::new(rollout)), timeout).await?;
+    let mut progress = Progress::new(Mode::choose(a.json, a.quiet), a.deploy_id.clone());
+    watch(&client, live, &mut progress).await?;
+    summarize(a.command, &a.deploy_id, &progress)
+}
+
+/// `flotilla replay ID --follow`: the deploy's events so far, then live until it ends.
+pub async fn follow(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
+    let client = connect(config).await?;
+    let id = DeployId::from(id);
+    let live = client
+        .subscribe(control::log_subject(id.as_str()))
+        .await
+        .context("following the deploy's events")?;
+    let mut progress = Progress::new(Mode::choose(json, false), id.clone());
+    watch(&client, live, &mut progress).await?;
+    summarize("deploy", &id, &progress)
+}
+
+/// Renders the deploy's events (what the log has, then what arrives) until the service no
+/// longer runs it and every event is shown. Ctrl-C stops the watching, not the deploy.
+async fn watch(
+    client: &async_nats::Client,
+    mut live: async_nats::Subscriber,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let id = progress.state().deploy_id.clone();
+    let mut last = 0;
+    let show = |events: Vec<Envelope>, last: &mut u64, progress: &mut Progress| {
+        for e in events {
+            if e.seq > *last && e.deploy_id == id {
+                *last = e.seq;
+                progress.on_event(&e);
+            }
+        }
+    };
+    let shown = events(client, Some(&id), 1).await?;
+    show(shown, &mut last, progress);
+    let detach = crate::lifecycle::shutdown_signal();
+    tokio::pin!(detach);
+    loop {
+        tokio::select! {
+            () = &mut detach => {
+                eprintln!(
+                    "flotilla: stopped watching; deploy {id} goes on in the scheduler service: \
+                     `flotilla replay {id} --follow` watches it again"
+                );
+                std::process::exit(130);
+            }
+            next = tokio::time::timeout(FOLLOW_POLL, live.next()) => match next {
+                Ok(Some(message)) => {
+                    let event: Envelope = wire::decode(&message.payload)
+                        .context("an event on FLOTILLA_LOG")?;
+                    show(vec![event], &mut last, progress);
+                }
+                Ok(None) => anyhow::bail!("the NATS subscription ended"),
+                Err(_) => {
+                    if !running(client, &id).await? {
+                        let rest = events(client, Some(&id), last + 1).await?;
+                        show(rest, &mut last, progress);
+                        return Ok(());
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn running(client: &async_nats::Client, id: &DeployId) -> anyhow::Result<bool> {
+    match request(client, &Request::Status, REQUEST_TIMEOUT).await? {
+        Response::Status { running } => Ok(running.iter().any(|r| &r.deploy_id == id)),
+        _ => anyhow::bail!("the scheduler service answered Status with something else"),
+    }
+}
+
+/// Every event from `from` on (one deploy's, or all), page by page.
+async fn events(
+    client: &async_nats::Client,
+    deploy_id: Option<&DeployId>,
+    mut from: u64,
+) -> anyhow::Result<Vec<Envelope>> {
+    let mut out = Vec::new();
+    loop {
+        let req = Request::Events {
+            deploy_id: deploy_id.cloned(),
+            from,
+        };
+        match request(client, &req, REQUEST_TIMEOUT).await? {
+            Response::Events { events, next } => {
+                out.extend(events);
+                match next {
+                    Some(n) => from = n,
+                    None => return Ok(out),
+                }
+            }
+            _ => anyhow::bail!("the scheduler service answered Events with something else"),
+        }
+    }
+}
+
+/// The service's whole log, in memory: history, events and replay read it as they read the
+/// local log, so every machine shows the same answer.
+pub async fn mirror(config: &Config) -> anyhow::Result<MemoryLog> {
+    let client = connect(config).await?;
+    let log = MemoryLog::new();
+    for e in events(&client, None, 1).await? {
+        log.append(NewEvent {
+            id: e.id,
+            deploy_id: e.deploy_id,
+            at: e.at,
+            host: e.host,
+            schema_version: e.schema_version,
+            actor: e.actor,
+            event: e.event,
+        })?;
+    }
+    Ok(log)
+}
+
+/// [`mirror`] for the commands that are not async.
+pub fn mirror_blocking(config: &Config) -> anyhow::Result<MemoryLog> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(mirror(config))
+}
+
+/// How it ended, as the embedded run says it, and the exit code.
+fn summarize(command: &str, id: &DeployId, progress: &Progress) -> anyhow::Result<()> {
+    let state = progress.state();
+    let failed: Vec<(&String, String)> = state
+        .hosts
+        .iter()
+        .filter_map(|(host, h)| match &h.status {
+            HostStatus::Failed { step, error } => Some((host, format!("{step:?}: {error}"))),
+            _ => None,
+        })
+        .collect();
+    let succeeded = state
+        .hosts
+        .values()
+        .filter(|h| h.status == HostStatus::Succeeded)
+        .count();
+    eprintln!(
+        "{command}: {succeeded} host(s) succeeded, {} failed (deploy {id})",
+        failed.len()
+    );
+    let why = match &state.status {
+        DeployStatus::Completed if failed.is_empty() => return Ok(()),
+        DeployStatus::Completed => "some hosts failed within max_failures".to_owned(),
+        DeployStatus::Failed { reason } | DeployStatus::Cancelled { reason } => reason.clone(),
+        other => format!("the deploy stopped while {other:?}"),
+    };
+    for (host, what) in &failed {
+        eprintln!("  {host}: failed at {what}");
+    }
+    Err(UserError {
+        message: format!("{command} failed: {why}"),
+        hint: Some(format!(
+            "see `flotilla replay {id}`; continue it with `flotilla replay {id} --resume`, or go back with `flotilla rollback`"
+        )),
+        code: FAILED,
+    }
+    .into())
+}
+
+/// A hook that runs on this machine before anything is asked of the service (`pre-connect`,
+/// `pre-build`); a failure stops.
+pub async fn early_hook(
+    config: &Config,
+    root: &Path,
+    args: &crate::rollout::FleetArgs,
+    plan: &flotilla_deploy::plan::Plan,
+    command: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let hook_ctx = flotilla_scheduler::procedure::hook_context_for(
+        config,
+        &crate::session::performer(),
+        plan,
+        command,
+    );
+    let hooks = flotilla_scheduler::procedure::Hooks {
+        config,
+        root,
+        skip: args.skip_hooks,
+    };
+    let (_, result) = hooks.run(name, &hook_ctx).await;
+    result.map_err(|e| {
+        crate::rollout::user_error(flotilla_scheduler::procedure::ProcedureError::Hook(e))
+    })
+}
+
+/// A rollout of `kind` for the fleet flags `args`, asked of the service.
+pub async fn ask_rollout(
+    config: &Config,
+    args: &crate::rollout::FleetArgs,
+    kind: RolloutKind,
+    deploy_id: DeployId,
+    preamble: Vec<Event>,
+    command: &'static str,
+) -> anyhow::Result<()> {
+    let root = std::env::current_dir().context("reading the current directory")?;
+    rollout(Ask {
+        config,
+        root: &root,
+        config_file: &args.config.config_file,
+        kind,
+        deploy_id,
+        narrow: crate::commands::deploy::narrow(args),
+        preamble,
+        actor: crate::session::performer(),
+        lock_wait: args.lock_wait.map(Duration::from_secs),
+        json: args.json,
+        quiet: args.quiet,
+        command,
+    })
+    .await
+}
