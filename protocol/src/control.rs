@@ -13,9 +13,7 @@
 //! already reach (`flotilla lock` works the same with or without the service), and the
 //! service's rollouts take it like the CLI's did.
 
-use crate::subjects::{
-    Discard, EVENTS_MAX_BYTES, JOB_DEDUP_WINDOW, Retention, Storage, StreamSpec, token,
-};
+use crate::subjects::{Discard, JOB_DEDUP_WINDOW, Retention, Storage, StreamSpec, token};
 use crate::wire::SealedValue;
 use flotilla_events::{DeployId, Envelope, Event};
 use serde::{Deserialize, Serialize};
@@ -27,6 +25,11 @@ pub const REQUEST_PREFIX: &str = "flotilla.req";
 pub const LOG_STREAM: &str = "FLOTILLA_LOG";
 /// Prefix of log subjects: `flotilla.log.<deploy>`.
 pub const LOG_PREFIX: &str = "flotilla.log";
+/// The log stream's size cap: none, like the sled log it mirrors (it is the follow and
+/// replication path and the source an empty disk rebuilds from). A cap would also be reserved
+/// from the server's store up front, and beside `FLOTILLA_EVENTS`' 4 GiB that is refused on a
+/// small control host's disk ("insufficient storage resources", seen on the fleet).
+pub const LOG_MAX_BYTES: i64 = -1;
 /// Events in one [`Response::Events`] page: far below NATS's 1 MiB payload limit even for
 /// events with long error texts.
 pub const EVENTS_PAGE: usize = 500;
@@ -93,7 +96,7 @@ pub fn log_stream() -> StreamSpec {
         storage: Storage::File,
         discard: Discard::Old,
         max_age: None,
-        max_bytes: EVENTS_MAX_BYTES,
+        max_bytes: LOG_MAX_BYTES,
         max_messages_per_subject: None,
         duplicate_window: Some(JOB_DEDUP_WINDOW),
         key_value: false,
