@@ -9,5 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod control;
 pub mod fleet;
 pub mod testapp;
