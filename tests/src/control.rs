@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// How long the service may take to open its log, reach NATS and subscribe.
 const SERVICE_READY: Duration = Duration::from_secs(30);
+/// The port the service serves `/metrics` on, at its host's address.
+pub const SERVICE_METRICS_PORT: u16 = 9394;
 /// What the service prints once it answers requests.
 const READY_LINE: &str = "flotilla: scheduler service on";
 
@@ -37,6 +39,8 @@ impl SchedulerService {
             .args(["scheduler", "run", "--nats", &fleet.nats_url()])
             .arg("--state")
             .arg(state)
+            .arg("--metrics")
+            .arg(format!("{}:{SERVICE_METRICS_PORT}", host.addr))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)

@@ -281,8 +281,7 @@ async fn a_deploy_asked_over_nats_runs_in_the_service() {
 }
 
 /// A rollback asked with nothing but the request (an empty project directory has no log):
-/// the service plans it from its own history, back to the release before, and a second
-/// rollout while one runs is refused with who holds the lock.
+/// the service plans it from its own history, back to the release before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_is_planned_from_the_service_log() {
     let world = World::with(
@@ -333,8 +332,10 @@ async fn rollback_is_planned_from_the_service_log() {
     served.unwrap();
 }
 
-/// Stopping the service (SIGTERM) mid-rollout cancels the deploy as Ctrl-C of the CLI did:
-/// `DeployCancelled` is recorded and published, the lock is released, and the service returns.
+/// While a deploy runs, `Status` lists it and a second rollout is refused with the lock
+/// holder, recording nothing. Stopping the service (SIGTERM) mid-rollout cancels the deploy
+/// as Ctrl-C of the CLI did: `DeployCancelled` is recorded and published, the lock is
+/// released, and the service returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_service_cancels_a_running_deploy() {
     // h3 takes its job and never answers; the step timeout bounds how long it holds the stop.
@@ -376,6 +377,24 @@ async fn stopping_the_service_cancels_a_running_deploy() {
         };
         assert_eq!(running.len(), 1);
         assert_eq!(running[0].deploy_id, id);
+        let second = rollout(
+            &world,
+            &client,
+            RolloutKind::Redeploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let second_id = second.deploy_id.clone();
+        let answer = ask(&client, &Request::Rollout(Box::new(second)), PATIENCE)
+            .await
+            .unwrap();
+        let Response::Refused { reason, hint } = answer else {
+            panic!("a second rollout under the lock: {answer:?}");
+        };
+        assert!(reason.contains("tester"), "names the holder: {reason}");
+        assert!(hint.is_some_and(|h| h.contains("--lock-wait")));
+        assert!(control.log.read_deploy(&second_id).unwrap().is_empty());
         stop.cancel();
         let mut last = None;
         let mut cancelled = false;

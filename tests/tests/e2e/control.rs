@@ -6,7 +6,7 @@
 
 use crate::project::{APP_SECRET, Project};
 use crate::support::{fleet, http_get};
-use flotilla_e2e::control::SchedulerService;
+use flotilla_e2e::control::{SERVICE_METRICS_PORT, SchedulerService};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,7 +71,8 @@ fn flotilla_in(project: &Project, dir: &Path, args: &[&str]) -> std::process::Ou
 /// Deploys run in the service: v1 and v2 deployed from one directory are in the history a
 /// second, empty checkout reads; that checkout rolls back to v1's exact digest; a CLI
 /// SIGKILLed mid-rollout of v3 leaves the deploy running to the end, `replay --follow`
-/// reattaches and exits 0, and the hosts serve v3. No secret shows in any output.
+/// reattaches and exits 0, and the hosts serve v3. The service answers `/metrics` between
+/// deploys with every deploy counted. No secret shows in any output.
 #[test]
 fn deploys_run_in_the_service_and_history_is_shared() {
     let fleet = fleet(2);
@@ -124,6 +125,16 @@ fn deploys_run_in_the_service_and_history_is_shared() {
         !other.path().join(".flotilla/events").exists(),
         "no local log"
     );
+    // Between deploys the service still serves the metrics of all of them.
+    let metrics = SocketAddr::from((fleet.hosts[0].addr, SERVICE_METRICS_PORT));
+    let (status, body) = http_get(metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let deploys: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("flotilla_deploys_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(deploys, 3.0, "v1, v2 and the rollback:\n{body}");
 
     // The CLI killed mid-rollout: the deploy goes on in the service.
     let mut cli = std::process::Command::new(&project.flotilla)
