@@ -94,3 +94,30 @@ fn other_config_file() {
         std::path::Path::new("ops/app.staging.yaml")
     );
 }
+
+/// The scheduler service's way: the files rendered on the operator's machine (ERB with its
+/// environment and destination) and the secrets resolved there decode elsewhere, with no
+/// project directory, into the same config `flotilla config --json` prints.
+#[test]
+fn rendered_elsewhere_is_the_same_config() {
+    use flotilla_deploy::config::{Secrets, load_rendered, output, render};
+    let opts = super::opts("dest_erb_merge", Some("staging"), &[("REGION", "us")]);
+    let here = load_ok("dest_erb_merge", Some("staging"), &[("REGION", "us")]);
+    let files = render(&opts).unwrap();
+    assert_eq!(files.len(), 2, "the base file and the destination's");
+    assert!(!files.iter().any(|f| f.text.contains("<%")), "ERB is rendered");
+    let secrets = Secrets::from_values(
+        here.secrets
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.clone())),
+    );
+    let there = load_rendered(&files, Some("staging"), secrets).unwrap();
+    assert_eq!(
+        output::to_json(&there).unwrap(),
+        output::to_json(&here).unwrap()
+    );
+    assert_eq!(
+        there.secrets.get("RAILS_MASTER_KEY").unwrap().expose(),
+        here.secrets.get("RAILS_MASTER_KEY").unwrap().expose()
+    );
+}
