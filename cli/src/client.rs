@@ -200,6 +200,19 @@ pub async fn follow(config: &Config, id: &str, json: bool) -> anyhow::Result<()>
     summarize("deploy", &id, &progress)
 }
 
+/// `flotilla replay ID --cancel`: the service cancels the deploy (no host starts, running
+/// steps finish, `DeployCancelled`, the lock released).
+pub async fn cancel(config: &Config, id: &str) -> anyhow::Result<()> {
+    let client = connect(config).await?;
+    let deploy_id = DeployId::from(id);
+    request(&client, &Request::Cancel { deploy_id }, REQUEST_TIMEOUT).await?;
+    eprintln!(
+        "flotilla: cancelling deploy {id}: no host starts now, running steps finish; \
+         `flotilla replay {id} --follow` shows how it ends, `--resume` continues it"
+    );
+    Ok(())
+}
+
 /// Renders the deploy's events (what the log has, then what arrives) until the service no
 /// longer runs it and every event is shown. Ctrl-C stops the watching, not the deploy.
 async fn watch(
@@ -226,7 +239,7 @@ async fn watch(
             () = &mut detach => {
                 eprintln!(
                     "flotilla: stopped watching; deploy {id} goes on in the scheduler service: \
-                     `flotilla replay {id} --follow` watches it again"
+                     `flotilla replay {id} --follow` watches it again, `--cancel` cancels it"
                 );
                 std::process::exit(130);
             }

@@ -16,6 +16,8 @@ const EXAMPLES: &str = "Examples:
   flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA
   flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --json
   flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --resume
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --follow   # scheduler service: watch it again
+  flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --cancel   # scheduler service: cancel it
   flotilla replay 01JD3ZK9W6T8Q2M4N5P7R8S9TA --otlp http://127.0.0.1:4318";
 
 /// Show a deploy's timeline from the event log, or resume it
@@ -31,6 +33,10 @@ pub struct ReplayCmd {
     /// reattaches to a deploy after Ctrl-C or from another machine)
     #[arg(long, conflicts_with_all = ["resume", "otlp"])]
     pub follow: bool,
+    /// Cancel the deploy running in the scheduler service: no host starts, running steps
+    /// finish, the lock is released (`--resume` continues it)
+    #[arg(long, conflicts_with_all = ["resume", "otlp", "follow"])]
+    pub cancel: bool,
     /// Send the deploy's trace to an OTLP/HTTP collector (default: OTEL_EXPORTER_OTLP_ENDPOINT)
     #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "", conflicts_with = "resume")]
     pub otlp: Option<String>,
@@ -50,6 +56,20 @@ pub async fn run(cmd: &ReplayCmd) -> anyhow::Result<()> {
         .ok()
         .filter(crate::client::service_mode);
     let events = match &service {
+        Some(config) if cmd.cancel => {
+            return crate::client::cancel(config, &cmd.deploy_id).await;
+        }
+        None if cmd.cancel => {
+            return Err(UserError {
+                message: "--cancel stops a deploy in the scheduler service".into(),
+                hint: Some(
+                    "an embedded deploy is cancelled with Ctrl-C in the command that runs it"
+                        .into(),
+                ),
+                code: USAGE,
+            }
+            .into());
+        }
         Some(config) if cmd.follow => {
             return crate::client::follow(config, &cmd.deploy_id, cmd.fleet.json).await;
         }

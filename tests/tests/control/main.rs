@@ -425,3 +425,67 @@ async fn stopping_the_service_cancels_a_running_deploy() {
     assert!(story.contains(&"DeployCancelled"), "{story:?}");
     assert!(story.contains(&"LockReleased"), "{story:?}");
 }
+
+/// `flotilla replay ID --cancel`: the `Cancel` request cancels the running deploy (recorded
+/// and published, the lock released) while the service keeps serving; cancelling a deploy
+/// it does not run is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_cancels_the_running_deploy() {
+    let world = World::with(
+        "{step_timeout: 2}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Silent],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let test = async {
+        let asked = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let id = asked.deploy_id.clone();
+        let mut follow = client.subscribe(log_subject(id.as_str())).await.unwrap();
+        let answer = ask(&client, &Request::Rollout(Box::new(asked)), PATIENCE)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        let cancel = Request::Cancel {
+            deploy_id: id.clone(),
+        };
+        assert_eq!(
+            ask(&client, &cancel, PATIENCE).await.unwrap(),
+            Response::Done
+        );
+        let mut cancelled = false;
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            cancelled |= matches!(event.event, Event::DeployCancelled(_));
+            if ends_deploy(&event) {
+                break;
+            }
+        }
+        assert!(cancelled, "DeployCancelled was published");
+        // The service goes on; a deploy it does not run cannot be cancelled.
+        let unknown = Request::Cancel {
+            deploy_id: DeployId::new(),
+        };
+        let refused = ask(&client, &unknown, PATIENCE).await.unwrap();
+        assert!(matches!(refused, Response::Refused { .. }), "{refused:?}");
+        stop.cancel();
+    };
+    let ((), served) = tokio::join!(test, serve);
+    served.unwrap();
+}
