@@ -105,7 +105,10 @@ fn rendered_elsewhere_is_the_same_config() {
     let here = load_ok("dest_erb_merge", Some("staging"), &[("REGION", "us")]);
     let files = render(&opts).unwrap();
     assert_eq!(files.len(), 2, "the base file and the destination's");
-    assert!(!files.iter().any(|f| f.text.contains("<%")), "ERB is rendered");
+    assert!(
+        !files.iter().any(|f| f.text.contains("<%")),
+        "ERB is rendered"
+    );
     let secrets = Secrets::from_values(
         here.secrets
             .iter()
