@@ -1,8 +1,10 @@
 //! One module per `flotilla` command.
 
+pub mod bootstrap;
 pub mod config;
 pub mod deploy;
 pub mod docs;
+pub mod enroll;
 pub mod events;
 pub mod executor;
 pub mod history;
@@ -11,10 +13,12 @@ pub mod key;
 pub mod lock;
 pub mod metrics;
 pub mod proxy;
+pub mod remove;
 pub mod replay;
 pub mod rollback;
 pub mod secrets;
 pub mod server;
+pub mod setup;
 
 /// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.
 pub fn write_stdout(text: &str) -> anyhow::Result<()> {

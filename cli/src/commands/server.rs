@@ -25,6 +25,8 @@ enum ServerAction {
     /// Run a command on every host over SSH, in parallel
     #[command(after_help = EXAMPLES, disable_help_flag = true)]
     Exec(ExecArgs),
+    /// Install Docker where missing, the agents and NATS, over SSH
+    Bootstrap(crate::commands::bootstrap::BootstrapArgs),
 }
 
 #[derive(Debug, Args)]
@@ -52,7 +54,10 @@ struct ExecArgs {
 }
 
 pub async fn run(cmd: &ServerCmd) -> anyhow::Result<()> {
-    let ServerAction::Exec(args) = &cmd.action;
+    let args = match &cmd.action {
+        ServerAction::Exec(args) => args,
+        ServerAction::Bootstrap(args) => return crate::commands::bootstrap::run(args).await,
+    };
     crate::lifecycle::init_tracing("warn");
     let config = args.config.load()?;
     let hosts = hosts(&config, args);

@@ -462,6 +462,9 @@ pub struct Flotilla {
     pub rollout: Rollout,
     pub nats: Option<Nats>,
     pub metrics: Option<Metrics>,
+    /// The control host(s): where `flotilla setup` boots NATS. Empty: the first host of the
+    /// primary role.
+    pub control: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -489,8 +492,12 @@ impl Default for Rollout {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Nats {
-    pub url: String,
+    /// A NATS of the user's own; absent, `flotilla setup` boots one on the control host and
+    /// the CLI reaches it through an SSH tunnel.
+    pub url: Option<String>,
     pub creds: Option<String>,
+    /// The image of the NATS server setup boots (default: the official `nats` image).
+    pub image: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

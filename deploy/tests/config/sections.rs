@@ -238,7 +238,10 @@ fn x_flotilla() {
     );
     let nats = f.nats.unwrap();
     assert_eq!(
-        (nats.url.as_str(), nats.creds.as_deref()),
+        (
+            nats.url.as_deref().unwrap_or_default(),
+            nats.creds.as_deref()
+        ),
         (
             "nats://nats.internal:4222",
             Some("/etc/flotilla/deploy.creds")
