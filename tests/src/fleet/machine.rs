@@ -37,15 +37,23 @@ pub fn create_network(l: &Layout, role: Role) -> Result<(), FleetError> {
 
 /// Creates the persistent mount and UTS namespaces: tmpfs on `/run`, the machine's data
 /// directory on `/var/lib/docker`, its own `/etc/docker` (the engine's identity key lives
-/// there, so each engine has its own ID), its name as hostname.
+/// there, so each engine has its own ID), its own (empty) `/etc/flotilla` and
+/// `/var/lib/flotilla` (what `flotilla setup` writes; a host starts bare), its name as hostname.
 pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
     let dir = l.machine_dir(role);
     let data = dir.join("docker-data");
     let etc = dir.join("etc-docker");
-    for d in [&data, &etc] {
+    let flotilla_etc = dir.join("etc-flotilla");
+    let flotilla_state = dir.join("var-lib-flotilla");
+    for d in [&data, &etc, &flotilla_etc, &flotilla_state] {
         std::fs::create_dir_all(d).map_err(FleetError::io(d))?;
     }
-    for d in ["/var/lib/docker", "/etc/docker"] {
+    for d in [
+        "/var/lib/docker",
+        "/etc/docker",
+        "/etc/flotilla",
+        "/var/lib/flotilla",
+    ] {
         std::fs::create_dir_all(d).map_err(FleetError::io(d))?;
     }
     for f in [l.mnt_ns_file(role), l.uts_ns_file(role)] {
@@ -53,10 +61,13 @@ pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
     }
     let script = format!(
         "hostname {name} && mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd \
-         && mount --bind {data} /var/lib/docker && mount --bind {etc} /etc/docker",
+         && mount --bind {data} /var/lib/docker && mount --bind {etc} /etc/docker \
+         && mount --bind {fetc} /etc/flotilla && mount --bind {fstate} /var/lib/flotilla",
         name = l.name(role),
         data = data.display(),
-        etc = etc.display()
+        etc = etc.display(),
+        fetc = flotilla_etc.display(),
+        fstate = flotilla_state.display(),
     );
     run(cmd(
         "unshare",
