@@ -41,3 +41,22 @@ pub fn finish(result: anyhow::Result<()>) -> ! {
     }
     std::process::exit(code)
 }
+
+/// One line for an error that is one of several (a host among many): the message, its causes
+/// and what to do next.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+    }
+    if let Some(hint) = err
+        .downcast_ref::<UserError>()
+        .and_then(|u| u.hint.as_ref())
+    {
+        line.push_str(" (next: ");
+        line.push_str(hint);
+        line.push(')');
+    }
+    line
+}

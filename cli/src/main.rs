@@ -7,6 +7,7 @@
 
 mod build;
 mod commands;
+mod enrol;
 mod exit;
 mod lifecycle;
 mod progress;

@@ -72,6 +72,7 @@ event_enum! {
         ExecutorSeen(ExecutorSeen),
         AccessoryBooted(AccessoryBooted),
         AccessoryRemoved(AccessoryRemoved),
+        HostEnrolled(HostEnrolled),
     }
 }
 
@@ -360,4 +361,19 @@ mod tests {
         let json = serde_json::to_string(&event).unwrap_or_default();
         assert_eq!(json, r#"{"OldContainerStopped":{"name":"app-web-1"}}"#);
     }
+}
+
+/// A host's executor was enrolled over SSH: its public keys, read back through the connection
+/// whose pinned host key is `ssh_host_key`. The scheduler seals secrets for the host and
+/// verifies its reports only with the keys of its latest enrolment (the envelope's host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEnrolled {
+    /// SHA256 fingerprint of the host's SSH host key, as `ssh-keygen -l` prints it.
+    pub ssh_host_key: String,
+    /// Base64 x25519 public key secrets for the host are sealed to.
+    pub sealing_key: String,
+    /// Base64 ed25519 public key the host's reports verify against.
+    pub signing_key: String,
+    /// The signing key this enrolment replaced (`server enroll --replace`), if any.
+    pub replaces: Option<String>,
 }

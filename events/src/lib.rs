@@ -46,5 +46,6 @@ pub use log::{
     Appended, EventLog, Events, LogError, MemoryLog, NextStep, Salvage, SledLog, Tail, TailError,
 };
 pub use projection::{
-    DeployState, Deploys, FleetState, Projection, Projections, ReleaseTarget, Releases,
+    DeployState, Deploys, Enrolled, Enrolment, FleetState, Projection, Projections, ReleaseTarget,
+    Releases,
 };

@@ -228,5 +228,20 @@ pub fn every_event_type() -> Vec<NewEvent> {
     };
     let reason = "cancelled by alice@laptop".to_owned();
     events.extend(cancelled.wrap(vec![(None, DeployCancelled { reason }.into())]));
+    let enrolment = Story {
+        deploy_id: DeployId::from("01D0000000000000000000ENRL"),
+        first_id: 4000,
+        ..Story::new("", "v1", 0)
+    };
+    events.extend(enrolment.wrap(vec![(
+        Some("web-1"),
+        HostEnrolled {
+            ssh_host_key: "SHA256:cHJldGVuZCB0aGlzIGlzIGEgZmluZ2VycHJpbnQ".into(),
+            sealing_key: "c2VhbGluZyBrZXkgb2Ygd2ViLTEgKDMyIGJ5dGVzKQ==".into(),
+            signing_key: "c2lnbmluZyBrZXkgb2Ygd2ViLTEgKDMyIGJ5dGVzKQ==".into(),
+            replaces: None,
+        }
+        .into(),
+    )]));
     events
 }

@@ -1,7 +1,12 @@
-//! The host's own sealing key, kept in the executor's state directory: made on first start
-//! (mode 0600 from creation, never wider), read back on every later start.
+//! The host's own keys, kept in the executor's state directory: a sealing key and a report
+//! signing key, made on first start (mode 0600 from creation, never wider), read back on every
+//! later start; their public halves in `identity.pub` for enrolment.
 
+use flotilla_protocol::identity::{
+    PUBLIC_FILE, PublicIdentity, ReportSigner, SEALING_FILE, SIGNING_FILE, public_identity,
+};
 use flotilla_protocol::sealing::{HostKey, SealError};
+use flotilla_protocol::signing::KeyError;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -19,13 +24,61 @@ pub enum KeyFileError {
     Invalid {
         path: PathBuf,
         #[source]
-        source: SealError,
+        source: KeyProblem,
     },
 }
 
-/// Reads the key at `path`, or makes one there (mode 0600) if there is none.
+/// What is wrong with a key file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("sealing key")]
+    Sealing(#[source] SealError),
+    #[error("signing key")]
+    Signing(#[source] KeyError),
+}
+
+/// Reads the sealing key at `path`, or makes one there (mode 0600) if there is none.
 /// Returns the key and whether it was made now.
 pub fn load_or_generate(path: &Path) -> Result<(HostKey, bool), KeyFileError> {
+    load_or_make(
+        path,
+        |text| {
+            HostKey::from_secret_base64(text).map_err(|source| KeyFileError::Invalid {
+                path: path.to_owned(),
+                source: KeyProblem::Sealing(source),
+            })
+        },
+        || {
+            let key = HostKey::generate();
+            let text = key.secret_base64();
+            (key, text)
+        },
+    )
+}
+
+/// Reads the signing key at `path`, or makes one there (mode 0600) if there is none.
+pub fn load_or_generate_signer(path: &Path) -> Result<(ReportSigner, bool), KeyFileError> {
+    load_or_make(
+        path,
+        |text| {
+            ReportSigner::from_secret_base64(text).map_err(|source| KeyFileError::Invalid {
+                path: path.to_owned(),
+                source: KeyProblem::Signing(source),
+            })
+        },
+        || {
+            let key = ReportSigner::generate();
+            let text = key.secret_base64();
+            (key, text)
+        },
+    )
+}
+
+fn load_or_make<K>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<K, KeyFileError>,
+    make: impl FnOnce() -> (K, zeroize::Zeroizing<String>),
+) -> Result<(K, bool), KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.to_owned(),
         source,
@@ -33,30 +86,77 @@ pub fn load_or_generate(path: &Path) -> Result<(HostKey, bool), KeyFileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let text = zeroize::Zeroizing::new(text);
-            let key =
-                HostKey::from_secret_base64(&text).map_err(|source| KeyFileError::Invalid {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Ok((key, false))
+            Ok((parse(&text)?, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
-            let key = HostKey::generate();
+            let (key, text) = make();
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
                 .map_err(io)?;
-            file.write_all(key.secret_base64().as_bytes()).map_err(io)?;
+            file.write_all(text.as_bytes()).map_err(io)?;
             file.sync_all().map_err(io)?;
             Ok((key, true))
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// The executor's keys: sealing (secrets are sealed to it) and signing (its reports).
+pub struct Identity {
+    pub sealing: HostKey,
+    pub signing: ReportSigner,
+    /// Whether either key was made on this start (a new identity to enrol).
+    pub made: bool,
+}
+
+impl Identity {
+    /// Reads or makes both keys in `state_dir`, and (re)writes the public identity file
+    /// (`identity.pub`, mode 0644) that enrolment reads over SSH.
+    pub fn load(state_dir: &Path) -> Result<Identity, KeyFileError> {
+        let (sealing, made_sealing) = load_or_generate(&state_dir.join(SEALING_FILE))?;
+        let (signing, made_signing) = load_or_generate_signer(&state_dir.join(SIGNING_FILE))?;
+        let public = public_identity(&sealing, &signing);
+        write_public(&state_dir.join(PUBLIC_FILE), &public.to_json())?;
+        Ok(Identity {
+            sealing,
+            signing,
+            made: made_sealing || made_signing,
+        })
+    }
+
+    /// The public halves, as enrolled.
+    pub fn public(&self) -> PublicIdentity {
+        public_identity(&self.sealing, &self.signing)
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a reader never sees a
+/// half-written identity.
+fn write_public(path: &Path, text: &str) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if std::fs::read_to_string(path).is_ok_and(|old| old.trim() == text) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("pub.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(format!("{text}\n").as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]
@@ -81,5 +181,29 @@ mod tests {
             load_or_generate(&path),
             Err(KeyFileError::Invalid { .. })
         ));
+    }
+
+    /// The identity is made once; `identity.pub` names both public keys, is rewritten only
+    /// when missing, and the secret key files are 0600.
+    #[test]
+    fn identity_is_stable_and_published() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Identity::load(dir.path()).unwrap();
+        assert!(a.made);
+        let text = std::fs::read_to_string(dir.path().join(PUBLIC_FILE)).unwrap();
+        assert_eq!(PublicIdentity::parse(&text).unwrap(), a.public());
+        for f in [SEALING_FILE, SIGNING_FILE] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        std::fs::remove_file(dir.path().join(PUBLIC_FILE)).unwrap();
+        let b = Identity::load(dir.path()).unwrap();
+        assert!(!b.made);
+        assert_eq!(b.public(), a.public());
+        assert!(dir.path().join(PUBLIC_FILE).exists());
     }
 }

@@ -8,6 +8,7 @@
 //!   versions still decode;
 //! - [`signing`]: ed25519 job signatures and admission (unsigned, forged, expired, wrong host);
 //! - [`sealing`]: secrets sealed to a host's x25519 key, opened only in memory;
+//! - [`identity`]: a host's public keys as enrolled, and report signatures;
 //! - [`names`]: Kamal's names on hosts (containers, proxy services, labels, the lock key);
 //! - [`text`]: error text that travels in events, rendered one way on both sides;
 //! - [`finish`]: which event finishes which step, typed, for the executor that reports and the
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod finish;
+pub mod identity;
 pub mod names;
 #[cfg(feature = "nats")]
 pub mod nats;

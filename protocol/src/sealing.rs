@@ -93,13 +93,22 @@ impl HostKey {
     }
 }
 
-/// Seals `value` to the host whose base64 public key is `host_key`.
-pub fn seal(host_key: &str, value: &str) -> Result<SealedValue, SealError> {
+fn public_key(host_key: &str) -> Result<PublicKey, SealError> {
     let raw = B64
         .decode(host_key.trim())
         .map_err(|_| SealError::BadPublicKey)?;
     let key = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| SealError::BadPublicKey)?;
-    PublicKey::from_bytes(key)
+    Ok(PublicKey::from_bytes(key))
+}
+
+/// Whether `host_key` is a well-formed sealing key (32 bytes of base64).
+pub fn check_public_key(host_key: &str) -> Result<(), SealError> {
+    public_key(host_key).map(|_| ())
+}
+
+/// Seals `value` to the host whose base64 public key is `host_key`.
+pub fn seal(host_key: &str, value: &str) -> Result<SealedValue, SealError> {
+    public_key(host_key)?
         .seal(&mut rand::rngs::OsRng, value.as_bytes())
         .map(SealedValue)
         .map_err(|_| SealError::Seal)

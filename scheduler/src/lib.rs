@@ -2,6 +2,7 @@
 //! them to the event log, folds state and decides what happens next.
 //!
 //! - [`engine`]: one deploy from plan to outcome: jobs out, events into the log, policy decides.
+//! - [`enrolment`]: whether a host's presented keys are recorded (`HostEnrolled`), pure.
 //! - [`hooks`]: Kamal hooks with `KAMAL_*` variables.
 //! - [`procedure`]: the deploy procedures (`deploy`, `redeploy`, `rollback`, `resume`,
 //!   `auto_rollback`) as named stages over the two seams, [`transport::Transport`] and
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod enrolment;
 pub mod hooks;
 pub mod jobs;
 pub mod metrics;

@@ -56,7 +56,6 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     let quiet = s.args.quiet;
     let report = move |p: Progress| print_progress(json, quiet, &p);
     let results = flotilla_setup::bootstrap(&pool, &specs, &image, &report).await;
-    pool.close().await;
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for r in results {
@@ -71,6 +70,19 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
             }
         }
     }
+    // Enrolment over the same pooled connections: the identity each executor wrote, with
+    // the host key of the connection it was read over. Changed keys are refused here;
+    // `flotilla server enroll HOST --replace` accepts them.
+    for b in &done {
+        match crate::enrol::enroll_host(&pool, &s.log, &s.actor, &b.host, false).await {
+            Ok(outcome) => print_enrolment(json, quiet, &b.host, &outcome),
+            Err(e) => {
+                eprintln!("flotilla: {}", crate::exit::render(&e));
+                failed.push(b.host.clone());
+            }
+        }
+    }
+    pool.close().await;
     if failed.is_empty() {
         return Ok(done);
     }
@@ -171,6 +183,23 @@ pub fn picked_hosts(config: &Config, args: &FleetArgs) -> Vec<String> {
         out.retain(|h| Some(h) == primary);
     }
     out
+}
+
+fn print_enrolment(json: bool, quiet: bool, host: &str, outcome: &crate::enrol::Outcome) {
+    let enrolled = matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"host": host, "enrolled": enrolled})
+        );
+    } else if !quiet {
+        match outcome {
+            crate::enrol::Outcome::Enrolled { signing_key } => {
+                eprintln!("{host}: enrolled (signing key {signing_key})")
+            }
+            crate::enrol::Outcome::Unchanged => eprintln!("{host}: already enrolled"),
+        }
+    }
 }
 
 fn print_progress(json: bool, quiet: bool, p: &Progress) {

@@ -38,11 +38,14 @@ enum ExecutorCommand {
     /// Run the executor in the foreground (SIGTERM finishes the current step, then exits)
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
-    /// Print this host's sealing public key (made on first use)
+    /// Print this host's public keys (sealing and signing; made on first use)
     #[command(
-        after_help = "Examples:\n  flotilla executor key\n  flotilla executor key --state-dir /var/lib/flotilla/executor"
+        after_help = "Examples:\n  flotilla executor key            # the sealing key\n  flotilla executor key --json     # both keys, as identity.pub holds them\n  flotilla executor key --state-dir /var/lib/flotilla/executor"
     )]
     Key {
+        /// Print both public keys as JSON (what enrolment records)
+        #[arg(long)]
+        json: bool,
         /// Where the executor keeps its key and job journal
         #[arg(
             long,
@@ -86,12 +89,15 @@ struct RunArgs {
 
 pub fn run(args: ExecutorArgs) -> anyhow::Result<()> {
     match args.command {
-        ExecutorCommand::Key { state_dir } => {
-            let (key, _) = flotilla_executor::keys::load_or_generate(&state_dir.join("host.key"))
-                .context("read or make the host key")?;
-            use std::io::Write as _;
-            writeln!(std::io::stdout(), "{}", key.public_key_base64())?;
-            Ok(())
+        ExecutorCommand::Key { state_dir, json } => {
+            let identity = flotilla_executor::keys::Identity::load(&state_dir)
+                .context("read or make the host's keys")?;
+            let text = if json {
+                identity.public().to_json()
+            } else {
+                identity.sealing.public_key_base64()
+            };
+            crate::commands::write_stdout(&(text + "\n"))
         }
         ExecutorCommand::Run(args) => {
             init_logging();
@@ -219,14 +225,19 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("/var/lib/flotilla/executor"));
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("create {}", state_dir.display()))?;
-    let (host_key, made) = flotilla_executor::keys::load_or_generate(&state_dir.join("host.key"))
-        .context("read or make the host key")?;
+    let identity = flotilla_executor::keys::Identity::load(&state_dir)
+        .context("read or make the host's keys")?;
     println!(
-        "flotilla executor {}: host {host}, sealing key {}{}",
+        "flotilla executor {}: host {host}, signing key {}{}",
         env!("CARGO_PKG_VERSION"),
-        host_key.public_key_base64(),
-        if made { " (made now)" } else { "" }
+        identity.signing.public_key_base64(),
+        if identity.made {
+            " (made now: enrol it with `flotilla server enroll HOST --replace` if this host was enrolled before)"
+        } else {
+            ""
+        }
     );
+    let host_key = identity.sealing;
     let journal = Journal::load(&state_dir.join("jobs.json")).context("read the job journal")?;
     let docker_socket = args
         .docker_socket

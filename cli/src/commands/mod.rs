@@ -4,7 +4,6 @@ pub mod bootstrap;
 pub mod config;
 pub mod deploy;
 pub mod docs;
-pub mod enroll;
 pub mod events;
 pub mod executor;
 pub mod history;

@@ -1,5 +1,6 @@
 //! `flotilla server exec CMD`: a command on every host (or those `-h`/`-r`/`-p` pick) over
 //! SSH, in parallel through one pooled connection per host, Kamal's output per host.
+//! `flotilla server enroll [HOST...] [--replace]`: records each executor's keys, read over SSH.
 
 use crate::commands::config::ConfigArgs;
 use crate::exit::{FAILED, UserError};
@@ -27,6 +28,25 @@ enum ServerAction {
     Exec(ExecArgs),
     /// Install Docker where missing, the agents and NATS, over SSH
     Bootstrap(crate::commands::bootstrap::BootstrapArgs),
+    /// Record each host's executor keys (read over SSH) as its trusted identity
+    #[command(after_help = ENROLL_EXAMPLES, disable_help_flag = true)]
+    Enroll(EnrollArgs),
+}
+
+const ENROLL_EXAMPLES: &str = "Examples:
+  flotilla server enroll                     # every host; already-enrolled hosts are checked
+  flotilla server enroll 10.0.0.5 --replace  # accept the new keys of a reinstalled host";
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    #[command(flatten)]
+    fleet: crate::session::FleetArgs,
+    /// Accept keys that differ from the enrolled ones (name the hosts explicitly)
+    #[arg(long, requires = "targets")]
+    replace: bool,
+    /// The hosts to enrol [default: every host in the config]
+    #[arg(value_name = "HOST")]
+    targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -54,10 +74,74 @@ struct ExecArgs {
 }
 
 pub async fn run(cmd: &ServerCmd) -> anyhow::Result<()> {
-    let args = match &cmd.action {
-        ServerAction::Exec(args) => args,
-        ServerAction::Bootstrap(args) => return crate::commands::bootstrap::run(args).await,
+    match &cmd.action {
+        ServerAction::Exec(args) => exec(args).await,
+        ServerAction::Bootstrap(args) => crate::commands::bootstrap::run(args).await,
+        ServerAction::Enroll(args) => enroll(args).await,
+    }
+}
+
+async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
+    let session = crate::session::Session::open(&args.fleet)?;
+    let all: Vec<String> = session
+        .config
+        .all_hosts()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let targets = if args.targets.is_empty() {
+        all.clone()
+    } else {
+        args.targets.clone()
     };
+    if let Some(unknown) = targets.iter().find(|t| !all.contains(t)) {
+        return Err(UserError {
+            message: format!("{unknown} is not a host of this config"),
+            hint: Some(format!("hosts: {}", all.join(", "))),
+            code: crate::exit::USAGE,
+        }
+        .into());
+    }
+    let pool = Pool::new(Settings::from_kamal(
+        &session.config.ssh,
+        &session.config.sshkit,
+        Env::from_process(),
+    ));
+    let mut failed = Vec::new();
+    for host in &targets {
+        let result =
+            crate::enrol::enroll_host(&pool, &session.log, &session.actor, host, args.replace)
+                .await;
+        let line = match &result {
+            Ok(crate::enrol::Outcome::Enrolled { signing_key }) => {
+                format!("{host}: enrolled (signing key {signing_key})")
+            }
+            Ok(crate::enrol::Outcome::Unchanged) => format!("{host}: already enrolled"),
+            Err(e) => {
+                failed.push(host.clone());
+                format!("{host}: {}", crate::exit::render(e))
+            }
+        };
+        if args.fleet.json {
+            let v = serde_json::json!({"host": host, "ok": result.is_ok(), "message": line});
+            crate::commands::write_stdout(&format!("{v}\n"))?;
+        } else {
+            crate::commands::write_stdout(&format!("{line}\n"))?;
+        }
+    }
+    pool.close().await;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(UserError {
+        message: format!("enrolment failed on {}", failed.join(", ")),
+        hint: Some("see each host's line above".into()),
+        code: FAILED,
+    }
+    .into())
+}
+
+async fn exec(args: &ExecArgs) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     let config = args.config.load()?;
     let hosts = hosts(&config, args);

@@ -28,8 +28,7 @@ pub async fn run(cmd: &SetupCmd) -> anyhow::Result<()> {
     {
         // The session holds the event log; the deploy below opens its own.
         let s = Session::open(&cmd.deploy.fleet)?;
-        let hosts = bootstrap_fleet(&s).await?;
-        crate::commands::enroll::record(&s, &hosts).await?;
+        bootstrap_fleet(&s).await?;
     }
     crate::commands::deploy::run(&cmd.deploy, false).await
 }

@@ -8,10 +8,12 @@
 //! requested): a fold never fails, it records what it can.
 
 mod deploy_state;
+mod enrolled;
 mod fleet;
 mod releases;
 
 pub use deploy_state::{DeployState, DeployStatus, Deploys, HostState, HostStatus};
+pub use enrolled::{Enrolled, Enrolment};
 pub use fleet::{FleetState, HostRuns, RunningAccessory, RunningContainer};
 pub use releases::{ImageRef, Outcome, Release, ReleaseTarget, Releases};
 
@@ -43,6 +45,8 @@ pub struct Projections {
     pub releases: Releases,
     /// What each host runs now.
     pub fleet: FleetState,
+    /// Each host's enrolled keys.
+    pub enrolled: Enrolled,
 }
 
 impl Projections {
@@ -61,5 +65,6 @@ impl Projection for Projections {
         self.deploys.apply(event);
         self.releases.apply(event);
         self.fleet.apply(event);
+        self.enrolled.apply(event);
     }
 }
