@@ -34,6 +34,8 @@ pub enum HostError {
         #[source]
         source: ImageError,
     },
+    #[error("{host}: remove failed: {output}")]
+    Remove { host: String, output: String },
     #[error("{host}: the executor wrote no {path} within {after:?}")]
     NoIdentity {
         host: String,
@@ -58,6 +60,10 @@ impl HostError {
                 _ => format!("check that {host} is up and the ssh: settings reach it"),
             },
             HostError::Image { source, .. } => source.hint().to_owned(),
+            HostError::Remove { host, .. } => format!(
+                "remove is safe to run again; see what is left with `flotilla server exec -h \
+                 {host} 'docker ps -a; ls -A /etc/flotilla /var/lib/flotilla'`"
+            ),
             HostError::Step { host, .. } | HostError::NoIdentity { host, .. } => format!(
                 "see `flotilla server exec -h {host} 'docker ps -a; docker logs flotilla-executor'`"
             ),
@@ -238,9 +244,8 @@ pub async fn remove(s: &Session, spec: &plan::RemoveSpec) -> Result<(), HostErro
     if out.success() {
         return Ok(());
     }
-    Err(HostError::Step {
+    Err(HostError::Remove {
         host: s.host().to_owned(),
-        step: "remove".into(),
         output: last_line(&out.stderr, &out.stdout),
     })
 }

@@ -414,7 +414,8 @@ pub fn repository_of(image: &str) -> &str {
 }
 
 /// One shell command that removes everything Flotilla and the app put on a host. Each part
-/// tolerates absence, so a second run (or a half-set-up host) is fine.
+/// tolerates absence, so a second run (or a half-set-up host) is fine. A directory that is a
+/// mount point cannot go itself: it is emptied, and only what is left inside is an error.
 pub fn remove_command(spec: &RemoveSpec) -> String {
     let q = flotilla_ssh::shell_quote;
     let images: String = spec
@@ -432,7 +433,9 @@ pub fn remove_command(spec: &RemoveSpec) -> String {
          docker image ls -q{images} | sort -u | xargs -r docker rmi -f >/dev/null; \
          docker volume ls -q --filter label=service={svc} | xargs -r docker volume rm >/dev/null; \
          docker network rm kamal >/dev/null 2>&1; \
-         fi; rm -rf {ETC_DIR} {STATE_DIR} {RUN_DIR}",
+         fi; rm -rf {ETC_DIR} {STATE_DIR} {RUN_DIR} 2>/dev/null; \
+         left=$(find {ETC_DIR} {STATE_DIR} {RUN_DIR} -mindepth 1 2>/dev/null | head -3); \
+         [ -z \"$left\" ] || {{ echo \"could not remove $left\" >&2; exit 1; }}",
         svc = q(&spec.service),
     )
 }

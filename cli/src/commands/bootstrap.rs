@@ -102,6 +102,7 @@ fn host_of(e: &flotilla_setup::HostError) -> String {
         | E::DockerInstall { host, .. }
         | E::Step { host, .. }
         | E::Image { host, .. }
+        | E::Remove { host, .. }
         | E::NoIdentity { host, .. } => host.clone(),
     }
 }
