@@ -11,4 +11,5 @@ mod load;
 mod metrics;
 mod project;
 mod server;
+mod setup;
 mod support;
