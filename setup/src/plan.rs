@@ -126,6 +126,8 @@ pub struct Facts {
 }
 
 /// One shell command that prints the facts as `key=value` lines (base64 for file bodies).
+/// Docker counts as present when `docker -v` runs (as Kamal checks), not when a file of that
+/// name is on PATH.
 pub fn probe_command(image: &str) -> String {
     let inspect = |name: &str| {
         format!(
@@ -133,12 +135,12 @@ pub fn probe_command(image: &str) -> String {
         )
     };
     format!(
-        "command -v docker >/dev/null 2>&1 && echo docker=1; \
+        "docker -v >/dev/null 2>&1 && echo docker=1; \
          {{ [ \"$(id -u)\" -eq 0 ] || command -v sudo >/dev/null 2>&1; }} && echo can_install=1; \
          [ -d {EXECUTOR_STATE} ] && [ -d {PROXY_STATE} ] && [ -d {ETC_DIR} ] && echo dirs=1; \
          [ -f {EXECUTOR_CONF} ] && echo executor_conf=$(base64 -w0 {EXECUTOR_CONF}); \
          [ -f {NATS_CONF} ] && echo nats_conf=$(base64 -w0 {NATS_CONF}); \
-         if command -v docker >/dev/null 2>&1; then \
+         if docker -v >/dev/null 2>&1; then \
          docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; fi; true",
         inspect(PROXY),
         inspect(EXECUTOR),
@@ -427,7 +429,7 @@ pub fn remove_command(spec: &RemoveSpec) -> String {
         .concat();
     // `docker image ls` combines several reference filters with OR.
     format!(
-        "if command -v docker >/dev/null 2>&1; then \
+        "if docker -v >/dev/null 2>&1; then \
          docker ps -aq --filter label=service={svc} | xargs -r docker rm -f -v >/dev/null; \
          docker rm -f -v {PROXY} {PROXY_NEXT} {EXECUTOR} {NATS} >/dev/null 2>&1; \
          docker image ls -q{images} | sort -u | xargs -r docker rmi -f >/dev/null; \
