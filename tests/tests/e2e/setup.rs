@@ -332,3 +332,52 @@ fn host_without_docker_gets_a_clear_message() {
         "true"
     );
 }
+
+/// A new flotilla binary (here: the same one with bytes appended, so a new digest and a new
+/// image tag) replaces the agents on the next bootstrap, and the proxy is handed over
+/// (the new one listens beside the old, which then drains) without failing a request of
+/// continuous load; a bootstrap right after changes nothing.
+#[test]
+fn new_agent_image_replaces_the_agents_without_dropping_a_request() {
+    let fleet = fleet(1);
+    let h1 = &fleet.hosts[0];
+    let project = BareProject::new(&fleet, &[h1]);
+    project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    let image = |name: &str| {
+        ssh_ok(
+            &fleet,
+            h1,
+            &format!("docker inspect -f '{{{{.Config.Image}}}}' {name}"),
+        )
+    };
+    let old = image("flotilla-proxy");
+
+    let changed = project.root().join("flotilla-changed");
+    let mut bytes = std::fs::read(&project.flotilla).unwrap();
+    bytes.extend_from_slice(b"\0a different build\0");
+    std::fs::write(&changed, bytes).unwrap();
+    std::fs::set_permissions(
+        &changed,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = [("FLOTILLA_AGENT_BINARY", changed.to_str().unwrap())];
+
+    let load = crate::load::start(&[SocketAddr::from((h1.addr, 80))], 4);
+    project.flotilla_ok(&["server", "bootstrap"], &agent);
+    let stats = load.stop();
+    assert!(stats.ok > 0);
+    assert!(
+        stats.failed.is_empty(),
+        "{} of {} requests failed during the hand-over: {:?}",
+        stats.failed.len(),
+        stats.ok + stats.failed.len(),
+        &stats.failed[..stats.failed.len().min(5)]
+    );
+    let new = image("flotilla-proxy");
+    assert_ne!(new, old);
+    assert_eq!(image("flotilla-executor"), new);
+    assert_eq!(version_of(h1), "v1");
+    let out = project.flotilla_ok(&["server", "bootstrap", "--json"], &agent);
+    assert!(out.contains(r#""planned":[]"#), "{out}");
+}
