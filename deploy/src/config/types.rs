@@ -464,6 +464,7 @@ pub struct Flotilla {
     pub metrics: Option<Metrics>,
     /// The control host(s): where `flotilla setup` boots NATS. Empty: the first host of the
     /// primary role.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub control: Vec<String>,
 }
 
@@ -497,6 +498,7 @@ pub struct Nats {
     pub url: Option<String>,
     pub creds: Option<String>,
     /// The image of the NATS server setup boots (default: the official `nats` image).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
 
