@@ -189,10 +189,8 @@ pub fn picked_hosts(config: &Config, args: &FleetArgs) -> Vec<String> {
 fn print_enrolment(json: bool, quiet: bool, host: &str, outcome: &crate::enrol::Outcome) {
     let enrolled = matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"host": host, "enrolled": enrolled})
-        );
+        let line = serde_json::json!({"host": host, "enrolled": enrolled});
+        let _ = crate::commands::write_stdout(&format!("{line}\n"));
     } else if !quiet {
         match outcome {
             crate::enrol::Outcome::Enrolled { signing_key } => {
@@ -214,7 +212,8 @@ fn print_progress(json: bool, quiet: bool, p: &Progress) {
                 serde_json::json!({"host": host, "finished": true, "changed": changed})
             }
         };
-        println!("{line}");
+        // A closed pipe only ends the progress output; the work goes on and is reported.
+        let _ = crate::commands::write_stdout(&format!("{line}\n"));
         return;
     }
     if quiet {
