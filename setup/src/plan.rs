@@ -32,6 +32,10 @@ pub const DEFAULT_NATS_IMAGE: &str = "nats:2.11";
 /// requests for up to 30 s (its `--shutdown-timeout` default), the executor finishes its step.
 pub const STOP_TIMEOUT_SECS: u32 = 40;
 
+/// Docker's json-file log of an agent is capped, as Kamal caps kamal-proxy's: the agents run
+/// for months and Docker never rotates by default.
+pub const LOG_MAX_SIZE: &str = "max-size=10m";
+
 /// What one host should run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostSpec {
@@ -298,6 +302,8 @@ fn agent_common(name: &str) -> Vec<String> {
         &STOP_TIMEOUT_SECS.to_string(),
         "--label",
         "flotilla.agent=1",
+        "--log-opt",
+        LOG_MAX_SIZE,
     ]
     .map(String::from)
     .to_vec()
@@ -625,7 +631,7 @@ mod tests {
         assert_eq!(
             e,
             "run -d --name flotilla-executor --restart unless-stopped --network host \
-             --stop-timeout 40 --label flotilla.agent=1 -v /var/run/docker.sock:/var/run/docker.sock \
+             --stop-timeout 40 --label flotilla.agent=1 --log-opt max-size=10m -v /var/run/docker.sock:/var/run/docker.sock \
              -v /var/lib/flotilla/executor:/var/lib/flotilla/executor -v /etc/flotilla:/etc/flotilla:ro \
              -v /run/flotilla:/run/flotilla flotilla:x executor run"
         );
