@@ -70,10 +70,12 @@ pub struct AgentImage {
 }
 
 impl AgentImage {
-    /// The binary setup ships: `FLOTILLA_AGENT_BINARY`, else the running executable.
+    /// The binary setup ships: `FLOTILLA_AGENT_BINARY`, else the running executable (by its
+    /// real path, so an error names the file the user ran).
     pub fn default_binary() -> PathBuf {
         std::env::var_os(BINARY_ENV)
             .map(PathBuf::from)
+            .or_else(|| std::fs::read_link("/proc/self/exe").ok())
             .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
     }
 
