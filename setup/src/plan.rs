@@ -15,6 +15,9 @@ pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
 pub const NATS_CONF: &str = "/etc/flotilla/nats.conf";
 pub const SCHEDULER_PUB: &str = "/etc/flotilla/scheduler.pub";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Where a running proxy hands its listening sockets to its successor (`proxy run
+/// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
+pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
 
 /// Container names of the agents and of the NATS server setup boots.
 pub const PROXY: &str = "flotilla-proxy";
@@ -227,8 +230,9 @@ impl Step {
 }
 
 /// `docker run` argv of the proxy: host networking, so it listens on the host's 80/443 as a
-/// host process would, reaches app containers at their addresses on the `kamal` network,
-/// and a new proxy can listen beside the old one (SO_REUSEPORT) while that one drains.
+/// host process would and reaches app containers at their addresses on the `kamal` network;
+/// a new proxy takes the old one's listening sockets over (`--listeners-socket`) and serves
+/// beside it while that one drains.
 pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
     let mut v = agent_common(name);
     v.extend(
@@ -240,6 +244,8 @@ pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
             image,
             "proxy",
             "run",
+            "--listeners-socket",
+            PROXY_LISTENERS,
         ]
         .map(String::from),
     );
@@ -636,7 +642,8 @@ mod tests {
              -v /run/flotilla:/run/flotilla flotilla:x executor run"
         );
         assert!(proxy_argv(PROXY, "flotilla:x").join(" ").ends_with(
-            "-v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run"
+            "-v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
+             --listeners-socket /run/flotilla/proxy-listeners.sock"
         ));
     }
 }
