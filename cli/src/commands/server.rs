@@ -24,6 +24,8 @@ enum ServerAction {
     /// Run a command on every host over SSH, in parallel
     #[command(after_help = EXAMPLES, disable_help_flag = true)]
     Exec(ExecArgs),
+    /// Install Docker where missing, the agents and NATS, over SSH
+    Bootstrap(crate::commands::bootstrap::BootstrapArgs),
     /// Record each host's executor keys (read over SSH) as its trusted identity
     #[command(after_help = ENROLL_EXAMPLES, disable_help_flag = true)]
     Enroll(EnrollArgs),
@@ -62,6 +64,7 @@ struct ExecArgs {
 pub async fn run(cmd: &ServerCmd) -> anyhow::Result<()> {
     match &cmd.action {
         ServerAction::Exec(args) => exec(args).await,
+        ServerAction::Bootstrap(args) => crate::commands::bootstrap::run(args).await,
         ServerAction::Enroll(args) => enroll(args).await,
     }
 }

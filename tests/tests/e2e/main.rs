@@ -13,5 +13,6 @@ mod load;
 mod metrics;
 mod project;
 mod server;
+mod setup;
 mod support;
 mod traces;
