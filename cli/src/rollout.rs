@@ -21,26 +21,24 @@ use tokio_util::sync::CancellationToken;
 /// booted it), or says what to check. The session keeps the tunnel open.
 pub async fn connect(s: &Session) -> anyhow::Result<NatsTransport> {
     let endpoint = nats_endpoint(&s.config).await?;
-    let transport = NatsTransport::connect(&endpoint.url, endpoint.creds.as_deref())
-        .await
-        .map_err(|e: ConnectError| {
-            let (message, hint) = if endpoint.tunnelled() {
-                (
-                    "cannot reach NATS on the control host through the SSH tunnel".to_owned(),
-                    "is NATS running there? `flotilla setup` boots it",
-                )
-            } else {
-                (
-                    format!("cannot reach NATS at {}", endpoint.url),
-                    "is the NATS server running and x-flotilla.nats.url right?",
-                )
-            };
-            anyhow::Error::new(e).context(UserError {
-                message,
-                hint: Some(hint.into()),
-                code: FAILED,
-            })
-        })?;
+    let transport = endpoint.transport().await.map_err(|e: ConnectError| {
+        let (message, hint) = if endpoint.tunnelled() {
+            (
+                "cannot reach NATS on the control host through the SSH tunnel".to_owned(),
+                "is NATS running there? `flotilla setup` boots it",
+            )
+        } else {
+            (
+                format!("cannot reach NATS at {}", endpoint.url),
+                "is the NATS server running and x-flotilla.nats.url right?",
+            )
+        };
+        anyhow::Error::new(e).context(UserError {
+            message,
+            hint: Some(hint.into()),
+            code: FAILED,
+        })
+    })?;
     if let Ok(mut held) = s.nats.lock() {
         *held = Some(endpoint);
     }

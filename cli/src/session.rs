@@ -161,11 +161,38 @@ pub fn scheduler_key(root: &Path) -> anyhow::Result<JobSigner> {
     Ok(signer)
 }
 
+/// The operators' NATS key, made on first use in `.flotilla/nats-operator.nk` (mode 0600):
+/// the NATS `flotilla setup` boots admits it with every permission, and hosts with their own.
+pub fn operator_nkey(root: &Path) -> anyhow::Result<nkeys::KeyPair> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = root.join(".flotilla");
+    let path = dir.join("nats-operator.nk");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = zeroize::Zeroizing::new(text);
+        return nkeys::KeyPair::from_seed(text.trim())
+            .with_context(|| format!("{} is not a NATS user seed", path.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = nkeys::KeyPair::new_user();
+    let seed = zeroize::Zeroizing::new(key.seed().context("a new NATS key has a seed")?);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, seed.as_bytes())?;
+    file.sync_all()?;
+    Ok(key)
+}
+
 /// Where the CLI reaches NATS. With a tunnel, the pool and the forward live as long as this
 /// value: keep it until the NATS client is dropped.
 pub struct NatsEndpoint {
     pub url: String,
     pub creds: Option<PathBuf>,
+    /// The operators' key, for the NATS `flotilla setup` booted (it admits no one else).
+    nkey_seed: Option<zeroize::Zeroizing<String>>,
     /// Set when NATS is the one `flotilla setup` boots: `127.0.0.1:PORT` forwarded over SSH to
     /// the control host's NATS port, so no NATS port needs to be open to the operator.
     tunnel: Option<(flotilla_ssh::Pool, flotilla_ssh::Forward)>,
@@ -184,6 +211,25 @@ impl NatsEndpoint {
     /// The control host the tunnel goes to, when there is one.
     pub fn tunnelled(&self) -> bool {
         self.tunnel.is_some()
+    }
+
+    /// How to authenticate at this endpoint.
+    pub fn auth(&self) -> flotilla_scheduler::transport::bus::NatsAuth {
+        flotilla_scheduler::transport::bus::NatsAuth {
+            creds: self.creds.clone(),
+            nkey_seed: self.nkey_seed.clone(),
+        }
+    }
+
+    /// The scheduler's transport over this endpoint.
+    pub async fn transport(
+        &self,
+    ) -> Result<
+        flotilla_scheduler::transport::nats::NatsTransport,
+        flotilla_scheduler::transport::nats::ConnectError,
+    > {
+        flotilla_scheduler::transport::nats::NatsTransport::connect_with(&self.url, &self.auth())
+            .await
     }
 }
 
@@ -208,6 +254,7 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         return Ok(NatsEndpoint {
             url,
             creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
+            nkey_seed: None,
             tunnel: None,
         });
     }
@@ -215,6 +262,7 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         return Ok(NatsEndpoint {
             url,
             creds: None,
+            nkey_seed: None,
             tunnel: None,
         });
     }
@@ -245,9 +293,12 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         .forward_tcp("127.0.0.1", flotilla_setup::plan::NATS_PORT)
         .await
         .map_err(tunnel_err)?;
+    let root = std::env::current_dir().context("reading the current directory")?;
+    let operator = operator_nkey(&root)?;
     Ok(NatsEndpoint {
         url: format!("nats://{}", forward.local_addr()),
         creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
+        nkey_seed: operator.seed().ok().map(zeroize::Zeroizing::new),
         tunnel: Some((pool, forward)),
     })
 }

@@ -153,6 +153,7 @@ pub async fn run_step(
             t = plan::STOP_TIMEOUT_SECS,
             n = shell_quote(name)
         ),
+        Step::Reload { name } => format!("docker kill -s HUP {}", shell_quote(name)),
         Step::HandOverProxy { argv } => handover(argv),
     };
     let out = s.exec(&command).await.map_err(ssh_err(s))?;

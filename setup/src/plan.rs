@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use flotilla_protocol::access::User;
+
 /// Where everything Flotilla keeps on a host lives.
 pub const ETC_DIR: &str = "/etc/flotilla";
 pub const STATE_DIR: &str = "/var/lib/flotilla";
@@ -60,21 +62,25 @@ pub struct NatsSpec {
     pub config: String,
 }
 
-/// The settings of the NATS server setup boots, as data. TLS and nkeys go here later.
+/// The settings of the NATS server setup boots, as data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatsSettings {
     pub server_name: String,
     pub port: u16,
     /// The JetStream store inside the container (a bind of [`NATS_STATE`]).
     pub store_dir: String,
+    /// Who may connect, with what permissions: the operators' key and each enrolled host's
+    /// (`flotilla_protocol::access`). No connection without one of these keys gets in.
+    pub users: Vec<User>,
 }
 
 impl NatsSettings {
-    pub fn for_host(host: &str) -> NatsSettings {
+    pub fn for_host(host: &str, users: Vec<User>) -> NatsSettings {
         NatsSettings {
             server_name: format!("flotilla-{}", flotilla_token(host)),
             port: NATS_PORT,
             store_dir: "/data".into(),
+            users,
         }
     }
 }
@@ -83,8 +89,11 @@ impl NatsSettings {
 pub fn nats_config(s: &NatsSettings) -> String {
     format!(
         "# Written by flotilla setup; rewritten on every setup.\n\
-         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
-        s.server_name, s.port, s.store_dir
+         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{}",
+        s.server_name,
+        s.port,
+        s.store_dir,
+        flotilla_protocol::access::authorization_conf(&s.users)
     )
 }
 
@@ -208,6 +217,9 @@ pub enum Step {
     Start { name: String },
     /// Stop (SIGTERM, then the stop timeout) and remove.
     Remove { name: String },
+    /// Tell a running container to reread its configuration (SIGHUP): NATS admits newly
+    /// enrolled hosts without a restart.
+    Reload { name: String },
     /// Start the new proxy beside the old one (both listen with SO_REUSEPORT), wait until
     /// it has taken the admin socket, then stop the old one (it drains) and rename.
     HandOverProxy { argv: Vec<String> },
@@ -224,6 +236,7 @@ impl Step {
             Step::Run { name, .. } => format!("run {name}"),
             Step::Start { name } => format!("start {name}"),
             Step::Remove { name } => format!("remove {name}"),
+            Step::Reload { name } => format!("reload {name}'s configuration"),
             Step::HandOverProxy { .. } => format!("hand {PROXY} over to the new image"),
         }
     }
@@ -335,14 +348,20 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
                 content: nats.config.clone(),
             });
         }
-        container_steps(
-            &mut steps,
-            NATS,
-            &nats.image,
-            facts.nats.as_ref(),
-            conf_changed,
-            nats_argv(&nats.image),
-        );
+        match facts.nats.as_ref() {
+            // Only the configuration changed (a host enrolled): reloaded in place.
+            Some(c) if c.image == nats.image && c.running && conf_changed => {
+                steps.push(Step::Reload { name: NATS.into() });
+            }
+            now => container_steps(
+                &mut steps,
+                NATS,
+                &nats.image,
+                now,
+                conf_changed,
+                nats_argv(&nats.image),
+            ),
+        }
     }
     match &facts.proxy {
         Some(c) if c.image == spec.image => {
@@ -465,7 +484,7 @@ mod tests {
             executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY"),
             nats: nats.then(|| NatsSpec {
                 image: "nats:2.11".into(),
-                config: nats_config(&NatsSettings::for_host("10.0.0.5")),
+                config: nats_config(&NatsSettings::for_host("10.0.0.5", vec![])),
             }),
         }
     }
@@ -622,10 +641,15 @@ mod tests {
             "# Written by flotilla setup; rewritten on every setup.\nhost_id = h1\n\
              nats_url = nats://10.0.0.1:4222\nscheduler_key = K\nstate_dir = /var/lib/flotilla/executor\n"
         );
+        let operator = User {
+            nkey: "UOPERATOR".into(),
+            permissions: flotilla_protocol::access::operator_permissions(),
+        };
         assert_eq!(
-            nats_config(&NatsSettings::for_host("10.0.0.1")),
+            nats_config(&NatsSettings::for_host("10.0.0.1", vec![operator])),
             "# Written by flotilla setup; rewritten on every setup.\nserver_name: \"flotilla-10-0-0-1\"\n\
-             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\n"
+             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\nauthorization {\n  users = [\n    \
+             { nkey: \"UOPERATOR\", permissions: { publish: { allow: [\">\"] }, subscribe: { allow: [\">\"] } } }\n  ]\n}\n"
         );
     }
 
@@ -645,5 +669,64 @@ mod tests {
             "-v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
              --listeners-socket /run/flotilla/proxy-listeners.sock"
         ));
+    }
+
+    /// A newly enrolled host changes only NATS's users: the running NATS rereads its
+    /// configuration (SIGHUP) instead of restarting; another image still replaces it.
+    #[test]
+    fn changed_users_reload_nats_in_place() {
+        let spec = HostSpec {
+            host: "h1".into(),
+            image: "flotilla:x".into(),
+            executor_conf: "c".into(),
+            nats: Some(NatsSpec {
+                image: "nats:2.11".into(),
+                config: "new".into(),
+            }),
+        };
+        let mut facts = Facts {
+            docker: true,
+            can_install: true,
+            image_present: true,
+            proxy: Some(Container {
+                image: "flotilla:x".into(),
+                running: true,
+            }),
+            executor: Some(Container {
+                image: "flotilla:x".into(),
+                running: true,
+            }),
+            nats: Some(Container {
+                image: "nats:2.11".into(),
+                running: true,
+            }),
+            executor_conf: Some("c".into()),
+            nats_conf: Some("old".into()),
+            dirs: true,
+        };
+        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats.conf",
+                "reload flotilla-nats's configuration"
+            ]
+        );
+        facts.nats_conf = Some("new".into());
+        assert!(plan(&spec, &facts).is_empty());
+        facts.nats_conf = Some("old".into());
+        facts.nats = Some(Container {
+            image: "nats:2.10".into(),
+            running: true,
+        });
+        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats.conf",
+                "remove flotilla-nats",
+                "run flotilla-nats"
+            ]
+        );
     }
 }

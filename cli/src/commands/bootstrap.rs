@@ -46,7 +46,7 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
             })
         })?;
     let key = scheduler_key(&s.root)?.public_key_base64();
-    let specs = host_specs(&s.config, &s.args, &image.tag, &key)?;
+    let specs = host_specs(&s.config, &s.args, &image.tag, &key, &nats_users(s)?)?;
     let pool = Pool::new(Settings::from_kamal(
         &s.config.ssh,
         &s.config.sshkit,
@@ -73,12 +73,32 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     // Enrolment over the same pooled connections: the identity each executor wrote, with
     // the host key of the connection it was read over. Changed keys are refused here;
     // `flotilla server enroll HOST --replace` accepts them.
+    let mut enrolled_now = false;
     for b in &done {
         match crate::enrol::enroll_host(&pool, &s.log, &s.actor, &b.host, false).await {
-            Ok(outcome) => print_enrolment(json, quiet, &b.host, &outcome),
+            Ok(outcome) => {
+                enrolled_now |= matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
+                print_enrolment(json, quiet, &b.host, &outcome);
+            }
             Err(e) => {
                 eprintln!("flotilla: {}", crate::exit::render(&e));
                 failed.push(b.host.clone());
+            }
+        }
+    }
+    // The NATS setup boots admits a host only by its enrolled key: a host enrolled just now
+    // is added to its users (the running NATS rereads its configuration, no restart); its
+    // executor, retrying, gets in.
+    if enrolled_now {
+        let users = nats_users(s)?;
+        let control: Vec<HostSpec> = host_specs(&s.config, &s.args, &image.tag, &key, &users)?
+            .into_iter()
+            .filter(|h| h.nats.is_some())
+            .collect();
+        for r in flotilla_setup::bootstrap(&pool, &control, &image, &report).await {
+            if let Err(e) = r {
+                eprintln!("flotilla: {e}\n  next: {}", e.hint());
+                failed.push(host_of(&e));
             }
         }
     }
@@ -107,13 +127,32 @@ fn host_of(e: &flotilla_setup::HostError) -> String {
     }
 }
 
+/// Who the NATS setup boots admits: the operators (this project's `.flotilla/nats-operator.nk`)
+/// with every permission, and each enrolled host with its own key and only its own subjects.
+fn nats_users(s: &Session) -> anyhow::Result<Vec<plan::User>> {
+    use flotilla_protocol::access;
+    let operator = crate::session::operator_nkey(&s.root)?;
+    let mut users = vec![plan::User {
+        nkey: operator.public_key(),
+        permissions: access::operator_permissions(),
+    }];
+    let enrolled = flotilla_events::Enrolled::from_log(&s.log)
+        .map_err(|e| anyhow::Error::new(e).context("read the enrolled hosts from the event log"))?;
+    users.extend(enrolled.hosts().map(|(host, e)| plan::User {
+        nkey: e.keys.nats_key.clone(),
+        permissions: access::host_permissions(host),
+    }));
+    Ok(users)
+}
+
 /// What each host should run: the agents everywhere; NATS on the control host when no
-/// `x-flotilla.nats.url` names a NATS of the user's own.
+/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only.
 pub fn host_specs(
     config: &Config,
     args: &FleetArgs,
     image: &str,
     scheduler_key: &str,
+    users: &[plan::User],
 ) -> anyhow::Result<Vec<HostSpec>> {
     let own_nats = config.flotilla.nats.as_ref().and_then(|n| n.url.clone());
     let control = control_host(config);
@@ -148,7 +187,7 @@ pub fn host_specs(
             nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(|| {
                 NatsSpec {
                     image: nats_image.clone(),
-                    config: plan::nats_config(&NatsSettings::for_host(&host)),
+                    config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
                 }
             }),
             executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key),

@@ -235,13 +235,11 @@ pub async fn with_lock<T>(
     // Kept until the lock is released: with a tunnel, the forward lives as long as this.
     let endpoint = nats_endpoint(config).await?;
     let url = &endpoint.url;
-    let NatsTransport { locks, .. } = NatsTransport::connect(url, endpoint.creds.as_deref())
-        .await
-        .map_err(|e| UserError {
-            message: format!("cannot reach NATS at {url} to take the deploy lock: {e}"),
-            hint: Some("check x-flotilla.nats.url, or run `flotilla setup` (it boots NATS)".into()),
-            code: FAILED,
-        })?;
+    let NatsTransport { locks, .. } = endpoint.transport().await.map_err(|e| UserError {
+        message: format!("cannot reach NATS at {url} to take the deploy lock: {e}"),
+        hint: Some("check x-flotilla.nats.url, or run `flotilla setup` (it boots NATS)".into()),
+        code: FAILED,
+    })?;
     let key = lock_key(&config.service, config.destination.as_deref());
     let info = LockInfo {
         holder: performer(),

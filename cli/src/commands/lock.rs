@@ -36,8 +36,7 @@ pub async fn run(cmd: &LockCmd) -> anyhow::Result<()> {
     let config = cmd.config.load()?;
     // Held to the end of the command: it may be an SSH tunnel.
     let endpoint = nats_endpoint(&config).await?;
-    let NatsTransport { bus, locks } =
-        NatsTransport::connect(&endpoint.url, endpoint.creds.as_deref()).await?;
+    let NatsTransport { bus, locks } = endpoint.transport().await?;
     let key = lock_key(&config.service, config.destination.as_deref());
     match &cmd.action {
         LockAction::Status => match locks.status(&key).await? {
