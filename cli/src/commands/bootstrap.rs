@@ -36,15 +36,7 @@ pub async fn run(args: &BootstrapArgs) -> anyhow::Result<()> {
 /// Bootstraps the hosts the session's filters pick (plus the control host when setup boots
 /// NATS), printing progress; fails naming every host that failed.
 pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
-    let image = AgentImage::prepare(&AgentImage::default_binary(), env!("CARGO_PKG_VERSION"))
-        .map_err(|e| {
-            let hint = e.hint().to_owned();
-            anyhow::Error::new(e).context(UserError {
-                message: "cannot build the agent image".into(),
-                hint: Some(hint),
-                code: FAILED,
-            })
-        })?;
+    let image = agent_image()?;
     let key = scheduler_key(&s.root)?.public_key_base64();
     let specs = host_specs(&s.config, &s.args, &image.tag, &key, &nats_users(s)?)?;
     let pool = Pool::new(Settings::from_kamal(
@@ -90,17 +82,7 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     // is added to its users (the running NATS rereads its configuration, no restart); its
     // executor, retrying, gets in.
     if enrolled_now {
-        let users = nats_users(s)?;
-        let control: Vec<HostSpec> = host_specs(&s.config, &s.args, &image.tag, &key, &users)?
-            .into_iter()
-            .filter(|h| h.nats.is_some())
-            .collect();
-        for r in flotilla_setup::bootstrap(&pool, &control, &image, &report).await {
-            if let Err(e) = r {
-                eprintln!("flotilla: {e}\n  next: {}", e.hint());
-                failed.push(host_of(&e));
-            }
-        }
+        failed.extend(admit_enrolled(s, &pool, &image, &key, &report).await?);
     }
     pool.close().await;
     if failed.is_empty() {
@@ -112,6 +94,42 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
         code: FAILED,
     }
     .into())
+}
+
+/// Rewrites the users of the NATS setup booted (if it booted one) from the enrolments in the
+/// log, and has NATS reread them; returns the hosts where that failed.
+pub async fn admit_enrolled(
+    s: &Session,
+    pool: &Pool,
+    image: &AgentImage,
+    scheduler_key: &str,
+    report: &(dyn Fn(Progress) + Sync),
+) -> anyhow::Result<Vec<String>> {
+    let users = nats_users(s)?;
+    let control: Vec<HostSpec> = host_specs(&s.config, &s.args, &image.tag, scheduler_key, &users)?
+        .into_iter()
+        .filter(|h| h.nats.is_some())
+        .collect();
+    let mut failed = Vec::new();
+    for r in flotilla_setup::bootstrap(pool, &control, image, report).await {
+        if let Err(e) = r {
+            eprintln!("flotilla: {e}\n  next: {}", e.hint());
+            failed.push(host_of(&e));
+        }
+    }
+    Ok(failed)
+}
+
+/// The agent image of this flotilla binary, or what to do when it cannot be made.
+pub fn agent_image() -> anyhow::Result<AgentImage> {
+    AgentImage::prepare(&AgentImage::default_binary(), env!("CARGO_PKG_VERSION")).map_err(|e| {
+        let hint = e.hint().to_owned();
+        anyhow::Error::new(e).context(UserError {
+            message: "cannot build the agent image".into(),
+            hint: Some(hint),
+            code: FAILED,
+        })
+    })
 }
 
 fn host_of(e: &flotilla_setup::HostError) -> String {
@@ -240,7 +258,7 @@ fn print_enrolment(json: bool, quiet: bool, host: &str, outcome: &crate::enrol::
     }
 }
 
-fn print_progress(json: bool, quiet: bool, p: &Progress) {
+pub fn print_progress(json: bool, quiet: bool, p: &Progress) {
     if json {
         let line = match p {
             Progress::Planned { host, steps } => {

@@ -400,3 +400,70 @@ fn new_agent_image_replaces_the_agents_while_the_proxy_serves() {
     let out = project.flotilla_ok(&["server", "bootstrap", "--json"], &agent);
     assert!(out.contains(r#""planned":[]"#), "{out}");
 }
+
+/// Trust on a fleet set up from bare hosts: the NATS setup booted admits no connection
+/// without an enrolled key (no passive subscriber, no app container), and a host whose
+/// executor comes back with other keys (its state wiped, as on a reinstalled host) is refused
+/// with the command that accepts it; once accepted, deploys reach it again.
+#[test]
+fn nats_admits_only_enrolled_keys_and_changed_keys_need_replace() {
+    let fleet = fleet(2);
+    let (h1, h2) = (&fleet.hosts[0], &fleet.hosts[1]);
+    let project = BareProject::new(&fleet, &[h1, h2]);
+    project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    assert_eq!(version_of(h2), "v1");
+
+    let url = format!("nats://{}:4222", h1.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        assert!(
+            async_nats::connect(&url).await.is_err(),
+            "NATS admitted a connection without credentials"
+        );
+        let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+        assert!(
+            async_nats::ConnectOptions::new()
+                .nkey(stranger)
+                .connect(&url)
+                .await
+                .is_err(),
+            "NATS admitted a key nobody enrolled"
+        );
+    });
+
+    // h2's executor state wiped: it makes new keys on its next start.
+    ssh_ok(
+        &fleet,
+        h2,
+        "docker stop flotilla-executor >/dev/null && cd /var/lib/flotilla/executor && \
+         rm -f host.key signing.key nats.nk identity.pub && docker start flotilla-executor >/dev/null",
+    );
+    let identity = h2.flotilla_state.join("executor/identity.pub");
+    assert!(
+        wait_until(AGENTS_BACK, || identity.exists()),
+        "the executor on {} made no new identity",
+        h2.name
+    );
+    let out = project.flotilla(&["server", "enroll"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{}: already enrolled", h1.addr)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("executor keys changed")
+            && stdout.contains(&format!("flotilla server enroll {} --replace", h2.addr)),
+        "{stdout}"
+    );
+
+    project.flotilla_ok(
+        &["server", "enroll", &h2.addr.to_string(), "--replace"],
+        &[],
+    );
+    project.flotilla_ok(&["deploy", "--version", "v2"], &[("APP_VERSION", "v2")]);
+    for h in [h1, h2] {
+        assert_eq!(version_of(h), "v2");
+    }
+}
