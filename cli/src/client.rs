@@ -12,7 +12,7 @@
 
 use crate::exit::{FAILED, UserError};
 use crate::progress::{Mode, Progress};
-use crate::rollout::nats_url;
+use crate::session::{NatsEndpoint, nats_endpoint};
 use anyhow::Context as _;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{LoadOptions, SchedulerMode};
@@ -38,21 +38,28 @@ pub fn service_mode(config: &Config) -> bool {
 }
 
 /// Connects to the fleet's NATS with the operator's credentials.
-pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
-    let (url, creds) = nats_url(config)?;
-    let options = match &creds {
+/// Connects to the fleet's NATS (through the SSH tunnel when setup booted it); keep the
+/// endpoint as long as the client: it may hold the tunnel.
+pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, NatsEndpoint)> {
+    let endpoint = nats_endpoint(config).await?;
+    let auth = endpoint.auth();
+    let mut options = match &auth.creds {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .with_context(|| format!("reading NATS credentials {}", path.display()))?,
         None => async_nats::ConnectOptions::new(),
     };
-    options.connect(&url).await.map_err(|e| {
+    if let Some(seed) = &auth.nkey_seed {
+        options = options.nkey(seed.to_string());
+    }
+    let client = options.connect(&endpoint.url).await.map_err(|e| {
         anyhow::Error::new(e).context(UserError {
-            message: format!("cannot reach NATS at {url}"),
+            message: format!("cannot reach NATS at {}", endpoint.url),
             hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
             code: FAILED,
         })
-    })
+    })?;
+    Ok((client, endpoint))
 }
 
 /// Asks the service, turning a refusal into the user's error.
@@ -139,7 +146,7 @@ pub struct Ask<'a> {
 
 /// Sends the rollout to the service and renders it until it ends: the exit result.
 pub async fn rollout(a: Ask<'_>) -> anyhow::Result<()> {
-    let client = connect(a.config).await?;
+    let (client, _endpoint) = connect(a.config).await?;
     let public = service_key(a.root, &client).await?;
     let files = flotilla_deploy::config::render(&LoadOptions {
         config_file: a.config_file.to_owned(),
@@ -189,7 +196,7 @@ pub async fn rollout(a: Ask<'_>) -> anyhow::Result<()> {
 
 /// `flotilla replay ID --follow`: the deploy's events so far, then live until it ends.
 pub async fn follow(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
-    let client = connect(config).await?;
+    let (client, _endpoint) = connect(config).await?;
     let id = DeployId::from(id);
     let live = client
         .subscribe(control::log_subject(id.as_str()))
@@ -203,7 +210,7 @@ pub async fn follow(config: &Config, id: &str, json: bool) -> anyhow::Result<()>
 /// `flotilla replay ID --cancel`: the service cancels the deploy (no host starts, running
 /// steps finish, `DeployCancelled`, the lock released).
 pub async fn cancel(config: &Config, id: &str) -> anyhow::Result<()> {
-    let client = connect(config).await?;
+    let (client, _endpoint) = connect(config).await?;
     let deploy_id = DeployId::from(id);
     request(&client, &Request::Cancel { deploy_id }, REQUEST_TIMEOUT).await?;
     eprintln!(
@@ -297,7 +304,7 @@ async fn events(
 /// The service's whole log, in memory: history, events and replay read it as they read the
 /// local log, so every machine shows the same answer.
 pub async fn mirror(config: &Config) -> anyhow::Result<MemoryLog> {
-    let client = connect(config).await?;
+    let (client, _endpoint) = connect(config).await?;
     let log = MemoryLog::new();
     for e in events(&client, None, 1).await? {
         log.append(NewEvent {

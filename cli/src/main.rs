@@ -32,6 +32,10 @@ struct Cli {
 enum Command {
     /// Print Flotilla's version
     Version,
+    /// Bare hosts to serving hosts over SSH: Docker, agents, NATS, enrolment, then deploy
+    Setup(commands::setup::SetupCmd),
+    /// Remove the app, the agents, NATS and Flotilla's state from every host
+    Remove(commands::remove::RemoveCmd),
     /// Build, push and roll out a new version across the hosts
     Deploy(commands::deploy::DeployCmd),
     /// Roll out a version again without building (Kamal's redeploy)
@@ -107,6 +111,8 @@ fn main() {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Setup(cmd) => block_on(commands::setup::run(&cmd)),
+        Command::Remove(cmd) => block_on(commands::remove::run(&cmd)),
         Command::Deploy(cmd) => block_on(commands::deploy::run(&cmd, false)),
         Command::Redeploy(cmd) => block_on(commands::deploy::run(&cmd, true)),
         Command::Rollback(cmd) => block_on(commands::rollback::run(&cmd)),

@@ -4,6 +4,7 @@
 
 use flotilla_events::projection::{DeployState, HostStatus, Projection};
 use flotilla_events::{DeployId, Envelope, Event};
+use flotilla_protocol::text::printable;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
@@ -110,7 +111,7 @@ impl Progress {
                 HostStatus::Running => ("running".to_owned(), "33"),
                 HostStatus::Succeeded => ("done".to_owned(), "32"),
                 HostStatus::Failed { error, .. } => {
-                    (format!("FAILED: {}", first_line(error)), "31")
+                    (format!("FAILED: {}", printable(first_line(error))), "31")
                 }
             };
             let status = if self.color {
@@ -118,6 +119,7 @@ impl Progress {
             } else {
                 status
             };
+            let host = printable(host);
             writeln!(
                 out,
                 "\x1b[2K  {host:<22} {step:<18} {elapsed:>6.1}s  {status}"
@@ -135,7 +137,7 @@ fn first_line(s: &str) -> &str {
 
 /// `  3.2s  10.0.0.1  ImagePulled  registry/app:v2 sha256:...`
 pub fn plain_line(e: &Envelope, elapsed_s: f64) -> String {
-    let host = e.host.as_deref().unwrap_or("-");
+    let host = printable(e.host.as_deref().unwrap_or("-"));
     format!(
         "{elapsed_s:>6.1}s  {host:<16} {:<20} {}",
         e.type_name(),
@@ -143,8 +145,12 @@ pub fn plain_line(e: &Envelope, elapsed_s: f64) -> String {
     )
 }
 
-/// The interesting part of an event, in a few words.
+/// The interesting part of an event, in a few words, safe to print on a terminal.
 pub fn detail(event: &Event) -> String {
+    printable(&raw_detail(event)).into_owned()
+}
+
+fn raw_detail(event: &Event) -> String {
     match event {
         Event::DeployRequested(r) => {
             format!("{} {} on {} host(s)", r.service, r.version, r.hosts.len())
@@ -167,5 +173,32 @@ pub fn detail(event: &Event) -> String {
         Event::LockAcquired(l) => l.holder.clone(),
         Event::RollbackStarted(r) => format!("to {} ({})", r.to_version, r.reason),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_events::NewEvent;
+    use flotilla_events::event::{FailureCause, HostFailed, Step};
+
+    /// An app that prints escape sequences (to retitle the window, clear the screen) into a
+    /// failure's text cannot reach the operator's terminal through a deploy's output.
+    #[test]
+    fn event_text_is_printed_without_control_characters() {
+        let event = NewEvent::new(
+            DeployId::new(),
+            "executor",
+            HostFailed {
+                step: Step::AwaitHealthy,
+                error: "boom \u{1b}]0;owned\u{7}\u{1b}[2J".into(),
+                cause: FailureCause::StepFailed,
+            },
+        )
+        .on_host("web\u{1b}[31m-1")
+        .into_envelope(1);
+        let line = plain_line(&event, 1.0);
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(line.contains("boom"), "{line}");
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::exit::{FAILED, USAGE, UserError};
 use crate::progress::{Mode, Progress};
-pub use crate::session::{FleetArgs, Session, nats_url, scheduler_key};
+pub use crate::session::{FleetArgs, Session, nats_endpoint, scheduler_key};
 use flotilla_events::projection::{DeployState, HostStatus};
 use flotilla_protocol::signing::JobSigner;
 use flotilla_scheduler::procedure::{
@@ -17,18 +17,32 @@ use flotilla_scheduler::transport::nats::{ConnectError, NatsTransport};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Connects to the fleet's NATS, or says what to check.
+/// Connects to the fleet's NATS (through an SSH tunnel to the control host when setup
+/// booted it), or says what to check. The session keeps the tunnel open.
 pub async fn connect(s: &Session) -> anyhow::Result<NatsTransport> {
-    let (url, creds) = nats_url(&s.config)?;
-    NatsTransport::connect(&url, creds.as_deref())
-        .await
-        .map_err(|e: ConnectError| {
-            anyhow::Error::new(e).context(UserError {
-                message: format!("cannot reach NATS at {url}"),
-                hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
-                code: FAILED,
-            })
+    let endpoint = nats_endpoint(&s.config).await?;
+    let transport = endpoint.transport().await.map_err(|e: ConnectError| {
+        let (message, hint) = if endpoint.tunnelled() {
+            (
+                "cannot reach NATS on the control host through the SSH tunnel".to_owned(),
+                "is NATS running there? `flotilla setup` boots it",
+            )
+        } else {
+            (
+                format!("cannot reach NATS at {}", endpoint.url),
+                "is the NATS server running and x-flotilla.nats.url right?",
+            )
+        };
+        anyhow::Error::new(e).context(UserError {
+            message,
+            hint: Some(hint.into()),
+            code: FAILED,
         })
+    })?;
+    if let Ok(mut held) = s.nats.lock() {
+        *held = Some(endpoint);
+    }
+    Ok(transport)
 }
 
 /// The procedure's context for this session.

@@ -60,6 +60,8 @@ pub struct Session {
     pub log: SledLog,
     pub actor: String,
     pub args: FleetArgs,
+    /// The NATS endpoint once connected; held so an SSH tunnel lives as long as the session.
+    pub nats: std::sync::Mutex<Option<NatsEndpoint>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -98,6 +100,7 @@ impl Session {
             log,
             actor: performer(),
             args: args.clone(),
+            nats: std::sync::Mutex::new(None),
         })
     }
 }
@@ -168,18 +171,144 @@ pub fn scheduler_key(root: &Path) -> anyhow::Result<JobSigner> {
     Ok(signer)
 }
 
-/// NATS URL: `x-flotilla.nats.url`, or `FLOTILLA_NATS_URL`.
-pub fn nats_url(config: &Config) -> anyhow::Result<(String, Option<PathBuf>)> {
-    if let Some(n) = &config.flotilla.nats {
-        return Ok((n.url.clone(), n.creds.as_ref().map(PathBuf::from)));
+/// The operators' NATS key, made on first use in `.flotilla/nats-operator.nk` (mode 0600):
+/// the NATS `flotilla setup` boots admits it with every permission, and hosts with their own.
+pub fn operator_nkey(root: &Path) -> anyhow::Result<nkeys::KeyPair> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = root.join(".flotilla");
+    let path = dir.join("nats-operator.nk");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = zeroize::Zeroizing::new(text);
+        return nkeys::KeyPair::from_seed(text.trim())
+            .with_context(|| format!("{} is not a NATS user seed", path.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = nkeys::KeyPair::new_user();
+    let seed = zeroize::Zeroizing::new(key.seed().context("a new NATS key has a seed")?);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, seed.as_bytes())?;
+    file.sync_all()?;
+    Ok(key)
+}
+
+/// Where the CLI reaches NATS. With a tunnel, the pool and the forward live as long as this
+/// value: keep it until the NATS client is dropped.
+pub struct NatsEndpoint {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+    /// The operators' key, for the NATS `flotilla setup` booted (it admits no one else).
+    nkey_seed: Option<zeroize::Zeroizing<String>>,
+    /// Set when NATS is the one `flotilla setup` boots: `127.0.0.1:PORT` forwarded over SSH to
+    /// the control host's NATS port, so no NATS port needs to be open to the operator.
+    tunnel: Option<(flotilla_ssh::Pool, flotilla_ssh::Forward)>,
+}
+
+impl std::fmt::Debug for NatsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEndpoint")
+            .field("url", &self.url)
+            .field("tunnelled", &self.tunnel.is_some())
+            .finish()
+    }
+}
+
+impl NatsEndpoint {
+    /// The control host the tunnel goes to, when there is one.
+    pub fn tunnelled(&self) -> bool {
+        self.tunnel.is_some()
+    }
+
+    /// How to authenticate at this endpoint.
+    pub fn auth(&self) -> flotilla_scheduler::transport::bus::NatsAuth {
+        flotilla_scheduler::transport::bus::NatsAuth {
+            creds: self.creds.clone(),
+            nkey_seed: self.nkey_seed.clone(),
+        }
+    }
+
+    /// The scheduler's transport over this endpoint.
+    pub async fn transport(
+        &self,
+    ) -> Result<
+        flotilla_scheduler::transport::nats::NatsTransport,
+        flotilla_scheduler::transport::nats::ConnectError,
+    > {
+        flotilla_scheduler::transport::nats::NatsTransport::connect_with(&self.url, &self.auth())
+            .await
+    }
+}
+
+/// The control host: `x-flotilla.control` (its first host), else the first host of the
+/// primary role; where `flotilla setup` boots NATS.
+pub fn control_host(config: &Config) -> Option<String> {
+    config.flotilla.control.first().cloned().or_else(|| {
+        config
+            .servers
+            .iter()
+            .find(|r| r.name == config.primary_role)
+            .or_else(|| config.servers.first())
+            .and_then(|r| r.hosts.first().cloned())
+    })
+}
+
+/// NATS: `x-flotilla.nats.url`, else `FLOTILLA_NATS_URL`, else an SSH tunnel to the NATS
+/// `flotilla setup` booted on the control host.
+pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
+    let configured = config.flotilla.nats.as_ref();
+    if let Some(url) = configured.and_then(|n| n.url.clone()) {
+        return Ok(NatsEndpoint {
+            url,
+            creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
+            nkey_seed: None,
+            tunnel: None,
+        });
     }
     if let Ok(url) = std::env::var("FLOTILLA_NATS_URL") {
-        return Ok((url, None));
+        return Ok(NatsEndpoint {
+            url,
+            creds: None,
+            nkey_seed: None,
+            tunnel: None,
+        });
     }
-    Err(UserError {
-        message: "no NATS server configured".into(),
-        hint: Some("set x-flotilla: {nats: {url: nats://HOST:4222}} in config/deploy.yml".into()),
-        code: USAGE,
-    }
-    .into())
+    let Some(control) = control_host(config) else {
+        return Err(UserError {
+            message: "no NATS server configured and no host to reach one on".into(),
+            hint: Some("add hosts under servers:, or set x-flotilla: {nats: {url: ...}}".into()),
+            code: USAGE,
+        }
+        .into());
+    };
+    let pool = flotilla_ssh::Pool::new(flotilla_ssh::Settings::from_kamal(
+        &config.ssh,
+        &config.sshkit,
+        flotilla_ssh::Env::from_process(),
+    ));
+    let tunnel_err = |e: flotilla_ssh::Error| {
+        anyhow::Error::new(e).context(UserError {
+            message: format!("cannot open an SSH tunnel to NATS on the control host {control}"),
+            hint: Some(
+                "run `flotilla setup` (it boots NATS there), or set x-flotilla.nats.url".into(),
+            ),
+            code: FAILED,
+        })
+    };
+    let session = pool.session(&control).await.map_err(tunnel_err)?;
+    let forward = session
+        .forward_tcp("127.0.0.1", flotilla_setup::plan::NATS_PORT)
+        .await
+        .map_err(tunnel_err)?;
+    let root = std::env::current_dir().context("reading the current directory")?;
+    let operator = operator_nkey(&root)?;
+    Ok(NatsEndpoint {
+        url: format!("nats://{}", forward.local_addr()),
+        creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
+        nkey_seed: operator.seed().ok().map(zeroize::Zeroizing::new),
+        tunnel: Some((pool, forward)),
+    })
 }

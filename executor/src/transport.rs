@@ -57,6 +57,9 @@ pub enum TransportError {
 
 /// The longest pause between two reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long the executor waits between two attempts to connect to NATS: short, so a host
+/// enrolled a moment ago gets in at once.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
 /// How often the executor looks again for its job consumer while there is none yet: the
 /// scheduler makes it when it first deploys to the host, and the first job should not wait
 /// long for the executor to notice.
@@ -82,7 +85,6 @@ pub async fn run<R: Runtime, P: Proxy>(
 ) -> Result<(), TransportError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("flotilla-executor@{}", executor.host()))
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(|attempt| {
             Duration::from_millis(100 * 2u64.saturating_pow(attempt.min(7) as u32)).min(MAX_BACKOFF)
@@ -108,13 +110,28 @@ pub async fn run<R: Runtime, P: Proxy>(
                 source,
             })?;
     }
-    // With retry_on_initial_connect the client connects in the background, forever.
+    // Connected here, retried forever: an unreachable server and one that does not admit
+    // this host yet (a NATS booted by setup admits a host once it is enrolled, and async-nats
+    // gives up for good on an authorization error) both come right later. Once connected,
+    // the client reconnects by itself.
     let client = loop {
         match options.clone().connect(&settings.url).await {
             Ok(c) => break c,
             Err(e) => {
-                tracing::warn!(url = %settings.url, error = %e, "nats connect failed, retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let admitted = !matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::AuthorizationViolation
+                        | async_nats::ConnectErrorKind::Authentication
+                );
+                if admitted {
+                    tracing::warn!(url = %settings.url, error = %e, "nats connect failed, retrying");
+                } else {
+                    tracing::warn!(url = %settings.url, "NATS does not admit this host's key yet (enrol it: flotilla setup, or flotilla server enroll HOST); retrying");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(CONNECT_RETRY) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
             }
         }
     };

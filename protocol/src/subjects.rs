@@ -195,12 +195,14 @@ pub fn jobs_stream() -> StreamSpec {
     }
 }
 
-/// Size caps of the streams, so a flood (or a bug) fills no control host's disk: jobs are a
-/// few KB each and consumed within minutes; heartbeats keep one small message per host;
-/// events are ~200 bytes and kept a month (a 1,000-host fleet deploying hourly stays under).
-pub const JOBS_MAX_BYTES: i64 = 256 << 20;
-pub const HEARTBEATS_MAX_BYTES: i64 = 64 << 20;
-pub const EVENTS_MAX_BYTES: i64 = 4 << 30;
+/// Size caps of the streams, so a flood (or a bug) fills no control host's disk. JetStream
+/// reserves each cap when the stream is made, so they must also fit a small server's disk
+/// and memory (a 10 GB VPS): jobs are a few KB each and consumed within minutes; heartbeats
+/// keep one small message per host (in memory); events are ~200 bytes and kept a month
+/// (512 MiB holds about 2.5 million: a 100-host fleet deploying hourly for a month).
+pub const JOBS_MAX_BYTES: i64 = 64 << 20;
+pub const HEARTBEATS_MAX_BYTES: i64 = 8 << 20;
+pub const EVENTS_MAX_BYTES: i64 = 512 << 20;
 
 /// How long executors' reports are kept in NATS: far longer than any scheduler restart, and
 /// the source `flotilla events` can rebuild a lost log from.

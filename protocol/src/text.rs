@@ -25,6 +25,25 @@ pub fn shorten(text: &str) -> String {
     format!("{head}... (cut)")
 }
 
+/// `text` safe to print on a terminal: control characters (escape sequences that could move
+/// the cursor, rewrite the screen or the window title, a bell) become `\u{FFFD}`. Event text
+/// carries what apps, registries and Docker said; it is shown, never obeyed.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| if is_unsafe(c) { '\u{FFFD}' } else { c })
+            .collect(),
+    )
+}
+
+/// Control characters other than tab and newline (C0, DEL, C1, which includes the 8-bit CSI).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() && c != '\t' && c != '\n'
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +60,17 @@ mod tests {
         let long = "x".repeat(MAX_ERROR_CHARS + 5);
         assert!(shorten(&long).ends_with("... (cut)"));
         assert_eq!(shorten("short"), "short");
+    }
+
+    /// Escape sequences and other control characters are neutralised; ordinary text,
+    /// tabs, newlines and non-ASCII letters are kept as they are.
+    #[test]
+    fn printable_neutralises_control_characters() {
+        assert_eq!(printable("ok\tgrün\n"), "ok\tgrün\n");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            printable("\u{1b}]0;pwned\u{7}\u{1b}[2Jx\u{9b}1m\r"),
+            "\u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2Jx\u{FFFD}1m\u{FFFD}"
+        );
     }
 }

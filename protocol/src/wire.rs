@@ -145,12 +145,13 @@ impl JobStep {
     }
 }
 
-/// Credentials for a private registry; the password is sealed.
+/// Credentials for a private registry; both the username (often a secret itself, e.g. a
+/// cloud account id) and the password are sealed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryAuth {
     /// Registry server, e.g. `ghcr.io`.
     pub server: String,
-    pub username: String,
+    pub username: SealedValue,
     pub password: SealedValue,
 }
 

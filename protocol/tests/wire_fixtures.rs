@@ -44,7 +44,7 @@ fn sample() -> Sample {
             image: "registry.test/app:v1".into(),
             auth: Some(RegistryAuth {
                 server: "registry.test".into(),
-                username: "u".into(),
+                username: SealedValue(vec![2; 48]),
                 password: SealedValue(vec![1; 48]),
             }),
         }),

@@ -28,6 +28,7 @@ pub mod conns;
 pub mod control;
 mod fast;
 pub mod forward;
+pub mod handover;
 pub mod health;
 pub mod metrics;
 pub mod router;

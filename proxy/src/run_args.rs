@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// The admin socket (mode 0600) that `flotilla proxy deploy` and the executor talk to
     #[arg(long, env = "FLOTILLA_PROXY_SOCKET", default_value = crate::DEFAULT_ADMIN_SOCKET)]
     pub admin_socket: PathBuf,
+    /// Take the listening sockets over from the proxy serving this unix socket (replacing it
+    /// then resets no queued connection), and serve this proxy's own there
+    #[arg(long, value_name = "PATH")]
+    pub listeners_socket: Option<PathBuf>,
     /// Routes are saved here after every change and restored at start
     #[arg(long, default_value = "/var/lib/flotilla/proxy/state.json")]
     pub state_file: PathBuf,
@@ -105,6 +109,7 @@ impl RunArgs {
             },
             grace_period: Duration::from_secs(self.grace_period),
             workers: self.workers,
+            listeners_socket: self.listeners_socket,
             acme: (self.acme_directory != "off").then(|| AcmeConfig {
                 directory_url: self.acme_directory,
                 cache_dir: self.acme_cache,

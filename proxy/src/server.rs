@@ -50,6 +50,9 @@ pub struct ProxyConfig {
     pub acme: Option<AcmeConfig>,
     /// Data-plane worker threads; 0 means one per available core.
     pub workers: usize,
+    /// Take the listening sockets from the proxy serving this unix socket (if any answers)
+    /// instead of binding, then serve this proxy's own there (`handover`).
+    pub listeners_socket: Option<PathBuf>,
 }
 
 /// Starting the proxy failed.
@@ -70,6 +73,12 @@ pub enum ProxyError {
     Tls(#[from] crate::tls::TlsError),
     #[error("start worker threads")]
     Workers(#[source] std::io::Error),
+    #[error("take over the listening sockets through {path}")]
+    Handover {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A started proxy: its bound addresses, and a handle to stop it.
@@ -119,10 +128,50 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
         n => n,
     };
     let bind_err = |what, addr| move |source| ProxyError::Bind { what, addr, source };
-    let http =
-        worker::bind_reuseport(config.http, workers).map_err(bind_err("http", config.http))?;
-    let https = match config.https {
-        Some(a) => Some(worker::bind_reuseport(a, workers).map_err(bind_err("https", a))?),
+    let taken = match &config.listeners_socket {
+        Some(path) => crate::handover::take(path).map_err(|source| ProxyError::Handover {
+            path: path.clone(),
+            source,
+        })?,
+        None => None,
+    };
+    let (http, https) = match taken {
+        // The predecessor's sockets: same ports, same accept queues, its worker count.
+        Some(l) => {
+            tracing::info!(
+                http = l.http.len(),
+                https = l.https.len(),
+                "took the listening sockets over"
+            );
+            let https = match (l.https.is_empty(), config.https) {
+                (false, _) => Some(l.https),
+                (true, Some(a)) => {
+                    Some(worker::bind_reuseport(a, l.http.len()).map_err(bind_err("https", a))?)
+                }
+                (true, None) => None,
+            };
+            (l.http, https)
+        }
+        None => {
+            let http = worker::bind_reuseport(config.http, workers)
+                .map_err(bind_err("http", config.http))?;
+            let https = match config.https {
+                Some(a) => Some(worker::bind_reuseport(a, workers).map_err(bind_err("https", a))?),
+                None => None,
+            };
+            (http, https)
+        }
+    };
+    let offered = match &config.listeners_socket {
+        Some(path) => {
+            let dups = crate::handover::duplicate(&http, https.as_deref().unwrap_or(&[])).map_err(
+                |source| ProxyError::Handover {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+            Some((admin::bind(path)?, dups))
+        }
         None => None,
     };
     let metrics_listener = match config.metrics {
@@ -181,6 +230,9 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
     }
 
     let mut tasks = JoinSet::new();
+    if let Some((listener, dups)) = offered {
+        tasks.spawn(crate::handover::offer(listener, dups, stop.clone()));
+    }
     if let Some(l) = metrics_listener {
         tasks.spawn(serve_metrics(l, metrics, stop.clone()));
     }

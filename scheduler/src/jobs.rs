@@ -263,7 +263,10 @@ fn registry_auth(config: &Config, host: &str, key: &str) -> Result<Option<Regist
             .server
             .clone()
             .unwrap_or_else(|| "docker.io".to_owned()),
-        username: user.expose().to_owned(),
+        username: seal(key, user.expose()).map_err(|source| JobError::Seal {
+            host: host.to_owned(),
+            source,
+        })?,
         password: seal(key, password.expose()).map_err(|source| JobError::Seal {
             host: host.to_owned(),
             source,

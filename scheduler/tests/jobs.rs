@@ -68,11 +68,14 @@ fn secrets_are_sealed_to_the_host() {
     let auth = pull.auth.as_ref().unwrap();
     assert_eq!(
         (
-            auth.username.as_str(),
+            host_key.open(&auth.username).unwrap().expose(),
             host_key.open(&auth.password).unwrap().expose()
         ),
         ("ci", "pw")
     );
+    // Neither travels in clear: the job's bytes hold no trace of them.
+    let bytes = flotilla_protocol::wire::encode(&job).unwrap();
+    assert!(!bytes.windows(7).any(|w| w == b"hunter2"));
 
     // A resume from step 3 sends only the rest, under its own job id.
     let rest = job_for(&plan, host, 3, &ctx).unwrap();
@@ -80,8 +83,8 @@ fn secrets_are_sealed_to_the_host() {
     assert_ne!(rest.id, job.id);
 }
 
-/// A host whose executor was never seen has no key: the job cannot be made, and the error
-/// names the host.
+/// A host that was never enrolled has no key: the job cannot be made, and the error names
+/// the host.
 #[test]
 fn unknown_host_key_is_an_error() {
     let config = config();

@@ -1,6 +1,7 @@
 //! The local fleet and helpers for Flotilla's end-to-end tests.
 //!
 //! - [`agents`]: `flotilla proxy run` and `flotilla executor run` on fleet hosts.
+//! - [`bare`]: the static `flotilla` and the fleet's NATS image, for `flotilla setup` on bare hosts.
 //! - [`fleet`]: real hosts on one machine (network namespaces, own `dockerd` and `sshd`), a
 //!   registry and a NATS server; `Fleet::up` / `Fleet::down`.
 //! - [`testapp`]: builds the test app as a `FROM scratch` image and pushes it to the fleet.
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod bare;
 pub mod control;
 pub mod fleet;
 pub mod testapp;

@@ -4,7 +4,7 @@
 //! what to do next, and state-changing commands hold the deploy lock while they run.
 
 use crate::exit::{FAILED, UserError};
-use crate::session::{nats_url, performer};
+use crate::session::{nats_endpoint, performer};
 use clap::Args;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::types::Role;
@@ -232,14 +232,14 @@ pub async fn with_lock<T>(
     message: &str,
     body: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let (url, creds) = nats_url(config)?;
-    let NatsTransport { locks, .. } = NatsTransport::connect(&url, creds.as_deref())
-        .await
-        .map_err(|e| UserError {
-            message: format!("cannot reach NATS at {url} to take the deploy lock: {e}"),
-            hint: Some("check x-flotilla.nats.url and that NATS is running".into()),
-            code: FAILED,
-        })?;
+    // Kept until the lock is released: with a tunnel, the forward lives as long as this.
+    let endpoint = nats_endpoint(config).await?;
+    let url = &endpoint.url;
+    let NatsTransport { locks, .. } = endpoint.transport().await.map_err(|e| UserError {
+        message: format!("cannot reach NATS at {url} to take the deploy lock: {e}"),
+        hint: Some("check x-flotilla.nats.url, or run `flotilla setup` (it boots NATS)".into()),
+        code: FAILED,
+    })?;
     let key = lock_key(&config.service, config.destination.as_deref());
     let info = LockInfo {
         holder: performer(),

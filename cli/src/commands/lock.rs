@@ -1,7 +1,7 @@
 //! `flotilla lock status|acquire|release`: the deploy lock, held in NATS.
 
 use crate::commands::config::ConfigArgs;
-use crate::session::{nats_url, performer};
+use crate::session::{nats_endpoint, performer};
 use clap::{Args, Subcommand};
 use flotilla_scheduler::transport::lock::{LockInfo, Locks, lock_key};
 use flotilla_scheduler::transport::nats::NatsTransport;
@@ -34,8 +34,9 @@ pub enum LockAction {
 
 pub async fn run(cmd: &LockCmd) -> anyhow::Result<()> {
     let config = cmd.config.load()?;
-    let (url, creds) = nats_url(&config)?;
-    let NatsTransport { bus, locks } = NatsTransport::connect(&url, creds.as_deref()).await?;
+    // Held to the end of the command: it may be an SSH tunnel.
+    let endpoint = nats_endpoint(&config).await?;
+    let NatsTransport { bus, locks } = endpoint.transport().await?;
     let key = lock_key(&config.service, config.destination.as_deref());
     match &cmd.action {
         LockAction::Status => match locks.status(&key).await? {

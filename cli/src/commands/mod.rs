@@ -5,6 +5,7 @@ pub mod app;
 pub mod app_exec;
 pub mod app_maintenance;
 pub mod audit;
+pub mod bootstrap;
 pub mod build;
 pub mod config;
 pub mod deploy;
@@ -21,11 +22,13 @@ pub mod metrics;
 pub mod proxy;
 pub mod prune;
 pub mod registry;
+pub mod remove;
 pub mod replay;
 pub mod rollback;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod setup;
 
 /// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.
 pub fn write_stdout(text: &str) -> anyhow::Result<()> {

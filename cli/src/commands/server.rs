@@ -24,6 +24,8 @@ enum ServerAction {
     /// Run a command on every host over SSH, in parallel
     #[command(after_help = EXAMPLES, disable_help_flag = true)]
     Exec(ExecArgs),
+    /// Install Docker where missing, the agents and NATS, over SSH
+    Bootstrap(crate::commands::bootstrap::BootstrapArgs),
     /// Record each host's executor keys (read over SSH) as its trusted identity
     #[command(after_help = ENROLL_EXAMPLES, disable_help_flag = true)]
     Enroll(EnrollArgs),
@@ -62,6 +64,7 @@ struct ExecArgs {
 pub async fn run(cmd: &ServerCmd) -> anyhow::Result<()> {
     match &cmd.action {
         ServerAction::Exec(args) => exec(args).await,
+        ServerAction::Bootstrap(args) => crate::commands::bootstrap::run(args).await,
         ServerAction::Enroll(args) => enroll(args).await,
     }
 }
@@ -89,12 +92,14 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
     }
     let pool = crate::commands::fanout::pool(&session.config);
     let mut failed = Vec::new();
+    let mut enrolled_now = false;
     for host in &targets {
         let result =
             crate::enrol::enroll_host(&pool, &session.log, &session.actor, host, args.replace)
                 .await;
         let line = match &result {
             Ok(crate::enrol::Outcome::Enrolled { signing_key }) => {
+                enrolled_now = true;
                 format!("{host}: enrolled (signing key {signing_key})")
             }
             Ok(crate::enrol::Outcome::Unchanged) => format!("{host}: already enrolled"),
@@ -109,6 +114,25 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         } else {
             crate::commands::write_stdout(&format!("{line}\n"))?;
         }
+    }
+    // A NATS that setup booted admits hosts by their enrolled keys: tell it about these.
+    let own_nats = session
+        .config
+        .flotilla
+        .nats
+        .as_ref()
+        .and_then(|n| n.url.as_ref());
+    if enrolled_now && own_nats.is_none() {
+        let image = crate::commands::bootstrap::agent_image()?;
+        let key = crate::session::scheduler_key(&session.root)?.public_key_base64();
+        let (json, quiet) = (args.fleet.json, args.fleet.quiet);
+        let report = move |p: flotilla_setup::Progress| {
+            crate::commands::bootstrap::print_progress(json, quiet, &p)
+        };
+        failed.extend(
+            crate::commands::bootstrap::admit_enrolled(&session, &pool, &image, &key, &report)
+                .await?,
+        );
     }
     pool.close().await;
     if failed.is_empty() {

@@ -476,7 +476,8 @@ pub static FLOTILLA: Section = Section {
     summary: "Flotilla's own settings. Kamal ignores `x-` keys, so one file serves both tools.",
     keys: keys! {
         "rollout": "Rollout policy (see `x-flotilla/rollout`).",
-        "nats": "`{url, creds}` of a NATS cluster; required for now (or FLOTILLA_NATS_URL): `url` of a NATS server with JetStream, `creds` a credentials file.",
+        "nats": "`{url, creds}` of a NATS cluster of your own (JetStream); absent, `flotilla setup` boots NATS on the control host and the CLI reaches it through an SSH tunnel (`image` picks that server's image).",
+        "control": "The control host (a host of `servers`, or a list): where setup boots NATS. Default: the first host of the primary role.",
         "metrics": "`{listen}`: address the scheduler serves Prometheus metrics on.",
         "otel": "`{endpoint}`: OpenTelemetry collector that receives each deploy's trace (OTLP/HTTP).",
         "scheduler": "`{mode}`: where deploys run (see `x-flotilla/scheduler`).",
@@ -509,6 +510,7 @@ pub static NATS: Section = Section {
     keys: keys! {
         "url": "Server URL, e.g. `nats://nats.internal:4222`.",
         "creds": "Path of a NATS credentials file.",
+        "image": "Image of the NATS server `flotilla setup` boots when `url` is absent (default: the official `nats` image).",
     },
 };
 

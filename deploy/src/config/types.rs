@@ -468,6 +468,10 @@ pub struct Flotilla {
     /// Where deploys run; `None` is embedded (today's default), so older fixtures print alike.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<SchedulerSettings>,
+    /// The control host(s): where `flotilla setup` boots NATS. Empty: the first host of the
+    /// primary role.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<String>,
 }
 
 /// `x-flotilla.scheduler`: where deploys run.
@@ -518,8 +522,13 @@ impl Default for Rollout {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Nats {
-    pub url: String,
+    /// A NATS of the user's own; absent, `flotilla setup` boots one on the control host and
+    /// the CLI reaches it through an SSH tunnel.
+    pub url: Option<String>,
     pub creds: Option<String>,
+    /// The image of the NATS server setup boots (default: the official `nats` image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

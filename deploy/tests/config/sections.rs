@@ -238,7 +238,10 @@ fn x_flotilla() {
     );
     let nats = f.nats.unwrap();
     assert_eq!(
-        (nats.url.as_str(), nats.creds.as_deref()),
+        (
+            nats.url.as_deref().unwrap_or_default(),
+            nats.creds.as_deref()
+        ),
         (
             "nats://nats.internal:4222",
             Some("/etc/flotilla/deploy.creds")
@@ -313,4 +316,17 @@ fn docker_options_applied_or_warned() {
         w[0].contains("accessories/db/options/shm-size") && w[0].contains("not applied"),
         "{w:?}"
     );
+}
+
+/// x-flotilla without a NATS url: setup boots NATS from `nats.image` on the `control` host
+/// (one host or a list).
+#[test]
+fn x_flotilla_setup_boots_nats() {
+    let f = load_ok("x_flotilla_setup", None, &[]).flotilla;
+    let nats = f.nats.unwrap();
+    assert_eq!(
+        (nats.url, nats.image.as_deref()),
+        (None, Some("registry.internal/nats:2.15"))
+    );
+    assert_eq!(f.control, ["10.0.0.2"]);
 }

@@ -21,7 +21,12 @@ pub(super) async fn pull<R: Runtime, P: Proxy>(
     let auth = match &step.auth {
         Some(a) => Some(Credentials {
             server: a.server.clone(),
-            username: a.username.clone(),
+            username: ex
+                .host_key
+                .open(&a.username)
+                .map_err(|e| StepFailed::new(format!("registry username: {e}")))?
+                .expose()
+                .to_owned(),
             password: ex
                 .host_key
                 .open(&a.password)

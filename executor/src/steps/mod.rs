@@ -131,6 +131,7 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             match step {
                 JobStep::PullImage(p) => {
                     if let Some(auth) = &p.auth {
+                        sealed.push(("registry username".into(), &auth.username));
                         sealed.push(("registry password".into(), &auth.password));
                     }
                 }

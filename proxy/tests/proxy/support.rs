@@ -117,6 +117,7 @@ pub fn config(dir: &Path) -> ProxyConfig {
         grace_period: Duration::from_secs(10),
         acme: None,
         workers: 2,
+        listeners_socket: None,
     }
 }
 

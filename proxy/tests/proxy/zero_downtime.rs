@@ -203,3 +203,38 @@ async fn drain_deadline_cancels_stragglers() {
     assert_eq!(got.status, 502);
     assert_eq!(got.headers["x-flotilla-proxy"], "drained");
 }
+
+/// A proxy started with a listeners socket takes its predecessor's listening sockets over
+/// instead of binding (its own address could not even be bound): same port, same accept
+/// queues, so stopping the old proxy afterwards resets nothing queued, and the port keeps
+/// answering, now from the successor. A proxy with nobody to take from binds as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successor_takes_the_listening_sockets_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = dir.path().join("listeners.sock");
+    let mut first = crate::support::config(dir.path());
+    first.listeners_socket = Some(listeners.clone());
+    let old = flotilla_proxy::start(first).await.unwrap();
+
+    let next_dir = tempfile::tempdir().unwrap();
+    let mut second = crate::support::config(next_dir.path());
+    second.listeners_socket = Some(listeners.clone());
+    // TEST-NET-1: not an address of this machine, so binding it would fail.
+    second.http = "192.0.2.1:80".parse().unwrap();
+    let new = flotilla_proxy::start(second).await.unwrap();
+    assert_eq!(new.http_addr, old.http_addr);
+
+    old.shutdown().await;
+    let client = http_client();
+    let got = get(&client, new.http_addr, "nobody.example", "/")
+        .await
+        .unwrap();
+    assert_eq!(
+        got.headers
+            .get("x-flotilla-proxy")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("no-route".to_owned()),
+        "answered by the successor"
+    );
+    new.shutdown().await;
+}

@@ -22,6 +22,24 @@ fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> TransportError {
 }
 
 /// A connection to NATS with JetStream.
+/// How the scheduler authenticates to NATS.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    /// A `.creds` file (JWT + nkey seed) for a NATS of the user's own.
+    pub creds: Option<std::path::PathBuf>,
+    /// The operators' nkey seed, for the NATS `flotilla setup` boots.
+    pub nkey_seed: Option<zeroize::Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("creds", &self.creds)
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 pub struct Bus {
     client: async_nats::Client,
@@ -40,10 +58,23 @@ impl Bus {
         url: &str,
         creds: Option<&std::path::Path>,
     ) -> Result<Bus, TransportError> {
+        let auth = NatsAuth {
+            creds: creds.map(std::path::Path::to_path_buf),
+            nkey_seed: None,
+        };
+        Bus::connect_with(url, &auth).await
+    }
+
+    /// Connects with `auth` (a credentials file, or the operators' nkey that a NATS booted
+    /// by `flotilla setup` admits), and makes sure the streams exist.
+    pub async fn connect_with(url: &str, auth: &NatsAuth) -> Result<Bus, TransportError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("flotilla-scheduler")
             .connection_timeout(Duration::from_secs(5));
-        if let Some(path) = creds {
+        if let Some(seed) = &auth.nkey_seed {
+            opts = opts.nkey(seed.to_string());
+        }
+        if let Some(path) = &auth.creds {
             opts = opts
                 .credentials_file(path)
                 .await

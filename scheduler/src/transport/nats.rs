@@ -33,6 +33,16 @@ impl NatsTransport {
         let locks = Locks::open(bus.jetstream(), LOCK_TTL).await?;
         Ok(NatsTransport { bus, locks })
     }
+
+    /// Connects with `auth`, makes sure the streams and the lock bucket exist.
+    pub async fn connect_with(
+        url: &str,
+        auth: &super::bus::NatsAuth,
+    ) -> Result<Self, ConnectError> {
+        let bus = Bus::connect_with(url, auth).await?;
+        let locks = Locks::open(bus.jetstream(), LOCK_TTL).await?;
+        Ok(NatsTransport { bus, locks })
+    }
 }
 
 /// Connecting failed: NATS itself, or the lock bucket.

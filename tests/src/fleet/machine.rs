@@ -37,22 +37,22 @@ pub fn create_network(l: &Layout, role: Role) -> Result<(), FleetError> {
 
 /// Creates the persistent mount and UTS namespaces: tmpfs on `/run`, the machine's data
 /// directory on `/var/lib/docker`, its own `/etc/docker` (the engine's identity key lives
-/// there, so each engine has its own ID), its own `/var/lib/flotilla` and `/etc/flotilla`
-/// (Flotilla's agents' state and settings), its name as hostname.
+/// there, so each engine has its own ID), its own (empty) `/etc/flotilla` and
+/// `/var/lib/flotilla` (what `flotilla setup` writes; a host starts bare), its name as hostname.
 pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
     let dir = l.machine_dir(role);
     let data = dir.join("docker-data");
     let etc = dir.join("etc-docker");
-    let flotilla_state = l.flotilla_state(role);
     let flotilla_etc = dir.join("etc-flotilla");
-    for d in [&data, &etc, &flotilla_state, &flotilla_etc] {
+    let flotilla_state = dir.join("var-lib-flotilla");
+    for d in [&data, &etc, &flotilla_etc, &flotilla_state] {
         std::fs::create_dir_all(d).map_err(FleetError::io(d))?;
     }
     for d in [
         "/var/lib/docker",
         "/etc/docker",
-        "/var/lib/flotilla",
         "/etc/flotilla",
+        "/var/lib/flotilla",
     ] {
         std::fs::create_dir_all(d).map_err(FleetError::io(d))?;
     }
@@ -62,12 +62,12 @@ pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
     let script = format!(
         "hostname {name} && mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd \
          && mount --bind {data} /var/lib/docker && mount --bind {etc} /etc/docker \
-         && mount --bind {fstate} /var/lib/flotilla && mount --bind {fetc} /etc/flotilla",
+         && mount --bind {fetc} /etc/flotilla && mount --bind {fstate} /var/lib/flotilla",
         name = l.name(role),
         data = data.display(),
         etc = etc.display(),
-        fstate = flotilla_state.display(),
         fetc = flotilla_etc.display(),
+        fstate = flotilla_state.display(),
     );
     run(cmd(
         "unshare",

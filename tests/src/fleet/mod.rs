@@ -26,6 +26,10 @@ pub use services::http_status;
 pub use sys::{POLL, Proc, wait_until};
 
 use state::State;
+
+/// How long a stopped dockerd may take to stop its containers (its `--shutdown-timeout` is
+/// 2 s) and exit before it is killed.
+const DOCKERD_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -128,6 +132,21 @@ impl Fleet {
             persistent: state.persistent,
             down_done: false,
         }
+    }
+
+    /// Stops the host's dockerd (as a reboot or a package upgrade would) and starts it again;
+    /// returns once the new engine answers. Containers with a restart policy come back.
+    pub fn restart_docker(&self, host: &Host) -> Result<(), FleetError> {
+        let role = Role::Host(host.index);
+        let state_file = self.layout.state_file();
+        let mut state = State::load(&state_file)?;
+        if let Some(old) = state.machine_mut(&host.name).dockerd.take() {
+            old.stop(DOCKERD_STOP_GRACE);
+        }
+        state.save(&state_file)?;
+        let proc = machine::start_dockerd(&self.layout, role)?;
+        state.machine_mut(&host.name).dockerd = Some(proc);
+        state.save(&state_file)
     }
 
     pub fn slot(&self) -> u8 {

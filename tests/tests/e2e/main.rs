@@ -14,5 +14,6 @@ mod load;
 mod metrics;
 mod project;
 mod server;
+mod setup;
 mod support;
 mod traces;

@@ -285,17 +285,14 @@ pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
     if let Some(nn) = m.get("nats")
         && let Some(nm) = cx.map(nn, "x-flotilla/nats", &schema::NATS)
     {
-        match nm.get("url") {
-            Some(u) => {
-                if let Some(url) = cx.string(u, "x-flotilla/nats/url") {
-                    f.nats = Some(Nats {
-                        url,
-                        creds: cx.opt_string(&nm, "creds"),
-                    });
-                }
-            }
-            None => cx.error(nn, "x-flotilla/nats/url", "missing required key"),
-        }
+        f.nats = Some(Nats {
+            url: cx.opt_string(&nm, "url"),
+            creds: cx.opt_string(&nm, "creds"),
+            image: cx.opt_string(&nm, "image"),
+        });
+    }
+    if let Some(cn) = m.get("control") {
+        f.control = cx.strings(cn, "x-flotilla/control");
     }
     if let Some(mn) = m.get("metrics")
         && let Some(mm) = cx.map(mn, "x-flotilla/metrics", &schema::METRICS)

@@ -1,0 +1,34 @@
+//! `flotilla setup`: Kamal's setup for bare hosts. Bootstrap every host over SSH (Docker,
+//! the agents, NATS on the control host), enrol each executor, then deploy as
+//! `flotilla deploy` does.
+
+use crate::commands::bootstrap::bootstrap_fleet;
+use crate::commands::deploy::DeployCmd;
+use crate::session::Session;
+use clap::Args;
+
+const EXAMPLES: &str = "Examples:
+  flotilla setup                      # bare hosts to serving hosts: bootstrap, enrol, deploy
+  flotilla setup --version v42 -P     # deploy an image already in the registry
+  flotilla setup --json               # progress as JSON lines
+
+Needs only SSH to the hosts (your ssh: settings and known_hosts) and a static flotilla
+binary (the agents' image is built from it). Running it again changes nothing that is
+current; a host added to config/deploy.yml is bootstrapped by the next run.";
+
+/// Bootstrap every host over SSH, enrol the executors, then deploy
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES, disable_help_flag = true)]
+pub struct SetupCmd {
+    #[command(flatten)]
+    pub deploy: DeployCmd,
+}
+
+pub async fn run(cmd: &SetupCmd) -> anyhow::Result<()> {
+    {
+        // The session holds the event log; the deploy below opens its own.
+        let s = Session::open(&cmd.deploy.fleet)?;
+        bootstrap_fleet(&s).await?;
+    }
+    crate::commands::deploy::run(&cmd.deploy, false).await
+}

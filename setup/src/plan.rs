@@ -1,0 +1,732 @@
+//! Bootstrap and removal planned as data: what a host should run ([`HostSpec`]), what it
+//! runs now ([`Facts`], read by one probe command), and the [`Step`]s between the two.
+//! Nothing here does I/O; `host.rs` carries the steps out over SSH.
+
+use std::collections::BTreeMap;
+
+pub use flotilla_protocol::access::User;
+
+/// Where everything Flotilla keeps on a host lives.
+pub const ETC_DIR: &str = "/etc/flotilla";
+pub const STATE_DIR: &str = "/var/lib/flotilla";
+pub const EXECUTOR_STATE: &str = "/var/lib/flotilla/executor";
+pub const PROXY_STATE: &str = "/var/lib/flotilla/proxy";
+pub const NATS_STATE: &str = "/var/lib/flotilla/nats";
+pub const RUN_DIR: &str = "/run/flotilla";
+pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
+pub const NATS_CONF: &str = "/etc/flotilla/nats.conf";
+pub const SCHEDULER_PUB: &str = "/etc/flotilla/scheduler.pub";
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Where a running proxy hands its listening sockets to its successor (`proxy run
+/// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
+pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
+
+/// Container names of the agents and of the NATS server setup boots.
+pub const PROXY: &str = "flotilla-proxy";
+pub const EXECUTOR: &str = "flotilla-executor";
+pub const NATS: &str = "flotilla-nats";
+/// The new proxy's name while it and the old one both serve (renamed once the old is gone).
+pub const PROXY_NEXT: &str = "flotilla-proxy-next";
+
+/// NATS's client port on the control host.
+pub const NATS_PORT: u16 = 4222;
+/// The official image, used when `x-flotilla.nats.image` is not set.
+pub const DEFAULT_NATS_IMAGE: &str = "nats:2.11";
+
+/// Seconds Docker waits after SIGTERM before killing an agent: the proxy drains in-flight
+/// requests for up to 30 s (its `--shutdown-timeout` default), the executor finishes its step.
+pub const STOP_TIMEOUT_SECS: u32 = 40;
+
+/// Docker's json-file log of an agent is capped, as Kamal caps kamal-proxy's: the agents run
+/// for months and Docker never rotates by default.
+pub const LOG_MAX_SIZE: &str = "max-size=10m";
+
+/// What one host should run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSpec {
+    /// The host as deploy.yml names it (the executor's host id).
+    pub host: String,
+    /// The agent image's tag (`flotilla:VERSION-DIGEST`).
+    pub image: String,
+    /// `/etc/flotilla/executor.conf`, rendered.
+    pub executor_conf: String,
+    /// NATS, on the control host only, when setup boots it.
+    pub nats: Option<NatsSpec>,
+}
+
+/// The NATS server setup boots on the control host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsSpec {
+    pub image: String,
+    /// `/etc/flotilla/nats.conf`, rendered by [`nats_config`].
+    pub config: String,
+}
+
+/// The settings of the NATS server setup boots, as data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsSettings {
+    pub server_name: String,
+    pub port: u16,
+    /// The JetStream store inside the container (a bind of [`NATS_STATE`]).
+    pub store_dir: String,
+    /// Who may connect, with what permissions: the operators' key and each enrolled host's
+    /// (`flotilla_protocol::access`). No connection without one of these keys gets in.
+    pub users: Vec<User>,
+}
+
+impl NatsSettings {
+    pub fn for_host(host: &str, users: Vec<User>) -> NatsSettings {
+        NatsSettings {
+            server_name: format!("flotilla-{}", flotilla_token(host)),
+            port: NATS_PORT,
+            store_dir: "/data".into(),
+            users,
+        }
+    }
+}
+
+/// Renders the NATS config file (nats-server's own format).
+pub fn nats_config(s: &NatsSettings) -> String {
+    format!(
+        "# Written by flotilla setup; rewritten on every setup.\n\
+         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{}",
+        s.server_name,
+        s.port,
+        s.store_dir,
+        flotilla_protocol::access::authorization_conf(&s.users)
+    )
+}
+
+/// Renders `/etc/flotilla/executor.conf` (`key = value` lines, read by `flotilla executor run`).
+pub fn executor_conf(host: &str, nats_url: &str, scheduler_key: &str) -> String {
+    format!(
+        "# Written by flotilla setup; rewritten on every setup.\n\
+         host_id = {host}\nnats_url = {nats_url}\nscheduler_key = {scheduler_key}\n\
+         state_dir = {EXECUTOR_STATE}\n"
+    )
+}
+
+fn flotilla_token(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A container as `docker inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub image: String,
+    pub running: bool,
+}
+
+/// What a host has now, from [`probe_command`]'s output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub docker: bool,
+    /// Root, or sudo is there (what installing Docker needs).
+    pub can_install: bool,
+    pub image_present: bool,
+    pub proxy: Option<Container>,
+    pub executor: Option<Container>,
+    pub nats: Option<Container>,
+    /// The files setup writes, as they are now (absent: `None`).
+    pub executor_conf: Option<String>,
+    pub nats_conf: Option<String>,
+    pub dirs: bool,
+}
+
+/// One shell command that prints the facts as `key=value` lines (base64 for file bodies).
+/// Docker counts as present when `docker -v` runs (as Kamal checks), not when a file of that
+/// name is on PATH.
+pub fn probe_command(image: &str) -> String {
+    let inspect = |name: &str| {
+        format!(
+            "echo {name}=$(docker inspect -f '{{{{.Config.Image}}}},{{{{.State.Running}}}}' {name} 2>/dev/null)"
+        )
+    };
+    format!(
+        "docker -v >/dev/null 2>&1 && echo docker=1; \
+         {{ [ \"$(id -u)\" -eq 0 ] || command -v sudo >/dev/null 2>&1; }} && echo can_install=1; \
+         [ -d {EXECUTOR_STATE} ] && [ -d {PROXY_STATE} ] && [ -d {ETC_DIR} ] && echo dirs=1; \
+         [ -f {EXECUTOR_CONF} ] && echo executor_conf=$(base64 -w0 {EXECUTOR_CONF}); \
+         [ -f {NATS_CONF} ] && echo nats_conf=$(base64 -w0 {NATS_CONF}); \
+         if docker -v >/dev/null 2>&1; then \
+         docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; fi; true",
+        inspect(PROXY),
+        inspect(EXECUTOR),
+        inspect(NATS),
+    )
+}
+
+/// Reads [`probe_command`]'s output.
+pub fn parse_facts(out: &str) -> Facts {
+    use base64::Engine as _;
+    let kv: BTreeMap<&str, &str> = out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let container = |k: &str| {
+        let (image, running) = kv.get(k)?.split_once(',')?;
+        Some(Container {
+            image: image.to_owned(),
+            running: running == "true",
+        })
+    };
+    let file = |k: &str| {
+        kv.get(k).map(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default()
+        })
+    };
+    Facts {
+        docker: kv.contains_key("docker"),
+        can_install: kv.contains_key("can_install"),
+        image_present: kv.contains_key("image"),
+        proxy: container(PROXY),
+        executor: container(EXECUTOR),
+        nats: container(NATS),
+        executor_conf: file("executor_conf"),
+        nats_conf: file("nats_conf"),
+        dirs: kv.contains_key("dirs"),
+    }
+}
+
+/// One thing to do on a host, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Docker is missing: install it as Kamal does (get.docker.com).
+    InstallDocker,
+    /// Make `/etc/flotilla` (0700) and the state directories.
+    MakeDirs,
+    /// Stream the agent image into `docker load`.
+    LoadImage,
+    /// Write a file (mode 0600).
+    WriteFile { path: String, content: String },
+    /// `docker run -d ...` (the argv after `docker`).
+    Run { name: String, argv: Vec<String> },
+    /// Start a stopped container as it is.
+    Start { name: String },
+    /// Stop (SIGTERM, then the stop timeout) and remove.
+    Remove { name: String },
+    /// Tell a running container to reread its configuration (SIGHUP): NATS admits newly
+    /// enrolled hosts without a restart.
+    Reload { name: String },
+    /// Start the new proxy beside the old one (both listen with SO_REUSEPORT), wait until
+    /// it has taken the admin socket, then stop the old one (it drains) and rename.
+    HandOverProxy { argv: Vec<String> },
+}
+
+impl Step {
+    /// What the step does, for progress lines.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::InstallDocker => "install Docker".into(),
+            Step::MakeDirs => format!("make {ETC_DIR} and {STATE_DIR}"),
+            Step::LoadImage => "load the agent image".into(),
+            Step::WriteFile { path, .. } => format!("write {path}"),
+            Step::Run { name, .. } => format!("run {name}"),
+            Step::Start { name } => format!("start {name}"),
+            Step::Remove { name } => format!("remove {name}"),
+            Step::Reload { name } => format!("reload {name}'s configuration"),
+            Step::HandOverProxy { .. } => format!("hand {PROXY} over to the new image"),
+        }
+    }
+}
+
+/// `docker run` argv of the proxy: host networking, so it listens on the host's 80/443 as a
+/// host process would and reaches app containers at their addresses on the `kamal` network;
+/// a new proxy takes the old one's listening sockets over (`--listeners-socket`) and serves
+/// beside it while that one drains.
+pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
+    let mut v = agent_common(name);
+    v.extend(
+        [
+            "-v",
+            &format!("{RUN_DIR}:{RUN_DIR}"),
+            "-v",
+            &format!("{PROXY_STATE}:{PROXY_STATE}"),
+            image,
+            "proxy",
+            "run",
+            "--listeners-socket",
+            PROXY_LISTENERS,
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+/// `docker run` argv of the executor: the Docker socket, its state at the same path (paths
+/// it hands to Docker must mean the same on the host), settings read-only, the proxy socket.
+pub fn executor_argv(image: &str) -> Vec<String> {
+    let mut v = agent_common(EXECUTOR);
+    v.extend(
+        [
+            "-v",
+            &format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}"),
+            "-v",
+            &format!("{EXECUTOR_STATE}:{EXECUTOR_STATE}"),
+            "-v",
+            &format!("{ETC_DIR}:{ETC_DIR}:ro"),
+            "-v",
+            &format!("{RUN_DIR}:{RUN_DIR}"),
+            image,
+            "executor",
+            "run",
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+/// `docker run` argv of NATS: host networking (executors on every host reach it at the
+/// control host's address), JetStream's store on a host directory.
+pub fn nats_argv(image: &str) -> Vec<String> {
+    let mut v = agent_common(NATS);
+    v.extend(
+        [
+            "-v",
+            &format!("{NATS_STATE}:/data"),
+            "-v",
+            &format!("{NATS_CONF}:/etc/nats/nats.conf:ro"),
+            image,
+            "-c",
+            "/etc/nats/nats.conf",
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+fn agent_common(name: &str) -> Vec<String> {
+    [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--restart",
+        "unless-stopped",
+        "--network",
+        "host",
+        "--stop-timeout",
+        &STOP_TIMEOUT_SECS.to_string(),
+        "--label",
+        "flotilla.agent=1",
+        "--log-opt",
+        LOG_MAX_SIZE,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The steps from `facts` to `spec`; empty when the host is current (nothing restarts).
+pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if !facts.docker {
+        steps.push(Step::InstallDocker);
+    }
+    if !facts.dirs {
+        steps.push(Step::MakeDirs);
+    }
+    if !facts.image_present {
+        steps.push(Step::LoadImage);
+    }
+    if let Some(nats) = &spec.nats {
+        let conf_changed = facts.nats_conf.as_deref() != Some(nats.config.as_str());
+        if conf_changed {
+            steps.push(Step::WriteFile {
+                path: NATS_CONF.into(),
+                content: nats.config.clone(),
+            });
+        }
+        match facts.nats.as_ref() {
+            // Only the configuration changed (a host enrolled): reloaded in place.
+            Some(c) if c.image == nats.image && c.running && conf_changed => {
+                steps.push(Step::Reload { name: NATS.into() });
+            }
+            now => container_steps(
+                &mut steps,
+                NATS,
+                &nats.image,
+                now,
+                conf_changed,
+                nats_argv(&nats.image),
+            ),
+        }
+    }
+    match &facts.proxy {
+        Some(c) if c.image == spec.image => {
+            if !c.running {
+                steps.push(Step::Start { name: PROXY.into() });
+            }
+        }
+        Some(c) if c.running => steps.push(Step::HandOverProxy {
+            argv: proxy_argv(PROXY_NEXT, &spec.image),
+        }),
+        Some(_) => {
+            steps.push(Step::Remove { name: PROXY.into() });
+            steps.push(Step::Run {
+                name: PROXY.into(),
+                argv: proxy_argv(PROXY, &spec.image),
+            });
+        }
+        None => steps.push(Step::Run {
+            name: PROXY.into(),
+            argv: proxy_argv(PROXY, &spec.image),
+        }),
+    }
+    let conf_changed = facts.executor_conf.as_deref() != Some(spec.executor_conf.as_str());
+    if conf_changed {
+        steps.push(Step::WriteFile {
+            path: EXECUTOR_CONF.into(),
+            content: spec.executor_conf.clone(),
+        });
+    }
+    container_steps(
+        &mut steps,
+        EXECUTOR,
+        &spec.image,
+        facts.executor.as_ref(),
+        conf_changed,
+        executor_argv(&spec.image),
+    );
+    steps
+}
+
+/// Run a missing container, replace one on another image or whose settings changed, start a
+/// stopped one, leave a current one alone.
+fn container_steps(
+    steps: &mut Vec<Step>,
+    name: &str,
+    image: &str,
+    now: Option<&Container>,
+    settings_changed: bool,
+    argv: Vec<String>,
+) {
+    match now {
+        Some(c) if c.image == image && !settings_changed => {
+            if !c.running {
+                steps.push(Step::Start { name: name.into() });
+            }
+            return;
+        }
+        Some(_) => steps.push(Step::Remove { name: name.into() }),
+        None => {}
+    }
+    steps.push(Step::Run {
+        name: name.into(),
+        argv,
+    });
+}
+
+/// What `flotilla remove` deletes from a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoveSpec {
+    /// The app's service name (containers labelled `service=NAME`).
+    pub service: String,
+    /// Image repositories to delete (the app's, NATS's).
+    pub images: Vec<String>,
+}
+
+/// An image reference without its tag or digest (`reg:5000/nats:2.11` -> `reg:5000/nats`).
+pub fn repository_of(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
+/// One shell command that removes everything Flotilla and the app put on a host. Each part
+/// tolerates absence, so a second run (or a half-set-up host) is fine. A directory that is a
+/// mount point cannot go itself: it is emptied, and only what is left inside is an error.
+pub fn remove_command(spec: &RemoveSpec) -> String {
+    let q = flotilla_ssh::shell_quote;
+    let images: String = spec
+        .images
+        .iter()
+        .chain(std::iter::once(&crate::image::REPOSITORY.to_owned()))
+        .map(|i| format!(" --filter reference={}", q(&format!("{i}:*"))))
+        .collect::<Vec<_>>()
+        .concat();
+    // `docker image ls` combines several reference filters with OR.
+    format!(
+        "if docker -v >/dev/null 2>&1; then \
+         docker ps -aq --filter label=service={svc} | xargs -r docker rm -f -v >/dev/null; \
+         docker rm -f -v {PROXY} {PROXY_NEXT} {EXECUTOR} {NATS} >/dev/null 2>&1; \
+         docker image ls -q{images} | sort -u | xargs -r docker rmi -f >/dev/null; \
+         docker volume ls -q --filter label=service={svc} | xargs -r docker volume rm >/dev/null; \
+         docker network rm kamal >/dev/null 2>&1; \
+         fi; rm -rf {ETC_DIR} {STATE_DIR} {RUN_DIR} 2>/dev/null; \
+         left=$(find {ETC_DIR} {STATE_DIR} {RUN_DIR} -mindepth 1 2>/dev/null | head -3); \
+         [ -z \"$left\" ] || {{ echo \"could not remove $left\" >&2; exit 1; }}",
+        svc = q(&spec.service),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(nats: bool) -> HostSpec {
+        HostSpec {
+            host: "10.0.0.5".into(),
+            image: "flotilla:0.1.0-abc".into(),
+            executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY"),
+            nats: nats.then(|| NatsSpec {
+                image: "nats:2.11".into(),
+                config: nats_config(&NatsSettings::for_host("10.0.0.5", vec![])),
+            }),
+        }
+    }
+
+    fn current(spec: &HostSpec) -> Facts {
+        let on = |image: &str| {
+            Some(Container {
+                image: image.into(),
+                running: true,
+            })
+        };
+        Facts {
+            docker: true,
+            can_install: true,
+            image_present: true,
+            proxy: on(&spec.image),
+            executor: on(&spec.image),
+            nats: spec.nats.as_ref().and_then(|n| on(&n.image)),
+            executor_conf: Some(spec.executor_conf.clone()),
+            nats_conf: spec.nats.as_ref().map(|n| n.config.clone()),
+            dirs: true,
+        }
+    }
+
+    /// A bare host with Docker gets everything, in order: dirs, image, NATS, proxy, executor.
+    #[test]
+    fn bare_host_gets_everything_in_order() {
+        let s = spec(true);
+        let facts = Facts {
+            docker: true,
+            ..Facts::default()
+        };
+        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            steps,
+            [
+                "make /etc/flotilla and /var/lib/flotilla",
+                "load the agent image",
+                "write /etc/flotilla/nats.conf",
+                "run flotilla-nats",
+                "run flotilla-proxy",
+                "write /etc/flotilla/executor.conf",
+                "run flotilla-executor",
+            ]
+        );
+    }
+
+    /// A host without Docker starts with installing it.
+    #[test]
+    fn host_without_docker_installs_it_first() {
+        let s = spec(false);
+        assert_eq!(plan(&s, &Facts::default())[0], Step::InstallDocker);
+    }
+
+    /// Setup on a current host does nothing: no container restarts.
+    #[test]
+    fn current_host_needs_nothing() {
+        for nats in [false, true] {
+            let s = spec(nats);
+            assert_eq!(plan(&s, &current(&s)), vec![]);
+        }
+    }
+
+    /// A new agent image replaces the executor and hands the proxy over (new one first),
+    /// without reloading anything else.
+    #[test]
+    fn new_image_replaces_executor_and_hands_proxy_over() {
+        let old = spec(false);
+        let mut facts = current(&old);
+        facts.image_present = false;
+        let mut new = old.clone();
+        new.image = "flotilla:0.1.0-def".into();
+        assert_eq!(
+            plan(&new, &facts),
+            vec![
+                Step::LoadImage,
+                Step::HandOverProxy {
+                    argv: proxy_argv(PROXY_NEXT, "flotilla:0.1.0-def")
+                },
+                Step::Remove {
+                    name: EXECUTOR.into()
+                },
+                Step::Run {
+                    name: EXECUTOR.into(),
+                    argv: executor_argv("flotilla:0.1.0-def")
+                },
+            ]
+        );
+    }
+
+    /// Agents stopped (dockerd restarted without restart policy kicking in, or stopped by
+    /// hand) are started as they are; a changed executor.conf restarts the executor.
+    #[test]
+    fn stopped_agents_start_changed_conf_restarts_executor() {
+        let s = spec(false);
+        let mut facts = current(&s);
+        facts.proxy.as_mut().unwrap().running = false;
+        facts.executor_conf = Some("host_id = old\n".into());
+        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            steps,
+            [
+                "start flotilla-proxy",
+                "write /etc/flotilla/executor.conf",
+                "remove flotilla-executor",
+                "run flotilla-executor",
+            ]
+        );
+    }
+
+    /// Image references lose their tag, not a registry's port.
+    #[test]
+    fn repository_of_strips_tag_only() {
+        assert_eq!(repository_of("nats:2.11"), "nats");
+        assert_eq!(repository_of("reg:5000/nats:2.15"), "reg:5000/nats");
+        assert_eq!(repository_of("reg:5000/nats"), "reg:5000/nats");
+        assert_eq!(repository_of("nats@sha256:abc"), "nats");
+    }
+
+    /// The probe's output reads back into facts, file bodies included.
+    #[test]
+    fn probe_output_parses() {
+        let out = "docker=1\ncan_install=1\ndirs=1\nimage=1\n\
+                   executor_conf=aG9zdF9pZCA9IGgxCg==\n\
+                   flotilla-proxy=flotilla:0.1.0-abc,true\nflotilla-executor=\nflotilla-nats=nats:2.11,false\n";
+        let f = parse_facts(out);
+        assert_eq!(
+            f,
+            Facts {
+                docker: true,
+                can_install: true,
+                image_present: true,
+                proxy: Some(Container {
+                    image: "flotilla:0.1.0-abc".into(),
+                    running: true
+                }),
+                executor: None,
+                nats: Some(Container {
+                    image: "nats:2.11".into(),
+                    running: false
+                }),
+                executor_conf: Some("host_id = h1\n".into()),
+                nats_conf: None,
+                dirs: true,
+            }
+        );
+    }
+
+    /// The files setup writes, exactly: what `flotilla executor run` and nats-server read.
+    #[test]
+    fn rendered_files() {
+        assert_eq!(
+            executor_conf("h1", "nats://10.0.0.1:4222", "K"),
+            "# Written by flotilla setup; rewritten on every setup.\nhost_id = h1\n\
+             nats_url = nats://10.0.0.1:4222\nscheduler_key = K\nstate_dir = /var/lib/flotilla/executor\n"
+        );
+        let operator = User {
+            nkey: "UOPERATOR".into(),
+            permissions: flotilla_protocol::access::operator_permissions(),
+        };
+        assert_eq!(
+            nats_config(&NatsSettings::for_host("10.0.0.1", vec![operator])),
+            "# Written by flotilla setup; rewritten on every setup.\nserver_name: \"flotilla-10-0-0-1\"\n\
+             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\nauthorization {\n  users = [\n    \
+             { nkey: \"UOPERATOR\", permissions: { publish: { allow: [\">\"] }, subscribe: { allow: [\">\"] } } }\n  ]\n}\n"
+        );
+    }
+
+    /// The agents run with the restart policy, host networking and the binds the brief
+    /// names (the executor's state at the same path, settings read-only).
+    #[test]
+    fn agent_argv() {
+        let e = executor_argv("flotilla:x").join(" ");
+        assert_eq!(
+            e,
+            "run -d --name flotilla-executor --restart unless-stopped --network host \
+             --stop-timeout 40 --label flotilla.agent=1 --log-opt max-size=10m -v /var/run/docker.sock:/var/run/docker.sock \
+             -v /var/lib/flotilla/executor:/var/lib/flotilla/executor -v /etc/flotilla:/etc/flotilla:ro \
+             -v /run/flotilla:/run/flotilla flotilla:x executor run"
+        );
+        assert!(proxy_argv(PROXY, "flotilla:x").join(" ").ends_with(
+            "-v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
+             --listeners-socket /run/flotilla/proxy-listeners.sock"
+        ));
+    }
+
+    /// A newly enrolled host changes only NATS's users: the running NATS rereads its
+    /// configuration (SIGHUP) instead of restarting; another image still replaces it.
+    #[test]
+    fn changed_users_reload_nats_in_place() {
+        let spec = HostSpec {
+            host: "h1".into(),
+            image: "flotilla:x".into(),
+            executor_conf: "c".into(),
+            nats: Some(NatsSpec {
+                image: "nats:2.11".into(),
+                config: "new".into(),
+            }),
+        };
+        let mut facts = Facts {
+            docker: true,
+            can_install: true,
+            image_present: true,
+            proxy: Some(Container {
+                image: "flotilla:x".into(),
+                running: true,
+            }),
+            executor: Some(Container {
+                image: "flotilla:x".into(),
+                running: true,
+            }),
+            nats: Some(Container {
+                image: "nats:2.11".into(),
+                running: true,
+            }),
+            executor_conf: Some("c".into()),
+            nats_conf: Some("old".into()),
+            dirs: true,
+        };
+        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats.conf",
+                "reload flotilla-nats's configuration"
+            ]
+        );
+        facts.nats_conf = Some("new".into());
+        assert!(plan(&spec, &facts).is_empty());
+        facts.nats_conf = Some("old".into());
+        facts.nats = Some(Container {
+            image: "nats:2.10".into(),
+            running: true,
+        });
+        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats.conf",
+                "remove flotilla-nats",
+                "run flotilla-nats"
+            ]
+        );
+    }
+}
