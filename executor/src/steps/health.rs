@@ -12,7 +12,8 @@ use flotilla_proxy::{HealthCheck, ServiceSpec};
 use tokio::time::Instant;
 
 use super::{Executor, StepFailed, millis, shorten};
-use crate::runtime::{Proxy, ProxyError, Runtime};
+use crate::runtime::{ContainerInfo, Proxy, ProxyError, Runtime};
+use flotilla_protocol::names;
 use flotilla_protocol::wire::{AwaitHealthy, SwitchProxy};
 
 /// Reports a health failure: stops the new container so it takes no traffic and restarts
@@ -127,7 +128,7 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
             )));
         }
     };
-    let Some(ip) = container.ip else {
+    let Some(ip) = container.ip.as_deref() else {
         return Err(StepFailed::new(format!(
             "{} has no address on the {} network",
             step.container,
@@ -153,10 +154,12 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
     };
     if current.as_deref() == Some(target.as_str()) {
         // Switched already (a redelivered job): the proxy only routes to healthy targets.
+        // The proxy no longer names the container it switched from, so Docker's state says
+        // which one it was, and the rerun reports the same event as the first run.
         return Ok(vec![
             health_passed(1),
             ProxySwitched {
-                from: None,
+                from: switched_from(ex, &container).await,
                 to: step.container.clone(),
             }
             .into(),
@@ -200,5 +203,55 @@ async fn container_at<R: Runtime, P: Proxy>(ex: &Executor<R, P>, target: &str) -
     let all = ex.runtime.list(&[], false).await.ok()?;
     all.into_iter()
         .find(|c| c.ip.as_deref() == Some(ip))
+        .map(|c| c.name)
+}
+
+/// The container a switch to `new` replaced, found again from Docker's state for a rerun of
+/// a switch already done: the newest other running container of `new`'s service, role and
+/// destination (the old version keeps running until `StopOldContainers`, the next step of the
+/// same job). When none runs, that step ran too before the job was interrupted, and the
+/// newest stopped one created before `new` is the old version, unless an earlier failed
+/// deploy left a newer stopped container behind: then the event may name that one.
+async fn switched_from<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    new: &ContainerInfo,
+) -> Option<String> {
+    let keys = [
+        names::LABEL_SERVICE,
+        names::LABEL_ROLE,
+        names::LABEL_DESTINATION,
+    ];
+    let labels: Vec<(String, String)> = keys
+        .iter()
+        .filter_map(|k| new.labels.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    if labels.is_empty() {
+        return None;
+    }
+    let all = ex.runtime.list(&labels, true).await.ok()?;
+    // `inspect` leaves the creation time out; the listing has it.
+    let new_created = all
+        .iter()
+        .find(|c| c.name == new.name)
+        .and_then(|c| c.created);
+    let mut others: Vec<ContainerInfo> = all
+        .into_iter()
+        .filter(|c| c.name != new.name)
+        // Without a destination, containers of a destination belong to another deploy.
+        .filter(|c| {
+            new.labels.contains_key(names::LABEL_DESTINATION)
+                || !c.labels.contains_key(names::LABEL_DESTINATION)
+        })
+        .collect();
+    others.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
+    if let Some(running) = others.iter().find(|c| c.running) {
+        return Some(running.name.clone());
+    }
+    others
+        .into_iter()
+        .find(|c| match (c.created, new_created) {
+            (Some(c), Some(n)) => c <= n,
+            _ => true,
+        })
         .map(|c| c.name)
 }

@@ -344,3 +344,49 @@ async fn simulated_fleet_runs_and_fails_on_demand() {
         matches!(&last.event.event, Event::HostFailed(f) if f.error.contains("simulated failure"))
     );
 }
+
+/// A switch run again after it was done (a redelivered job, an executor restarted mid-job)
+/// reports the same `ProxySwitched v1 -> v2` as the first run, whether or not the old
+/// container was stopped in between, never `none -> v2`.
+#[tokio::test]
+async fn a_redelivered_switch_reports_the_container_it_replaced() {
+    let ex = executor();
+    let switch = |v: &str| {
+        JobStep::SwitchProxy(SwitchProxy {
+            proxy_service: "app-web".into(),
+            container: format!("app-web-{v}"),
+            version: v.into(),
+            app_port: 80,
+            hosts: vec![],
+            path_prefix: None,
+            health_path: "/up".into(),
+            health_interval_ms: 100,
+            health_timeout_ms: 1000,
+            deploy_timeout_ms: 5000,
+            drain_timeout_ms: 1000,
+        })
+    };
+    for v in ["v1", "v2"] {
+        ex.run_step(&JobStep::StartContainer(start_step(&ex, v)))
+            .await
+            .unwrap();
+    }
+    ex.run_step(&switch("v1")).await.unwrap();
+    let first = ex.run_step(&switch("v2")).await.unwrap();
+    let expected = Event::ProxySwitched(flotilla_events::event::ProxySwitched {
+        from: Some("app-web-v1".into()),
+        to: "app-web-v2".into(),
+    });
+    assert_eq!(first[1], expected);
+    assert_eq!(ex.run_step(&switch("v2")).await.unwrap()[1], expected);
+    ex.run_step(&JobStep::StopOldContainers(StopOldContainers {
+        service: "app".into(),
+        role: "web".into(),
+        destination: None,
+        keep: "app-web-v2".into(),
+        stop_timeout_s: 1,
+    }))
+    .await
+    .unwrap();
+    assert_eq!(ex.run_step(&switch("v2")).await.unwrap()[1], expected);
+}
