@@ -39,6 +39,7 @@ async fn unhealthy<R: Runtime, P: Proxy>(
             .into(),
         ],
         error: format!("{container} not healthy: {why}"),
+        cause: flotilla_events::event::FailureCause::StepFailed,
     }
 }
 
@@ -88,6 +89,7 @@ pub(super) async fn await_healthy<R: Runtime, P: Proxy>(
             }
         };
         let Some(why) = why else {
+            keep_restarting(ex, &step.container).await?;
             return Ok(vec![
                 HealthPassed {
                     attempts,
@@ -156,6 +158,7 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
         // Switched already (a redelivered job): the proxy only routes to healthy targets.
         // The proxy no longer names the container it switched from, so Docker's state says
         // which one it was, and the rerun reports the same event as the first run.
+        keep_restarting(ex, &step.container).await?;
         return Ok(vec![
             health_passed(1),
             ProxySwitched {
@@ -180,14 +183,17 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
     };
     match ex.proxy.deploy(request).await {
         // The proxy does not count its checks: one successful check is what it reports.
-        Ok(_) => Ok(vec![
-            health_passed(1),
-            ProxySwitched {
-                from,
-                to: step.container.clone(),
-            }
-            .into(),
-        ]),
+        Ok(_) => {
+            keep_restarting(ex, &step.container).await?;
+            Ok(vec![
+                health_passed(1),
+                ProxySwitched {
+                    from,
+                    to: step.container.clone(),
+                }
+                .into(),
+            ])
+        }
         Err(ProxyError::Unhealthy(message)) => {
             let attempts = u32::try_from(step.deploy_timeout_ms / step.health_interval_ms.max(1))
                 .unwrap_or(u32::MAX);
@@ -195,6 +201,19 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
         }
         Err(ProxyError::Other(message)) => Err(StepFailed::new(format!("proxy: {message}"))),
     }
+}
+
+/// Gives a container proven healthy the restart policy it was created without (see
+/// `app::start`). When this fails the step fails: a serving container that would not come
+/// back after a reboot is not a finished deploy, and a rerun of the step sets it.
+async fn keep_restarting<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    container: &str,
+) -> Result<(), StepFailed> {
+    ex.runtime
+        .keep_restarting(container)
+        .await
+        .map_err(|e| StepFailed::new(format!("restart policy of {container}: {}", e.message)))
 }
 
 /// The name of the running container whose `ADDR:PORT` on the kamal network is `target`.

@@ -390,3 +390,67 @@ async fn a_redelivered_switch_reports_the_container_it_replaced() {
     .unwrap();
     assert_eq!(ex.run_step(&switch("v2")).await.unwrap()[1], expected);
 }
+
+/// dockerd stopped while a new version waits to be healthy: the step fails as "docker
+/// engine unreachable" (cause `EngineUnreachable`, no `HealthFailed` verdict on the version),
+/// and when dockerd starts again only the old, proven container comes back: the new one,
+/// which could not be stopped, does not serve beside it.
+#[tokio::test]
+async fn a_stopped_engine_is_not_a_failed_health_check_and_its_new_container_stays_down() {
+    let ex = executor();
+    let healthy = |v: &str| {
+        JobStep::AwaitHealthy(AwaitHealthy {
+            container: format!("app-web-{v}"),
+            readiness_delay_ms: 0,
+            timeout_ms: 1000,
+            interval_ms: 10,
+        })
+    };
+    ex.run_step(&JobStep::StartContainer(start_step(&ex, "v1")))
+        .await
+        .unwrap();
+    ex.run_step(&healthy("v1")).await.unwrap();
+    ex.run_step(&JobStep::StartContainer(start_step(&ex, "v2")))
+        .await
+        .unwrap();
+
+    ex.runtime.stop_engine();
+    let failed = ex.run_step(&healthy("v2")).await.unwrap_err();
+    assert_eq!(failed.cause, FailureCause::EngineUnreachable);
+    assert!(failed.events.is_empty(), "{:?}", failed.events);
+    assert!(
+        failed.error.starts_with("docker engine unreachable"),
+        "{}",
+        failed.error
+    );
+
+    ex.runtime.start_engine();
+    let running: Vec<String> = ex
+        .runtime
+        .list(&[], false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(running, ["app-web-v1"]);
+}
+
+/// A step that fails while the engine answers keeps its own failure (`StepFailed`).
+#[tokio::test]
+async fn a_step_failing_with_the_engine_up_keeps_its_cause() {
+    let ex = executor();
+    let failed = ex
+        .run_step(&JobStep::StopContainer(StopContainer {
+            container: "app-web-v9".into(),
+            stop_timeout_s: 1,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.cause, FailureCause::StepFailed);
+    assert!(
+        failed.error.contains("no container app-web-v9"),
+        "{}",
+        failed.error
+    );
+}
