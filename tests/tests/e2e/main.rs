@@ -8,6 +8,7 @@ mod commands;
 mod dashboards;
 mod deploy;
 mod executor;
+mod faults;
 mod fleet;
 mod load;
 mod metrics;
