@@ -3,8 +3,8 @@
 //! feature: the real tests use Docker.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_proxy::admin::{DeployRequest, Deployed};
@@ -60,7 +60,7 @@ pub struct SimRuntime {
     /// Containers with the `unless-stopped` restart policy.
     keep_restarting: Mutex<HashSet<String>>,
     /// Set while the simulated engine is stopped: every call fails as a stopped dockerd's do.
-    engine_down: AtomicBool,
+    engine_down: Arc<AtomicBool>,
 }
 
 impl SimRuntime {
@@ -69,6 +69,11 @@ impl SimRuntime {
             config,
             ..Default::default()
         }
+    }
+
+    /// The flag that stops the engine, for a test's proxy that stops it mid-step.
+    pub fn engine_down_flag(&self) -> Arc<AtomicBool> {
+        self.engine_down.clone()
     }
 
     /// Stops the simulated engine: calls fail until [`Self::start_engine`].

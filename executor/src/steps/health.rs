@@ -181,7 +181,22 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
         deploy_timeout_ms: step.deploy_timeout_ms,
         drain_timeout_ms: step.drain_timeout_ms,
     };
-    match ex.proxy.deploy(request).await {
+    // The proxy waits up to `deploy_timeout` for the new container; a dockerd that stops
+    // meanwhile takes the container down, and the wait would end as "unhealthy" only then.
+    // Watching the engine beside it fails the step within seconds instead (as
+    // `EngineUnreachable`, see `Executor::run_step`). Dropping the admin request leaves the
+    // proxy to finish its own wait: it switches only to a healthy target, and a container
+    // on a stopped engine is none.
+    let deployed = tokio::select! {
+        deployed = ex.proxy.deploy(request) => deployed,
+        why = engine_gone(ex) => {
+            return Err(StepFailed::new(format!(
+                "switch to {} abandoned: {why}",
+                step.container
+            )));
+        }
+    };
+    match deployed {
         // The proxy does not count its checks: one successful check is what it reports.
         Ok(_) => {
             keep_restarting(ex, &step.container).await?;
@@ -200,6 +215,35 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
             Err(unhealthy(ex, &step.container, attempts, message).await)
         }
         Err(ProxyError::Other(message)) => Err(StepFailed::new(format!("proxy: {message}"))),
+    }
+}
+
+/// How often a step waiting on the proxy asks the engine whether it still answers.
+const ENGINE_WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Failed asks in a row before the engine counts as gone: one slow answer on a busy host
+/// is not an outage.
+const ENGINE_WATCH_MISSES: u32 = 2;
+
+/// Returns once the engine has failed [`ENGINE_WATCH_MISSES`] asks in a row, with its error.
+async fn engine_gone<R: Runtime, P: Proxy>(ex: &Executor<R, P>) -> String {
+    let mut misses = 0;
+    loop {
+        tokio::time::sleep(ENGINE_WATCH_EVERY).await;
+        match tokio::time::timeout(ENGINE_WATCH_EVERY, ex.runtime.version()).await {
+            Ok(Ok(_)) => misses = 0,
+            Ok(Err(e)) => {
+                misses += 1;
+                if misses >= ENGINE_WATCH_MISSES {
+                    return format!("docker engine unreachable: {}", e.message);
+                }
+            }
+            Err(_) => {
+                misses += 1;
+                if misses >= ENGINE_WATCH_MISSES {
+                    return "docker engine does not answer".to_owned();
+                }
+            }
+        }
     }
 }
 

@@ -454,3 +454,75 @@ async fn a_step_failing_with_the_engine_up_keeps_its_cause() {
         failed.error
     );
 }
+
+/// A proxy whose health wait outlasts the test; the engine stops as the wait begins.
+struct WaitingProxy(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Proxy for WaitingProxy {
+    async fn deploy(
+        &self,
+        _request: flotilla_proxy::admin::DeployRequest,
+    ) -> Result<flotilla_proxy::admin::Deployed, crate::runtime::ProxyError> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+
+    async fn target(&self, _service: &str) -> Result<Option<String>, crate::runtime::ProxyError> {
+        Ok(None)
+    }
+}
+
+/// dockerd stopped while the proxy waits for the new container to be healthy: the switch
+/// fails within seconds as "docker engine unreachable", not at the end of `deploy_timeout`
+/// (here ten minutes) as an unhealthy container.
+#[tokio::test(start_paused = true)]
+async fn a_switch_waiting_on_the_proxy_notices_a_stopped_engine_in_seconds() {
+    let runtime = SimRuntime::new(SimConfig {
+        latency: std::time::Duration::ZERO,
+        pull_latency: std::time::Duration::ZERO,
+        failure_rate: 0.0,
+        ..Default::default()
+    });
+    let proxy = WaitingProxy(runtime.engine_down_flag());
+    let ex = Executor::new(runtime, proxy, HostKey::generate(), "10.0.0.5");
+    let start = StartContainer {
+        service: "app".into(),
+        role: "web".into(),
+        destination: None,
+        version: "v2".into(),
+        config: ContainerConfig {
+            image: "r/app:v2".into(),
+            ..Default::default()
+        },
+    };
+    ex.run_step(&JobStep::StartContainer(start)).await.unwrap();
+    let began = tokio::time::Instant::now();
+    let failed = ex
+        .run_step(&JobStep::SwitchProxy(SwitchProxy {
+            proxy_service: "app-web".into(),
+            container: "app-web-v2".into(),
+            version: "v2".into(),
+            app_port: 80,
+            hosts: vec![],
+            path_prefix: None,
+            health_path: "/up".into(),
+            health_interval_ms: 100,
+            health_timeout_ms: 1000,
+            deploy_timeout_ms: 600_000,
+            drain_timeout_ms: 1000,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failed.cause,
+        FailureCause::EngineUnreachable,
+        "{}",
+        failed.error
+    );
+    assert!(failed.error.contains("abandoned"), "{}", failed.error);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+}
