@@ -218,6 +218,31 @@ impl Fleet {
         c
     }
 
+    /// Stops a host's Docker engine as `systemctl stop docker` does (SIGTERM; dockerd stops
+    /// its containers and exits), for fault tests; [`Fleet::start_docker`] brings it back.
+    pub fn stop_docker(&self, host: &Host) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        let dockerd = state
+            .machines
+            .iter()
+            .find(|m| m.name == host.name)
+            .and_then(|m| m.dockerd);
+        if let Some(p) = dockerd {
+            p.stop(DOCKERD_STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// Starts a host's Docker engine again after [`Fleet::stop_docker`] and records it, so
+    /// `down` stops this one.
+    pub fn start_docker(&self, host: &Host) -> Result<(), FleetError> {
+        let dockerd = machine::start_dockerd(&self.layout, Role::Host(host.index))?;
+        let path = self.layout.state_file();
+        let mut state = State::load(&path)?;
+        state.machine_mut(&host.name).dockerd = Some(dockerd);
+        state.save(&path)
+    }
+
     /// Shell `export` lines describing the fleet, for scripts.
     pub fn env_lines(&self) -> String {
         let hosts: Vec<String> = self.hosts.iter().map(|h| h.addr.to_string()).collect();
@@ -250,6 +275,10 @@ impl Drop for Fleet {
         }
     }
 }
+
+/// How long a stopping dockerd gets before SIGKILL: its containers' own grace
+/// (`--shutdown-timeout=2`) and its clean-up, with room on a loaded machine.
+const DOCKERD_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long a freshly claimed slot may go without a state file before it counts as stale.
 const CLAIM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
