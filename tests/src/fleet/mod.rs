@@ -243,6 +243,29 @@ impl Fleet {
         state.save(&path)
     }
 
+    /// SIGKILLs the fleet's NATS server (no clean shutdown), for fault tests;
+    /// [`Fleet::start_nats`] starts it again on the same JetStream store.
+    pub fn kill_nats(&self) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        if let Some(p) = state.nats {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            wait_until(DOCKERD_STOP_GRACE, || !p.alive());
+        }
+        Ok(())
+    }
+
+    /// Starts the fleet's NATS server again after [`Fleet::kill_nats`] and records it.
+    pub fn start_nats(&self) -> Result<(), FleetError> {
+        let nats = services::start_nats(&self.layout)?;
+        let path = self.layout.state_file();
+        let mut state = State::load(&path)?;
+        state.nats = Some(nats);
+        state.save(&path)
+    }
+
     /// Shell `export` lines describing the fleet, for scripts.
     pub fn env_lines(&self) -> String {
         let hosts: Vec<String> = self.hosts.iter().map(|h| h.addr.to_string()).collect();

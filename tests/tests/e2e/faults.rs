@@ -62,10 +62,59 @@ const ENGINE_BACK_LIMIT: Duration = Duration::from_secs(90);
 #[test]
 fn faults_on_one_fleet_under_load() {
     let fleet = fleet(3);
-    let project = Project::new(&fleet, "");
+    let mut project = Project::new(&fleet, "");
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
     killed_deploy_is_shown_interrupted_named_by_the_lock_and_resumed(&fleet, &project);
     stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(&fleet, &project);
+    executor_killed_mid_step_briefly_then_for_good(&fleet, &mut project);
+    nats_killed_mid_rollout_and_restarted(&fleet, &project);
+}
+
+/// `flotilla deploy --version VERSION --json` in the background with `env`, its events on a
+/// pipe.
+fn deploy_json(
+    project: &Project,
+    fleet: &Fleet,
+    version: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", version, "--json"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        .env("APP_VERSION", version)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads `child`'s JSON events to the end, calling `on` with each; returns its output.
+fn follow(
+    mut child: std::process::Child,
+    mut on: impl FnMut(&serde_json::Value),
+) -> std::process::Output {
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        on(&serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// How long after `t` event `e` happened, by its own time (the events are read late while
+/// the test is busy injecting the fault).
+fn since(t: Option<flotilla_events::Timestamp>, e: &serde_json::Value) -> Duration {
+    let at: flotilla_events::Timestamp = e["at"].as_str().unwrap().parse().unwrap();
+    let t = t.unwrap_or(at);
+    Duration::from_millis(u64::try_from(at.millis_since(t)).unwrap_or(0))
+}
+
+/// The type name of a JSON event.
+fn kind(e: &serde_json::Value) -> String {
+    e["event"]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .unwrap_or_default()
 }
 
 /// The deploy process SIGKILLed mid-rollout (one host done, the others not): `history`
@@ -188,15 +237,13 @@ fn stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(
             .and_then(|o| o.keys().next().cloned());
         last_host_events.push(kind.clone().unwrap_or_default());
         if kind.as_deref() == Some("ContainerStarted") && !stopped {
+            stopped_at = Some(flotilla_events::Timestamp::now());
             fleet.stop_docker(last).unwrap();
-            stopped_at = Some(std::time::Instant::now());
             stopped = true;
         }
         if let Some(f) = e["event"].get("HostFailed") {
             failure = f.clone();
-            detected_after = stopped_at
-                .map(|t: std::time::Instant| t.elapsed())
-                .unwrap_or_default();
+            detected_after = since(stopped_at, &e);
         }
     }
     let out = child.wait_with_output().unwrap();
@@ -238,7 +285,7 @@ fn stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(
     );
     one_container_each(fleet, "v3");
     eprintln!(
-        "engine stopped on {}: failed as unreachable {:.1}s after dockerd exited; {} requests \
+        "engine stopped on {}: failed as unreachable {:.1}s after dockerd was told to stop; {} requests \
          failed there, {} served",
         last.name,
         detected_after.as_secs_f64(),
@@ -270,4 +317,121 @@ fn containers_of(fleet: &Fleet, host: &flotilla_e2e::fleet::Host) -> String {
             String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
         })
         .unwrap_or_default()
+}
+
+/// An executor SIGKILLed mid-job (its host's container started, the switch under way).
+/// Briefly (started again at once): the job is delivered again and rerun, the deploy
+/// succeeds (exit 0) with one `HostSucceeded` and no `HostFailed` per host. For good: the
+/// scheduler notices the missing heartbeats within seconds and fails that host as
+/// `ExecutorLost` at the step it reached (exit 1, the host named); with the executor back,
+/// `flotilla replay ID --resume` finishes the deploy. Afterwards one container per host
+/// serves the new version, and no request failed throughout.
+fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut Project) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let first = fleet.hosts[0].addr.to_string();
+
+    let mut deploy_id = String::new();
+    let mut killed = false;
+    let child = deploy_json(project, fleet, "v4", &[]);
+    let out = follow(child, |e| {
+        deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
+        if !killed && e["host"].as_str() == Some(&first) && kind(e) == "ContainerStarted" {
+            project.agents[0].kill_executor();
+            project.agents[0].start_executor();
+            killed = true;
+        }
+    });
+    assert!(killed, "the first host started its container");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (hosts, _) = events_of(project, &deploy_id);
+    for (host, events) in &hosts {
+        assert_eq!(
+            events.iter().filter(|e| *e == "HostSucceeded").count(),
+            1,
+            "{host}: {events:?}"
+        );
+        assert!(
+            !events.contains(&"HostFailed".to_owned()),
+            "{host}: {events:?}"
+        );
+    }
+    one_container_each(fleet, "v4");
+
+    let mut killed_at = None;
+    let mut lost = serde_json::Value::Null;
+    let mut detected_after = Duration::ZERO;
+    let child = deploy_json(project, fleet, "v5", &[]);
+    let out = follow(child, |e| {
+        deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
+        if killed_at.is_none()
+            && e["host"].as_str() == Some(&first)
+            && kind(e) == "ContainerStarted"
+        {
+            project.agents[0].kill_executor();
+            killed_at = Some(flotilla_events::Timestamp::now());
+        }
+        if e["host"].as_str() == Some(&first) && kind(e) == "HostFailed" {
+            lost = e["event"]["HostFailed"].clone();
+            detected_after = since(killed_at, e);
+        }
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&first), "{}", stderr(&out));
+    assert_eq!(lost["cause"], "ExecutorLost", "{lost}");
+    project.agents[0].start_executor();
+    project.flotilla_ok(&["replay", &deploy_id, "--resume"], &[]);
+    let stats = load.stop();
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v5");
+    eprintln!(
+        "executor killed for good on {first}: failed as lost {:.1}s after the kill, at {}; \
+         {} requests served, none failed",
+        detected_after.as_secs_f64(),
+        lost["step"],
+        stats.ok
+    );
+}
+
+/// NATS SIGKILLed mid-rollout (one host at a time, the first host done) and started again
+/// on its store: the deploy carries on and succeeds (exit 0), each host once
+/// `HostSucceeded` and never `HostFailed`, one container per host serves the new version,
+/// and no request failed (the proxies serve without NATS).
+fn nats_killed_mid_rollout_and_restarted(fleet: &Fleet, project: &Project) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let mut deploy_id = String::new();
+    let mut killed = false;
+    let child = deploy_json(project, fleet, "v6", &[("MAX_PARALLEL", "1")]);
+    let out = follow(child, |e| {
+        deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
+        if !killed && kind(e) == "HostSucceeded" {
+            fleet.kill_nats().unwrap();
+            fleet.start_nats().unwrap();
+            killed = true;
+        }
+    });
+    assert!(killed, "one host finished before NATS was killed");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (hosts, deploy) = events_of(project, &deploy_id);
+    for host in &fleet.hosts {
+        let events = &hosts[&host.addr.to_string()];
+        assert_eq!(
+            events.iter().filter(|e| *e == "HostSucceeded").count(),
+            1,
+            "{}: {events:?}",
+            host.name
+        );
+        assert!(!events.contains(&"HostFailed".to_owned()), "{events:?}");
+    }
+    assert!(deploy.contains(&"DeployCompleted".to_owned()), "{deploy:?}");
+    let stats = load.stop();
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v6");
 }
