@@ -266,6 +266,25 @@ impl Fleet {
         state.save(&path)
     }
 
+    /// Stops the fleet's registry, for fault tests; [`Fleet::start_registry`] starts it
+    /// again on the same storage.
+    pub fn stop_registry(&self) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        if let Some(p) = state.registry {
+            p.stop(DOCKERD_STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// Starts the fleet's registry again after [`Fleet::stop_registry`] and records it.
+    pub fn start_registry(&self) -> Result<(), FleetError> {
+        let registry = services::start_registry(&self.layout)?;
+        let path = self.layout.state_file();
+        let mut state = State::load(&path)?;
+        state.registry = Some(registry);
+        state.save(&path)
+    }
+
     /// Shell `export` lines describing the fleet, for scripts.
     pub fn env_lines(&self) -> String {
         let hosts: Vec<String> = self.hosts.iter().map(|h| h.addr.to_string()).collect();

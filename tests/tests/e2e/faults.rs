@@ -68,6 +68,7 @@ fn faults_on_one_fleet_under_load() {
     stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(&fleet, &project);
     executor_killed_mid_step_briefly_then_for_good(&fleet, &mut project);
     nats_killed_mid_rollout_and_restarted(&fleet, &project);
+    registry_down_during_pulls(&fleet, &project);
 }
 
 /// `flotilla deploy --version VERSION --json` in the background with `env`, its events on a
@@ -434,4 +435,58 @@ fn nats_killed_mid_rollout_and_restarted(fleet: &Fleet, project: &Project) {
         stats.failed
     );
     one_container_each(fleet, "v6");
+}
+
+/// The registry stopped once the image is pushed, while hosts pull it one at a time: the
+/// deploy fails (exit 1) with `HostFailed` at `PullImage` naming the image, every host
+/// keeps serving from one container (the old version where the pull failed), and no
+/// request failed; with the registry back, the same deploy succeeds everywhere.
+fn registry_down_during_pulls(fleet: &Fleet, project: &Project) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let mut stopped = false;
+    let mut pull_failures = Vec::new();
+    let child = deploy_json(project, fleet, "v7", &[("MAX_PARALLEL", "1")]);
+    let out = follow(child, |e| {
+        if !stopped && kind(e) == "ImagePushed" {
+            fleet.stop_registry().unwrap();
+            stopped = true;
+        }
+        // Hosts that never started may be failed too (the deploy stopped); those that ran
+        // failed at their pull.
+        if kind(e) == "HostFailed" && e["event"]["HostFailed"]["cause"] == "StepFailed" {
+            pull_failures.push(e["event"]["HostFailed"].clone());
+        }
+    });
+    assert!(stopped, "the image was pushed");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!pull_failures.is_empty());
+    for f in &pull_failures {
+        assert_eq!(f["step"], "PullImage", "{f}");
+        assert!(
+            f["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("testapp:v7"),
+            "{f}"
+        );
+    }
+    for (host, addr) in fleet.hosts.iter().zip(web(fleet)) {
+        let v = version_of(addr);
+        assert!(v == "v6" || v == "v7", "{} serves {v}", host.name);
+        assert_eq!(
+            running(fleet, host),
+            [format!("testapp-web-{v}")],
+            "one container on {}",
+            host.name
+        );
+    }
+    fleet.start_registry().unwrap();
+    project.flotilla_ok(&["deploy", "--version", "v7"], &[("APP_VERSION", "v7")]);
+    let stats = load.stop();
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v7");
 }
