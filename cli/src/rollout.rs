@@ -121,7 +121,7 @@ pub async fn run_rollout(s: &Session, req: Request) -> anyhow::Result<()> {
             req.deploy_id
         );
     }
-    let finished = finished.map_err(user_error)?;
+    let finished = finished.map_err(|e| rollout_error(e, &s.log))?;
     if let Some(r) = &finished.rolled_back {
         eprintln!(
             "auto_rollback: {} host(s) back on {} (deploy {}), {} failed",
@@ -198,6 +198,63 @@ pub fn user_error(e: ProcedureError) -> anyhow::Error {
         message,
         hint: Some(hint),
         code,
+    })
+}
+
+/// [`user_error`], told by the event log this process holds which deploys are dead: a lock
+/// refused to us but held by a deploy of this log that has no outcome belongs to a process
+/// that is gone, since a live one would hold this log open (the log admits one process at a
+/// time) and we could not have opened it. That deploy is named, with the command that
+/// resumes it now (a resume takes its own deploy's lock over) instead of a minute's wait.
+fn rollout_error(e: ProcedureError, log: &flotilla_events::SledLog) -> anyhow::Error {
+    let dead = match &e {
+        ProcedureError::Lock(
+            LockError::Held { info, .. } | LockError::WaitTimedOut { info, .. },
+        ) => info
+            .deploy_id
+            .as_deref()
+            .filter(|id| interrupted_in(log, id))
+            .map(|id| (id.to_owned(), (**info).clone())),
+        _ => None,
+    };
+    let Some((id, info)) = dead else {
+        return user_error(e);
+    };
+    anyhow::Error::new(e).context(UserError {
+        message: dead_holder_message(&id, &info),
+        hint: Some(format!(
+            "resume it with `flotilla replay {id} --resume`; or wait: its lock frees itself \
+             within {}s",
+            lock_left_s(&info)
+        )),
+        code: FAILED,
+    })
+}
+
+/// Whether deploy `id` is in `log` with no outcome. A log that cannot be read says no: the
+/// refusal then gives the general hint.
+fn interrupted_in(log: &flotilla_events::SledLog, id: &str) -> bool {
+    flotilla_events::projection::Projections::rebuild(log).is_ok_and(|p| {
+        p.releases
+            .by_deploy(&flotilla_events::DeployId::from(id))
+            .is_some_and(|r| r.outcome == flotilla_events::projection::Outcome::InProgress)
+    })
+}
+
+fn dead_holder_message(id: &str, info: &flotilla_scheduler::transport::lock::LockInfo) -> String {
+    format!(
+        "the deploy lock is held by deploy {id} ({} on {}, since {}), which was interrupted: \
+         its process is gone",
+        info.holder, info.machine, info.acquired_at
+    )
+}
+
+/// Seconds until a renewed lock expires by itself (0 once it has).
+fn lock_left_s(info: &flotilla_scheduler::transport::lock::LockInfo) -> u64 {
+    info.expires_at_ms.map_or(0, |at| {
+        (at.saturating_sub(flotilla_events::Timestamp::now().unix_ms())
+            .max(0) as u64)
+            .div_ceil(1000)
     })
 }
 

@@ -149,6 +149,9 @@ pub enum FailureCause {
     Cancelled,
     /// The host's executor stopped sending heartbeats while it had a job.
     ExecutorLost,
+    /// The host's container engine did not answer while the step ran (dockerd stopped or
+    /// hung): the step's outcome, a health check's included, is unknown, not failed.
+    EngineUnreachable,
 }
 
 /// A host in a deploy's plan and the roles it serves.

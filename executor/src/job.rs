@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use flotilla_events::event::{FailureCause, HostFailed, HostSucceeded};
+use flotilla_events::event::{HostFailed, HostSucceeded};
 use tokio::sync::watch;
 
 use crate::runtime::{Proxy, Runtime};
@@ -53,7 +53,7 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
         let started = tokio::time::Instant::now();
         let (events, error) = match ex.run_step(step).await {
             Ok(events) => (events, None),
-            Err(f) => (f.events, Some(f.error)),
+            Err(f) => (f.events, Some((f.error, f.cause))),
         };
         tracing::info!(
             job = %job.id,
@@ -72,12 +72,12 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
             sink.report(&report).await?;
             reports.push(report);
         }
-        if let Some(error) = error {
-            tracing::warn!(job = %job.id, step = index, %error, "step failed");
+        if let Some((error, cause)) = error {
+            tracing::warn!(job = %job.id, step = index, %error, ?cause, "step failed");
             failed = Some(HostFailed {
                 step: step.kind(),
                 error: scrub_text(&error, &secrets),
-                cause: FailureCause::StepFailed,
+                cause,
             });
             break;
         }

@@ -408,5 +408,6 @@ fn cause_label(cause: FailureCause) -> &'static str {
         FailureCause::TimedOut => "timed_out",
         FailureCause::Cancelled => "cancelled",
         FailureCause::ExecutorLost => "executor_lost",
+        FailureCause::EngineUnreachable => "engine_unreachable",
     }
 }

@@ -43,7 +43,10 @@ pub fn run(cmd: &HistoryCmd) -> anyhow::Result<()> {
     }
     for r in projections.releases.of(&target) {
         let outcome = match &r.outcome {
-            Outcome::InProgress => "running".to_owned(),
+            // This process holds the log (`SledLog::open` takes its writer lock, which one
+            // process holds at a time), so no process that could finish this deploy is
+            // running: it was killed or its machine stopped. It never shows as running.
+            Outcome::InProgress => "interrupted".to_owned(),
             Outcome::Completed => "completed".to_owned(),
             Outcome::Partial { .. } => "partial".to_owned(),
             Outcome::Failed { .. } => "failed".to_owned(),
@@ -69,6 +72,8 @@ pub fn run(cmd: &HistoryCmd) -> anyhow::Result<()> {
                 "performer": r.performer,
                 "images": r.images.iter().map(|(role, i)| (role.clone(), serde_json::json!({"image": i.image, "digest": i.digest}))).collect::<serde_json::Map<_, _>>(),
                 "config_digest": r.config_digest,
+                "resume": (r.outcome == Outcome::InProgress)
+                    .then(|| format!("flotilla replay {} --resume", r.deploy_id)),
             });
             out.push_str(&v.to_string());
             out.push('\n');
@@ -86,5 +91,18 @@ pub fn run(cmd: &HistoryCmd) -> anyhow::Result<()> {
             ));
         }
     }
-    crate::commands::write_stdout(&out)
+    crate::commands::write_stdout(&out)?;
+    if !cmd.json {
+        let interrupted = projections
+            .releases
+            .of(&target)
+            .filter(|r| r.outcome == Outcome::InProgress);
+        for r in interrupted {
+            eprintln!(
+                "deploy {} was interrupted; `flotilla replay {} --resume` continues it",
+                r.deploy_id, r.deploy_id
+            );
+        }
+    }
+    Ok(())
 }

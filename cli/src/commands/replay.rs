@@ -6,7 +6,7 @@ use crate::exit::{FAILED, USAGE, UserError};
 use crate::progress::detail;
 use crate::rollout::{self, FleetArgs, Session};
 use clap::Args;
-use flotilla_events::{DeployId, Envelope, EventLog};
+use flotilla_events::{DeployId, Envelope, Event, EventLog, Timestamp};
 use flotilla_scheduler::procedure::Request;
 use flotilla_scheduler::procedure::plans;
 use flotilla_scheduler::trace;
@@ -122,10 +122,23 @@ fn deploy_events(log: &dyn EventLog, id: &str) -> anyhow::Result<Vec<Envelope>> 
 
 /// The timeline: deploy-wide events, then per host each event with the time since the
 /// host's previous one (how long that step took).
+///
+/// A step never counts time no scheduler ran: each run of the deploy (the first, each
+/// resume) begins with `LockAcquired`, and a host event after one is timed from the later
+/// of the host's previous event and that run's start. The host's events stamped before it
+/// (reported while no scheduler ran) keep their own times: the executor kept working then.
 pub fn timeline(events: &[Envelope]) -> String {
     let start = events.first().map(|e| e.at).unwrap_or_default();
     let mut out = String::new();
     let mut by_host: BTreeMap<&str, Vec<&Envelope>> = BTreeMap::new();
+    let mut runs: Vec<Timestamp> = events
+        .iter()
+        .filter(|e| e.host.is_none() && matches!(e.event, Event::LockAcquired(_)))
+        .map(|e| e.at)
+        .collect();
+    runs.sort();
+    // The newest run start at or before `at`.
+    let run_start = |at: Timestamp| runs.iter().rev().find(|r| **r <= at).copied();
     for e in events {
         match e.host.as_deref() {
             Some(h) => by_host.entry(h).or_default().push(e),
@@ -139,9 +152,13 @@ pub fn timeline(events: &[Envelope]) -> String {
     }
     for (host, events) in by_host {
         out.push_str(&format!("\n{host}\n"));
-        let mut prev = None;
+        let mut prev: Option<Timestamp> = None;
         for e in events {
-            let took = prev.map(|p| e.at.millis_since(p)).unwrap_or(0);
+            let since = match (prev, run_start(e.at)) {
+                (Some(p), Some(r)) => Some(p.max(r)),
+                (p, _) => p,
+            };
+            let took = since.map(|p| e.at.millis_since(p)).unwrap_or(0);
             prev = Some(e.at);
             out.push_str(&format!(
                 "{:>8.1}s  {:<20} {:>7} ms  {}\n",
@@ -224,4 +241,65 @@ pub async fn resume(fleet: &FleetArgs, id: &str) -> anyhow::Result<()> {
         command: "resume",
     };
     rollout::run_rollout(&s, request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_events::event::{ContainerStarted, HealthPassed, LockAcquired};
+    use flotilla_events::{EventId, SCHEMA_VERSION};
+
+    fn at(seq: u64, ms: i64, host: Option<&str>, event: Event) -> Envelope {
+        Envelope {
+            id: EventId::from_u128(u128::from(seq)),
+            deploy_id: DeployId::from("01DEPLOY"),
+            seq,
+            at: Timestamp::from_unix_ms(ms),
+            host: host.map(str::to_owned),
+            schema_version: SCHEMA_VERSION,
+            actor: "test".into(),
+            event,
+        }
+    }
+
+    /// A deploy killed after a host started its container and resumed ten minutes later:
+    /// the host's next step is timed from the resume (2 s), not across the outage; a step
+    /// the executor reported while no scheduler ran keeps its own time.
+    #[test]
+    fn a_step_is_never_timed_across_a_scheduler_outage() {
+        let lock = || {
+            Event::LockAcquired(LockAcquired {
+                holder: "me".into(),
+            })
+        };
+        let started = Event::ContainerStarted(ContainerStarted {
+            name: "app-web-v2".into(),
+            container_id: "c".into(),
+            version: "v2".into(),
+            role: "web".into(),
+        });
+        let healthy = || {
+            Event::HealthPassed(HealthPassed {
+                attempts: 1,
+                duration_ms: 1,
+            })
+        };
+        let events = [
+            at(1, 0, None, lock()),
+            at(2, 1_000, Some("h1"), started.clone()),
+            at(3, 1_000, Some("h2"), started),
+            // h2's report sent while the scheduler was down, appended by the resume.
+            at(4, 600_000, None, lock()),
+            at(5, 4_000, Some("h2"), healthy()),
+            at(6, 602_000, Some("h1"), healthy()),
+        ];
+        let out = timeline(&events);
+        let took = |host: &str| -> String {
+            let section = out.split(&format!("\n{host}\n")).nth(1).unwrap();
+            let line = section.lines().nth(1).unwrap();
+            line.split_whitespace().nth(2).unwrap().to_owned()
+        };
+        assert_eq!(took("h1"), "2000", "{out}");
+        assert_eq!(took("h2"), "3000", "{out}");
+    }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerUpdateBody, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
@@ -271,6 +271,17 @@ impl Runtime for DockerRuntime {
             Err(e) if !is_status(&e, 304) => Err(err(e)),
             _ => Ok(()),
         }
+    }
+
+    async fn keep_restarting(&self, name: &str) -> Result<(), RuntimeError> {
+        let body = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker.update_container(name, body).await.map_err(err)
     }
 
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {

@@ -147,6 +147,9 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Res<Vec<ContainerInfo>>> + Send;
     /// Removes an image by id; an image still in use is an error.
     fn remove_image(&self, image: &str) -> impl Future<Output = Res<()>> + Send;
+    /// Gives `name` Kamal's restart policy, `unless-stopped`: Docker starts it again after
+    /// a crash and when the engine restarts. Setting it twice is fine.
+    fn keep_restarting(&self, name: &str) -> impl Future<Output = Res<()>> + Send;
 }
 
 /// A proxy operation failed.

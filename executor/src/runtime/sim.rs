@@ -2,9 +2,9 @@
 //! for benchmarks that run thousands of executors in one process. Never the only test of a
 //! feature: the real tests use Docker.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_proxy::admin::{DeployRequest, Deployed};
@@ -57,6 +57,10 @@ pub struct SimRuntime {
     containers: Mutex<HashMap<String, ContainerInfo>>,
     targets: Mutex<HashMap<String, String>>,
     next_id: AtomicU64,
+    /// Containers with the `unless-stopped` restart policy.
+    keep_restarting: Mutex<HashSet<String>>,
+    /// Set while the simulated engine is stopped: every call fails as a stopped dockerd's do.
+    engine_down: Arc<AtomicBool>,
 }
 
 impl SimRuntime {
@@ -67,8 +71,43 @@ impl SimRuntime {
         }
     }
 
+    /// The flag that stops the engine, for a test's proxy that stops it mid-step.
+    pub fn engine_down_flag(&self) -> Arc<AtomicBool> {
+        self.engine_down.clone()
+    }
+
+    /// Stops the simulated engine: calls fail until [`Self::start_engine`].
+    pub fn stop_engine(&self) {
+        self.engine_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts the simulated engine again, as dockerd does: the containers it killed when it
+    /// stopped run again only if their restart policy is `unless-stopped`.
+    pub fn start_engine(&self) {
+        let keep = self.restart_policies().clone();
+        for c in self.containers().values_mut() {
+            if c.running && !keep.contains(&c.name) {
+                c.running = false;
+                // SIGTERM, as dockerd stops its containers on shutdown.
+                c.exit_code = Some(143);
+            }
+        }
+        self.engine_down.store(false, Ordering::SeqCst);
+    }
+
+    fn restart_policies(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.keep_restarting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn call(&self, extra: Duration) -> Result<(), RuntimeError> {
         tokio::time::sleep(self.config.latency + extra).await;
+        if self.engine_down.load(Ordering::SeqCst) {
+            return Err(RuntimeError::new(
+                "error trying to connect: No such file or directory (simulated engine stopped)",
+            ));
+        }
         if self.config.failure_rate > 0.0
             && rand::thread_rng().gen_bool(self.config.failure_rate.min(1.0))
         {
@@ -84,6 +123,7 @@ impl SimRuntime {
 
 impl Runtime for SimRuntime {
     async fn version(&self) -> Result<String, RuntimeError> {
+        self.call(Duration::ZERO).await?;
         Ok("simulated".to_owned())
     }
 
@@ -133,6 +173,9 @@ impl Runtime for SimRuntime {
         };
         let id = info.id.clone();
         all.insert(spec.name.clone(), info);
+        if spec.restart_unless_stopped {
+            self.restart_policies().insert(spec.name.clone());
+        }
         Ok(id)
     }
 
@@ -161,6 +204,19 @@ impl Runtime for SimRuntime {
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         self.call(Duration::ZERO).await?;
         self.containers().remove(name);
+        self.restart_policies().remove(name);
+        Ok(())
+    }
+
+    async fn keep_restarting(&self, name: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        if !self.containers().contains_key(name) {
+            return Err(RuntimeError {
+                message: format!("No such container: {name}"),
+                not_found: true,
+            });
+        }
+        self.restart_policies().insert(name.to_owned());
         Ok(())
     }
 

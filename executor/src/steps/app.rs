@@ -140,7 +140,15 @@ pub(super) async fn start<R: Runtime, P: Proxy>(
         kamal_env.push(("KAMAL_DESTINATION".to_owned(), d.clone()));
     }
     let labels = role_labels(&step.service, &step.role, step.destination.as_deref());
-    let spec = create_spec(ex, &name, kamal_env, labels, &step.config)?;
+    let mut spec = create_spec(ex, &name, kamal_env, labels, &step.config)?;
+    // Kamal's `unless-stopped` comes once the container is proven healthy (`AwaitHealthy`,
+    // `SwitchProxy`). Until then a container that could not be stopped, because dockerd
+    // stopped mid-rollout and took it down with it, stays down when dockerd starts again,
+    // instead of coming back beside the old version that still serves. Chosen over cleaning
+    // it up on the executor's next start or job: that leaves it running until then, and
+    // nothing on the host may run when no job comes. (Under dockerd's `live-restore` the
+    // container keeps running through the outage; the failed host's resume stops it.)
+    spec.restart_unless_stopped = false;
     let id = ensure_running(ex, &spec).await?;
     Ok(vec![
         ContainerStarted {

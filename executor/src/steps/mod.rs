@@ -12,6 +12,7 @@ mod health;
 
 use std::time::Duration;
 
+use flotilla_events::event::FailureCause;
 use flotilla_events::{Event, EventId, NewEvent, SCHEMA_VERSION, Timestamp};
 use sha2::Digest as _;
 
@@ -25,6 +26,9 @@ pub use flotilla_protocol::names::NETWORK;
 pub struct StepFailed {
     pub events: Vec<Event>,
     pub error: String,
+    /// `StepFailed`, or `EngineUnreachable` when Docker did not answer (see
+    /// [`Executor::run_step`]).
+    pub cause: FailureCause,
 }
 
 impl StepFailed {
@@ -32,9 +36,15 @@ impl StepFailed {
         Self {
             events: Vec::new(),
             error: shorten(&error.into()),
+            cause: FailureCause::StepFailed,
         }
     }
 }
+
+/// How long a failed step waits for the engine to answer its version before calling it
+/// unreachable: a stopped dockerd refuses at once, but one shutting down or hung keeps the
+/// socket open, and an engine that cannot answer a version within this cannot run the step.
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl From<crate::runtime::RuntimeError> for StepFailed {
     fn from(e: crate::runtime::RuntimeError) -> Self {
@@ -69,7 +79,37 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
     }
 
     /// Runs one step; returns its events, or what failed.
+    ///
+    /// A failed step asks the engine for its version: when that fails too, Docker is not
+    /// answering (dockerd stopped mid-rollout), and the failure says so instead of what the
+    /// step concluded from the engine's silence. A stopping dockerd kills the containers, so
+    /// the proxy's health check fails first: that is not a verdict on the new version, and
+    /// its `HealthFailed` is dropped.
     pub async fn run_step(&self, step: &JobStep) -> Result<Vec<Event>, StepFailed> {
+        match self.run_step_inner(step).await {
+            Ok(events) => Ok(events),
+            Err(failed) => Err(self.unless_engine_gone(failed).await),
+        }
+    }
+
+    /// `failed`, or an `EngineUnreachable` failure when the engine does not answer now.
+    async fn unless_engine_gone(&self, failed: StepFailed) -> StepFailed {
+        let why = match tokio::time::timeout(ENGINE_PROBE_TIMEOUT, self.runtime.version()).await {
+            Ok(Ok(_)) => return failed,
+            Ok(Err(e)) => e.message,
+            Err(_) => format!("no answer within {}s", ENGINE_PROBE_TIMEOUT.as_secs()),
+        };
+        StepFailed {
+            events: Vec::new(),
+            error: shorten(&format!(
+                "docker engine unreachable ({why}); the step's outcome is unknown: {}",
+                failed.error
+            )),
+            cause: FailureCause::EngineUnreachable,
+        }
+    }
+
+    async fn run_step_inner(&self, step: &JobStep) -> Result<Vec<Event>, StepFailed> {
         match step {
             JobStep::PullImage(s) => app::pull(self, s).await,
             JobStep::StartContainer(s) => app::start(self, s).await,

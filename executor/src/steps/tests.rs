@@ -344,3 +344,185 @@ async fn simulated_fleet_runs_and_fails_on_demand() {
         matches!(&last.event.event, Event::HostFailed(f) if f.error.contains("simulated failure"))
     );
 }
+
+/// A switch run again after it was done (a redelivered job, an executor restarted mid-job)
+/// reports the same `ProxySwitched v1 -> v2` as the first run, whether or not the old
+/// container was stopped in between, never `none -> v2`.
+#[tokio::test]
+async fn a_redelivered_switch_reports_the_container_it_replaced() {
+    let ex = executor();
+    let switch = |v: &str| {
+        JobStep::SwitchProxy(SwitchProxy {
+            proxy_service: "app-web".into(),
+            container: format!("app-web-{v}"),
+            version: v.into(),
+            app_port: 80,
+            hosts: vec![],
+            path_prefix: None,
+            health_path: "/up".into(),
+            health_interval_ms: 100,
+            health_timeout_ms: 1000,
+            deploy_timeout_ms: 5000,
+            drain_timeout_ms: 1000,
+        })
+    };
+    for v in ["v1", "v2"] {
+        ex.run_step(&JobStep::StartContainer(start_step(&ex, v)))
+            .await
+            .unwrap();
+    }
+    ex.run_step(&switch("v1")).await.unwrap();
+    let first = ex.run_step(&switch("v2")).await.unwrap();
+    let expected = Event::ProxySwitched(flotilla_events::event::ProxySwitched {
+        from: Some("app-web-v1".into()),
+        to: "app-web-v2".into(),
+    });
+    assert_eq!(first[1], expected);
+    assert_eq!(ex.run_step(&switch("v2")).await.unwrap()[1], expected);
+    ex.run_step(&JobStep::StopOldContainers(StopOldContainers {
+        service: "app".into(),
+        role: "web".into(),
+        destination: None,
+        keep: "app-web-v2".into(),
+        stop_timeout_s: 1,
+    }))
+    .await
+    .unwrap();
+    assert_eq!(ex.run_step(&switch("v2")).await.unwrap()[1], expected);
+}
+
+/// dockerd stopped while a new version waits to be healthy: the step fails as "docker
+/// engine unreachable" (cause `EngineUnreachable`, no `HealthFailed` verdict on the version),
+/// and when dockerd starts again only the old, proven container comes back: the new one,
+/// which could not be stopped, does not serve beside it.
+#[tokio::test]
+async fn a_stopped_engine_is_not_a_failed_health_check_and_its_new_container_stays_down() {
+    let ex = executor();
+    let healthy = |v: &str| {
+        JobStep::AwaitHealthy(AwaitHealthy {
+            container: format!("app-web-{v}"),
+            readiness_delay_ms: 0,
+            timeout_ms: 1000,
+            interval_ms: 10,
+        })
+    };
+    ex.run_step(&JobStep::StartContainer(start_step(&ex, "v1")))
+        .await
+        .unwrap();
+    ex.run_step(&healthy("v1")).await.unwrap();
+    ex.run_step(&JobStep::StartContainer(start_step(&ex, "v2")))
+        .await
+        .unwrap();
+
+    ex.runtime.stop_engine();
+    let failed = ex.run_step(&healthy("v2")).await.unwrap_err();
+    assert_eq!(failed.cause, FailureCause::EngineUnreachable);
+    assert!(failed.events.is_empty(), "{:?}", failed.events);
+    assert!(
+        failed.error.starts_with("docker engine unreachable"),
+        "{}",
+        failed.error
+    );
+
+    ex.runtime.start_engine();
+    let running: Vec<String> = ex
+        .runtime
+        .list(&[], false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(running, ["app-web-v1"]);
+}
+
+/// A step that fails while the engine answers keeps its own failure (`StepFailed`).
+#[tokio::test]
+async fn a_step_failing_with_the_engine_up_keeps_its_cause() {
+    let ex = executor();
+    let failed = ex
+        .run_step(&JobStep::StopContainer(StopContainer {
+            container: "app-web-v9".into(),
+            stop_timeout_s: 1,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.cause, FailureCause::StepFailed);
+    assert!(
+        failed.error.contains("no container app-web-v9"),
+        "{}",
+        failed.error
+    );
+}
+
+/// A proxy whose health wait outlasts the test; the engine stops as the wait begins.
+struct WaitingProxy(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Proxy for WaitingProxy {
+    async fn deploy(
+        &self,
+        _request: flotilla_proxy::admin::DeployRequest,
+    ) -> Result<flotilla_proxy::admin::Deployed, crate::runtime::ProxyError> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+
+    async fn target(&self, _service: &str) -> Result<Option<String>, crate::runtime::ProxyError> {
+        Ok(None)
+    }
+}
+
+/// dockerd stopped while the proxy waits for the new container to be healthy: the switch
+/// fails within seconds as "docker engine unreachable", not at the end of `deploy_timeout`
+/// (here ten minutes) as an unhealthy container.
+#[tokio::test(start_paused = true)]
+async fn a_switch_waiting_on_the_proxy_notices_a_stopped_engine_in_seconds() {
+    let runtime = SimRuntime::new(SimConfig {
+        latency: std::time::Duration::ZERO,
+        pull_latency: std::time::Duration::ZERO,
+        failure_rate: 0.0,
+        ..Default::default()
+    });
+    let proxy = WaitingProxy(runtime.engine_down_flag());
+    let ex = Executor::new(runtime, proxy, HostKey::generate(), "10.0.0.5");
+    let start = StartContainer {
+        service: "app".into(),
+        role: "web".into(),
+        destination: None,
+        version: "v2".into(),
+        config: ContainerConfig {
+            image: "r/app:v2".into(),
+            ..Default::default()
+        },
+    };
+    ex.run_step(&JobStep::StartContainer(start)).await.unwrap();
+    let began = tokio::time::Instant::now();
+    let failed = ex
+        .run_step(&JobStep::SwitchProxy(SwitchProxy {
+            proxy_service: "app-web".into(),
+            container: "app-web-v2".into(),
+            version: "v2".into(),
+            app_port: 80,
+            hosts: vec![],
+            path_prefix: None,
+            health_path: "/up".into(),
+            health_interval_ms: 100,
+            health_timeout_ms: 1000,
+            deploy_timeout_ms: 600_000,
+            drain_timeout_ms: 1000,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failed.cause,
+        FailureCause::EngineUnreachable,
+        "{}",
+        failed.error
+    );
+    assert!(failed.error.contains("abandoned"), "{}", failed.error);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+}

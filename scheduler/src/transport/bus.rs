@@ -234,14 +234,33 @@ impl Bus {
     ) -> Result<u64, TransportError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", job_id);
-        let ack = self
-            .js
-            .publish_with_headers(subjects::job_subject(host), headers, payload.into())
-            .await
-            .map_err(nats)?
-            .await
-            .map_err(nats)?;
-        Ok(ack.sequence)
+        let payload: bytes::Bytes = payload.into();
+        // A NATS restart mid-rollout loses the publish or its ack: publishing again is safe,
+        // since the job id is the `Nats-Msg-Id` and a stored copy drops the second one.
+        let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
+        loop {
+            let attempt = async {
+                self.js
+                    .publish_with_headers(
+                        subjects::job_subject(host),
+                        headers.clone(),
+                        payload.clone(),
+                    )
+                    .await?
+                    .await
+            };
+            match attempt.await {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e)
+                    if transient(&e)
+                        && tokio::time::Instant::now() + PUBLISH_RETRY_EVERY < deadline =>
+                {
+                    tracing::warn!(%host, job = %job_id, error = %e, "job publish failed; again");
+                    tokio::time::sleep(PUBLISH_RETRY_EVERY).await;
+                }
+                Err(e) => return Err(nats(e)),
+            }
+        }
     }
 
     /// Deletes the jobs at these positions of the jobs stream; one already taken and
@@ -382,4 +401,17 @@ impl DeployEvents {
             Err(e) => Err(nats(e)),
         })
     }
+}
+
+/// How long a job publish keeps trying through a NATS outage: a server restart takes a few
+/// seconds, and the step timeout is the bound on anything longer.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
+/// Pause between two publish attempts: the client reconnects on its own meanwhile.
+const PUBLISH_RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A publish that failed because the server was away (no ack, connection lost, JetStream
+/// not answering yet), not because it refused the message.
+fn transient(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind as K;
+    matches!(e.kind(), K::TimedOut | K::BrokenPipe | K::StreamNotFound)
 }

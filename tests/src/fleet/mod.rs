@@ -27,9 +27,6 @@ pub use sys::{POLL, Proc, wait_until};
 
 use state::State;
 
-/// How long a stopped dockerd may take to stop its containers (its `--shutdown-timeout` is
-/// 2 s) and exit before it is killed.
-const DOCKERD_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -237,6 +234,73 @@ impl Fleet {
         c
     }
 
+    /// Stops a host's Docker engine as `systemctl stop docker` does (SIGTERM; dockerd stops
+    /// its containers and exits), for fault tests; [`Fleet::start_docker`] brings it back.
+    pub fn stop_docker(&self, host: &Host) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        let dockerd = state
+            .machines
+            .iter()
+            .find(|m| m.name == host.name)
+            .and_then(|m| m.dockerd);
+        if let Some(p) = dockerd {
+            p.stop(DOCKERD_STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// Starts a host's Docker engine again after [`Fleet::stop_docker`] and records it, so
+    /// `down` stops this one.
+    pub fn start_docker(&self, host: &Host) -> Result<(), FleetError> {
+        let dockerd = machine::start_dockerd(&self.layout, Role::Host(host.index))?;
+        let path = self.layout.state_file();
+        let mut state = State::load(&path)?;
+        state.machine_mut(&host.name).dockerd = Some(dockerd);
+        state.save(&path)
+    }
+
+    /// SIGKILLs the fleet's NATS server (no clean shutdown), for fault tests;
+    /// [`Fleet::start_nats`] starts it again on the same JetStream store.
+    pub fn kill_nats(&self) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        if let Some(p) = state.nats {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            wait_until(DOCKERD_STOP_GRACE, || !p.alive());
+        }
+        Ok(())
+    }
+
+    /// Starts the fleet's NATS server again after [`Fleet::kill_nats`] and records it.
+    pub fn start_nats(&self) -> Result<(), FleetError> {
+        let nats = services::start_nats(&self.layout)?;
+        let path = self.layout.state_file();
+        let mut state = State::load(&path)?;
+        state.nats = Some(nats);
+        state.save(&path)
+    }
+
+    /// Stops the fleet's registry, for fault tests; [`Fleet::start_registry`] starts it
+    /// again on the same storage.
+    pub fn stop_registry(&self) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        if let Some(p) = state.registry {
+            p.stop(DOCKERD_STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// Starts the fleet's registry again after [`Fleet::stop_registry`] and records it.
+    pub fn start_registry(&self) -> Result<(), FleetError> {
+        let registry = services::start_registry(&self.layout)?;
+        let path = self.layout.state_file();
+        let mut state = State::load(&path)?;
+        state.registry = Some(registry);
+        state.save(&path)
+    }
+
     /// Shell `export` lines describing the fleet, for scripts.
     pub fn env_lines(&self) -> String {
         let hosts: Vec<String> = self.hosts.iter().map(|h| h.addr.to_string()).collect();
@@ -269,6 +333,10 @@ impl Drop for Fleet {
         }
     }
 }
+
+/// How long a stopping dockerd gets before SIGKILL: its containers' own grace
+/// (`--shutdown-timeout=2`) and its clean-up, with room on a loaded machine.
+const DOCKERD_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long a freshly claimed slot may go without a state file before it counts as stale.
 const CLAIM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);

@@ -10,14 +10,14 @@ use flotilla_e2e::testapp;
 use flotilla_events::{Event, EventLog, SledLog};
 use std::net::SocketAddr;
 
-fn version_of(addr: SocketAddr) -> String {
+pub(crate) fn version_of(addr: SocketAddr) -> String {
     match http_get(addr, "/version") {
         Ok((200, body)) => body.trim().to_owned(),
         other => panic!("GET {addr}/version: {other:?}"),
     }
 }
 
-fn web(fleet: &Fleet) -> Vec<SocketAddr> {
+pub(crate) fn web(fleet: &Fleet) -> Vec<SocketAddr> {
     fleet
         .hosts
         .iter()
@@ -25,7 +25,7 @@ fn web(fleet: &Fleet) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn running(fleet: &Fleet, host: &flotilla_e2e::fleet::Host) -> Vec<String> {
+pub(crate) fn running(fleet: &Fleet, host: &flotilla_e2e::fleet::Host) -> Vec<String> {
     let out = fleet
         .host_docker(host)
         .args([
@@ -182,7 +182,7 @@ fn deploy_v1_then_v2_then_roll_back_by_digest() {
     );
 }
 
-fn stderr(out: &std::process::Output) -> String {
+pub(crate) fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -484,7 +484,7 @@ fn sigterm_cancels_the_deploy_and_resume_continues_it() {
 
 /// `flotilla deploy --version v2 --json` one host at a time, in the background, its events on
 /// a pipe: the start of the tests that stop a deploy midway.
-fn deploy_v2_one_host_at_a_time(
+pub(crate) fn deploy_v2_one_host_at_a_time(
     project: &Project,
     fleet: &Fleet,
     stderr: std::process::Stdio,

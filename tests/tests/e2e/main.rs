@@ -9,6 +9,7 @@ mod control;
 mod dashboards;
 mod deploy;
 mod executor;
+mod faults;
 mod fleet;
 mod load;
 mod metrics;

@@ -1,0 +1,492 @@
+//! Faults injected into rollouts on the real fleet under continuous HTTP load, as an operator
+//! meets them. Each case asserts the deploy's outcome, exit code and message, the failed
+//! requests (zero unless a host's engine or link is down), exactly one serving app
+//! container per host afterwards, and a log that tells the story once. The cases share one
+//! fleet and one project, in order, each starting from the state the last one left.
+
+use crate::deploy::{deploy_v2_one_host_at_a_time, running, stderr, version_of, web};
+use crate::load;
+use crate::project::Project;
+use crate::support::fleet;
+use flotilla_e2e::fleet::{Fleet, wait_until};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Clients per host address while a fault is injected.
+const CLIENTS_PER_HOST: usize = 2;
+
+/// Each host's event types in deploy `id`, in log order, from `flotilla replay ID --json`;
+/// and the deploy's own events (no host) likewise.
+fn events_of(project: &Project, id: &str) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let replay = project.flotilla_ok(&["replay", id, "--json"], &[]);
+    let mut hosts = BTreeMap::<String, Vec<String>>::new();
+    let mut deploy = Vec::new();
+    for line in replay.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(kind) = e["event"]
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+        else {
+            continue;
+        };
+        match e["host"].as_str() {
+            Some(h) => hosts.entry(h.to_owned()).or_default().push(kind),
+            None => deploy.push(kind),
+        }
+    }
+    (hosts, deploy)
+}
+
+/// Every host serves `version` from exactly one running app container.
+fn one_container_each(fleet: &Fleet, version: &str) {
+    for (host, addr) in fleet.hosts.iter().zip(web(fleet)) {
+        assert_eq!(version_of(addr), version, "{} serves {version}", host.name);
+        assert_eq!(
+            running(fleet, host),
+            [format!("testapp-web-{version}")],
+            "one app container on {}",
+            host.name
+        );
+    }
+}
+
+/// How long a restarted engine may take to serve again: dockerd's start, the old
+/// container's restart by its policy, on a loaded machine.
+const ENGINE_BACK_LIMIT: Duration = Duration::from_secs(90);
+
+/// The faults, in order, on one fleet and project (v1 deployed first).
+#[test]
+fn faults_on_one_fleet_under_load() {
+    let fleet = fleet(3);
+    let mut project = Project::new(&fleet, "");
+    project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    killed_deploy_is_shown_interrupted_named_by_the_lock_and_resumed(&fleet, &project);
+    stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(&fleet, &project);
+    executor_killed_mid_step_briefly_then_for_good(&fleet, &mut project);
+    nats_killed_mid_rollout_and_restarted(&fleet, &project);
+    registry_down_during_pulls(&fleet, &project);
+}
+
+/// `flotilla deploy --version VERSION --json` in the background with `env`, its events on a
+/// pipe.
+fn deploy_json(
+    project: &Project,
+    fleet: &Fleet,
+    version: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", version, "--json"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        .env("APP_VERSION", version)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads `child`'s JSON events to the end, calling `on` with each; returns its output.
+fn follow(
+    mut child: std::process::Child,
+    mut on: impl FnMut(&serde_json::Value),
+) -> std::process::Output {
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        on(&serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// How long after `t` event `e` happened, by its own time (the events are read late while
+/// the test is busy injecting the fault).
+fn since(t: Option<flotilla_events::Timestamp>, e: &serde_json::Value) -> Duration {
+    let at: flotilla_events::Timestamp = e["at"].as_str().unwrap().parse().unwrap();
+    let t = t.unwrap_or(at);
+    Duration::from_millis(u64::try_from(at.millis_since(t)).unwrap_or(0))
+}
+
+/// The type name of a JSON event.
+fn kind(e: &serde_json::Value) -> String {
+    e["event"]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .unwrap_or_default()
+}
+
+/// The deploy process SIGKILLed mid-rollout (one host done, the others not): `history`
+/// shows it as interrupted, never running, with the resume command; a new deploy is
+/// refused (exit 1) by its lock with a message naming the dead deploy as interrupted and
+/// the resume command, without waiting for the lock to expire; `flotilla replay ID
+/// --resume` then finishes it at once: every host serves v2 from one container, each host
+/// has one `HostSucceeded`, the log ends with `DeployCompleted` and `LockReleased`, and
+/// not one request failed throughout.
+fn killed_deploy_is_shown_interrupted_named_by_the_lock_and_resumed(
+    fleet: &Fleet,
+    project: &Project,
+) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+
+    let mut child = deploy_v2_one_host_at_a_time(project, fleet, std::process::Stdio::null());
+    let mut deploy_id = String::new();
+    let mut killed = false;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        deploy_id = e["deploy_id"].as_str().unwrap().to_owned();
+        if e["event"].get("HostSucceeded").is_some() {
+            child.kill().unwrap(); // SIGKILL: no cancel, no lock release
+            killed = true;
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed, "the deploy got as far as one finished host");
+
+    let history = project.flotilla(&["history"], &[]);
+    let listed = String::from_utf8_lossy(&history.stdout);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&deploy_id))
+        .unwrap_or_else(|| panic!("{deploy_id} in {listed}"));
+    assert!(row.contains("interrupted"), "{row}");
+    let resume = format!("flotilla replay {deploy_id} --resume");
+    assert!(stderr(&history).contains(&resume), "{}", stderr(&history));
+
+    let refused = project.flotilla(&["deploy", "--version", "v3"], &[("APP_VERSION", "v3")]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let said = stderr(&refused);
+    assert!(
+        said.contains(&format!("held by deploy {deploy_id}"))
+            && said.contains("interrupted")
+            && said.contains(&resume),
+        "{said}"
+    );
+
+    project.flotilla_ok(&["replay", &deploy_id, "--resume"], &[]);
+    let stats = load.stop();
+    assert!(stats.ok > 0);
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v2");
+    let (hosts, deploy) = events_of(project, &deploy_id);
+    for host in &fleet.hosts {
+        let events = &hosts[&host.addr.to_string()];
+        assert_eq!(
+            events.iter().filter(|e| *e == "HostSucceeded").count(),
+            1,
+            "{}: {events:?}",
+            host.name
+        );
+        assert!(!events.contains(&"HostFailed".to_owned()), "{events:?}");
+    }
+    assert_eq!(
+        deploy.iter().rev().take(2).rev().collect::<Vec<_>>(),
+        ["DeployCompleted", "LockReleased"],
+        "{deploy:?}"
+    );
+    let history = project.flotilla_ok(&["history"], &[]);
+    let row = history
+        .lines()
+        .find(|l| l.starts_with(&deploy_id))
+        .unwrap_or_default();
+    assert!(row.contains("completed"), "{history}");
+}
+
+/// A host's dockerd stopped mid-rollout (v2 to v3, the host's new container still waiting
+/// to be healthy) and started again: the deploy fails (exit 1) on that host alone, as
+/// "docker engine unreachable" with cause `EngineUnreachable` at the step it reached, never
+/// as a failed health check (no `HealthFailed`); the other hosts serve v3. When the engine
+/// is back the host runs its one old container: the new one, which could not be stopped,
+/// does not come back beside it; the next deploy serves v3 everywhere from one container
+/// per host. Requests fail only on that host.
+fn stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(
+    fleet: &Fleet,
+    project: &Project,
+) {
+    let last = fleet.hosts.last().unwrap();
+    let last_web = SocketAddr::from((last.addr, 80));
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let mut child = std::process::Command::new(&project.flotilla)
+        .args(["deploy", "--version", "v3", "--json"])
+        .current_dir(project.root())
+        .env("DOCKER_HOST", fleet.builder_docker_host())
+        // The last host's v3 is never healthy, so its switch waits while its engine stops.
+        .envs([("APP_VERSION", "v3"), ("LAST_HOST_MODE", "unhealthy")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stopped = false;
+    let mut stopped_at = None;
+    let mut detected_after = Duration::ZERO;
+    let mut failure = serde_json::Value::Null;
+    let mut last_host_events = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if e["host"].as_str() != Some(&last.addr.to_string()) {
+            continue;
+        }
+        let kind = e["event"]
+            .as_object()
+            .and_then(|o| o.keys().next().cloned());
+        last_host_events.push(kind.clone().unwrap_or_default());
+        if kind.as_deref() == Some("ContainerStarted") && !stopped {
+            stopped_at = Some(flotilla_events::Timestamp::now());
+            fleet.stop_docker(last).unwrap();
+            stopped = true;
+        }
+        if let Some(f) = e["event"].get("HostFailed") {
+            failure = f.clone();
+            detected_after = since(stopped_at, &e);
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(stopped, "the last host started its container");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&last.addr.to_string()) && said.contains("docker engine unreachable"),
+        "{said}"
+    );
+    assert_eq!(failure["cause"], "EngineUnreachable", "{failure}");
+    assert!(
+        !last_host_events.contains(&"HealthFailed".to_owned()),
+        "{last_host_events:?}"
+    );
+
+    fleet.start_docker(last).unwrap();
+    let back = wait_until(ENGINE_BACK_LIMIT, || {
+        running(fleet, last) == ["testapp-web-v2"]
+    });
+    assert!(
+        back,
+        "once its engine is back {} runs its old container alone:\n{}",
+        last.name,
+        containers_of(fleet, last)
+    );
+    // dockerd gives the restarted container a new address, and the proxy still points at
+    // the old one (a known gap, see BENCHMARKS.md): the next deploy brings the host back.
+    project.flotilla_ok(&["deploy", "--version", "v3"], &[("APP_VERSION", "v3")]);
+    let stats = load.stop();
+    let elsewhere: Vec<&String> = stats
+        .failed
+        .iter()
+        .filter(|f| !f.starts_with(&last_web.to_string()))
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "failed requests on hosts whose engine ran: {elsewhere:?}"
+    );
+    one_container_each(fleet, "v3");
+    eprintln!(
+        "engine stopped on {}: failed as unreachable {:.1}s after dockerd was told to stop; {} requests \
+         failed there, {} served",
+        last.name,
+        detected_after.as_secs_f64(),
+        stats.failed.len(),
+        stats.ok
+    );
+}
+
+/// Every container on `host` with its state, restart policy and address, for a failure's
+/// message.
+fn containers_of(fleet: &Fleet, host: &flotilla_e2e::fleet::Host) -> String {
+    let ids = fleet
+        .host_docker(host)
+        .args(["ps", "-aq"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut inspect = fleet.host_docker(host);
+    inspect.args([
+        "inspect",
+        "-f",
+        "{{.Name}} {{.State.Status}} {{.HostConfig.RestartPolicy.Name}} \
+         {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+    ]);
+    inspect.args(ids.split_whitespace());
+    inspect
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .unwrap_or_default()
+}
+
+/// An executor SIGKILLed mid-job (its host's container started, the switch under way).
+/// Briefly (started again at once): the job is delivered again and rerun, the deploy
+/// succeeds (exit 0) with one `HostSucceeded` and no `HostFailed` per host. For good: the
+/// scheduler notices the missing heartbeats within seconds and fails that host as
+/// `ExecutorLost` at the step it reached (exit 1, the host named); with the executor back,
+/// `flotilla replay ID --resume` finishes the deploy. Afterwards one container per host
+/// serves the new version, and no request failed throughout.
+fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut Project) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let first = fleet.hosts[0].addr.to_string();
+
+    let mut deploy_id = String::new();
+    let mut killed = false;
+    let child = deploy_json(project, fleet, "v4", &[]);
+    let out = follow(child, |e| {
+        deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
+        if !killed && e["host"].as_str() == Some(&first) && kind(e) == "ContainerStarted" {
+            project.agents[0].kill_executor();
+            project.agents[0].start_executor();
+            killed = true;
+        }
+    });
+    assert!(killed, "the first host started its container");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (hosts, _) = events_of(project, &deploy_id);
+    for (host, events) in &hosts {
+        assert_eq!(
+            events.iter().filter(|e| *e == "HostSucceeded").count(),
+            1,
+            "{host}: {events:?}"
+        );
+        assert!(
+            !events.contains(&"HostFailed".to_owned()),
+            "{host}: {events:?}"
+        );
+    }
+    one_container_each(fleet, "v4");
+
+    let mut killed_at = None;
+    let mut lost = serde_json::Value::Null;
+    let mut detected_after = Duration::ZERO;
+    let child = deploy_json(project, fleet, "v5", &[]);
+    let out = follow(child, |e| {
+        deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
+        if killed_at.is_none()
+            && e["host"].as_str() == Some(&first)
+            && kind(e) == "ContainerStarted"
+        {
+            project.agents[0].kill_executor();
+            killed_at = Some(flotilla_events::Timestamp::now());
+        }
+        if e["host"].as_str() == Some(&first) && kind(e) == "HostFailed" {
+            lost = e["event"]["HostFailed"].clone();
+            detected_after = since(killed_at, e);
+        }
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&first), "{}", stderr(&out));
+    assert_eq!(lost["cause"], "ExecutorLost", "{lost}");
+    project.agents[0].start_executor();
+    project.flotilla_ok(&["replay", &deploy_id, "--resume"], &[]);
+    let stats = load.stop();
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v5");
+    eprintln!(
+        "executor killed for good on {first}: failed as lost {:.1}s after the kill, at {}; \
+         {} requests served, none failed",
+        detected_after.as_secs_f64(),
+        lost["step"],
+        stats.ok
+    );
+}
+
+/// NATS SIGKILLed mid-rollout (one host at a time, the first host done) and started again
+/// on its store: the deploy carries on and succeeds (exit 0), each host once
+/// `HostSucceeded` and never `HostFailed`, one container per host serves the new version,
+/// and no request failed (the proxies serve without NATS).
+fn nats_killed_mid_rollout_and_restarted(fleet: &Fleet, project: &Project) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let mut deploy_id = String::new();
+    let mut killed = false;
+    let child = deploy_json(project, fleet, "v6", &[("MAX_PARALLEL", "1")]);
+    let out = follow(child, |e| {
+        deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
+        if !killed && kind(e) == "HostSucceeded" {
+            fleet.kill_nats().unwrap();
+            fleet.start_nats().unwrap();
+            killed = true;
+        }
+    });
+    assert!(killed, "one host finished before NATS was killed");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (hosts, deploy) = events_of(project, &deploy_id);
+    for host in &fleet.hosts {
+        let events = &hosts[&host.addr.to_string()];
+        assert_eq!(
+            events.iter().filter(|e| *e == "HostSucceeded").count(),
+            1,
+            "{}: {events:?}",
+            host.name
+        );
+        assert!(!events.contains(&"HostFailed".to_owned()), "{events:?}");
+    }
+    assert!(deploy.contains(&"DeployCompleted".to_owned()), "{deploy:?}");
+    let stats = load.stop();
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v6");
+}
+
+/// The registry stopped once the image is pushed, while hosts pull it one at a time: the
+/// deploy fails (exit 1) with `HostFailed` at `PullImage` naming the image, every host
+/// keeps serving from one container (the old version where the pull failed), and no
+/// request failed; with the registry back, the same deploy succeeds everywhere.
+fn registry_down_during_pulls(fleet: &Fleet, project: &Project) {
+    let load = load::start(&web(fleet), CLIENTS_PER_HOST);
+    let mut stopped = false;
+    let mut pull_failures = Vec::new();
+    let child = deploy_json(project, fleet, "v7", &[("MAX_PARALLEL", "1")]);
+    let out = follow(child, |e| {
+        if !stopped && kind(e) == "ImagePushed" {
+            fleet.stop_registry().unwrap();
+            stopped = true;
+        }
+        // Hosts that never started may be failed too (the deploy stopped); those that ran
+        // failed at their pull.
+        if kind(e) == "HostFailed" && e["event"]["HostFailed"]["cause"] == "StepFailed" {
+            pull_failures.push(e["event"]["HostFailed"].clone());
+        }
+    });
+    assert!(stopped, "the image was pushed");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!pull_failures.is_empty());
+    for f in &pull_failures {
+        assert_eq!(f["step"], "PullImage", "{f}");
+        assert!(
+            f["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("testapp:v7"),
+            "{f}"
+        );
+    }
+    for (host, addr) in fleet.hosts.iter().zip(web(fleet)) {
+        let v = version_of(addr);
+        assert!(v == "v6" || v == "v7", "{} serves {v}", host.name);
+        assert_eq!(
+            running(fleet, host),
+            [format!("testapp-web-{v}")],
+            "one container on {}",
+            host.name
+        );
+    }
+    fleet.start_registry().unwrap();
+    project.flotilla_ok(&["deploy", "--version", "v7"], &[("APP_VERSION", "v7")]);
+    let stats = load.stop();
+    assert!(
+        stats.failed.is_empty(),
+        "failed requests: {:?}",
+        stats.failed
+    );
+    one_container_each(fleet, "v7");
+}
