@@ -118,8 +118,9 @@ pub async fn run_step(
             return Ok(());
         }
         Step::MakeDirs => format!(
-            "mkdir -p {etc} {exe} {proxy} {run} {nats} && chmod 0700 {etc} {exe}",
+            "mkdir -p {etc} {nats_etc} {exe} {proxy} {run} {nats} && chmod 0700 {etc} {nats_etc} {exe}",
             etc = plan::ETC_DIR,
+            nats_etc = plan::NATS_ETC,
             exe = plan::EXECUTOR_STATE,
             proxy = plan::PROXY_STATE,
             run = plan::RUN_DIR,

@@ -14,7 +14,11 @@ pub const PROXY_STATE: &str = "/var/lib/flotilla/proxy";
 pub const NATS_STATE: &str = "/var/lib/flotilla/nats";
 pub const RUN_DIR: &str = "/run/flotilla";
 pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
-pub const NATS_CONF: &str = "/etc/flotilla/nats.conf";
+/// NATS's configuration lives in a directory of its own, bound into the container as a
+/// directory: a file rewritten by setup (a new file renamed into place) would stay invisible
+/// behind a single-file bind, and a reload would reread the old one.
+pub const NATS_ETC: &str = "/etc/flotilla/nats";
+pub const NATS_CONF: &str = "/etc/flotilla/nats/nats.conf";
 pub const SCHEDULER_PUB: &str = "/etc/flotilla/scheduler.pub";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where a running proxy hands its listening sockets to its successor (`proxy run
@@ -58,7 +62,7 @@ pub struct HostSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatsSpec {
     pub image: String,
-    /// `/etc/flotilla/nats.conf`, rendered by [`nats_config`].
+    /// `/etc/flotilla/nats/nats.conf`, rendered by [`nats_config`].
     pub config: String,
 }
 
@@ -297,7 +301,7 @@ pub fn nats_argv(image: &str) -> Vec<String> {
             "-v",
             &format!("{NATS_STATE}:/data"),
             "-v",
-            &format!("{NATS_CONF}:/etc/nats/nats.conf:ro"),
+            &format!("{NATS_ETC}:/etc/nats:ro"),
             image,
             "-c",
             "/etc/nats/nats.conf",
@@ -523,7 +527,7 @@ mod tests {
             [
                 "make /etc/flotilla and /var/lib/flotilla",
                 "load the agent image",
-                "write /etc/flotilla/nats.conf",
+                "write /etc/flotilla/nats/nats.conf",
                 "run flotilla-nats",
                 "run flotilla-proxy",
                 "write /etc/flotilla/executor.conf",
@@ -708,7 +712,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "write /etc/flotilla/nats.conf",
+                "write /etc/flotilla/nats/nats.conf",
                 "reload flotilla-nats's configuration"
             ]
         );
@@ -723,7 +727,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "write /etc/flotilla/nats.conf",
+                "write /etc/flotilla/nats/nats.conf",
                 "remove flotilla-nats",
                 "run flotilla-nats"
             ]
