@@ -96,9 +96,10 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
     Ok(JobOutcome::Finished(reports))
 }
 
-/// Secret values shorter than this are not scrubbed: replacing every `1` or `on` in a report
-/// would garble it while hiding nothing (such a value is no secret).
-const SCRUB_MIN_LEN: usize = 4;
+/// Secret values shorter than this are not scrubbed: replacing every `true`, `prod` or `demo`
+/// in a report would garble its container names and images while hiding nothing a guess
+/// would not find (such a value is no real secret).
+const SCRUB_MIN_LEN: usize = 8;
 
 /// `text` with every secret value in it replaced by `[secret NAME]`.
 pub fn scrub_text(text: &str, secrets: &[(String, flotilla_protocol::sealing::Secret)]) -> String {
@@ -154,18 +155,21 @@ mod tests {
         };
         let secrets = vec![
             ("SECRET_KEY_BASE".to_owned(), open("sk-1234-abcd")),
-            ("SHORT".to_owned(), open("on")),
+            ("SHORT".to_owned(), open("demo")),
         ];
         let event: flotilla_events::Event = HealthFailed {
             attempts: 3,
             last_response: Some("500 boom sk-1234-abcd".into()),
-            error: "app crashed: key=sk-1234-abcd mode on".into(),
+            error: "app crashed: key=sk-1234-abcd mode demo".into(),
         }
         .into();
         let flotilla_events::Event::HealthFailed(h) = scrub(event, &secrets) else {
             panic!("same event type")
         };
-        assert_eq!(h.error, "app crashed: key=[secret SECRET_KEY_BASE] mode on");
+        assert_eq!(
+            h.error,
+            "app crashed: key=[secret SECRET_KEY_BASE] mode demo"
+        );
         assert_eq!(
             h.last_response.as_deref(),
             Some("500 boom [secret SECRET_KEY_BASE]")

@@ -526,3 +526,32 @@ async fn a_switch_waiting_on_the_proxy_notices_a_stopped_engine_in_seconds() {
         began.elapsed()
     );
 }
+
+/// The values scrubbed from reports are the job's secret env and registry password; the
+/// registry username (sealed in transit) is not one of them, since it is often the service's
+/// own name, which container names in events must keep.
+#[test]
+fn job_secrets_are_the_secret_values_only() {
+    let ex = executor();
+    let key = ex.host_key().public_key_base64();
+    let mut start = start_step(&ex, "v1");
+    start.config.secret_env.push((
+        "SECRET_KEY_BASE".into(),
+        seal(&key, "sk-base-0123456789").unwrap(),
+    ));
+    let pull = JobStep::PullImage(flotilla_protocol::wire::PullImage {
+        image: "r/app:v1".into(),
+        auth: Some(flotilla_protocol::wire::RegistryAuth {
+            server: "r".into(),
+            username: seal(&key, "app").unwrap(),
+            password: seal(&key, "registry-pw-123").unwrap(),
+        }),
+    });
+    let secrets = ex.job_secrets(&job(vec![pull, JobStep::StartContainer(start)]));
+    let mut names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["DB_PASSWORD", "SECRET_KEY_BASE", "registry password"]
+    );
+}
