@@ -2,6 +2,7 @@
 //! filtering another subject (so the host would silently get no jobs, or another host's), is
 //! replaced before a run dispatches to that host.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
 use flotilla_protocol::nats::consumer_config;
