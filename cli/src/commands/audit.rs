@@ -94,6 +94,19 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<()> {
             }
             Event::HostSucceeded(_) => entry.succeeded.extend(e.host.clone()),
             Event::HostFailed(_) => entry.failed.extend(e.host.clone()),
+            // An enrolment is an operation of its own: who trusted which host's keys, when.
+            Event::HostEnrolled(h) => {
+                entry.kind = "enroll".into();
+                entry.actor.clone_from(&e.actor);
+                entry.at = e.at.to_string();
+                entry.hosts = e.host.clone().into_iter().collect();
+                entry.succeeded = entry.hosts.clone();
+                entry.outcome = if h.replaces.is_some() {
+                    "replaced keys".into()
+                } else {
+                    "enrolled".into()
+                };
+            }
             _ => {}
         }
     }

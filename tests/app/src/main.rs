@@ -74,10 +74,14 @@ fn main() {
         }
     };
     if mode == Mode::Exit {
-        // Like a real app dumping its settings as it dies: a secret in the container's log,
-        // which must stay on the host.
-        let secret = std::env::var("APP_SECRET").unwrap_or_default();
-        eprintln!("testapp: APP_MODE=exit, exiting at start (APP_SECRET={secret})");
+        // With APP_DUMP_SECRET=1, like a real app dumping its settings as it dies: a secret
+        // in the container's log, which must stay on the host.
+        if std::env::var("APP_DUMP_SECRET").is_ok_and(|v| v == "1") {
+            let secret = std::env::var("APP_SECRET").unwrap_or_default();
+            eprintln!("testapp: APP_MODE=exit, exiting at start (APP_SECRET={secret})");
+        } else {
+            eprintln!("testapp: APP_MODE=exit, exiting at start");
+        }
         std::process::exit(3);
     }
     let version = std::env::var("APP_VERSION")

@@ -8,9 +8,10 @@ use flotilla_e2e::fleet::Fleet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-/// The ssh: section that points Flotilla at the fleet's OpenSSH config (key, known_hosts).
-fn ssh_section(fleet: &Fleet) -> String {
-    format!("ssh:\n  config:\n    - {}\n", fleet.ssh_config().display())
+/// The project's own `ssh:` section already points Flotilla at the fleet's OpenSSH config
+/// (see `project.rs`): nothing to add.
+fn ssh_section(_fleet: &Fleet) -> String {
+    String::new()
 }
 
 /// Each host's section of Kamal's `App Host: HOST` output.
@@ -308,17 +309,22 @@ fn app_stop_start_prune_lock_and_audit() {
     assert!(details.contains(&format!("Tags: {image}")), "{details}");
 
     let audit = project.flotilla_ok(&["audit", "--json"], &[]);
-    let entries: Vec<serde_json::Value> = audit
+    let all: Vec<serde_json::Value> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // First, the enrolment of the host (who trusted its keys, when), then the deploys.
+    assert_eq!(all[0]["kind"], "enroll", "{audit}");
+    assert_eq!(all[0]["outcome"], "enrolled", "{audit}");
+    assert_eq!(all[0]["hosts"], serde_json::json!([host.addr.to_string()]));
+    let entries = &all[1..];
     let versions: Vec<&str> = entries
         .iter()
         .map(|e| e["version"].as_str().unwrap())
         .collect();
     // The three deploys, then `app boot`'s redeploy of v3.
     assert_eq!(versions, ["v1", "v2", "v3", "v3"], "{audit}");
-    for e in &entries {
+    for e in entries {
         assert_eq!(e["kind"], "deploy", "{audit}");
         assert_eq!(e["outcome"], "completed", "{audit}");
         assert_eq!(e["hosts"], serde_json::json!([host.addr.to_string()]));

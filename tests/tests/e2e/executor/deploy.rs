@@ -92,7 +92,10 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
                 version: "v1".into(),
                 config: ContainerConfig {
                     image: v1.clone(),
-                    env: vec![("APP_MODE".into(), "exit".into())],
+                    env: vec![
+                        ("APP_MODE".into(), "exit".into()),
+                        ("APP_DUMP_SECRET".into(), "1".into()),
+                    ],
                     // The crashing app prints it: its log must stay on the host.
                     secret_env: vec![(
                         "APP_SECRET".into(),
