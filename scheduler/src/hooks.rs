@@ -110,6 +110,11 @@ impl HookError {
     }
 }
 
+/// How often a hook that is busy being written (ETXTBSY) is tried, and the pause between
+/// tries: the writer's fork execs within milliseconds.
+const HOOK_BUSY_ATTEMPTS: u32 = 5;
+const HOOK_BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Runs `hooks_dir/name` if it exists (Kamal skips missing hooks), from `project_dir`, with
 /// the process environment plus the context's variables. Returns `Ok(None)` when there is no
 /// such hook.
@@ -124,16 +129,33 @@ pub async fn run(
         return Ok(None);
     }
     let started = tokio::time::Instant::now();
-    let out = tokio::process::Command::new(&path)
-        .current_dir(project_dir)
-        .envs(ctx.env())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|source| HookError::Spawn {
-            path: path.clone(),
-            source,
-        })?;
+    let mut attempt = 1;
+    let out = loop {
+        let result = tokio::process::Command::new(&path)
+            .current_dir(project_dir)
+            .envs(ctx.env())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        match result {
+            // A hook written a moment ago (by a CI step, an editor, a test) can still be open
+            // for writing in a process forked meanwhile, until that one execs: the kernel
+            // refuses to run it (ETXTBSY) for that instant.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempt < HOOK_BUSY_ATTEMPTS =>
+            {
+                attempt += 1;
+                tokio::time::sleep(HOOK_BUSY_PAUSE).await;
+            }
+            other => {
+                break other.map_err(|source| HookError::Spawn {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+    };
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
