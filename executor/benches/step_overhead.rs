@@ -80,6 +80,7 @@ async fn main() {
         issued_at: Timestamp::now(),
         expires_at: Timestamp::now(),
         generation: 1,
+        scope: "bench".into(),
         steps: vec![],
     };
 

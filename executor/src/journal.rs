@@ -1,9 +1,10 @@
 //! The executor's memory of finished jobs (keyed by job id and issue time): for each, the
 //! exact reports it published, kept until the job expires. A job delivered again (a duplicate, a redelivery after a lost ack,
 //! a replay) is never run twice: its recorded reports are published again, byte for byte.
-//! It also keeps the newest job generation this host applied, written before the job runs:
-//! a job of a lower generation is refused, across restarts, and when that cannot be written
-//! the job does not run (fail closed).
+//! It also keeps the newest job generation this host applied in each scope (a service and
+//! destination), written before the job runs: a job of a lower generation in its scope is
+//! refused, across restarts, and when that cannot be written the job does not run (fail
+//! closed).
 //! Stored as JSON in the state directory (mode 0600), replaced atomically.
 
 use std::collections::BTreeMap;
@@ -32,9 +33,18 @@ struct Entry {
 /// The file's shape.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stored {
-    /// The newest job generation applied here.
-    generation: u64,
+    /// The newest job generation applied here, per scope.
+    generations: BTreeMap<String, u64>,
     jobs: BTreeMap<String, Entry>,
+}
+
+/// What a journal file may hold: this shape, or the finished jobs alone (written before
+/// generations existed: every scope starts at zero).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OnDisk {
+    Current(Stored),
+    JobsOnly(BTreeMap<String, Entry>),
 }
 
 /// Finished jobs by id, and the newest generation applied.
@@ -42,13 +52,14 @@ struct Stored {
 pub struct Journal {
     path: Option<PathBuf>,
     entries: BTreeMap<String, Entry>,
-    generation: u64,
+    generations: BTreeMap<String, u64>,
 }
 
-/// A job older than the newest this host applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("job generation {job} is older than {applied}, the newest this host applied")]
+/// A job older than the newest this host applied in its scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job generation {job} is older than {applied}, the newest this host applied for {scope}")]
 pub struct Stale {
+    pub scope: String,
     pub job: u64,
     pub applied: u64,
 }
@@ -65,37 +76,53 @@ impl Journal {
             path: path.to_owned(),
             message,
         };
-        let stored: Stored = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?,
+        let stored = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))? {
+                OnDisk::Current(s) => s,
+                OnDisk::JobsOnly(jobs) => Stored {
+                    jobs,
+                    ..Stored::default()
+                },
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(e) => return Err(err(e.to_string())),
         };
         Ok(Self {
             path: Some(path.to_owned()),
             entries: stored.jobs,
-            generation: stored.generation,
+            generations: stored.generations,
         })
     }
 
-    /// The newest generation applied here.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// The newest generation applied here in `scope` (0: none yet).
+    pub fn generation(&self, scope: &str) -> u64 {
+        self.generations.get(scope).copied().unwrap_or(0)
     }
 
-    /// Admits a job of `generation` before it runs: refuses it if older than the newest
-    /// applied, else makes it the newest, durably. An error means the job must not run.
-    pub fn begin(&mut self, generation: u64) -> Result<Result<(), Stale>, JournalError> {
-        if generation < self.generation {
+    /// Admits a job of `generation` in `scope` before it runs: refuses it if older than the
+    /// newest applied there, else makes it the newest, durably. An error means the job must
+    /// not run.
+    pub fn begin(
+        &mut self,
+        scope: &str,
+        generation: u64,
+    ) -> Result<Result<(), Stale>, JournalError> {
+        let applied = self.generation(scope);
+        if generation < applied {
             return Ok(Err(Stale {
+                scope: scope.to_owned(),
                 job: generation,
-                applied: self.generation,
+                applied,
             }));
         }
-        if generation > self.generation {
-            let before = self.generation;
-            self.generation = generation;
+        if generation > applied {
+            self.generations.insert(scope.to_owned(), generation);
             if let Err(e) = self.save() {
-                self.generation = before;
+                if applied == 0 {
+                    self.generations.remove(scope);
+                } else {
+                    self.generations.insert(scope.to_owned(), applied);
+                }
                 return Err(e);
             }
         }
@@ -140,7 +167,7 @@ impl Journal {
             message: e.to_string(),
         };
         let stored = StoredRef {
-            generation: self.generation,
+            generations: &self.generations,
             jobs: &self.entries,
         };
         let bytes = serde_json::to_vec(&stored).map_err(|e| JournalError {
@@ -168,7 +195,7 @@ impl Journal {
 /// [`Stored`] borrowed, for writing.
 #[derive(Serialize)]
 struct StoredRef<'a> {
-    generation: u64,
+    generations: &'a BTreeMap<String, u64>,
     jobs: &'a BTreeMap<String, Entry>,
 }
 
@@ -196,21 +223,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A job older than the newest applied is refused, also after a restart; a job of the
-    /// same generation (a redelivery or resume of it) is admitted; when the generation cannot
-    /// be written the job is not admitted and the journal is unchanged.
+    /// A job older than the newest applied in its scope is refused, also after a restart;
+    /// a job of the same generation (a redelivery or resume of it) is admitted, and another
+    /// service's older job too; when the generation cannot be written the job is not admitted
+    /// and the journal is unchanged. A journal written before generations existed loads.
     #[test]
     fn generations_only_grow_and_fail_closed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.json");
         let mut j = Journal::load(&path).unwrap();
-        assert_eq!(j.begin(10).unwrap(), Ok(()));
-        assert_eq!(j.begin(10).unwrap(), Ok(()));
+        assert_eq!(j.begin("app", 10).unwrap(), Ok(()));
+        assert_eq!(j.begin("app", 10).unwrap(), Ok(()));
+        assert_eq!(j.begin("other", 5).unwrap(), Ok(()));
         let mut j = Journal::load(&path).unwrap();
-        assert_eq!(j.generation(), 10);
+        assert_eq!(j.generation("app"), 10);
         assert_eq!(
-            j.begin(9).unwrap(),
+            j.begin("app", 9).unwrap(),
             Err(Stale {
+                scope: "app".into(),
                 job: 9,
                 applied: 10
             })
@@ -220,7 +250,13 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // A journal whose directory is gone cannot be written: fail closed.
         let mut broken = Journal::load(&dir.path().join("gone/jobs.json")).unwrap();
-        assert!(broken.begin(11).is_err());
-        assert_eq!(broken.generation(), 0);
+        assert!(broken.begin("app", 11).is_err());
+        assert_eq!(broken.generation("app"), 0);
+        // A journal from before generations loads with its finished jobs.
+        let old = dir.path().join("old.json");
+        std::fs::write(&old, r#"{"k@1":{"expires_at_ms":1,"reports":["AQ=="]}}"#).unwrap();
+        let old = Journal::load(&old).unwrap();
+        assert_eq!(old.generation("app"), 0);
+        assert_eq!(old.finished("k@1"), Some(vec![vec![1]]));
     }
 }

@@ -322,7 +322,7 @@ async fn handle<R: Runtime, P: Proxy>(
         }
         return ack(AckKind::Ack).await;
     }
-    let admitted = journal.lock().await.begin(job.generation);
+    let admitted = journal.lock().await.begin(&job.scope, job.generation);
     match admitted {
         Ok(Ok(())) => {}
         Ok(Err(stale)) => {

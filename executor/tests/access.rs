@@ -174,6 +174,7 @@ async fn host_credentials_reach_only_the_hosts_own_subjects() {
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
         generation: 1,
+        scope: "app".into(),
         steps: vec![JobStep::PullImage(PullImage {
             image: "r/app:v1".into(),
             auth: None,

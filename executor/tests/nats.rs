@@ -29,6 +29,7 @@ fn job(id: &str, version: &str) -> Job {
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
         generation: u64::try_from(now.unix_ms()).unwrap(),
+        scope: "app".into(),
         steps: vec![
             JobStep::PullImage(PullImage {
                 image: format!("r/app:{version}"),

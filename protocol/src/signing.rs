@@ -192,6 +192,7 @@ mod tests {
             issued_at: now,
             expires_at: Timestamp::from_unix_ms(now.unix_ms() + expires_in_ms),
             generation: 1,
+            scope: "app".into(),
             steps: vec![],
         }
     }

@@ -83,6 +83,11 @@ pub struct Job {
     /// never below the last one it issued there): an executor refuses a job older than the
     /// newest it applied, so a captured job that never ran cannot roll a host back later.
     pub generation: u64,
+    /// What the generation counts within: the deploy lock's key (`service[.destination]`,
+    /// [`crate::names::lock_key`]). Jobs of one scope are issued one deploy at a time (the
+    /// lock), so their order is their issue order; two services on one host never refuse
+    /// each other's jobs.
+    pub scope: String,
     /// What to do, in order; the first failure stops the job.
     pub steps: Vec<JobStep>,
 }

@@ -120,6 +120,7 @@ fn sample() -> Sample {
         issued_at: at(0),
         expires_at: at(3_600_000),
         generation: 1_790_000_000_000,
+        scope: "app.staging".into(),
         steps,
     };
     let event = |n: u128, e: flotilla_events::Event| NewEvent {

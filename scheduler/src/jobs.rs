@@ -85,6 +85,7 @@ pub fn job_for(
         issued_at: ctx.now,
         expires_at: Timestamp::from_unix_ms(ctx.now.unix_ms().saturating_add(validity_ms)),
         generation: next_generation(ctx.now),
+        scope: flotilla_protocol::names::lock_key(&plan.service, plan.destination.as_deref()),
         steps,
     })
 }

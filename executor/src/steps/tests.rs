@@ -54,6 +54,7 @@ fn job(steps: Vec<JobStep>) -> Job {
         issued_at: Timestamp::now(),
         expires_at: Timestamp::from_unix_ms(Timestamp::now().unix_ms() + 60_000),
         generation: 1,
+        scope: "app".into(),
         steps,
     }
 }

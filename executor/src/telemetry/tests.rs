@@ -16,6 +16,7 @@ fn job() -> Job {
         issued_at: Timestamp::from_unix_ms(T0 - 50),
         expires_at: Timestamp::from_unix_ms(T0 + 60_000),
         generation: 1,
+        scope: "app".into(),
         steps: vec![
             JobStep::PullImage(PullImage {
                 image: "r/app:v1".into(),

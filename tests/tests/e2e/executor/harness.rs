@@ -331,6 +331,7 @@ pub(super) fn deploy_job(
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
         generation: u64::try_from(now.unix_ms()).unwrap(),
+        scope: "testapp".into(),
         steps: vec![
             JobStep::PullImage(PullImage {
                 image: image.to_owned(),
@@ -390,6 +391,7 @@ pub(super) fn simple_job(agents: &HostAgents, steps: Vec<JobStep>) -> Job {
         issued_at: now,
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 600_000),
         generation: u64::try_from(now.unix_ms()).unwrap(),
+        scope: "testapp".into(),
         steps,
     }
 }
