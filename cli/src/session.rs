@@ -284,11 +284,7 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         }
         .into());
     };
-    let pool = flotilla_ssh::Pool::new(flotilla_ssh::Settings::from_kamal(
-        &config.ssh,
-        &config.sshkit,
-        flotilla_ssh::Env::from_process(),
-    ));
+    let pool = crate::commands::fanout::pool(config);
     let tunnel_err = |e: flotilla_ssh::Error| {
         anyhow::Error::new(e).context(UserError {
             message: format!("cannot open an SSH tunnel to NATS on the control host {control}"),

@@ -110,30 +110,8 @@ pub async fn run<R: Runtime, P: Proxy>(
                 source,
             })?;
     }
-    // Connected here, retried forever: an unreachable server and one that does not admit
-    // this host yet (a NATS booted by setup admits a host once it is enrolled, and async-nats
-    // gives up for good on an authorization error) both come right later. Once connected,
-    // the client reconnects by itself.
-    let client = loop {
-        match options.clone().connect(&settings.url).await {
-            Ok(c) => break c,
-            Err(e) => {
-                let admitted = !matches!(
-                    e.kind(),
-                    async_nats::ConnectErrorKind::AuthorizationViolation
-                        | async_nats::ConnectErrorKind::Authentication
-                );
-                if admitted {
-                    tracing::warn!(url = %settings.url, error = %e, "nats connect failed, retrying");
-                } else {
-                    tracing::warn!(url = %settings.url, "NATS does not admit this host's key yet (enrol it: flotilla setup, or flotilla server enroll HOST); retrying");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(CONNECT_RETRY) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-            }
-        }
+    let Some(client) = connect(&options, &settings.url, &mut shutdown).await else {
+        return Ok(());
     };
     let heartbeat = tokio::spawn(heartbeats(
         executor.clone(),
@@ -215,6 +193,38 @@ fn not_made_yet(e: &jetstream::stream::ConsumerError) -> bool {
             if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND
                 || j.error_code() == ErrorCode::STREAM_NOT_FOUND
     )
+}
+
+/// Connects, retried forever until shutdown (`None`): an unreachable server and one that does
+/// not admit this host yet (a NATS booted by setup admits a host once it is enrolled, and
+/// async-nats gives up for good on an authorization error) both come right later. Once
+/// connected, the client reconnects by itself.
+async fn connect(
+    options: &async_nats::ConnectOptions,
+    url: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<async_nats::Client> {
+    loop {
+        match options.clone().connect(url).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                let admitted = !matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::AuthorizationViolation
+                        | async_nats::ConnectErrorKind::Authentication
+                );
+                if admitted {
+                    tracing::warn!(%url, error = %e, "nats connect failed, retrying");
+                } else {
+                    tracing::warn!(%url, "NATS does not admit this host's key yet (enrol it: flotilla setup, or flotilla server enroll HOST); retrying");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(CONNECT_RETRY) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        }
+    }
 }
 
 /// Binds the consumer and handles jobs until shutdown (Ok) or a NATS failure (Err). The

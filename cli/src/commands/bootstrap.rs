@@ -10,7 +10,7 @@ use flotilla_deploy::Config;
 use flotilla_deploy::plan::matches;
 use flotilla_setup::plan::{self, HostSpec, NatsSettings, NatsSpec};
 use flotilla_setup::{AgentImage, Bootstrapped, Progress};
-use flotilla_ssh::{Env, Pool, Settings};
+use flotilla_ssh::Pool;
 
 pub const EXAMPLES: &str = "Examples:
   flotilla server bootstrap                 # every host in config/deploy.yml
@@ -39,11 +39,7 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     let image = agent_image()?;
     let key = scheduler_key(&s.root)?.public_key_base64();
     let specs = host_specs(&s.config, &s.args, &image.tag, &key, &nats_users(s)?)?;
-    let pool = Pool::new(Settings::from_kamal(
-        &s.config.ssh,
-        &s.config.sshkit,
-        Env::from_process(),
-    ));
+    let pool = crate::commands::fanout::pool(&s.config);
     let json = s.args.json;
     let quiet = s.args.quiet;
     let report = move |p: Progress| print_progress(json, quiet, &p);

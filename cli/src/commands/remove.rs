@@ -6,7 +6,6 @@ use crate::exit::{FAILED, UserError};
 use crate::session::{FleetArgs, control_host};
 use clap::Args;
 use flotilla_setup::RemoveSpec;
-use flotilla_ssh::{Env, Pool, Settings};
 
 const EXAMPLES: &str = "Examples:
   flotilla remove           # asks first
@@ -67,11 +66,7 @@ pub async fn run(cmd: &RemoveCmd) -> anyhow::Result<()> {
         service: config.service.clone(),
         images,
     };
-    let pool = Pool::new(Settings::from_kamal(
-        &config.ssh,
-        &config.sshkit,
-        Env::from_process(),
-    ));
+    let pool = crate::commands::fanout::pool(&config);
     let results = flotilla_setup::remove(&pool, &hosts, &spec).await;
     pool.close().await;
     let mut failed = Vec::new();
