@@ -43,6 +43,7 @@ pub mod worker;
 
 pub use body::PROXY_HEADER;
 pub use conns::ClientTimeouts;
+pub use fast::UPSTREAM_CONNECTIONS_PER_TARGET;
 pub use run_args::{BadListen, RunArgs};
 pub use server::{ProxyConfig, ProxyError, Running, run, shutdown_signal, start};
 pub use spec::{HealthCheck, ServiceSpec, TlsSpec};

@@ -39,7 +39,7 @@ use crate::body::{GaugeGuard, PROXY_HEADER};
 use crate::conns::{Busy, Registered};
 use crate::forward::{CHALLENGE_PREFIX, DataPath, host_without_port};
 use crate::router::Resolved;
-pub use pool::{Buffers, RawPool};
+pub use pool::{Buffers, RawPool, UPSTREAM_CONNECTIONS_PER_TARGET};
 use response::{BodyLength, Relayed, relay_body, response_head};
 
 /// Headers parsed per message; a request with more goes to hyper (which allows 100).
@@ -334,7 +334,7 @@ where
         .observe(&method, response.status, started.elapsed());
     // The request stays counted against its target until its body has been read.
     let held = (gauge, resolved);
-    let relayed = relay_body(client, &mut upstream, buf, head, response.body, held).await;
+    let relayed = relay_body(client, &mut upstream.stream, buf, head, response.body, held).await;
     match relayed {
         Relayed::Complete { reusable } => {
             if reusable && response.keep_alive {

@@ -1,13 +1,21 @@
-//! The fast path's upstream side: one worker's idle upstream connections and spare buffers,
-//! and the exchange of a request head for a response head.
+//! The fast path's upstream side: one worker's upstream connections and spare buffers, and
+//! the exchange of a request head for a response head.
+//!
+//! A worker opens at most [`UPSTREAM_CONNECTIONS_PER_TARGET`] connections to one target; a
+//! request past that waits for one to come back (nginx's `max_conns` with a queue). Without
+//! the cap, 10,000 clients sending at once made a worker open an upstream connection per
+//! request in flight: the proxy then held a descriptor per client *and* per upstream request
+//! (20,000 under this container's limit of 20,000 open files), and connects failing with
+//! `EMFILE` were answered 502 (issue 18: 310 to 10,966 non-2xx per 10 s run).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::MAX_HEAD;
@@ -20,6 +28,11 @@ pub(super) const READ_BUF: usize = 8 * 1024;
 const SPARE_BUFFERS: usize = 64;
 /// Idle upstream connections kept per target and worker, as [`crate::upstream`]'s pool.
 const MAX_IDLE: usize = 256;
+/// Upstream connections one worker holds open to one target, idle or busy. Far above what an
+/// app serves at once (a Rails app's Puma runs a few threads per process), so requests queue
+/// here only where they would queue in the app's own accept backlog; low enough that two
+/// workers' upstream descriptors (2,048) and 10,000 clients fit in 20,000 open files.
+pub const UPSTREAM_CONNECTIONS_PER_TARGET: usize = 1024;
 /// Idle upstream connections older than this are closed rather than reused (apps commonly
 /// close keep-alive connections after 60 s or more; a stale one costs a retry).
 const UPSTREAM_IDLE: Duration = Duration::from_secs(30);
@@ -78,24 +91,44 @@ impl Buffers {
     }
 }
 
-/// One worker's idle upstream connections for the fast path, by target address.
-#[derive(Debug, Default)]
-pub struct RawPool {
-    idle: Mutex<HashMap<String, Vec<(TcpStream, Instant)>>>,
+/// An open upstream connection, holding its place among its target's open connections.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    _open: OwnedSemaphorePermit,
 }
 
-impl RawPool {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<(TcpStream, Instant)>>> {
+/// One worker's connections to one target.
+#[derive(Debug)]
+struct Target {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// One permit per connection this worker may hold open to the target.
+    open: Arc<Semaphore>,
+    /// Signalled when a connection goes back to `idle`, for requests waiting for one.
+    returned: Notify,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::default(),
+            open: Arc::new(Semaphore::new(UPSTREAM_CONNECTIONS_PER_TARGET)),
+            returned: Notify::new(),
+        }
+    }
+}
+
+impl Target {
+    fn idle(&self) -> MutexGuard<'_, Vec<(Conn, Instant)>> {
         match self.idle.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         }
     }
 
-    fn take(&self, addr: &str) -> Option<TcpStream> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(addr)?;
-        while let Some((conn, since)) = list.pop() {
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle();
+        while let Some((conn, since)) = idle.pop() {
             if since.elapsed() < UPSTREAM_IDLE {
                 return Some(conn);
             }
@@ -103,58 +136,109 @@ impl RawPool {
         None
     }
 
-    pub(super) fn put(&self, addr: &str, conn: TcpStream) {
-        let mut idle = self.lock();
-        let list = match idle.get_mut(addr) {
-            Some(l) => l,
-            None => idle.entry(addr.to_owned()).or_default(),
-        };
-        if list.len() < MAX_IDLE {
-            list.push((conn, Instant::now()));
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle();
+        // While requests wait, every connection is busy and `idle` is (nearly) empty, so
+        // the one coming back is kept for them.
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, Instant::now()));
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
-    async fn connect(addr: &str) -> Result<TcpStream, RawError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                Ok(s)
+    /// An idle connection (`true`: reused), or a new one while under the cap, or else the
+    /// first connection to come back or place to free up.
+    async fn acquire(&self, addr: &str) -> Result<(Conn, bool), RawError> {
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before looking, so a connection returned meanwhile is not missed.
+            returned.as_mut().enable();
+            if let Some(conn) = self.take() {
+                return Ok((conn, true));
             }
-            Ok(Err(source)) => Err(RawError::Connect {
-                addr: addr.to_owned(),
-                source,
-            }),
-            Err(_) => Err(RawError::ConnectTimeout {
-                addr: addr.to_owned(),
-            }),
+            let open = match Arc::clone(&self.open).try_acquire_owned() {
+                Ok(open) => open,
+                Err(_) => tokio::select! {
+                    () = returned => continue,
+                    open = Arc::clone(&self.open).acquire_owned() => match open {
+                        Ok(open) => open,
+                        // The semaphore is never closed.
+                        Err(_) => continue,
+                    },
+                },
+            };
+            let stream = connect(addr).await?;
+            let conn = Conn {
+                stream,
+                _open: open,
+            };
+            return Ok((conn, false));
         }
+    }
+}
+
+async fn connect(addr: &str) -> Result<TcpStream, RawError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(source)) => Err(RawError::Connect {
+            addr: addr.to_owned(),
+            source,
+        }),
+        Err(_) => Err(RawError::ConnectTimeout {
+            addr: addr.to_owned(),
+        }),
+    }
+}
+
+/// One worker's upstream connections for the fast path, by target address.
+#[derive(Debug, Default)]
+pub struct RawPool {
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+}
+
+impl RawPool {
+    fn target(&self, addr: &str) -> Arc<Target> {
+        let mut targets = match self.targets.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match targets.get(addr) {
+            Some(t) => Arc::clone(t),
+            None => Arc::clone(targets.entry(addr.to_owned()).or_default()),
+        }
+    }
+
+    pub(super) fn put(&self, addr: &str, conn: Conn) {
+        self.target(addr).put(conn);
     }
 
     /// Sends `request` to `addr` and reads the response head into `buf`, on a pooled
     /// connection or a new one. A pooled connection that fails before the first response
-    /// byte (the upstream closed it while idle) is replaced once: `GET` and `HEAD` are
-    /// idempotent, so sending again is safe.
+    /// byte (the upstream closed it while idle) is dropped and the request sent again on the
+    /// next (idle, else new): `GET` and `HEAD` are idempotent, so sending again is safe, and
+    /// a new connection's failure is final.
     pub(super) async fn request(
         &self,
         addr: &str,
         request: &[u8],
         buf: &mut BytesMut,
         head_request: bool,
-    ) -> Result<(TcpStream, Response), RawError> {
-        let mut pooled = self.take(addr);
+    ) -> Result<(Conn, Response), RawError> {
+        let target = self.target(addr);
         loop {
-            let reused = pooled.is_some();
-            let mut conn = match pooled.take() {
-                Some(c) => c,
-                None => Self::connect(addr).await?,
-            };
+            let (mut conn, reused) = target.acquire(addr).await?;
             buf.clear();
             let io = |source| RawError::Io {
                 addr: addr.to_owned(),
                 source,
             };
-            let result = match conn.write_all(request).await {
-                Ok(()) => read_response(&mut conn, buf, head_request, addr).await,
+            let result = match conn.stream.write_all(request).await {
+                Ok(()) => read_response(&mut conn.stream, buf, head_request, addr).await,
                 Err(e) => Err(io(e)),
             };
             match result {
