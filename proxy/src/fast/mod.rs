@@ -9,6 +9,7 @@
 //! relayed with the first body bytes in one write, and the rest of the body is copied as
 //! it arrives.
 //!
+//! A request with `Connection: close` is served here too, answered with `connection: close`.
 //! Anything else hands the connection, with the bytes read so far, to hyper for the rest of
 //! its life ([`Handoff`]): other methods, request bodies, upgrades, `Expect`, HTTP/1.0,
 //! HTTP/2, absolute-form targets, a missing, repeated or malformed `Host` (hyper's path
@@ -50,6 +51,14 @@ const MAX_HEAD: usize = 16 * 1024;
 /// A client connection's own read buffer, grown only for larger heads: kept small because
 /// an idle keep-alive connection holds it (nginx's `client_header_buffer_size` is 1k too).
 const CLIENT_BUF: usize = 1024;
+/// At shutdown, how long a connection that has not sent its first request yet is still
+/// given to send it. Such a connection was accepted in the proxy's last instant (during a
+/// listener hand-over, the old proxy's last accept): its client sends the request right
+/// after connecting, within a round trip, and has no reason to expect a close before its
+/// first answer (issue 11: one connection in ~40,000 was closed that way). 5 s covers slow
+/// round trips and a loaded host; a silent connection (a browser's preconnect) delays the
+/// end of the drain by at most that.
+const FIRST_REQUEST_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// A connection the fast path does not serve: hyper continues with `read` replayed first.
 pub struct Handoff<S> {
@@ -71,8 +80,10 @@ where
 {
     let mut buf = BytesMut::with_capacity(CLIENT_BUF);
     let mut out = Vec::new();
+    // No request served yet: at shutdown, the first one is still awaited and answered.
+    let mut first = true;
     loop {
-        if registered.token.is_cancelled() {
+        if registered.token.is_cancelled() && (!first || registered.activity.killed()) {
             return None;
         }
         let (len, forward) = loop {
@@ -93,13 +104,14 @@ where
             }
             let read = tokio::select! {
                 r = stream.read_buf(&mut buf) => r,
-                () = registered.token.cancelled() => return None,
+                () = told_to_close(registered, first) => return None,
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return None;
             }
         };
         buf.advance(len);
+        first = false;
         let busy = Busy::start(&registered.activity);
         // Idle connections hold no upstream buffer: it is lent for the exchange only.
         let mut upstream_buf = data.buffers.take();
@@ -121,6 +133,16 @@ where
     }
 }
 
+/// Resolves when the connection is to close rather than wait for more of a request: when the
+/// sweeper or a reclaim closes it, or at shutdown; at shutdown a connection that has not had
+/// its `first` request yet still gets [`FIRST_REQUEST_AT_SHUTDOWN`] to send it.
+async fn told_to_close(registered: &Registered, first: bool) {
+    registered.token.cancelled().await;
+    if first && !registered.activity.killed() {
+        tokio::time::sleep(FIRST_REQUEST_AT_SHUTDOWN).await;
+    }
+}
+
 /// What the buffered bytes hold.
 enum Parsed {
     /// A complete request head of this many bytes, for this path; its upstream head is in
@@ -136,6 +158,8 @@ enum Parsed {
 struct Forward {
     resolved: Resolved,
     head_request: bool,
+    /// The client sent `Connection: close`: this is its last request on the connection.
+    client_close: bool,
 }
 
 /// Parses the request head at the start of `bytes` and decides whether it is ours; if so,
@@ -160,6 +184,7 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
         return Parsed::NotOurs;
     }
     let mut host = None;
+    let mut client_close = false;
     let mut client_xff = None;
     let (mut client_xfp, mut client_xfh) = (false, false);
     for h in req.headers.iter() {
@@ -170,8 +195,12 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
             }
             host = Some(h.value);
         } else if name.eq_ignore_ascii_case("connection") {
-            // `close` and anything naming other hop-by-hop headers go to hyper.
-            if !h.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
+            // `keep-alive` or `close` (clients that make one request per connection, as on
+            // new TLS connections); anything naming other hop-by-hop headers goes to hyper.
+            let value = h.value.trim_ascii();
+            if value.eq_ignore_ascii_case(b"close") {
+                client_close = true;
+            } else if !value.eq_ignore_ascii_case(b"keep-alive") {
                 return Parsed::NotOurs;
             }
         } else if [
@@ -264,6 +293,7 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
         Forward {
             resolved,
             head_request,
+            client_close,
         },
     )
 }
@@ -284,6 +314,7 @@ where
     let Forward {
         resolved,
         head_request,
+        client_close,
     } = forward;
     let route = Arc::clone(&resolved.route);
     let target = Arc::clone(&route.target);
@@ -322,7 +353,7 @@ where
     let gauge = GaugeGuard::new(route.metrics.in_flight());
     // At shutdown the client is told this is the last response on the connection.
     let closing = registered.token.is_cancelled();
-    let close = closing || response.body == BodyLength::UntilClose;
+    let close = closing || client_close || response.body == BodyLength::UntilClose;
     let Ok(head) = response_head(buf, response.head_len, close) else {
         route.metrics.observe(&method, 502, started.elapsed());
         return write_proxy_response(client, 502, "upstream-error", "bad upstream response\n")

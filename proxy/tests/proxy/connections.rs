@@ -383,3 +383,50 @@ async fn many_clients_at_once_all_get_answers() {
         "{most} upstream connections at once, over {cap}"
     );
 }
+
+/// A connection the proxy accepted just before it stopped (as the old proxy's last accept
+/// in a listener hand-over) still gets an answer to its first request, marked
+/// `connection: close`, instead of being closed unanswered (issue 11), while an idle
+/// keep-alive connection is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_accepted_before_shutdown_gets_its_first_answer() {
+    let v1 = App::start("v1", "healthy");
+    let mut proxy = proxy_with(ClientTimeouts::default(), None).await;
+    proxy
+        .admin
+        .deploy(deploy("web", "app.test", &v1.addr, "v1"))
+        .await
+        .unwrap();
+    let mut fresh = TcpStream::connect(proxy.http).await.unwrap();
+    // Accepted after `fresh` (one worker accepts in order): once it is answered, `fresh`
+    // has been accepted too.
+    let mut other = TcpStream::connect(proxy.http).await.unwrap();
+    other
+        .write_all(b"GET /version HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("v1") {
+        let n = other.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let stopping = tokio::spawn(proxy.running.take().unwrap().shutdown());
+    // The idle keep-alive connection is closed by the shutdown: the proxy is stopping now.
+    closed_by_proxy(&mut other).await;
+    fresh
+        .write_all(b"GET /version HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, fresh.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.ends_with("v1\n"), "{answer}");
+    stopping.await.unwrap();
+}
