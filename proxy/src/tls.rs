@@ -74,6 +74,13 @@ impl CertStore {
                 .with_no_client_auth()
                 .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Stateless session tickets (nginx's default): a returning client resumes without a
+        // key exchange and signature, however many clients came in between; rustls's own
+        // default remembers 256 sessions per process. Keys rotate every 6 hours (rustls).
+        config.ticketer = aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Invalid {
+            what: "tls session tickets".into(),
+            message: e.to_string(),
+        })?;
         Ok(Arc::new(config))
     }
 }

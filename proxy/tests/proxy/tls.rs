@@ -167,3 +167,72 @@ async fn static_certificates_by_sni() {
         "https://secure.test/version?x=1"
     );
 }
+
+/// Other clients' sessions since a client's last visit: more than the 256 sessions rustls
+/// keeps in memory by default, so only a session ticket can still resume it.
+const OTHER_CLIENTS: usize = 300;
+
+/// One `Connection: close` request over a new TLS connection with `cfg` (whose session
+/// store keeps what the server gives it); the kind of handshake that connection had.
+async fn visit(
+    addr: SocketAddr,
+    host: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(host.to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    let request = format!("GET /version HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    // Reading to the end also takes in the session tickets sent after the handshake.
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    kind
+}
+
+/// A returning HTTPS client resumes its TLS session (an abbreviated handshake, without the
+/// key exchange and signature of a full one) even after hundreds of other clients connected
+/// in between: the proxy issues session tickets, as nginx does by default.
+#[tokio::test]
+async fn returning_clients_resume_their_tls_session() {
+    let v1 = App::start("v1", "healthy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.https = Some("127.0.0.1:0".parse().unwrap());
+    let (roots, cert_path, key_path) = issue(dir.path(), "secure.test");
+    let proxy = Proxy::start_with(cfg, dir).await;
+    let https = proxy.running.as_ref().unwrap().https_addr.unwrap();
+    let mut request = deploy("web", "secure.test", &v1.addr, "v1");
+    request.service.tls = Some(TlsSpec::Static {
+        cert_path,
+        key_path,
+    });
+    proxy.admin.deploy(request).await.unwrap();
+
+    let client = || {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    };
+    let returning = client();
+    let first = visit(https, "secure.test", Arc::clone(&returning)).await;
+    assert_eq!(first, rustls::HandshakeKind::Full);
+    for _ in 0..OTHER_CLIENTS {
+        visit(https, "secure.test", client()).await;
+    }
+    let again = visit(https, "secure.test", returning).await;
+    assert_eq!(again, rustls::HandshakeKind::Resumed);
+}
