@@ -3,8 +3,16 @@
 # both in front of the same upstream, measured with wrk. Also reports the proxy's resident
 # memory at idle (after start and one deploy, and after the load).
 #
-# Usage: [UPSTREAM=static|testapp] [EXTRA=0|1] scripts/bench/proxy.sh [ROUNDS] [DURATION] [CONNECTIONS]
+# Usage: [UPSTREAM=static|testapp] [EXTRA=0|1] [PINGORA=1|0] [ONLY="SCENARIO..."]
+#        scripts/bench/proxy.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #   defaults: static upstream, 3 rounds, 15s per run, 64 connections; wrk uses 2 threads.
+#   PINGORA=1 (default) adds a third contender: the same routing on Cloudflare's pingora-proxy
+#   (bench/pingora-proto, built here as its own Cargo project with its own target dir, never a
+#   workspace member); plain HTTP only, so it is left out of the TLS and HTTP/2 scenarios. If
+#   it does not build, the build's error is printed and the run goes on without it.
+#   ONLY limits the extra scenarios to those named (idle body-1MB clients-1000 clients-10000
+#   https tls-new http2-tls), for development. Every figure printed comes with the load
+#   average (`uptime`) it was taken at: on a shared machine only a quiet run decides.
 #   EXTRA=1 (default) then measures, once per proxy and alternating, in the same run: a 1 MB
 #   response body, 1,000 and 10,000 concurrent keep-alive clients, HTTPS with keep-alive,
 #   new TLS handshakes (Connection: close), HTTP/2 over TLS (h2load), and the memory held by
@@ -32,6 +40,18 @@ for bin in nginx wrk python3 $([[ $EXTRA == 1 ]] && echo openssl h2load); do
 done
 
 cargo build --release -q -p flotilla-proxy
+PINGORA_BIN=
+if [[ ${PINGORA:-1} == 1 ]]; then
+  if (cd "$ROOT/bench/pingora-proto" && CARGO_TARGET_DIR="$ROOT/bench/pingora-proto/target" \
+    cargo build --release -q) >"$ROOT/bench/pingora-proto/build.log" 2>&1; then
+    PINGORA_BIN=$ROOT/bench/pingora-proto/target/release/pingora-proto
+  else
+    echo "bench: the pingora prototype did not build; going on without it:" >&2
+    tail -20 "$ROOT/bench/pingora-proto/build.log" >&2
+  fi
+fi
+load() { awk '{print "load " $1 " " $2 " " $3}' /proc/loadavg; }
+echo "start: $(date -u +%FT%TZ), $(load), $(nproc) cores"
 [[ ${UPSTREAM:-static} == testapp ]] && cargo build --release -q -p flotilla-testapp
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 PROXY_BIN=$TARGET_DIR/release/flotilla-proxy
@@ -170,6 +190,21 @@ NGINX_PID=$!
 PIDS+=($NGINX_PID)
 wait_port "$NGINX_PORT"
 
+# pingora-proxy with the same route (hosts bench.test and localhost to the upstream).
+CONTENDERS=(flotilla nginx)
+if [[ -n $PINGORA_BIN ]]; then
+  PINGORA_PORT=$(free_port)
+  RUST_LOG=error "$PINGORA_BIN" "127.0.0.1:$PINGORA_PORT" "127.0.0.1:$APP_PORT" "$(nproc)" bench.test localhost \
+    >"$WORK/pingora.log" 2>&1 &
+  PINGORA_PID=$!
+  PIDS+=($PINGORA_PID)
+  wait_port "$PINGORA_PORT"
+  CONTENDERS+=(pingora)
+fi
+port_of() { case $1 in flotilla) echo "$FLOTILLA_PORT" ;; nginx) echo "$NGINX_PORT" ;; pingora) echo "$PINGORA_PORT" ;; esac; }
+tls_port_of() { case $1 in flotilla) echo "$FLOTILLA_TLS_PORT" ;; nginx) echo "$NGINX_TLS_PORT" ;; esac; }
+pid_of() { case $1 in flotilla) echo "$PROXY_PID" ;; nginx) echo "$NGINX_PID" ;; pingora) echo "$PINGORA_PID" ;; esac; }
+
 curl_check() { python3 - "$1" <<'PY'
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
@@ -178,8 +213,7 @@ r = c.getresponse(); body = r.read().decode().strip()
 assert r.status == 200 and body == "bench", (r.status, body)
 PY
 }
-curl_check "$FLOTILLA_PORT"
-curl_check "$NGINX_PORT"
+for who in "${CONTENDERS[@]}"; do curl_check "$(port_of "$who")"; done
 
 IDLE_RSS=$(rss_kb "$PROXY_PID")
 echo "flotilla proxy RSS at idle after start and one deploy: ${IDLE_RSS} kB"
@@ -198,27 +232,30 @@ run_wrk() { # name port pid round
   read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
   cpu_ms_per_k=$(python3 -c "print(f'{(($u1 - $u0) + ($s1 - $s0)) * 1000 / $TICK_HZ / $requests * 1000:.1f}')")
   user_share=$(python3 -c "t = ($u1 - $u0) + ($s1 - $s0); print(f'{100 * ($u1 - $u0) / max(t, 1):.0f}%')")
-  echo "$1 round $4: ${rps} req/s, p99 ${p99}, ${cpu_ms_per_k} CPU-ms per 1000 requests (${user_share} user) ${errors}"
+  echo "$1 round $4: ${rps} req/s, p99 ${p99}, ${cpu_ms_per_k} CPU-ms per 1000 requests (${user_share} user) ${errors} [$(load)]"
   echo "$1 $4 $rps $p99 $cpu_ms_per_k" >>"$WORK/results.txt"
 }
 
 echo "warm-up (5s each, not counted)"
-wrk -t2 -c"$CONNS" -d5s -H 'Host: bench.test' "http://127.0.0.1:$FLOTILLA_PORT/version" >/dev/null
-wrk -t2 -c"$CONNS" -d5s -H 'Host: bench.test' "http://127.0.0.1:$NGINX_PORT/version" >/dev/null
+for who in "${CONTENDERS[@]}"; do
+  wrk -t2 -c"$CONNS" -d5s -H 'Host: bench.test' "http://127.0.0.1:$(port_of "$who")/version" >/dev/null
+done
 
+# The contenders in turn, each round starting one further along (a rotation), so none always
+# runs on a warmer or cooler machine.
+touch "$WORK/results.txt"
 for round in $(seq 1 "$ROUNDS"); do
-  # Alternate the order so neither side always runs on a warmer or cooler machine.
-  if (( round % 2 )); then
-    run_wrk flotilla "$FLOTILLA_PORT" "$PROXY_PID" "$round"; run_wrk nginx "$NGINX_PORT" "$NGINX_PID" "$round"
-  else
-    run_wrk nginx "$NGINX_PORT" "$NGINX_PID" "$round"; run_wrk flotilla "$FLOTILLA_PORT" "$PROXY_PID" "$round"
-  fi
+  n=${#CONTENDERS[@]}
+  for i in $(seq 0 $(( n - 1 ))); do
+    who=${CONTENDERS[$(( (i + round - 1) % n ))]}
+    run_wrk "$who" "$(port_of "$who")" "$(pid_of "$who")" "$round"
+  done
 done
 
 AFTER_RSS=$(rss_kb "$PROXY_PID")
 echo "flotilla proxy RSS at idle after the load: ${AFTER_RSS} kB"
 
-python3 - "$WORK/results.txt" "$IDLE_RSS" "$AFTER_RSS" <<'PY'
+[[ -s $WORK/results.txt ]] && python3 - "$WORK/results.txt" "$IDLE_RSS" "$AFTER_RSS" <<'PY'
 import statistics, sys
 def ms(v):
     for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
@@ -227,15 +264,22 @@ def ms(v):
     raise ValueError(v)
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
-for name in ("flotilla", "nginx"):
+names = [n for n in ("flotilla", "nginx", "pingora") if any(r[0] == n for r in rows)]
+print("medians of the rounds, spread (min-max) in brackets:")
+for name in names:
     rps = [float(r[2]) for r in rows if r[0] == name]
     p99 = [ms(r[3]) for r in rows if r[0] == name]
     cpu = [float(r[4]) for r in rows if r[0] == name]
     med[name] = (statistics.median(rps), statistics.median(p99), statistics.median(cpu))
-    print(f"{name:9} median {med[name][0]:10.0f} req/s   p99 {med[name][1]:7.2f} ms   {med[name][2]:6.1f} CPU-ms/1k req   (runs: {', '.join(f'{x:.0f}' for x in rps)})")
-print(f"ratio requests/s flotilla/nginx: {med['flotilla'][0] / med['nginx'][0]:.2f}x (goal >= 1.00x)")
-print(f"ratio p99 flotilla/nginx:        {med['flotilla'][1] / med['nginx'][1]:.2f}x (goal <= 1.00x)")
-print(f"ratio CPU per request flotilla/nginx: {med['flotilla'][2] / med['nginx'][2]:.2f}x (goal <= 1.00x)")
+    print(f"{name:9} {med[name][0]:8.0f} req/s ({min(rps):.0f}-{max(rps):.0f})   "
+          f"p99 {med[name][1]:6.2f} ms ({min(p99):.2f}-{max(p99):.2f})   "
+          f"{med[name][2]:5.1f} CPU-ms/1k req ({min(cpu):.1f}-{max(cpu):.1f})")
+for name in names:
+    if name == "nginx":
+        continue
+    print(f"{name}/nginx: requests/s {med[name][0] / med['nginx'][0]:.2f}x (goal >= 1.00x), "
+          f"p99 {med[name][1] / med['nginx'][1]:.2f}x (goal <= 1.00x), "
+          f"CPU per request {med[name][2] / med['nginx'][2]:.2f}x (goal <= 1.00x)")
 print(f"idle RSS: {int(sys.argv[2]) / 1024:.1f} MiB after start+deploy, {int(sys.argv[3]) / 1024:.1f} MiB after load (goal < 20 MB)")
 PY
 
@@ -277,15 +321,21 @@ cpu = ticks * 1000 / hz / max(requests, 1) * 1000
 print(f"{scenario:12} {who:9} {rps:10.0f} req/s  {tail:24} {cpu:6.1f} CPU-ms/1k req {errors}")
 PY
 }
-scenario() { # name command-for-flotilla... -- command-for-nginx...
-  local name=$1 i
-  shift
-  local -a f=() n=()
-  while [[ $1 != -- ]]; do f+=("$1"); shift; done
-  shift
-  n=("$@")
-  extra_run "$name" flotilla "$PROXY_PID" "${f[@]}"
-  extra_run "$name" nginx "$NGINX_PID" "${n[@]}"
+wanted() { [[ -z ${ONLY:-} || " $ONLY " == *" $1 "* ]]; }
+# scenario NAME tls|plain COMMAND...: COMMAND once per contender, in turn, with {PORT}
+# replaced by its plain or TLS port (contenders without TLS sit out TLS scenarios).
+scenario() {
+  local name=$1 kind=$2 who port arg
+  shift 2
+  wanted "$name" || return 0
+  for who in "${CONTENDERS[@]}"; do
+    if [[ $kind == tls ]]; then port=$(tls_port_of "$who"); else port=$(port_of "$who"); fi
+    [[ -n $port ]] || continue
+    local -a cmd=()
+    for arg in "$@"; do cmd+=("${arg//\{PORT\}/$port}"); done
+    extra_run "$name" "$who" "$(pid_of "$who")" "${cmd[@]}"
+  done
+  echo "             [$(load)]"
 }
 # Memory held by idle keep-alive connections (before the many-client runs grow the heaps):
 # each client makes one request, then waits. nginx preallocates its connection structures
@@ -306,9 +356,9 @@ while not os.path.exists(release):
     time.sleep(0.05)
 PY
 rss_all() { local total=0 pid; for pid in "$1" $(pgrep -P "$1" || true); do total=$(( total + $(rss_kb "$pid") )); done; echo "$total"; }
-for c in 1000 10000; do
-  for who in flotilla nginx; do
-    if [[ $who == flotilla ]]; then pid=$PROXY_PID port=$FLOTILLA_PORT; else pid=$NGINX_PID port=$NGINX_PORT; fi
+wanted idle && for c in 1000 10000; do
+  for who in "${CONTENDERS[@]}"; do
+    pid=$(pid_of "$who") port=$(port_of "$who")
     rm -f "$WORK/release"
     before=$(rss_all "$pid")
     python3 "$WORK/hold.py" "$port" "$c" "$WORK/release" >"$WORK/hold.out" 2>&1 &
@@ -322,16 +372,11 @@ done
 
 H=(-H 'Host: bench.test')
 echo "other traffic (one run each, $DURATION):"
-scenario body-1MB wrk -t2 -c8 -d"$DURATION" --latency "${H[@]}" "http://127.0.0.1:$FLOTILLA_PORT/big" \
-  -- wrk -t2 -c8 -d"$DURATION" --latency "${H[@]}" "http://127.0.0.1:$NGINX_PORT/big"
+scenario body-1MB plain wrk -t2 -c8 -d"$DURATION" --latency "${H[@]}" "http://127.0.0.1:{PORT}/big"
 for c in 1000 10000; do
-  scenario "clients-$c" wrk -t2 -c"$c" -d"$DURATION" --timeout 10s --latency "${H[@]}" "http://127.0.0.1:$FLOTILLA_PORT/version" \
-    -- wrk -t2 -c"$c" -d"$DURATION" --timeout 10s --latency "${H[@]}" "http://127.0.0.1:$NGINX_PORT/version"
+  scenario "clients-$c" plain wrk -t2 -c"$c" -d"$DURATION" --timeout 10s --latency "${H[@]}" "http://127.0.0.1:{PORT}/version"
 done
-scenario https wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${H[@]}" "https://localhost:$FLOTILLA_TLS_PORT/version" \
-  -- wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${H[@]}" "https://localhost:$NGINX_TLS_PORT/version"
-scenario tls-new wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${H[@]}" -H 'Connection: close' "https://localhost:$FLOTILLA_TLS_PORT/version" \
-  -- wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${H[@]}" -H 'Connection: close' "https://localhost:$NGINX_TLS_PORT/version"
-scenario http2-tls h2load -t2 -c"$CONNS" -m10 -D "${DURATION%s}" "https://localhost:$FLOTILLA_TLS_PORT/version" \
-  -- h2load -t2 -c"$CONNS" -m10 -D "${DURATION%s}" "https://localhost:$NGINX_TLS_PORT/version"
-
+scenario https tls wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${H[@]}" "https://localhost:{PORT}/version"
+scenario tls-new tls wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${H[@]}" -H 'Connection: close' "https://localhost:{PORT}/version"
+scenario http2-tls tls h2load -t2 -c"$CONNS" -m10 -D "${DURATION%s}" "https://localhost:{PORT}/version"
+echo "end: $(date -u +%FT%TZ), $(load)"
