@@ -10,6 +10,8 @@
 #   (bench/pingora-proto, built here as its own Cargo project with its own target dir, never a
 #   workspace member); plain HTTP only, so it is left out of the TLS and HTTP/2 scenarios. If
 #   it does not build, the build's error is printed and the run goes on without it.
+#   PROFILE=DIR records each contender's samples during each extra scenario with
+#   `perf record` (nginx's workers included) into DIR/SCENARIO-WHO.data (read with `perf report -i`).
 #   ONLY limits the extra scenarios to those named (idle body-1MB clients-1000 clients-10000
 #   https tls-new http2-tls), for development. Every figure printed comes with the load
 #   average (`uptime`) it was taken at: on a shared machine only a quiet run decides.
@@ -173,6 +175,9 @@ http {
     listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
+    # TLS 1.3 as Flotilla's proxy speaks it (nginx enables it by default only from 1.23.4; this
+    # machine's 1.22 would otherwise resume wrk's sessions over TLS 1.2, without any key exchange).
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -290,9 +295,16 @@ extra_run() { # scenario who pid command...
   local scenario=$1 who=$2 pid=$3 before after out
   shift 3
   out="$WORK/extra-$scenario-$who.txt"
+  local perf_pid=
+  if [[ -n ${PROFILE:-} ]]; then
+    mkdir -p "$PROFILE"
+    perf record -q -F 999 -p "$(pgrep -P "$pid" | tr '\n' , )$pid" -o "$PROFILE/$scenario-$who.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   before=$(cpu_ticks "$pid")
   "$@" >"$out" 2>&1 || true
   after=$(cpu_ticks "$pid")
+  [[ -z $perf_pid ]] || wait "$perf_pid" || true
   read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
   python3 - "$out" "$scenario" "$who" "$(( (u1 - u0) + (s1 - s0) ))" "$TICK_HZ" <<'PY'
 import re, sys
