@@ -23,7 +23,7 @@
 #   testapp: the test app (release build), whose small unbuffered writes without TCP_NODELAY
 #            make it the bottleneck (delayed-ACK stalls), so both proxies measure the same.
 # Needs: nginx and wrk (Debian packages `nginx`, `wrk`), python3, cargo; for EXTRA, openssl
-# and h2load (`nghttp2-client`) and an open-file limit of 20,000.
+# and h2load (`nghttp2-client`) and an open-file limit of 20,000; for PINGORA, cmake (zlib-ng).
 # Traffic stays on 127.0.0.1. Every process it starts is stopped by pid on exit.
 set -euo pipefail
 
