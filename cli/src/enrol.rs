@@ -22,11 +22,35 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// Where enrolments are recorded: the project's own log (embedded mode), or the scheduler
+/// service's (service mode: the service is the log's only writer and applies the rule).
+#[derive(Clone, Copy)]
+pub enum Records<'a> {
+    Local(&'a dyn EventLog),
+    Service(&'a async_nats::Client),
+}
+
+impl Records<'_> {
+    /// The hosts enrolled so far.
+    pub async fn enrolled(&self) -> anyhow::Result<flotilla_events::Enrolled> {
+        match self {
+            Records::Local(log) => {
+                flotilla_events::Enrolled::from_log(*log).context("read the event log")
+            }
+            Records::Service(client) => {
+                let log = crate::client::mirror_with(client).await?;
+                flotilla_events::Enrolled::from_log(&log)
+                    .context("read the scheduler service's log")
+            }
+        }
+    }
+}
+
 /// Reads `host`'s executor identity over SSH and records it if it is new; keys that differ
 /// from the enrolled ones are refused unless `replace`.
 pub async fn enroll_host(
     pool: &Pool,
-    log: &dyn EventLog,
+    records: Records<'_>,
     actor: &str,
     host: &str,
     replace: bool,
@@ -50,25 +74,34 @@ pub async fn enroll_host(
     let text = String::from_utf8_lossy(&out.stdout);
     let identity = PublicIdentity::parse(&text)
         .with_context(|| format!("{host}: {path} is not an executor identity"))?;
+    let fingerprint = session.host_key_fingerprint();
+    let log = match records {
+        Records::Local(log) => log,
+        Records::Service(client) => {
+            let enrolment = flotilla_protocol::control::Enrolment {
+                host: host.to_owned(),
+                ssh_host_key: fingerprint.to_owned(),
+                identity: text.into_owned(),
+                replace,
+                actor: actor.to_owned(),
+            };
+            return crate::client::enroll(client, enrolment).await;
+        }
+    };
     let enrolled = flotilla_events::Enrolled::from_log(log).context("read the event log")?;
-    let decision = enrolment::decide(
-        &enrolled,
-        host,
-        session.host_key_fingerprint(),
-        &identity,
-        replace,
-    )
-    .map_err(|refused| {
-        let hint = format!(
-            "if the host was reinstalled or its executor state was reset, accept the new keys: {}",
-            refused.accept_command()
-        );
-        anyhow::Error::new(refused.clone()).context(UserError {
-            message: format!("{host}: executor keys changed; refusing to trust them"),
-            hint: Some(hint),
-            code: FAILED,
-        })
-    })?;
+    let decision = enrolment::decide(&enrolled, host, fingerprint, &identity, replace).map_err(
+        |refused| {
+            let hint = format!(
+                "if the host was reinstalled or its executor state was reset, accept the new keys: {}",
+                refused.accept_command()
+            );
+            anyhow::Error::new(refused.clone()).context(UserError {
+                message: format!("{host}: executor keys changed; refusing to trust them"),
+                hint: Some(hint),
+                code: FAILED,
+            })
+        },
+    )?;
     match decision {
         Decision::Unchanged => Ok(Outcome::Unchanged),
         Decision::Enrol(e) => {

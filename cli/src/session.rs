@@ -71,10 +71,6 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
-        Session::open_with(args, load_config(args)?)
-    }
-
     /// [`Session::open`] with the config already loaded (by [`load_config`]).
     pub fn open_with(args: &FleetArgs, config: Config) -> anyhow::Result<Session> {
         let root = std::env::current_dir().context("reading the current directory")?;

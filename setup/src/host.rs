@@ -118,13 +118,15 @@ pub async fn run_step(
             return Ok(());
         }
         Step::MakeDirs => format!(
-            "mkdir -p {etc} {nats_etc} {exe} {proxy} {run} {nats} && chmod 0700 {etc} {nats_etc} {exe}",
+            "mkdir -p {etc} {nats_etc} {exe} {proxy} {run} {nats} {sched} && \
+             chmod 0700 {etc} {nats_etc} {exe} {sched}",
             etc = plan::ETC_DIR,
             nats_etc = plan::NATS_ETC,
             exe = plan::EXECUTOR_STATE,
             proxy = plan::PROXY_STATE,
             run = plan::RUN_DIR,
             nats = plan::NATS_STATE,
+            sched = plan::SCHEDULER_STATE,
         ),
         Step::LoadImage => {
             let reader = image.reader().await.map_err(|source| HostError::Image {
@@ -233,6 +235,31 @@ pub async fn read_identity(s: &Session) -> Result<String, HostError> {
                 host: s.host().to_owned(),
                 path,
                 after: IDENTITY_WAIT,
+            });
+        }
+        tokio::time::sleep(IDENTITY_POLL).await;
+    }
+}
+
+/// How long the scheduler service may take to write `service.pub` after its container
+/// started (it writes it before it reaches NATS).
+pub const SERVICE_KEY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for the scheduler service's `service.pub` and returns the key (base64).
+pub async fn read_service_key(s: &Session) -> Result<String, HostError> {
+    let command = format!("cat {} 2>/dev/null", shell_quote(plan::SERVICE_PUB));
+    let deadline = tokio::time::Instant::now() + SERVICE_KEY_WAIT;
+    loop {
+        let out = s.exec(&command).await.map_err(ssh_err(s))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.success() && !text.is_empty() {
+            return Ok(text);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(HostError::NoIdentity {
+                host: s.host().to_owned(),
+                path: plan::SERVICE_PUB.to_owned(),
+                after: SERVICE_KEY_WAIT,
             });
         }
         tokio::time::sleep(IDENTITY_POLL).await;

@@ -28,7 +28,7 @@ pub mod plan;
 
 pub use host::HostError;
 pub use image::{AgentImage, ImageError};
-pub use plan::{HostSpec, NatsSettings, NatsSpec, RemoveSpec, Step};
+pub use plan::{HostSpec, NatsSettings, NatsSpec, RemoveSpec, SchedulerSpec, Step};
 
 use flotilla_ssh::Pool;
 
@@ -53,6 +53,8 @@ pub struct Bootstrapped {
     pub fingerprint: String,
     /// The executor's `identity.pub`, as written.
     pub identity: String,
+    /// The scheduler service's sealing key (`service.pub`), on the host that runs it.
+    pub service_key: Option<String>,
 }
 
 /// Bootstraps every host in `specs` in parallel; one result per host, in order.
@@ -97,6 +99,10 @@ pub async fn bootstrap_host(
         });
     }
     let identity = host::read_identity(&session).await?;
+    let service_key = match &spec.scheduler {
+        Some(_) => Some(host::read_service_key(&session).await?),
+        None => None,
+    };
     report(Progress::Done {
         host: host.clone(),
         changed: !steps.is_empty(),
@@ -106,6 +112,7 @@ pub async fn bootstrap_host(
         steps: names,
         fingerprint: session.host_key_fingerprint().to_owned(),
         identity,
+        service_key,
     })
 }
 

@@ -20,6 +20,20 @@ pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
 pub const NATS_ETC: &str = "/etc/flotilla/nats";
 pub const NATS_CONF: &str = "/etc/flotilla/nats/nats.conf";
 pub const SCHEDULER_PUB: &str = "/etc/flotilla/scheduler.pub";
+/// The scheduler service's state (its sled event log, its sealing key `service.key` and
+/// `service.pub`, the job signing key, its NATS nkey): a directory bound at the same path,
+/// so the log outlives the container and an upgrade continues it.
+pub const SCHEDULER_STATE: &str = "/var/lib/flotilla/scheduler";
+/// The job signing key the executors were enrolled with (the project's
+/// `.flotilla/scheduler.key`), where `flotilla scheduler run --state` reads it.
+pub const SCHEDULER_KEY: &str = "/var/lib/flotilla/scheduler/scheduler.key";
+/// The operators' NATS nkey seed the service connects with (`scheduler run --nkey`).
+pub const SCHEDULER_NKEY: &str = "/var/lib/flotilla/scheduler/nats.nk";
+/// The public half of the service's sealing key, which setup pins in the project.
+pub const SERVICE_PUB: &str = "/var/lib/flotilla/scheduler/service.pub";
+/// Where the service serves `/metrics` on the control host (Prometheus's scrape target,
+/// `grafana/prometheus.yml`), all the time.
+pub const SCHEDULER_METRICS: &str = "0.0.0.0:9394";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where a running proxy hands its listening sockets to its successor (`proxy run
 /// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
@@ -29,6 +43,7 @@ pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
 pub const PROXY: &str = "flotilla-proxy";
 pub const EXECUTOR: &str = "flotilla-executor";
 pub const NATS: &str = "flotilla-nats";
+pub const SCHEDULER: &str = "flotilla-scheduler";
 /// The new proxy's name while it and the old one both serve (renamed once the old is gone).
 pub const PROXY_NEXT: &str = "flotilla-proxy-next";
 
@@ -56,6 +71,26 @@ pub struct HostSpec {
     pub executor_conf: String,
     /// NATS, on the control host only, when setup boots it.
     pub nats: Option<NatsSpec>,
+    /// The scheduler service, on the control host only, when deploys run there
+    /// (`x-flotilla.scheduler.mode: service`).
+    pub scheduler: Option<SchedulerSpec>,
+}
+
+/// The scheduler service (`flotilla scheduler run`) setup boots next to NATS, from the same
+/// agent image.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SchedulerSpec {
+    /// The job signing key (base64), written to [`SCHEDULER_KEY`].
+    pub signing_key: String,
+    /// The operators' NATS nkey seed, written to [`SCHEDULER_NKEY`].
+    pub nkey_seed: String,
+}
+
+impl std::fmt::Debug for SchedulerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Both are secrets: never in a debug print.
+        f.debug_struct("SchedulerSpec").finish_non_exhaustive()
+    }
 }
 
 /// The NATS server setup boots on the control host.
@@ -143,6 +178,12 @@ pub struct Facts {
     pub executor_conf: Option<String>,
     pub nats_conf: Option<String>,
     pub dirs: bool,
+    pub scheduler: Option<Container>,
+    /// The scheduler's key files as they are now (absent: `None`).
+    pub scheduler_key: Option<String>,
+    pub scheduler_nkey: Option<String>,
+    /// [`SCHEDULER_STATE`] exists (hosts set up before the service had none).
+    pub scheduler_dir: bool,
 }
 
 /// One shell command that prints the facts as `key=value` lines (base64 for file bodies).
@@ -160,11 +201,15 @@ pub fn probe_command(image: &str) -> String {
          [ -d {EXECUTOR_STATE} ] && [ -d {PROXY_STATE} ] && [ -d {ETC_DIR} ] && echo dirs=1; \
          [ -f {EXECUTOR_CONF} ] && echo executor_conf=$(base64 -w0 {EXECUTOR_CONF}); \
          [ -f {NATS_CONF} ] && echo nats_conf=$(base64 -w0 {NATS_CONF}); \
+         [ -d {SCHEDULER_STATE} ] && echo scheduler_dir=1; \
+         [ -f {SCHEDULER_KEY} ] && echo scheduler_key=$(base64 -w0 {SCHEDULER_KEY}); \
+         [ -f {SCHEDULER_NKEY} ] && echo scheduler_nkey=$(base64 -w0 {SCHEDULER_NKEY}); \
          if docker -v >/dev/null 2>&1; then \
-         docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; fi; true",
+         docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; {}; fi; true",
         inspect(PROXY),
         inspect(EXECUTOR),
         inspect(NATS),
+        inspect(SCHEDULER),
     )
 }
 
@@ -201,6 +246,10 @@ pub fn parse_facts(out: &str) -> Facts {
         executor_conf: file("executor_conf"),
         nats_conf: file("nats_conf"),
         dirs: kv.contains_key("dirs"),
+        scheduler: container(SCHEDULER),
+        scheduler_key: file("scheduler_key"),
+        scheduler_nkey: file("scheduler_nkey"),
+        scheduler_dir: kv.contains_key("scheduler_dir"),
     }
 }
 
@@ -338,7 +387,7 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
     if !facts.docker {
         steps.push(Step::InstallDocker);
     }
-    if !facts.dirs {
+    if !facts.dirs || (spec.scheduler.is_some() && !facts.scheduler_dir) {
         steps.push(Step::MakeDirs);
     }
     if !facts.image_present {
@@ -403,7 +452,63 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
         conf_changed,
         executor_argv(&spec.image),
     );
+    if let Some(scheduler) = &spec.scheduler {
+        scheduler_steps(&mut steps, spec, scheduler, facts);
+    }
     steps
+}
+
+/// The scheduler service after everything else: it needs NATS, and its deploys need the
+/// executors. Changed keys rewrite their files and replace the container; a new image
+/// replaces it (SIGTERM: running deploys are cancelled cleanly, `replay ID --resume`
+/// continues them), and its log, in [`SCHEDULER_STATE`], carries over.
+fn scheduler_steps(steps: &mut Vec<Step>, spec: &HostSpec, s: &SchedulerSpec, facts: &Facts) {
+    let mut changed = false;
+    for (path, now, want) in [
+        (SCHEDULER_KEY, &facts.scheduler_key, &s.signing_key),
+        (SCHEDULER_NKEY, &facts.scheduler_nkey, &s.nkey_seed),
+    ] {
+        if now.as_deref().map(str::trim) != Some(want.trim()) {
+            changed = true;
+            steps.push(Step::WriteFile {
+                path: path.into(),
+                content: format!("{}\n", want.trim()),
+            });
+        }
+    }
+    container_steps(
+        steps,
+        SCHEDULER,
+        &spec.image,
+        facts.scheduler.as_ref(),
+        changed,
+        scheduler_argv(&spec.image),
+    );
+}
+
+/// `docker run` argv of the scheduler service: host networking (NATS on the same host's
+/// loopback, `/metrics` on [`SCHEDULER_METRICS`]), its state bound at the same path.
+pub fn scheduler_argv(image: &str) -> Vec<String> {
+    let mut v = agent_common(SCHEDULER);
+    v.extend(
+        [
+            "-v",
+            &format!("{SCHEDULER_STATE}:{SCHEDULER_STATE}"),
+            image,
+            "scheduler",
+            "run",
+            "--state",
+            SCHEDULER_STATE,
+            "--nats",
+            &format!("nats://127.0.0.1:{NATS_PORT}"),
+            "--nkey",
+            SCHEDULER_NKEY,
+            "--metrics",
+            SCHEDULER_METRICS,
+        ]
+        .map(String::from),
+    );
+    v
 }
 
 /// Run a missing container, replace one on another image or whose settings changed, start a
@@ -466,7 +571,7 @@ pub fn remove_command(spec: &RemoveSpec) -> String {
     format!(
         "if docker -v >/dev/null 2>&1; then \
          docker ps -aq --filter label=service={svc} | xargs -r docker rm -f -v >/dev/null; \
-         docker rm -f -v {PROXY} {PROXY_NEXT} {EXECUTOR} {NATS} >/dev/null 2>&1; \
+         docker rm -f -v {PROXY} {PROXY_NEXT} {EXECUTOR} {NATS} {SCHEDULER} >/dev/null 2>&1; \
          docker image ls -q{images} | sort -u | xargs -r docker rmi -f >/dev/null; \
          docker volume ls -q --filter label=service={svc} | xargs -r docker volume rm >/dev/null; \
          docker network rm kamal >/dev/null 2>&1; \
@@ -490,6 +595,7 @@ mod tests {
                 image: "nats:2.11".into(),
                 config: nats_config(&NatsSettings::for_host("10.0.0.5", vec![])),
             }),
+            scheduler: None,
         }
     }
 
@@ -510,6 +616,10 @@ mod tests {
             executor_conf: Some(spec.executor_conf.clone()),
             nats_conf: spec.nats.as_ref().map(|n| n.config.clone()),
             dirs: true,
+            scheduler: spec.scheduler.as_ref().and_then(|_| on(&spec.image)),
+            scheduler_key: spec.scheduler.as_ref().map(|s| s.signing_key.clone()),
+            scheduler_nkey: spec.scheduler.as_ref().map(|s| s.nkey_seed.clone()),
+            scheduler_dir: spec.scheduler.is_some(),
         }
     }
 
@@ -599,6 +709,92 @@ mod tests {
         );
     }
 
+    fn with_scheduler() -> HostSpec {
+        HostSpec {
+            scheduler: Some(SchedulerSpec {
+                signing_key: "SIGNING".into(),
+                nkey_seed: "SUSEED".into(),
+            }),
+            ..spec(true)
+        }
+    }
+
+    /// In service mode the control host also gets the scheduler service, last (it needs
+    /// NATS and its deploys need the executors), with its keys written first.
+    #[test]
+    fn service_mode_boots_the_scheduler_on_the_control_host() {
+        let s = with_scheduler();
+        let facts = Facts {
+            docker: true,
+            ..Facts::default()
+        };
+        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            steps[steps.len() - 3..],
+            [
+                "write /var/lib/flotilla/scheduler/scheduler.key",
+                "write /var/lib/flotilla/scheduler/nats.nk",
+                "run flotilla-scheduler",
+            ]
+        );
+        assert_eq!(
+            plan(&s, &current(&s)),
+            vec![],
+            "a current service is left alone"
+        );
+        assert_eq!(
+            scheduler_argv("flotilla:x").join(" "),
+            "run -d --name flotilla-scheduler --restart unless-stopped --network host \
+             --stop-timeout 40 --label flotilla.agent=1 --log-opt max-size=10m \
+             -v /var/lib/flotilla/scheduler:/var/lib/flotilla/scheduler flotilla:x scheduler run \
+             --state /var/lib/flotilla/scheduler --nats nats://127.0.0.1:4222 \
+             --nkey /var/lib/flotilla/scheduler/nats.nk --metrics 0.0.0.0:9394"
+        );
+    }
+
+    /// Upgrading: a new agent image replaces the scheduler container (its log stays in the
+    /// state directory); a host set up before the service gets its state directory first.
+    #[test]
+    fn new_image_replaces_the_scheduler_and_old_hosts_get_its_dir() {
+        let old = with_scheduler();
+        let mut facts = current(&old);
+        let mut new = old.clone();
+        new.image = "flotilla:0.1.0-def".into();
+        let steps = plan(&new, &facts);
+        assert_eq!(
+            steps[steps.len() - 2..],
+            [
+                Step::Remove {
+                    name: SCHEDULER.into()
+                },
+                Step::Run {
+                    name: SCHEDULER.into(),
+                    argv: scheduler_argv("flotilla:0.1.0-def")
+                },
+            ]
+        );
+        facts.scheduler_dir = false;
+        facts.scheduler = None;
+        let steps: Vec<String> = plan(&old, &facts).iter().map(Step::describe).collect();
+        assert_eq!(
+            steps,
+            [
+                "make /etc/flotilla and /var/lib/flotilla",
+                "run flotilla-scheduler"
+            ]
+        );
+    }
+
+    /// The keys never show in a debug print of the plan's input.
+    #[test]
+    fn scheduler_spec_debug_hides_keys() {
+        let text = format!("{:?}", with_scheduler());
+        assert!(
+            !text.contains("SIGNING") && !text.contains("SUSEED"),
+            "{text}"
+        );
+    }
+
     /// Image references lose their tag, not a registry's port.
     #[test]
     fn repository_of_strips_tag_only() {
@@ -633,6 +829,7 @@ mod tests {
                 executor_conf: Some("host_id = h1\n".into()),
                 nats_conf: None,
                 dirs: true,
+                ..Facts::default()
             }
         );
     }
@@ -687,6 +884,7 @@ mod tests {
                 image: "nats:2.11".into(),
                 config: "new".into(),
             }),
+            scheduler: None,
         };
         let mut facts = Facts {
             docker: true,
@@ -707,6 +905,7 @@ mod tests {
             executor_conf: Some("c".into()),
             nats_conf: Some("old".into()),
             dirs: true,
+            ..Facts::default()
         };
         let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
         assert_eq!(

@@ -67,6 +67,10 @@ struct RunArgs {
     /// NATS credentials file (.creds): an operator's
     #[arg(long = "creds", env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
     nats_creds: Option<PathBuf>,
+    /// A file holding an operators' NATS nkey seed (what the NATS `flotilla setup` boots
+    /// admits; setup writes it next to the service's state)
+    #[arg(long = "nkey", env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
+    nats_nkey: Option<PathBuf>,
     /// Serve Prometheus metrics of every deploy on this address, all the time
     #[arg(
         long = "metrics",
@@ -108,7 +112,20 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             code: FAILED,
         })
     })?;
-    let transport = NatsTransport::connect(&args.nats_url, args.nats_creds.as_deref())
+    let nkey_seed = match &args.nats_nkey {
+        Some(path) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NATS nkey {}", path.display()))?
+                .trim()
+                .to_owned(),
+        )),
+        None => None,
+    };
+    let auth = flotilla_scheduler::transport::bus::NatsAuth {
+        creds: args.nats_creds.clone(),
+        nkey_seed,
+    };
+    let transport = NatsTransport::connect_with(&args.nats_url, &auth)
         .await
         .map_err(|e| {
             anyhow::Error::new(e).context(UserError {
@@ -179,8 +196,23 @@ fn signing_key(dir: &Path) -> anyhow::Result<JobSigner> {
         .with_context(|| format!("{} is not a valid scheduler key", path.display()))
 }
 
-/// The service's own sealing key, made on first use (mode 0600).
+/// The service's own sealing key, made on first use (mode 0600). Its public half is also
+/// written beside it (`service.pub`), where `flotilla setup` reads it over SSH to pin it in
+/// the project: a key learnt through the host's pinned SSH connection, not from NATS.
 fn service_key(dir: &Path) -> anyhow::Result<HostKey> {
+    let key = load_or_make_service_key(dir)?;
+    let public = dir.join(SERVICE_PUB);
+    let line = format!("{}\n", key.public_key_base64());
+    if std::fs::read_to_string(&public).ok().as_deref() != Some(line.as_str()) {
+        std::fs::write(&public, line).with_context(|| format!("writing {}", public.display()))?;
+    }
+    Ok(key)
+}
+
+/// The public half of the service's sealing key, in its state directory.
+pub const SERVICE_PUB: &str = "service.pub";
+
+fn load_or_make_service_key(dir: &Path) -> anyhow::Result<HostKey> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("service.key");
     if let Ok(text) = std::fs::read_to_string(&path) {

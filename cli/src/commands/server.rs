@@ -70,7 +70,7 @@ pub async fn run(cmd: &ServerCmd) -> anyhow::Result<()> {
 }
 
 async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
-    let session = crate::session::Session::open(&args.fleet)?;
+    let session = crate::commands::bootstrap::Project::open(&args.fleet)?;
     let all: Vec<String> = session
         .config
         .all_hosts()
@@ -91,12 +91,21 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         .into());
     }
     let pool = crate::commands::fanout::pool(&session.config);
+    // In service mode the service records enrolments in its log.
+    let service = match &session.log {
+        Some(_) => None,
+        None => Some(crate::client::connect(&session.config).await?),
+    };
+    let records = match (&session.log, &service) {
+        (Some(log), _) => crate::enrol::Records::Local(log),
+        (None, Some((client, _))) => crate::enrol::Records::Service(client),
+        (None, None) => anyhow::bail!("no event log and no scheduler service"),
+    };
     let mut failed = Vec::new();
     let mut enrolled_now = false;
     for host in &targets {
         let result =
-            crate::enrol::enroll_host(&pool, &session.log, &session.actor, host, args.replace)
-                .await;
+            crate::enrol::enroll_host(&pool, records, &session.actor, host, args.replace).await;
         let line = match &result {
             Ok(crate::enrol::Outcome::Enrolled { signing_key }) => {
                 enrolled_now = true;
@@ -124,14 +133,16 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         .and_then(|n| n.url.as_ref());
     if enrolled_now && own_nats.is_none() {
         let image = crate::commands::bootstrap::agent_image()?;
-        let key = crate::session::scheduler_key(&session.root)?.public_key_base64();
+        let signer = crate::session::scheduler_key(&session.root)?;
         let (json, quiet) = (args.fleet.json, args.fleet.quiet);
         let report = move |p: flotilla_setup::Progress| {
             crate::commands::bootstrap::print_progress(json, quiet, &p)
         };
         failed.extend(
-            crate::commands::bootstrap::admit_enrolled(&session, &pool, &image, &key, &report)
-                .await?,
+            crate::commands::bootstrap::admit_enrolled(
+                &session, records, &pool, &image, &signer, &report,
+            )
+            .await?,
         );
     }
     pool.close().await;

@@ -13,6 +13,7 @@
 
 mod publisher;
 
+use crate::enrolment::{self, Decision};
 use crate::procedure::{
     self, Context, HEARTBEAT_WAIT, PlanError, ProcedureError, Request as ProcedureRequest, plans,
 };
@@ -20,10 +21,11 @@ use crate::transport::Transport;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{ConfigErrors, RenderedFile, Secret, Secrets};
 use flotilla_events::event::DeployKind;
-use flotilla_events::{DeployId, Envelope, EventLog, LogError};
+use flotilla_events::{DeployId, Enrolled, Envelope, EventLog, LogError};
 use flotilla_protocol::control::{
     self, EVENTS_PAGE, Request, Response, Rollout, RolloutKind, Running,
 };
+use flotilla_protocol::identity::PublicIdentity;
 use flotilla_protocol::sealing::{HostKey, SealError};
 use flotilla_protocol::signing::JobSigner;
 use flotilla_protocol::text::error_chain;
@@ -217,6 +219,34 @@ impl<T: Transport + Clone + 'static> Service<T> {
             },
             Request::Events { deploy_id, from } => self.events(deploy_id.as_ref(), from),
             Request::Rollout(rollout) => self.start(*rollout, table).await,
+            Request::Enroll(enrolment) => self.enroll(&enrolment),
+        }
+    }
+
+    /// Records a host's identity the CLI read over its pinned SSH connection, by the same
+    /// rule as ever: a new host is enrolled, the same keys record nothing, changed keys are
+    /// refused unless the operator said `--replace`.
+    fn enroll(&self, e: &control::Enrolment) -> Response {
+        let identity = match PublicIdentity::parse(&e.identity) {
+            Ok(i) => i,
+            Err(err) => return refused(&err, None),
+        };
+        let enrolled = match Enrolled::from_log(self.log.as_ref()) {
+            Ok(en) => en,
+            Err(err) => return refused(&err, None),
+        };
+        match enrolment::decide(&enrolled, &e.host, &e.ssh_host_key, &identity, e.replace) {
+            Ok(Decision::Unchanged) => Response::Enrolled { signing_key: None },
+            Ok(Decision::Enrol(record)) => {
+                let signing_key = record.signing_key.clone();
+                match self.log.append(enrolment::event(&e.host, &e.actor, record)) {
+                    Ok(_) => Response::Enrolled {
+                        signing_key: Some(signing_key),
+                    },
+                    Err(err) => refused(&err, None),
+                }
+            }
+            Err(changed) => refused(&changed, Some(changed.accept_command())),
         }
     }
 

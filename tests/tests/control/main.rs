@@ -489,3 +489,98 @@ async fn a_cancel_request_cancels_the_running_deploy() {
     let ((), served) = tokio::join!(test, serve);
     served.unwrap();
 }
+
+/// Enrolment in service mode: an identity the CLI read over SSH, asked over NATS, lands in
+/// the service's log (and on `FLOTILLA_LOG`); the same keys again record nothing; other keys
+/// are refused with the `--replace` command, and accepted with `replace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_is_recorded_in_the_service_log() {
+    use flotilla_protocol::control::Enrolment;
+    use flotilla_protocol::identity::ReportSigner;
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let log = control.log.clone();
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let identity = || {
+        serde_json::json!({
+            "sealing_key": HostKey::generate().public_key_base64(),
+            "signing_key": ReportSigner::generate().public_key_base64(),
+            "nats_key": nkeys::KeyPair::new_user().public_key(),
+        })
+        .to_string()
+    };
+    let ask_enrol = |identity: String, replace: bool| {
+        let client = client.clone();
+        async move {
+            let req = Request::Enroll(Box::new(Enrolment {
+                host: "new-host".into(),
+                ssh_host_key: "SHA256:abc".into(),
+                identity,
+                replace,
+                actor: "ana".into(),
+            }));
+            ask(&client, &req, PATIENCE).await.unwrap()
+        }
+    };
+    let test = async {
+        let first = identity();
+        let before = log.read_all().unwrap().count();
+        let answer = ask_enrol(first.clone(), false).await;
+        assert!(
+            matches!(
+                answer,
+                Response::Enrolled {
+                    signing_key: Some(_)
+                }
+            ),
+            "{answer:?}"
+        );
+        let events: Vec<Envelope> = log.read_all().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(events.len(), before + 1);
+        let last = events.last().unwrap();
+        assert!(matches!(last.event, Event::HostEnrolled(_)), "{last:?}");
+        assert_eq!(last.host.as_deref(), Some("new-host"));
+        assert_eq!(
+            ask_enrol(first, false).await,
+            Response::Enrolled { signing_key: None }
+        );
+        let other = identity();
+        let Response::Refused { hint, .. } = ask_enrol(other.clone(), false).await else {
+            panic!("changed keys are refused");
+        };
+        assert_eq!(
+            hint.as_deref(),
+            Some("flotilla server enroll new-host --replace")
+        );
+        assert!(matches!(
+            ask_enrol(other, true).await,
+            Response::Enrolled {
+                signing_key: Some(_)
+            }
+        ));
+        // The enrolment reaches FLOTILLA_LOG like every other event.
+        let position = log.read_all().unwrap().count() as u64;
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while published_through(&js).await.unwrap_or(0) < position {
+            assert!(tokio::time::Instant::now() < deadline, "not published");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+    };
+    let (served, ()) = tokio::join!(serve, test);
+    served.unwrap();
+}
