@@ -11,6 +11,7 @@
 //! did (no host starts, running steps finish, `DeployCancelled`, the lock released) and
 //! returns when every event is on the stream; `flotilla replay ID --resume` continues.
 
+pub mod lease;
 mod publisher;
 
 use crate::enrolment::{self, Decision};

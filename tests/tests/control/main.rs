@@ -584,3 +584,61 @@ async fn enrolment_is_recorded_in_the_service_log() {
     let (served, ()) = tokio::join!(serve, test);
     served.unwrap();
 }
+
+/// HA's leader lease on a real NATS: one instance takes it and keeps it by renewing (past
+/// its ttl), the other stands by; when the holder stops renewing (its host lost) the standby
+/// takes over; a clean release hands it over at once; a holder whose entry someone else
+/// overwrote learns that it lost the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_lease_moves_to_a_standby_when_its_holder_stops() {
+    use flotilla_scheduler::service::lease::{Contender, LeaseTimes};
+    let nats = Nats::start();
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // Short timings so the test waits little; nothing here asserts a duration.
+    let times = LeaseTimes {
+        ttl: Duration::from_secs(2),
+        renew: Duration::from_millis(500),
+        poll: Duration::from_millis(200),
+    };
+    let a = Contender::open(&js, "control-a", times).await.unwrap();
+    let b = Contender::open(&js, "control-b", times).await.unwrap();
+    let leading = a
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    assert!(b.try_acquire().await.unwrap().is_none());
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("control-a"));
+    // Held past its ttl by renewals alone.
+    tokio::time::sleep(times.ttl * 2).await;
+    assert!(b.try_acquire().await.unwrap().is_none());
+    assert!(!leading.lost().is_cancelled());
+
+    // The holder stops renewing (as a lost host does): the standby takes over.
+    let lost = leading.lost();
+    drop(leading);
+    assert!(lost.is_cancelled());
+    let shutdown = CancellationToken::new();
+    let taken = tokio::time::timeout(PATIENCE, b.acquire(&shutdown))
+        .await
+        .expect("the standby takes the lease once it aged out")
+        .unwrap();
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some("control-b"));
+
+    // A clean release hands it over without waiting for it to age out.
+    taken.release().await;
+    let leading = a.try_acquire().await.unwrap().expect("released");
+
+    // Someone else wrote the entry: the holder's next renewal finds out.
+    let kv = js
+        .get_key_value(flotilla_protocol::subjects::LEADER_BUCKET)
+        .await
+        .unwrap();
+    kv.put(flotilla_protocol::subjects::LEADER_KEY, "intruder".into())
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, leading.lost().cancelled())
+        .await
+        .expect("the holder learns it lost the lease");
+}
