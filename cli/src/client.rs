@@ -62,14 +62,43 @@ pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, Nat
     Ok((client, endpoint))
 }
 
+/// How long a request is asked again while no scheduler answers (NATS says "no responders"
+/// at once): with HA a standby takes the lease within the lease's ttl plus a poll (about
+/// 7 s), so a failover costs a client a wait, not an error.
+const FAILOVER_WAIT: Duration = Duration::from_secs(15);
+/// How often it is asked again meanwhile.
+const FAILOVER_POLL: Duration = Duration::from_millis(250);
+
+/// [`ask`], asked again while nobody answers, for up to [`FAILOVER_WAIT`].
+async fn ask_through_failover(
+    client: &async_nats::Client,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, flotilla_scheduler::service::AskError> {
+    let deadline = tokio::time::Instant::now() + FAILOVER_WAIT;
+    loop {
+        match ask(client, req, timeout).await {
+            Err(flotilla_scheduler::service::AskError::Request(e))
+                if e.kind() == async_nats::RequestErrorKind::NoResponders
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(FAILOVER_POLL).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Asks the service, turning a refusal into the user's error.
 async fn request(
     client: &async_nats::Client,
     req: &Request,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    let answer = ask(client, req, timeout).await.map_err(|e| {
-        anyhow::Error::new(e).context(UserError {
+    let answer = ask_through_failover(client, req, timeout)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(UserError {
             message: "the scheduler service did not answer".into(),
             hint: Some(
                 "is `flotilla scheduler run` up on the control host? (x-flotilla.scheduler.mode: \
@@ -78,7 +107,7 @@ async fn request(
             ),
             code: FAILED,
         })
-    })?;
+        })?;
     match answer {
         Response::Refused { reason, hint } => Err(UserError {
             message: reason,

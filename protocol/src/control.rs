@@ -106,6 +106,31 @@ pub fn log_stream() -> StreamSpec {
     }
 }
 
+/// The rollouts the service runs now, kept so that a scheduler taking over (HA failover, or
+/// the service restarted after a crash) can resume them: key = the deploy's token, value =
+/// the wire-encoded [`Rollout`] as asked (its secrets still sealed to the service's key).
+/// An entry is written before the rollout starts and deleted once it ended.
+pub const ROLLOUT_BUCKET: &str = "flotilla-rollouts";
+
+/// [`ROLLOUT_BUCKET`]'s stream: one value per running deploy, no age limit (a deploy can
+/// run for hours), the latest value only.
+pub fn rollout_bucket_stream() -> StreamSpec {
+    StreamSpec {
+        name: format!("KV_{ROLLOUT_BUCKET}"),
+        description: "flotilla: rollouts in progress, for a scheduler taking over".to_owned(),
+        subjects: vec![format!("$KV.{ROLLOUT_BUCKET}.>")],
+        retention: Retention::Limits,
+        storage: Storage::File,
+        discard: Discard::New,
+        max_age: None,
+        // Rendered configs are a few kB; a few deploys run at once.
+        max_bytes: 8 << 20,
+        max_messages_per_subject: Some(1),
+        duplicate_window: None,
+        key_value: true,
+    }
+}
+
 /// A request to the scheduler service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

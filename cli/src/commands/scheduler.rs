@@ -71,6 +71,11 @@ struct RunArgs {
     /// admits; setup writes it next to the service's state)
     #[arg(long = "nkey", env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
     nats_nkey: Option<PathBuf>,
+    /// One of several instances (one per control host): stand by, following FLOTILLA_LOG
+    /// into this state's log, until this instance holds the leader lease (a NATS key-value
+    /// entry); the leader resumes the rollouts a lost leader was running
+    #[arg(long, env = "FLOTILLA_SCHEDULER_HA")]
+    ha: bool,
     /// Serve Prometheus metrics of every deploy on this address, all the time
     #[arg(
         long = "metrics",
@@ -158,12 +163,6 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         machine: crate::rollout::hostname(),
         observe: Arc::new(move |e| observe.observe(e)),
     };
-    let bound = service.bind().await?;
-    eprintln!(
-        "flotilla: scheduler service on {}, log {}",
-        args.nats_url,
-        log_dir.display()
-    );
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
@@ -173,6 +172,29 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         );
         token.cancel();
     });
+    if args.ha {
+        use flotilla_scheduler::service::{ha, lease};
+        let js = async_nats::jetstream::new(service.client.clone());
+        let contender =
+            lease::Contender::open(&js, &service.machine, lease::LeaseTimes::default()).await?;
+        eprintln!(
+            "flotilla: scheduler instance on {} standing by for the leader lease, log {}",
+            args.nats_url,
+            log_dir.display()
+        );
+        let stopped = ha::run(service, contender, shutdown).await?;
+        if stopped == ha::Stopped::LostLease {
+            // Docker's restart policy brings it back as a standby.
+            anyhow::bail!("lost the leader lease: another instance leads now");
+        }
+        return Ok(());
+    }
+    let bound = service.bind().await?;
+    eprintln!(
+        "flotilla: scheduler service on {}, log {}",
+        args.nats_url,
+        log_dir.display()
+    );
     bound.serve(shutdown).await?;
     Ok(())
 }

@@ -86,9 +86,18 @@ struct Control {
 }
 
 async fn control(world: &World, nats: &Nats) -> Control {
+    control_with(world, nats, Arc::new(HostKey::generate()), true).await
+}
+
+/// [`control`] with a given sealing key (HA instances share one), its log seeded with the
+/// world's enrolments or empty (a standby fills it from `FLOTILLA_LOG`).
+async fn control_with(world: &World, nats: &Nats, key: Arc<HostKey>, seeded: bool) -> Control {
     let log = Arc::new(MemoryLog::new());
     for e in world.log.read_all().unwrap() {
         let e = e.unwrap();
+        if !seeded {
+            break;
+        }
         log.append(NewEvent {
             id: e.id,
             deploy_id: e.deploy_id,
@@ -101,7 +110,6 @@ async fn control(world: &World, nats: &Nats) -> Control {
         .unwrap();
     }
     let client = async_nats::connect(&nats.url).await.unwrap();
-    let key = Arc::new(HostKey::generate());
     let service = Service {
         transport: world.transport.clone(),
         log: log.clone(),
@@ -641,4 +649,154 @@ async fn the_leader_lease_moves_to_a_standby_when_its_holder_stops() {
     tokio::time::timeout(PATIENCE, leading.lost().cancelled())
         .await
         .expect("the holder learns it lost the lease");
+}
+
+/// HA failover in process: two scheduler instances over one fleet, each with its own log.
+/// The leader is lost mid-rollout (dropped where it is, as a killed host stops); the standby,
+/// which followed `FLOTILLA_LOG` into its own log, takes the lease, resumes the deploy from
+/// that log, and finishes it: every host's steps recorded exactly once, one
+/// `DeployCompleted`, and the standby's log holds every event the lost leader published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_and_finishes_a_lost_leaders_deploy() {
+    use flotilla_scheduler::service::ha;
+    use flotilla_scheduler::service::lease::{Contender, LeaseTimes};
+    // One host at a time, each step taking a while: the rollout is still going when the
+    // leader is lost.
+    let world = World::with_latency(
+        "{max_parallel: 1}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+        Duration::from_millis(150),
+    );
+    let nats = Nats::start();
+    let key = Arc::new(HostKey::generate());
+    let mut leader = control_with(&world, &nats, key.clone(), true).await;
+    let mut standby = control_with(&world, &nats, key, false).await;
+    let times = LeaseTimes {
+        ttl: Duration::from_secs(2),
+        renew: Duration::from_millis(500),
+        poll: Duration::from_millis(200),
+    };
+    let js = async_nats::jetstream::new(leader.client.clone());
+    let contender_a = Contender::open(&js, "control-a", times).await.unwrap();
+    let contender_b = Contender::open(&js, "control-b", times).await.unwrap();
+    let client = leader.client.clone();
+    let kill_leader = CancellationToken::new();
+    let shutdown = CancellationToken::new();
+    // The standby starts once the first instance leads, so which one leads is known.
+    let leading = CancellationToken::new();
+    let run_leader = {
+        let service = leader.service.take().unwrap();
+        let (kill, shutdown) = (kill_leader.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                r = ha::run(service, contender_a, shutdown) => Some(r.unwrap()),
+                () = kill.cancelled() => None,
+            }
+        }
+    };
+    let test = async {
+        // The first instance leads once it answers.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while ask(&client, &Request::Key, PATIENCE).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        leading.cancel();
+        let asked = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let id = asked.deploy_id.clone();
+        let mut follow = client.subscribe(log_subject(id.as_str())).await.unwrap();
+        let answer = ask(&client, &Request::Rollout(Box::new(asked)), PATIENCE)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        // The leader is lost once the first host finished its pull.
+        let mut published = Vec::new();
+        loop {
+            let message = tokio::time::timeout(PATIENCE, follow.next())
+                .await
+                .expect("events keep coming")
+                .unwrap();
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            let pulled = event.type_name() == "ImagePulled";
+            published.push(event);
+            if pulled {
+                break;
+            }
+        }
+        kill_leader.cancel();
+        let mut done = false;
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            done |= matches!(event.event, Event::DeployCompleted(_));
+            published.push(event);
+            if done {
+                break;
+            }
+        }
+        assert!(done, "the deploy completed under the new leader");
+        // Let the new leader finish the procedure (lock released) before stopping.
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            if ends_deploy(&event) {
+                break;
+            }
+        }
+        shutdown.cancel();
+        (id, published)
+    };
+    let standby_service = standby.service.take().unwrap();
+    let run_standby = async {
+        leading.cancelled().await;
+        ha::run(standby_service, contender_b, shutdown.clone()).await
+    };
+    let (killed, stopped, (id, published)) = tokio::join!(run_leader, run_standby, test);
+    assert_eq!(killed, None, "the leader was lost, not stopped");
+    assert_eq!(stopped.unwrap(), ha::Stopped::AsLeader);
+    let events = standby.log.read_deploy(&id).unwrap();
+    for name in [
+        "ImagePulled",
+        "ContainerStarted",
+        "ProxySwitched",
+        "HostSucceeded",
+    ] {
+        let mut counts = BTreeMap::new();
+        for e in events.iter().filter(|e| e.type_name() == name) {
+            *counts.entry(e.host.clone().unwrap()).or_insert(0) += 1;
+        }
+        let once: BTreeMap<String, usize> = ["h1", "h2", "h3"]
+            .iter()
+            .map(|h| (h.to_string(), 1))
+            .collect();
+        assert_eq!(counts, once, "{name} once per host");
+    }
+    let completed = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::DeployCompleted(_)))
+        .count();
+    assert_eq!(completed, 1);
+    let runs = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::DeployStarted(_)))
+        .count();
+    assert_eq!(
+        runs, 2,
+        "the new leader resumed the deploy (a second engine run)"
+    );
+    // No event lost: everything published is in the new leader's log, at its position.
+    let ids: std::collections::BTreeSet<_> = events.iter().map(|e| e.id).collect();
+    for e in &published {
+        assert!(
+            ids.contains(&e.id),
+            "{} missing from the new leader's log",
+            e.type_name()
+        );
+    }
+    drop(leader);
 }
