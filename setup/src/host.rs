@@ -34,6 +34,12 @@ pub enum HostError {
         #[source]
         source: ImageError,
     },
+    #[error("{host}: NATS's TLS certificate")]
+    Certificate {
+        host: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("{host}: remove failed: {output}")]
     Remove { host: String, output: String },
     #[error("{host}: the executor wrote no {path} within {after:?}")]
@@ -60,6 +66,11 @@ impl HostError {
                 _ => format!("check that {host} is up and the ssh: settings reach it"),
             },
             HostError::Image { source, .. } => source.hint().to_owned(),
+            HostError::Certificate { .. } => {
+                "check .flotilla/nats-ca.pem and .flotilla/nats-ca.key (remove both to make a \
+                 new CA: every host then gets it on the next setup)"
+                    .to_owned()
+            }
             HostError::Remove { host, .. } => format!(
                 "remove is safe to run again; see what is left with `flotilla server exec -h \
                  {host} 'docker ps -a; ls -A /etc/flotilla /var/lib/flotilla'`"
@@ -145,6 +156,19 @@ pub async fn run_step(
             )
             .await
             .map_err(ssh_err(s))?;
+            return Ok(());
+        }
+        Step::InstallCertificate { cert } => {
+            // The key first: a certificate on the host always has its key beside it.
+            for (path, text) in [
+                (plan::NATS_KEY, cert.key_pem.as_str()),
+                (plan::NATS_CERT, cert.cert_pem.as_str()),
+            ] {
+                let bytes = zeroize::Zeroizing::new(text.as_bytes().to_vec());
+                s.upload(std::io::Cursor::new(bytes), path, 0o600)
+                    .await
+                    .map_err(ssh_err(s))?;
+            }
             return Ok(());
         }
         Step::Run { argv, .. } => docker(argv),

@@ -20,6 +20,18 @@ pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
 pub const NATS_ETC: &str = "/etc/flotilla/nats";
 pub const NATS_CONF: &str = "/etc/flotilla/nats/nats.conf";
 pub const SCHEDULER_PUB: &str = "/etc/flotilla/scheduler.pub";
+/// The CA every host's executor trusts for NATS (setup's own, or the user's
+/// `x-flotilla.nats.ca`); `executor.conf` names it as `nats_ca`.
+pub const NATS_CA: &str = "/etc/flotilla/nats-ca.pem";
+/// The NATS server's certificate and key on the control host (key 0600), in NATS's
+/// directory; [`NATS_CERT_IN`] and [`NATS_KEY_IN`] are the same files inside its container.
+pub const NATS_CERT: &str = "/etc/flotilla/nats/server-cert.pem";
+pub const NATS_KEY: &str = "/etc/flotilla/nats/server-key.pem";
+pub const NATS_CERT_IN: &str = "/etc/nats/server-cert.pem";
+pub const NATS_KEY_IN: &str = "/etc/nats/server-key.pem";
+/// Seconds NATS gives a client to finish its TLS handshake. nats-server's default (0.5 s)
+/// is short for an executor on a loaded host reconnecting together with many others.
+pub const NATS_TLS_TIMEOUT_SECS: u32 = 5;
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where a running proxy hands its listening sockets to its successor (`proxy run
 /// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
@@ -54,6 +66,9 @@ pub struct HostSpec {
     pub image: String,
     /// `/etc/flotilla/executor.conf`, rendered.
     pub executor_conf: String,
+    /// The CA (PEM) the executor pins for NATS, written to [`NATS_CA`]: the project's own
+    /// for the NATS setup boots, the user's for a NATS of their own (absent: none given).
+    pub nats_ca: Option<String>,
     /// NATS, on the control host only, when setup boots it.
     pub nats: Option<NatsSpec>,
 }
@@ -64,6 +79,52 @@ pub struct NatsSpec {
     pub image: String,
     /// `/etc/flotilla/nats/nats.conf`, rendered by [`nats_config`].
     pub config: String,
+    /// The CA that issues NATS's server certificate, and the names it must carry. Absent:
+    /// no certificate is managed (a config without TLS).
+    pub tls: Option<NatsTls>,
+}
+
+/// What NATS's server certificate must be: issued by `ca` for `names` (plus the host's own
+/// name, read by the probe).
+#[derive(Clone, Debug)]
+pub struct NatsTls {
+    pub ca: std::sync::Arc<crate::tls::ProjectCa>,
+    /// The control host as deploy.yml names it, then `127.0.0.1` and `localhost` (the CLI
+    /// reaches NATS through an SSH tunnel to the host's loopback).
+    pub names: Vec<String>,
+}
+
+impl PartialEq for NatsTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca.cert_pem == other.ca.cert_pem && self.names == other.names
+    }
+}
+
+impl Eq for NatsTls {}
+
+impl NatsTls {
+    /// The names the certificate carries on this host: the wanted ones and the host's own
+    /// name as it reports it.
+    pub fn names_for(&self, facts: &Facts) -> Vec<String> {
+        let mut names = self.names.clone();
+        if let Some(h) = facts.hostname.as_ref().filter(|h| !h.is_empty())
+            && !names.contains(h)
+        {
+            names.push(h.clone());
+        }
+        names
+    }
+
+    /// The names NATS's certificate carries for a control host named `host` in deploy.yml.
+    pub fn names_of(host: &str) -> Vec<String> {
+        let mut names = vec![host.to_owned()];
+        for local in ["127.0.0.1", "localhost"] {
+            if host != local {
+                names.push(local.to_owned());
+            }
+        }
+        names
+    }
 }
 
 /// The settings of the NATS server setup boots, as data.
@@ -76,6 +137,9 @@ pub struct NatsSettings {
     /// Who may connect, with what permissions: the operators' key and each enrolled host's
     /// (`flotilla_protocol::access`). No connection without one of these keys gets in.
     pub users: Vec<User>,
+    /// TLS on the client port (certificate and key at [`NATS_CERT_IN`], [`NATS_KEY_IN`]):
+    /// NATS then refuses every client that does not upgrade to TLS.
+    pub tls: bool,
 }
 
 impl NatsSettings {
@@ -85,15 +149,24 @@ impl NatsSettings {
             port: NATS_PORT,
             store_dir: "/data".into(),
             users,
+            tls: true,
         }
     }
 }
 
 /// Renders the NATS config file (nats-server's own format).
 pub fn nats_config(s: &NatsSettings) -> String {
+    let tls = if s.tls {
+        format!(
+            "tls {{\n  cert_file: \"{NATS_CERT_IN}\"\n  key_file: \"{NATS_KEY_IN}\"\n  \
+             timeout: {NATS_TLS_TIMEOUT_SECS}\n}}\n"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "# Written by flotilla setup; rewritten on every setup.\n\
-         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{}",
+         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{tls}{}",
         s.server_name,
         s.port,
         s.store_dir,
@@ -102,10 +175,16 @@ pub fn nats_config(s: &NatsSettings) -> String {
 }
 
 /// Renders `/etc/flotilla/executor.conf` (`key = value` lines, read by `flotilla executor run`).
-pub fn executor_conf(host: &str, nats_url: &str, scheduler_key: &str) -> String {
+/// With `nats_ca`, the executor trusts only [`NATS_CA`] and refuses a NATS without TLS.
+pub fn executor_conf(host: &str, nats_url: &str, scheduler_key: &str, nats_ca: bool) -> String {
+    let ca = if nats_ca {
+        format!("nats_ca = {NATS_CA}\n")
+    } else {
+        String::new()
+    };
     format!(
         "# Written by flotilla setup; rewritten on every setup.\n\
-         host_id = {host}\nnats_url = {nats_url}\nscheduler_key = {scheduler_key}\n\
+         host_id = {host}\nnats_url = {nats_url}\n{ca}scheduler_key = {scheduler_key}\n\
          state_dir = {EXECUTOR_STATE}\n"
     )
 }
@@ -142,6 +221,12 @@ pub struct Facts {
     /// The files setup writes, as they are now (absent: `None`).
     pub executor_conf: Option<String>,
     pub nats_conf: Option<String>,
+    /// The CA file executors trust, and NATS's server certificate (never its key).
+    pub nats_ca: Option<String>,
+    pub nats_cert: Option<String>,
+    /// The host's own name (`/proc/sys/kernel/hostname`), one of the names on NATS's
+    /// certificate.
+    pub hostname: Option<String>,
     pub dirs: bool,
 }
 
@@ -160,6 +245,9 @@ pub fn probe_command(image: &str) -> String {
          [ -d {EXECUTOR_STATE} ] && [ -d {PROXY_STATE} ] && [ -d {ETC_DIR} ] && echo dirs=1; \
          [ -f {EXECUTOR_CONF} ] && echo executor_conf=$(base64 -w0 {EXECUTOR_CONF}); \
          [ -f {NATS_CONF} ] && echo nats_conf=$(base64 -w0 {NATS_CONF}); \
+         [ -f {NATS_CA} ] && echo nats_ca=$(base64 -w0 {NATS_CA}); \
+         [ -f {NATS_CERT} ] && echo nats_cert=$(base64 -w0 {NATS_CERT}); \
+         echo hostname=$(cat /proc/sys/kernel/hostname 2>/dev/null); \
          if docker -v >/dev/null 2>&1; then \
          docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; fi; true",
         inspect(PROXY),
@@ -200,6 +288,12 @@ pub fn parse_facts(out: &str) -> Facts {
         nats: container(NATS),
         executor_conf: file("executor_conf"),
         nats_conf: file("nats_conf"),
+        nats_ca: file("nats_ca"),
+        nats_cert: file("nats_cert"),
+        hostname: kv
+            .get("hostname")
+            .filter(|h| !h.is_empty())
+            .map(|h| (*h).to_owned()),
         dirs: kv.contains_key("dirs"),
     }
 }
@@ -215,6 +309,8 @@ pub enum Step {
     LoadImage,
     /// Write a file (mode 0600).
     WriteFile { path: String, content: String },
+    /// Write NATS's server key and certificate (both 0600); the key never shows in `Debug`.
+    InstallCertificate { cert: crate::tls::ServerCert },
     /// `docker run -d ...` (the argv after `docker`).
     Run { name: String, argv: Vec<String> },
     /// Start a stopped container as it is.
@@ -237,6 +333,7 @@ impl Step {
             Step::MakeDirs => format!("make {ETC_DIR} and {STATE_DIR}"),
             Step::LoadImage => "load the agent image".into(),
             Step::WriteFile { path, .. } => format!("write {path}"),
+            Step::InstallCertificate { .. } => format!("write {NATS_CERT} and its key"),
             Step::Run { name, .. } => format!("run {name}"),
             Step::Start { name } => format!("start {name}"),
             Step::Remove { name } => format!("remove {name}"),
@@ -333,7 +430,9 @@ fn agent_common(name: &str) -> Vec<String> {
 }
 
 /// The steps from `facts` to `spec`; empty when the host is current (nothing restarts).
-pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
+/// `renewed` is NATS's new server certificate, when the one on the host is not current
+/// (`tls::ProjectCa::is_current`).
+pub fn plan(spec: &HostSpec, facts: &Facts, renewed: Option<&crate::tls::ServerCert>) -> Vec<Step> {
     let mut steps = Vec::new();
     if !facts.docker {
         steps.push(Step::InstallDocker);
@@ -345,6 +444,9 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
         steps.push(Step::LoadImage);
     }
     if let Some(nats) = &spec.nats {
+        if let Some(cert) = renewed {
+            steps.push(Step::InstallCertificate { cert: cert.clone() });
+        }
         let conf_changed = facts.nats_conf.as_deref() != Some(nats.config.as_str());
         if conf_changed {
             steps.push(Step::WriteFile {
@@ -352,8 +454,10 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
                 content: nats.config.clone(),
             });
         }
+        let conf_changed = conf_changed || renewed.is_some();
         match facts.nats.as_ref() {
-            // Only the configuration changed (a host enrolled): reloaded in place.
+            // Only the configuration or the certificate changed (a host enrolled, a renewal,
+            // TLS turned on): NATS rereads both in place, no restart.
             Some(c) if c.image == nats.image && c.running && conf_changed => {
                 steps.push(Step::Reload { name: NATS.into() });
             }
@@ -388,6 +492,13 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
             argv: proxy_argv(PROXY, &spec.image),
         }),
     }
+    let ca_changed = spec.nats_ca.is_some() && facts.nats_ca != spec.nats_ca;
+    if let Some(ca) = spec.nats_ca.as_ref().filter(|_| ca_changed) {
+        steps.push(Step::WriteFile {
+            path: NATS_CA.into(),
+            content: ca.clone(),
+        });
+    }
     let conf_changed = facts.executor_conf.as_deref() != Some(spec.executor_conf.as_str());
     if conf_changed {
         steps.push(Step::WriteFile {
@@ -400,7 +511,7 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
         EXECUTOR,
         &spec.image,
         facts.executor.as_ref(),
-        conf_changed,
+        conf_changed || ca_changed,
         executor_argv(&spec.image),
     );
     steps
@@ -485,10 +596,12 @@ mod tests {
         HostSpec {
             host: "10.0.0.5".into(),
             image: "flotilla:0.1.0-abc".into(),
-            executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY"),
+            executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY", true),
+            nats_ca: Some("CA".into()),
             nats: nats.then(|| NatsSpec {
                 image: "nats:2.11".into(),
                 config: nats_config(&NatsSettings::for_host("10.0.0.5", vec![])),
+                tls: None,
             }),
         }
     }
@@ -509,6 +622,9 @@ mod tests {
             nats: spec.nats.as_ref().and_then(|n| on(&n.image)),
             executor_conf: Some(spec.executor_conf.clone()),
             nats_conf: spec.nats.as_ref().map(|n| n.config.clone()),
+            nats_ca: spec.nats_ca.clone(),
+            nats_cert: None,
+            hostname: None,
             dirs: true,
         }
     }
@@ -521,7 +637,7 @@ mod tests {
             docker: true,
             ..Facts::default()
         };
-        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        let steps: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
         assert_eq!(
             steps,
             [
@@ -530,6 +646,7 @@ mod tests {
                 "write /etc/flotilla/nats/nats.conf",
                 "run flotilla-nats",
                 "run flotilla-proxy",
+                "write /etc/flotilla/nats-ca.pem",
                 "write /etc/flotilla/executor.conf",
                 "run flotilla-executor",
             ]
@@ -540,7 +657,7 @@ mod tests {
     #[test]
     fn host_without_docker_installs_it_first() {
         let s = spec(false);
-        assert_eq!(plan(&s, &Facts::default())[0], Step::InstallDocker);
+        assert_eq!(plan(&s, &Facts::default(), None)[0], Step::InstallDocker);
     }
 
     /// Setup on a current host does nothing: no container restarts.
@@ -548,7 +665,7 @@ mod tests {
     fn current_host_needs_nothing() {
         for nats in [false, true] {
             let s = spec(nats);
-            assert_eq!(plan(&s, &current(&s)), vec![]);
+            assert_eq!(plan(&s, &current(&s), None), vec![]);
         }
     }
 
@@ -562,7 +679,7 @@ mod tests {
         let mut new = old.clone();
         new.image = "flotilla:0.1.0-def".into();
         assert_eq!(
-            plan(&new, &facts),
+            plan(&new, &facts, None),
             vec![
                 Step::LoadImage,
                 Step::HandOverProxy {
@@ -587,7 +704,7 @@ mod tests {
         let mut facts = current(&s);
         facts.proxy.as_mut().unwrap().running = false;
         facts.executor_conf = Some("host_id = old\n".into());
-        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        let steps: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
         assert_eq!(
             steps,
             [
@@ -613,7 +730,8 @@ mod tests {
     fn probe_output_parses() {
         let out = "docker=1\ncan_install=1\ndirs=1\nimage=1\n\
                    executor_conf=aG9zdF9pZCA9IGgxCg==\n\
-                   flotilla-proxy=flotilla:0.1.0-abc,true\nflotilla-executor=\nflotilla-nats=nats:2.11,false\n";
+                   flotilla-proxy=flotilla:0.1.0-abc,true\nflotilla-executor=\nflotilla-nats=nats:2.11,false\n\
+                   hostname=web-1\n";
         let f = parse_facts(out);
         assert_eq!(
             f,
@@ -632,6 +750,9 @@ mod tests {
                 }),
                 executor_conf: Some("host_id = h1\n".into()),
                 nats_conf: None,
+                nats_ca: None,
+                nats_cert: None,
+                hostname: Some("web-1".into()),
                 dirs: true,
             }
         );
@@ -641,9 +762,10 @@ mod tests {
     #[test]
     fn rendered_files() {
         assert_eq!(
-            executor_conf("h1", "nats://10.0.0.1:4222", "K"),
+            executor_conf("h1", "nats://10.0.0.1:4222", "K", true),
             "# Written by flotilla setup; rewritten on every setup.\nhost_id = h1\n\
-             nats_url = nats://10.0.0.1:4222\nscheduler_key = K\nstate_dir = /var/lib/flotilla/executor\n"
+             nats_url = nats://10.0.0.1:4222\nnats_ca = /etc/flotilla/nats-ca.pem\nscheduler_key = K\n\
+             state_dir = /var/lib/flotilla/executor\n"
         );
         let operator = User {
             nkey: "UOPERATOR".into(),
@@ -652,7 +774,8 @@ mod tests {
         assert_eq!(
             nats_config(&NatsSettings::for_host("10.0.0.1", vec![operator])),
             "# Written by flotilla setup; rewritten on every setup.\nserver_name: \"flotilla-10-0-0-1\"\n\
-             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\nauthorization {\n  users = [\n    \
+             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\ntls {\n  cert_file: \"/etc/nats/server-cert.pem\"\n  \
+             key_file: \"/etc/nats/server-key.pem\"\n  timeout: 5\n}\nauthorization {\n  users = [\n    \
              { nkey: \"UOPERATOR\", permissions: { publish: { allow: [\">\"] }, subscribe: { allow: [\">\"] } } }\n  ]\n}\n"
         );
     }
@@ -683,9 +806,11 @@ mod tests {
             host: "h1".into(),
             image: "flotilla:x".into(),
             executor_conf: "c".into(),
+            nats_ca: None,
             nats: Some(NatsSpec {
                 image: "nats:2.11".into(),
                 config: "new".into(),
+                tls: None,
             }),
         };
         let mut facts = Facts {
@@ -706,9 +831,15 @@ mod tests {
             }),
             executor_conf: Some("c".into()),
             nats_conf: Some("old".into()),
+            nats_ca: None,
+            nats_cert: None,
+            hostname: None,
             dirs: true,
         };
-        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        let names: Vec<String> = plan(&spec, &facts, None)
+            .iter()
+            .map(Step::describe)
+            .collect();
         assert_eq!(
             names,
             [
@@ -717,13 +848,16 @@ mod tests {
             ]
         );
         facts.nats_conf = Some("new".into());
-        assert!(plan(&spec, &facts).is_empty());
+        assert!(plan(&spec, &facts, None).is_empty());
         facts.nats_conf = Some("old".into());
         facts.nats = Some(Container {
             image: "nats:2.10".into(),
             running: true,
         });
-        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        let names: Vec<String> = plan(&spec, &facts, None)
+            .iter()
+            .map(Step::describe)
+            .collect();
         assert_eq!(
             names,
             [
@@ -732,5 +866,70 @@ mod tests {
                 "run flotilla-nats"
             ]
         );
+    }
+
+    /// A renewed NATS certificate is written (key first) and NATS rereads it in place: no
+    /// restart of NATS, nothing else touched.
+    #[test]
+    fn renewed_certificate_is_installed_and_nats_reloads() {
+        let s = spec(true);
+        let facts = current(&s);
+        let cert = crate::tls::ServerCert {
+            cert_pem: "CERT".into(),
+            key_pem: zeroize::Zeroizing::new("KEY".into()),
+        };
+        let names: Vec<String> = plan(&s, &facts, Some(&cert))
+            .iter()
+            .map(Step::describe)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats/server-cert.pem and its key",
+                "reload flotilla-nats's configuration"
+            ]
+        );
+        assert!(
+            !format!("{:?}", plan(&s, &facts, Some(&cert))).contains("KEY"),
+            "the server key shows in Debug"
+        );
+    }
+
+    /// A new CA for the executor (first TLS setup, or another `x-flotilla.nats.ca`) is
+    /// written and restarts the executor, even when executor.conf is unchanged.
+    #[test]
+    fn changed_ca_restarts_the_executor() {
+        let s = spec(false);
+        let mut facts = current(&s);
+        facts.nats_ca = Some("OLD CA".into());
+        let names: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats-ca.pem",
+                "remove flotilla-executor",
+                "run flotilla-executor"
+            ]
+        );
+    }
+
+    /// NATS's certificate names the control host as deploy.yml does, the loopback names the
+    /// CLI's tunnel uses, and the host's own name.
+    #[test]
+    fn certificate_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = NatsTls {
+            ca: std::sync::Arc::new(crate::tls::ProjectCa::load_or_create(dir.path()).unwrap()),
+            names: NatsTls::names_of("10.0.0.5"),
+        };
+        let facts = Facts {
+            hostname: Some("web-1".into()),
+            ..Facts::default()
+        };
+        assert_eq!(
+            tls.names_for(&facts),
+            ["10.0.0.5", "127.0.0.1", "localhost", "web-1"]
+        );
+        assert_eq!(NatsTls::names_of("localhost"), ["localhost", "127.0.0.1"]);
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(args: &BootstrapArgs) -> anyhow::Result<()> {
 pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     let image = agent_image()?;
     let key = scheduler_key(&s.root)?.public_key_base64();
-    let specs = host_specs(&s.config, &s.args, &image.tag, &key, &nats_users(s)?)?;
+    let specs = host_specs(s, &image.tag, &key, &nats_users(s)?)?;
     let pool = crate::commands::fanout::pool(&s.config);
     let json = s.args.json;
     let quiet = s.args.quiet;
@@ -102,7 +102,7 @@ pub async fn admit_enrolled(
     report: &(dyn Fn(Progress) + Sync),
 ) -> anyhow::Result<Vec<String>> {
     let users = nats_users(s)?;
-    let control: Vec<HostSpec> = host_specs(&s.config, &s.args, &image.tag, scheduler_key, &users)?
+    let control: Vec<HostSpec> = host_specs(s, &image.tag, scheduler_key, &users)?
         .into_iter()
         .filter(|h| h.nats.is_some())
         .collect();
@@ -137,7 +137,8 @@ fn host_of(e: &flotilla_setup::HostError) -> String {
         | E::Step { host, .. }
         | E::Image { host, .. }
         | E::Remove { host, .. }
-        | E::NoIdentity { host, .. } => host.clone(),
+        | E::NoIdentity { host, .. }
+        | E::Certificate { host, .. } => host.clone(),
     }
 }
 
@@ -160,14 +161,16 @@ fn nats_users(s: &Session) -> anyhow::Result<Vec<plan::User>> {
 }
 
 /// What each host should run: the agents everywhere; NATS on the control host when no
-/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only.
+/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only, speaking
+/// TLS with a certificate from the project's CA (made once in `.flotilla/`). Every host gets
+/// the CA its executor pins: that one, or the user's `x-flotilla.nats.ca`.
 pub fn host_specs(
-    config: &Config,
-    args: &FleetArgs,
+    s: &Session,
     image: &str,
     scheduler_key: &str,
     users: &[plan::User],
 ) -> anyhow::Result<Vec<HostSpec>> {
+    let (config, args) = (&s.config, &s.args);
     let own_nats = config.flotilla.nats.as_ref().and_then(|n| n.url.clone());
     let control = control_host(config);
     let nats_url = match (&own_nats, &control) {
@@ -188,6 +191,32 @@ pub fn host_specs(
         .as_ref()
         .and_then(|n| n.image.clone())
         .unwrap_or_else(|| plan::DEFAULT_NATS_IMAGE.to_owned());
+    let (nats_ca, tls) = match (&own_nats, &control) {
+        (Some(_), _) => (own_nats_ca(s)?, None),
+        (None, control) => {
+            let dir = s.root.join(".flotilla");
+            let ca = flotilla_setup::ProjectCa::load_or_create(&dir).map_err(|e| {
+                anyhow::Error::new(e).context(UserError {
+                    message: format!(
+                        "cannot make or read the project's NATS CA in {}",
+                        dir.display()
+                    ),
+                    hint: Some(
+                        "check .flotilla/nats-ca.pem and .flotilla/nats-ca.key (remove both to \
+                         make a new CA: every host then gets it on the next setup)"
+                            .into(),
+                    ),
+                    code: FAILED,
+                })
+            })?;
+            let ca = std::sync::Arc::new(ca);
+            let tls = control.as_deref().map(|c| flotilla_setup::NatsTls {
+                ca: ca.clone(),
+                names: flotilla_setup::NatsTls::names_of(c),
+            });
+            (Some(ca.cert_pem.clone()), tls)
+        }
+    };
     let mut hosts = picked_hosts(config, args);
     // NATS must be up wherever setup boots it, whatever the filters pick.
     if let (None, Some(c)) = (&own_nats, &control)
@@ -202,13 +231,32 @@ pub fn host_specs(
                 NatsSpec {
                     image: nats_image.clone(),
                     config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
+                    tls: tls.clone(),
                 }
             }),
-            executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key),
+            executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key, nats_ca.is_some()),
+            nats_ca: nats_ca.clone(),
             image: image.to_owned(),
             host,
         })
         .collect())
+}
+
+/// The CA of the user's own NATS (`x-flotilla.nats.ca`, relative to the project), which
+/// every executor is given to pin; `None` when the config names none.
+fn own_nats_ca(s: &Session) -> anyhow::Result<Option<String>> {
+    let Some(path) = s.config.flotilla.nats.as_ref().and_then(|n| n.ca.as_ref()) else {
+        return Ok(None);
+    };
+    let path = s.root.join(path);
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::Error::new(e).context(UserError {
+            message: format!("cannot read x-flotilla.nats.ca {}", path.display()),
+            hint: Some("point x-flotilla.nats.ca at the PEM file of your NATS's CA".into()),
+            code: crate::exit::USAGE,
+        })
+    })?;
+    Ok(Some(pem))
 }
 
 /// The hosts `-h`/`-r`/`-p` pick, in the config's order.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 const EXAMPLES: &str = "Examples:
   flotilla scheduler run --nats nats://127.0.0.1:4222 --state /var/lib/flotilla/scheduler
   flotilla scheduler run --metrics 0.0.0.0:9394
+  flotilla scheduler run --nats-ca /etc/flotilla/nats-ca.pem --nkey /etc/flotilla/operator.nk
   flotilla scheduler key            # the key CLIs seal secrets to";
 
 /// The scheduler service: deploys run here, not in the CLI
@@ -67,6 +68,14 @@ struct RunArgs {
     /// NATS credentials file (.creds): an operator's
     #[arg(long = "creds", env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
     nats_creds: Option<PathBuf>,
+    /// The operators' NATS nkey seed file (the project's `.flotilla/nats-operator.nk`), for
+    /// the NATS `flotilla setup` boots
+    #[arg(long = "nkey", env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
+    nats_nkey: Option<PathBuf>,
+    /// The CA (PEM) NATS's certificate must chain to: trusted alone, TLS required (the
+    /// project's `.flotilla/nats-ca.pem` for the NATS `flotilla setup` boots)
+    #[arg(long = "nats-ca", env = "FLOTILLA_NATS_CA", value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
     /// Serve Prometheus metrics of every deploy on this address, all the time
     #[arg(
         long = "metrics",
@@ -108,7 +117,21 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             code: FAILED,
         })
     })?;
-    let transport = NatsTransport::connect(&args.nats_url, args.nats_creds.as_deref())
+    let nkey_seed = match &args.nats_nkey {
+        Some(path) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NATS nkey {}", path.display()))?
+                .trim()
+                .to_owned(),
+        )),
+        None => None,
+    };
+    let auth = flotilla_scheduler::transport::bus::NatsAuth {
+        creds: args.nats_creds.clone(),
+        nkey_seed,
+        ca: args.nats_ca.clone(),
+    };
+    let transport = NatsTransport::connect_with(&args.nats_url, &auth)
         .await
         .map_err(|e| {
             anyhow::Error::new(e).context(UserError {
