@@ -34,10 +34,7 @@ pub fn relay(listen: &str, target: &str, record: &Path) -> std::io::Result<()> {
         let Ok(server) = TcpStream::connect(target) else {
             continue;
         };
-        for (from, to) in [
-            (client.try_clone()?, server.try_clone()?),
-            (server, client),
-        ] {
+        for (from, to) in [(client.try_clone()?, server.try_clone()?), (server, client)] {
             let file = file.clone();
             std::thread::spawn(move || copy_recording(from, to, &file));
         }

@@ -52,14 +52,14 @@ enum Cmd {
         target: String,
         record: std::path::PathBuf,
     },
-    /// Pretend to be NATS on LISTEN with a self-made certificate for NAMES (comma list),
+    /// Pretend to be NATS on LISTEN with a self-made certificate for --names (comma list),
     /// one line per connection in RECORD: intercepted or refused (for tests)
     #[command(hide = true)]
     Mitm {
         listen: String,
-        #[arg(value_delimiter = ',')]
-        names: Vec<String>,
         record: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',', required = true)]
+        names: Vec<String>,
     },
     /// Build the test app image for VERSION and push it to the fleet registry
     PushApp {
