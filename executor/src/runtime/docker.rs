@@ -14,7 +14,9 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
     ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
 };
-use flotilla_proxy::admin::{AdminError, Client, DeployRequest, Deployed, ErrorKind};
+use flotilla_proxy::admin::{
+    AdminError, Client, DeployRequest, Deployed, ErrorKind, ServiceStatus,
+};
 use futures::StreamExt as _;
 
 use super::{
@@ -391,6 +393,10 @@ impl Proxy for SocketProxy {
             .into_iter()
             .find(|s| s.spec.name == service)
             .map(|s| s.spec.target))
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceStatus>, ProxyError> {
+        self.client.list().await.map_err(proxy_err)
     }
 }
 
