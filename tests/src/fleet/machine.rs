@@ -85,6 +85,22 @@ pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
 }
 
 /// `nsenter` into the machine's network namespace only.
+/// Takes the machine's link down (`up` false: as a pulled cable or a failed switch port
+/// does, every connection through it stalls) or up again with its default route, which the
+/// kernel dropped with the link.
+pub fn set_link(l: &Layout, role: Role, up: bool) -> Result<(), FleetError> {
+    let script = if up {
+        format!(
+            "ip link set eth0 up && ip route replace default via {}",
+            l.bridge_addr()
+        )
+    } else {
+        "ip link set eth0 down".to_owned()
+    };
+    run(in_netns(l, role).args(["sh", "-c", &script]))?;
+    Ok(())
+}
+
 fn in_netns(l: &Layout, role: Role) -> Command {
     cmd(
         "nsenter",
