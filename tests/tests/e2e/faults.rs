@@ -211,8 +211,9 @@ fn killed_deploy_is_shown_interrupted_named_by_the_lock_and_resumed(
 /// does not come back beside it; the next deploy serves v3 everywhere from one container
 /// per host. Requests fail only on that host.
 ///
-/// Its old container comes back at a new address; the host serves again from there
-/// without a deploy (the executor points the proxy at it).
+/// Its old container comes back (at its old address or a new one); the host serves again
+/// without a deploy, and again once the container is moved to a new address on the network
+/// (the executor points the proxy at it).
 fn stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(
     fleet: &Fleet,
     project: &Project,
@@ -292,6 +293,46 @@ fn stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(
         last.name,
         containers_of(fleet, last)
     );
+    // dockerd may also give the container its old address back. Moving it on the network
+    // while another container takes that address (what a restart meets when the address
+    // went to someone else meanwhile) makes the new address certain.
+    let before = address_of(fleet, last, "testapp-web-v2");
+    let image = format!("{}/testapp:v2", fleet.registry());
+    let docker = |args: &[&str]| {
+        let out = fleet.host_docker(last).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker(&["network", "disconnect", "kamal", "testapp-web-v2"]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "squatter",
+        "--network",
+        "kamal",
+        "--label",
+        "service=squatter",
+        &image,
+    ]);
+    docker(&["network", "connect", "kamal", "testapp-web-v2"]);
+    docker(&["rm", "-f", "squatter"]);
+    let after = address_of(fleet, last, "testapp-web-v2");
+    assert_ne!(after, before, "the container moved on the kamal network");
+    let moved_at = std::time::Instant::now();
+    let served_again = wait_until(
+        ENGINE_BACK_LIMIT,
+        || matches!(http_get(last_web, "/version"), Ok((200, v)) if v.trim() == "v2"),
+    );
+    let repointed_after = moved_at.elapsed();
+    assert!(
+        served_again,
+        "{} serves v2 again at its container's new address {after} (was {before})",
+        last.name
+    );
     project.flotilla_ok(&["deploy", "--version", "v3"], &[("APP_VERSION", "v3")]);
     let stats = load.stop();
     let elsewhere: Vec<&String> = stats
@@ -306,13 +347,30 @@ fn stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(
     one_container_each(fleet, "v3");
     eprintln!(
         "engine stopped on {}: failed as unreachable {:.1}s after dockerd was told to stop, \
-         served again {:.1}s after dockerd was started again; {} requests failed there, {} served",
+         served again {:.1}s after dockerd was started again and {:.1}s after its container \
+         moved; {} requests failed there, {} served",
         last.name,
         detected_after.as_secs_f64(),
         back_after.as_secs_f64(),
+        repointed_after.as_secs_f64(),
         stats.failed.len(),
         stats.ok
     );
+}
+
+/// The address of container `name` on `host`'s kamal network.
+fn address_of(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, name: &str) -> String {
+    let out = fleet
+        .host_docker(host)
+        .args([
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"kamal\").IPAddress}}",
+            name,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Every container on `host` with its state, restart policy and address, for a failure's
