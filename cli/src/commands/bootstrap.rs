@@ -195,20 +195,23 @@ pub fn host_specs(
     {
         hosts.insert(0, c.clone());
     }
-    Ok(hosts
+    hosts
         .into_iter()
-        .map(|host| HostSpec {
-            nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(|| {
-                NatsSpec {
-                    image: nats_image.clone(),
-                    config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
-                }
-            }),
-            executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key),
-            image: image.to_owned(),
-            host,
+        .map(|host| {
+            Ok(HostSpec {
+                proxy_run: crate::commands::proxy_fleet::proxy_run(config, &host)?,
+                nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(
+                    || NatsSpec {
+                        image: nats_image.clone(),
+                        config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
+                    },
+                ),
+                executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key),
+                image: image.to_owned(),
+                host,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The hosts `-h`/`-r`/`-p` pick, in the config's order.

@@ -37,6 +37,12 @@ enum BuildAction {
         after_help = "Examples:\n  flotilla build pull --version v42\n  flotilla build pull -r web --version v42"
     )]
     Pull(PullArgs),
+    /// Build and push the image, then pull it on every host (Kamal's `build deliver`)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla build deliver --version v42"
+    )]
+    Deliver(PullArgs),
     /// Show the builder Kamal's settings describe and its commands
     #[command(after_help = "Examples:\n  flotilla build details")]
     Details(VersionArgs),
@@ -68,6 +74,21 @@ struct PullArgs {
     json: bool,
 }
 
+/// Pulls the version's image on every picked host.
+async fn pull(config: &flotilla_deploy::Config, version: &str, a: &PullArgs) -> anyhow::Result<()> {
+    let hosts = a.targets.hosts(config);
+    if hosts.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    let command = App::new(config, None).pull_image(version);
+    let pool = fanout::pool(config);
+    let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
+    let runs = fanout::run_all(&pool, jobs).await;
+    pool.close().await;
+    fanout::print_runs("App", &runs, a.json)?;
+    fanout::check_runs("the pull", &runs)
+}
+
 pub async fn run(cmd: &BuildCmd) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     match &cmd.action {
@@ -78,19 +99,16 @@ pub async fn run(cmd: &BuildCmd) -> anyhow::Result<()> {
             println!("pushed {}@{}", pushed.image, pushed.digest);
             Ok(())
         }
+        BuildAction::Deliver(a) => {
+            let (config, version) = load(&a.version)?;
+            let root = std::env::current_dir()?;
+            let pushed = crate::build::build_and_push(&config, &root, &version, false)?;
+            println!("pushed {}@{}", pushed.image, pushed.digest);
+            pull(&config, &version, a).await
+        }
         BuildAction::Pull(a) => {
             let (config, version) = load(&a.version)?;
-            let hosts = a.targets.hosts(&config);
-            if hosts.is_empty() {
-                return Err(fanout::no_hosts().into());
-            }
-            let command = App::new(&config, None).pull_image(&version);
-            let pool = fanout::pool(&config);
-            let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
-            let runs = fanout::run_all(&pool, jobs).await;
-            pool.close().await;
-            fanout::print_runs("App", &runs, a.json)?;
-            fanout::check_runs("the pull", &runs)
+            pull(&config, &version, a).await
         }
         BuildAction::Details(a) => {
             let (config, version) = load(a)?;

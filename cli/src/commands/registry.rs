@@ -25,11 +25,11 @@ pub struct RegistryCmd {
 
 #[derive(Debug, Subcommand)]
 enum RegistryAction {
-    /// Log in to the registry locally and on every host
-    #[command(disable_help_flag = true, after_help = EXAMPLES)]
+    /// Log in to the registry locally and on every host (`setup`: Kamal 2.6's name)
+    #[command(disable_help_flag = true, after_help = EXAMPLES, visible_alias = "setup")]
     Login(RegistryArgs),
-    /// Log out of the registry locally and on every host
-    #[command(disable_help_flag = true, after_help = EXAMPLES)]
+    /// Log out of the registry locally and on every host (`remove`: Kamal 2.6's name)
+    #[command(disable_help_flag = true, after_help = EXAMPLES, visible_alias = "remove")]
     Logout(RegistryArgs),
 }
 
