@@ -1,8 +1,8 @@
 //! `flotilla build push|pull|details|create|remove`: Kamal's build commands. `push` builds and
 //! pushes the image as `flotilla deploy` does; `pull` pulls it on every host over SSH;
 //! `details`, `create` and `remove` show or run the buildx builder commands that
-//! `deploy::plan::build_plan` plans (Flotilla itself builds with the engine's classic builder,
-//! so no buildx builder is needed for a deploy).
+//! `deploy::plan::build_plan` plans (a deploy builds with that builder when the buildx plugin
+//! is there, else on the engine: `crate::build`).
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
@@ -140,21 +140,12 @@ fn list(arches: &[String]) -> String {
     }
 }
 
-/// Kamal's `docker_arch` from what this binary was built for.
-fn local_arch() -> String {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64".into(),
-        "aarch64" => "arm64".into(),
-        other => other.into(),
-    }
-}
-
 fn plan(config: &Config, version: &str) -> BuildPlan {
     build_plan(
         config,
         &BuildInputs {
             version: version.to_owned(),
-            local_arch: local_arch(),
+            local_arch: crate::build::local_arch(),
             no_cache: false,
         },
     )
