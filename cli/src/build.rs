@@ -3,7 +3,8 @@
 //! own plan (`deploy::plan::build_plan`: create the builder if `docker buildx inspect` does
 //! not find it, then one `docker buildx build --output=type=registry`); without it, the same
 //! settings as `docker build` on the engine (`deploy::plan::engine_build`), BuildKit where a
-//! setting needs it, and a manifest list for several architectures.
+//! setting needs it, and a manifest list for several architectures. Either way it logs in to
+//! the registry here first, as Kamal's `build push` does.
 
 use crate::exit::{USAGE, UserError};
 use anyhow::{Context, bail};
@@ -35,6 +36,7 @@ pub fn build_and_push(
         no_cache: false,
     };
     let image = format!("{}:{version}", config.repository());
+    login_locally(config)?;
     let secrets = SecretFiles::write(config)?;
     let digest = if has_buildx() {
         with_buildx(config, root, &inputs, &secrets, quiet)?
@@ -42,6 +44,16 @@ pub fn build_and_push(
         on_engine(config, root, &inputs, &secrets, quiet)?
     };
     Ok(Pushed { image, digest })
+}
+
+/// `docker login` here before the push, as Kamal's `build push` does (not for a local
+/// registry, nor one without a username); the password on stdin.
+fn login_locally(config: &Config) -> anyhow::Result<()> {
+    let Some(command) = flotilla_deploy::commands::login(&config.registry) else {
+        return Ok(());
+    };
+    let password = crate::commands::registry::password(&config.registry)?;
+    crate::commands::registry::local(&command, &password)
 }
 
 /// Kamal's `docker_arch` from what this binary was built for.

@@ -14,6 +14,7 @@ case "$1 $2" in
   "--version ") echo "$STUB_VERSION"; exit 0 ;;
   "buildx version") [ "$STUB_BUILDX" = 1 ] && exit 0; echo "docker: unknown command: docker buildx" >&2; exit 1 ;;
   "buildx inspect") exit 1 ;;
+  "login ghcr.io") echo "  password on stdin: $(cat)" >> "$STUB_LOG"; echo "Login Succeeded" ;;
   "buildx build")
     echo "  env GITHUB_TOKEN=$GITHUB_TOKEN" >> "$STUB_LOG"
     for a in "$@"; do
@@ -65,7 +66,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// With buildx, Kamal's way: the builder is created when `buildx inspect` does not find it,
+/// With buildx, Kamal's way: a `docker login` here (password on stdin, never on the command
+/// line), the builder created when `buildx inspect` does not find it,
 /// then one `buildx build` pushes both platforms with every option; the build secret is in its
 /// environment (buildx's `--secret id=NAME` reads it there) and the digest reported is the one
 /// buildx wrote to its metadata file.
@@ -90,6 +92,8 @@ fn with_buildx_runs_kamals_builder() {
     assert_eq!(
         lines,
         [
+            "docker login ghcr.io -u acme --password-stdin",
+            "  password on stdin: t",
             "docker buildx version",
             "docker buildx inspect kamal-local-docker-container",
             "docker buildx create --name kamal-local-docker-container --driver=docker-container",
@@ -119,7 +123,10 @@ fn without_buildx_a_new_cli_names_what_needs_buildkit() {
         "{}",
         text(&out.stderr)
     );
-    assert!(!calls.contains(" build "), "nothing was built: {calls}");
+    assert!(
+        !calls.contains("docker build "),
+        "nothing was built: {calls}"
+    );
 }
 
 /// Without buildx, docker 20.10 builds each platform with BuildKit, the secret handed over as
