@@ -37,6 +37,8 @@ pub fn build_and_push(
     };
     let image = format!("{}:{version}", config.repository());
     login_locally(config)?;
+    let dir = crate::git_clone::build_directory(config, root)?;
+    let root = dir.as_path();
     let secrets = SecretFiles::write(config)?;
     let digest = if has_buildx() {
         with_buildx(config, root, &inputs, &secrets, quiet)?

@@ -22,10 +22,12 @@ case "$1 $2" in
     done ;;
   "info --format") echo '{"ghcr.io":{"Secure":true}}' ;;
   "build --platform")
+    echo "  in $(pwd): $(cat marker 2>/dev/null)" >> "$STUB_LOG"
     for a in "$@"; do
       case "$a" in id=*,src=*) echo "  secret file ${a%%,*}: $(cat "${a#*,src=}")" >> "$STUB_LOG" ;; esac
     done ;;
   "manifest push") echo "sha256:11575" ;;
+  "image inspect") echo "localhost:5000/gitapp@sha256:c10e" ;;
 esac
 exit 0
 "#;
@@ -166,4 +168,88 @@ fn without_buildx_docker_20_10_builds_per_platform_and_a_list() {
         "docker manifest create ghcr.io/acme/web:v9 ghcr.io/acme/web:v9-amd64 ghcr.io/acme/web:v9-arm64\n"
     ));
     assert!(calls.contains("docker manifest push --purge ghcr.io/acme/web:latest\n"));
+}
+
+/// A project in a git repository without `builder.context` is built, as Kamal builds it, from a
+/// clean clone at HEAD in `$TMPDIR/kamal-clones/`: the committed file, not the uncommitted
+/// edit, reaches the build, and the user is told which changes were left out. A second build
+/// resets the same clone to the new commit.
+#[test]
+fn git_project_builds_from_a_clean_clone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("shop");
+    let app = repo.join("app");
+    std::fs::create_dir_all(app.join("config")).unwrap();
+    std::fs::create_dir_all(app.join(".kamal")).unwrap();
+    std::fs::write(app.join(".kamal/secrets"), "").unwrap();
+    std::fs::write(
+        app.join("config/deploy.yml"),
+        "service: gitapp\nimage: gitapp\nservers: [10.1.0.1]\nregistry:\n  server: localhost:5000\nbuilder:\n  arch: amd64\n",
+    )
+    .unwrap();
+    std::fs::write(app.join("marker"), "committed").unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "one"]);
+    std::fs::write(app.join("marker"), "uncommitted").unwrap();
+
+    let run = || {
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let docker = bin.join("docker");
+        std::fs::write(&docker, STUB).unwrap();
+        let mut perms = std::fs::metadata(&docker).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&docker, perms).unwrap();
+        let log = tmp.path().join("docker.log");
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["build", "push", "--version", "v1"])
+            .current_dir(&app)
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("TMPDIR", tmp.path())
+            .env("STUB_LOG", &log)
+            .env("STUB_BUILDX", "0")
+            .env("STUB_VERSION", "Docker version 28.2.2, build x")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stderr), std::fs::read_to_string(&log).unwrap())
+    };
+    let (stderr, calls) = run();
+    assert!(
+        stderr.contains(
+            "building from a local git clone, so ignoring these uncommitted changes:\n M app/marker"
+        ),
+        "{stderr}"
+    );
+    let built_in = calls
+        .lines()
+        .find_map(|l| l.strip_prefix("  in "))
+        .unwrap_or_else(|| panic!("{calls}"));
+    let clones = tmp.path().canonicalize().unwrap().join("kamal-clones");
+    let (dir, marker) = built_in.split_once(": ").unwrap();
+    assert!(
+        dir.starts_with(&format!("{}/gitapp-", clones.display())) && dir.ends_with("/shop/app"),
+        "{dir}"
+    );
+    assert_eq!(marker, "committed");
+
+    // Commit the change: the next build resets the same clone to it.
+    git(&["commit", "-q", "-am", "two"]);
+    let (_, calls) = run();
+    assert!(
+        calls.contains(&format!("  in {dir}: uncommitted")),
+        "{calls}"
+    );
 }
