@@ -68,7 +68,7 @@ pub fn local_arch() -> String {
 }
 
 /// Whether the docker CLI has the buildx plugin.
-fn has_buildx() -> bool {
+pub fn has_buildx() -> bool {
     Command::new("docker")
         .args(["buildx", "version"])
         .stdout(Stdio::null())
@@ -134,10 +134,7 @@ fn on_engine(
     secrets: &SecretFiles,
     quiet: bool,
 ) -> anyhow::Result<String> {
-    let caps = EngineCaps {
-        buildkit: cli_has_builtin_buildkit(),
-        plain_http_registry: plain_http_registry(config),
-    };
+    let caps = engine_caps(config);
     let dir = secrets.dir.path().display().to_string();
     let build = engine_build(config, inputs, &caps, &dir).map_err(|e| UserError {
         message: format!("cannot build the image: {e}"),
@@ -206,6 +203,14 @@ fn on_engine(
         .with_context(|| {
             format!("docker did not report a registry digest for {image} after the push")
         })
+}
+
+/// What the local docker CLI and engine offer a build without buildx.
+pub fn engine_caps(config: &Config) -> EngineCaps {
+    EngineCaps {
+        buildkit: cli_has_builtin_buildkit(),
+        plain_http_registry: plain_http_registry(config),
+    }
 }
 
 /// Docker CLIs before 23 run BuildKit themselves with `DOCKER_BUILDKIT=1`; later ones only

@@ -41,6 +41,11 @@ fn fixture(name: &str) -> PathBuf {
 /// `flotilla build push --version v9` in `project` with the stand-in docker; returns the
 /// output and the stand-in's log.
 fn build_push(project: &str, buildx: bool, version_line: &str) -> (Output, String) {
+    build(&["push", "--version", "v9"], project, buildx, version_line)
+}
+
+/// `flotilla build ARGS` in `project` with the stand-in docker.
+fn build(args: &[&str], project: &str, buildx: bool, version_line: &str) -> (Output, String) {
     let tmp = tempfile::tempdir().unwrap();
     let bin = tmp.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -51,7 +56,8 @@ fn build_push(project: &str, buildx: bool, version_line: &str) -> (Output, Strin
     std::fs::set_permissions(&docker, perms).unwrap();
     let log = tmp.path().join("docker.log");
     let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["build", "push", "--version", "v9"])
+        .arg("build")
+        .args(args)
         .current_dir(fixture(project))
         .env_clear()
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
@@ -252,4 +258,38 @@ fn git_project_builds_from_a_clean_clone() {
         calls.contains(&format!("  in {dir}: uncommitted")),
         "{calls}"
     );
+}
+
+/// `build details` without buildx shows what `build push` will run on the engine (or why it
+/// cannot), and `build create` has nothing to create.
+#[test]
+fn details_without_buildx_show_the_engine_build() {
+    let (out, _) = build(
+        &["details", "--version", "v9"],
+        "plan_engine_classic",
+        false,
+        "Docker version 28.2.2, build x",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(
+            "Runner: the Docker engine (no buildx plugin), with DOCKER_BUILDKIT=0\n\
+             run: docker build --platform linux/amd64 -t registry.example.test:5000/team/shop:v9 "
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("run: docker push registry.example.test:5000/team/shop:latest\n"),
+        "{shown}"
+    );
+    let (out, calls) = build(
+        &["create"],
+        "plan_engine_classic",
+        false,
+        "Docker version 28.2.2, build x",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("nothing to do: without the docker buildx plugin"));
+    assert!(!calls.contains("buildx create"), "{calls}");
 }
