@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod enrol;
 mod exit;
+mod git_clone;
 mod lifecycle;
 mod progress;
 mod rollout;

@@ -62,15 +62,16 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     // the host key of the connection it was read over. Changed keys are refused here;
     // `flotilla server enroll HOST --replace` accepts them.
     let mut enrolled_now = false;
-    for b in &done {
-        match crate::enrol::enroll_host(&pool, &s.log, &s.actor, &b.host, false).await {
+    let hosts: Vec<String> = done.iter().map(|b| b.host.clone()).collect();
+    for (host, result) in crate::enrol::enroll_hosts(&pool, &s.log, &s.actor, &hosts, false).await {
+        match result {
             Ok(outcome) => {
                 enrolled_now |= matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
-                print_enrolment(json, quiet, &b.host, &outcome);
+                print_enrolment(json, quiet, &host, &outcome);
             }
             Err(e) => {
                 eprintln!("flotilla: {}", crate::exit::render(&e));
-                failed.push(b.host.clone());
+                failed.push(host);
             }
         }
     }

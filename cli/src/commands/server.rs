@@ -96,11 +96,11 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
     let pool = crate::commands::fanout::pool(&session.config);
     let mut failed = Vec::new();
     let mut enrolled_now = false;
-    for host in &targets {
-        let result =
-            crate::enrol::enroll_host(&pool, &session.log, &session.actor, host, args.replace)
-                .await;
-        let line = match &result {
+    let results =
+        crate::enrol::enroll_hosts(&pool, &session.log, &session.actor, &targets, args.replace)
+            .await;
+    for (host, result) in &results {
+        let line = match result {
             Ok(crate::enrol::Outcome::Enrolled { signing_key }) => {
                 enrolled_now = true;
                 format!("{host}: enrolled (signing key {signing_key})")

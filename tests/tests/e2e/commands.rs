@@ -201,6 +201,7 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
 /// After three deploys: `app stop` and `app start` stop and start the running container, and
 /// `app boot` after a stop serves the current version again; an
 /// older version running again is reported by `app stale_containers` and stopped by `--stop`;
+/// an app container's log is capped at Kamal's default `max-size=10m`;
 /// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
 /// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
 /// maintenance --message` makes the proxy answer 503 with the message and `app live` serves
@@ -217,6 +218,18 @@ fn app_stop_start_prune_lock_and_audit() {
     }
     let host = &fleet.hosts[0];
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+    // The config sets no logging: Kamal's default caps the engine's default (json-file) log.
+    let log = fleet
+        .host_docker(host)
+        .args([
+            "inspect",
+            "testapp-web-v3",
+            "--format",
+            "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "json-file 10m");
     assert_eq!(
         containers(&fleet, host, "exited"),
         ["testapp-web-v2", "testapp-web-v1"]
