@@ -25,10 +25,12 @@
 pub mod host;
 pub mod image;
 pub mod plan;
+pub mod proxy;
 
 pub use host::HostError;
 pub use image::{AgentImage, ImageError};
 pub use plan::{HostSpec, NatsSettings, NatsSpec, RemoveSpec, Step};
+pub use proxy::{ProxyRun, ProxyRunError};
 
 use flotilla_ssh::Pool;
 
