@@ -22,15 +22,29 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// Reads `host`'s executor identity over SSH and records it if it is new; keys that differ
-/// from the enrolled ones are refused unless `replace`.
-pub async fn enroll_host(
+/// Enrols `hosts`: their identities are read over SSH all at once (one pooled connection
+/// each: on many hosts a read one after another costs a round trip and a remote shell per
+/// host), then recorded one by one in the given order. One result per host, in that order.
+pub async fn enroll_hosts(
     pool: &Pool,
     log: &dyn EventLog,
     actor: &str,
-    host: &str,
+    hosts: &[String],
     replace: bool,
-) -> anyhow::Result<Outcome> {
+) -> Vec<(String, anyhow::Result<Outcome>)> {
+    let read = futures::future::join_all(hosts.iter().map(|h| read_identity(pool, h))).await;
+    hosts
+        .iter()
+        .zip(read)
+        .map(|(host, identity)| {
+            let outcome = identity.and_then(|(id, fp)| record(log, actor, host, &id, &fp, replace));
+            (host.clone(), outcome)
+        })
+        .collect()
+}
+
+/// `host`'s executor identity and the fingerprint of the SSH host key it was read under.
+async fn read_identity(pool: &Pool, host: &str) -> anyhow::Result<(PublicIdentity, String)> {
     let session = pool.session(host).await.map_err(|e| ssh_error(host, e))?;
     let path = format!("{EXECUTOR_STATE_DIR}/{PUBLIC_FILE}");
     let out = session
@@ -50,25 +64,32 @@ pub async fn enroll_host(
     let text = String::from_utf8_lossy(&out.stdout);
     let identity = PublicIdentity::parse(&text)
         .with_context(|| format!("{host}: {path} is not an executor identity"))?;
+    Ok((identity, session.host_key_fingerprint().to_owned()))
+}
+
+/// Records `identity` as `host`'s if it is new; keys that differ from the enrolled ones are
+/// refused unless `replace`.
+fn record(
+    log: &dyn EventLog,
+    actor: &str,
+    host: &str,
+    identity: &PublicIdentity,
+    fingerprint: &str,
+    replace: bool,
+) -> anyhow::Result<Outcome> {
     let enrolled = flotilla_events::Enrolled::from_log(log).context("read the event log")?;
-    let decision = enrolment::decide(
-        &enrolled,
-        host,
-        session.host_key_fingerprint(),
-        &identity,
-        replace,
-    )
-    .map_err(|refused| {
-        let hint = format!(
-            "if the host was reinstalled or its executor state was reset, accept the new keys: {}",
-            refused.accept_command()
-        );
-        anyhow::Error::new(refused.clone()).context(UserError {
-            message: format!("{host}: executor keys changed; refusing to trust them"),
-            hint: Some(hint),
-            code: FAILED,
-        })
-    })?;
+    let decision = enrolment::decide(&enrolled, host, fingerprint, identity, replace)
+        .map_err(|refused| {
+            let hint = format!(
+                "if the host was reinstalled or its executor state was reset, accept the new keys: {}",
+                refused.accept_command()
+            );
+            anyhow::Error::new(refused.clone()).context(UserError {
+                message: format!("{host}: executor keys changed; refusing to trust them"),
+                hint: Some(hint),
+                code: FAILED,
+            })
+        })?;
     match decision {
         Decision::Unchanged => Ok(Outcome::Unchanged),
         Decision::Enrol(e) => {

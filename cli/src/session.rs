@@ -87,7 +87,12 @@ impl Session {
             .map_or(LOG_BUSY_WAIT, Duration::from_secs)
             .max(LOG_BUSY_WAIT);
         let log = open_log(&args.log, wait).map_err(|e| {
-            let hint = e.next_step(&args.log).map(|s| s.to_string());
+            let mut hint = e.next_step(&args.log).map(|s| s.to_string());
+            // A deploy from the same directory holds the log for its whole rollout: say how
+            // to queue behind it, as the deploy lock's refusal does.
+            if matches!(e, flotilla_events::LogError::Locked { .. }) && args.lock_wait.is_none() {
+                hint = hint.map(|h| format!("{h}, or wait for it with --lock-wait SECONDS"));
+            }
             anyhow::Error::new(e).context(UserError {
                 message: format!("cannot open the event log {}", args.log.display()),
                 hint,

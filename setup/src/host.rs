@@ -179,16 +179,16 @@ pub async fn run_step(
             n = shell_quote(name)
         ),
         Step::Reload { name } => format!("docker kill -s HUP {}", shell_quote(name)),
-        Step::HandOverProxy { argv } => handover(argv),
+        Step::HandOverProxy { argv } => handover_command(&docker(argv)),
     };
     let out = s.exec(&command).await.map_err(ssh_err(s))?;
     check(&host, step, out)
 }
 
-/// Start the new proxy beside the old, wait until it has taken the admin socket (its
-/// listeners are bound before that), then stop the old one (it stops accepting and drains
-/// in-flight requests) and give the new one the usual name.
-fn handover(argv: &[String]) -> String {
+/// Start the new proxy beside the old (`run`: its rendered `docker run`), wait until it has
+/// taken the admin socket (its listeners are bound before that), then stop the old one (it
+/// stops accepting and drains in-flight requests) and give the new one the usual name.
+pub(crate) fn handover_command(run: &str) -> String {
     let sock = format!("{}/proxy.sock", plan::RUN_DIR);
     format!(
         "old=$(stat -c %i {sock} 2>/dev/null); docker rm -f {next} >/dev/null 2>&1; \
@@ -201,7 +201,6 @@ fn handover(argv: &[String]) -> String {
          docker rename {next} {proxy}",
         next = plan::PROXY_NEXT,
         proxy = plan::PROXY,
-        run = docker(argv),
         t = plan::STOP_TIMEOUT_SECS,
     )
 }

@@ -27,11 +27,13 @@
 pub mod host;
 pub mod image;
 pub mod plan;
+pub mod proxy;
 pub mod tls;
 
 pub use host::HostError;
 pub use image::{AgentImage, ImageError};
 pub use plan::{HostSpec, NatsSettings, NatsSpec, NatsTls, RemoveSpec, Step};
+pub use proxy::{ProxyRun, ProxyRunError};
 pub use tls::{ProjectCa, ServerCert, TlsError};
 
 use flotilla_ssh::Pool;

@@ -71,6 +71,8 @@ pub struct HostSpec {
     pub nats_ca: Option<String>,
     /// NATS, on the control host only, when setup boots it.
     pub nats: Option<NatsSpec>,
+    /// How the proxy runs (`proxy.run`).
+    pub proxy_run: crate::proxy::ProxyRun,
 }
 
 /// The NATS server setup boots on the control host.
@@ -202,10 +204,13 @@ fn flotilla_token(host: &str) -> String {
 }
 
 /// A container as `docker inspect` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
     pub image: String,
     pub running: bool,
+    /// The proxy's settings label ([`crate::proxy::RUN_LABEL`]); empty for the others, and
+    /// for a proxy started before the label existed.
+    pub settings: String,
 }
 
 /// What a host has now, from [`probe_command`]'s output.
@@ -235,8 +240,16 @@ pub struct Facts {
 /// name is on PATH.
 pub fn probe_command(image: &str) -> String {
     let inspect = |name: &str| {
+        // The proxy's settings label last: it holds commas itself.
+        let label = match name {
+            PROXY => format!(
+                ",{{{{index .Config.Labels \"{}\"}}}}",
+                crate::proxy::RUN_LABEL
+            ),
+            _ => String::new(),
+        };
         format!(
-            "echo {name}=$(docker inspect -f '{{{{.Config.Image}}}},{{{{.State.Running}}}}' {name} 2>/dev/null)"
+            "echo {name}=$(docker inspect -f '{{{{.Config.Image}}}},{{{{.State.Running}}}}{label}' {name} 2>/dev/null)"
         )
     };
     format!(
@@ -265,10 +278,12 @@ pub fn parse_facts(out: &str) -> Facts {
         .map(|(k, v)| (k.trim(), v.trim()))
         .collect();
     let container = |k: &str| {
-        let (image, running) = kv.get(k)?.split_once(',')?;
+        let mut parts = kv.get(k)?.splitn(3, ',');
+        let (image, running) = (parts.next()?, parts.next()?);
         Some(Container {
             image: image.to_owned(),
             running: running == "true",
+            settings: parts.next().unwrap_or_default().to_owned(),
         })
     };
     let file = |k: &str| {
@@ -347,8 +362,14 @@ impl Step {
 /// host process would and reaches app containers at their addresses on the `kamal` network;
 /// a new proxy takes the old one's listening sockets over (`--listeners-socket`) and serves
 /// beside it while that one drains.
-pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
+/// `run` is `proxy.run`: its ports, metrics and log settings, kept in a label too.
+pub fn proxy_argv(name: &str, image: &str, run: &crate::proxy::ProxyRun) -> Vec<String> {
     let mut v = agent_common(name);
+    // The proxy's log cap is `proxy.run.log_max_size`'s, not the other agents'.
+    if let Some(i) = v.iter().position(|a| a == LOG_MAX_SIZE) {
+        v.drain(i - 1..=i);
+    }
+    v.extend(run.docker_options());
     v.extend(
         [
             "-v",
@@ -363,6 +384,7 @@ pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
         ]
         .map(String::from),
     );
+    v.extend(run.proxy_args());
     v
 }
 
@@ -471,25 +493,35 @@ pub fn plan(spec: &HostSpec, facts: &Facts, renewed: Option<&crate::tls::ServerC
             ),
         }
     }
+    let run = &spec.proxy_run;
+    // A proxy started before the settings label ran with the defaults.
+    let settings = |c: &Container| match c.settings.as_str() {
+        "" => crate::proxy::ProxyRun::default().label(),
+        s => s.to_owned(),
+    };
+    let ports_of = |label: &str| label.split(';').next().unwrap_or_default().to_owned();
     match &facts.proxy {
-        Some(c) if c.image == spec.image => {
+        Some(c) if c.image == spec.image && settings(c) == run.label() => {
             if !c.running {
                 steps.push(Step::Start { name: PROXY.into() });
             }
         }
-        Some(c) if c.running => steps.push(Step::HandOverProxy {
-            argv: proxy_argv(PROXY_NEXT, &spec.image),
-        }),
+        // Listening sockets move to the new proxy only on the same ports.
+        Some(c) if c.running && ports_of(&settings(c)) == run.ports() => {
+            steps.push(Step::HandOverProxy {
+                argv: proxy_argv(PROXY_NEXT, &spec.image, run),
+            })
+        }
         Some(_) => {
             steps.push(Step::Remove { name: PROXY.into() });
             steps.push(Step::Run {
                 name: PROXY.into(),
-                argv: proxy_argv(PROXY, &spec.image),
+                argv: proxy_argv(PROXY, &spec.image, run),
             });
         }
         None => steps.push(Step::Run {
             name: PROXY.into(),
-            argv: proxy_argv(PROXY, &spec.image),
+            argv: proxy_argv(PROXY, &spec.image, run),
         }),
     }
     let ca_changed = spec.nats_ca.is_some() && facts.nats_ca != spec.nats_ca;
@@ -594,6 +626,7 @@ mod tests {
 
     fn spec(nats: bool) -> HostSpec {
         HostSpec {
+            proxy_run: crate::proxy::ProxyRun::default(),
             host: "10.0.0.5".into(),
             image: "flotilla:0.1.0-abc".into(),
             executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY", true),
@@ -611,6 +644,7 @@ mod tests {
             Some(Container {
                 image: image.into(),
                 running: true,
+                settings: String::new(),
             })
         };
         Facts {
@@ -683,7 +717,11 @@ mod tests {
             vec![
                 Step::LoadImage,
                 Step::HandOverProxy {
-                    argv: proxy_argv(PROXY_NEXT, "flotilla:0.1.0-def")
+                    argv: proxy_argv(
+                        PROXY_NEXT,
+                        "flotilla:0.1.0-def",
+                        &crate::proxy::ProxyRun::default()
+                    )
                 },
                 Step::Remove {
                     name: EXECUTOR.into()
@@ -694,6 +732,41 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// A changed `proxy.run` replaces the running proxy: handed over on the same ports, stopped
+    /// and run again on other ports (sockets on other ports cannot be handed over). A proxy
+    /// without the settings label ran with the defaults and is current.
+    #[test]
+    fn changed_proxy_run_replaces_the_proxy() {
+        let s = spec(false);
+        let mut changed = s.clone();
+        let run = |pairs: &[(&str, &str)]| {
+            crate::proxy::ProxyRun::from_kamal(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+            .unwrap()
+            .0
+        };
+        changed.proxy_run = run(&[("log_max_size", "50m")]);
+        assert_eq!(
+            plan(&changed, &current(&s), None),
+            vec![Step::HandOverProxy {
+                argv: proxy_argv(PROXY_NEXT, &s.image, &changed.proxy_run)
+            }]
+        );
+        changed.proxy_run = run(&[("http_port", "8080")]);
+        let names: Vec<String> = plan(&changed, &current(&s), None)
+            .iter()
+            .map(Step::describe)
+            .collect();
+        assert_eq!(names, ["remove flotilla-proxy", "run flotilla-proxy"]);
+        let mut labelled = current(&s);
+        labelled.proxy.as_mut().unwrap().settings = s.proxy_run.label();
+        assert!(plan(&s, &labelled, None).is_empty());
     }
 
     /// Agents stopped (dockerd restarted without restart policy kicking in, or stopped by
@@ -741,12 +814,14 @@ mod tests {
                 image_present: true,
                 proxy: Some(Container {
                     image: "flotilla:0.1.0-abc".into(),
-                    running: true
+                    running: true,
+                    settings: String::new(),
                 }),
                 executor: None,
                 nats: Some(Container {
                     image: "nats:2.11".into(),
-                    running: false
+                    running: false,
+                    settings: String::new(),
                 }),
                 executor_conf: Some("host_id = h1\n".into()),
                 nats_conf: None,
@@ -792,9 +867,10 @@ mod tests {
              -v /var/lib/flotilla/executor:/var/lib/flotilla/executor -v /etc/flotilla:/etc/flotilla:ro \
              -v /run/flotilla:/run/flotilla flotilla:x executor run"
         );
-        assert!(proxy_argv(PROXY, "flotilla:x").join(" ").ends_with(
-            "-v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
-             --listeners-socket /run/flotilla/proxy-listeners.sock"
+        assert!(proxy_argv(PROXY, "flotilla:x", &crate::proxy::ProxyRun::default()).join(" ").ends_with(
+            "--label flotilla.agent=1 --log-opt max-size=10m --label flotilla.proxy-run=ports=80,443;metrics=;log=10m;debug=0 \
+             -v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
+             --listeners-socket /run/flotilla/proxy-listeners.sock --http-port 80 --https-port 443"
         ));
     }
 
@@ -803,6 +879,7 @@ mod tests {
     #[test]
     fn changed_users_reload_nats_in_place() {
         let spec = HostSpec {
+            proxy_run: crate::proxy::ProxyRun::default(),
             host: "h1".into(),
             image: "flotilla:x".into(),
             executor_conf: "c".into(),
@@ -820,14 +897,17 @@ mod tests {
             proxy: Some(Container {
                 image: "flotilla:x".into(),
                 running: true,
+                settings: String::new(),
             }),
             executor: Some(Container {
                 image: "flotilla:x".into(),
                 running: true,
+                settings: String::new(),
             }),
             nats: Some(Container {
                 image: "nats:2.11".into(),
                 running: true,
+                settings: String::new(),
             }),
             executor_conf: Some("c".into()),
             nats_conf: Some("old".into()),
@@ -853,6 +933,7 @@ mod tests {
         facts.nats = Some(Container {
             image: "nats:2.10".into(),
             running: true,
+            settings: String::new(),
         });
         let names: Vec<String> = plan(&spec, &facts, None)
             .iter()

@@ -62,15 +62,16 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     // the host key of the connection it was read over. Changed keys are refused here;
     // `flotilla server enroll HOST --replace` accepts them.
     let mut enrolled_now = false;
-    for b in &done {
-        match crate::enrol::enroll_host(&pool, &s.log, &s.actor, &b.host, false).await {
+    let hosts: Vec<String> = done.iter().map(|b| b.host.clone()).collect();
+    for (host, result) in crate::enrol::enroll_hosts(&pool, &s.log, &s.actor, &hosts, false).await {
+        match result {
             Ok(outcome) => {
                 enrolled_now |= matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
-                print_enrolment(json, quiet, &b.host, &outcome);
+                print_enrolment(json, quiet, &host, &outcome);
             }
             Err(e) => {
                 eprintln!("flotilla: {}", crate::exit::render(&e));
-                failed.push(b.host.clone());
+                failed.push(host);
             }
         }
     }
@@ -224,22 +225,30 @@ pub fn host_specs(
     {
         hosts.insert(0, c.clone());
     }
-    Ok(hosts
+    hosts
         .into_iter()
-        .map(|host| HostSpec {
-            nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(|| {
-                NatsSpec {
-                    image: nats_image.clone(),
-                    config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
-                    tls: tls.clone(),
-                }
-            }),
-            executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key, nats_ca.is_some()),
-            nats_ca: nats_ca.clone(),
-            image: image.to_owned(),
-            host,
+        .map(|host| {
+            Ok(HostSpec {
+                proxy_run: crate::commands::proxy_fleet::proxy_run(config, &host)?,
+                nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(
+                    || NatsSpec {
+                        image: nats_image.clone(),
+                        config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
+                        tls: tls.clone(),
+                    },
+                ),
+                executor_conf: plan::executor_conf(
+                    &host,
+                    &nats_url,
+                    scheduler_key,
+                    nats_ca.is_some(),
+                ),
+                nats_ca: nats_ca.clone(),
+                image: image.to_owned(),
+                host,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The CA of the user's own NATS (`x-flotilla.nats.ca`, relative to the project), which

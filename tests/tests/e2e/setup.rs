@@ -52,7 +52,7 @@ x-flotilla:
 "#;
 
 /// A Kamal project for bare hosts: no NATS url (setup boots NATS), no agents started.
-struct BareProject {
+pub(crate) struct BareProject {
     dir: tempfile::TempDir,
     flotilla: PathBuf,
     builder: String,
@@ -62,7 +62,7 @@ struct BareProject {
 }
 
 impl BareProject {
-    fn new(fleet: &Fleet, hosts: &[&Host]) -> BareProject {
+    pub(crate) fn new(fleet: &Fleet, hosts: &[&Host]) -> BareProject {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("config")).unwrap();
@@ -91,7 +91,7 @@ impl BareProject {
         project
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
@@ -111,7 +111,7 @@ impl BareProject {
 
     /// Runs the static `flotilla ARGS` (its own binary is what the agents' image is built
     /// from), with no NATS address in the environment.
-    fn flotilla(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn flotilla(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         std::process::Command::new(&self.flotilla)
             .args(args)
             .current_dir(self.root())
@@ -125,7 +125,7 @@ impl BareProject {
             .unwrap()
     }
 
-    fn flotilla_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+    pub(crate) fn flotilla_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let out = self.flotilla(args, env);
         assert!(
             out.status.success(),
