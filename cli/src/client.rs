@@ -37,28 +37,28 @@ pub fn service_mode(config: &Config) -> bool {
     config.flotilla.scheduler_mode() == SchedulerMode::Service
 }
 
-/// Connects to the fleet's NATS with the operator's credentials.
 /// Connects to the fleet's NATS (through the SSH tunnel when setup booted it); keep the
 /// endpoint as long as the client: it may hold the tunnel.
 pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, NatsEndpoint)> {
     let endpoint = nats_endpoint(config).await?;
     let auth = endpoint.auth();
-    let mut options = match &auth.creds {
+    let options = match &auth.creds {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .with_context(|| format!("reading NATS credentials {}", path.display()))?,
         None => async_nats::ConnectOptions::new(),
     };
-    if let Some(seed) = &auth.nkey_seed {
-        options = options.nkey(seed.to_string());
-    }
-    let client = options.connect(&endpoint.url).await.map_err(|e| {
-        anyhow::Error::new(e).context(UserError {
-            message: format!("cannot reach NATS at {}", endpoint.url),
-            hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
-            code: FAILED,
-        })
-    })?;
+    let client = auth
+        .apply(options)
+        .connect(&endpoint.url)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(UserError {
+                message: format!("cannot reach NATS at {}", endpoint.url),
+                hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
+                code: FAILED,
+            })
+        })?;
     Ok((client, endpoint))
 }
 

@@ -46,15 +46,39 @@ impl Records<'_> {
     }
 }
 
-/// Reads `host`'s executor identity over SSH and records it if it is new; keys that differ
-/// from the enrolled ones are refused unless `replace`.
-pub async fn enroll_host(
+/// Enrols `hosts`: their identities are read over SSH all at once (one pooled connection
+/// each: on many hosts a read one after another costs a round trip and a remote shell per
+/// host), then recorded one by one in the given order. One result per host, in that order.
+pub async fn enroll_hosts(
     pool: &Pool,
     records: Records<'_>,
     actor: &str,
-    host: &str,
+    hosts: &[String],
     replace: bool,
-) -> anyhow::Result<Outcome> {
+) -> Vec<(String, anyhow::Result<Outcome>)> {
+    let read = futures::future::join_all(hosts.iter().map(|h| read_identity(pool, h))).await;
+    let mut outcomes = Vec::with_capacity(hosts.len());
+    for (host, identity) in hosts.iter().zip(read) {
+        let outcome = match identity {
+            Ok(identity) => record(records, actor, host, identity, replace).await,
+            Err(e) => Err(e),
+        };
+        outcomes.push((host.clone(), outcome));
+    }
+    outcomes
+}
+
+/// An executor's identity as read from its host.
+struct ReadIdentity {
+    /// `identity.pub` as the host has it (the service parses it again).
+    text: String,
+    identity: PublicIdentity,
+    /// The SSH host key of the connection it was read over.
+    fingerprint: String,
+}
+
+/// `host`'s executor identity, read over its pinned SSH connection.
+async fn read_identity(pool: &Pool, host: &str) -> anyhow::Result<ReadIdentity> {
     let session = pool.session(host).await.map_err(|e| ssh_error(host, e))?;
     let path = format!("{EXECUTOR_STATE_DIR}/{PUBLIC_FILE}");
     let out = session
@@ -71,17 +95,32 @@ pub async fn enroll_host(
         }
         .into());
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let identity = PublicIdentity::parse(&text)
         .with_context(|| format!("{host}: {path} is not an executor identity"))?;
-    let fingerprint = session.host_key_fingerprint();
+    Ok(ReadIdentity {
+        text,
+        identity,
+        fingerprint: session.host_key_fingerprint().to_owned(),
+    })
+}
+
+/// Records `read` as `host`'s identity if it is new; keys that differ from the enrolled ones
+/// are refused unless `replace`.
+async fn record(
+    records: Records<'_>,
+    actor: &str,
+    host: &str,
+    read: ReadIdentity,
+    replace: bool,
+) -> anyhow::Result<Outcome> {
     let log = match records {
         Records::Local(log) => log,
         Records::Service(client) => {
             let enrolment = flotilla_protocol::control::Enrolment {
                 host: host.to_owned(),
-                ssh_host_key: fingerprint.to_owned(),
-                identity: text.into_owned(),
+                ssh_host_key: read.fingerprint,
+                identity: read.text,
                 replace,
                 actor: actor.to_owned(),
             };
@@ -89,19 +128,18 @@ pub async fn enroll_host(
         }
     };
     let enrolled = flotilla_events::Enrolled::from_log(log).context("read the event log")?;
-    let decision = enrolment::decide(&enrolled, host, fingerprint, &identity, replace).map_err(
-        |refused| {
-            let hint = format!(
-                "if the host was reinstalled or its executor state was reset, accept the new keys: {}",
-                refused.accept_command()
-            );
-            anyhow::Error::new(refused.clone()).context(UserError {
-                message: format!("{host}: executor keys changed; refusing to trust them"),
-                hint: Some(hint),
-                code: FAILED,
-            })
-        },
-    )?;
+    let decision = enrolment::decide(&enrolled, host, &read.fingerprint, &read.identity, replace)
+        .map_err(|refused| {
+        let hint = format!(
+            "if the host was reinstalled or its executor state was reset, accept the new keys: {}",
+            refused.accept_command()
+        );
+        anyhow::Error::new(refused.clone()).context(UserError {
+            message: format!("{host}: executor keys changed; refusing to trust them"),
+            hint: Some(hint),
+            code: FAILED,
+        })
+    })?;
     match decision {
         Decision::Unchanged => Ok(Outcome::Unchanged),
         Decision::Enrol(e) => {

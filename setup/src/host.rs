@@ -34,6 +34,12 @@ pub enum HostError {
         #[source]
         source: ImageError,
     },
+    #[error("{host}: NATS's TLS certificate")]
+    Certificate {
+        host: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("{host}: remove failed: {output}")]
     Remove { host: String, output: String },
     #[error("{host}: the executor wrote no {path} within {after:?}")]
@@ -60,6 +66,11 @@ impl HostError {
                 _ => format!("check that {host} is up and the ssh: settings reach it"),
             },
             HostError::Image { source, .. } => source.hint().to_owned(),
+            HostError::Certificate { .. } => {
+                "check .flotilla/nats-ca.pem and .flotilla/nats-ca.key (remove both to make a \
+                 new CA: every host then gets it on the next setup)"
+                    .to_owned()
+            }
             HostError::Remove { host, .. } => format!(
                 "remove is safe to run again; see what is left with `flotilla server exec -h \
                  {host} 'docker ps -a; ls -A /etc/flotilla /var/lib/flotilla'`"
@@ -149,6 +160,19 @@ pub async fn run_step(
             .map_err(ssh_err(s))?;
             return Ok(());
         }
+        Step::InstallCertificate { cert } => {
+            // The key first: a certificate on the host always has its key beside it.
+            for (path, text) in [
+                (plan::NATS_KEY, cert.key_pem.as_str()),
+                (plan::NATS_CERT, cert.cert_pem.as_str()),
+            ] {
+                let bytes = zeroize::Zeroizing::new(text.as_bytes().to_vec());
+                s.upload(std::io::Cursor::new(bytes), path, 0o600)
+                    .await
+                    .map_err(ssh_err(s))?;
+            }
+            return Ok(());
+        }
         Step::Run { argv, .. } => docker(argv),
         Step::Start { name } => format!("docker start {}", shell_quote(name)),
         Step::Remove { name } => format!(
@@ -157,16 +181,16 @@ pub async fn run_step(
             n = shell_quote(name)
         ),
         Step::Reload { name } => format!("docker kill -s HUP {}", shell_quote(name)),
-        Step::HandOverProxy { argv } => handover(argv),
+        Step::HandOverProxy { argv } => handover_command(&docker(argv)),
     };
     let out = s.exec(&command).await.map_err(ssh_err(s))?;
     check(&host, step, out)
 }
 
-/// Start the new proxy beside the old, wait until it has taken the admin socket (its
-/// listeners are bound before that), then stop the old one (it stops accepting and drains
-/// in-flight requests) and give the new one the usual name.
-fn handover(argv: &[String]) -> String {
+/// Start the new proxy beside the old (`run`: its rendered `docker run`), wait until it has
+/// taken the admin socket (its listeners are bound before that), then stop the old one (it
+/// stops accepting and drains in-flight requests) and give the new one the usual name.
+pub(crate) fn handover_command(run: &str) -> String {
     let sock = format!("{}/proxy.sock", plan::RUN_DIR);
     format!(
         "old=$(stat -c %i {sock} 2>/dev/null); docker rm -f {next} >/dev/null 2>&1; \
@@ -179,7 +203,6 @@ fn handover(argv: &[String]) -> String {
          docker rename {next} {proxy}",
         next = plan::PROXY_NEXT,
         proxy = plan::PROXY,
-        run = docker(argv),
         t = plan::STOP_TIMEOUT_SECS,
     )
 }

@@ -166,15 +166,17 @@ pub async fn bootstrap_fleet(p: &Project) -> anyhow::Result<Vec<Bootstrapped>> {
     // the host key of the connection it was read over. Changed keys are refused here;
     // `flotilla server enroll HOST --replace` accepts them.
     let mut enrolled_now = false;
-    for b in &done {
-        match crate::enrol::enroll_host(&pool, records, &p.actor, &b.host, false).await {
+    let hosts: Vec<String> = done.iter().map(|b| b.host.clone()).collect();
+    for (host, result) in crate::enrol::enroll_hosts(&pool, records, &p.actor, &hosts, false).await
+    {
+        match result {
             Ok(outcome) => {
                 enrolled_now |= matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
-                print_enrolment(json, quiet, &b.host, &outcome);
+                print_enrolment(json, quiet, &host, &outcome);
             }
             Err(e) => {
                 eprintln!("flotilla: {}", crate::exit::render(&e));
-                failed.push(b.host.clone());
+                failed.push(host);
             }
         }
     }
@@ -267,7 +269,8 @@ fn host_of(e: &flotilla_setup::HostError) -> String {
         | E::Step { host, .. }
         | E::Image { host, .. }
         | E::Remove { host, .. }
-        | E::NoIdentity { host, .. } => host.clone(),
+        | E::NoIdentity { host, .. }
+        | E::Certificate { host, .. } => host.clone(),
     }
 }
 
@@ -297,7 +300,9 @@ fn operator_users(root: &Path) -> anyhow::Result<Vec<plan::User>> {
 }
 
 /// What each host should run: the agents everywhere; NATS on the control host when no
-/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only.
+/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only, speaking
+/// TLS with a certificate from the project's CA (made once in `.flotilla/`). Every host gets
+/// the CA its executor pins: that one, or the user's `x-flotilla.nats.ca`.
 pub fn host_specs(
     p: &Project,
     image: &str,
@@ -326,6 +331,32 @@ pub fn host_specs(
         .as_ref()
         .and_then(|n| n.image.clone())
         .unwrap_or_else(|| plan::DEFAULT_NATS_IMAGE.to_owned());
+    let (nats_ca, tls) = match (&own_nats, &control) {
+        (Some(_), _) => (own_nats_ca(p)?, None),
+        (None, control) => {
+            let dir = p.root.join(".flotilla");
+            let ca = flotilla_setup::ProjectCa::load_or_create(&dir).map_err(|e| {
+                anyhow::Error::new(e).context(UserError {
+                    message: format!(
+                        "cannot make or read the project's NATS CA in {}",
+                        dir.display()
+                    ),
+                    hint: Some(
+                        "check .flotilla/nats-ca.pem and .flotilla/nats-ca.key (remove both to \
+                         make a new CA: every host then gets it on the next setup)"
+                            .into(),
+                    ),
+                    code: FAILED,
+                })
+            })?;
+            let ca = std::sync::Arc::new(ca);
+            let tls = control.as_deref().map(|c| flotilla_setup::NatsTls {
+                ca: ca.clone(),
+                names: flotilla_setup::NatsTls::names_of(c),
+            });
+            (Some(ca.cert_pem.clone()), tls)
+        }
+    };
     let mut hosts = picked_hosts(config, args);
     // NATS must be up wherever setup boots it, whatever the filters pick.
     if let (None, Some(c)) = (&own_nats, &control)
@@ -333,23 +364,47 @@ pub fn host_specs(
     {
         hosts.insert(0, c.clone());
     }
-    Ok(hosts
+    hosts
         .into_iter()
-        .map(|host| HostSpec {
-            nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(|| {
-                NatsSpec {
+        .map(|host| {
+            let control_here = own_nats.is_none() && control.as_deref() == Some(host.as_str());
+            Ok(HostSpec {
+                proxy_run: crate::commands::proxy_fleet::proxy_run(config, &host)?,
+                nats: control_here.then(|| NatsSpec {
                     image: nats_image.clone(),
                     config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
-                }
-            }),
-            scheduler: (own_nats.is_none() && control.as_deref() == Some(host.as_str()))
-                .then(|| scheduler.clone())
-                .flatten(),
-            executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key),
-            image: image.to_owned(),
-            host,
+                    tls: tls.clone(),
+                }),
+                scheduler: control_here.then(|| scheduler.clone()).flatten(),
+                executor_conf: plan::executor_conf(
+                    &host,
+                    &nats_url,
+                    scheduler_key,
+                    nats_ca.is_some(),
+                ),
+                nats_ca: nats_ca.clone(),
+                image: image.to_owned(),
+                host,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The CA of the user's own NATS (`x-flotilla.nats.ca`, relative to the project), which
+/// every executor is given to pin; `None` when the config names none.
+fn own_nats_ca(p: &Project) -> anyhow::Result<Option<String>> {
+    let Some(path) = p.config.flotilla.nats.as_ref().and_then(|n| n.ca.as_ref()) else {
+        return Ok(None);
+    };
+    let path = p.root.join(path);
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::Error::new(e).context(UserError {
+            message: format!("cannot read x-flotilla.nats.ca {}", path.display()),
+            hint: Some("point x-flotilla.nats.ca at the PEM file of your NATS's CA".into()),
+            code: crate::exit::USAGE,
+        })
+    })?;
+    Ok(Some(pem))
 }
 
 /// The hosts `-h`/`-r`/`-p` pick, in the config's order.

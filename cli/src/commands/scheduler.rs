@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 const EXAMPLES: &str = "Examples:
   flotilla scheduler run --nats nats://127.0.0.1:4222 --state /var/lib/flotilla/scheduler
   flotilla scheduler run --metrics 0.0.0.0:9394
+  flotilla scheduler run --nats-ca /etc/flotilla/nats-ca.pem --nkey /etc/flotilla/operator.nk
   flotilla scheduler key            # the key CLIs seal secrets to";
 
 /// The scheduler service: deploys run here, not in the CLI
@@ -67,10 +68,14 @@ struct RunArgs {
     /// NATS credentials file (.creds): an operator's
     #[arg(long = "creds", env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
     nats_creds: Option<PathBuf>,
-    /// A file holding an operators' NATS nkey seed (what the NATS `flotilla setup` boots
-    /// admits; setup writes it next to the service's state)
+    /// The operators' NATS nkey seed file (the project's `.flotilla/nats-operator.nk`), for
+    /// the NATS `flotilla setup` boots (setup writes it next to the service's state)
     #[arg(long = "nkey", env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
     nats_nkey: Option<PathBuf>,
+    /// The CA (PEM) NATS's certificate must chain to: trusted alone, TLS required (the
+    /// project's `.flotilla/nats-ca.pem` for the NATS `flotilla setup` boots)
+    #[arg(long = "nats-ca", env = "FLOTILLA_NATS_CA", value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
     /// One of several instances (one per control host): stand by, following FLOTILLA_LOG
     /// into this state's log, until this instance holds the leader lease (a NATS key-value
     /// entry); the leader resumes the rollouts a lost leader was running
@@ -129,6 +134,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let auth = flotilla_scheduler::transport::bus::NatsAuth {
         creds: args.nats_creds.clone(),
         nkey_seed,
+        ca: args.nats_ca.clone(),
     };
     let transport = NatsTransport::connect_with(&args.nats_url, &auth)
         .await

@@ -56,6 +56,9 @@ struct ExecArgs {
     /// One JSON object per host on stdout: host, exit status, stdout, stderr
     #[arg(long)]
     json: bool,
+    /// Run interactively with a terminal, on one host (the primary, or the one -h picks)
+    #[arg(short = 'i', long)]
+    interactive: bool,
     /// The command, run by the login shell of the SSH user
     #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
@@ -103,10 +106,10 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
     };
     let mut failed = Vec::new();
     let mut enrolled_now = false;
-    for host in &targets {
-        let result =
-            crate::enrol::enroll_host(&pool, records, &session.actor, host, args.replace).await;
-        let line = match &result {
+    let results =
+        crate::enrol::enroll_hosts(&pool, records, &session.actor, &targets, args.replace).await;
+    for (host, result) in &results {
+        let line = match result {
             Ok(crate::enrol::Outcome::Enrolled { signing_key }) => {
                 enrolled_now = true;
                 format!("{host}: enrolled (signing key {signing_key})")
@@ -160,9 +163,17 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
 async fn exec(args: &ExecArgs) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     let config = args.config.load()?;
+    let command = args.command.join(" ");
+    if args.interactive {
+        // Kamal's `server exec -i`: one host, through a pseudo-terminal.
+        let (host, _) = args.targets.single_host(&config)?;
+        let pool = crate::commands::fanout::pool(&config);
+        let status = crate::commands::app_exec::stream(&pool, &host, &command, true).await;
+        pool.close().await;
+        return crate::commands::app_exec::exit_with(&host, status?);
+    }
     let hosts = args.targets.hosts(&config);
     let pool = crate::commands::fanout::pool(&config);
-    let command = args.command.join(" ");
     let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
     let runs = run_all(&pool, jobs).await;
     pool.close().await;

@@ -2,6 +2,8 @@
 //! only, empty `/etc/flotilla` and `/var/lib/flotilla`): nothing started by hand, NATS booted
 //! by setup and reached through an SSH tunnel, the agents built from the static flotilla.
 
+mod tls;
+
 use crate::support::{fleet, http_get, ssh_ok};
 use flotilla_e2e::bare;
 use flotilla_e2e::fleet::{Fleet, Host, wait_until};
@@ -62,7 +64,7 @@ pub(crate) struct BareProject {
 }
 
 impl BareProject {
-    fn new(fleet: &Fleet, hosts: &[&Host]) -> BareProject {
+    pub(crate) fn new(fleet: &Fleet, hosts: &[&Host]) -> BareProject {
         BareProject::with_extra(fleet, hosts, "")
     }
 
