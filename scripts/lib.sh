@@ -58,3 +58,23 @@ cargo_bin() { echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/$1"; }
 require_cargo() {
   command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
 }
+
+# Grafana's published dashboard schema, as JSON Schema: the dashboard types Grafana publishes
+# on npm (@grafana/schema, generated from Grafana's own CUE kinds) converted by
+# ts-json-schema-generator, both pinned in grafana/schema/package-lock.json. The dashboards test
+# (tests/tests/e2e/dashboards.rs) validates grafana/dashboards/*.json against the result.
+ensure_grafana_schema() {
+  local dir="${CARGO_TARGET_DIR:-$ROOT/target}/grafana-schema"
+  local out="$dir/dashboard.schema.json"
+  [ -s "$out" ] && [ "$out" -nt "$ROOT/grafana/schema/package-lock.json" ] && return 0
+  ensure_packages node:nodejs npm:npm
+  say "installing Grafana's dashboard schema (@grafana/schema, npm) into $dir"
+  mkdir -p "$dir"
+  cp "$ROOT/grafana/schema/package.json" "$ROOT/grafana/schema/package-lock.json" "$dir/"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+    || die "could not install grafana/schema's npm packages: try 'cd $dir && npm ci' by hand to see why"
+  (cd "$dir" && ./node_modules/.bin/ts-json-schema-generator --no-type-check --type Dashboard \
+      --path node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts --out "$out.tmp") \
+    || die "could not turn @grafana/schema's Dashboard type into a JSON Schema (see above)"
+  mv "$out.tmp" "$out"
+}

@@ -37,29 +37,56 @@ pub fn service_mode(config: &Config) -> bool {
     config.flotilla.scheduler_mode() == SchedulerMode::Service
 }
 
-/// Connects to the fleet's NATS with the operator's credentials.
 /// Connects to the fleet's NATS (through the SSH tunnel when setup booted it); keep the
 /// endpoint as long as the client: it may hold the tunnel.
 pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, NatsEndpoint)> {
     let endpoint = nats_endpoint(config).await?;
     let auth = endpoint.auth();
-    let mut options = match &auth.creds {
+    let options = match &auth.creds {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .with_context(|| format!("reading NATS credentials {}", path.display()))?,
         None => async_nats::ConnectOptions::new(),
     };
-    if let Some(seed) = &auth.nkey_seed {
-        options = options.nkey(seed.to_string());
-    }
-    let client = options.connect(&endpoint.url).await.map_err(|e| {
-        anyhow::Error::new(e).context(UserError {
-            message: format!("cannot reach NATS at {}", endpoint.url),
-            hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
-            code: FAILED,
-        })
-    })?;
+    let client = auth
+        .apply(options)
+        .connect(&endpoint.url)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(UserError {
+                message: format!("cannot reach NATS at {}", endpoint.url),
+                hint: Some("is the NATS server running and x-flotilla.nats.url right?".into()),
+                code: FAILED,
+            })
+        })?;
     Ok((client, endpoint))
+}
+
+/// How long a request is asked again while no scheduler answers (NATS says "no responders"
+/// at once): with HA a standby takes the lease within the lease's ttl plus a poll (about
+/// 7 s), so a failover costs a client a wait, not an error.
+const FAILOVER_WAIT: Duration = Duration::from_secs(15);
+/// How often it is asked again meanwhile.
+const FAILOVER_POLL: Duration = Duration::from_millis(250);
+
+/// [`ask`], asked again while nobody answers, for up to [`FAILOVER_WAIT`].
+async fn ask_through_failover(
+    client: &async_nats::Client,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, flotilla_scheduler::service::AskError> {
+    let deadline = tokio::time::Instant::now() + FAILOVER_WAIT;
+    loop {
+        match ask(client, req, timeout).await {
+            Err(flotilla_scheduler::service::AskError::Request(e))
+                if e.kind() == async_nats::RequestErrorKind::NoResponders
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(FAILOVER_POLL).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Asks the service, turning a refusal into the user's error.
@@ -68,8 +95,10 @@ async fn request(
     req: &Request,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    let answer = ask(client, req, timeout).await.map_err(|e| {
-        anyhow::Error::new(e).context(UserError {
+    let answer = ask_through_failover(client, req, timeout)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(UserError {
             message: "the scheduler service did not answer".into(),
             hint: Some(
                 "is `flotilla scheduler run` up on the control host? (x-flotilla.scheduler.mode: \
@@ -78,7 +107,7 @@ async fn request(
             ),
             code: FAILED,
         })
-    })?;
+        })?;
     match answer {
         Response::Refused { reason, hint } => Err(UserError {
             message: reason,
@@ -87,6 +116,103 @@ async fn request(
         }
         .into()),
         other => Ok(other),
+    }
+}
+
+/// Has the service record a host's enrolment (the CLI read the identity over SSH).
+pub async fn enroll(
+    client: &async_nats::Client,
+    enrolment: control::Enrolment,
+) -> anyhow::Result<crate::enrol::Outcome> {
+    let host = enrolment.host.clone();
+    let req = Request::Enroll(Box::new(enrolment));
+    match request(client, &req, REQUEST_TIMEOUT)
+        .await
+        .with_context(|| format!("enrolling {host} in the scheduler service"))?
+    {
+        Response::Enrolled {
+            signing_key: Some(signing_key),
+        } => Ok(crate::enrol::Outcome::Enrolled { signing_key }),
+        Response::Enrolled { signing_key: None } => Ok(crate::enrol::Outcome::Unchanged),
+        _ => anyhow::bail!("the scheduler service answered Enroll with something else"),
+    }
+}
+
+/// How long setup waits for the scheduler service it just started (or upgraded) to answer:
+/// the container reaches NATS (retrying while NATS starts) and subscribes.
+pub const SERVICE_START_WAIT: Duration = Duration::from_secs(60);
+/// How often the starting service is asked again: "no responders" comes back at once.
+const SERVICE_START_POLL: Duration = Duration::from_millis(250);
+
+/// Waits until the service answers `Key`, and checks that it answers with `pinned` (the key
+/// setup read over SSH from its state directory).
+pub async fn await_service(client: &async_nats::Client, pinned: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + SERVICE_START_WAIT;
+    loop {
+        match ask(
+            client,
+            &Request::Key,
+            SERVICE_START_POLL.max(Duration::from_secs(2)),
+        )
+        .await
+        {
+            Ok(Response::Key { public }) if public == pinned => return Ok(()),
+            Ok(Response::Key { public }) => {
+                return Err(UserError {
+                    message: format!(
+                        "the scheduler service on NATS answers with key {public}, not the \
+                         {pinned} its host holds"
+                    ),
+                    hint: Some("another process answers as the scheduler service: find it".into()),
+                    code: FAILED,
+                }
+                .into());
+            }
+            Ok(_) => anyhow::bail!("the scheduler service answered Key with something else"),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(e).context(UserError {
+                    message: format!(
+                        "the scheduler service did not answer within {SERVICE_START_WAIT:?}"
+                    ),
+                    hint: Some(
+                        "see `flotilla server exec -p 'docker logs flotilla-scheduler'`".into(),
+                    ),
+                    code: FAILED,
+                }));
+            }
+            Err(_) => tokio::time::sleep(SERVICE_START_POLL).await,
+        }
+    }
+}
+
+/// Pins `public` (read from the control host over SSH by setup) in `.flotilla/service.pub`;
+/// a different key already pinned is refused, as SSH refuses a changed host key.
+pub fn pin_service_key(root: &Path, public: &str) -> anyhow::Result<()> {
+    let path = root.join(".flotilla").join("service.pub");
+    match std::fs::read_to_string(&path) {
+        Ok(pinned) if pinned.trim() == public => Ok(()),
+        Ok(pinned) => Err(UserError {
+            message: format!(
+                "the scheduler service's key changed: {} pins {}, the control host now holds {public}",
+                path.display(),
+                pinned.trim()
+            ),
+            hint: Some(format!(
+                "if the service's state was reset on purpose, delete {} and run setup again",
+                path.display()
+            )),
+            code: FAILED,
+        }
+        .into()),
+        Err(_) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&path, format!("{public}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        }
     }
 }
 
@@ -142,6 +268,8 @@ pub struct Ask<'a> {
     pub json: bool,
     pub quiet: bool,
     pub command: &'static str,
+    /// `-H`: Kamal's hooks are not run.
+    pub skip_hooks: bool,
 }
 
 /// Sends the rollout to the service and renders it until it ends: the exit result.
@@ -160,6 +288,7 @@ pub async fn rollout(a: Ask<'_>) -> anyhow::Result<()> {
             .with_context(|| format!("sealing {name} to the scheduler service"))?;
         secrets.push((name.to_owned(), sealed));
     }
+    let rollout_actor = a.actor.clone();
     let rollout = Rollout {
         kind: a.kind,
         deploy_id: a.deploy_id.clone(),
@@ -190,8 +319,116 @@ pub async fn rollout(a: Ask<'_>) -> anyhow::Result<()> {
     let timeout = REQUEST_TIMEOUT + a.lock_wait.unwrap_or_default();
     request(&client, &Request::Rollout(Box::new(rollout)), timeout).await?;
     let mut progress = Progress::new(Mode::choose(a.json, a.quiet), a.deploy_id.clone());
-    watch(&client, live, &mut progress).await?;
-    summarize(a.command, &a.deploy_id, &progress)
+    let mut hooks = LocalHooks {
+        config: a.config,
+        root: a.root,
+        skip: a.skip_hooks,
+        command: a.command,
+        actor: rollout_actor,
+        context: None,
+        started: tokio::time::Instant::now(),
+        failed: None,
+    };
+    watch(&client, live, &mut progress, Some(&mut hooks)).await?;
+    let summary = summarize(a.command, &a.deploy_id, &progress);
+    match hooks.failed.take() {
+        // The hook's failure is why the deploy stopped (or why the command fails).
+        Some(e) => Err(e),
+        None => {
+            summary?;
+            hooks.finish(&progress).await
+        }
+    }
+}
+
+/// Kamal's hooks after `pre-build`, run on this machine (where the project and its hooks
+/// are) as the service streams the deploy's events, as Kamal runs them around its own
+/// steps: `pre-deploy` once the deploy is recorded under the lock (`DeployRequested`),
+/// `pre-app-boot` when the rollout starts (`DeployStarted`), `post-app-boot` when it ends,
+/// `post-deploy` after a successful deploy. The service does not wait for them: a failing
+/// `pre-deploy` or `pre-app-boot` cancels the deploy (no host starts; hosts already
+/// started finish), and any failing hook fails the command. Their runs are not in the log
+/// (only the service writes it).
+struct LocalHooks<'a> {
+    config: &'a Config,
+    root: &'a Path,
+    skip: bool,
+    command: &'static str,
+    actor: String,
+    /// Kamal's variables, from the recorded `DeployRequested` (version and hosts as the
+    /// service planned them).
+    context: Option<flotilla_scheduler::hooks::HookContext>,
+    started: tokio::time::Instant,
+    failed: Option<anyhow::Error>,
+}
+
+impl LocalHooks<'_> {
+    /// Runs the hooks `event` reaches; a failure before the boot asks the service to cancel.
+    async fn on_event(&mut self, client: &async_nats::Client, event: &Envelope) {
+        if self.failed.is_some() {
+            return;
+        }
+        let (name, cancels) = match &event.event {
+            Event::DeployRequested(r) => {
+                self.context = Some(flotilla_scheduler::hooks::HookContext {
+                    service: r.service.clone(),
+                    version: r.version.clone(),
+                    destination: r.destination.clone(),
+                    hosts: r.hosts.iter().map(|h| h.host.clone()).collect(),
+                    roles: self.config.servers.iter().map(|r| r.name.clone()).collect(),
+                    command: self.command.to_owned(),
+                    subcommand: None,
+                    performer: self.actor.clone(),
+                    recorded_at: event.at.to_string(),
+                    runtime: None,
+                });
+                ("pre-deploy", true)
+            }
+            Event::DeployStarted(_) => ("pre-app-boot", true),
+            Event::DeployCompleted(_) | Event::DeployFailed(_) | Event::DeployCancelled(_) => {
+                ("post-app-boot", false)
+            }
+            _ => return,
+        };
+        if let Err(e) = self.run(name).await {
+            if cancels {
+                let deploy_id = event.deploy_id.clone();
+                if let Err(c) =
+                    request(client, &Request::Cancel { deploy_id }, REQUEST_TIMEOUT).await
+                {
+                    eprintln!("flotilla: cancelling after the {name} hook failed: {c:#}");
+                }
+            }
+            self.failed = Some(e);
+        }
+    }
+
+    async fn run(&self, name: &str) -> anyhow::Result<()> {
+        let Some(context) = &self.context else {
+            return Ok(());
+        };
+        let hooks = flotilla_scheduler::procedure::Hooks {
+            config: self.config,
+            root: self.root,
+            skip: self.skip,
+        };
+        let (_, result) = hooks.run(name, context).await;
+        result.map_err(|e| {
+            crate::rollout::user_error(flotilla_scheduler::procedure::ProcedureError::Hook(e))
+        })
+    }
+
+    /// After a successful deploy: `post-deploy` with Kamal's `KAMAL_RUNTIME`.
+    async fn finish(mut self, progress: &Progress) -> anyhow::Result<()> {
+        if progress.state().status != DeployStatus::Completed {
+            return Ok(());
+        }
+        let runtime = self.started.elapsed().as_secs();
+        if let Some(c) = self.context.as_mut() {
+            c.runtime = Some(runtime);
+        }
+        self.run("post-deploy").await
+    }
 }
 
 /// `flotilla replay ID --follow`: the deploy's events so far, then live until it ends.
@@ -203,7 +440,8 @@ pub async fn follow(config: &Config, id: &str, json: bool) -> anyhow::Result<()>
         .await
         .context("following the deploy's events")?;
     let mut progress = Progress::new(Mode::choose(json, false), id.clone());
-    watch(&client, live, &mut progress).await?;
+    // Hooks belong to the command that asked for the deploy, not to a watcher.
+    watch(&client, live, &mut progress, None).await?;
     summarize("deploy", &id, &progress)
 }
 
@@ -226,19 +464,27 @@ async fn watch(
     client: &async_nats::Client,
     mut live: async_nats::Subscriber,
     progress: &mut Progress,
+    mut hooks: Option<&mut LocalHooks<'_>>,
 ) -> anyhow::Result<()> {
     let id = progress.state().deploy_id.clone();
     let mut last = 0;
     let show = |events: Vec<Envelope>, last: &mut u64, progress: &mut Progress| {
+        let mut shown = Vec::new();
         for e in events {
             if e.seq > *last && e.deploy_id == id {
                 *last = e.seq;
                 progress.on_event(&e);
+                shown.push(e);
             }
         }
+        shown
     };
     let shown = events(client, Some(&id), 1).await?;
-    show(shown, &mut last, progress);
+    for e in show(shown, &mut last, progress) {
+        if let Some(h) = hooks.as_deref_mut() {
+            h.on_event(client, &e).await;
+        }
+    }
     let detach = crate::lifecycle::shutdown_signal();
     tokio::pin!(detach);
     loop {
@@ -254,13 +500,21 @@ async fn watch(
                 Ok(Some(message)) => {
                     let event: Envelope = wire::decode(&message.payload)
                         .context("an event on FLOTILLA_LOG")?;
-                    show(vec![event], &mut last, progress);
+                    for e in show(vec![event], &mut last, progress) {
+                        if let Some(h) = hooks.as_deref_mut() {
+                            h.on_event(client, &e).await;
+                        }
+                    }
                 }
                 Ok(None) => anyhow::bail!("the NATS subscription ended"),
                 Err(_) => {
                     if !running(client, &id).await? {
                         let rest = events(client, Some(&id), last + 1).await?;
-                        show(rest, &mut last, progress);
+                        for e in show(rest, &mut last, progress) {
+                            if let Some(h) = hooks.as_deref_mut() {
+                                h.on_event(client, &e).await;
+                            }
+                        }
                         return Ok(());
                     }
                 }
@@ -305,8 +559,13 @@ async fn events(
 /// local log, so every machine shows the same answer.
 pub async fn mirror(config: &Config) -> anyhow::Result<MemoryLog> {
     let (client, _endpoint) = connect(config).await?;
+    mirror_with(&client).await
+}
+
+/// [`mirror`] over a client already connected.
+pub async fn mirror_with(client: &async_nats::Client) -> anyhow::Result<MemoryLog> {
     let log = MemoryLog::new();
-    for e in events(&client, None, 1).await? {
+    for e in events(client, None, 1).await? {
         log.append(NewEvent {
             id: e.id,
             deploy_id: e.deploy_id,
@@ -417,6 +676,7 @@ pub async fn ask_rollout(
         json: args.json,
         quiet: args.quiet,
         command,
+        skip_hooks: args.skip_hooks,
     })
     .await
 }

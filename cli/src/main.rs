@@ -10,12 +10,13 @@ mod client;
 mod commands;
 mod enrol;
 mod exit;
+mod git_clone;
 mod lifecycle;
 mod progress;
 mod rollout;
 mod session;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Deploy Docker apps to your own servers: Kamal-compatible, event-sourced.
 #[derive(Debug, Parser)]
@@ -93,7 +94,7 @@ fn main() {
             .find_subcommand(name)
             .is_some()
     });
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse(args) {
         Ok(cli) => cli,
         // --help and --version are not errors; a usage error exits 64 like a config error.
         Err(e) => {
@@ -141,10 +142,210 @@ fn main() {
     exit::finish(result);
 }
 
+/// Kamal's top-level commands, in `kamal help`'s order; `flotilla --help` lists them first,
+/// then Flotilla's own. (`upgrade`, Kamal 1 to 2 in place, has no Flotilla equivalent: see
+/// ARCHITECTURE.md.)
+const KAMAL_COMMANDS: &[&str] = &[
+    "accessory",
+    "app",
+    "audit",
+    "build",
+    "config",
+    "deploy",
+    "details",
+    "docs",
+    "help",
+    "init",
+    "lock",
+    "proxy",
+    "prune",
+    "redeploy",
+    "registry",
+    "remove",
+    "rollback",
+    "secrets",
+    "server",
+    "setup",
+    "version",
+];
+
+/// Parses the arguments with `flotilla --help` grouped as `kamal help` lists its commands.
+fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    let command = Cli::command();
+    let template = grouped_help(&command);
+    let matches = command.help_template(template).try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The top-level help: Kamal's commands (as `kamal help` lists them), then Flotilla's own
+/// (event log, scheduler, agents), each with its one-line description.
+fn grouped_help(command: &clap::Command) -> String {
+    let about = |name: &str| {
+        command
+            .find_subcommand(name)
+            .and_then(|c| c.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "Print this message or the help of the given command".into())
+    };
+    let line = |name: &str| format!("  {name:<11} {}\n", about(name));
+    let kamal: String = KAMAL_COMMANDS.iter().map(|n| line(n)).collect();
+    let own: String = command
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|n| !KAMAL_COMMANDS.contains(n))
+        .map(line)
+        .collect();
+    format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n\
+         Kamal's commands:\n{kamal}\nFlotilla's own:\n{own}\n\
+         Options:\n{{options}}{{after-help}}"
+    )
+}
+
 /// Runs an async command on a fresh multi-threaded runtime.
 fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `flotilla --help` lists Kamal's commands in `kamal help`'s order, then every other
+    /// command, each once.
+    #[test]
+    fn help_groups_kamals_commands_first() {
+        let help = grouped_help(&Cli::command());
+        let (kamal, own) = help.split_once("Flotilla's own:").unwrap();
+        let listed = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("  "))
+                .map(|l| l.split_whitespace().next().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(listed(kamal), KAMAL_COMMANDS);
+        let mut all: Vec<String> = listed(kamal).into_iter().chain(listed(own)).collect();
+        let mut names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .chain(["help".to_owned()])
+            .collect();
+        all.sort();
+        names.sort();
+        assert_eq!(all, names);
+        assert!(listed(own).contains(&"replay".to_owned()), "{help}");
+    }
+
+    /// Every command of Kamal's (`kamal help` and each group's own help, as the reference
+    /// lists them) and of the seed's guide parses as a Flotilla command.
+    #[test]
+    fn every_kamal_command_has_an_equivalent() {
+        let commands: &[&[&str]] = &[
+            &["setup", "--skip-push"],
+            &[
+                "deploy",
+                "--skip-push",
+                "--version",
+                "abc123",
+                "-d",
+                "staging",
+            ],
+            &["redeploy"],
+            &["rollback", "v1"],
+            &["details"],
+            &["audit"],
+            &["config"],
+            &["docs", "proxy"],
+            &["init"],
+            &["remove", "-y"],
+            &["version"],
+            &["app", "boot"],
+            &["app", "start"],
+            &["app", "stop"],
+            &["app", "details"],
+            &[
+                "app",
+                "exec",
+                "-i",
+                "--reuse",
+                "-e",
+                "A:b",
+                "bin/rails console",
+            ],
+            &["app", "containers"],
+            &["app", "stale_containers", "--stop"],
+            &["app", "images"],
+            &["app", "logs", "-f", "-n", "10", "-s", "5m", "-g", "ERROR"],
+            &["app", "remove"],
+            &["app", "live"],
+            &["app", "maintenance", "--message", "soon"],
+            &["app", "version"],
+            &["accessory", "boot", "all"],
+            &["accessory", "reboot", "db"],
+            &["accessory", "start", "db"],
+            &["accessory", "stop", "db"],
+            &["accessory", "restart", "db"],
+            &["accessory", "details", "db"],
+            &["accessory", "exec", "db", "-i", "psql -U postgres"],
+            &["accessory", "logs", "db"],
+            &["accessory", "remove", "db", "-y"],
+            &["accessory", "upgrade", "all"],
+            &["proxy", "boot"],
+            &["proxy", "reboot", "--rolling"],
+            &["proxy", "start"],
+            &["proxy", "stop"],
+            &["proxy", "restart"],
+            &["proxy", "details"],
+            &["proxy", "logs", "-f"],
+            &["proxy", "remove"],
+            &["proxy", "boot_config", "get"],
+            &["proxy", "boot_config", "set"],
+            &["proxy", "boot_config", "reset"],
+            &["build", "push"],
+            &["build", "deliver"],
+            &["build", "pull"],
+            &["build", "create"],
+            &["build", "remove"],
+            &["build", "details"],
+            &["lock", "status"],
+            &["lock", "acquire", "-m", "migrating"],
+            &["lock", "release"],
+            &["prune", "all"],
+            &["prune", "images"],
+            &["prune", "containers", "--retain", "2"],
+            &["registry", "login"],
+            &["registry", "logout"],
+            &["registry", "setup"],
+            &["registry", "remove"],
+            &["server", "bootstrap"],
+            &["server", "exec", "date"],
+            &["server", "exec", "-i", "bash"],
+            &[
+                "secrets",
+                "fetch",
+                "-a",
+                "1password",
+                "--account",
+                "a",
+                "--from",
+                "v/i",
+                "DB",
+            ],
+            &["secrets", "extract", "DB", "{}"],
+            &["secrets", "print"],
+        ];
+        for args in commands {
+            let argv = std::iter::once("flotilla").chain(args.iter().copied());
+            let parsed = parse(argv.map(std::ffi::OsString::from).collect());
+            assert!(
+                parsed.is_ok(),
+                "flotilla {}: {:?}",
+                args.join(" "),
+                parsed.err()
+            );
+        }
+    }
 }

@@ -172,6 +172,15 @@ fn raw_detail(event: &Event) -> String {
         Event::HookRan(h) => format!("{} exit {}", h.name, h.exit_code),
         Event::LockAcquired(l) => l.holder.clone(),
         Event::RollbackStarted(r) => format!("to {} ({})", r.to_version, r.reason),
+        Event::OperationStarted(o) => {
+            format!("{} on {} host(s)", o.operation, o.hosts.len())
+        }
+        Event::OperationSucceeded(o) => o.operation.to_string(),
+        Event::OperationFailed(o) => format!("{}: {}", o.operation, first_line(&o.reason)),
+        Event::OperationFinished(o) if o.failed.is_empty() => o.operation.to_string(),
+        Event::OperationFinished(o) => {
+            format!("{}, failed on {}", o.operation, o.failed.join(", "))
+        }
         _ => String::new(),
     }
 }

@@ -71,10 +71,6 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub fn open(args: &FleetArgs) -> anyhow::Result<Session> {
-        Session::open_with(args, load_config(args)?)
-    }
-
     /// [`Session::open`] with the config already loaded (by [`load_config`]).
     pub fn open_with(args: &FleetArgs, config: Config) -> anyhow::Result<Session> {
         let root = std::env::current_dir().context("reading the current directory")?;
@@ -87,7 +83,12 @@ impl Session {
             .map_or(LOG_BUSY_WAIT, Duration::from_secs)
             .max(LOG_BUSY_WAIT);
         let log = open_log(&args.log, wait).map_err(|e| {
-            let hint = e.next_step(&args.log).map(|s| s.to_string());
+            let mut hint = e.next_step(&args.log).map(|s| s.to_string());
+            // A deploy from the same directory holds the log for its whole rollout: say how
+            // to queue behind it, as the deploy lock's refusal does.
+            if matches!(e, flotilla_events::LogError::Locked { .. }) && args.lock_wait.is_none() {
+                hint = hint.map(|h| format!("{h}, or wait for it with --lock-wait SECONDS"));
+            }
             anyhow::Error::new(e).context(UserError {
                 message: format!("cannot open the event log {}", args.log.display()),
                 hint,
@@ -201,6 +202,9 @@ pub fn operator_nkey(root: &Path) -> anyhow::Result<nkeys::KeyPair> {
 pub struct NatsEndpoint {
     pub url: String,
     pub creds: Option<PathBuf>,
+    /// The one CA NATS's certificate must chain to (TLS required): `.flotilla/nats-ca.pem`
+    /// for the NATS setup booted, `x-flotilla.nats.ca` or `FLOTILLA_NATS_CA` for another.
+    pub ca: Option<PathBuf>,
     /// The operators' key, for the NATS `flotilla setup` booted (it admits no one else).
     nkey_seed: Option<zeroize::Zeroizing<String>>,
     /// Set when NATS is the one `flotilla setup` boots: `127.0.0.1:PORT` forwarded over SSH to
@@ -212,6 +216,7 @@ impl std::fmt::Debug for NatsEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsEndpoint")
             .field("url", &self.url)
+            .field("ca", &self.ca)
             .field("tunnelled", &self.tunnel.is_some())
             .finish()
     }
@@ -228,6 +233,7 @@ impl NatsEndpoint {
         flotilla_scheduler::transport::bus::NatsAuth {
             creds: self.creds.clone(),
             nkey_seed: self.nkey_seed.clone(),
+            ca: self.ca.clone(),
         }
     }
 
@@ -264,6 +270,7 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         return Ok(NatsEndpoint {
             url,
             creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
+            ca: configured.and_then(|n| n.ca.as_ref().map(PathBuf::from)),
             nkey_seed: None,
             tunnel: None,
         });
@@ -272,6 +279,7 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         return Ok(NatsEndpoint {
             url,
             creds: None,
+            ca: std::env::var_os("FLOTILLA_NATS_CA").map(PathBuf::from),
             nkey_seed: None,
             tunnel: None,
         });
@@ -284,6 +292,8 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         }
         .into());
     };
+    let root = std::env::current_dir().context("reading the current directory")?;
+    let ca = nats_ca_file(&root)?;
     let pool = crate::commands::fanout::pool(config);
     let tunnel_err = |e: flotilla_ssh::Error| {
         anyhow::Error::new(e).context(UserError {
@@ -299,12 +309,38 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
         .forward_tcp("127.0.0.1", flotilla_setup::plan::NATS_PORT)
         .await
         .map_err(tunnel_err)?;
-    let root = std::env::current_dir().context("reading the current directory")?;
     let operator = operator_nkey(&root)?;
     Ok(NatsEndpoint {
         url: format!("nats://{}", forward.local_addr()),
         creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
+        ca: Some(ca),
         nkey_seed: operator.seed().ok().map(zeroize::Zeroizing::new),
         tunnel: Some((pool, forward)),
     })
+}
+
+/// The project's NATS CA (`.flotilla/nats-ca.pem`, made by `flotilla setup`): the only CA the
+/// CLI trusts for the NATS setup booted. Never made here: a CA NATS does not use would only
+/// turn every connection into a certificate error.
+fn nats_ca_file(root: &Path) -> anyhow::Result<PathBuf> {
+    let path = root
+        .join(".flotilla")
+        .join(flotilla_setup::tls::CA_CERT_FILE);
+    if path.exists() {
+        return Ok(path);
+    }
+    Err(UserError {
+        message: format!(
+            "no NATS CA at {}: the NATS on the control host speaks TLS with a certificate from \
+             this project's CA",
+            path.display()
+        ),
+        hint: Some(
+            "run `flotilla server bootstrap` (it makes the CA once and gives NATS its \
+             certificate), or copy .flotilla/ from the machine that set the hosts up"
+                .into(),
+        ),
+        code: FAILED,
+    }
+    .into())
 }

@@ -73,6 +73,10 @@ event_enum! {
         AccessoryBooted(AccessoryBooted),
         AccessoryRemoved(AccessoryRemoved),
         HostEnrolled(HostEnrolled),
+        OperationStarted(OperationStarted),
+        OperationSucceeded(OperationSucceeded),
+        OperationFailed(OperationFailed),
+        OperationFinished(OperationFinished),
     }
 }
 
@@ -362,6 +366,128 @@ pub struct AccessoryBooted {
 pub struct AccessoryRemoved {
     /// Accessory name.
     pub name: String,
+}
+
+/// A state-changing command other than a rollout (Kamal's `app stop`, `accessory reboot`,
+/// `prune`, `proxy reboot`, ...), named for what it does: a stop is recorded as a stop.
+/// Append new variants at the end only (the binary log stores the position).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `app start`: the existing container of this version (`None`: the newest) started.
+    AppStart { version: Option<String> },
+    /// `app stop`: the running app containers stopped.
+    AppStop,
+    /// `app remove`: the app's containers and images removed.
+    AppRemove,
+    /// `app stale_containers --stop`: running containers of older versions stopped.
+    StaleContainersStop,
+    /// `app maintenance`: the proxies answer 503 with this message.
+    AppMaintenance { message: Option<String> },
+    /// `app live`: the proxies forward to the app again.
+    AppLive,
+    /// `accessory VERB NAME`.
+    Accessory {
+        name: String,
+        action: AccessoryAction,
+    },
+    /// `prune`: stopped containers beyond `retain` and/or unused images removed.
+    Prune {
+        containers: bool,
+        images: bool,
+        retain: u32,
+    },
+    /// `proxy VERB`.
+    Proxy { action: ProxyAction },
+}
+
+/// What an accessory operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessoryAction {
+    Boot,
+    Reboot,
+    Start,
+    Stop,
+    Restart,
+    Remove,
+    Upgrade,
+}
+
+/// What a proxy operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyAction {
+    Boot,
+    Reboot,
+    Start,
+    Stop,
+    Restart,
+    Remove,
+}
+
+impl std::fmt::Display for Operation {
+    /// The command as a user types it (`app stop`, `accessory reboot db`, `prune all`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Operation::AppStart { version: Some(v) } => write!(f, "app start --version {v}"),
+            Operation::AppStart { version: None } => f.write_str("app start"),
+            Operation::AppStop => f.write_str("app stop"),
+            Operation::AppRemove => f.write_str("app remove"),
+            Operation::StaleContainersStop => f.write_str("app stale_containers --stop"),
+            Operation::AppMaintenance { .. } => f.write_str("app maintenance"),
+            Operation::AppLive => f.write_str("app live"),
+            Operation::Accessory { name, action } => {
+                let verb = format!("{action:?}").to_lowercase();
+                write!(f, "accessory {verb} {name}")
+            }
+            Operation::Prune {
+                containers: true,
+                images: true,
+                ..
+            } => f.write_str("prune all"),
+            Operation::Prune {
+                containers: true,
+                retain,
+                ..
+            } => write!(f, "prune containers --retain {retain}"),
+            Operation::Prune { .. } => f.write_str("prune images"),
+            Operation::Proxy { action } => {
+                write!(f, "proxy {}", format!("{action:?}").to_lowercase())
+            }
+        }
+    }
+}
+
+/// A state-changing command began on these hosts, under the deploy lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationStarted {
+    pub operation: Operation,
+    pub service: String,
+    pub destination: Option<String>,
+    /// The hosts it runs on, in order.
+    pub hosts: Vec<String>,
+}
+
+/// The operation did what it says on the envelope's host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationSucceeded {
+    pub operation: Operation,
+}
+
+/// The operation failed on the envelope's host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationFailed {
+    pub operation: Operation,
+    /// Exit status and error text (never a container's log or a secret).
+    pub reason: String,
+}
+
+/// The operation ended; `failed` names the hosts where it did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationFinished {
+    pub operation: Operation,
+    pub failed: Vec<String>,
 }
 
 #[cfg(test)]

@@ -244,5 +244,46 @@ pub fn every_event_type() -> Vec<NewEvent> {
         }
         .into(),
     )]));
+    let stop = Story {
+        deploy_id: DeployId::from("01D0000000000000000000STOP"),
+        first_id: 5000,
+        ..Story::new("", "v1", 0)
+    };
+    let operation = Operation::AppStop;
+    events.extend(stop.wrap(vec![
+        (
+            None,
+            OperationStarted {
+                operation: operation.clone(),
+                service: "app".into(),
+                destination: None,
+                hosts: vec!["web-1".into(), "web-2".into()],
+            }
+            .into(),
+        ),
+        (
+            Some("web-1"),
+            OperationSucceeded {
+                operation: operation.clone(),
+            }
+            .into(),
+        ),
+        (
+            Some("web-2"),
+            OperationFailed {
+                operation: operation.clone(),
+                reason: "exit 1: Error response from daemon: cannot stop container".into(),
+            }
+            .into(),
+        ),
+        (
+            None,
+            OperationFinished {
+                operation,
+                failed: vec!["web-2".into()],
+            }
+            .into(),
+        ),
+    ]));
     events
 }

@@ -9,6 +9,8 @@
 //! - [`journal`]: finished jobs and their reports, so no job runs twice;
 //! - [`job`]: one job's steps in order, reported as they finish;
 //! - [`steps`]: what each step does, idempotently, through [`runtime`];
+//! - [`repoint`]: proxy routes followed to their containers' new addresses after an engine
+//!   restart;
 //! - [`telemetry`]: spans and step metrics of finished jobs, off unless configured;
 //! - [`runtime`]: the [`runtime::Runtime`] and [`runtime::Proxy`] seams, over Docker and the
 //!   proxy socket ([`runtime::docker`]) or simulated ([`runtime::sim`]).
@@ -37,6 +39,7 @@
 pub mod job;
 pub mod journal;
 pub mod keys;
+pub mod repoint;
 pub mod runtime;
 pub mod steps;
 pub mod telemetry;

@@ -45,16 +45,18 @@ pub enum Verb {
     Cancel,
     Events,
     Status,
+    Enroll,
 }
 
 impl Verb {
     /// Every verb, in subject order.
-    pub const ALL: [Verb; 5] = [
+    pub const ALL: [Verb; 6] = [
         Verb::Key,
         Verb::Rollout,
         Verb::Cancel,
         Verb::Events,
         Verb::Status,
+        Verb::Enroll,
     ];
 
     /// The subject token.
@@ -65,6 +67,7 @@ impl Verb {
             Verb::Cancel => "cancel",
             Verb::Events => "events",
             Verb::Status => "status",
+            Verb::Enroll => "enroll",
         }
     }
 }
@@ -103,6 +106,31 @@ pub fn log_stream() -> StreamSpec {
     }
 }
 
+/// The rollouts the service runs now, kept so that a scheduler taking over (HA failover, or
+/// the service restarted after a crash) can resume them: key = the deploy's token, value =
+/// the wire-encoded [`Rollout`] as asked (its secrets still sealed to the service's key).
+/// An entry is written before the rollout starts and deleted once it ended.
+pub const ROLLOUT_BUCKET: &str = "flotilla-rollouts";
+
+/// [`ROLLOUT_BUCKET`]'s stream: one value per running deploy, no age limit (a deploy can
+/// run for hours), the latest value only.
+pub fn rollout_bucket_stream() -> StreamSpec {
+    StreamSpec {
+        name: format!("KV_{ROLLOUT_BUCKET}"),
+        description: "flotilla: rollouts in progress, for a scheduler taking over".to_owned(),
+        subjects: vec![format!("$KV.{ROLLOUT_BUCKET}.>")],
+        retention: Retention::Limits,
+        storage: Storage::File,
+        discard: Discard::New,
+        max_age: None,
+        // Rendered configs are a few kB; a few deploys run at once.
+        max_bytes: 8 << 20,
+        max_messages_per_subject: Some(1),
+        duplicate_window: None,
+        key_value: true,
+    }
+}
+
 /// A request to the scheduler service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -120,6 +148,25 @@ pub enum Request {
     },
     /// The deploys running now.
     Status,
+    /// Record a host's executor identity, read by the CLI over the host's pinned SSH
+    /// connection (`flotilla setup`, `server enroll`): the service is the log's only writer,
+    /// so enrolments land in its log, and it applies the same rule as ever (changed keys
+    /// are refused unless `replace`).
+    Enroll(Box<Enrolment>),
+}
+
+/// What the CLI read from a host for its enrolment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub host: String,
+    /// The SSH host key fingerprint of the connection the identity was read over.
+    pub ssh_host_key: String,
+    /// The executor's `identity.pub`, as written on the host.
+    pub identity: String,
+    /// `--replace`: accept keys that differ from the enrolled ones.
+    pub replace: bool,
+    /// Who asks (Kamal's performer).
+    pub actor: String,
 }
 
 impl Request {
@@ -131,6 +178,7 @@ impl Request {
             Request::Cancel { .. } => Verb::Cancel,
             Request::Events { .. } => Verb::Events,
             Request::Status => Verb::Status,
+            Request::Enroll(_) => Verb::Enroll,
         }
     }
 }
@@ -216,6 +264,11 @@ pub enum Response {
     Refused {
         reason: String,
         hint: Option<String>,
+    },
+    /// An enrolment: recorded now with this signing key, or `None` when the host was
+    /// already enrolled with these keys.
+    Enrolled {
+        signing_key: Option<String>,
     },
 }
 

@@ -309,6 +309,31 @@ pub fn lock_bucket_stream() -> StreamSpec {
     }
 }
 
+/// The scheduler instances' leader lease (HA): one key, [`LEADER_KEY`], whose holder runs
+/// deploys; the others stand by.
+pub const LEADER_BUCKET: &str = "flotilla-leader";
+/// The one key of [`LEADER_BUCKET`].
+pub const LEADER_KEY: &str = "scheduler";
+
+/// The lease bucket's stream: entries live `ttl` after their last write (`max_age`), so a
+/// lease whose holder stopped renewing it (its host lost) is gone after `ttl` and another
+/// instance's create succeeds. Duplicates are not looked for beyond the lease's own life.
+pub fn leader_bucket_stream(ttl: Duration) -> StreamSpec {
+    StreamSpec {
+        name: format!("KV_{LEADER_BUCKET}"),
+        description: "flotilla: the scheduler leader lease".to_owned(),
+        subjects: vec![format!("$KV.{LEADER_BUCKET}.>")],
+        retention: Retention::Limits,
+        storage: Storage::File,
+        discard: Discard::New,
+        max_age: Some(ttl),
+        max_bytes: 1 << 16,
+        max_messages_per_subject: Some(1),
+        duplicate_window: Some(ttl),
+        key_value: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

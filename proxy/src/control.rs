@@ -72,6 +72,7 @@ impl Control {
                 spec: s.spec,
                 maintenance: s.maintenance,
                 gate: Gate::new(),
+                health: s.health,
             }));
         }
         let count = routes.len();
@@ -163,6 +164,7 @@ impl Control {
             gate: previous
                 .as_ref()
                 .map_or_else(Gate::new, |p| Arc::clone(&p.gate)),
+            health: Some(d.health.clone()),
         };
         self.data.router.update(|t| t.with(route));
         self.data
@@ -232,6 +234,7 @@ impl Control {
                 maintenance: r.maintenance.clone(),
                 paused: r.gate.is_paused(),
                 in_flight: r.target.in_flight(),
+                health: r.health.clone(),
             })
             .collect();
         Reply::Services { services }
@@ -254,6 +257,7 @@ impl Control {
                 maintenance: message,
                 gate: Arc::clone(&current.gate),
                 metrics: Arc::clone(&current.metrics),
+                health: current.health.clone(),
             })
         });
         self.save()?;
@@ -326,6 +330,7 @@ impl Control {
                 .map(|r| SavedService {
                     spec: r.spec.clone(),
                     maintenance: r.maintenance.clone(),
+                    health: r.health.clone(),
                 })
                 .collect(),
         };

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::RouteMetrics;
-use crate::spec::ServiceSpec;
+use crate::spec::{HealthCheck, ServiceSpec};
 use crate::target::{InFlight, Target};
 
 /// A service as the data path sees it.
@@ -26,6 +26,10 @@ pub struct Route {
     pub gate: Arc<Gate>,
     /// The request series of this service and target version.
     pub metrics: Arc<RouteMetrics>,
+    /// The health check its last deploy passed, so whoever points the service at a new
+    /// address of the same container (after an engine restart) can gate it the same way;
+    /// `None` for a route saved before the proxy kept it.
+    pub health: Option<HealthCheck>,
 }
 
 /// Pause state of a service: requests wait here until resumed or the limit passes.
@@ -224,6 +228,7 @@ mod tests {
             maintenance: None,
             gate: Gate::new(),
             metrics: crate::metrics::Metrics::new().for_route(name, "v1"),
+            health: None,
         }
     }
 

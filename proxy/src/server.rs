@@ -98,12 +98,6 @@ pub struct Running {
     grace_period: Duration,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ProxyError::Bind { what, addr, source })
-}
-
 /// Raises the open-file soft limit to the hard limit, as nginx's `worker_rlimit_nofile`:
 /// every client and every upstream connection is a descriptor, and the usual default soft
 /// limit (1,024) would cap the proxy far below `--max-connections`.
@@ -175,7 +169,21 @@ pub async fn start(config: ProxyConfig) -> Result<Running, ProxyError> {
         None => None,
     };
     let metrics_listener = match config.metrics {
-        Some(a) => Some(bind("metrics", a).await?),
+        // Shared (SO_REUSEPORT, as the data-plane listeners): a successor taking this proxy's
+        // place (`--listeners-socket`) binds the metrics port while this one still serves.
+        Some(a) => Some(
+            worker::bind_reuseport(a, 1)
+                .and_then(|mut l| {
+                    l.pop()
+                        .ok_or_else(|| std::io::Error::other("no listener bound"))
+                        .and_then(TcpListener::from_std)
+                })
+                .map_err(|source| ProxyError::Bind {
+                    what: "metrics",
+                    addr: a,
+                    source,
+                })?,
+        ),
         None => None,
     };
     let admin_listener = admin::bind(&config.admin_socket)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::ServiceSpec;
+use crate::spec::{HealthCheck, ServiceSpec};
 
 /// The file format's version, bumped when a change is not backward compatible.
 pub const STATE_VERSION: u32 = 1;
@@ -29,6 +29,9 @@ pub struct SavedService {
     /// The maintenance message while the service is in maintenance.
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// The health check of its last deploy (absent in files written before it was kept).
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
 }
 
 /// Reading or writing the state file failed.
@@ -129,6 +132,7 @@ mod tests {
             services: vec![SavedService {
                 spec: ServiceSpec::new("web", "127.0.0.1:3000", vec!["a.test".into()]),
                 maintenance: Some("back soon".into()),
+                health: Some(HealthCheck::default()),
             }],
         };
         save(&path, &state).unwrap();

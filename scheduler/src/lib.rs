@@ -8,6 +8,8 @@
 //! - [`procedure`]: the deploy procedures (`deploy`, `redeploy`, `rollback`, `resume`,
 //!   `auto_rollback`) as named stages over the two seams, [`transport::Transport`] and
 //!   `flotilla_events::EventLog`;
+//! - [`operation`]: state-changing commands other than rollouts (`app stop`, `prune`, `proxy
+//!   reboot`, ...) recorded as `Operation*` events with each host's outcome.
 //! - [`jobs`]: a host's planned steps as the signed job its executor runs, secrets sealed.
 //! - [`service`]: `flotilla scheduler run`, the procedures behind NATS requests, the log
 //!   published to `FLOTILLA_LOG`.
@@ -23,6 +25,7 @@ pub mod enrolment;
 pub mod hooks;
 pub mod jobs;
 pub mod metrics;
+pub mod operation;
 pub mod procedure;
 pub mod rollout;
 pub mod service;

@@ -81,6 +81,12 @@ fn secrets_are_sealed_to_the_host() {
     let rest = job_for(&plan, host, 3, &ctx).unwrap();
     assert_eq!(rest.steps.len(), host.steps.len() - 3);
     assert_ne!(rest.id, job.id);
+    // A resume that sends the host the same steps again (from step 0, within JetStream's
+    // two-minute dedup window) does so under a new id, the `Nats-Msg-Id`: a reused id
+    // would be dropped as a duplicate and the host would never get the job.
+    let again = job_for(&plan, host, 0, &ctx).unwrap();
+    assert_eq!(again.steps.len(), job.steps.len());
+    assert_ne!(again.id, job.id);
 }
 
 /// A host that was never enrolled has no key: the job cannot be made, and the error names

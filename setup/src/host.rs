@@ -34,6 +34,12 @@ pub enum HostError {
         #[source]
         source: ImageError,
     },
+    #[error("{host}: NATS's TLS certificate")]
+    Certificate {
+        host: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("{host}: remove failed: {output}")]
     Remove { host: String, output: String },
     #[error("{host}: the executor wrote no {path} within {after:?}")]
@@ -60,6 +66,11 @@ impl HostError {
                 _ => format!("check that {host} is up and the ssh: settings reach it"),
             },
             HostError::Image { source, .. } => source.hint().to_owned(),
+            HostError::Certificate { .. } => {
+                "check .flotilla/nats-ca.pem and .flotilla/nats-ca.key (remove both to make a \
+                 new CA: every host then gets it on the next setup)"
+                    .to_owned()
+            }
             HostError::Remove { host, .. } => format!(
                 "remove is safe to run again; see what is left with `flotilla server exec -h \
                  {host} 'docker ps -a; ls -A /etc/flotilla /var/lib/flotilla'`"
@@ -118,13 +129,15 @@ pub async fn run_step(
             return Ok(());
         }
         Step::MakeDirs => format!(
-            "mkdir -p {etc} {nats_etc} {exe} {proxy} {run} {nats} && chmod 0700 {etc} {nats_etc} {exe}",
+            "mkdir -p {etc} {nats_etc} {exe} {proxy} {run} {nats} {sched} && \
+             chmod 0700 {etc} {nats_etc} {exe} {sched}",
             etc = plan::ETC_DIR,
             nats_etc = plan::NATS_ETC,
             exe = plan::EXECUTOR_STATE,
             proxy = plan::PROXY_STATE,
             run = plan::RUN_DIR,
             nats = plan::NATS_STATE,
+            sched = plan::SCHEDULER_STATE,
         ),
         Step::LoadImage => {
             let reader = image.reader().await.map_err(|source| HostError::Image {
@@ -147,6 +160,19 @@ pub async fn run_step(
             .map_err(ssh_err(s))?;
             return Ok(());
         }
+        Step::InstallCertificate { cert } => {
+            // The key first: a certificate on the host always has its key beside it.
+            for (path, text) in [
+                (plan::NATS_KEY, cert.key_pem.as_str()),
+                (plan::NATS_CERT, cert.cert_pem.as_str()),
+            ] {
+                let bytes = zeroize::Zeroizing::new(text.as_bytes().to_vec());
+                s.upload(std::io::Cursor::new(bytes), path, 0o600)
+                    .await
+                    .map_err(ssh_err(s))?;
+            }
+            return Ok(());
+        }
         Step::Run { argv, .. } => docker(argv),
         Step::Start { name } => format!("docker start {}", shell_quote(name)),
         Step::Remove { name } => format!(
@@ -155,16 +181,16 @@ pub async fn run_step(
             n = shell_quote(name)
         ),
         Step::Reload { name } => format!("docker kill -s HUP {}", shell_quote(name)),
-        Step::HandOverProxy { argv } => handover(argv),
+        Step::HandOverProxy { argv } => handover_command(&docker(argv)),
     };
     let out = s.exec(&command).await.map_err(ssh_err(s))?;
     check(&host, step, out)
 }
 
-/// Start the new proxy beside the old, wait until it has taken the admin socket (its
-/// listeners are bound before that), then stop the old one (it stops accepting and drains
-/// in-flight requests) and give the new one the usual name.
-fn handover(argv: &[String]) -> String {
+/// Start the new proxy beside the old (`run`: its rendered `docker run`), wait until it has
+/// taken the admin socket (its listeners are bound before that), then stop the old one (it
+/// stops accepting and drains in-flight requests) and give the new one the usual name.
+pub(crate) fn handover_command(run: &str) -> String {
     let sock = format!("{}/proxy.sock", plan::RUN_DIR);
     format!(
         "old=$(stat -c %i {sock} 2>/dev/null); docker rm -f {next} >/dev/null 2>&1; \
@@ -177,7 +203,6 @@ fn handover(argv: &[String]) -> String {
          docker rename {next} {proxy}",
         next = plan::PROXY_NEXT,
         proxy = plan::PROXY,
-        run = docker(argv),
         t = plan::STOP_TIMEOUT_SECS,
     )
 }
@@ -233,6 +258,31 @@ pub async fn read_identity(s: &Session) -> Result<String, HostError> {
                 host: s.host().to_owned(),
                 path,
                 after: IDENTITY_WAIT,
+            });
+        }
+        tokio::time::sleep(IDENTITY_POLL).await;
+    }
+}
+
+/// How long the scheduler service may take to write `service.pub` after its container
+/// started (it writes it before it reaches NATS).
+pub const SERVICE_KEY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for the scheduler service's `service.pub` and returns the key (base64).
+pub async fn read_service_key(s: &Session) -> Result<String, HostError> {
+    let command = format!("cat {} 2>/dev/null", shell_quote(plan::SERVICE_PUB));
+    let deadline = tokio::time::Instant::now() + SERVICE_KEY_WAIT;
+    loop {
+        let out = s.exec(&command).await.map_err(ssh_err(s))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.success() && !text.is_empty() {
+            return Ok(text);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(HostError::NoIdentity {
+                host: s.host().to_owned(),
+                path: plan::SERVICE_PUB.to_owned(),
+                after: SERVICE_KEY_WAIT,
             });
         }
         tokio::time::sleep(IDENTITY_POLL).await;

@@ -18,6 +18,8 @@
 //! - The agents and NATS use host networking: the proxy listens on the host's 80/443 and
 //!   reaches app containers at their addresses on the `kamal` network, as a host process
 //!   would; a new proxy can bind beside the old one (SO_REUSEPORT) while the old one drains.
+//! - NATS setup boots speaks TLS only, with a certificate from the project's own CA
+//!   (`tls`); every host gets that CA as the one its executor trusts for NATS.
 //! - Only `flotilla-ssh` is used to reach hosts; nothing here knows the event log or NATS.
 //!   Enrolment hands the executor's identity and the host key fingerprint back to the caller.
 #![forbid(unsafe_code)]
@@ -25,10 +27,14 @@
 pub mod host;
 pub mod image;
 pub mod plan;
+pub mod proxy;
+pub mod tls;
 
 pub use host::HostError;
 pub use image::{AgentImage, ImageError};
-pub use plan::{HostSpec, NatsSettings, NatsSpec, RemoveSpec, Step};
+pub use plan::{HostSpec, NatsSettings, NatsSpec, NatsTls, RemoveSpec, SchedulerSpec, Step};
+pub use proxy::{ProxyRun, ProxyRunError};
+pub use tls::{ProjectCa, ServerCert, TlsError};
 
 use flotilla_ssh::Pool;
 
@@ -53,6 +59,8 @@ pub struct Bootstrapped {
     pub fingerprint: String,
     /// The executor's `identity.pub`, as written.
     pub identity: String,
+    /// The scheduler service's sealing key (`service.pub`), on the host that runs it.
+    pub service_key: Option<String>,
 }
 
 /// Bootstraps every host in `specs` in parallel; one result per host, in order.
@@ -83,7 +91,11 @@ pub async fn bootstrap_host(
         source: Box::new(source),
     })?;
     let facts = host::probe(&session, &image.tag).await?;
-    let steps = plan::plan(spec, &facts);
+    let renewed = renewed_certificate(spec, &facts).map_err(|source| HostError::Certificate {
+        host: host.clone(),
+        source,
+    })?;
+    let steps = plan::plan(spec, &facts, renewed.as_ref());
     let names: Vec<String> = steps.iter().map(Step::describe).collect();
     report(Progress::Planned {
         host: host.clone(),
@@ -97,6 +109,10 @@ pub async fn bootstrap_host(
         });
     }
     let identity = host::read_identity(&session).await?;
+    let service_key = match &spec.scheduler {
+        Some(_) => Some(host::read_service_key(&session).await?),
+        None => None,
+    };
     report(Progress::Done {
         host: host.clone(),
         changed: !steps.is_empty(),
@@ -106,7 +122,28 @@ pub async fn bootstrap_host(
         steps: names,
         fingerprint: session.host_key_fingerprint().to_owned(),
         identity,
+        service_key,
     })
+}
+
+/// NATS's new server certificate when the one on the host is missing, not this CA's, names
+/// other names or nears its end; `None` when it is current (or setup boots no NATS here).
+fn renewed_certificate(
+    spec: &HostSpec,
+    facts: &plan::Facts,
+) -> Result<Option<ServerCert>, TlsError> {
+    let Some(tls) = spec.nats.as_ref().and_then(|n| n.tls.as_ref()) else {
+        return Ok(None);
+    };
+    let names = tls.names_for(facts);
+    let current = facts
+        .nats_cert
+        .as_deref()
+        .is_some_and(|c| tls.ca.is_current(c, &names, std::time::SystemTime::now()));
+    if current {
+        return Ok(None);
+    }
+    tls.ca.issue(&names).map(Some)
 }
 
 /// Removes Flotilla, the app and their state from every host, in parallel.

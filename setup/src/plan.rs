@@ -20,6 +20,32 @@ pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
 pub const NATS_ETC: &str = "/etc/flotilla/nats";
 pub const NATS_CONF: &str = "/etc/flotilla/nats/nats.conf";
 pub const SCHEDULER_PUB: &str = "/etc/flotilla/scheduler.pub";
+/// The scheduler service's state (its sled event log, its sealing key `service.key` and
+/// `service.pub`, the job signing key, its NATS nkey): a directory bound at the same path,
+/// so the log outlives the container and an upgrade continues it.
+pub const SCHEDULER_STATE: &str = "/var/lib/flotilla/scheduler";
+/// The job signing key the executors were enrolled with (the project's
+/// `.flotilla/scheduler.key`), where `flotilla scheduler run --state` reads it.
+pub const SCHEDULER_KEY: &str = "/var/lib/flotilla/scheduler/scheduler.key";
+/// The operators' NATS nkey seed the service connects with (`scheduler run --nkey`).
+pub const SCHEDULER_NKEY: &str = "/var/lib/flotilla/scheduler/nats.nk";
+/// The public half of the service's sealing key, which setup pins in the project.
+pub const SERVICE_PUB: &str = "/var/lib/flotilla/scheduler/service.pub";
+/// Where the service serves `/metrics` on the control host (Prometheus's scrape target,
+/// `grafana/prometheus.yml`), all the time.
+pub const SCHEDULER_METRICS: &str = "0.0.0.0:9394";
+/// The CA every host's executor trusts for NATS (setup's own, or the user's
+/// `x-flotilla.nats.ca`); `executor.conf` names it as `nats_ca`.
+pub const NATS_CA: &str = "/etc/flotilla/nats-ca.pem";
+/// The NATS server's certificate and key on the control host (key 0600), in NATS's
+/// directory; [`NATS_CERT_IN`] and [`NATS_KEY_IN`] are the same files inside its container.
+pub const NATS_CERT: &str = "/etc/flotilla/nats/server-cert.pem";
+pub const NATS_KEY: &str = "/etc/flotilla/nats/server-key.pem";
+pub const NATS_CERT_IN: &str = "/etc/nats/server-cert.pem";
+pub const NATS_KEY_IN: &str = "/etc/nats/server-key.pem";
+/// Seconds NATS gives a client to finish its TLS handshake. nats-server's default (0.5 s)
+/// is short for an executor on a loaded host reconnecting together with many others.
+pub const NATS_TLS_TIMEOUT_SECS: u32 = 5;
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where a running proxy hands its listening sockets to its successor (`proxy run
 /// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
@@ -29,6 +55,7 @@ pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
 pub const PROXY: &str = "flotilla-proxy";
 pub const EXECUTOR: &str = "flotilla-executor";
 pub const NATS: &str = "flotilla-nats";
+pub const SCHEDULER: &str = "flotilla-scheduler";
 /// The new proxy's name while it and the old one both serve (renamed once the old is gone).
 pub const PROXY_NEXT: &str = "flotilla-proxy-next";
 
@@ -54,8 +81,33 @@ pub struct HostSpec {
     pub image: String,
     /// `/etc/flotilla/executor.conf`, rendered.
     pub executor_conf: String,
+    /// The CA (PEM) the executor pins for NATS, written to [`NATS_CA`]: the project's own
+    /// for the NATS setup boots, the user's for a NATS of their own (absent: none given).
+    pub nats_ca: Option<String>,
     /// NATS, on the control host only, when setup boots it.
     pub nats: Option<NatsSpec>,
+    /// How the proxy runs (`proxy.run`).
+    pub proxy_run: crate::proxy::ProxyRun,
+    /// The scheduler service, on the control host only, when deploys run there
+    /// (`x-flotilla.scheduler.mode: service`).
+    pub scheduler: Option<SchedulerSpec>,
+}
+
+/// The scheduler service (`flotilla scheduler run`) setup boots next to NATS, from the same
+/// agent image.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SchedulerSpec {
+    /// The job signing key (base64), written to [`SCHEDULER_KEY`].
+    pub signing_key: String,
+    /// The operators' NATS nkey seed, written to [`SCHEDULER_NKEY`].
+    pub nkey_seed: String,
+}
+
+impl std::fmt::Debug for SchedulerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Both are secrets: never in a debug print.
+        f.debug_struct("SchedulerSpec").finish_non_exhaustive()
+    }
 }
 
 /// The NATS server setup boots on the control host.
@@ -64,6 +116,52 @@ pub struct NatsSpec {
     pub image: String,
     /// `/etc/flotilla/nats/nats.conf`, rendered by [`nats_config`].
     pub config: String,
+    /// The CA that issues NATS's server certificate, and the names it must carry. Absent:
+    /// no certificate is managed (a config without TLS).
+    pub tls: Option<NatsTls>,
+}
+
+/// What NATS's server certificate must be: issued by `ca` for `names` (plus the host's own
+/// name, read by the probe).
+#[derive(Clone, Debug)]
+pub struct NatsTls {
+    pub ca: std::sync::Arc<crate::tls::ProjectCa>,
+    /// The control host as deploy.yml names it, then `127.0.0.1` and `localhost` (the CLI
+    /// reaches NATS through an SSH tunnel to the host's loopback).
+    pub names: Vec<String>,
+}
+
+impl PartialEq for NatsTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca.cert_pem == other.ca.cert_pem && self.names == other.names
+    }
+}
+
+impl Eq for NatsTls {}
+
+impl NatsTls {
+    /// The names the certificate carries on this host: the wanted ones and the host's own
+    /// name as it reports it.
+    pub fn names_for(&self, facts: &Facts) -> Vec<String> {
+        let mut names = self.names.clone();
+        if let Some(h) = facts.hostname.as_ref().filter(|h| !h.is_empty())
+            && !names.contains(h)
+        {
+            names.push(h.clone());
+        }
+        names
+    }
+
+    /// The names NATS's certificate carries for a control host named `host` in deploy.yml.
+    pub fn names_of(host: &str) -> Vec<String> {
+        let mut names = vec![host.to_owned()];
+        for local in ["127.0.0.1", "localhost"] {
+            if host != local {
+                names.push(local.to_owned());
+            }
+        }
+        names
+    }
 }
 
 /// The settings of the NATS server setup boots, as data.
@@ -76,6 +174,9 @@ pub struct NatsSettings {
     /// Who may connect, with what permissions: the operators' key and each enrolled host's
     /// (`flotilla_protocol::access`). No connection without one of these keys gets in.
     pub users: Vec<User>,
+    /// TLS on the client port (certificate and key at [`NATS_CERT_IN`], [`NATS_KEY_IN`]):
+    /// NATS then refuses every client that does not upgrade to TLS.
+    pub tls: bool,
 }
 
 impl NatsSettings {
@@ -85,15 +186,24 @@ impl NatsSettings {
             port: NATS_PORT,
             store_dir: "/data".into(),
             users,
+            tls: true,
         }
     }
 }
 
 /// Renders the NATS config file (nats-server's own format).
 pub fn nats_config(s: &NatsSettings) -> String {
+    let tls = if s.tls {
+        format!(
+            "tls {{\n  cert_file: \"{NATS_CERT_IN}\"\n  key_file: \"{NATS_KEY_IN}\"\n  \
+             timeout: {NATS_TLS_TIMEOUT_SECS}\n}}\n"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "# Written by flotilla setup; rewritten on every setup.\n\
-         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{}",
+         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{tls}{}",
         s.server_name,
         s.port,
         s.store_dir,
@@ -102,10 +212,16 @@ pub fn nats_config(s: &NatsSettings) -> String {
 }
 
 /// Renders `/etc/flotilla/executor.conf` (`key = value` lines, read by `flotilla executor run`).
-pub fn executor_conf(host: &str, nats_url: &str, scheduler_key: &str) -> String {
+/// With `nats_ca`, the executor trusts only [`NATS_CA`] and refuses a NATS without TLS.
+pub fn executor_conf(host: &str, nats_url: &str, scheduler_key: &str, nats_ca: bool) -> String {
+    let ca = if nats_ca {
+        format!("nats_ca = {NATS_CA}\n")
+    } else {
+        String::new()
+    };
     format!(
         "# Written by flotilla setup; rewritten on every setup.\n\
-         host_id = {host}\nnats_url = {nats_url}\nscheduler_key = {scheduler_key}\n\
+         host_id = {host}\nnats_url = {nats_url}\n{ca}scheduler_key = {scheduler_key}\n\
          state_dir = {EXECUTOR_STATE}\n"
     )
 }
@@ -123,10 +239,13 @@ fn flotilla_token(host: &str) -> String {
 }
 
 /// A container as `docker inspect` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
     pub image: String,
     pub running: bool,
+    /// The proxy's settings label ([`crate::proxy::RUN_LABEL`]); empty for the others, and
+    /// for a proxy started before the label existed.
+    pub settings: String,
 }
 
 /// What a host has now, from [`probe_command`]'s output.
@@ -142,7 +261,19 @@ pub struct Facts {
     /// The files setup writes, as they are now (absent: `None`).
     pub executor_conf: Option<String>,
     pub nats_conf: Option<String>,
+    /// The CA file executors trust, and NATS's server certificate (never its key).
+    pub nats_ca: Option<String>,
+    pub nats_cert: Option<String>,
+    /// The host's own name (`/proc/sys/kernel/hostname`), one of the names on NATS's
+    /// certificate.
+    pub hostname: Option<String>,
     pub dirs: bool,
+    pub scheduler: Option<Container>,
+    /// The scheduler's key files as they are now (absent: `None`).
+    pub scheduler_key: Option<String>,
+    pub scheduler_nkey: Option<String>,
+    /// [`SCHEDULER_STATE`] exists (hosts set up before the service had none).
+    pub scheduler_dir: bool,
 }
 
 /// One shell command that prints the facts as `key=value` lines (base64 for file bodies).
@@ -150,8 +281,16 @@ pub struct Facts {
 /// name is on PATH.
 pub fn probe_command(image: &str) -> String {
     let inspect = |name: &str| {
+        // The proxy's settings label last: it holds commas itself.
+        let label = match name {
+            PROXY => format!(
+                ",{{{{index .Config.Labels \"{}\"}}}}",
+                crate::proxy::RUN_LABEL
+            ),
+            _ => String::new(),
+        };
         format!(
-            "echo {name}=$(docker inspect -f '{{{{.Config.Image}}}},{{{{.State.Running}}}}' {name} 2>/dev/null)"
+            "echo {name}=$(docker inspect -f '{{{{.Config.Image}}}},{{{{.State.Running}}}}{label}' {name} 2>/dev/null)"
         )
     };
     format!(
@@ -160,11 +299,18 @@ pub fn probe_command(image: &str) -> String {
          [ -d {EXECUTOR_STATE} ] && [ -d {PROXY_STATE} ] && [ -d {ETC_DIR} ] && echo dirs=1; \
          [ -f {EXECUTOR_CONF} ] && echo executor_conf=$(base64 -w0 {EXECUTOR_CONF}); \
          [ -f {NATS_CONF} ] && echo nats_conf=$(base64 -w0 {NATS_CONF}); \
+         [ -d {SCHEDULER_STATE} ] && echo scheduler_dir=1; \
+         [ -f {SCHEDULER_KEY} ] && echo scheduler_key=$(base64 -w0 {SCHEDULER_KEY}); \
+         [ -f {SCHEDULER_NKEY} ] && echo scheduler_nkey=$(base64 -w0 {SCHEDULER_NKEY}); \
+         [ -f {NATS_CA} ] && echo nats_ca=$(base64 -w0 {NATS_CA}); \
+         [ -f {NATS_CERT} ] && echo nats_cert=$(base64 -w0 {NATS_CERT}); \
+         echo hostname=$(cat /proc/sys/kernel/hostname 2>/dev/null); \
          if docker -v >/dev/null 2>&1; then \
-         docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; fi; true",
+         docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; {}; fi; true",
         inspect(PROXY),
         inspect(EXECUTOR),
         inspect(NATS),
+        inspect(SCHEDULER),
     )
 }
 
@@ -177,10 +323,12 @@ pub fn parse_facts(out: &str) -> Facts {
         .map(|(k, v)| (k.trim(), v.trim()))
         .collect();
     let container = |k: &str| {
-        let (image, running) = kv.get(k)?.split_once(',')?;
+        let mut parts = kv.get(k)?.splitn(3, ',');
+        let (image, running) = (parts.next()?, parts.next()?);
         Some(Container {
             image: image.to_owned(),
             running: running == "true",
+            settings: parts.next().unwrap_or_default().to_owned(),
         })
     };
     let file = |k: &str| {
@@ -200,7 +348,17 @@ pub fn parse_facts(out: &str) -> Facts {
         nats: container(NATS),
         executor_conf: file("executor_conf"),
         nats_conf: file("nats_conf"),
+        nats_ca: file("nats_ca"),
+        nats_cert: file("nats_cert"),
+        hostname: kv
+            .get("hostname")
+            .filter(|h| !h.is_empty())
+            .map(|h| (*h).to_owned()),
         dirs: kv.contains_key("dirs"),
+        scheduler: container(SCHEDULER),
+        scheduler_key: file("scheduler_key"),
+        scheduler_nkey: file("scheduler_nkey"),
+        scheduler_dir: kv.contains_key("scheduler_dir"),
     }
 }
 
@@ -215,6 +373,8 @@ pub enum Step {
     LoadImage,
     /// Write a file (mode 0600).
     WriteFile { path: String, content: String },
+    /// Write NATS's server key and certificate (both 0600); the key never shows in `Debug`.
+    InstallCertificate { cert: crate::tls::ServerCert },
     /// `docker run -d ...` (the argv after `docker`).
     Run { name: String, argv: Vec<String> },
     /// Start a stopped container as it is.
@@ -237,6 +397,7 @@ impl Step {
             Step::MakeDirs => format!("make {ETC_DIR} and {STATE_DIR}"),
             Step::LoadImage => "load the agent image".into(),
             Step::WriteFile { path, .. } => format!("write {path}"),
+            Step::InstallCertificate { .. } => format!("write {NATS_CERT} and its key"),
             Step::Run { name, .. } => format!("run {name}"),
             Step::Start { name } => format!("start {name}"),
             Step::Remove { name } => format!("remove {name}"),
@@ -250,8 +411,14 @@ impl Step {
 /// host process would and reaches app containers at their addresses on the `kamal` network;
 /// a new proxy takes the old one's listening sockets over (`--listeners-socket`) and serves
 /// beside it while that one drains.
-pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
+/// `run` is `proxy.run`: its ports, metrics and log settings, kept in a label too.
+pub fn proxy_argv(name: &str, image: &str, run: &crate::proxy::ProxyRun) -> Vec<String> {
     let mut v = agent_common(name);
+    // The proxy's log cap is `proxy.run.log_max_size`'s, not the other agents'.
+    if let Some(i) = v.iter().position(|a| a == LOG_MAX_SIZE) {
+        v.drain(i - 1..=i);
+    }
+    v.extend(run.docker_options());
     v.extend(
         [
             "-v",
@@ -266,6 +433,7 @@ pub fn proxy_argv(name: &str, image: &str) -> Vec<String> {
         ]
         .map(String::from),
     );
+    v.extend(run.proxy_args());
     v
 }
 
@@ -333,18 +501,23 @@ fn agent_common(name: &str) -> Vec<String> {
 }
 
 /// The steps from `facts` to `spec`; empty when the host is current (nothing restarts).
-pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
+/// `renewed` is NATS's new server certificate, when the one on the host is not current
+/// (`tls::ProjectCa::is_current`).
+pub fn plan(spec: &HostSpec, facts: &Facts, renewed: Option<&crate::tls::ServerCert>) -> Vec<Step> {
     let mut steps = Vec::new();
     if !facts.docker {
         steps.push(Step::InstallDocker);
     }
-    if !facts.dirs {
+    if !facts.dirs || (spec.scheduler.is_some() && !facts.scheduler_dir) {
         steps.push(Step::MakeDirs);
     }
     if !facts.image_present {
         steps.push(Step::LoadImage);
     }
     if let Some(nats) = &spec.nats {
+        if let Some(cert) = renewed {
+            steps.push(Step::InstallCertificate { cert: cert.clone() });
+        }
         let conf_changed = facts.nats_conf.as_deref() != Some(nats.config.as_str());
         if conf_changed {
             steps.push(Step::WriteFile {
@@ -352,8 +525,10 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
                 content: nats.config.clone(),
             });
         }
+        let conf_changed = conf_changed || renewed.is_some();
         match facts.nats.as_ref() {
-            // Only the configuration changed (a host enrolled): reloaded in place.
+            // Only the configuration or the certificate changed (a host enrolled, a renewal,
+            // TLS turned on): NATS rereads both in place, no restart.
             Some(c) if c.image == nats.image && c.running && conf_changed => {
                 steps.push(Step::Reload { name: NATS.into() });
             }
@@ -367,26 +542,43 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
             ),
         }
     }
+    let run = &spec.proxy_run;
+    // A proxy started before the settings label ran with the defaults.
+    let settings = |c: &Container| match c.settings.as_str() {
+        "" => crate::proxy::ProxyRun::default().label(),
+        s => s.to_owned(),
+    };
+    let ports_of = |label: &str| label.split(';').next().unwrap_or_default().to_owned();
     match &facts.proxy {
-        Some(c) if c.image == spec.image => {
+        Some(c) if c.image == spec.image && settings(c) == run.label() => {
             if !c.running {
                 steps.push(Step::Start { name: PROXY.into() });
             }
         }
-        Some(c) if c.running => steps.push(Step::HandOverProxy {
-            argv: proxy_argv(PROXY_NEXT, &spec.image),
-        }),
+        // Listening sockets move to the new proxy only on the same ports.
+        Some(c) if c.running && ports_of(&settings(c)) == run.ports() => {
+            steps.push(Step::HandOverProxy {
+                argv: proxy_argv(PROXY_NEXT, &spec.image, run),
+            })
+        }
         Some(_) => {
             steps.push(Step::Remove { name: PROXY.into() });
             steps.push(Step::Run {
                 name: PROXY.into(),
-                argv: proxy_argv(PROXY, &spec.image),
+                argv: proxy_argv(PROXY, &spec.image, run),
             });
         }
         None => steps.push(Step::Run {
             name: PROXY.into(),
-            argv: proxy_argv(PROXY, &spec.image),
+            argv: proxy_argv(PROXY, &spec.image, run),
         }),
+    }
+    let ca_changed = spec.nats_ca.is_some() && facts.nats_ca != spec.nats_ca;
+    if let Some(ca) = spec.nats_ca.as_ref().filter(|_| ca_changed) {
+        steps.push(Step::WriteFile {
+            path: NATS_CA.into(),
+            content: ca.clone(),
+        });
     }
     let conf_changed = facts.executor_conf.as_deref() != Some(spec.executor_conf.as_str());
     if conf_changed {
@@ -400,10 +592,78 @@ pub fn plan(spec: &HostSpec, facts: &Facts) -> Vec<Step> {
         EXECUTOR,
         &spec.image,
         facts.executor.as_ref(),
-        conf_changed,
+        conf_changed || ca_changed,
         executor_argv(&spec.image),
     );
+    if let Some(scheduler) = &spec.scheduler {
+        scheduler_steps(&mut steps, spec, scheduler, facts, ca_changed);
+    }
     steps
+}
+
+/// The scheduler service after everything else: it needs NATS, and its deploys need the
+/// executors. Changed keys rewrite their files and replace the container; a new image
+/// replaces it (SIGTERM: running deploys are cancelled cleanly, `replay ID --resume`
+/// continues them), and its log, in [`SCHEDULER_STATE`], carries over. A new NATS CA
+/// (`ca_changed`) restarts it too: it pins the CA when it connects.
+fn scheduler_steps(
+    steps: &mut Vec<Step>,
+    spec: &HostSpec,
+    s: &SchedulerSpec,
+    facts: &Facts,
+    ca_changed: bool,
+) {
+    let mut changed = ca_changed;
+    for (path, now, want) in [
+        (SCHEDULER_KEY, &facts.scheduler_key, &s.signing_key),
+        (SCHEDULER_NKEY, &facts.scheduler_nkey, &s.nkey_seed),
+    ] {
+        if now.as_deref().map(str::trim) != Some(want.trim()) {
+            changed = true;
+            steps.push(Step::WriteFile {
+                path: path.into(),
+                content: format!("{}\n", want.trim()),
+            });
+        }
+    }
+    container_steps(
+        steps,
+        SCHEDULER,
+        &spec.image,
+        facts.scheduler.as_ref(),
+        changed,
+        scheduler_argv(&spec.image),
+    );
+}
+
+/// `docker run` argv of the scheduler service: host networking (NATS on the same host's
+/// loopback, `/metrics` on [`SCHEDULER_METRICS`]), its state bound at the same path.
+pub fn scheduler_argv(image: &str) -> Vec<String> {
+    let mut v = agent_common(SCHEDULER);
+    v.extend(
+        [
+            "-v",
+            &format!("{SCHEDULER_STATE}:{SCHEDULER_STATE}"),
+            // The CA setup gives every host: NATS's certificate names 127.0.0.1 too.
+            "-v",
+            &format!("{NATS_CA}:{NATS_CA}:ro"),
+            image,
+            "scheduler",
+            "run",
+            "--state",
+            SCHEDULER_STATE,
+            "--nats",
+            &format!("nats://127.0.0.1:{NATS_PORT}"),
+            "--nkey",
+            SCHEDULER_NKEY,
+            "--nats-ca",
+            NATS_CA,
+            "--metrics",
+            SCHEDULER_METRICS,
+        ]
+        .map(String::from),
+    );
+    v
 }
 
 /// Run a missing container, replace one on another image or whose settings changed, start a
@@ -466,7 +726,7 @@ pub fn remove_command(spec: &RemoveSpec) -> String {
     format!(
         "if docker -v >/dev/null 2>&1; then \
          docker ps -aq --filter label=service={svc} | xargs -r docker rm -f -v >/dev/null; \
-         docker rm -f -v {PROXY} {PROXY_NEXT} {EXECUTOR} {NATS} >/dev/null 2>&1; \
+         docker rm -f -v {PROXY} {PROXY_NEXT} {EXECUTOR} {NATS} {SCHEDULER} >/dev/null 2>&1; \
          docker image ls -q{images} | sort -u | xargs -r docker rmi -f >/dev/null; \
          docker volume ls -q --filter label=service={svc} | xargs -r docker volume rm >/dev/null; \
          docker network rm kamal >/dev/null 2>&1; \
@@ -483,13 +743,17 @@ mod tests {
 
     fn spec(nats: bool) -> HostSpec {
         HostSpec {
+            proxy_run: crate::proxy::ProxyRun::default(),
             host: "10.0.0.5".into(),
             image: "flotilla:0.1.0-abc".into(),
-            executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY"),
+            executor_conf: executor_conf("10.0.0.5", "nats://10.0.0.5:4222", "KEY", true),
+            nats_ca: Some("CA".into()),
             nats: nats.then(|| NatsSpec {
                 image: "nats:2.11".into(),
                 config: nats_config(&NatsSettings::for_host("10.0.0.5", vec![])),
+                tls: None,
             }),
+            scheduler: None,
         }
     }
 
@@ -498,6 +762,7 @@ mod tests {
             Some(Container {
                 image: image.into(),
                 running: true,
+                settings: String::new(),
             })
         };
         Facts {
@@ -509,7 +774,14 @@ mod tests {
             nats: spec.nats.as_ref().and_then(|n| on(&n.image)),
             executor_conf: Some(spec.executor_conf.clone()),
             nats_conf: spec.nats.as_ref().map(|n| n.config.clone()),
+            nats_ca: spec.nats_ca.clone(),
+            nats_cert: None,
+            hostname: None,
             dirs: true,
+            scheduler: spec.scheduler.as_ref().and_then(|_| on(&spec.image)),
+            scheduler_key: spec.scheduler.as_ref().map(|s| s.signing_key.clone()),
+            scheduler_nkey: spec.scheduler.as_ref().map(|s| s.nkey_seed.clone()),
+            scheduler_dir: spec.scheduler.is_some(),
         }
     }
 
@@ -521,7 +793,7 @@ mod tests {
             docker: true,
             ..Facts::default()
         };
-        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        let steps: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
         assert_eq!(
             steps,
             [
@@ -530,6 +802,7 @@ mod tests {
                 "write /etc/flotilla/nats/nats.conf",
                 "run flotilla-nats",
                 "run flotilla-proxy",
+                "write /etc/flotilla/nats-ca.pem",
                 "write /etc/flotilla/executor.conf",
                 "run flotilla-executor",
             ]
@@ -540,7 +813,7 @@ mod tests {
     #[test]
     fn host_without_docker_installs_it_first() {
         let s = spec(false);
-        assert_eq!(plan(&s, &Facts::default())[0], Step::InstallDocker);
+        assert_eq!(plan(&s, &Facts::default(), None)[0], Step::InstallDocker);
     }
 
     /// Setup on a current host does nothing: no container restarts.
@@ -548,7 +821,7 @@ mod tests {
     fn current_host_needs_nothing() {
         for nats in [false, true] {
             let s = spec(nats);
-            assert_eq!(plan(&s, &current(&s)), vec![]);
+            assert_eq!(plan(&s, &current(&s), None), vec![]);
         }
     }
 
@@ -562,11 +835,15 @@ mod tests {
         let mut new = old.clone();
         new.image = "flotilla:0.1.0-def".into();
         assert_eq!(
-            plan(&new, &facts),
+            plan(&new, &facts, None),
             vec![
                 Step::LoadImage,
                 Step::HandOverProxy {
-                    argv: proxy_argv(PROXY_NEXT, "flotilla:0.1.0-def")
+                    argv: proxy_argv(
+                        PROXY_NEXT,
+                        "flotilla:0.1.0-def",
+                        &crate::proxy::ProxyRun::default()
+                    )
                 },
                 Step::Remove {
                     name: EXECUTOR.into()
@@ -579,6 +856,41 @@ mod tests {
         );
     }
 
+    /// A changed `proxy.run` replaces the running proxy: handed over on the same ports, stopped
+    /// and run again on other ports (sockets on other ports cannot be handed over). A proxy
+    /// without the settings label ran with the defaults and is current.
+    #[test]
+    fn changed_proxy_run_replaces_the_proxy() {
+        let s = spec(false);
+        let mut changed = s.clone();
+        let run = |pairs: &[(&str, &str)]| {
+            crate::proxy::ProxyRun::from_kamal(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+            .unwrap()
+            .0
+        };
+        changed.proxy_run = run(&[("log_max_size", "50m")]);
+        assert_eq!(
+            plan(&changed, &current(&s), None),
+            vec![Step::HandOverProxy {
+                argv: proxy_argv(PROXY_NEXT, &s.image, &changed.proxy_run)
+            }]
+        );
+        changed.proxy_run = run(&[("http_port", "8080")]);
+        let names: Vec<String> = plan(&changed, &current(&s), None)
+            .iter()
+            .map(Step::describe)
+            .collect();
+        assert_eq!(names, ["remove flotilla-proxy", "run flotilla-proxy"]);
+        let mut labelled = current(&s);
+        labelled.proxy.as_mut().unwrap().settings = s.proxy_run.label();
+        assert!(plan(&s, &labelled, None).is_empty());
+    }
+
     /// Agents stopped (dockerd restarted without restart policy kicking in, or stopped by
     /// hand) are started as they are; a changed executor.conf restarts the executor.
     #[test]
@@ -587,7 +899,7 @@ mod tests {
         let mut facts = current(&s);
         facts.proxy.as_mut().unwrap().running = false;
         facts.executor_conf = Some("host_id = old\n".into());
-        let steps: Vec<String> = plan(&s, &facts).iter().map(Step::describe).collect();
+        let steps: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
         assert_eq!(
             steps,
             [
@@ -596,6 +908,97 @@ mod tests {
                 "remove flotilla-executor",
                 "run flotilla-executor",
             ]
+        );
+    }
+
+    fn with_scheduler() -> HostSpec {
+        HostSpec {
+            scheduler: Some(SchedulerSpec {
+                signing_key: "SIGNING".into(),
+                nkey_seed: "SUSEED".into(),
+            }),
+            ..spec(true)
+        }
+    }
+
+    /// In service mode the control host also gets the scheduler service, last (it needs
+    /// NATS and its deploys need the executors), with its keys written first.
+    #[test]
+    fn service_mode_boots_the_scheduler_on_the_control_host() {
+        let s = with_scheduler();
+        let facts = Facts {
+            docker: true,
+            ..Facts::default()
+        };
+        let steps: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
+        assert_eq!(
+            steps[steps.len() - 3..],
+            [
+                "write /var/lib/flotilla/scheduler/scheduler.key",
+                "write /var/lib/flotilla/scheduler/nats.nk",
+                "run flotilla-scheduler",
+            ]
+        );
+        assert_eq!(
+            plan(&s, &current(&s), None),
+            vec![],
+            "a current service is left alone"
+        );
+        assert_eq!(
+            scheduler_argv("flotilla:x").join(" "),
+            "run -d --name flotilla-scheduler --restart unless-stopped --network host \
+             --stop-timeout 40 --label flotilla.agent=1 --log-opt max-size=10m \
+             -v /var/lib/flotilla/scheduler:/var/lib/flotilla/scheduler \
+             -v /etc/flotilla/nats-ca.pem:/etc/flotilla/nats-ca.pem:ro flotilla:x scheduler run \
+             --state /var/lib/flotilla/scheduler --nats nats://127.0.0.1:4222 \
+             --nkey /var/lib/flotilla/scheduler/nats.nk --nats-ca /etc/flotilla/nats-ca.pem \
+             --metrics 0.0.0.0:9394"
+        );
+    }
+
+    /// Upgrading: a new agent image replaces the scheduler container (its log stays in the
+    /// state directory); a host set up before the service gets its state directory first.
+    #[test]
+    fn new_image_replaces_the_scheduler_and_old_hosts_get_its_dir() {
+        let old = with_scheduler();
+        let mut facts = current(&old);
+        let mut new = old.clone();
+        new.image = "flotilla:0.1.0-def".into();
+        let steps = plan(&new, &facts, None);
+        assert_eq!(
+            steps[steps.len() - 2..],
+            [
+                Step::Remove {
+                    name: SCHEDULER.into()
+                },
+                Step::Run {
+                    name: SCHEDULER.into(),
+                    argv: scheduler_argv("flotilla:0.1.0-def")
+                },
+            ]
+        );
+        facts.scheduler_dir = false;
+        facts.scheduler = None;
+        let steps: Vec<String> = plan(&old, &facts, None)
+            .iter()
+            .map(Step::describe)
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "make /etc/flotilla and /var/lib/flotilla",
+                "run flotilla-scheduler"
+            ]
+        );
+    }
+
+    /// The keys never show in a debug print of the plan's input.
+    #[test]
+    fn scheduler_spec_debug_hides_keys() {
+        let text = format!("{:?}", with_scheduler());
+        assert!(
+            !text.contains("SIGNING") && !text.contains("SUSEED"),
+            "{text}"
         );
     }
 
@@ -613,7 +1016,8 @@ mod tests {
     fn probe_output_parses() {
         let out = "docker=1\ncan_install=1\ndirs=1\nimage=1\n\
                    executor_conf=aG9zdF9pZCA9IGgxCg==\n\
-                   flotilla-proxy=flotilla:0.1.0-abc,true\nflotilla-executor=\nflotilla-nats=nats:2.11,false\n";
+                   flotilla-proxy=flotilla:0.1.0-abc,true\nflotilla-executor=\nflotilla-nats=nats:2.11,false\n\
+                   hostname=web-1\n";
         let f = parse_facts(out);
         assert_eq!(
             f,
@@ -623,16 +1027,22 @@ mod tests {
                 image_present: true,
                 proxy: Some(Container {
                     image: "flotilla:0.1.0-abc".into(),
-                    running: true
+                    running: true,
+                    settings: String::new(),
                 }),
                 executor: None,
                 nats: Some(Container {
                     image: "nats:2.11".into(),
-                    running: false
+                    running: false,
+                    settings: String::new(),
                 }),
                 executor_conf: Some("host_id = h1\n".into()),
                 nats_conf: None,
+                nats_ca: None,
+                nats_cert: None,
+                hostname: Some("web-1".into()),
                 dirs: true,
+                ..Facts::default()
             }
         );
     }
@@ -641,9 +1051,10 @@ mod tests {
     #[test]
     fn rendered_files() {
         assert_eq!(
-            executor_conf("h1", "nats://10.0.0.1:4222", "K"),
+            executor_conf("h1", "nats://10.0.0.1:4222", "K", true),
             "# Written by flotilla setup; rewritten on every setup.\nhost_id = h1\n\
-             nats_url = nats://10.0.0.1:4222\nscheduler_key = K\nstate_dir = /var/lib/flotilla/executor\n"
+             nats_url = nats://10.0.0.1:4222\nnats_ca = /etc/flotilla/nats-ca.pem\nscheduler_key = K\n\
+             state_dir = /var/lib/flotilla/executor\n"
         );
         let operator = User {
             nkey: "UOPERATOR".into(),
@@ -652,7 +1063,8 @@ mod tests {
         assert_eq!(
             nats_config(&NatsSettings::for_host("10.0.0.1", vec![operator])),
             "# Written by flotilla setup; rewritten on every setup.\nserver_name: \"flotilla-10-0-0-1\"\n\
-             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\nauthorization {\n  users = [\n    \
+             port: 4222\njetstream {\n  store_dir: \"/data\"\n}\ntls {\n  cert_file: \"/etc/nats/server-cert.pem\"\n  \
+             key_file: \"/etc/nats/server-key.pem\"\n  timeout: 5\n}\nauthorization {\n  users = [\n    \
              { nkey: \"UOPERATOR\", permissions: { publish: { allow: [\">\"] }, subscribe: { allow: [\">\"] } } }\n  ]\n}\n"
         );
     }
@@ -669,9 +1081,10 @@ mod tests {
              -v /var/lib/flotilla/executor:/var/lib/flotilla/executor -v /etc/flotilla:/etc/flotilla:ro \
              -v /run/flotilla:/run/flotilla flotilla:x executor run"
         );
-        assert!(proxy_argv(PROXY, "flotilla:x").join(" ").ends_with(
-            "-v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
-             --listeners-socket /run/flotilla/proxy-listeners.sock"
+        assert!(proxy_argv(PROXY, "flotilla:x", &crate::proxy::ProxyRun::default()).join(" ").ends_with(
+            "--label flotilla.agent=1 --log-opt max-size=10m --label flotilla.proxy-run=ports=80,443;metrics=;log=10m;debug=0 \
+             -v /run/flotilla:/run/flotilla -v /var/lib/flotilla/proxy:/var/lib/flotilla/proxy flotilla:x proxy run \
+             --listeners-socket /run/flotilla/proxy-listeners.sock --http-port 80 --https-port 443"
         ));
     }
 
@@ -680,13 +1093,17 @@ mod tests {
     #[test]
     fn changed_users_reload_nats_in_place() {
         let spec = HostSpec {
+            proxy_run: crate::proxy::ProxyRun::default(),
             host: "h1".into(),
             image: "flotilla:x".into(),
             executor_conf: "c".into(),
+            nats_ca: None,
             nats: Some(NatsSpec {
                 image: "nats:2.11".into(),
                 config: "new".into(),
+                tls: None,
             }),
+            scheduler: None,
         };
         let mut facts = Facts {
             docker: true,
@@ -695,20 +1112,30 @@ mod tests {
             proxy: Some(Container {
                 image: "flotilla:x".into(),
                 running: true,
+                settings: String::new(),
             }),
             executor: Some(Container {
                 image: "flotilla:x".into(),
                 running: true,
+                settings: String::new(),
             }),
             nats: Some(Container {
                 image: "nats:2.11".into(),
                 running: true,
+                settings: String::new(),
             }),
             executor_conf: Some("c".into()),
             nats_conf: Some("old".into()),
+            nats_ca: None,
+            nats_cert: None,
+            hostname: None,
             dirs: true,
+            ..Facts::default()
         };
-        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        let names: Vec<String> = plan(&spec, &facts, None)
+            .iter()
+            .map(Step::describe)
+            .collect();
         assert_eq!(
             names,
             [
@@ -717,13 +1144,17 @@ mod tests {
             ]
         );
         facts.nats_conf = Some("new".into());
-        assert!(plan(&spec, &facts).is_empty());
+        assert!(plan(&spec, &facts, None).is_empty());
         facts.nats_conf = Some("old".into());
         facts.nats = Some(Container {
             image: "nats:2.10".into(),
             running: true,
+            settings: String::new(),
         });
-        let names: Vec<String> = plan(&spec, &facts).iter().map(Step::describe).collect();
+        let names: Vec<String> = plan(&spec, &facts, None)
+            .iter()
+            .map(Step::describe)
+            .collect();
         assert_eq!(
             names,
             [
@@ -732,5 +1163,70 @@ mod tests {
                 "run flotilla-nats"
             ]
         );
+    }
+
+    /// A renewed NATS certificate is written (key first) and NATS rereads it in place: no
+    /// restart of NATS, nothing else touched.
+    #[test]
+    fn renewed_certificate_is_installed_and_nats_reloads() {
+        let s = spec(true);
+        let facts = current(&s);
+        let cert = crate::tls::ServerCert {
+            cert_pem: "CERT".into(),
+            key_pem: zeroize::Zeroizing::new("KEY".into()),
+        };
+        let names: Vec<String> = plan(&s, &facts, Some(&cert))
+            .iter()
+            .map(Step::describe)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats/server-cert.pem and its key",
+                "reload flotilla-nats's configuration"
+            ]
+        );
+        assert!(
+            !format!("{:?}", plan(&s, &facts, Some(&cert))).contains("KEY"),
+            "the server key shows in Debug"
+        );
+    }
+
+    /// A new CA for the executor (first TLS setup, or another `x-flotilla.nats.ca`) is
+    /// written and restarts the executor, even when executor.conf is unchanged.
+    #[test]
+    fn changed_ca_restarts_the_executor() {
+        let s = spec(false);
+        let mut facts = current(&s);
+        facts.nats_ca = Some("OLD CA".into());
+        let names: Vec<String> = plan(&s, &facts, None).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats-ca.pem",
+                "remove flotilla-executor",
+                "run flotilla-executor"
+            ]
+        );
+    }
+
+    /// NATS's certificate names the control host as deploy.yml does, the loopback names the
+    /// CLI's tunnel uses, and the host's own name.
+    #[test]
+    fn certificate_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = NatsTls {
+            ca: std::sync::Arc::new(crate::tls::ProjectCa::load_or_create(dir.path()).unwrap()),
+            names: NatsTls::names_of("10.0.0.5"),
+        };
+        let facts = Facts {
+            hostname: Some("web-1".into()),
+            ..Facts::default()
+        };
+        assert_eq!(
+            tls.names_for(&facts),
+            ["10.0.0.5", "127.0.0.1", "localhost", "web-1"]
+        );
+        assert_eq!(NatsTls::names_of("localhost"), ["localhost", "127.0.0.1"]);
     }
 }

@@ -22,10 +22,7 @@ pub fn flotilla_binary() -> PathBuf {
         status.is_ok_and(|s| s.success()),
         "cargo build -p flotilla failed"
     );
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("debug/flotilla")
+    crate::testapp::target_dir().join("debug/flotilla")
 }
 
 /// The port each host's proxy serves `/metrics` on, at the host's address (as

@@ -4,17 +4,11 @@
 //! it into the target dir). No public registry is involved.
 
 use crate::fleet::{Fleet, FleetError};
-use crate::testapp::workspace_root;
+use crate::testapp::{target_dir, workspace_root};
 use std::path::PathBuf;
 use std::process::Command;
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
 
 /// Builds the static `flotilla` (crt-static, no program interpreter) and returns its path.
 /// Incremental after the first build, so every test may call it.

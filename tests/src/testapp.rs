@@ -14,6 +14,14 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else the workspace's `target/`), where the
+/// test builds land and `scripts/lib.sh` installs the test-only tools.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Builds the static test app binary (a std-only crate: seconds) and returns its path.
 pub fn build_static_binary() -> Result<PathBuf, FleetError> {
     let root = workspace_root();

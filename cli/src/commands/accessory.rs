@@ -6,11 +6,13 @@
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, HostRun};
+use crate::commands::record::{self, Recording};
 use crate::exit::{FAILED, USAGE, UserError};
 use clap::{Args, Subcommand};
 use flotilla_deploy::Config;
 use flotilla_deploy::commands::{Accessory, Logs, login, secret_env_file};
 use flotilla_deploy::config::types;
+use flotilla_events::event::{AccessoryAction as Action, Operation};
 use flotilla_ssh::Pool;
 
 /// Where an accessory's secret env file lives on its hosts (Kamal's directory layout).
@@ -144,12 +146,15 @@ pub async fn run(cmd: &AccessoryCmd) -> anyhow::Result<()> {
         AccessoryAction::Boot(a) => locked(a, "boot accessories", Op::Boot).await,
         AccessoryAction::Reboot(a) => locked(a, "reboot accessories", Op::Reboot).await,
         AccessoryAction::Upgrade(a) => locked(a, "upgrade accessories", Op::Upgrade).await,
-        AccessoryAction::Start(a) => simple(a, true, |acc| acc.start()).await,
-        AccessoryAction::Stop(a) => simple(a, true, |acc| acc.stop()).await,
+        AccessoryAction::Start(a) => simple(a, Some(Action::Start), |acc| acc.start()).await,
+        AccessoryAction::Stop(a) => simple(a, Some(Action::Stop), |acc| acc.stop()).await,
         AccessoryAction::Restart(a) => {
-            simple(a, true, |acc| format!("{} && {}", acc.stop(), acc.start())).await
+            simple(a, Some(Action::Restart), |acc| {
+                format!("{} && {}", acc.stop(), acc.start())
+            })
+            .await
         }
-        AccessoryAction::Details(a) => simple(a, false, |acc| acc.info(false, false)).await,
+        AccessoryAction::Details(a) => simple(a, None, |acc| acc.info(false, false)).await,
         AccessoryAction::Logs(a) => logs(a).await,
         AccessoryAction::Exec(a) => exec(a).await,
         AccessoryAction::Remove(a) => {
@@ -208,14 +213,28 @@ async fn locked(a: &NameArgs, what: &str, op: Op) -> anyhow::Result<()> {
     let config = a.config.load()?;
     let accessories = picked(&config, &a.name)?;
     fanout::with_lock(&config, what, async {
+        let log = record::open_log(&config)?;
         let pool = fanout::pool(&config);
         let mut result = Ok(());
         for acc in accessories {
-            result = match op {
-                Op::Boot => boot(&config, &pool, acc, a.json).await,
-                Op::Reboot | Op::Upgrade => reboot(&config, &pool, acc, a.json, op).await,
-                Op::Remove => remove(&config, &pool, acc, a.json).await,
+            let action = match op {
+                Op::Boot => Action::Boot,
+                Op::Reboot => Action::Reboot,
+                Op::Upgrade => Action::Upgrade,
+                Op::Remove => Action::Remove,
             };
+            let operation = Operation::Accessory {
+                name: acc.name.clone(),
+                action,
+            };
+            let recording = Recording::start(log.as_ref(), &config, operation, &acc.hosts)?;
+            let r = Some(&recording);
+            let done = match op {
+                Op::Boot => boot(&config, &pool, acc, a.json, r).await,
+                Op::Reboot | Op::Upgrade => reboot(&config, &pool, acc, a.json, op, r).await,
+                Op::Remove => remove(&config, &pool, acc, a.json, r).await,
+            };
+            result = recording.end(done);
             if result.is_err() {
                 break;
             }
@@ -232,7 +251,7 @@ async fn locked(a: &NameArgs, what: &str, op: Op) -> anyhow::Result<()> {
 #[allow(dead_code)]
 pub async fn boot_all(config: &Config, pool: &Pool) -> anyhow::Result<()> {
     for acc in &config.accessories {
-        boot(config, pool, acc, false).await?;
+        boot(config, pool, acc, false, None).await?;
     }
     Ok(())
 }
@@ -243,6 +262,7 @@ async fn boot(
     pool: &Pool,
     acc: &types::Accessory,
     json: bool,
+    recording: Option<&Recording<'_>>,
 ) -> anyhow::Result<()> {
     let a = Accessory::new(config, acc);
     let probe = acc
@@ -296,6 +316,9 @@ async fn boot(
             result,
         })
         .collect();
+    if let Some(r) = recording {
+        r.note(&runs);
+    }
     fanout::print_runs(&format!("Accessory {}", acc.name), &runs, json)?;
     fanout::check_runs(&format!("booting accessory {}", acc.name), &runs)
 }
@@ -428,6 +451,7 @@ async fn reboot(
     acc: &types::Accessory,
     json: bool,
     op: Op,
+    recording: Option<&Recording<'_>>,
 ) -> anyhow::Result<()> {
     let a = Accessory::new(config, acc);
     let mut steps = Vec::new();
@@ -447,8 +471,11 @@ async fn reboot(
         .map(|h| (h.clone(), command.clone()))
         .collect();
     let runs = fanout::run_all(pool, jobs).await;
+    if let Some(r) = recording {
+        r.note(&runs);
+    }
     fanout::check_runs(&format!("stopping accessory {}", acc.name), &runs)?;
-    boot(config, pool, acc, json).await
+    boot(config, pool, acc, json, recording).await
 }
 
 /// Kamal's `remove`: stop, remove the container, the image and the service directory.
@@ -457,6 +484,7 @@ async fn remove(
     pool: &Pool,
     acc: &types::Accessory,
     json: bool,
+    recording: Option<&Recording<'_>>,
 ) -> anyhow::Result<()> {
     let a = Accessory::new(config, acc);
     let command = format!(
@@ -472,19 +500,27 @@ async fn remove(
         .map(|h| (h.clone(), command.clone()))
         .collect();
     let runs = fanout::run_all(pool, jobs).await;
+    if let Some(r) = recording {
+        r.note(&runs);
+    }
     fanout::print_runs(&format!("Accessory {}", acc.name), &runs, json)?;
     fanout::check_runs(&format!("removing accessory {}", acc.name), &runs)
 }
 
-/// One command per host of each picked accessory; `lock` for those that change containers.
+/// One command per host of each picked accessory; those that change containers (`action`)
+/// hold the lock and are recorded in the event log.
 async fn simple(
     a: &NameArgs,
-    lock: bool,
+    action: Option<Action>,
     command: impl Fn(&Accessory<'_>) -> String,
 ) -> anyhow::Result<()> {
     let config = a.config.load()?;
     let accessories = picked(&config, &a.name)?;
     let body = async {
+        let log = match action {
+            Some(_) => record::open_log(&config)?,
+            None => None,
+        };
         let pool = fanout::pool(&config);
         let mut result = Ok(());
         for acc in &accessories {
@@ -495,17 +531,34 @@ async fn simple(
                 .iter()
                 .map(|h| (h.clone(), line.clone()))
                 .collect();
+            let recording = match action {
+                Some(action) => Some(Recording::start(
+                    log.as_ref(),
+                    &config,
+                    Operation::Accessory {
+                        name: acc.name.clone(),
+                        action,
+                    },
+                    &acc.hosts,
+                )?),
+                None => None,
+            };
             let runs = fanout::run_all(&pool, jobs).await;
-            fanout::print_runs(&format!("Accessory {}", acc.name), &runs, a.json)?;
-            result = result.and(fanout::check_runs(
-                &format!("accessory {}", acc.name),
-                &runs,
-            ));
+            let done = fanout::print_runs(&format!("Accessory {}", acc.name), &runs, a.json)
+                .and_then(|()| fanout::check_runs(&format!("accessory {}", acc.name), &runs));
+            let done = match recording {
+                Some(r) => {
+                    r.note(&runs);
+                    r.end(done)
+                }
+                None => done,
+            };
+            result = result.and(done);
         }
         pool.close().await;
         result
     };
-    if lock {
+    if action.is_some() {
         fanout::with_lock(&config, "change accessories", body).await
     } else {
         body.await
@@ -556,7 +609,7 @@ async fn logs(a: &LogsArgs) -> anyhow::Result<()> {
         pool.close().await;
         return crate::commands::app_exec::exit_with(host, exit?);
     }
-    simple(&a.name, false, |acc| acc.logs(&options)).await
+    simple(&a.name, None, |acc| acc.logs(&options)).await
 }
 
 async fn exec(a: &ExecArgs) -> anyhow::Result<()> {

@@ -6,11 +6,13 @@
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
+use crate::commands::record::{self, Recording};
 use crate::exit::{USAGE, UserError};
 use clap::{Args, Subcommand};
 use flotilla_deploy::Config;
 use flotilla_deploy::commands::{App, Logs, NewContainer};
 use flotilla_deploy::config::types::Role;
+use flotilla_events::event::Operation;
 
 /// Lines `app logs` shows per host unless `--since` or `--grep` narrow them (Kamal's).
 const DEFAULT_LINES: u32 = 100;
@@ -256,7 +258,10 @@ pub async fn run(cmd: &AppCmd) -> anyhow::Result<()> {
         AppAction::Stop(c) => {
             let config = c.config.load()?;
             fanout::with_lock(&config, "stop the app", async {
-                change(&config, c, "app stop", |app| app.stop(None)).await
+                change(&config, c, "app stop", Operation::AppStop, |app| {
+                    app.stop(None)
+                })
+                .await
             })
             .await
         }
@@ -343,11 +348,13 @@ async fn finish(
     fanout::check_runs(what, &runs)
 }
 
-/// A state-changing command on every picked host and role, its output printed per host.
+/// A state-changing command on every picked host and role, its output printed per host,
+/// recorded in the event log as `operation`.
 async fn change(
     config: &Config,
     c: &Common,
     what: &str,
+    operation: Operation,
     command: impl Fn(App<'_>) -> String,
 ) -> anyhow::Result<()> {
     let jobs: Vec<(String, String)> = c
@@ -356,7 +363,19 @@ async fn change(
         .into_iter()
         .map(|(host, role)| (host, command(App::new(config, Some(role)))))
         .collect();
-    finish(config, jobs, "App", c.json, what).await
+    if jobs.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    let hosts: Vec<String> = jobs.iter().map(|(h, _)| h.clone()).collect();
+    let log = record::open_log(config)?;
+    let recording = Recording::start(log.as_ref(), config, operation, &hosts)?;
+    let pool = fanout::pool(config);
+    let runs = fanout::run_all(&pool, jobs).await;
+    pool.close().await;
+    recording.note(&runs);
+    let result =
+        fanout::print_runs("App", &runs, c.json).and_then(|()| fanout::check_runs(what, &runs));
+    recording.end(result)
 }
 
 fn log_options(a: &LogsArgs) -> Logs {
@@ -427,14 +446,30 @@ async fn follow_logs(a: &LogsArgs) -> anyhow::Result<()> {
 async fn stale_containers(a: &StaleArgs) -> anyhow::Result<()> {
     let config = a.common.config.load()?;
     if a.stop {
-        fanout::with_lock(&config, "stop stale containers", stale(&config, a)).await
+        fanout::with_lock(&config, "stop stale containers", async {
+            let hosts = a.common.targets.hosts(&config);
+            let log = record::open_log(&config)?;
+            let recording = Recording::start(
+                log.as_ref(),
+                &config,
+                Operation::StaleContainersStop,
+                &hosts,
+            )?;
+            let result = stale(&config, a, Some(&recording)).await;
+            recording.end(result)
+        })
+        .await
     } else {
-        stale(&config, a).await
+        stale(&config, a, None).await
     }
 }
 
 /// Running versions other than the current one, per host and role; stopped with `--stop`.
-async fn stale(config: &Config, a: &StaleArgs) -> anyhow::Result<()> {
+async fn stale(
+    config: &Config,
+    a: &StaleArgs,
+    recording: Option<&Recording<'_>>,
+) -> anyhow::Result<()> {
     let pairs = a.common.targets.host_roles(config);
     if pairs.is_empty() {
         return Err(fanout::no_hosts().into());
@@ -488,6 +523,9 @@ async fn stale(config: &Config, a: &StaleArgs) -> anyhow::Result<()> {
     crate::commands::write_stdout(&out)?;
     let stopped = fanout::run_all(&pool, stops).await;
     pool.close().await;
+    if let Some(r) = recording {
+        r.note(&stopped);
+    }
     fanout::check_runs("listing containers", &runs)?;
     fanout::check_runs("stopping stale containers", &stopped)
 }
@@ -496,9 +534,14 @@ async fn stale(config: &Config, a: &StaleArgs) -> anyhow::Result<()> {
 async fn start(a: &VersionArgs) -> anyhow::Result<()> {
     let config = a.common.config.load()?;
     fanout::with_lock(&config, "start the app", async {
-        change(&config, &a.common, "app start", |app| match &a.version {
-            Some(v) => app.start(v),
-            None => app.start_latest(),
+        let operation = Operation::AppStart {
+            version: a.version.clone(),
+        };
+        change(&config, &a.common, "app start", operation, |app| {
+            match &a.version {
+                Some(v) => app.start(v),
+                None => app.start_latest(),
+            }
         })
         .await
     })
@@ -550,7 +593,7 @@ async fn boot(a: &BootArgs) -> anyhow::Result<()> {
 async fn remove(c: &Common) -> anyhow::Result<()> {
     let config = c.config.load()?;
     fanout::with_lock(&config, "remove the app", async {
-        change(&config, c, "app remove", |app| {
+        change(&config, c, "app remove", Operation::AppRemove, |app| {
             format!(
                 "{{ {}; }}; {} && {{ {} || true; }}",
                 app.stop(None),

@@ -4,8 +4,10 @@
 //! proxy's own JSON-lines protocol, so nothing is installed or run on the host.
 
 use crate::commands::fanout::{self, Targets};
+use crate::commands::record::Recording;
 use crate::exit::{FAILED, UserError};
 use flotilla_deploy::Config;
+use flotilla_events::event::Operation;
 use flotilla_proxy::admin::{Reply, Request};
 use flotilla_ssh::Pool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -17,6 +19,26 @@ pub(crate) async fn set(
     targets: &Targets,
     socket: &str,
     maintenance: Option<Option<String>>,
+) -> anyhow::Result<()> {
+    let operation = match &maintenance {
+        Some(message) => Operation::AppMaintenance {
+            message: message.clone(),
+        },
+        None => Operation::AppLive,
+    };
+    let hosts = targets.hosts(config);
+    let log = crate::commands::record::open_log(config)?;
+    let recording = Recording::start(log.as_ref(), config, operation, &hosts)?;
+    let result = ask_all(config, targets, socket, maintenance, &recording).await;
+    recording.end(result)
+}
+
+async fn ask_all(
+    config: &Config,
+    targets: &Targets,
+    socket: &str,
+    maintenance: Option<Option<String>>,
+    recording: &Recording<'_>,
 ) -> anyhow::Result<()> {
     let pairs: Vec<(String, String)> = targets
         .host_roles(config)
@@ -57,6 +79,10 @@ pub(crate) async fn set(
     let mut failed = Vec::new();
     let mut text = String::new();
     for ((host, service), result) in pairs.iter().zip(results) {
+        recording.note_host(
+            host,
+            result.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+        );
         match result {
             Ok(()) => text.push_str(&format!(
                 "App Host: {host}\n{service}: {}\n\n",

@@ -31,7 +31,8 @@ pub struct AuditCmd {
 #[derive(Debug, Default, serde::Serialize)]
 struct Entry {
     deploy_id: String,
-    /// `deploy`, `rollback` or `accessory`.
+    /// `deploy`, `rollback`, `enroll`, or the command of another operation (`app stop`,
+    /// `accessory reboot db`, `prune all`, `proxy reboot`).
     kind: String,
     actor: String,
     /// When it was asked for (RFC 3339).
@@ -105,6 +106,27 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<()> {
                     "replaced keys".into()
                 } else {
                     "enrolled".into()
+                };
+            }
+            // A state-changing command other than a rollout: its kind is the command.
+            Event::OperationStarted(o) => {
+                entry.kind = o.operation.to_string();
+                entry.actor.clone_from(&e.actor);
+                entry.at = e.at.to_string();
+                entry.service.clone_from(&o.service);
+                entry.destination.clone_from(&o.destination);
+                entry.hosts.clone_from(&o.hosts);
+            }
+            Event::OperationSucceeded(_) => entry.succeeded.extend(e.host.clone()),
+            Event::OperationFailed(f) => {
+                entry.failed.extend(e.host.clone());
+                entry.reason = Some(f.reason.clone());
+            }
+            Event::OperationFinished(f) => {
+                entry.outcome = if f.failed.is_empty() {
+                    "completed".into()
+                } else {
+                    "failed".into()
                 };
             }
             _ => {}

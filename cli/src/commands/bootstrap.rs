@@ -3,14 +3,20 @@
 //! containers), then each executor's identity read back for enrolment. The steps are planned
 //! by `flotilla_setup`; this file chooses the hosts, renders progress and reports.
 
+use crate::enrol::Records;
 use crate::exit::{FAILED, UserError};
 use crate::session::{FleetArgs, Session, control_host, scheduler_key};
+use anyhow::Context as _;
 use clap::Args;
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::matches;
-use flotilla_setup::plan::{self, HostSpec, NatsSettings, NatsSpec};
+use flotilla_events::SledLog;
+use flotilla_protocol::signing::JobSigner;
+use flotilla_setup::plan::{self, HostSpec, NatsSettings, NatsSpec, SchedulerSpec};
 use flotilla_setup::{AgentImage, Bootstrapped, Progress};
 use flotilla_ssh::Pool;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const EXAMPLES: &str = "Examples:
   flotilla server bootstrap                 # every host in config/deploy.yml
@@ -29,20 +35,95 @@ pub struct BootstrapArgs {
 }
 
 pub async fn run(args: &BootstrapArgs) -> anyhow::Result<()> {
-    let s = Session::open(&args.fleet)?;
-    bootstrap_fleet(&s).await.map(|_| ())
+    let p = Project::open(&args.fleet)?;
+    bootstrap_fleet(&p).await.map(|_| ())
 }
 
-/// Bootstraps the hosts the session's filters pick (plus the control host when setup boots
-/// NATS), printing progress; fails naming every host that failed.
-pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
+/// What bootstrap and enrolment need of the project. In service mode
+/// (`x-flotilla.scheduler.mode: service`) no local event log is opened: enrolments are
+/// recorded in the scheduler service's log.
+pub struct Project {
+    pub root: PathBuf,
+    pub config: Config,
+    pub args: FleetArgs,
+    pub actor: String,
+    /// The project's own log (embedded mode); `None` in service mode.
+    pub log: Option<SledLog>,
+}
+
+impl Project {
+    pub fn open(args: &FleetArgs) -> anyhow::Result<Project> {
+        let config = crate::session::load_config(args)?;
+        if crate::client::service_mode(&config) {
+            return Ok(Project {
+                root: std::env::current_dir().context("reading the current directory")?,
+                config,
+                args: args.clone(),
+                actor: crate::session::performer(),
+                log: None,
+            });
+        }
+        let s = Session::open_with(args, config)?;
+        Ok(Project {
+            root: s.root,
+            config: s.config,
+            args: s.args,
+            actor: s.actor,
+            log: Some(s.log),
+        })
+    }
+
+    /// Whether setup boots NATS (no `x-flotilla.nats.url` names a NATS of the user's own).
+    fn boots_nats(&self) -> bool {
+        self.config
+            .flotilla
+            .nats
+            .as_ref()
+            .and_then(|n| n.url.as_ref())
+            .is_none()
+    }
+}
+
+/// How long a re-run of setup in service mode tries the running service for the enrolled
+/// hosts before it takes none (on a first setup nothing answers yet); they are admitted
+/// again once enrolled, so a miss costs a NATS reload, never a host.
+const SERVICE_PROBE: Duration = Duration::from_secs(10);
+
+/// A NATS client to the scheduler service, with the endpoint (the SSH tunnel) it needs.
+type ServiceConn = (async_nats::Client, crate::session::NatsEndpoint);
+
+/// Bootstraps the hosts the project's filters pick (plus the control host when setup boots
+/// NATS, and there the scheduler service in service mode), printing progress; then enrols
+/// each executor (in the service's log in service mode); fails naming every host that
+/// failed.
+pub async fn bootstrap_fleet(p: &Project) -> anyhow::Result<Vec<Bootstrapped>> {
     let image = agent_image()?;
-    let key = scheduler_key(&s.root)?.public_key_base64();
-    let specs = host_specs(&s.config, &s.args, &image.tag, &key, &nats_users(s)?)?;
-    let pool = crate::commands::fanout::pool(&s.config);
-    let json = s.args.json;
-    let quiet = s.args.quiet;
-    let report = move |p: Progress| print_progress(json, quiet, &p);
+    let signer = scheduler_key(&p.root)?;
+    let key = signer.public_key_base64();
+    let mut conn: Option<ServiceConn> = None;
+    let users = match &p.log {
+        Some(log) => nats_users(&p.root, Records::Local(log)).await?,
+        None => {
+            // A re-run: the service that runs already knows the enrolled hosts.
+            if let Ok(Ok(c)) =
+                tokio::time::timeout(SERVICE_PROBE, crate::client::connect(&p.config)).await
+            {
+                conn = Some(c);
+            }
+            match &conn {
+                Some((client, _)) => match nats_users(&p.root, Records::Service(client)).await {
+                    Ok(users) => users,
+                    Err(_) => operator_users(&p.root)?,
+                },
+                None => operator_users(&p.root)?,
+            }
+        }
+    };
+    let specs = host_specs(p, &image.tag, &key, &users, scheduler_spec(p, &signer)?)?;
+    let pool = crate::commands::fanout::pool(&p.config);
+    let json = p.args.json;
+    let quiet = p.args.quiet;
+    let report = move |pr: Progress| print_progress(json, quiet, &pr);
     let results = flotilla_setup::bootstrap(&pool, &specs, &image, &report).await;
     let mut done = Vec::new();
     let mut failed = Vec::new();
@@ -58,27 +139,54 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
             }
         }
     }
+    let service: Option<ServiceConn> = match &p.log {
+        Some(_) => None,
+        None => {
+            // The service's key as its host holds it, read over the pinned SSH connection:
+            // pinned here, so a CLI never learns it from NATS.
+            let public = done.iter().find_map(|b| b.service_key.clone());
+            if let Some(public) = &public {
+                crate::client::pin_service_key(&p.root, public)?;
+            }
+            // A tunnel made before NATS was restarted may be gone: connect again.
+            drop(conn.take());
+            let c = crate::client::connect(&p.config).await?;
+            if let Some(public) = &public {
+                crate::client::await_service(&c.0, public).await?;
+            }
+            Some(c)
+        }
+    };
+    let records = match (&p.log, &service) {
+        (Some(log), _) => Records::Local(log),
+        (None, Some((client, _))) => Records::Service(client),
+        (None, None) => anyhow::bail!("no event log and no scheduler service"),
+    };
     // Enrolment over the same pooled connections: the identity each executor wrote, with
     // the host key of the connection it was read over. Changed keys are refused here;
     // `flotilla server enroll HOST --replace` accepts them.
     let mut enrolled_now = false;
-    for b in &done {
-        match crate::enrol::enroll_host(&pool, &s.log, &s.actor, &b.host, false).await {
+    let hosts: Vec<String> = done.iter().map(|b| b.host.clone()).collect();
+    for (host, result) in crate::enrol::enroll_hosts(&pool, records, &p.actor, &hosts, false).await
+    {
+        match result {
             Ok(outcome) => {
                 enrolled_now |= matches!(outcome, crate::enrol::Outcome::Enrolled { .. });
-                print_enrolment(json, quiet, &b.host, &outcome);
+                print_enrolment(json, quiet, &host, &outcome);
             }
             Err(e) => {
                 eprintln!("flotilla: {}", crate::exit::render(&e));
-                failed.push(b.host.clone());
+                failed.push(host);
             }
         }
     }
     // The NATS setup boots admits a host only by its enrolled key: a host enrolled just now
     // is added to its users (the running NATS rereads its configuration, no restart); its
-    // executor, retrying, gets in.
-    if enrolled_now {
-        failed.extend(admit_enrolled(s, &pool, &image, &key, &report).await?);
+    // executor, retrying, gets in. In service mode the users may have been written before
+    // the service could name the enrolled hosts, so they are checked every time (a current
+    // NATS gets no step).
+    if p.boots_nats() && (enrolled_now || p.log.is_none()) {
+        failed.extend(admit_enrolled(p, records, &pool, &image, &signer, &report).await?);
     }
     pool.close().await;
     if failed.is_empty() {
@@ -92,20 +200,27 @@ pub async fn bootstrap_fleet(s: &Session) -> anyhow::Result<Vec<Bootstrapped>> {
     .into())
 }
 
-/// Rewrites the users of the NATS setup booted (if it booted one) from the enrolments in the
-/// log, and has NATS reread them; returns the hosts where that failed.
+/// Rewrites the users of the NATS setup booted (if it booted one) from the enrolments, and
+/// has NATS reread them; returns the hosts where that failed.
 pub async fn admit_enrolled(
-    s: &Session,
+    p: &Project,
+    records: Records<'_>,
     pool: &Pool,
     image: &AgentImage,
-    scheduler_key: &str,
+    signer: &JobSigner,
     report: &(dyn Fn(Progress) + Sync),
 ) -> anyhow::Result<Vec<String>> {
-    let users = nats_users(s)?;
-    let control: Vec<HostSpec> = host_specs(&s.config, &s.args, &image.tag, scheduler_key, &users)?
-        .into_iter()
-        .filter(|h| h.nats.is_some())
-        .collect();
+    let users = nats_users(&p.root, records).await?;
+    let control: Vec<HostSpec> = host_specs(
+        p,
+        &image.tag,
+        &signer.public_key_base64(),
+        &users,
+        scheduler_spec(p, signer)?,
+    )?
+    .into_iter()
+    .filter(|h| h.nats.is_some())
+    .collect();
     let mut failed = Vec::new();
     for r in flotilla_setup::bootstrap(pool, &control, image, report).await {
         if let Err(e) = r {
@@ -114,6 +229,23 @@ pub async fn admit_enrolled(
         }
     }
     Ok(failed)
+}
+
+/// The scheduler service setup boots beside NATS in service mode: it signs jobs with the
+/// project's scheduler key (the one the executors trust) and reaches NATS with the
+/// operators' key.
+fn scheduler_spec(p: &Project, signer: &JobSigner) -> anyhow::Result<Option<SchedulerSpec>> {
+    if p.log.is_some() || !p.boots_nats() {
+        return Ok(None);
+    }
+    let operator = crate::session::operator_nkey(&p.root)?;
+    let seed = operator
+        .seed()
+        .context("the operators' NATS key has no seed")?;
+    Ok(Some(SchedulerSpec {
+        signing_key: signer.secret_base64(),
+        nkey_seed: seed,
+    }))
 }
 
 /// The agent image of this flotilla binary, or what to do when it cannot be made.
@@ -137,21 +269,20 @@ fn host_of(e: &flotilla_setup::HostError) -> String {
         | E::Step { host, .. }
         | E::Image { host, .. }
         | E::Remove { host, .. }
-        | E::NoIdentity { host, .. } => host.clone(),
+        | E::NoIdentity { host, .. }
+        | E::Certificate { host, .. } => host.clone(),
     }
 }
 
 /// Who the NATS setup boots admits: the operators (this project's `.flotilla/nats-operator.nk`)
 /// with every permission, and each enrolled host with its own key and only its own subjects.
-fn nats_users(s: &Session) -> anyhow::Result<Vec<plan::User>> {
+async fn nats_users(root: &Path, records: Records<'_>) -> anyhow::Result<Vec<plan::User>> {
     use flotilla_protocol::access;
-    let operator = crate::session::operator_nkey(&s.root)?;
-    let mut users = vec![plan::User {
-        nkey: operator.public_key(),
-        permissions: access::operator_permissions(),
-    }];
-    let enrolled = flotilla_events::Enrolled::from_log(&s.log)
-        .map_err(|e| anyhow::Error::new(e).context("read the enrolled hosts from the event log"))?;
+    let mut users = operator_users(root)?;
+    let enrolled = records
+        .enrolled()
+        .await
+        .context("read the enrolled hosts")?;
     users.extend(enrolled.hosts().map(|(host, e)| plan::User {
         nkey: e.keys.nats_key.clone(),
         permissions: access::host_permissions(host),
@@ -159,15 +290,27 @@ fn nats_users(s: &Session) -> anyhow::Result<Vec<plan::User>> {
     Ok(users)
 }
 
+/// The operators alone (before any host is known).
+fn operator_users(root: &Path) -> anyhow::Result<Vec<plan::User>> {
+    let operator = crate::session::operator_nkey(root)?;
+    Ok(vec![plan::User {
+        nkey: operator.public_key(),
+        permissions: flotilla_protocol::access::operator_permissions(),
+    }])
+}
+
 /// What each host should run: the agents everywhere; NATS on the control host when no
-/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only.
+/// `x-flotilla.nats.url` names a NATS of the user's own, admitting `users` only, speaking
+/// TLS with a certificate from the project's CA (made once in `.flotilla/`). Every host gets
+/// the CA its executor pins: that one, or the user's `x-flotilla.nats.ca`.
 pub fn host_specs(
-    config: &Config,
-    args: &FleetArgs,
+    p: &Project,
     image: &str,
     scheduler_key: &str,
     users: &[plan::User],
+    scheduler: Option<SchedulerSpec>,
 ) -> anyhow::Result<Vec<HostSpec>> {
+    let (config, args) = (&p.config, &p.args);
     let own_nats = config.flotilla.nats.as_ref().and_then(|n| n.url.clone());
     let control = control_host(config);
     let nats_url = match (&own_nats, &control) {
@@ -188,6 +331,32 @@ pub fn host_specs(
         .as_ref()
         .and_then(|n| n.image.clone())
         .unwrap_or_else(|| plan::DEFAULT_NATS_IMAGE.to_owned());
+    let (nats_ca, tls) = match (&own_nats, &control) {
+        (Some(_), _) => (own_nats_ca(p)?, None),
+        (None, control) => {
+            let dir = p.root.join(".flotilla");
+            let ca = flotilla_setup::ProjectCa::load_or_create(&dir).map_err(|e| {
+                anyhow::Error::new(e).context(UserError {
+                    message: format!(
+                        "cannot make or read the project's NATS CA in {}",
+                        dir.display()
+                    ),
+                    hint: Some(
+                        "check .flotilla/nats-ca.pem and .flotilla/nats-ca.key (remove both to \
+                         make a new CA: every host then gets it on the next setup)"
+                            .into(),
+                    ),
+                    code: FAILED,
+                })
+            })?;
+            let ca = std::sync::Arc::new(ca);
+            let tls = control.as_deref().map(|c| flotilla_setup::NatsTls {
+                ca: ca.clone(),
+                names: flotilla_setup::NatsTls::names_of(c),
+            });
+            (Some(ca.cert_pem.clone()), tls)
+        }
+    };
     let mut hosts = picked_hosts(config, args);
     // NATS must be up wherever setup boots it, whatever the filters pick.
     if let (None, Some(c)) = (&own_nats, &control)
@@ -195,20 +364,47 @@ pub fn host_specs(
     {
         hosts.insert(0, c.clone());
     }
-    Ok(hosts
+    hosts
         .into_iter()
-        .map(|host| HostSpec {
-            nats: (own_nats.is_none() && control.as_deref() == Some(host.as_str())).then(|| {
-                NatsSpec {
+        .map(|host| {
+            let control_here = own_nats.is_none() && control.as_deref() == Some(host.as_str());
+            Ok(HostSpec {
+                proxy_run: crate::commands::proxy_fleet::proxy_run(config, &host)?,
+                nats: control_here.then(|| NatsSpec {
                     image: nats_image.clone(),
                     config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
-                }
-            }),
-            executor_conf: plan::executor_conf(&host, &nats_url, scheduler_key),
-            image: image.to_owned(),
-            host,
+                    tls: tls.clone(),
+                }),
+                scheduler: control_here.then(|| scheduler.clone()).flatten(),
+                executor_conf: plan::executor_conf(
+                    &host,
+                    &nats_url,
+                    scheduler_key,
+                    nats_ca.is_some(),
+                ),
+                nats_ca: nats_ca.clone(),
+                image: image.to_owned(),
+                host,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The CA of the user's own NATS (`x-flotilla.nats.ca`, relative to the project), which
+/// every executor is given to pin; `None` when the config names none.
+fn own_nats_ca(p: &Project) -> anyhow::Result<Option<String>> {
+    let Some(path) = p.config.flotilla.nats.as_ref().and_then(|n| n.ca.as_ref()) else {
+        return Ok(None);
+    };
+    let path = p.root.join(path);
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::Error::new(e).context(UserError {
+            message: format!("cannot read x-flotilla.nats.ca {}", path.display()),
+            hint: Some("point x-flotilla.nats.ca at the PEM file of your NATS's CA".into()),
+            code: crate::exit::USAGE,
+        })
+    })?;
+    Ok(Some(pem))
 }
 
 /// The hosts `-h`/`-r`/`-p` pick, in the config's order.

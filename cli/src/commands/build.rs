@@ -1,8 +1,9 @@
 //! `flotilla build push|pull|details|create|remove`: Kamal's build commands. `push` builds and
 //! pushes the image as `flotilla deploy` does; `pull` pulls it on every host over SSH;
 //! `details`, `create` and `remove` show or run the buildx builder commands that
-//! `deploy::plan::build_plan` plans (Flotilla itself builds with the engine's classic builder,
-//! so no buildx builder is needed for a deploy).
+//! `deploy::plan::build_plan` plans (a deploy builds with that builder when the buildx plugin
+//! is there, else on the engine: `crate::build`). Without buildx, `details` shows the engine's
+//! commands instead and `create`/`remove` have nothing to do.
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
@@ -10,7 +11,7 @@ use crate::exit::{FAILED, UserError};
 use clap::{Args, Subcommand};
 use flotilla_deploy::Config;
 use flotilla_deploy::commands::App;
-use flotilla_deploy::plan::{BuildInputs, BuildPlan, build_plan};
+use flotilla_deploy::plan::{BuildInputs, BuildPlan, build_plan, engine_build};
 
 const EXAMPLES: &str = "Examples:
   flotilla build push --version v42
@@ -37,6 +38,12 @@ enum BuildAction {
         after_help = "Examples:\n  flotilla build pull --version v42\n  flotilla build pull -r web --version v42"
     )]
     Pull(PullArgs),
+    /// Build and push the image, then pull it on every host (Kamal's `build deliver`)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla build deliver --version v42"
+    )]
+    Deliver(PullArgs),
     /// Show the builder Kamal's settings describe and its commands
     #[command(after_help = "Examples:\n  flotilla build details")]
     Details(VersionArgs),
@@ -68,6 +75,21 @@ struct PullArgs {
     json: bool,
 }
 
+/// Pulls the version's image on every picked host.
+async fn pull(config: &flotilla_deploy::Config, version: &str, a: &PullArgs) -> anyhow::Result<()> {
+    let hosts = a.targets.hosts(config);
+    if hosts.is_empty() {
+        return Err(fanout::no_hosts().into());
+    }
+    let command = App::new(config, None).pull_image(version);
+    let pool = fanout::pool(config);
+    let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
+    let runs = fanout::run_all(&pool, jobs).await;
+    pool.close().await;
+    fanout::print_runs("App", &runs, a.json)?;
+    fanout::check_runs("the pull", &runs)
+}
+
 pub async fn run(cmd: &BuildCmd) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     match &cmd.action {
@@ -78,19 +100,16 @@ pub async fn run(cmd: &BuildCmd) -> anyhow::Result<()> {
             println!("pushed {}@{}", pushed.image, pushed.digest);
             Ok(())
         }
+        BuildAction::Deliver(a) => {
+            let (config, version) = load(&a.version)?;
+            let root = std::env::current_dir()?;
+            let pushed = crate::build::build_and_push(&config, &root, &version, false)?;
+            println!("pushed {}@{}", pushed.image, pushed.digest);
+            pull(&config, &version, a).await
+        }
         BuildAction::Pull(a) => {
             let (config, version) = load(&a.version)?;
-            let hosts = a.targets.hosts(&config);
-            if hosts.is_empty() {
-                return Err(fanout::no_hosts().into());
-            }
-            let command = App::new(&config, None).pull_image(&version);
-            let pool = fanout::pool(&config);
-            let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
-            let runs = fanout::run_all(&pool, jobs).await;
-            pool.close().await;
-            fanout::print_runs("App", &runs, a.json)?;
-            fanout::check_runs("the pull", &runs)
+            pull(&config, &version, a).await
         }
         BuildAction::Details(a) => {
             let (config, version) = load(a)?;
@@ -106,19 +125,30 @@ pub async fn run(cmd: &BuildCmd) -> anyhow::Result<()> {
                 list(&plan.remote_arches),
                 plan.tags.join(", ")
             );
-            for c in &plan.create {
-                text.push_str(&format!("create: {}\n", c.join(" ")));
+            if crate::build::has_buildx() {
+                for c in &plan.create {
+                    text.push_str(&format!("create: {}\n", c.join(" ")));
+                }
+                text.push_str(&format!("build: {}\n", plan.build.join(" ")));
+            } else {
+                text.push_str(&engine_details(&config, &version));
             }
-            text.push_str(&format!("build: {}\n", plan.build.join(" ")));
             crate::commands::write_stdout(&text)
         }
-        BuildAction::Create(a) => {
+        BuildAction::Create(a) | BuildAction::Remove(a) => {
             let (config, version) = load(a)?;
-            run_local(&plan(&config, &version).create)
-        }
-        BuildAction::Remove(a) => {
-            let (config, version) = load(a)?;
-            run_local(&plan(&config, &version).remove)
+            if !crate::build::has_buildx() {
+                println!(
+                    "nothing to do: without the docker buildx plugin images are built on the \
+                     Docker engine (see `flotilla build details`)"
+                );
+                return Ok(());
+            }
+            let plan = plan(&config, &version);
+            match &cmd.action {
+                BuildAction::Create(_) => run_local(&plan.create),
+                _ => run_local(&plan.remove),
+            }
         }
     }
 }
@@ -140,12 +170,30 @@ fn list(arches: &[String]) -> String {
     }
 }
 
-/// Kamal's `docker_arch` from what this binary was built for.
-fn local_arch() -> String {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64".into(),
-        "aarch64" => "arm64".into(),
-        other => other.into(),
+/// What `build push` runs when the docker CLI has no buildx plugin, or why it cannot.
+fn engine_details(config: &Config, version: &str) -> String {
+    let inputs = BuildInputs {
+        version: version.to_owned(),
+        local_arch: crate::build::local_arch(),
+        no_cache: false,
+    };
+    let caps = crate::build::engine_caps(config);
+    match engine_build(config, &inputs, &caps, "SECRETS_DIR") {
+        Ok(b) => {
+            let env: Vec<String> = b.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut text = format!(
+                "Runner: the Docker engine (no buildx plugin), with {}\n",
+                env.join(" ")
+            );
+            for step in &b.steps {
+                text.push_str(&format!("run: {}\n", step.argv.join(" ")));
+            }
+            for note in &b.notes {
+                text.push_str(&format!("note: {note}\n"));
+            }
+            text
+        }
+        Err(e) => format!("Runner: none here: {e}\n"),
     }
 }
 
@@ -154,7 +202,7 @@ fn plan(config: &Config, version: &str) -> BuildPlan {
         config,
         &BuildInputs {
             version: version.to_owned(),
-            local_arch: local_arch(),
+            local_arch: crate::build::local_arch(),
             no_cache: false,
         },
     )

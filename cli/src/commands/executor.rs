@@ -309,6 +309,8 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(flotilla_proxy::DEFAULT_ADMIN_SOCKET)),
     );
     let executor = Arc::new(Executor::new(docker, proxy, host_key, host));
+    // Apart from NATS: a host whose engine restarts is served again even while NATS is down.
+    tokio::spawn(flotilla_executor::repoint::run(executor.clone()));
     start_telemetry(
         args.otlp_endpoint.as_deref(),
         args.metrics_listen.as_deref(),

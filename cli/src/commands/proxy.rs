@@ -7,9 +7,16 @@ use clap::{Args, Subcommand};
 use flotilla_proxy::admin::{AdminError, Client, DeployRequest, ErrorKind};
 use flotilla_proxy::{HealthCheck, RunArgs, ServiceSpec, TlsSpec};
 
+use crate::commands::proxy_fleet::{self, Verb};
 use crate::exit::{FAILED, USAGE, UserError};
 
-const EXAMPLES: &str = "Examples:
+const EXAMPLES: &str = "On the servers (Kamal's `kamal proxy`, over SSH):
+  flotilla proxy details
+  flotilla proxy logs -f
+  flotilla proxy reboot --rolling
+  flotilla proxy stop -h 10.0.0.5 && flotilla proxy start -h 10.0.0.5
+
+On this host (the proxy's admin socket):
   flotilla proxy run --http-port 80 --https-port 443 --metrics-listen 127.0.0.1:9100
   flotilla proxy deploy web --target 127.0.0.1:3001 --host app.example.com --app-version v2
   flotilla proxy deploy web --target 127.0.0.1:3001 --host app.example.com --tls
@@ -17,7 +24,7 @@ const EXAMPLES: &str = "Examples:
   flotilla proxy maintenance web --message \"Back at 10:00\"
   flotilla proxy pause web --timeout 30s && docker restart web && flotilla proxy resume web";
 
-/// The host proxy: zero-downtime switches, draining, TLS, metrics
+/// The host proxy: Kamal's `proxy` commands on the servers, and the proxy itself
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct ProxyArgs {
@@ -27,6 +34,50 @@ pub struct ProxyArgs {
 
 #[derive(Debug, Subcommand)]
 enum ProxyCommand {
+    /// Boot the proxy on the servers: run it where missing, start it where stopped, replace
+    /// it (handing its sockets over) where `proxy.run` changed
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy boot\n  flotilla proxy boot -h 10.0.0.5"
+    )]
+    Boot(proxy_fleet::FleetArgs),
+    /// Replace the proxy container on the servers without dropping a request (the new one
+    /// takes the old one's listening sockets; then the old one drains)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy reboot\n  flotilla proxy reboot --rolling"
+    )]
+    Reboot(proxy_fleet::RebootArgs),
+    /// Start the existing proxy container on the servers
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy start\n  flotilla proxy start -h 10.0.0.5"
+    )]
+    Start(proxy_fleet::FleetArgs),
+    /// Stop the proxy container on the servers (it drains in-flight requests first)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy stop -h 10.0.0.5"
+    )]
+    Stop(proxy_fleet::FleetArgs),
+    /// Stop, then start the existing proxy container on the servers
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy restart"
+    )]
+    Restart(proxy_fleet::FleetArgs),
+    /// Show the proxy container on each server
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy details\n  flotilla proxy details --json"
+    )]
+    Details(proxy_fleet::FleetArgs),
+    /// Show log lines from the proxy on each server (`-f` follows one host)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy logs\n  flotilla proxy logs -n 20 --grep switched\n  flotilla proxy logs -f -h 10.0.0.5"
+    )]
+    Logs(proxy_fleet::LogsArgs),
     /// Run the proxy in the foreground (SIGTERM drains and exits)
     #[command(
         after_help = "Examples:\n  flotilla proxy run\n  flotilla proxy run --http-port 8080 --https-port off --state-file ./proxy-state.json --admin-socket ./proxy.sock"
@@ -37,16 +88,22 @@ enum ProxyCommand {
         after_help = "Examples:\n  flotilla proxy deploy web --target 127.0.0.1:3001 --host app.example.com\n  flotilla proxy deploy api --target 10.0.0.5:8080 --host example.com --path-prefix /api --strip-path-prefix"
     )]
     Deploy(Box<DeployArgs>),
-    /// Stop routing a service (its in-flight requests drain first)
-    #[command(after_help = "Examples:\n  flotilla proxy remove web")]
-    Remove {
-        service: String,
-        /// How long in-flight requests may still run
-        #[arg(long, default_value = "30s", value_parser = duration)]
-        drain_timeout: Duration,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
+    /// Show how the proxy runs on each server and how `proxy.run` asks it to (`get`); `set`
+    /// and `reset` are `proxy.run` in config/deploy.yml, then `proxy reboot`
+    #[command(
+        name = "boot_config",
+        alias = "boot-config",
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy boot_config get"
+    )]
+    BootConfig(proxy_fleet::BootConfigArgs),
+    /// Remove the proxy container from the servers (its saved routes stay for the next
+    /// boot); with SERVICE, stop routing that service on this host's proxy instead
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  flotilla proxy remove              # the container, on every server\n  flotilla proxy remove web --socket /run/flotilla/proxy.sock   # one service, this host"
+    )]
+    Remove(RemoveArgs),
     /// List services, their targets and state
     #[command(after_help = "Examples:\n  flotilla proxy list\n  flotilla proxy list --json")]
     List {
@@ -92,6 +149,19 @@ enum ProxyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Debug, Args)]
+struct RemoveArgs {
+    /// A service to stop routing on this host's proxy (its in-flight requests drain first)
+    service: Option<String>,
+    /// How long the service's in-flight requests may still run
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    drain_timeout: Duration,
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    fleet: proxy_fleet::FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +247,24 @@ fn ms(d: Duration) -> u64 {
 }
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let on_servers = !matches!(
+        args.command,
+        ProxyCommand::Run(_)
+            | ProxyCommand::Deploy(_)
+            | ProxyCommand::Remove(RemoveArgs {
+                service: Some(_),
+                ..
+            })
+            | ProxyCommand::List { .. }
+            | ProxyCommand::Maintenance { .. }
+            | ProxyCommand::Live { .. }
+            | ProxyCommand::Pause { .. }
+            | ProxyCommand::Resume { .. }
+    );
+    if on_servers {
+        // Kamal's commands on the servers: SSH fan-out and terminal streaming, as `app`'s.
+        return crate::block_on(dispatch(args.command));
+    }
     // The proxy's data plane runs its own worker threads; the admin side needs one thread.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -189,11 +277,25 @@ async fn dispatch(command: ProxyCommand) -> anyhow::Result<()> {
     match command {
         ProxyCommand::Run(args) => serve(*args).await,
         ProxyCommand::Deploy(args) => deploy(*args).await,
-        ProxyCommand::Remove {
-            service,
+        ProxyCommand::Boot(a) => proxy_fleet::run(Verb::Boot(&a)).await,
+        ProxyCommand::Reboot(a) => proxy_fleet::run(Verb::Reboot(&a)).await,
+        ProxyCommand::Start(a) => proxy_fleet::run(Verb::Start(&a)).await,
+        ProxyCommand::Stop(a) => proxy_fleet::run(Verb::Stop(&a)).await,
+        ProxyCommand::Restart(a) => proxy_fleet::run(Verb::Restart(&a)).await,
+        ProxyCommand::Details(a) => proxy_fleet::run(Verb::Details(&a)).await,
+        ProxyCommand::Logs(a) => proxy_fleet::run(Verb::Logs(&a)).await,
+        ProxyCommand::BootConfig(a) => proxy_fleet::run(Verb::BootConfig(&a)).await,
+        ProxyCommand::Remove(RemoveArgs {
+            service: None,
+            fleet,
+            ..
+        }) => proxy_fleet::run(Verb::Remove(&fleet)).await,
+        ProxyCommand::Remove(RemoveArgs {
+            service: Some(service),
             drain_timeout,
             admin,
-        } => {
+            ..
+        }) => {
             let client = Client::new(&admin.socket);
             client
                 .remove(&service, ms(drain_timeout))

@@ -4,8 +4,10 @@
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
+use crate::commands::record::{self, Recording};
 use clap::{Args, Subcommand};
 use flotilla_deploy::commands::{prune_app_containers, prune_dangling_images, prune_tagged_images};
+use flotilla_events::event::Operation;
 
 const EXAMPLES: &str = "Examples:
   flotilla prune all
@@ -75,13 +77,22 @@ pub async fn run(cmd: &PruneCmd) -> anyhow::Result<()> {
     if hosts.is_empty() {
         return Err(fanout::no_hosts().into());
     }
+    let operation = Operation::Prune {
+        containers,
+        images,
+        retain,
+    };
     fanout::with_lock(&config, "prune", async {
+        let log = record::open_log(&config)?;
+        let recording = Recording::start(log.as_ref(), &config, operation, &hosts)?;
         let pool = fanout::pool(&config);
         let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
         let runs = fanout::run_all(&pool, jobs).await;
         pool.close().await;
-        fanout::print_runs("App", &runs, args.json)?;
-        fanout::check_runs("prune", &runs)
+        recording.note(&runs);
+        let result = fanout::print_runs("App", &runs, args.json)
+            .and_then(|()| fanout::check_runs("prune", &runs));
+        recording.end(result)
     })
     .await
 }

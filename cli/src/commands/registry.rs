@@ -25,11 +25,11 @@ pub struct RegistryCmd {
 
 #[derive(Debug, Subcommand)]
 enum RegistryAction {
-    /// Log in to the registry locally and on every host
-    #[command(disable_help_flag = true, after_help = EXAMPLES)]
+    /// Log in to the registry locally and on every host (`setup`: Kamal 2.6's name)
+    #[command(disable_help_flag = true, after_help = EXAMPLES, visible_alias = "setup")]
     Login(RegistryArgs),
-    /// Log out of the registry locally and on every host
-    #[command(disable_help_flag = true, after_help = EXAMPLES)]
+    /// Log out of the registry locally and on every host (`remove`: Kamal 2.6's name)
+    #[command(disable_help_flag = true, after_help = EXAMPLES, visible_alias = "remove")]
     Logout(RegistryArgs),
 }
 
@@ -105,7 +105,7 @@ pub async fn run(cmd: &RegistryCmd) -> anyhow::Result<()> {
     )
 }
 
-fn password(registry: &Registry) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn password(registry: &Registry) -> anyhow::Result<Vec<u8>> {
     registry
         .password
         .as_ref()
@@ -123,11 +123,13 @@ fn password(registry: &Registry) -> anyhow::Result<Vec<u8>> {
         })
 }
 
-/// Runs the command with this machine's Docker, the password on stdin.
-fn local(command: &str, password: &[u8]) -> anyhow::Result<()> {
+/// Runs the command with this machine's Docker, the password on stdin (its output on stderr:
+/// a deploy's stdout is for `--json` events).
+pub(crate) fn local(command: &str, password: &[u8]) -> anyhow::Result<()> {
     let mut child = std::process::Command::new("sh")
         .args(["-c", command])
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(std::io::stderr()))
         .spawn()
         .map_err(|e| UserError {
             message: format!("cannot run docker locally: {e}"),

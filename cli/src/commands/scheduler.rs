@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 const EXAMPLES: &str = "Examples:
   flotilla scheduler run --nats nats://127.0.0.1:4222 --state /var/lib/flotilla/scheduler
   flotilla scheduler run --metrics 0.0.0.0:9394
+  flotilla scheduler run --nats-ca /etc/flotilla/nats-ca.pem --nkey /etc/flotilla/operator.nk
   flotilla scheduler key            # the key CLIs seal secrets to";
 
 /// The scheduler service: deploys run here, not in the CLI
@@ -67,6 +68,19 @@ struct RunArgs {
     /// NATS credentials file (.creds): an operator's
     #[arg(long = "creds", env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
     nats_creds: Option<PathBuf>,
+    /// The operators' NATS nkey seed file (the project's `.flotilla/nats-operator.nk`), for
+    /// the NATS `flotilla setup` boots (setup writes it next to the service's state)
+    #[arg(long = "nkey", env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
+    nats_nkey: Option<PathBuf>,
+    /// The CA (PEM) NATS's certificate must chain to: trusted alone, TLS required (the
+    /// project's `.flotilla/nats-ca.pem` for the NATS `flotilla setup` boots)
+    #[arg(long = "nats-ca", env = "FLOTILLA_NATS_CA", value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
+    /// One of several instances (one per control host): stand by, following FLOTILLA_LOG
+    /// into this state's log, until this instance holds the leader lease (a NATS key-value
+    /// entry); the leader resumes the rollouts a lost leader was running
+    #[arg(long, env = "FLOTILLA_SCHEDULER_HA")]
+    ha: bool,
     /// Serve Prometheus metrics of every deploy on this address, all the time
     #[arg(
         long = "metrics",
@@ -108,7 +122,21 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             code: FAILED,
         })
     })?;
-    let transport = NatsTransport::connect(&args.nats_url, args.nats_creds.as_deref())
+    let nkey_seed = match &args.nats_nkey {
+        Some(path) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NATS nkey {}", path.display()))?
+                .trim()
+                .to_owned(),
+        )),
+        None => None,
+    };
+    let auth = flotilla_scheduler::transport::bus::NatsAuth {
+        creds: args.nats_creds.clone(),
+        nkey_seed,
+        ca: args.nats_ca.clone(),
+    };
+    let transport = NatsTransport::connect_with(&args.nats_url, &auth)
         .await
         .map_err(|e| {
             anyhow::Error::new(e).context(UserError {
@@ -141,12 +169,6 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         machine: crate::rollout::hostname(),
         observe: Arc::new(move |e| observe.observe(e)),
     };
-    let bound = service.bind().await?;
-    eprintln!(
-        "flotilla: scheduler service on {}, log {}",
-        args.nats_url,
-        log_dir.display()
-    );
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
@@ -156,6 +178,29 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         );
         token.cancel();
     });
+    if args.ha {
+        use flotilla_scheduler::service::{ha, lease};
+        let js = async_nats::jetstream::new(service.client.clone());
+        let contender =
+            lease::Contender::open(&js, &service.machine, lease::LeaseTimes::default()).await?;
+        eprintln!(
+            "flotilla: scheduler instance on {} standing by for the leader lease, log {}",
+            args.nats_url,
+            log_dir.display()
+        );
+        let stopped = ha::run(service, contender, shutdown).await?;
+        if stopped == ha::Stopped::LostLease {
+            // Docker's restart policy brings it back as a standby.
+            anyhow::bail!("lost the leader lease: another instance leads now");
+        }
+        return Ok(());
+    }
+    let bound = service.bind().await?;
+    eprintln!(
+        "flotilla: scheduler service on {}, log {}",
+        args.nats_url,
+        log_dir.display()
+    );
     bound.serve(shutdown).await?;
     Ok(())
 }
@@ -179,8 +224,23 @@ fn signing_key(dir: &Path) -> anyhow::Result<JobSigner> {
         .with_context(|| format!("{} is not a valid scheduler key", path.display()))
 }
 
-/// The service's own sealing key, made on first use (mode 0600).
+/// The service's own sealing key, made on first use (mode 0600). Its public half is also
+/// written beside it (`service.pub`), where `flotilla setup` reads it over SSH to pin it in
+/// the project: a key learnt through the host's pinned SSH connection, not from NATS.
 fn service_key(dir: &Path) -> anyhow::Result<HostKey> {
+    let key = load_or_make_service_key(dir)?;
+    let public = dir.join(SERVICE_PUB);
+    let line = format!("{}\n", key.public_key_base64());
+    if std::fs::read_to_string(&public).ok().as_deref() != Some(line.as_str()) {
+        std::fs::write(&public, line).with_context(|| format!("writing {}", public.display()))?;
+    }
+    Ok(key)
+}
+
+/// The public half of the service's sealing key, in its state directory.
+pub const SERVICE_PUB: &str = "service.pub";
+
+fn load_or_make_service_key(dir: &Path) -> anyhow::Result<HostKey> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("service.key");
     if let Ok(text) = std::fs::read_to_string(&path) {

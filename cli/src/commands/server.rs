@@ -56,6 +56,9 @@ struct ExecArgs {
     /// One JSON object per host on stdout: host, exit status, stdout, stderr
     #[arg(long)]
     json: bool,
+    /// Run interactively with a terminal, on one host (the primary, or the one -h picks)
+    #[arg(short = 'i', long)]
+    interactive: bool,
     /// The command, run by the login shell of the SSH user
     #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
@@ -70,7 +73,7 @@ pub async fn run(cmd: &ServerCmd) -> anyhow::Result<()> {
 }
 
 async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
-    let session = crate::session::Session::open(&args.fleet)?;
+    let session = crate::commands::bootstrap::Project::open(&args.fleet)?;
     let all: Vec<String> = session
         .config
         .all_hosts()
@@ -91,13 +94,22 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         .into());
     }
     let pool = crate::commands::fanout::pool(&session.config);
+    // In service mode the service records enrolments in its log.
+    let service = match &session.log {
+        Some(_) => None,
+        None => Some(crate::client::connect(&session.config).await?),
+    };
+    let records = match (&session.log, &service) {
+        (Some(log), _) => crate::enrol::Records::Local(log),
+        (None, Some((client, _))) => crate::enrol::Records::Service(client),
+        (None, None) => anyhow::bail!("no event log and no scheduler service"),
+    };
     let mut failed = Vec::new();
     let mut enrolled_now = false;
-    for host in &targets {
-        let result =
-            crate::enrol::enroll_host(&pool, &session.log, &session.actor, host, args.replace)
-                .await;
-        let line = match &result {
+    let results =
+        crate::enrol::enroll_hosts(&pool, records, &session.actor, &targets, args.replace).await;
+    for (host, result) in &results {
+        let line = match result {
             Ok(crate::enrol::Outcome::Enrolled { signing_key }) => {
                 enrolled_now = true;
                 format!("{host}: enrolled (signing key {signing_key})")
@@ -124,14 +136,16 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         .and_then(|n| n.url.as_ref());
     if enrolled_now && own_nats.is_none() {
         let image = crate::commands::bootstrap::agent_image()?;
-        let key = crate::session::scheduler_key(&session.root)?.public_key_base64();
+        let signer = crate::session::scheduler_key(&session.root)?;
         let (json, quiet) = (args.fleet.json, args.fleet.quiet);
         let report = move |p: flotilla_setup::Progress| {
             crate::commands::bootstrap::print_progress(json, quiet, &p)
         };
         failed.extend(
-            crate::commands::bootstrap::admit_enrolled(&session, &pool, &image, &key, &report)
-                .await?,
+            crate::commands::bootstrap::admit_enrolled(
+                &session, records, &pool, &image, &signer, &report,
+            )
+            .await?,
         );
     }
     pool.close().await;
@@ -149,9 +163,17 @@ async fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
 async fn exec(args: &ExecArgs) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     let config = args.config.load()?;
+    let command = args.command.join(" ");
+    if args.interactive {
+        // Kamal's `server exec -i`: one host, through a pseudo-terminal.
+        let (host, _) = args.targets.single_host(&config)?;
+        let pool = crate::commands::fanout::pool(&config);
+        let status = crate::commands::app_exec::stream(&pool, &host, &command, true).await;
+        pool.close().await;
+        return crate::commands::app_exec::exit_with(&host, status?);
+    }
     let hosts = args.targets.hosts(&config);
     let pool = crate::commands::fanout::pool(&config);
-    let command = args.command.join(" ");
     let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
     let runs = run_all(&pool, jobs).await;
     pool.close().await;

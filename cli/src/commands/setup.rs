@@ -2,9 +2,8 @@
 //! the agents, NATS on the control host), enrol each executor, then deploy as
 //! `flotilla deploy` does.
 
-use crate::commands::bootstrap::bootstrap_fleet;
+use crate::commands::bootstrap::{Project, bootstrap_fleet};
 use crate::commands::deploy::DeployCmd;
-use crate::session::Session;
 use clap::Args;
 
 const EXAMPLES: &str = "Examples:
@@ -26,9 +25,9 @@ pub struct SetupCmd {
 
 pub async fn run(cmd: &SetupCmd) -> anyhow::Result<()> {
     {
-        // The session holds the event log; the deploy below opens its own.
-        let s = Session::open(&cmd.deploy.fleet)?;
-        bootstrap_fleet(&s).await?;
+        // The project holds the event log (embedded mode); the deploy below opens its own.
+        let p = Project::open(&cmd.deploy.fleet)?;
+        bootstrap_fleet(&p).await?;
     }
     crate::commands::deploy::run(&cmd.deploy, false).await
 }

@@ -510,6 +510,7 @@ pub static NATS: Section = Section {
     keys: keys! {
         "url": "Server URL, e.g. `nats://nats.internal:4222`.",
         "creds": "Path of a NATS credentials file.",
+        "ca": "Path of the CA certificate (PEM) that signed your NATS's TLS certificate: the CLI, the scheduler and every executor trust it alone and refuse a NATS without TLS. The NATS `flotilla setup` boots uses a CA of the project's own (`.flotilla/nats-ca.pem`).",
         "image": "Image of the NATS server `flotilla setup` boots when `url` is absent (default: the official `nats` image).",
     },
 };

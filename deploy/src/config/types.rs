@@ -526,6 +526,9 @@ pub struct Nats {
     /// the CLI reaches it through an SSH tunnel.
     pub url: Option<String>,
     pub creds: Option<String>,
+    /// The CA (a PEM file) a NATS of the user's own is signed by: every client pins it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
     /// The image of the NATS server setup boots (default: the official `nats` image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

@@ -272,6 +272,23 @@ pub fn build_plan(config: &Config, inputs: &BuildInputs) -> BuildPlan {
     }
 }
 
+/// The image a `type: registry` cache lives in: `IMAGE-build-cache` beside the app's image
+/// unless `image` is given, on the app's registry server.
+pub(crate) fn registry_cache_image(config: &Config) -> Option<String> {
+    let c = &config.builder.cache;
+    if c.get("type").map(String::as_str) != Some("registry") {
+        return None;
+    }
+    let image = c
+        .get("image")
+        .cloned()
+        .unwrap_or_else(|| format!("{}-build-cache", config.image));
+    Some(match &config.registry.server {
+        Some(s) => format!("{s}/{image}"),
+        None => image,
+    })
+}
+
 /// `(--cache-to, --cache-from)` for `builder.cache`: `type: gha` (with its allowed options on
 /// the from side) or `type: registry` (an image beside the app's, `IMAGE-build-cache` unless
 /// `image` is given, on the app's registry server).
@@ -302,14 +319,7 @@ fn cache(config: &Config) -> Option<(String, String)> {
             Some((to, from))
         }
         Some("registry") => {
-            let image = c
-                .get("image")
-                .cloned()
-                .unwrap_or_else(|| format!("{}-build-cache", config.image));
-            let reference = match &config.registry.server {
-                Some(s) => format!("ref={s}/{image}"),
-                None => format!("ref={image}"),
-            };
+            let reference = format!("ref={}", registry_cache_image(config)?);
             let from = format!("type=registry,{reference}");
             let to = match options {
                 Some(o) => format!("type=registry,{reference},{o}"),

@@ -8,11 +8,13 @@
 mod argv;
 pub(crate) mod build;
 mod builder;
+mod engine_build;
 mod filter;
 
 pub use argv::split_command;
 pub use build::plan;
 pub use builder::{BuildInputs, BuildPlan, BuilderKind, build_plan};
+pub use engine_build::{EngineBuild, EngineCaps, EngineStep, NeedsBuilder, engine_build};
 pub use filter::matches;
 
 use serde::Serialize;

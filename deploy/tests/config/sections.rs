@@ -222,7 +222,8 @@ fn k2_root_misc() {
     assert_eq!(c.env.clear["RAILS_ENV"], "production");
 }
 
-/// x-flotilla: rollout policy, NATS cluster and metrics listener.
+/// x-flotilla: rollout policy, NATS cluster (with the CA its TLS is pinned to) and metrics
+/// listener.
 #[test]
 fn x_flotilla() {
     let f = load_ok("x_flotilla", None, &[]).flotilla;
@@ -247,6 +248,8 @@ fn x_flotilla() {
             Some("/etc/flotilla/deploy.creds")
         )
     );
+    // The CA a NATS of the user's own is signed by: every client pins it.
+    assert_eq!(nats.ca.as_deref(), Some("config/nats-ca.pem"));
     assert_eq!(f.metrics.unwrap().listen, "127.0.0.1:9394");
 }
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod builder;
 mod commands;
+mod engine_build;
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

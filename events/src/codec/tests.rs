@@ -63,7 +63,7 @@ fn current_sample() -> Vec<Envelope> {
 #[test]
 fn current_version_fixture_decodes() {
     let expected = current_sample();
-    let bytes = stored("records-v4.bin", || {
+    let bytes = stored("records-v5.bin", || {
         expected
             .iter()
             .map(|e| encode(e).expect("encode"))
@@ -85,6 +85,33 @@ fn current_version_fixture_decodes() {
 /// The event types schema 4 added (schema 3 records are otherwise the current shape).
 const ADDED_IN_4: &[&str] = &["HostEnrolled"];
 
+/// The event types schema 5 added (schema 4 records are otherwise the current shape).
+const ADDED_IN_5: &[&str] = &[
+    "OperationStarted",
+    "OperationSucceeded",
+    "OperationFailed",
+    "OperationFinished",
+];
+
+/// A log written by schema 4 reads as it was written: schema 5 only appended event types.
+#[test]
+fn version_4_fixture_decodes() {
+    let bytes = std::fs::read(fixture("records-v4.bin")).expect("records-v4.bin is stored");
+    let decoded: Vec<Envelope> = unframe(&bytes)
+        .into_iter()
+        .map(|r| decode(r).expect("v4 record decodes"))
+        .collect();
+    let expected: Vec<Envelope> = current_sample()
+        .into_iter()
+        .filter(|e| !ADDED_IN_5.contains(&e.type_name()))
+        .map(|mut e| {
+            e.schema_version = 4;
+            e
+        })
+        .collect();
+    assert_eq!(decoded, expected);
+}
+
 /// A log written by schema 3 reads as it was written: schema 4 only appended event types.
 #[test]
 fn version_3_fixture_decodes() {
@@ -95,7 +122,7 @@ fn version_3_fixture_decodes() {
         .collect();
     let expected: Vec<Envelope> = current_sample()
         .into_iter()
-        .filter(|e| !ADDED_IN_4.contains(&e.type_name()))
+        .filter(|e| !ADDED_IN_4.contains(&e.type_name()) && !ADDED_IN_5.contains(&e.type_name()))
         .map(|mut e| {
             e.schema_version = 3;
             e
@@ -115,7 +142,7 @@ fn version_2_fixture_is_upcast() {
         .collect();
     let expected: Vec<Envelope> = current_sample()
         .into_iter()
-        .filter(|e| !ADDED_IN_4.contains(&e.type_name()))
+        .filter(|e| !ADDED_IN_4.contains(&e.type_name()) && !ADDED_IN_5.contains(&e.type_name()))
         .map(|mut e| {
             e.schema_version = 2;
             e

@@ -14,7 +14,9 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
     ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
 };
-use flotilla_proxy::admin::{AdminError, Client, DeployRequest, Deployed, ErrorKind};
+use flotilla_proxy::admin::{
+    AdminError, Client, DeployRequest, Deployed, ErrorKind, ServiceStatus,
+};
 use futures::StreamExt as _;
 
 use super::{
@@ -219,10 +221,7 @@ impl Runtime for DockerRuntime {
         let host_config = HostConfig {
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             network_mode: Some(spec.network.clone()),
-            log_config: spec.log_driver.as_ref().map(|d| HostConfigLogConfig {
-                typ: Some(d.clone()),
-                config: Some(spec.log_options.iter().cloned().collect()),
-            }),
+            log_config: log_config(spec.log_driver.as_deref(), &spec.log_options),
             memory: spec.memory_bytes,
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
@@ -392,11 +391,44 @@ impl Proxy for SocketProxy {
             .find(|s| s.spec.name == service)
             .map(|s| s.spec.target))
     }
+
+    async fn services(&self) -> Result<Vec<ServiceStatus>, ProxyError> {
+        self.client.list().await.map_err(proxy_err)
+    }
+}
+
+/// Docker's log settings for a container. Options without a driver still apply: an empty type
+/// is the daemon's default driver, which is how Kamal's default `--log-opt max-size=10m` (no
+/// `--log-driver`) caps an app container's json-file log.
+fn log_config(driver: Option<&str>, options: &[(String, String)]) -> Option<HostConfigLogConfig> {
+    if driver.is_none() && options.is_empty() {
+        return None;
+    }
+    Some(HostConfigLogConfig {
+        typ: driver.map(str::to_owned),
+        config: Some(options.iter().cloned().collect()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Log options reach Docker without a driver (Kamal's default `max-size=10m` caps the
+    /// daemon's default driver); with neither, Docker's own defaults stand.
+    #[test]
+    fn log_options_apply_without_a_driver() {
+        let opts = vec![("max-size".to_owned(), "10m".to_owned())];
+        let c = log_config(None, &opts).unwrap();
+        assert_eq!(c.typ, None);
+        assert_eq!(
+            c.config.unwrap().get("max-size").map(String::as_str),
+            Some("10m")
+        );
+        let c = log_config(Some("journald"), &[]).unwrap();
+        assert_eq!(c.typ.as_deref(), Some("journald"));
+        assert!(log_config(None, &[]).is_none());
+    }
 
     /// Image references split into what the pull API takes, registry ports included.
     #[test]

@@ -9,7 +9,7 @@ pub mod sim;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use flotilla_proxy::admin::{DeployRequest, Deployed};
+use flotilla_proxy::admin::{DeployRequest, Deployed, ServiceStatus};
 
 use flotilla_protocol::sealing::Secret;
 
@@ -174,4 +174,6 @@ pub trait Proxy: Send + Sync + 'static {
         &self,
         service: &str,
     ) -> impl Future<Output = Result<Option<String>, ProxyError>> + Send;
+    /// Every service the proxy routes, with its target, version and health check.
+    fn services(&self) -> impl Future<Output = Result<Vec<ServiceStatus>, ProxyError>> + Send;
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_proxy::admin::{DeployRequest, Deployed};
+use flotilla_proxy::admin::{DeployRequest, Deployed, ServiceStatus};
 use rand::Rng as _;
 use sha2::Digest as _;
 
@@ -55,7 +55,8 @@ impl Default for SimConfig {
 pub struct SimRuntime {
     config: SimConfig,
     containers: Mutex<HashMap<String, ContainerInfo>>,
-    targets: Mutex<HashMap<String, String>>,
+    /// The simulated proxy's routes.
+    routes: Mutex<HashMap<String, ServiceStatus>>,
     next_id: AtomicU64,
     /// Containers with the `unless-stopped` restart policy.
     keep_restarting: Mutex<HashSet<String>>,
@@ -82,7 +83,8 @@ impl SimRuntime {
     }
 
     /// Starts the simulated engine again, as dockerd does: the containers it killed when it
-    /// stopped run again only if their restart policy is `unless-stopped`.
+    /// stopped run again only if their restart policy is `unless-stopped`, each at a new
+    /// address on the network.
     pub fn start_engine(&self) {
         let keep = self.restart_policies().clone();
         for c in self.containers().values_mut() {
@@ -90,6 +92,9 @@ impl SimRuntime {
                 c.running = false;
                 // SIGTERM, as dockerd stops its containers on shutdown.
                 c.exit_code = Some(143);
+            } else if c.running {
+                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+                c.ip = Some(sim_ip(n));
             }
         }
         self.engine_down.store(false, Ordering::SeqCst);
@@ -119,6 +124,11 @@ impl SimRuntime {
     fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ContainerInfo>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The `n`th address the simulated network hands out.
+fn sim_ip(n: u64) -> String {
+    format!("172.18.{}.{}", (n / 250) % 250, n % 250 + 2)
 }
 
 impl Runtime for SimRuntime {
@@ -165,7 +175,7 @@ impl Runtime for SimRuntime {
             id: format!("{n:064x}"),
             name: spec.name.clone(),
             running: false,
-            ip: Some(format!("172.18.{}.{}", (n / 250) % 250, n % 250 + 2)),
+            ip: Some(sim_ip(n)),
             created: Some(n as i64),
             image: spec.image.clone(),
             labels: spec.labels.clone(),
@@ -256,8 +266,19 @@ impl Proxy for SimRuntime {
                 request.service.target
             )));
         }
-        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        let from = targets.insert(request.service.name.clone(), request.service.target.clone());
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let from = routes
+            .insert(
+                request.service.name.clone(),
+                ServiceStatus {
+                    spec: request.service.clone(),
+                    maintenance: None,
+                    paused: false,
+                    in_flight: 0,
+                    health: Some(request.health),
+                },
+            )
+            .map(|s| s.spec.target);
         Ok(Deployed {
             service: request.service.name,
             from,
@@ -269,10 +290,20 @@ impl Proxy for SimRuntime {
 
     async fn target(&self, service: &str) -> Result<Option<String>, ProxyError> {
         Ok(self
-            .targets
+            .routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(service)
-            .cloned())
+            .map(|s| s.spec.target.clone()))
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceStatus>, ProxyError> {
+        Ok(self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
     }
 }

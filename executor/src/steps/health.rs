@@ -111,6 +111,7 @@ pub(super) async fn switch_proxy<R: Runtime, P: Proxy>(
     step: &SwitchProxy,
 ) -> Result<Vec<Event>, StepFailed> {
     let started = Instant::now();
+    let _switching = ex.switching.lock().await;
     let container = match ex.runtime.inspect(&step.container).await? {
         Some(c) if c.running => c,
         Some(c) => {

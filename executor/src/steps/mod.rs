@@ -58,6 +58,10 @@ pub struct Executor<R, P> {
     pub proxy: P,
     host_key: HostKey,
     host: String,
+    /// Held while the proxy is switched, by a step or by [`crate::repoint`], so a repoint
+    /// that read the proxy's routes before a deploy's switch cannot send the service back
+    /// to the old container after it.
+    pub(crate) switching: tokio::sync::Mutex<()>,
 }
 
 impl<R: Runtime, P: Proxy> Executor<R, P> {
@@ -67,6 +71,7 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             proxy,
             host_key,
             host: host.into(),
+            switching: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -471,6 +471,12 @@ impl Proxy for WaitingProxy {
     async fn target(&self, _service: &str) -> Result<Option<String>, crate::runtime::ProxyError> {
         Ok(None)
     }
+
+    async fn services(
+        &self,
+    ) -> Result<Vec<flotilla_proxy::admin::ServiceStatus>, crate::runtime::ProxyError> {
+        Ok(Vec::new())
+    }
 }
 
 /// dockerd stopped while the proxy waits for the new container to be healthy: the switch

@@ -130,6 +130,10 @@ pub struct ServiceStatus {
     pub maintenance: Option<String>,
     pub paused: bool,
     pub in_flight: usize,
+    /// The health check the service's last deploy passed (`None` if the proxy's state
+    /// predates it): the gate for pointing the service at its container's new address.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
 }
 
 /// Why an operation was refused or failed.

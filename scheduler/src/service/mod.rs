@@ -11,8 +11,12 @@
 //! did (no host starts, running steps finish, `DeployCancelled`, the lock released) and
 //! returns when every event is on the stream; `flotilla replay ID --resume` continues.
 
+mod follower;
+pub mod ha;
+pub mod lease;
 mod publisher;
 
+use crate::enrolment::{self, Decision};
 use crate::procedure::{
     self, Context, HEARTBEAT_WAIT, PlanError, ProcedureError, Request as ProcedureRequest, plans,
 };
@@ -20,10 +24,11 @@ use crate::transport::Transport;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{ConfigErrors, RenderedFile, Secret, Secrets};
 use flotilla_events::event::DeployKind;
-use flotilla_events::{DeployId, Envelope, EventLog, LogError};
+use flotilla_events::{DeployId, Enrolled, Envelope, EventLog, LogError};
 use flotilla_protocol::control::{
     self, EVENTS_PAGE, Request, Response, Rollout, RolloutKind, Running,
 };
+use flotilla_protocol::identity::PublicIdentity;
 use flotilla_protocol::sealing::{HostKey, SealError};
 use flotilla_protocol::signing::JobSigner;
 use flotilla_protocol::text::error_chain;
@@ -57,6 +62,8 @@ pub enum ServiceError {
     Flush(#[source] async_nats::client::FlushError),
     #[error("event log")]
     Log(#[from] LogError),
+    #[error("opening the {} bucket", control::ROLLOUT_BUCKET)]
+    Rollouts(#[source] async_nats::jetstream::context::KeyValueError),
 }
 
 /// What the service runs with.
@@ -86,7 +93,14 @@ struct Active {
     cancel: CancellationToken,
 }
 
-type Table = Rc<RefCell<BTreeMap<DeployId, Active>>>;
+/// The rollouts running here, and where they are kept for a scheduler taking over.
+struct Shared {
+    active: RefCell<BTreeMap<DeployId, Active>>,
+    /// [`control::ROLLOUT_BUCKET`]: each running rollout as asked, until it ends.
+    rollouts: async_nats::jetstream::kv::Store,
+}
+
+type Table = Rc<Shared>;
 
 impl<T: Transport + Clone + 'static> Service<T> {
     /// Makes sure `FLOTILLA_LOG` exists and subscribes to the requests: once this returns,
@@ -101,6 +115,18 @@ impl<T: Transport + Clone + 'static> Service<T> {
             stream: control::LOG_STREAM,
             source,
         })?;
+        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+            &control::rollout_bucket_stream(),
+        ))
+        .await
+        .map_err(|source| ServiceError::Stream {
+            stream: control::ROLLOUT_BUCKET,
+            source,
+        })?;
+        let rollouts = js
+            .get_key_value(control::ROLLOUT_BUCKET)
+            .await
+            .map_err(ServiceError::Rollouts)?;
         let requests = self
             .client
             .subscribe(control::all_requests())
@@ -111,6 +137,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
             service: self,
             requests,
             js,
+            rollouts,
         })
     }
 }
@@ -120,6 +147,7 @@ pub struct Bound<T: Transport + Clone + 'static> {
     service: Service<T>,
     requests: async_nats::Subscriber,
     js: async_nats::jetstream::Context,
+    rollouts: async_nats::jetstream::kv::Store,
 }
 
 impl<T: Transport + Clone + 'static> Bound<T> {
@@ -130,8 +158,11 @@ impl<T: Transport + Clone + 'static> Bound<T> {
             service,
             mut requests,
             js,
+            rollouts,
         } = self;
         let stop_publishing = CancellationToken::new();
+        // Dropping the service (a leader that lost its lease) stops its publishing too.
+        let _stop_on_drop = stop_publishing.clone().drop_guard();
         let publisher = tokio::spawn(publisher::run(
             service.log.clone(),
             js,
@@ -139,10 +170,17 @@ impl<T: Transport + Clone + 'static> Bound<T> {
             stop_publishing.clone(),
         ));
         let service = Rc::new(service);
-        let table: Table = Rc::default();
+        let table: Table = Rc::new(Shared {
+            active: RefCell::default(),
+            rollouts,
+        });
         let local = LocalSet::new();
         local
             .run_until(async {
+                // Rollouts a previous scheduler left running (it crashed, or its host was
+                // lost and this one took over): resumed from the log, each host from its
+                // first unfinished step.
+                service.clone().resume_interrupted(&table).await;
                 loop {
                     tokio::select! {
                         message = requests.next() => {
@@ -157,7 +195,7 @@ impl<T: Transport + Clone + 'static> Bound<T> {
                     }
                 }
                 drop(requests);
-                for active in table.borrow().values() {
+                for active in table.active.borrow().values() {
                     active.cancel.cancel();
                 }
             })
@@ -203,9 +241,14 @@ impl<T: Transport + Clone + 'static> Service<T> {
                 public: self.key.public_key_base64(),
             },
             Request::Status => Response::Status {
-                running: table.borrow().values().map(|a| a.running.clone()).collect(),
+                running: table
+                    .active
+                    .borrow()
+                    .values()
+                    .map(|a| a.running.clone())
+                    .collect(),
             },
-            Request::Cancel { deploy_id } => match table.borrow().get(&deploy_id) {
+            Request::Cancel { deploy_id } => match table.active.borrow().get(&deploy_id) {
                 Some(active) => {
                     active.cancel.cancel();
                     Response::Done
@@ -217,6 +260,75 @@ impl<T: Transport + Clone + 'static> Service<T> {
             },
             Request::Events { deploy_id, from } => self.events(deploy_id.as_ref(), from),
             Request::Rollout(rollout) => self.start(*rollout, table).await,
+            Request::Enroll(enrolment) => self.enroll(&enrolment),
+        }
+    }
+
+    /// Records a host's identity the CLI read over its pinned SSH connection, by the same
+    /// rule as ever: a new host is enrolled, the same keys record nothing, changed keys are
+    /// refused unless the operator said `--replace`.
+    fn enroll(&self, e: &control::Enrolment) -> Response {
+        let identity = match PublicIdentity::parse(&e.identity) {
+            Ok(i) => i,
+            Err(err) => return refused(&err, None),
+        };
+        let enrolled = match Enrolled::from_log(self.log.as_ref()) {
+            Ok(en) => en,
+            Err(err) => return refused(&err, None),
+        };
+        match enrolment::decide(&enrolled, &e.host, &e.ssh_host_key, &identity, e.replace) {
+            Ok(Decision::Unchanged) => Response::Enrolled { signing_key: None },
+            Ok(Decision::Enrol(record)) => {
+                let signing_key = record.signing_key.clone();
+                match self.log.append(enrolment::event(&e.host, &e.actor, record)) {
+                    Ok(_) => Response::Enrolled {
+                        signing_key: Some(signing_key),
+                    },
+                    Err(err) => refused(&err, None),
+                }
+            }
+            Err(changed) => refused(&changed, Some(changed.accept_command())),
+        }
+    }
+
+    /// Resumes every rollout [`control::ROLLOUT_BUCKET`] still holds: one that ended (or
+    /// never recorded anything) is refused by the resume plan and forgotten.
+    async fn resume_interrupted(self: Rc<Self>, table: &Table) {
+        let keys: Vec<String> = match table.rollouts.keys().await {
+            Ok(keys) => keys.filter_map(|k| async { k.ok() }).collect().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing interrupted rollouts");
+                return;
+            }
+        };
+        for key in keys {
+            let stored = match table.rollouts.get(&key).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "reading an interrupted rollout");
+                    continue;
+                }
+            };
+            let mut rollout: Rollout = match wire::decode(&stored) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "an interrupted rollout does not decode");
+                    let _ = table.rollouts.delete(&key).await;
+                    continue;
+                }
+            };
+            rollout.kind = RolloutKind::Resume;
+            let id = rollout.deploy_id.clone();
+            match self.clone().start(rollout, table).await {
+                Response::Accepted { .. } => {
+                    tracing::info!(deploy = %id, "resumed an interrupted rollout");
+                }
+                other => {
+                    tracing::info!(deploy = %id, answer = ?other, "nothing to resume");
+                    let _ = table.rollouts.delete(&key).await;
+                }
+            }
         }
     }
 
@@ -245,7 +357,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
     /// Starts a rollout; answers once it holds the deploy lock and its first event is in the
     /// log (so a client following the log sees all of it), or with why it could not start.
     async fn start(self: Rc<Self>, rollout: Rollout, table: &Table) -> Response {
-        if table.borrow().contains_key(&rollout.deploy_id) {
+        if table.active.borrow().contains_key(&rollout.deploy_id) {
             return Response::Refused {
                 reason: format!("deploy {} is already running", rollout.deploy_id),
                 hint: Some(format!(
@@ -258,8 +370,18 @@ impl<T: Transport + Clone + 'static> Service<T> {
             Ok(p) => p,
             Err(e) => return e.response(),
         };
+        // Kept before anything runs, so a scheduler taking over can resume it.
+        let key = flotilla_protocol::subjects::token(rollout.deploy_id.as_str());
+        match wire::encode(&rollout) {
+            Ok(bytes) => {
+                if let Err(e) = table.rollouts.put(&key, bytes.into()).await {
+                    tracing::warn!(error = %e, "keeping the rollout for a takeover");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "encoding the rollout for a takeover"),
+        }
         let cancel = CancellationToken::new();
-        table.borrow_mut().insert(
+        table.active.borrow_mut().insert(
             rollout.deploy_id.clone(),
             Active {
                 running: Running {
@@ -279,7 +401,11 @@ impl<T: Transport + Clone + 'static> Service<T> {
             service
                 .run_rollout(prepared, rollout, started_tx, &cancel)
                 .await;
-            table.borrow_mut().remove(&id);
+            table.active.borrow_mut().remove(&id);
+            let key = flotilla_protocol::subjects::token(id.as_str());
+            if let Err(e) = table.rollouts.delete(&key).await {
+                tracing::warn!(error = %e, "forgetting an ended rollout");
+            }
         });
         match started.await {
             Ok(Ok(())) => Response::Accepted { deploy_id },

@@ -21,14 +21,17 @@ fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> TransportError {
     TransportError::Nats(Box::new(e))
 }
 
-/// A connection to NATS with JetStream.
-/// How the scheduler authenticates to NATS.
+/// How the scheduler authenticates to NATS, and which CA it pins.
 #[derive(Clone, Default)]
 pub struct NatsAuth {
     /// A `.creds` file (JWT + nkey seed) for a NATS of the user's own.
     pub creds: Option<std::path::PathBuf>,
     /// The operators' nkey seed, for the NATS `flotilla setup` boots.
     pub nkey_seed: Option<zeroize::Zeroizing<String>>,
+    /// The one CA (PEM file) NATS's certificate must chain to: the project's own for the
+    /// NATS setup boots, the user's `x-flotilla.nats.ca` for theirs. With it, a server
+    /// without TLS or with any other certificate is refused.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -36,10 +39,27 @@ impl std::fmt::Debug for NatsAuth {
         f.debug_struct("NatsAuth")
             .field("creds", &self.creds)
             .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| ".."))
+            .field("ca", &self.ca)
             .finish()
     }
 }
 
+impl NatsAuth {
+    /// `options` with the nkey and the pinned CA (TLS required) set; the credentials file is
+    /// read by the caller (async).
+    pub fn apply(&self, mut options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.to_string());
+        }
+        if let Some(ca) = &self.ca {
+            // Given certificates replace the system's roots in async-nats: this CA alone.
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        options
+    }
+}
+
+/// A connection to NATS with JetStream.
 #[derive(Clone)]
 pub struct Bus {
     client: async_nats::Client,
@@ -61,6 +81,7 @@ impl Bus {
         let auth = NatsAuth {
             creds: creds.map(std::path::Path::to_path_buf),
             nkey_seed: None,
+            ca: None,
         };
         Bus::connect_with(url, &auth).await
     }
@@ -71,9 +92,7 @@ impl Bus {
         let mut opts = async_nats::ConnectOptions::new()
             .name("flotilla-scheduler")
             .connection_timeout(Duration::from_secs(5));
-        if let Some(seed) = &auth.nkey_seed {
-            opts = opts.nkey(seed.to_string());
-        }
+        opts = auth.apply(opts);
         if let Some(path) = &auth.creds {
             opts = opts
                 .credentials_file(path)

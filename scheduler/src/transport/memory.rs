@@ -184,6 +184,12 @@ impl MemoryTransport {
         self.state().locks.get(key).cloned()
     }
 
+    /// Drops lock `key` as NATS does when its holder stopped renewing it for the lock's TTL
+    /// (a killed deploy's lock, a minute later).
+    pub fn expire_lock(&self, key: &str) {
+        self.state().locks.remove(key);
+    }
+
     /// Makes the holder of lock `key` see it as lost (its renewal failed).
     pub fn lose_lock(&self, key: &str) {
         self.state().lost_locks.insert(key.to_owned());

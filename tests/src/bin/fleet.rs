@@ -44,6 +44,23 @@ enum Cmd {
     /// push it to the fleet registry and print its reference (for `x-flotilla.nats.image`:
     /// no image can be pulled from a public registry here)
     PushNats { name: String },
+    /// Forward LISTEN to TARGET, appending every byte both ways to RECORD (for tests, run on
+    /// a host through nsenter)
+    #[command(hide = true)]
+    Relay {
+        listen: String,
+        target: String,
+        record: std::path::PathBuf,
+    },
+    /// Pretend to be NATS on LISTEN with a self-made certificate for --names (comma list),
+    /// one line per connection in RECORD: intercepted or refused (for tests)
+    #[command(hide = true)]
+    Mitm {
+        listen: String,
+        record: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',', required = true)]
+        names: Vec<String>,
+    },
     /// Build the test app image for VERSION and push it to the fleet registry
     PushApp {
         name: String,
@@ -142,6 +159,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", flotilla_e2e::bare::push_nats_image(&fleet)?);
             Ok(())
         }
+        Cmd::Relay {
+            listen,
+            target,
+            record,
+        } => Ok(flotilla_e2e::wire::relay(&listen, &target, &record)?),
+        Cmd::Mitm {
+            listen,
+            names,
+            record,
+        } => flotilla_e2e::wire::mitm(&listen, &names, &record),
         Cmd::PushApp {
             name,
             version,

@@ -35,10 +35,17 @@ pub fn create_network(l: &Layout, role: Role) -> Result<(), FleetError> {
     Ok(())
 }
 
+/// Debian's stock `~/.bashrc`. The fleet's hosts share this machine's `/root`, whose
+/// `.bashrc` may do far more than a server's (here it runs `pyenv init`, 0.1 s of CPU on every
+/// SSH command, as bash reads it for commands over SSH too): each host sees the stock one, as
+/// a fresh Debian server would have.
+const STOCK_BASHRC: &str = "/usr/share/base-files/dot.bashrc";
+
 /// Creates the persistent mount and UTS namespaces: tmpfs on `/run`, the machine's data
 /// directory on `/var/lib/docker`, its own `/etc/docker` (the engine's identity key lives
 /// there, so each engine has its own ID), its own (empty) `/etc/flotilla` and
-/// `/var/lib/flotilla` (what `flotilla setup` writes; a host starts bare), its name as hostname.
+/// `/var/lib/flotilla` (what `flotilla setup` writes; a host starts bare), Debian's stock
+/// `/root/.bashrc` ([`STOCK_BASHRC`]), its name as hostname.
 pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
     let dir = l.machine_dir(role);
     let data = dir.join("docker-data");
@@ -62,7 +69,9 @@ pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
     let script = format!(
         "hostname {name} && mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd \
          && mount --bind {data} /var/lib/docker && mount --bind {etc} /etc/docker \
-         && mount --bind {fetc} /etc/flotilla && mount --bind {fstate} /var/lib/flotilla",
+         && mount --bind {fetc} /etc/flotilla && mount --bind {fstate} /var/lib/flotilla \
+         && {{ [ ! -f {STOCK_BASHRC} ] || [ ! -f /root/.bashrc ] \
+               || mount --bind {STOCK_BASHRC} /root/.bashrc; }}",
         name = l.name(role),
         data = data.display(),
         etc = etc.display(),
@@ -85,6 +94,22 @@ pub fn create_mount_ns(l: &Layout, role: Role) -> Result<(), FleetError> {
 }
 
 /// `nsenter` into the machine's network namespace only.
+/// Takes the machine's link down (`up` false: as a pulled cable or a failed switch port
+/// does, every connection through it stalls) or up again with its default route, which the
+/// kernel dropped with the link.
+pub fn set_link(l: &Layout, role: Role, up: bool) -> Result<(), FleetError> {
+    let script = if up {
+        format!(
+            "ip link set eth0 up && ip route replace default via {}",
+            l.bridge_addr()
+        )
+    } else {
+        "ip link set eth0 down".to_owned()
+    };
+    run(in_netns(l, role).args(["sh", "-c", &script]))?;
+    Ok(())
+}
+
 fn in_netns(l: &Layout, role: Role) -> Command {
     cmd(
         "nsenter",

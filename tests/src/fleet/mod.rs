@@ -259,6 +259,17 @@ impl Fleet {
         state.save(&path)
     }
 
+    /// Cuts a host's network link (its veth down inside its namespace), for fault tests;
+    /// [`Fleet::restore_link`] brings it back. Processes on the host keep running.
+    pub fn cut_link(&self, host: &Host) -> Result<(), FleetError> {
+        machine::set_link(&self.layout, Role::Host(host.index), false)
+    }
+
+    /// Brings a host's link back after [`Fleet::cut_link`].
+    pub fn restore_link(&self, host: &Host) -> Result<(), FleetError> {
+        machine::set_link(&self.layout, Role::Host(host.index), true)
+    }
+
     /// SIGKILLs the fleet's NATS server (no clean shutdown), for fault tests;
     /// [`Fleet::start_nats`] starts it again on the same JetStream store.
     pub fn kill_nats(&self) -> Result<(), FleetError> {
@@ -273,7 +284,18 @@ impl Fleet {
         Ok(())
     }
 
-    /// Starts the fleet's NATS server again after [`Fleet::kill_nats`] and records it.
+    /// Stops the fleet's NATS server as `systemctl stop` does (SIGTERM: it closes its
+    /// clients and flushes its store), for fault tests; [`Fleet::start_nats`] starts it again.
+    pub fn stop_nats(&self) -> Result<(), FleetError> {
+        let state = State::load(&self.layout.state_file())?;
+        if let Some(p) = state.nats {
+            p.stop(DOCKERD_STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// Starts the fleet's NATS server again after [`Fleet::kill_nats`] or
+    /// [`Fleet::stop_nats`] and records it.
     pub fn start_nats(&self) -> Result<(), FleetError> {
         let nats = services::start_nats(&self.layout)?;
         let path = self.layout.state_file();

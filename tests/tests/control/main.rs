@@ -86,9 +86,18 @@ struct Control {
 }
 
 async fn control(world: &World, nats: &Nats) -> Control {
+    control_with(world, nats, Arc::new(HostKey::generate()), true).await
+}
+
+/// [`control`] with a given sealing key (HA instances share one), its log seeded with the
+/// world's enrolments or empty (a standby fills it from `FLOTILLA_LOG`).
+async fn control_with(world: &World, nats: &Nats, key: Arc<HostKey>, seeded: bool) -> Control {
     let log = Arc::new(MemoryLog::new());
     for e in world.log.read_all().unwrap() {
         let e = e.unwrap();
+        if !seeded {
+            break;
+        }
         log.append(NewEvent {
             id: e.id,
             deploy_id: e.deploy_id,
@@ -101,7 +110,6 @@ async fn control(world: &World, nats: &Nats) -> Control {
         .unwrap();
     }
     let client = async_nats::connect(&nats.url).await.unwrap();
-    let key = Arc::new(HostKey::generate());
     let service = Service {
         transport: world.transport.clone(),
         log: log.clone(),
@@ -488,4 +496,307 @@ async fn a_cancel_request_cancels_the_running_deploy() {
     };
     let ((), served) = tokio::join!(test, serve);
     served.unwrap();
+}
+
+/// Enrolment in service mode: an identity the CLI read over SSH, asked over NATS, lands in
+/// the service's log (and on `FLOTILLA_LOG`); the same keys again record nothing; other keys
+/// are refused with the `--replace` command, and accepted with `replace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_is_recorded_in_the_service_log() {
+    use flotilla_protocol::control::Enrolment;
+    use flotilla_protocol::identity::ReportSigner;
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let log = control.log.clone();
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let identity = || {
+        serde_json::json!({
+            "sealing_key": HostKey::generate().public_key_base64(),
+            "signing_key": ReportSigner::generate().public_key_base64(),
+            "nats_key": nkeys::KeyPair::new_user().public_key(),
+        })
+        .to_string()
+    };
+    let ask_enrol = |identity: String, replace: bool| {
+        let client = client.clone();
+        async move {
+            let req = Request::Enroll(Box::new(Enrolment {
+                host: "new-host".into(),
+                ssh_host_key: "SHA256:abc".into(),
+                identity,
+                replace,
+                actor: "ana".into(),
+            }));
+            ask(&client, &req, PATIENCE).await.unwrap()
+        }
+    };
+    let test = async {
+        let first = identity();
+        let before = log.read_all().unwrap().count();
+        let answer = ask_enrol(first.clone(), false).await;
+        assert!(
+            matches!(
+                answer,
+                Response::Enrolled {
+                    signing_key: Some(_)
+                }
+            ),
+            "{answer:?}"
+        );
+        let events: Vec<Envelope> = log.read_all().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(events.len(), before + 1);
+        let last = events.last().unwrap();
+        assert!(matches!(last.event, Event::HostEnrolled(_)), "{last:?}");
+        assert_eq!(last.host.as_deref(), Some("new-host"));
+        assert_eq!(
+            ask_enrol(first, false).await,
+            Response::Enrolled { signing_key: None }
+        );
+        let other = identity();
+        let Response::Refused { hint, .. } = ask_enrol(other.clone(), false).await else {
+            panic!("changed keys are refused");
+        };
+        assert_eq!(
+            hint.as_deref(),
+            Some("flotilla server enroll new-host --replace")
+        );
+        assert!(matches!(
+            ask_enrol(other, true).await,
+            Response::Enrolled {
+                signing_key: Some(_)
+            }
+        ));
+        // The enrolment reaches FLOTILLA_LOG like every other event.
+        let position = log.read_all().unwrap().count() as u64;
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while published_through(&js).await.unwrap_or(0) < position {
+            assert!(tokio::time::Instant::now() < deadline, "not published");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+    };
+    let (served, ()) = tokio::join!(serve, test);
+    served.unwrap();
+}
+
+/// HA's leader lease on a real NATS: one instance takes it and keeps it by renewing (past
+/// its ttl), the other stands by; when the holder stops renewing (its host lost) the standby
+/// takes over; a clean release hands it over at once; a holder whose entry someone else
+/// overwrote learns that it lost the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_lease_moves_to_a_standby_when_its_holder_stops() {
+    use flotilla_scheduler::service::lease::{Contender, LeaseTimes};
+    let nats = Nats::start();
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // Short timings so the test waits little; nothing here asserts a duration.
+    let times = LeaseTimes {
+        ttl: Duration::from_secs(2),
+        renew: Duration::from_millis(500),
+        poll: Duration::from_millis(200),
+    };
+    let a = Contender::open(&js, "control-a", times).await.unwrap();
+    let b = Contender::open(&js, "control-b", times).await.unwrap();
+    let leading = a
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    assert!(b.try_acquire().await.unwrap().is_none());
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("control-a"));
+    // Held past its ttl by renewals alone.
+    tokio::time::sleep(times.ttl * 2).await;
+    assert!(b.try_acquire().await.unwrap().is_none());
+    assert!(!leading.lost().is_cancelled());
+
+    // The holder stops renewing (as a lost host does): the standby takes over.
+    let lost = leading.lost();
+    drop(leading);
+    assert!(lost.is_cancelled());
+    let shutdown = CancellationToken::new();
+    let taken = tokio::time::timeout(PATIENCE, b.acquire(&shutdown))
+        .await
+        .expect("the standby takes the lease once it aged out")
+        .unwrap();
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some("control-b"));
+
+    // A clean release hands it over without waiting for it to age out.
+    taken.release().await;
+    let leading = a.try_acquire().await.unwrap().expect("released");
+
+    // Someone else wrote the entry: the holder's next renewal finds out.
+    let kv = js
+        .get_key_value(flotilla_protocol::subjects::LEADER_BUCKET)
+        .await
+        .unwrap();
+    kv.put(flotilla_protocol::subjects::LEADER_KEY, "intruder".into())
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, leading.lost().cancelled())
+        .await
+        .expect("the holder learns it lost the lease");
+}
+
+/// HA failover in process: two scheduler instances over one fleet, each with its own log.
+/// The leader is lost mid-rollout (dropped where it is, as a killed host stops); the standby,
+/// which followed `FLOTILLA_LOG` into its own log, takes the lease, resumes the deploy from
+/// that log, and finishes it: every host's steps recorded exactly once, one
+/// `DeployCompleted`, and the standby's log holds every event the lost leader published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_and_finishes_a_lost_leaders_deploy() {
+    use flotilla_scheduler::service::ha;
+    use flotilla_scheduler::service::lease::{Contender, LeaseTimes};
+    // One host at a time, each step taking a while: the rollout is still going when the
+    // leader is lost.
+    let world = World::with_latency(
+        "{max_parallel: 1}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+        Duration::from_millis(150),
+    );
+    let nats = Nats::start();
+    let key = Arc::new(HostKey::generate());
+    let mut leader = control_with(&world, &nats, key.clone(), true).await;
+    let mut standby = control_with(&world, &nats, key, false).await;
+    let times = LeaseTimes {
+        ttl: Duration::from_secs(2),
+        renew: Duration::from_millis(500),
+        poll: Duration::from_millis(200),
+    };
+    let js = async_nats::jetstream::new(leader.client.clone());
+    let contender_a = Contender::open(&js, "control-a", times).await.unwrap();
+    let contender_b = Contender::open(&js, "control-b", times).await.unwrap();
+    let client = leader.client.clone();
+    let kill_leader = CancellationToken::new();
+    let shutdown = CancellationToken::new();
+    // The standby starts once the first instance leads, so which one leads is known.
+    let leading = CancellationToken::new();
+    let run_leader = {
+        let service = leader.service.take().unwrap();
+        let (kill, shutdown) = (kill_leader.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                r = ha::run(service, contender_a, shutdown) => Some(r.unwrap()),
+                () = kill.cancelled() => None,
+            }
+        }
+    };
+    let test = async {
+        // The first instance leads once it answers.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while ask(&client, &Request::Key, PATIENCE).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        leading.cancel();
+        let asked = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let id = asked.deploy_id.clone();
+        let mut follow = client.subscribe(log_subject(id.as_str())).await.unwrap();
+        let answer = ask(&client, &Request::Rollout(Box::new(asked)), PATIENCE)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        // The leader is lost once the first host finished its pull.
+        let mut published = Vec::new();
+        loop {
+            let message = tokio::time::timeout(PATIENCE, follow.next())
+                .await
+                .expect("events keep coming")
+                .unwrap();
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            let pulled = event.type_name() == "ImagePulled";
+            published.push(event);
+            if pulled {
+                break;
+            }
+        }
+        kill_leader.cancel();
+        let mut done = false;
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            done |= matches!(event.event, Event::DeployCompleted(_));
+            published.push(event);
+            if done {
+                break;
+            }
+        }
+        assert!(done, "the deploy completed under the new leader");
+        // Let the new leader finish the procedure (lock released) before stopping.
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            if ends_deploy(&event) {
+                break;
+            }
+        }
+        shutdown.cancel();
+        (id, published)
+    };
+    let standby_service = standby.service.take().unwrap();
+    let run_standby = async {
+        leading.cancelled().await;
+        ha::run(standby_service, contender_b, shutdown.clone()).await
+    };
+    let (killed, stopped, (id, published)) = tokio::join!(run_leader, run_standby, test);
+    assert_eq!(killed, None, "the leader was lost, not stopped");
+    assert_eq!(stopped.unwrap(), ha::Stopped::AsLeader);
+    let events = standby.log.read_deploy(&id).unwrap();
+    for name in [
+        "ImagePulled",
+        "ContainerStarted",
+        "ProxySwitched",
+        "HostSucceeded",
+    ] {
+        let mut counts = BTreeMap::new();
+        for e in events.iter().filter(|e| e.type_name() == name) {
+            *counts.entry(e.host.clone().unwrap()).or_insert(0) += 1;
+        }
+        let once: BTreeMap<String, usize> = ["h1", "h2", "h3"]
+            .iter()
+            .map(|h| (h.to_string(), 1))
+            .collect();
+        assert_eq!(counts, once, "{name} once per host");
+    }
+    let completed = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::DeployCompleted(_)))
+        .count();
+    assert_eq!(completed, 1);
+    let runs = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::DeployStarted(_)))
+        .count();
+    assert_eq!(
+        runs, 2,
+        "the new leader resumed the deploy (a second engine run)"
+    );
+    // No event lost: everything published is in the new leader's log, at its position.
+    let ids: std::collections::BTreeSet<_> = events.iter().map(|e| e.id).collect();
+    for e in &published {
+        assert!(
+            ids.contains(&e.id),
+            "{} missing from the new leader's log",
+            e.type_name()
+        );
+    }
+    drop(leader);
 }

@@ -201,12 +201,14 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
 /// After three deploys: `app stop` and `app start` stop and start the running container, and
 /// `app boot` after a stop serves the current version again; an
 /// older version running again is reported by `app stale_containers` and stopped by `--stop`;
+/// an app container's log is capped at Kamal's default `max-size=10m`;
 /// `prune containers --retain 1` keeps only the newest stopped container (and the running one);
 /// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
 /// maintenance --message` makes the proxy answer 503 with the message and `app live` serves
 /// the app again without failed requests; `build pull` pulls a version's image on the host;
 /// `audit --json` lists each deploy with its actor,
-/// version, hosts and outcome.
+/// version, hosts and outcome, and each of these state-changing commands as what it was
+/// (`app stop`, `prune containers --retain 1`, ...) with its hosts and outcome.
 #[test]
 fn app_stop_start_prune_lock_and_audit() {
     let fleet = fleet(1);
@@ -216,6 +218,18 @@ fn app_stop_start_prune_lock_and_audit() {
     }
     let host = &fleet.hosts[0];
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
+    // The config sets no logging: Kamal's default caps the engine's default (json-file) log.
+    let log = fleet
+        .host_docker(host)
+        .args([
+            "inspect",
+            "testapp-web-v3",
+            "--format",
+            "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "json-file 10m");
     assert_eq!(
         containers(&fleet, host, "exited"),
         ["testapp-web-v2", "testapp-web-v1"]
@@ -313,22 +327,47 @@ fn app_stop_start_prune_lock_and_audit() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // First, the enrolment of the host (who trusted its keys, when), then the deploys.
-    assert_eq!(all[0]["kind"], "enroll", "{audit}");
+    // First, the enrolment of the host (who trusted its keys, when), then the deploys and,
+    // between them, each state-changing command as itself (a refused one is not there).
+    let kinds: Vec<&str> = all.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "enroll",
+            "deploy",
+            "deploy",
+            "deploy",
+            "app stop",
+            "app start",
+            "app stop",
+            "deploy",
+            "app stale_containers --stop",
+            "prune containers --retain 1",
+            "app maintenance",
+            "app live",
+        ],
+        "{audit}"
+    );
     assert_eq!(all[0]["outcome"], "enrolled", "{audit}");
     assert_eq!(all[0]["hosts"], serde_json::json!([host.addr.to_string()]));
-    let entries = &all[1..];
-    let versions: Vec<&str> = entries
+    let deploys: Vec<&serde_json::Value> = all.iter().filter(|e| e["kind"] == "deploy").collect();
+    let versions: Vec<&str> = deploys
         .iter()
         .map(|e| e["version"].as_str().unwrap())
         .collect();
     // The three deploys, then `app boot`'s redeploy of v3.
     assert_eq!(versions, ["v1", "v2", "v3", "v3"], "{audit}");
-    for e in entries {
-        assert_eq!(e["kind"], "deploy", "{audit}");
+    let hosts = serde_json::json!([host.addr.to_string()]);
+    for e in &all[1..] {
         assert_eq!(e["outcome"], "completed", "{audit}");
-        assert_eq!(e["hosts"], serde_json::json!([host.addr.to_string()]));
+        assert_eq!(e["hosts"], hosts, "{audit}");
         assert!(!e["actor"].as_str().unwrap().is_empty(), "{audit}");
+    }
+    for e in all
+        .iter()
+        .filter(|e| e["kind"] != "deploy" && e["kind"] != "enroll")
+    {
+        assert_eq!(e["succeeded"], hosts, "{audit}");
     }
 }
 
@@ -437,3 +476,5 @@ fn accessory_boot_reboot_remove() {
 
 /// Requests that must all succeed once the app is live again.
 const LIVE_REQUESTS: usize = 20;
+
+mod proxy;

@@ -59,6 +59,86 @@ fn alert_rules_pass_promtool() {
     }
 }
 
+/// Grafana's published dashboard schema as JSON Schema (`scripts/lib.sh`'s
+/// `ensure_grafana_schema` makes it from the `@grafana/schema` npm package), with the one
+/// place Grafana keeps open made open: an annotation's `target` is the data source's query
+/// (Grafana's own comment on `AnnotationTarget`: "this should be a regular DataQuery"; the
+/// Prometheus data source keeps `expr`, `step` and the formats there).
+fn grafana_dashboard_schema() -> jsonschema::Validator {
+    let path = flotilla_e2e::testapp::target_dir().join("grafana-schema/dashboard.schema.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run `bash -c 'source scripts/lib.sh; ensure_grafana_schema'` \
+             (scripts/test does) to install Grafana's dashboard schema",
+            path.display()
+        )
+    });
+    let mut schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let target = &mut schema["definitions"]["AnnotationTarget"];
+    assert_eq!(
+        target["additionalProperties"], false,
+        "the schema's AnnotationTarget changed shape: revisit this test"
+    );
+    target["additionalProperties"] = serde_json::Value::Bool(true);
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// Every error `validator` finds in `dashboard`, one per line with its JSON path.
+fn schema_errors(validator: &jsonschema::Validator, dashboard: &serde_json::Value) -> Vec<String> {
+    validator
+        .iter_errors(dashboard)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// Every shipped dashboard is valid against Grafana's published dashboard schema (the
+/// `Dashboard` type of `@grafana/schema`, strict about unknown keys), so Grafana imports it
+/// as written; and the check is live: the same dashboard with a misspelt key, a tooltip mode
+/// Grafana does not have and a panel without its type is rejected on each.
+#[test]
+fn dashboards_match_grafanas_published_schema() {
+    let validator = grafana_dashboard_schema();
+    let dir = grafana_dir().join("dashboards");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let errors = schema_errors(&validator, &dashboard);
+        assert!(
+            errors.is_empty(),
+            "{} is not a valid Grafana dashboard:\n{}",
+            path.display(),
+            errors.join("\n")
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no dashboard in {}", dir.display());
+
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("flotilla.json")).unwrap()).unwrap();
+    let mut misspelt = good.clone();
+    misspelt["refersh"] = "5s".into();
+    let mut tooltip = good.clone();
+    tooltip["graphTooltip"] = 7.into();
+    let mut untyped = good;
+    untyped["panels"][0].as_object_mut().unwrap().remove("type");
+    for (what, broken, path) in [
+        ("a misspelt key", misspelt, ""),
+        ("graphTooltip 7", tooltip, "/graphTooltip"),
+        ("a panel without its type", untyped, "/panels/0"),
+    ] {
+        let errors = schema_errors(&validator, &broken);
+        assert!(
+            errors.iter().any(|e| e.starts_with(&format!("{path}: "))),
+            "{what} was not rejected at {path:?}: {errors:?}"
+        );
+    }
+}
+
 /// A query as Grafana would send it: the dashboard's variables filled in.
 fn expand(expr: &str, service: &str, range_secs: u64) -> String {
     // Grafana's $__rate_interval: max(step + scrape interval, 4 x scrape interval).
@@ -243,8 +323,8 @@ fn every_dashboard_panel_has_data_through_deploys_a_failure_and_a_rollback() {
     let marks = evaluate(
         &prometheus,
         "annotation Deploys",
-        deploys["expr"].as_str().unwrap(),
-        deploys["titleFormat"].as_str().unwrap(),
+        deploys["target"]["expr"].as_str().unwrap(),
+        deploys["target"]["titleFormat"].as_str().unwrap(),
         false,
         (start, end),
     );

@@ -4,6 +4,7 @@
 //! piece is a failure, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod builder;
 mod commands;
 mod control;
 mod dashboards;

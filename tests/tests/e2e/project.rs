@@ -133,6 +133,8 @@ impl Project {
             .current_dir(self.root())
             .env("DOCKER_HOST", &self.builder_docker_host)
             .env("NO_COLOR", "1")
+            // The build's `docker login` writes here, not to the machine's ~/.docker.
+            .env("DOCKER_CONFIG", self.root().join(".docker"))
             .env_remove("KAMAL_DESTINATION")
             .envs(env.iter().copied())
             .output()

@@ -2,6 +2,8 @@
 //! only, empty `/etc/flotilla` and `/var/lib/flotilla`): nothing started by hand, NATS booted
 //! by setup and reached through an SSH tunnel, the agents built from the static flotilla.
 
+mod tls;
+
 use crate::support::{fleet, http_get, ssh_ok};
 use flotilla_e2e::bare;
 use flotilla_e2e::fleet::{Fleet, Host, wait_until};
@@ -50,17 +52,24 @@ x-flotilla:
 "#;
 
 /// A Kamal project for bare hosts: no NATS url (setup boots NATS), no agents started.
-struct BareProject {
+pub(crate) struct BareProject {
     dir: tempfile::TempDir,
-    flotilla: PathBuf,
+    pub(crate) flotilla: PathBuf,
     builder: String,
     registry: String,
     ssh_config: String,
     nats_image: String,
+    /// Appended to `x-flotilla:` (two-space indented keys).
+    extra: String,
 }
 
 impl BareProject {
-    fn new(fleet: &Fleet, hosts: &[&Host]) -> BareProject {
+    pub(crate) fn new(fleet: &Fleet, hosts: &[&Host]) -> BareProject {
+        BareProject::with_extra(fleet, hosts, "")
+    }
+
+    /// [`BareProject::new`] with `extra` settings under `x-flotilla:`.
+    pub(crate) fn with_extra(fleet: &Fleet, hosts: &[&Host], extra: &str) -> BareProject {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("config")).unwrap();
@@ -84,12 +93,13 @@ impl BareProject {
             registry: fleet.registry(),
             ssh_config: fleet.ssh_config().display().to_string(),
             nats_image: bare::push_nats_image(fleet).unwrap(),
+            extra: extra.to_owned(),
         };
         project.set_hosts(hosts);
         project
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
@@ -103,16 +113,22 @@ impl BareProject {
             .replace("{hosts}", &list)
             .replace("{registry}", &self.registry)
             .replace("{ssh_config}", &self.ssh_config)
-            .replace("{nats_image}", &self.nats_image);
+            .replace("{nats_image}", &self.nats_image)
+            + &self.extra;
         std::fs::write(self.root().join("config/deploy.yml"), config).unwrap();
     }
 
     /// Runs the static `flotilla ARGS` (its own binary is what the agents' image is built
     /// from), with no NATS address in the environment.
-    fn flotilla(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn flotilla(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.flotilla_in(self.root(), args, env)
+    }
+
+    /// [`BareProject::flotilla`] in another directory (a second checkout).
+    pub(crate) fn flotilla_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         std::process::Command::new(&self.flotilla)
             .args(args)
-            .current_dir(self.root())
+            .current_dir(dir)
             .env("DOCKER_HOST", &self.builder)
             .env("NO_COLOR", "1")
             .env_remove("FLOTILLA_NATS_URL")
@@ -123,7 +139,12 @@ impl BareProject {
             .unwrap()
     }
 
-    fn flotilla_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+    /// The builder engine, where `deploy` builds the app image.
+    pub(crate) fn builder(&self) -> &str {
+        &self.builder
+    }
+
+    pub(crate) fn flotilla_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let out = self.flotilla(args, env);
         assert!(
             out.status.success(),
@@ -136,7 +157,7 @@ impl BareProject {
     }
 }
 
-fn version_of(host: &Host) -> String {
+pub(crate) fn version_of(host: &Host) -> String {
     match http_get(SocketAddr::from((host.addr, 80)), "/version") {
         Ok((200, body)) => body.trim().to_owned(),
         other => panic!("GET {}/version: {other:?}", host.addr),
@@ -144,7 +165,7 @@ fn version_of(host: &Host) -> String {
 }
 
 /// Every container on the host as `name id started-at`, sorted.
-fn containers(fleet: &Fleet, host: &Host) -> Vec<String> {
+pub(crate) fn containers(fleet: &Fleet, host: &Host) -> Vec<String> {
     let out = ssh_ok(
         fleet,
         host,

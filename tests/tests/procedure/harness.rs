@@ -50,6 +50,8 @@ pub struct World {
     pub log: MemoryLog,
     pub transport: MemoryTransport,
     pub signer: JobSigner,
+    /// How long each simulated step takes (zero unless a test needs a rollout that lasts).
+    pub latency: Duration,
 }
 
 /// The secret every host's app gets; it must never appear in an event or a report.
@@ -90,6 +92,7 @@ impl World {
             log: MemoryLog::new(),
             transport: MemoryTransport::new(),
             signer: JobSigner::generate(),
+            latency: Duration::ZERO,
         }
     }
 
@@ -97,6 +100,19 @@ impl World {
     pub fn with(rollout: &str, behaviours: [Behaviour; 3]) -> World {
         let hosts = ["h1", "h2", "h3"];
         let world = World::new(&hosts, rollout);
+        for (host, behaviour) in hosts.into_iter().zip(behaviours) {
+            world.executor(host, behaviour);
+        }
+        world
+    }
+
+    /// [`World::with`], each simulated step taking `latency`: a rollout that lasts long
+    /// enough to be interrupted.
+    #[allow(dead_code)] // used by the control suite (tests/control), which shares this file
+    pub fn with_latency(rollout: &str, behaviours: [Behaviour; 3], latency: Duration) -> World {
+        let hosts = ["h1", "h2", "h3"];
+        let mut world = World::new(&hosts, rollout);
+        world.latency = latency;
         for (host, behaviour) in hosts.into_iter().zip(behaviours) {
             world.executor(host, behaviour);
         }
@@ -122,8 +138,8 @@ impl World {
     /// Starts a simulated executor on `host`, enrolled: it beats at once, then takes its jobs.
     pub fn executor(&self, host: &str, behaviour: Behaviour) {
         let sim = SimConfig {
-            latency: Duration::ZERO,
-            pull_latency: Duration::ZERO,
+            latency: self.latency,
+            pull_latency: self.latency,
             fail: match &behaviour {
                 Behaviour::Fails(f) => Some(f.clone()),
                 _ => None,

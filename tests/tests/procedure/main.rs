@@ -34,7 +34,8 @@ async fn settle() {
 }
 
 /// A healthy fleet: every host pulls, starts, switches and succeeds exactly once; the deploy
-/// records its own story in order, releases its lock, and no secret is in any event.
+/// records its own story in order, releases its lock, deletes its report consumer, and no
+/// secret is in any event.
 #[tokio::test(start_paused = true)]
 async fn healthy_deploy_succeeds_everywhere_once() {
     let world = World::with(
@@ -66,6 +67,11 @@ async fn healthy_deploy_succeeds_everywhere_once() {
     assert!(
         world.transport.lock_holder("app").is_none(),
         "lock released"
+    );
+    assert_eq!(
+        world.transport.forgotten(),
+        [id.to_string()],
+        "the deploy's report consumer is deleted"
     );
     let json = serde_json::to_string(&world.events(id)).expect("json");
     assert!(!json.contains(APP_SECRET), "a secret reached the event log");
@@ -417,6 +423,66 @@ fn quiet_injected_crashes() {
     });
 }
 
+/// A deploy killed mid-rollout (one host done) whose lock then expired: the resume takes
+/// the lock afresh and finishes the deploy, every host's steps recorded once, the story
+/// ending with its own `LockAcquired`, `DeployCompleted` and `LockReleased`.
+#[tokio::test(start_paused = true)]
+async fn resume_after_the_lock_expired_takes_it_again_and_finishes() {
+    quiet_injected_crashes();
+    let world = World::new(&HOSTS, "{max_parallel: 1}");
+    for h in HOSTS {
+        world.executor(h, Behaviour::Healthy);
+    }
+    let req = world.deploy_request("v1");
+    let mut succeeded = 0;
+    let mut watch = |e: &flotilla_events::Envelope| {
+        if matches!(e.event, flotilla_events::Event::HostSucceeded(_)) {
+            succeeded += 1;
+            std::panic::panic_any(InjectedCrash);
+        }
+    };
+    let never = CancellationToken::new();
+    let ctx = world.context();
+    let run = std::panic::AssertUnwindSafe(procedure::run(&ctx, &req, &mut watch, &never))
+        .catch_unwind()
+        .await;
+    assert!(run.is_err() && succeeded == 1, "killed after one host");
+    settle().await;
+    assert!(
+        world.transport.lock_holder("app").is_some(),
+        "lock left behind"
+    );
+    world.transport.expire_lock("app");
+
+    let resume = world.resume_request(&req.deploy_id);
+    let finished = world.run(&resume).await.expect("resume runs");
+    assert_eq!(finished.outcome.outcome, Outcome::Succeeded);
+    let id = &req.deploy_id;
+    for name in [
+        "ImagePulled",
+        "ContainerStarted",
+        "ProxySwitched",
+        "HostSucceeded",
+    ] {
+        assert_eq!(world.count(id, name), all(1), "{name}");
+    }
+    let story = world.story(id);
+    assert_eq!(
+        story[story.len() - 4..],
+        [
+            "LockAcquired",
+            "DeployStarted",
+            "DeployCompleted",
+            "LockReleased"
+        ],
+        "{story:?}"
+    );
+    assert!(
+        world.transport.lock_holder("app").is_none(),
+        "lock released"
+    );
+}
+
 /// A cancel (Ctrl-C) stops dispatching: the running host finishes, the others never start,
 /// `DeployCancelled` is recorded and the lock released; `resume` then finishes the deploy.
 #[tokio::test(start_paused = true)]
@@ -635,7 +701,7 @@ async fn resume_targets_the_exact_digest() {
 
 /// A host whose executor never took its job is failed at `step_timeout`; its job is revoked
 /// when the deploy ends, so the host, coming back later, never switches to the version the
-/// log says it does not run.
+/// log says it does not run; the deploy's report consumer is deleted all the same.
 #[tokio::test(start_paused = true)]
 async fn a_failed_hosts_waiting_job_is_revoked() {
     let world = World::with(
@@ -654,6 +720,11 @@ async fn a_failed_hosts_waiting_job_is_revoked() {
         "h2 was sent a job"
     );
     assert_eq!(world.transport.waiting_jobs("h2"), 0, "its job is revoked");
+    assert_eq!(
+        world.transport.forgotten(),
+        [req.deploy_id.to_string()],
+        "the failed deploy's report consumer is deleted"
+    );
 }
 
 /// Forged reports: while a deploy runs in which h2's pull fails, reports claiming h2

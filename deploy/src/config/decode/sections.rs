@@ -288,6 +288,7 @@ pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
         f.nats = Some(Nats {
             url: cx.opt_string(&nm, "url"),
             creds: cx.opt_string(&nm, "creds"),
+            ca: cx.opt_string(&nm, "ca"),
             image: cx.opt_string(&nm, "image"),
         });
     }
