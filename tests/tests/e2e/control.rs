@@ -111,6 +111,7 @@ fn setup_boots_the_service_and_a_second_checkout_shares_its_history() {
         .env("APP_VERSION", "v2")
         .env("NO_COLOR", "1")
         .env("DOCKER_HOST", project.builder())
+        .env("DOCKER_CONFIG", project.root().join(".docker"))
         .env_remove("FLOTILLA_NATS_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -130,6 +130,9 @@ impl BareProject {
             .args(args)
             .current_dir(dir)
             .env("DOCKER_HOST", &self.builder)
+            // `deploy` logs in to the registry: into the checkout's own Docker config, not
+            // this machine's ~/.docker.
+            .env("DOCKER_CONFIG", dir.join(".docker"))
             .env("NO_COLOR", "1")
             .env_remove("FLOTILLA_NATS_URL")
             .env_remove("FLOTILLA_AGENT_BINARY")
