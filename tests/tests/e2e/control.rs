@@ -92,12 +92,14 @@ fn setup_boots_the_service_and_a_second_checkout_shares_its_history() {
             .unwrap_or_else(|| panic!("v1 in the history:\n{history}"))
     };
 
-    // A second checkout: config, secrets and the operators' NATS key (a CI secret), nothing else.
+    // A second checkout: config, secrets, the operators' NATS key (a CI secret) and the CA
+    // NATS's certificate must chain to (public: committed with the config), nothing else.
     let other = tempfile::tempdir().unwrap();
     for file in [
         "config/deploy.yml",
         ".kamal/secrets",
         ".flotilla/nats-operator.nk",
+        ".flotilla/nats-ca.pem",
     ] {
         let to = other.path().join(file);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
