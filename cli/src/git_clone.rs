@@ -49,6 +49,23 @@ pub fn build_directory(config: &Config, root: &Path) -> anyhow::Result<PathBuf> 
         clone(&clone_dir, &top)?;
         validate(&repo, &revision)?;
     }
+    if !build_dir.is_dir() {
+        // The project lives in an untracked or ignored directory of the repository: the clean
+        // clone has nothing there to build (Kamal fails here with a missing directory).
+        return Err(crate::exit::UserError {
+            message: format!(
+                "{} is not in the git repository's HEAD ({}), so its clean clone has nothing to build",
+                relative.display(),
+                top.display()
+            ),
+            hint: Some(
+                "commit the project, or set `builder: {context: .}` to build from this directory as it is"
+                    .into(),
+            ),
+            code: crate::exit::USAGE,
+        }
+        .into());
+    }
     Ok(build_dir)
 }
 
