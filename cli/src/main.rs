@@ -142,32 +142,17 @@ fn main() {
     exit::finish(result);
 }
 
-/// Kamal's top-level commands, in `kamal help`'s order; `flotilla --help` lists them first,
-/// then Flotilla's own. (`upgrade`, Kamal 1 to 2 in place, has no Flotilla equivalent: see
-/// ARCHITECTURE.md.)
-const KAMAL_COMMANDS: &[&str] = &[
-    "accessory",
-    "app",
-    "audit",
-    "build",
-    "config",
-    "deploy",
-    "details",
-    "docs",
-    "help",
-    "init",
-    "lock",
-    "proxy",
-    "prune",
-    "redeploy",
-    "registry",
-    "remove",
-    "rollback",
-    "secrets",
-    "server",
-    "setup",
-    "version",
-];
+/// Kamal's top-level commands that Flotilla has, in `kamal help`'s order: the config crate's
+/// list (which also keeps aliases from shadowing them) without `upgrade`, Kamal 1 to 2 in
+/// place, which has no Flotilla equivalent (see ARCHITECTURE.md). `flotilla --help` lists them
+/// first, then Flotilla's own.
+fn kamal_commands(command: &clap::Command) -> Vec<&'static str> {
+    flotilla_deploy::config::aliases::KAMAL_COMMANDS
+        .iter()
+        .copied()
+        .filter(|n| *n == "help" || command.find_subcommand(n).is_some())
+        .collect()
+}
 
 /// Parses the arguments with `flotilla --help` grouped as `kamal help` lists its commands.
 fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
@@ -188,11 +173,12 @@ fn grouped_help(command: &clap::Command) -> String {
             .unwrap_or_else(|| "Print this message or the help of the given command".into())
     };
     let line = |name: &str| format!("  {name:<11} {}\n", about(name));
-    let kamal: String = KAMAL_COMMANDS.iter().map(|n| line(n)).collect();
+    let kamal_names = kamal_commands(command);
+    let kamal: String = kamal_names.iter().map(|n| line(n)).collect();
     let own: String = command
         .get_subcommands()
         .map(|c| c.get_name())
-        .filter(|n| !KAMAL_COMMANDS.contains(n))
+        .filter(|n| !kamal_names.contains(n))
         .map(line)
         .collect();
     format!(
@@ -226,7 +212,7 @@ mod tests {
                 .map(|l| l.split_whitespace().next().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(listed(kamal), KAMAL_COMMANDS);
+        assert_eq!(listed(kamal), kamal_commands(&Cli::command()));
         let mut all: Vec<String> = listed(kamal).into_iter().chain(listed(own)).collect();
         let mut names: Vec<String> = Cli::command()
             .get_subcommands()
