@@ -88,17 +88,14 @@ fn make_room(buf: &mut BytesMut) {
 impl ClientStream for tokio::net::TcpStream {
     async fn read_arrived(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         std::future::poll_fn(|cx| {
-            // Nothing buffered: wait for bytes without holding a buffer.
-            if buf.is_empty() && self.poll_read_ready(cx)?.is_pending() {
-                *buf = BytesMut::new();
-                return Poll::Pending;
-            }
             make_room(buf);
             // `poll_read`, not `try_read`: after a read shorter than the room given, tokio
             // knows the socket drained and forgets its readiness, so waiting for the next
             // request costs no read that would block (with `try_read` it cost one more
             // `recvfrom` per request, issue 18).
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
+            // Waiting: without the buffer if it holds nothing (the task is polled again only
+            // once the socket is readable, and allocates it then).
             if read.is_pending() && buf.is_empty() {
                 *buf = BytesMut::new();
             }
