@@ -87,19 +87,21 @@ fn make_room(buf: &mut BytesMut) {
 
 impl ClientStream for tokio::net::TcpStream {
     async fn read_arrived(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        loop {
-            self.readable().await?;
+        std::future::poll_fn(|cx| {
             make_room(buf);
-            match self.try_read_buf(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // Readiness was stale: wait again, without the buffer if it holds nothing.
-                    if buf.is_empty() {
-                        *buf = BytesMut::new();
-                    }
-                }
-                read => return read,
+            // `poll_read`, not `try_read`: after a read shorter than the room given, tokio
+            // knows the socket drained and forgets its readiness, so waiting for the next
+            // request costs no read that would block (with `try_read` it cost one more
+            // `recvfrom` per request, issue 18).
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
+            // Waiting: without the buffer if it holds nothing (the task is polled again only
+            // once the socket is readable, and allocates it then).
+            if read.is_pending() && buf.is_empty() {
+                *buf = BytesMut::new();
             }
-        }
+            read
+        })
+        .await
     }
 }
 
@@ -125,7 +127,7 @@ where
     S: ClientStream,
 {
     // Allocated when bytes arrive ([`ClientStream::read_arrived`]); the upstream head is
-    // built in `out`, released after each exchange: idle connections hold neither.
+    // built in `out`, lent by the worker per request: idle connections hold neither.
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     // No request served yet: at shutdown, the first one is still awaited and answered.
@@ -136,6 +138,9 @@ where
         }
         let (len, forward) = loop {
             if !buf.is_empty() {
+                if out.capacity() == 0 {
+                    out = data.buffers.take_head();
+                }
                 match plan(data, &buf, peer, https, &mut out) {
                     Parsed::Forward(len, forward) => break (len, forward),
                     Parsed::Partial if buf.len() < MAX_HEAD => {}
@@ -173,7 +178,7 @@ where
         ))
         .await;
         data.buffers.give_back(upstream_buf);
-        out = Vec::new();
+        data.buffers.give_back_head(std::mem::take(&mut out));
         drop(busy);
         if !keep_open {
             let _ = stream.shutdown().await;
@@ -420,7 +425,7 @@ where
     match relayed {
         Relayed::Complete { reusable } => {
             if reusable && response.keep_alive {
-                data.raw.put(&target.addr, upstream);
+                upstream.put();
             }
             !close
         }

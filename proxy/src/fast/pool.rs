@@ -61,22 +61,45 @@ pub enum RawError {
     Malformed { addr: String },
 }
 
-/// One worker's spare upstream read buffers.
+/// One worker's spare upstream read buffers and upstream request heads. Lent per request
+/// so that idle connections hold neither, and kept here so that lending one costs no
+/// allocation (issue 18: allocating them per request cost ~2 % more instructions).
 #[derive(Debug, Default)]
-pub struct Buffers(Mutex<Vec<BytesMut>>);
+pub struct Buffers {
+    reads: Mutex<Vec<BytesMut>>,
+    heads: Mutex<Vec<Vec<u8>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    }
+}
 
 impl Buffers {
     fn lock(&self) -> MutexGuard<'_, Vec<BytesMut>> {
-        match self.0.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.reads)
     }
 
     pub(super) fn take(&self) -> BytesMut {
         self.lock()
             .pop()
             .unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+    }
+
+    /// An empty buffer for an upstream request head.
+    pub(super) fn take_head(&self) -> Vec<u8> {
+        lock(&self.heads).pop().unwrap_or_default()
+    }
+
+    pub(super) fn give_back_head(&self, mut head: Vec<u8>) {
+        head.clear();
+        let mut spare = lock(&self.heads);
+        // A head grown for an unusually large request is not kept.
+        if spare.len() < SPARE_BUFFERS && head.capacity() <= MAX_HEAD {
+            spare.push(head);
+        }
     }
 
     pub(super) fn give_back(&self, mut buf: BytesMut) {
@@ -95,13 +118,34 @@ impl Buffers {
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
-    _open: OwnedSemaphorePermit,
+    open: OwnedSemaphorePermit,
+    /// Where it goes back to ([`Conn::put`]), without looking the target up again.
+    target: Arc<Target>,
+}
+
+impl Conn {
+    /// Keeps the connection for the next request to its target.
+    pub(super) fn put(self) {
+        let Self {
+            stream,
+            open,
+            target,
+        } = self;
+        target.put(Idle { stream, open });
+    }
+}
+
+/// An idle connection as its target keeps it (without a reference back to the target).
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    open: OwnedSemaphorePermit,
 }
 
 /// One worker's connections to one target.
 #[derive(Debug)]
 struct Target {
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    idle: Mutex<Vec<(Idle, Instant)>>,
     /// One permit per connection this worker may hold open to the target.
     open: Arc<Semaphore>,
     /// Signalled when a connection goes back to `idle`, for requests waiting for one.
@@ -119,14 +163,11 @@ impl Default for Target {
 }
 
 impl Target {
-    fn idle(&self) -> MutexGuard<'_, Vec<(Conn, Instant)>> {
-        match self.idle.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        }
+    fn idle(&self) -> MutexGuard<'_, Vec<(Idle, Instant)>> {
+        lock(&self.idle)
     }
 
-    fn take(&self) -> Option<Conn> {
+    fn take(&self) -> Option<Idle> {
         let mut idle = self.idle();
         while let Some((conn, since)) = idle.pop() {
             if since.elapsed() < UPSTREAM_IDLE {
@@ -136,7 +177,7 @@ impl Target {
         None
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Idle) {
         let mut idle = self.idle();
         // While requests wait, every connection is busy and `idle` is (nearly) empty, so
         // the one coming back is kept for them.
@@ -149,14 +190,22 @@ impl Target {
 
     /// An idle connection (`true`: reused), or a new one while under the cap, or else the
     /// first connection to come back or place to free up.
-    async fn acquire(&self, addr: &str) -> Result<(Conn, bool), RawError> {
+    async fn acquire(self: &Arc<Self>, addr: &str) -> Result<(Conn, bool), RawError> {
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             // Registered before looking, so a connection returned meanwhile is not missed.
             returned.as_mut().enable();
-            if let Some(conn) = self.take() {
-                return Ok((conn, true));
+            if let Some(Idle { stream, open }) = self.take() {
+                let target = Arc::clone(self);
+                return Ok((
+                    Conn {
+                        stream,
+                        open,
+                        target,
+                    },
+                    true,
+                ));
             }
             let open = match Arc::clone(&self.open).try_acquire_owned() {
                 Ok(open) => open,
@@ -172,7 +221,8 @@ impl Target {
             let stream = connect(addr).await?;
             let conn = Conn {
                 stream,
-                _open: open,
+                open,
+                target: Arc::clone(self),
             };
             return Ok((conn, false));
         }
@@ -203,18 +253,11 @@ pub struct RawPool {
 
 impl RawPool {
     fn target(&self, addr: &str) -> Arc<Target> {
-        let mut targets = match self.targets.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut targets = lock(&self.targets);
         match targets.get(addr) {
             Some(t) => Arc::clone(t),
             None => Arc::clone(targets.entry(addr.to_owned()).or_default()),
         }
-    }
-
-    pub(super) fn put(&self, addr: &str, conn: Conn) {
-        self.target(addr).put(conn);
     }
 
     /// Sends `request` to `addr` and reads the response head into `buf`, on a pooled
