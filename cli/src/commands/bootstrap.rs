@@ -381,6 +381,13 @@ pub fn host_specs(
                     &nats_url,
                     scheduler_key,
                     nats_ca.is_some(),
+                ) + &plan::executor_telemetry_conf(
+                    config
+                        .flotilla
+                        .executor
+                        .as_ref()
+                        .and_then(|e| e.metrics_port),
+                    config.flotilla.otel.as_ref().map(|o| o.endpoint.as_str()),
                 ),
                 nats_ca: nats_ca.clone(),
                 image: image.to_owned(),

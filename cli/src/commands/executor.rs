@@ -91,6 +91,10 @@ struct RunArgs {
     /// Send each job's spans to this OTLP/HTTP collector (http://HOST:PORT) [default: OTEL_EXPORTER_OTLP_ENDPOINT; none]
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Where the host's `/` is mounted, for an executor run in a container (accessory
+    /// directories and files are written there) [default: /]
+    #[arg(long, env = "FLOTILLA_HOST_ROOT", value_name = "DIR")]
+    host_root: Option<PathBuf>,
     /// Serve this host's step counts and durations on http://ADDR/metrics [default: off]
     #[arg(long, env = "FLOTILLA_EXECUTOR_METRICS", value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -204,12 +208,14 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             "state_dir",
             "docker_socket",
             "proxy_socket",
+            "metrics_listen",
+            "otlp_endpoint",
         ]
         .contains(&key)
         {
             return Err(usage(
                 format!("{}:{}: unknown key {key:?}", path.display(), n + 1),
-                "known keys: host_id, nats_url, nats_creds, nats_ca, scheduler_key, state_dir, docker_socket, proxy_socket",
+                "known keys: host_id, nats_url, nats_creds, nats_ca, scheduler_key, state_dir, docker_socket, proxy_socket, metrics_listen, otlp_endpoint",
             ));
         }
         out.push((key.to_owned(), v.trim().trim_matches('"').to_owned()));
@@ -232,6 +238,12 @@ fn merge_config(args: &mut RunArgs) -> anyhow::Result<()> {
             "state_dir" if args.state_dir.is_none() => args.state_dir = path(),
             "docker_socket" if args.docker_socket.is_none() => args.docker_socket = path(),
             "proxy_socket" if args.proxy_socket.is_none() => args.proxy_socket = path(),
+            "metrics_listen" if args.metrics_listen.is_none() => {
+                args.metrics_listen = Some(value.clone())
+            }
+            "otlp_endpoint" if args.otlp_endpoint.is_none() => {
+                args.otlp_endpoint = Some(value.clone())
+            }
             _ => {}
         }
     }
@@ -308,7 +320,11 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
             .proxy_socket
             .unwrap_or_else(|| PathBuf::from(flotilla_proxy::DEFAULT_ADMIN_SOCKET)),
     );
-    let executor = Arc::new(Executor::new(docker, proxy, host_key, host));
+    let mut executor = Executor::new(docker, proxy, host_key, host);
+    if let Some(root) = &args.host_root {
+        executor = executor.with_host_root(root);
+    }
+    let executor = Arc::new(executor);
     // Apart from NATS: a host whose engine restarts is served again even while NATS is down.
     tokio::spawn(flotilla_executor::repoint::run(executor.clone()));
     start_telemetry(

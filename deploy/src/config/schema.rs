@@ -481,6 +481,15 @@ pub static FLOTILLA: Section = Section {
         "metrics": "`{listen}`: address the scheduler serves Prometheus metrics on.",
         "otel": "`{endpoint}`: OpenTelemetry collector that receives each deploy's trace (OTLP/HTTP).",
         "scheduler": "`{mode}`: where deploys run (see `x-flotilla/scheduler`).",
+        "executor": "`{metrics_port}`: how setup runs each host's executor (see `x-flotilla/executor`).",
+    },
+};
+
+pub static EXECUTOR: Section = Section {
+    name: "x-flotilla/executor",
+    summary: "The executor `flotilla setup` runs on every host.",
+    keys: keys! {
+        "metrics_port": "Port each executor serves its step metrics on (`/metrics`, every address of the host, as `proxy.run.metrics_port` does for the proxy). Default: not served.",
     },
 };
 
@@ -579,6 +588,7 @@ pub static SECTIONS: &[&Section] = &[
     &METRICS,
     &OTEL,
     &SCHEDULER,
+    &EXECUTOR,
     &TRAEFIK,
     &HEALTHCHECK,
 ];

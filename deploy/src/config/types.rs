@@ -472,6 +472,17 @@ pub struct Flotilla {
     /// primary role.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub control: Vec<String>,
+    /// How `flotilla setup` runs each host's executor; `None`: the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorSettings>,
+}
+
+/// `x-flotilla.executor`: settings of the executor `flotilla setup` runs on every host.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExecutorSettings {
+    /// Where each executor serves its step metrics (`0.0.0.0:PORT`, as Kamal's
+    /// `proxy.run.metrics_port` does for the proxy); `None`: not served.
+    pub metrics_port: Option<u16>,
 }
 
 /// `x-flotilla.scheduler`: where deploys run.

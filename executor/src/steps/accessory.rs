@@ -19,15 +19,17 @@ pub(super) async fn boot<R: Runtime, P: Proxy>(
     step: &BootAccessory,
 ) -> Result<Vec<Event>, StepFailed> {
     let name = format!("{}-{}", step.service, step.name);
+    // Paths are the host's (Docker binds them into the accessory); errors name them so.
     for dir in &step.directories {
-        std::fs::create_dir_all(dir).map_err(|e| io("create directory", dir, e))?;
+        std::fs::create_dir_all(ex.on_host(dir)).map_err(|e| io("create directory", dir, e))?;
     }
     for file in &step.files {
-        if let Some(parent) = std::path::Path::new(&file.path).parent() {
+        let at = ex.on_host(&file.path);
+        if let Some(parent) = at.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("create directory", &file.path, e))?;
         }
-        std::fs::write(&file.path, &file.contents).map_err(|e| io("write", &file.path, e))?;
-        std::fs::set_permissions(&file.path, std::fs::Permissions::from_mode(file.mode))
+        std::fs::write(&at, &file.contents).map_err(|e| io("write", &file.path, e))?;
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(file.mode))
             .map_err(|e| io("chmod", &file.path, e))?;
     }
     let pulled = ex
@@ -55,11 +57,11 @@ pub(super) async fn remove<R: Runtime, P: Proxy>(
     let name = format!("{}-{}", step.service, step.name);
     ex.runtime.remove(&name).await?;
     for path in &step.paths {
-        let p = std::path::Path::new(path);
+        let p = ex.on_host(path);
         let result = if p.is_dir() {
-            std::fs::remove_dir_all(p)
+            std::fs::remove_dir_all(&p)
         } else {
-            std::fs::remove_file(p)
+            std::fs::remove_file(&p)
         };
         match result {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -62,6 +62,10 @@ pub struct Executor<R, P> {
     /// that read the proxy's routes before a deploy's switch cannot send the service back
     /// to the old container after it.
     pub(crate) switching: tokio::sync::Mutex<()>,
+    /// Where the host's own filesystem is seen from this process: `/` for an executor run on
+    /// the host, the bind of the host's `/` for one run in a container (`flotilla setup`'s).
+    /// Paths in jobs (accessory directories and files) are the host's.
+    host_root: std::path::PathBuf,
 }
 
 impl<R: Runtime, P: Proxy> Executor<R, P> {
@@ -72,6 +76,21 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             host_key,
             host: host.into(),
             switching: tokio::sync::Mutex::new(()),
+            host_root: std::path::PathBuf::from("/"),
+        }
+    }
+
+    /// Sees the host's filesystem at `root` (see [`Executor::on_host`]).
+    pub fn with_host_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.host_root = root.into();
+        self
+    }
+
+    /// The host path `path` (absolute, as a job names it) as this process reaches it.
+    pub fn on_host(&self, path: &str) -> std::path::PathBuf {
+        match self.host_root == std::path::Path::new("/") {
+            true => std::path::PathBuf::from(path),
+            false => self.host_root.join(path.trim_start_matches('/')),
         }
     }
 

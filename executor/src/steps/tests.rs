@@ -562,3 +562,43 @@ fn job_secrets_are_the_secret_values_only() {
         ["DB_PASSWORD", "SECRET_KEY_BASE", "registry password"]
     );
 }
+
+/// An executor run in a container (host `/` bound at its host root) writes an accessory's
+/// directories and files on the host, where Docker binds them from, and removes them there;
+/// errors name the host path.
+#[tokio::test]
+async fn accessory_files_go_to_the_host_through_the_host_root() {
+    use flotilla_protocol::wire::{AccessoryFile, BootAccessory, RemoveAccessory};
+    let root = tempfile::tempdir().unwrap();
+    let ex = executor().with_host_root(root.path());
+    let boot = BootAccessory {
+        service: "app".into(),
+        name: "db".into(),
+        config: ContainerConfig {
+            image: "r/db:1".into(),
+            ..Default::default()
+        },
+        directories: vec!["/srv/app-db/data".into()],
+        files: vec![AccessoryFile {
+            path: "/srv/app-db/conf/db.conf".into(),
+            contents: b"max_connections=10\n".to_vec(),
+            mode: 0o640,
+        }],
+    };
+    ex.run_step(&JobStep::BootAccessory(boot)).await.unwrap();
+    assert!(root.path().join("srv/app-db/data").is_dir());
+    assert_eq!(
+        std::fs::read(root.path().join("srv/app-db/conf/db.conf")).unwrap(),
+        b"max_connections=10\n"
+    );
+    let remove = RemoveAccessory {
+        service: "app".into(),
+        name: "db".into(),
+        paths: vec!["/srv/app-db".into()],
+    };
+    ex.run_step(&JobStep::RemoveAccessory(remove))
+        .await
+        .unwrap();
+    assert!(!root.path().join("srv").join("app-db").exists());
+    assert!(root.path().join("srv").is_dir(), "only the named path goes");
+}

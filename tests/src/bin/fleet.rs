@@ -7,7 +7,8 @@ use flotilla_e2e::fleet::{Fleet, FleetSpec, down_slot, leftovers};
 use flotilla_e2e::testapp;
 
 /// A local fleet of real hosts on this machine: network namespaces, each with its own Docker
-/// engine and SSH server, plus a registry and a NATS server. Needs root.
+/// engine and SSH server, plus a registry; hosts start bare (`flotilla setup` installs the
+/// agents and NATS over SSH). Needs root.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-fleet", version)]
 #[command(
@@ -94,7 +95,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  {}  {}", h.name, h.addr);
             }
             println!("  registry  {}", fleet.registry());
-            println!("  nats      {}", fleet.nats_url());
             println!("  ssh       ssh -F {} h1", fleet.ssh_config().display());
             if hold {
                 println!("holding");

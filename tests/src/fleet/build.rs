@@ -40,8 +40,6 @@ pub(super) fn build(l: &Layout, state: &mut State) -> Result<(), FleetError> {
 
     state.registry = Some(services::start_registry(l)?);
     state.save(&state_file)?;
-    state.nats = Some(services::start_nats(l)?);
-    state.save(&state_file)?;
 
     write_ssh_identity(l)?;
 

@@ -12,10 +12,6 @@ pub const BASE_DIR: &str = "/var/lib/flotilla-fleet";
 pub const MAX_SLOTS: u8 = 50;
 /// Port of the fleet's Docker registry on the bridge address.
 pub const REGISTRY_PORT: u16 = 5000;
-/// Port of the fleet's NATS server (client connections) on the bridge address.
-pub const NATS_PORT: u16 = 4222;
-/// Port of the NATS monitoring endpoint (`/healthz`) on the bridge address.
-pub const NATS_MONITOR_PORT: u16 = 8222;
 
 /// Which machine of the fleet: a deploy target, or the builder (the "laptop" Docker that
 /// builds and pushes images, with no SSH server).
@@ -62,10 +58,6 @@ impl Layout {
 
     pub fn registry(&self) -> String {
         format!("{}:{REGISTRY_PORT}", self.bridge_addr())
-    }
-
-    pub fn nats_url(&self) -> String {
-        format!("nats://{}:{NATS_PORT}", self.bridge_addr())
     }
 
     pub fn ssh_key(&self) -> PathBuf {

@@ -3,8 +3,9 @@
 //! Each host is a network namespace with its own address on the fleet's bridge, a private
 //! mount and UTS namespace, its own `dockerd` and its own `sshd` accepting the fleet's key. A
 //! builder machine (a Docker engine with no SSH, standing in for the developer's laptop) builds
-//! and pushes images. The fleet's Docker registry and NATS server (JetStream) listen on the
-//! bridge address, reachable from every host and from the root namespace.
+//! and pushes images. The fleet's Docker registry listens on the bridge address, reachable from
+//! every host and from the root namespace. Hosts start bare: no agent and no NATS, which
+//! `flotilla server bootstrap` (or `setup`) installs over SSH, as for a user.
 //!
 //! `Fleet::up` records every resource in a state file as it makes it, so a failure part-way, a
 //! crashed test or a forgotten demo can always be taken down (`Fleet::down`, `down_slot`).
@@ -159,8 +160,10 @@ impl Fleet {
         self.layout.registry()
     }
 
-    pub fn nats_url(&self) -> String {
-        self.layout.nats_url()
+    /// The fleet's address on its bridge (the root namespace), which every host reaches: where
+    /// a test serves what the hosts must reach (an OTLP collector).
+    pub fn bridge_addr(&self) -> Ipv4Addr {
+        self.layout.bridge_addr()
     }
 
     /// The private key every host's sshd accepts for root.
@@ -270,40 +273,6 @@ impl Fleet {
         machine::set_link(&self.layout, Role::Host(host.index), true)
     }
 
-    /// SIGKILLs the fleet's NATS server (no clean shutdown), for fault tests;
-    /// [`Fleet::start_nats`] starts it again on the same JetStream store.
-    pub fn kill_nats(&self) -> Result<(), FleetError> {
-        let state = State::load(&self.layout.state_file())?;
-        if let Some(p) = state.nats {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            wait_until(DOCKERD_STOP_GRACE, || !p.alive());
-        }
-        Ok(())
-    }
-
-    /// Stops the fleet's NATS server as `systemctl stop` does (SIGTERM: it closes its
-    /// clients and flushes its store), for fault tests; [`Fleet::start_nats`] starts it again.
-    pub fn stop_nats(&self) -> Result<(), FleetError> {
-        let state = State::load(&self.layout.state_file())?;
-        if let Some(p) = state.nats {
-            p.stop(DOCKERD_STOP_GRACE);
-        }
-        Ok(())
-    }
-
-    /// Starts the fleet's NATS server again after [`Fleet::kill_nats`] or
-    /// [`Fleet::stop_nats`] and records it.
-    pub fn start_nats(&self) -> Result<(), FleetError> {
-        let nats = services::start_nats(&self.layout)?;
-        let path = self.layout.state_file();
-        let mut state = State::load(&path)?;
-        state.nats = Some(nats);
-        state.save(&path)
-    }
-
     /// Stops the fleet's registry, for fault tests; [`Fleet::start_registry`] starts it
     /// again on the same storage.
     pub fn stop_registry(&self) -> Result<(), FleetError> {
@@ -328,13 +297,12 @@ impl Fleet {
         let hosts: Vec<String> = self.hosts.iter().map(|h| h.addr.to_string()).collect();
         format!(
             "export FLEET_NAME={}\nexport FLEET_DIR={}\nexport FLEET_HOSTS='{}'\n\
-             export FLEET_REGISTRY={}\nexport FLEET_NATS_URL={}\nexport FLEET_SSH_KEY={}\n\
+             export FLEET_REGISTRY={}\nexport FLEET_SSH_KEY={}\n\
              export FLEET_SSH_CONFIG={}\nexport FLEET_BUILDER_DOCKER_HOST={}\n",
             self.name,
             self.dir().display(),
             hosts.join(" "),
             self.registry(),
-            self.nats_url(),
             self.ssh_key().display(),
             self.ssh_config().display(),
             self.builder_docker_host(),

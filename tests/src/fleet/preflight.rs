@@ -15,7 +15,6 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
     ("docker-registry", "docker-registry"),
-    ("nats-server", "nats-server"),
 ];
 
 pub fn check() -> Result<(), FleetError> {

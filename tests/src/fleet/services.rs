@@ -1,9 +1,9 @@
-//! The fleet's shared services, on the bridge address in the root namespace: a Docker
-//! registry (plain HTTP, every engine trusts it with `--insecure-registry`) and a NATS server
-//! with JetStream.
+//! The fleet's shared service, on the bridge address in the root namespace: a Docker
+//! registry (plain HTTP, every engine trusts it with `--insecure-registry`). NATS is not
+//! one: `flotilla server bootstrap` boots it on the control host, as for a user.
 
 use super::error::FleetError;
-use super::layout::{Layout, NATS_MONITOR_PORT, NATS_PORT, REGISTRY_PORT};
+use super::layout::{Layout, REGISTRY_PORT};
 use super::sys::{Proc, wait_until};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -87,29 +87,5 @@ pub fn start_registry(l: &Layout) -> Result<Proc, FleetError> {
     let addr = SocketAddr::from((l.bridge_addr(), REGISTRY_PORT));
     await_ready(proc, "docker-registry", &log, || {
         http_status(addr, "/v2/").is_ok_and(|s| s == 200)
-    })
-}
-
-pub fn start_nats(l: &Layout) -> Result<Proc, FleetError> {
-    let dir = l.dir().join("nats");
-    std::fs::create_dir_all(&dir).map_err(FleetError::io(&dir))?;
-    let log = dir.join("nats.log");
-    let args: Vec<String> = vec![
-        "--jetstream".into(),
-        "--store_dir".into(),
-        dir.join("jetstream").display().to_string(),
-        "--addr".into(),
-        l.bridge_addr().to_string(),
-        "--port".into(),
-        NATS_PORT.to_string(),
-        "--http_port".into(),
-        NATS_MONITOR_PORT.to_string(),
-        "--server_name".into(),
-        format!("fleet{}", l.slot),
-    ];
-    let proc = spawn("nats-server", &args, &log)?;
-    let monitor = SocketAddr::from((l.bridge_addr(), NATS_MONITOR_PORT));
-    await_ready(proc, "nats-server", &log, || {
-        http_status(monitor, "/healthz?js-enabled-only=true").is_ok_and(|s| s == 200)
     })
 }

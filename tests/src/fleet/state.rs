@@ -19,6 +19,9 @@ pub struct State {
     pub owner: Option<Proc>,
     pub hosts: u8,
     pub registry: Option<Proc>,
+    /// The NATS server fleets made before `flotilla server bootstrap` booted NATS on the
+    /// control host; read so that `down` still stops it in a fleet such a build left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<Proc>,
     /// One entry per machine: (machine name, dockerd, sshd).
     pub machines: Vec<MachineProcs>,

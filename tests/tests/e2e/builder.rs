@@ -3,7 +3,6 @@
 //! pushed as one manifest list, as `docker buildx build --platform a,b` would push.
 
 use crate::support::{assert_success, fleet};
-use flotilla_e2e::agents::flotilla_binary;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -92,7 +91,7 @@ builder:
     )
     .unwrap();
     let path = docker_20_10_first_on_path(root);
-    let out = std::process::Command::new(flotilla_binary())
+    let out = std::process::Command::new(flotilla_e2e::bare::build_static_flotilla().unwrap())
         .args(["build", "push", "--version", "v1"])
         .current_dir(root)
         .env("PATH", &path)
@@ -201,7 +200,7 @@ builder:
     )
     .unwrap();
     std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new(flotilla_binary())
+    let out = std::process::Command::new(flotilla_e2e::bare::build_static_flotilla().unwrap())
         .args(["build", "push", "--version", "v1"])
         .current_dir(root)
         .env("PATH", &path)

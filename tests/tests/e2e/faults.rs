@@ -63,11 +63,11 @@ const ENGINE_BACK_LIMIT: Duration = Duration::from_secs(90);
 #[test]
 fn faults_on_one_fleet_under_load() {
     let fleet = fleet(3);
-    let mut project = Project::new(&fleet, "");
+    let project = Project::new(&fleet, "");
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
     killed_deploy_is_shown_interrupted_named_by_the_lock_and_resumed(&fleet, &project);
     stopped_engine_fails_its_host_as_unreachable_and_leaves_one_container(&fleet, &project);
-    executor_killed_mid_step_briefly_then_for_good(&fleet, &mut project);
+    executor_killed_mid_step_briefly_then_for_good(&fleet, &project);
     nats_killed_mid_rollout_and_restarted(&fleet, &project);
     registry_down_during_pulls(&fleet, &project);
     link_cut_for_20s_mid_rollout(&fleet, &project);
@@ -398,14 +398,15 @@ fn containers_of(fleet: &Fleet, host: &flotilla_e2e::fleet::Host) -> String {
         .unwrap_or_default()
 }
 
-/// An executor SIGKILLed mid-job (its host's container started, the switch under way).
+/// An executor (its container) SIGKILLed mid-job (its host's container started, the switch
+/// under way).
 /// Briefly (started again at once): the job is delivered again and rerun, the deploy
 /// succeeds (exit 0) with one `HostSucceeded` and no `HostFailed` per host. For good: the
 /// scheduler notices the missing heartbeats within seconds and fails that host as
 /// `ExecutorLost` at the step it reached (exit 1, the host named); with the executor back,
 /// `flotilla replay ID --resume` finishes the deploy. Afterwards one container per host
 /// serves the new version, and no request failed throughout.
-fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut Project) {
+fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &Project) {
     let load = load::start(&web(fleet), CLIENTS_PER_HOST);
     let first = fleet.hosts[0].addr.to_string();
 
@@ -415,8 +416,8 @@ fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut P
     let out = follow(child, |e| {
         deploy_id = e["deploy_id"].as_str().unwrap_or_default().to_owned();
         if !killed && e["host"].as_str() == Some(&first) && kind(e) == "ContainerStarted" {
-            project.agents[0].kill_executor();
-            project.agents[0].start_executor();
+            project.kill_executor(&fleet.hosts[0]);
+            project.start_executor(&fleet.hosts[0]);
             killed = true;
         }
     });
@@ -446,7 +447,7 @@ fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut P
             && e["host"].as_str() == Some(&first)
             && kind(e) == "ContainerStarted"
         {
-            project.agents[0].kill_executor();
+            project.kill_executor(&fleet.hosts[0]);
             killed_at = Some(flotilla_events::Timestamp::now());
         }
         if e["host"].as_str() == Some(&first) && kind(e) == "HostFailed" {
@@ -457,7 +458,7 @@ fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut P
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&first), "{}", stderr(&out));
     assert_eq!(lost["cause"], "ExecutorLost", "{lost}");
-    project.agents[0].start_executor();
+    project.start_executor(&fleet.hosts[0]);
     project.flotilla_ok(&["replay", &deploy_id, "--resume"], &[]);
     let stats = load.stop();
     assert!(
@@ -475,8 +476,8 @@ fn executor_killed_mid_step_briefly_then_for_good(fleet: &Fleet, project: &mut P
     );
 }
 
-/// NATS SIGKILLed mid-rollout (one host at a time, the first host done) and started again
-/// on its store, then stopped cleanly (SIGTERM) and started again once the second host is
+/// NATS (its container on the control host) SIGKILLed mid-rollout (one host at a time, the
+/// first host done) and started again on its store, then stopped cleanly (SIGTERM) and started again once the second host is
 /// done: the deploy carries on and succeeds (exit 0), each host once `HostSucceeded` and
 /// never `HostFailed`, one container per host serves the new version, and no request
 /// failed (the proxies serve without NATS).
@@ -492,12 +493,12 @@ fn nats_killed_mid_rollout_and_restarted(fleet: &Fleet, project: &Project) {
             return;
         }
         if !killed {
-            fleet.kill_nats().unwrap();
-            fleet.start_nats().unwrap();
+            project.kill_nats();
+            project.start_nats();
             killed = true;
         } else if !stopped {
-            fleet.stop_nats().unwrap();
-            fleet.start_nats().unwrap();
+            project.stop_nats();
+            project.start_nats();
             stopped = true;
         }
     });

@@ -1,9 +1,8 @@
 //! The scheduler's Prometheus metrics, scraped by a real Prometheus (Debian's `prometheus`)
 //! during a real deploy on the fleet, and the scrape configuration `grafana/` ships.
 
-use crate::project::Project;
+use crate::project::{EXECUTOR_METRICS_PORT, PROXY_METRICS_PORT, Project};
 use crate::support::fleet;
-use flotilla_e2e::agents::{EXECUTOR_METRICS_PORT, PROXY_METRICS_PORT};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

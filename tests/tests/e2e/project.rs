@@ -1,13 +1,27 @@
-//! A Kamal project aimed at the fleet, and `flotilla` run on it as a user would.
+//! A Kamal project aimed at the fleet, brought up as a user brings up bare hosts:
+//! `flotilla server bootstrap` over SSH (the agents as containers built from the static
+//! `flotilla`, NATS booted on the control host, every executor enrolled), then `flotilla` run
+//! in the project as a user would. Nothing is started on a host by hand.
 
-use flotilla_e2e::agents::{Agents, flotilla_binary};
-use flotilla_e2e::fleet::Fleet;
+use flotilla_e2e::bare;
+use flotilla_e2e::fleet::{Fleet, Host};
 use flotilla_e2e::testapp;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
-/// The project's `config/deploy.yml`; `{hosts}`, `{registry}`, `{nats}` and `{ssh_config}`
-/// are filled in.
+/// The port each host's proxy serves `/metrics` on (`proxy.run.metrics_port`), as
+/// `grafana/prometheus.yml` expects.
+pub const PROXY_METRICS_PORT: u16 = 9395;
+/// The port each host's executor serves `/metrics` on (`x-flotilla.executor.metrics_port`),
+/// as `grafana/prometheus.yml` expects.
+pub const EXECUTOR_METRICS_PORT: u16 = 9396;
+
+/// The project's `config/deploy.yml`; `{hosts}`, `{registry}`, `{nats_image}`, `{ssh_config}`
+/// and the metrics ports are filled in. No `x-flotilla.nats.url`: bootstrap boots NATS on the
+/// control host (the first host) and the CLI reaches it through an SSH tunnel. Deploys run
+/// embedded (the default `x-flotilla.scheduler.mode`): the tests that use this project are
+/// about the deploy procedure, its events in the project's own log and the CLI that runs it
+/// (some kill that CLI mid-deploy); the scheduler service has its own tests (`control.rs`).
 const CONFIG: &str = r#"service: testapp
 image: testapp
 ssh:
@@ -16,6 +30,8 @@ ssh:
 servers:
   web:
 {hosts}proxy:
+  run:
+    metrics_port: {proxy_metrics}
   app_port: 80
   healthcheck:
     path: /up
@@ -43,7 +59,9 @@ drain_timeout: 5
 readiness_delay: 0
 x-flotilla:
   nats:
-    url: {nats}
+    image: {nats_image}
+  executor:
+    metrics_port: {executor_metrics}
   rollout:
     auto_rollback: <%= ENV.fetch("AUTO_ROLLBACK", "false") %>
     max_failures: <%= ENV.fetch("MAX_FAILURES", "0") %>
@@ -59,15 +77,18 @@ pub const APP_SECRET: &str = "flt-app-secret-5c2f9e1b";
 
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// The static `flotilla` (the agents' image is built from its own binary).
     pub flotilla: PathBuf,
-    pub agents: Vec<Agents>,
+    /// The fleet's hosts, in the config's order; the first is the control host.
+    pub hosts: Vec<Host>,
     builder_docker_host: String,
 }
 
 impl Project {
-    /// Writes `config/deploy.yml` ([`CONFIG`] with `extra` appended), a Dockerfile and the app binary,
-    /// creates the scheduler key, starts the agents on every host and enrols them over SSH
-    /// (`flotilla server enroll`, as `flotilla setup` does).
+    /// Writes `config/deploy.yml` ([`CONFIG`] with `extra` appended), a Dockerfile and the app
+    /// binary, then runs `flotilla server bootstrap` on the bare hosts: Docker is there, the
+    /// agents start as containers, NATS on the control host, each executor is enrolled in the
+    /// project's log. What `flotilla setup` does before its deploy.
     pub fn new(fleet: &Fleet, extra: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -88,7 +109,9 @@ impl Project {
         let config = CONFIG
             .replace("{hosts}", &hosts)
             .replace("{registry}", &fleet.registry())
-            .replace("{nats}", &fleet.nats_url())
+            .replace("{nats_image}", &bare::push_nats_image(fleet).unwrap())
+            .replace("{proxy_metrics}", &PROXY_METRICS_PORT.to_string())
+            .replace("{executor_metrics}", &EXECUTOR_METRICS_PORT.to_string())
             .replace("{ssh_config}", &fleet.ssh_config().display().to_string())
             + extra;
         std::fs::write(root.join("config/deploy.yml"), config).unwrap();
@@ -104,21 +127,13 @@ impl Project {
         )
         .unwrap();
         std::fs::copy(testapp::build_static_binary().unwrap(), root.join("app")).unwrap();
-        let flotilla = flotilla_binary();
-        let mut project = Project {
+        let project = Project {
             dir,
-            flotilla,
-            agents: Vec::new(),
+            flotilla: bare::build_static_flotilla().unwrap(),
+            hosts: fleet.hosts.clone(),
             builder_docker_host: fleet.builder_docker_host(),
         };
-        let key = project.flotilla_ok(&["key"], &[]);
-        let key = key.trim().to_owned();
-        project.agents = fleet
-            .hosts
-            .iter()
-            .map(|h| Agents::start(fleet, h, &project.flotilla, &key))
-            .collect();
-        project.flotilla_ok(&["server", "enroll"], &[]);
+        project.flotilla_ok(&["server", "bootstrap", "-q"], &[]);
         project
     }
 
@@ -128,7 +143,7 @@ impl Project {
 
     /// Runs `flotilla ARGS` in the project with `env`, as a user at a terminal-less shell.
     pub fn flotilla(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        std::process::Command::new(&self.flotilla)
+        Command::new(&self.flotilla)
             .args(args)
             .current_dir(self.root())
             .env("DOCKER_HOST", &self.builder_docker_host)
@@ -136,6 +151,8 @@ impl Project {
             // The build's `docker login` writes here, not to the machine's ~/.docker.
             .env("DOCKER_CONFIG", self.root().join(".docker"))
             .env_remove("KAMAL_DESTINATION")
+            .env_remove("FLOTILLA_NATS_URL")
+            .env_remove("FLOTILLA_AGENT_BINARY")
             .envs(env.iter().copied())
             .output()
             .unwrap()
@@ -155,10 +172,68 @@ impl Project {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Every host's executor log (`docker logs flotilla-executor`), for a failure's message.
     pub fn agent_logs(&self) -> String {
-        self.agents
+        self.hosts
             .iter()
-            .map(|a| format!("--- executor on {}:\n{}", a.host.name, a.executor_log()))
+            .map(|h| {
+                let out = self.docker(h, &["logs", "flotilla-executor"]);
+                format!(
+                    "--- executor on {}:\n{}{}",
+                    h.name,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
             .collect()
+    }
+
+    /// The host's executor container SIGKILLed, as a crash would; it stays down (a killed
+    /// container is not restarted by its policy) until [`Project::start_executor`].
+    pub fn kill_executor(&self, host: &Host) {
+        self.docker_ok(host, &["kill", "flotilla-executor"]);
+    }
+
+    /// Starts the host's executor container again.
+    pub fn start_executor(&self, host: &Host) {
+        self.docker_ok(host, &["start", "flotilla-executor"]);
+    }
+
+    /// The control host, where bootstrap booted NATS.
+    pub fn control_host(&self) -> &Host {
+        &self.hosts[0]
+    }
+
+    /// SIGKILLs the NATS container on the control host (no clean shutdown);
+    /// [`Project::start_nats`] starts it again on the same JetStream store.
+    pub fn kill_nats(&self) {
+        self.docker_ok(self.control_host(), &["kill", "flotilla-nats"]);
+    }
+
+    /// Stops NATS as `docker stop` does (SIGTERM: it closes its clients and flushes its
+    /// store); [`Project::start_nats`] starts it again.
+    pub fn stop_nats(&self) {
+        self.docker_ok(self.control_host(), &["stop", "flotilla-nats"]);
+    }
+
+    pub fn start_nats(&self) {
+        self.docker_ok(self.control_host(), &["start", "flotilla-nats"]);
+    }
+
+    /// `docker ARGS` against the host's engine (from outside the host, as a test asserts).
+    fn docker(&self, host: &Host, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", host.docker_socket.display()),
+            )
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn docker_ok(&self, host: &Host, args: &[&str]) {
+        let out = self.docker(host, args);
+        crate::support::assert_success(&out, &format!("docker {args:?} on {}", host.name));
     }
 }

@@ -155,12 +155,6 @@ fn nanos(e: &Envelope) -> u64 {
     u64::try_from(e.at.unix_ms()).unwrap() * 1_000_000
 }
 
-/// The fleet's bridge address (where NATS listens), which the test and every host reach.
-fn bridge_ip(nats_url: &str) -> IpAddr {
-    let rest = nats_url.trim_start_matches("nats://");
-    rest.rsplit_once(':').unwrap().0.parse().unwrap()
-}
-
 fn step_of(event: &Event) -> Option<&'static str> {
     Some(match event {
         Event::ImagePulled(_) => "pull_image",
@@ -172,7 +166,7 @@ fn step_of(event: &Event) -> Option<&'static str> {
     })
 }
 
-/// With `x-flotilla.otel.endpoint` set and the executors given `--otlp-endpoint`, a deploy on
+/// With `x-flotilla.otel.endpoint` set (bootstrap hands it to every executor), a deploy on
 /// two hosts arrives at an OTLP/HTTP collector as one trace whose id is the deploy id: the
 /// deploy's root span, a span per host under it, a span per step under each host in the
 /// order and at the times the event log records, with service, version, role, host, step,
@@ -182,14 +176,10 @@ fn step_of(event: &Event) -> Option<&'static str> {
 #[test]
 fn a_deploy_is_one_trace_at_the_collector_and_replay_sends_it_again() {
     let fleet = fleet(2);
-    let receiver = Receiver::start(bridge_ip(&fleet.nats_url()));
+    // On the fleet's bridge address, which the test and every host reach.
+    let receiver = Receiver::start(IpAddr::V4(fleet.bridge_addr()));
     let url = receiver.url();
-    let mut project = Project::new(&fleet, &format!("  otel:\n    endpoint: {url}\n"));
-    for agents in &mut project.agents {
-        agents.kill_executor();
-        agents.set_executor_args(&["--otlp-endpoint", &url]);
-        agents.start_executor();
-    }
+    let project = Project::new(&fleet, &format!("  otel:\n    endpoint: {url}\n"));
     project.flotilla_ok(&["deploy", "--version", "v1"], &[("APP_VERSION", "v1")]);
     let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.addr.to_string()).collect();
     let live = receiver.until(EXECUTOR_SPANS_WAIT, |spans| {

@@ -5,8 +5,8 @@ use super::{Cx, kamal1};
 use crate::config::schema;
 use crate::config::secrets::{Secret, Secrets};
 use crate::config::types::{
-    Boot, Builder, Credential, Flotilla, HostCount, Logging, Metrics, Nats, Otel, Registry,
-    Rollout, SchedulerMode, SchedulerSettings, Ssh, SshConfig, Sshkit,
+    Boot, Builder, Credential, ExecutorSettings, Flotilla, HostCount, Logging, Metrics, Nats, Otel,
+    Registry, Rollout, SchedulerMode, SchedulerSettings, Ssh, SshConfig, Sshkit,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -343,6 +343,15 @@ pub(crate) fn flotilla(cx: &mut Cx, n: &Node) -> Flotilla {
             },
             None => cx.error(sn, "x-flotilla/scheduler/mode", "missing required key"),
         }
+    }
+    if let Some(en) = m.get("executor")
+        && let Some(em) = cx.map(en, "x-flotilla/executor", &schema::EXECUTOR)
+    {
+        f.executor = Some(ExecutorSettings {
+            metrics_port: em
+                .get("metrics_port")
+                .and_then(|v| cx.port(v, "x-flotilla/executor/metrics_port")),
+        });
     }
     f
 }

@@ -260,7 +260,7 @@ fn executor_deploys_replaces_refuses_and_keeps_secrets() {
         assert_eq!(types(&h.finished(&prune.id).await), ["HostSucceeded"]);
         let left = h.docker(&a.host, &["ps", "-a", "--filter", "label=service=testapp", "--format", "{{.Names}}"]);
         assert_eq!(left, "testapp-web-v2");
-        let images = h.docker(&a.host, &["images", "--format", "{{.Tag}}"]);
+        let images = h.docker(&a.host, &["images", "--filter", "reference=*/testapp", "--format", "{{.Tag}}"]);
         let mut tags: Vec<&str> = images.lines().collect();
         tags.sort();
         assert_eq!(tags, ["v2"], "images of pruned containers removed");

@@ -1,14 +1,16 @@
-//! The executor tests' harness: a fleet with a proxy and an executor on every host, a signer
-//! for jobs, and a NATS subscriber that records every report and every byte of traffic.
+//! The executor tests' harness: hosts set up the user's way (`flotilla server bootstrap`: the
+//! proxy and the executor as containers, NATS on the first host, each executor enrolled),
+//! then the test in the scheduler's place: it signs jobs with the project's scheduler key,
+//! publishes them on the NATS bootstrap booted (with the operators' key, over TLS pinned to
+//! the project's CA) and records every report and every byte of traffic.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_e2e::fleet::{Fleet, Host};
-use flotilla_e2e::testapp;
 use flotilla_events::{DeployId, Timestamp};
 use flotilla_protocol::sealing::seal;
 use flotilla_protocol::signing::JobSigner;
@@ -16,59 +18,117 @@ use flotilla_protocol::subjects;
 use flotilla_protocol::wire::{self, *};
 use futures::StreamExt as _;
 
+use crate::setup::BareProject;
 use crate::support::{assert_success, fleet, http_get};
 
 pub(super) const SECRET: &str = "flt-secret-7d1c0e55a9b3";
 pub(super) const WAIT: Duration = Duration::from_secs(120);
 
-/// One host's executor and proxy, started inside the host's namespaces.
+/// One host's agents (the `flotilla-proxy` and `flotilla-executor` containers bootstrap
+/// started) as the tests address them.
 pub(super) struct HostAgents {
     pub(super) host: Host,
+    /// A directory of the fleet's (every host sees it at the same path) for this host's
+    /// accessory files.
     pub(super) dir: PathBuf,
-    pub(super) executor: Option<Child>,
-    pub(super) proxy: Child,
+    /// The executor's sealing key, as enrolment read it.
     pub(super) sealing_key: String,
 }
 
 impl HostAgents {
+    /// The executor's log: `docker logs flotilla-executor` (every run of the container).
     pub(super) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("executor.log")).unwrap_or_default()
+        let out = docker(&self.host, &["logs", "flotilla-executor"]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
+
+    /// The executor container SIGKILLed, as a crash would; it stays down (a killed
+    /// container is not restarted by its policy) until [`HostAgents::start_executor`].
+    /// Returns its exit code.
+    pub(super) fn kill_executor(&self) -> String {
+        docker_ok(&self.host, &["kill", "flotilla-executor"]);
+        self.executor_exit_code()
+    }
+
+    /// The executor stopped as `docker stop` does (SIGTERM, then its stop timeout); returns
+    /// its exit code.
+    pub(super) fn stop_executor(&self) -> String {
+        docker_ok(&self.host, &["stop", "flotilla-executor"]);
+        self.executor_exit_code()
+    }
+
+    pub(super) fn start_executor(&self) {
+        docker_ok(&self.host, &["start", "flotilla-executor"]);
+    }
+
+    fn executor_exit_code(&self) -> String {
+        let out = docker(
+            &self.host,
+            &["inspect", "-f", "{{.State.ExitCode}}", "flotilla-executor"],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// `docker ARGS` against the host's engine, from outside the host.
+fn docker(host: &Host, args: &[&str]) -> Output {
+    std::process::Command::new("docker")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", host.docker_socket.display()),
+        )
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn docker_ok(host: &Host, args: &[&str]) {
+    assert_success(
+        &docker(host, args),
+        &format!("docker {args:?} on {}", host.name),
+    );
 }
 
 /// The test's side of NATS: a publisher and everything executors report.
 pub(super) struct Harness {
     pub(super) fleet: Fleet,
-    pub(super) flotilla: PathBuf,
+    /// The project the hosts were bootstrapped from (its scheduler key signs the jobs), kept
+    /// for as long as the hosts are: a failing test can be rerun from it by hand.
+    _project: BareProject,
     pub(super) signer: JobSigner,
     pub(super) agents: Vec<HostAgents>,
+    /// Connected with the operators' key: every subject.
+    pub(super) client: async_nats::Client,
     pub(super) js: async_nats::jetstream::Context,
     pub(super) reports: Arc<Mutex<Vec<Report>>>,
     pub(super) traffic: Arc<Mutex<Vec<u8>>>,
 }
 
-pub(super) fn flotilla_binary() -> PathBuf {
-    let root = testapp::workspace_root();
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "-q", "-p", "flotilla"])
-            .status()
-            .expect("cargo runs");
-    assert!(status.success(), "cargo build -p flotilla failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("debug/flotilla")
-}
-
 impl Harness {
     pub(super) async fn up(hosts: u8) -> Harness {
         let fleet = fleet(hosts);
-        let flotilla = flotilla_binary();
-        let client = async_nats::connect(fleet.nats_url())
+        let all: Vec<&Host> = fleet.hosts.iter().collect();
+        let project = BareProject::new(&fleet, &all);
+        project.flotilla_ok(&["server", "bootstrap", "-q"], &[]);
+        let dot = project.root().join(".flotilla");
+        let signer = JobSigner::from_base64(
+            std::fs::read_to_string(dot.join("scheduler.key"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let seed = std::fs::read_to_string(dot.join("nats-operator.nk")).unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .nkey(seed.trim().to_owned())
+            .add_root_certificates(dot.join("nats-ca.pem"))
+            .require_tls(true)
+            .connect(format!("nats://{}:4222", fleet.hosts[0].addr))
             .await
-            .expect("nats reachable");
+            .expect("the NATS bootstrap booted admits the operators' key");
         let js = async_nats::jetstream::new(client.clone());
         js.get_or_create_stream(flotilla_protocol::nats::stream_config(
             &subjects::jobs_stream(),
@@ -120,105 +180,21 @@ impl Harness {
             }
         });
         client.flush().await.unwrap();
-        let mut harness = Harness {
+        let agents = fleet
+            .hosts
+            .iter()
+            .map(|host| host_agents(&fleet, &project, host))
+            .collect();
+        Harness {
             fleet,
-            flotilla,
-            signer: JobSigner::generate(),
-            agents: Vec::new(),
+            _project: project,
+            signer,
+            agents,
+            client,
             js,
             reports,
             traffic,
-        };
-        for host in harness.fleet.hosts.clone() {
-            let agents = harness.start_agents(&host);
-            harness.agents.push(agents);
         }
-        harness
-    }
-
-    pub(super) fn start_agents(&self, host: &Host) -> HostAgents {
-        let dir = self.fleet.dir().join(format!("agents-{}", host.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("proxy.log")).unwrap();
-        let proxy = self
-            .on_host(host)
-            .args([
-                "proxy",
-                "run",
-                "--http-port",
-                "80",
-                "--https-port",
-                "off",
-                "--state-file",
-            ])
-            .arg(dir.join("proxy-state.json"))
-            .arg("--admin-socket")
-            .arg(dir.join("proxy.sock"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let out = std::process::Command::new(&self.flotilla)
-            .args(["executor", "key", "--state-dir"])
-            .arg(dir.join("state"))
-            .output()
-            .unwrap();
-        assert_success(&out, "flotilla executor key");
-        let sealing_key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let mut agents = HostAgents {
-            host: host.clone(),
-            dir,
-            executor: None,
-            proxy,
-            sealing_key,
-        };
-        self.start_executor(&mut agents);
-        wait_until(&format!("proxy socket on {}", host.name), || {
-            agents.dir.join("proxy.sock").exists()
-        });
-        agents
-    }
-
-    pub(super) fn start_executor(&self, agents: &mut HostAgents) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(agents.dir.join("executor.log"))
-            .unwrap();
-        let child = self
-            .on_host(&agents.host)
-            .args([
-                "executor",
-                "run",
-                "--host-id",
-                &agents.host.addr.to_string(),
-                "--nats",
-                &self.fleet.nats_url(),
-            ])
-            .args([
-                "--scheduler-key",
-                &self.signer.public_key_base64(),
-                "--heartbeat-secs",
-                "1",
-                "--state-dir",
-            ])
-            .arg(agents.dir.join("state"))
-            .arg("--proxy-socket")
-            .arg(agents.dir.join("proxy.sock"))
-            .env("FLOTILLA_EXECUTOR_CONFIG", agents.dir.join("none.conf"))
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        agents.executor = Some(child);
-    }
-
-    pub(super) fn on_host(&self, host: &Host) -> std::process::Command {
-        use std::os::unix::process::CommandExt as _;
-        let mut c = self.fleet.on_host(host);
-        c.arg(&self.flotilla).stdin(Stdio::null()).process_group(0);
-        c
     }
 
     pub(super) fn sign(&self, job: &Job) -> Vec<u8> {
@@ -300,16 +276,22 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        for a in &mut self.agents {
-            if let Some(mut e) = a.executor.take() {
-                let _ = e.kill();
-                let _ = e.wait();
-            }
-            let _ = a.proxy.kill();
-            let _ = a.proxy.wait();
-        }
+/// The host's agents as bootstrap left them; the sealing key is read from the executor's
+/// identity (what enrolment reads over SSH), through the host's state as the root namespace
+/// sees it.
+fn host_agents(fleet: &Fleet, project: &BareProject, host: &Host) -> HostAgents {
+    let dir = fleet.dir().join(format!("files-{}", host.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(&project.flotilla)
+        .args(["executor", "key", "--state-dir"])
+        .arg(host.flotilla_state.join("executor"))
+        .output()
+        .unwrap();
+    assert_success(&out, "flotilla executor key");
+    HostAgents {
+        host: host.clone(),
+        dir,
+        sealing_key: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
     }
 }
 
@@ -409,24 +391,6 @@ pub(super) fn version_via_proxy(host: &Host) -> String {
         host.name
     );
     body.trim().to_owned()
-}
-
-pub(super) fn terminate(child: &Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-}
-
-/// How long the executor's effects (containers, files) may take to show.
-const EFFECT_WAIT: Duration = Duration::from_secs(30);
-
-pub(super) fn wait_until(what: &str, ok: impl FnMut() -> bool) {
-    assert!(
-        flotilla_e2e::fleet::wait_until(EFFECT_WAIT, ok),
-        "timed out waiting for {what}"
-    );
 }
 
 pub(super) fn runtime() -> tokio::runtime::Runtime {

@@ -1,4 +1,5 @@
-//! Crashes and shutdowns: SIGKILL and SIGTERM in the middle of a step.
+//! Crashes and shutdowns of the executor's container: SIGKILL (`docker kill`) and SIGTERM
+//! (`docker stop`) in the middle of a step.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use super::harness::*;
 #[test]
 fn executor_killed_mid_step_finishes_the_job_after_restart() {
     runtime().block_on(async {
-        let mut h = Harness::up(1).await;
+        let h = Harness::up(1).await;
         let bin = testapp::build_static_binary().unwrap();
         let slow = testapp::build_and_push(
             &h.fleet,
@@ -46,22 +47,17 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let first_started = h.events_of(&job.id)[1].event.id;
-        let mut killed = h.agents[0].executor.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(killed.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let status = killed.wait().unwrap();
-        assert!(!status.success(), "killed, not exited");
+        assert_eq!(
+            h.agents[0].kill_executor(),
+            "137",
+            "killed (SIGKILL), not exited"
+        );
         assert!(
             !h.events_of(&job.id).iter().any(|e| e.step.is_none()),
             "killed before it finished"
         );
 
-        let mut agents = h.agents.remove(0);
-        h.start_executor(&mut agents);
-        h.agents.push(agents);
+        h.agents[0].start_executor();
         let events = h.finished(&job.id).await;
         let last = events.last().unwrap();
         assert_eq!(
@@ -97,8 +93,8 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
 
         // Heartbeats say who is there: versions and the managed containers (never a key:
         // keys come from enrolment).
-        let client = async_nats::connect(h.fleet.nats_url()).await.unwrap();
-        let mut beats = client
+        let mut beats = h
+            .client
             .subscribe(subjects::heartbeat_subject(&host.addr.to_string()))
             .await
             .unwrap();
@@ -137,14 +133,8 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut executor = h.agents[0].executor.take().unwrap();
-        terminate(&executor);
-        let status = executor.wait().unwrap();
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status}\n{}",
-            h.logs()
-        );
+        let status = h.agents[0].stop_executor();
+        assert_eq!(status, "0", "exit after SIGTERM\n{}", h.logs());
         let log = h.agents[0].log();
         assert!(
             log.contains("job handed back before this step") && log.contains("executor stopped"),
@@ -167,9 +157,7 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
             "the step in flight finished, no more"
         );
         assert_eq!(version_via_proxy(&host), "slow2");
-        let mut agents = h.agents.remove(0);
-        h.start_executor(&mut agents);
-        h.agents.push(agents);
+        h.agents[0].start_executor();
         let events = h.finished(&job3.id).await;
         assert_eq!(
             events.last().unwrap().event.event.type_name(),
@@ -194,13 +182,7 @@ fn executor_killed_mid_step_finishes_the_job_after_restart() {
         assert_eq!(names, "testapp-web-slow2");
 
         // SIGTERM between jobs: a clean exit.
-        let mut executor = h.agents[0].executor.take().unwrap();
-        terminate(&executor);
-        let status = executor.wait().unwrap();
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status}\n{}",
-            h.logs()
-        );
+        let status = h.agents[0].stop_executor();
+        assert_eq!(status, "0", "exit after SIGTERM\n{}", h.logs());
     });
 }
