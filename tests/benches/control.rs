@@ -176,33 +176,40 @@ async fn deploy_through_service(
         .await
         .unwrap();
     assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
-    let mut completed = false;
-    let mut failed = None;
-    let mut first = None;
-    loop {
-        let message = tokio::time::timeout(PATIENCE, follow.next())
-            .await
-            .expect("events")
-            .unwrap();
-        let event: Envelope = wire::decode(&message.payload).unwrap();
-        let first = *first.get_or_insert(event.at);
-        match &event.event {
-            Event::DeployCompleted(_) => completed = true,
-            // Why a run did not complete, in the panic below (the first host's reason).
-            Event::HostFailed(f) if failed.is_none() => {
-                failed = Some(format!("{:?}: {}", event.host, f.error));
+    // Followed on the runtime's workers, not on the thread the service's rollouts run on:
+    // the CLI that follows a deploy is another process, usually on another machine.
+    let version = version.to_owned();
+    tokio::spawn(async move {
+        let mut completed = false;
+        let mut failed = None;
+        let mut first = None;
+        loop {
+            let message = tokio::time::timeout(PATIENCE, follow.next())
+                .await
+                .expect("events")
+                .unwrap();
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            let first = *first.get_or_insert(event.at);
+            match &event.event {
+                Event::DeployCompleted(_) => completed = true,
+                // Why a run did not complete, in the panic below (the first host's reason).
+                Event::HostFailed(f) if failed.is_none() => {
+                    failed = Some(format!("{:?}: {}", event.host, f.error));
+                }
+                Event::LockReleased(_) => {
+                    assert!(completed, "deploy {version} did not complete: {failed:?}");
+                    return Phases {
+                        start: first.millis_since(asked_at),
+                        rollout: event.at.millis_since(first),
+                        follow: Timestamp::now().millis_since(event.at),
+                    };
+                }
+                _ => {}
             }
-            Event::LockReleased(_) => {
-                assert!(completed, "deploy {version} did not complete: {failed:?}");
-                return Phases {
-                    start: first.millis_since(asked_at),
-                    rollout: event.at.millis_since(first),
-                    follow: Timestamp::now().millis_since(event.at),
-                };
-            }
-            _ => {}
         }
-    }
+    })
+    .await
+    .unwrap()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
