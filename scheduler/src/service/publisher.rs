@@ -136,8 +136,9 @@ const PUBLISH_BATCH: usize = 256;
 
 /// Publishes `events` (consecutive, in log order) back to back, then awaits each
 /// acknowledgement in order and hands the event to `observe`; the log position after the
-/// last (`next` for none). An event whose acknowledgement fails stops the batch with its error: the ones
-/// before it are on the stream, and a restart resumes after the last the stream has.
+/// last (`next` for none). An event whose acknowledgement fails stops the batch with its
+/// error: the ones before it are on the stream, and a restart resumes after the last the
+/// stream has.
 async fn publish_batch<'e>(
     js: &async_nats::jetstream::Context,
     observe: &(dyn Fn(&Envelope) + Send + Sync),
