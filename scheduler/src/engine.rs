@@ -459,6 +459,17 @@ impl<T: Transport> Engine<'_, T> {
         let beats = &mut *streams.beats;
         let mut beats_open = true;
         loop {
+            // Beats already delivered count before silence is judged: after a long turn of
+            // this loop (a batch of up to 512 reports to verify and append, on a busy
+            // service thread) the beats that arrived meanwhile wait in the subscription, and
+            // a host whose beat is waiting there is not lost.
+            while beats_open {
+                match beats.next().now_or_never() {
+                    Some(Some(hb)) => progress.beat(&hb.host),
+                    Some(None) => beats_open = false,
+                    None => break,
+                }
+            }
             self.lose_silent(run, progress, watch)?;
             // Looked at before every decision, not only while waiting: reports that finish a
             // batch arrive together, and the next batch must not start after a cancel.

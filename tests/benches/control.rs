@@ -6,7 +6,8 @@
 //! `cargo bench -p flotilla-e2e --bench control`. Environment: `FLOTILLA_BENCH_HOSTS`
 //! (default `3`; see BENCHMARKS.md for larger N), `FLOTILLA_BENCH_RUNS` (default 5; the median is reported).
 //!
-//! The fleet is the procedure suite's: the in-memory transport with simulated executors
+//! The two are interleaved run by run (after one unmeasured deploy each). The fleet is the
+//! procedure suite's: the in-memory transport with simulated executors
 //! (zero-latency steps), so what differs between the two columns is the service path alone:
 //! the request over a real `nats-server -js` on loopback, the config rendered and decoded,
 //! secrets sealed and opened, every event published to `FLOTILLA_LOG` and read back by the
@@ -19,7 +20,7 @@
 mod harness;
 
 use flotilla_deploy::config::{LoadOptions, render};
-use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, NewEvent};
+use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, NewEvent, Timestamp};
 use flotilla_protocol::control::{
     ConfigFile, Request, Response, Rollout, RolloutKind, log_subject,
 };
@@ -148,8 +149,24 @@ async fn rollout(world: &World, client: &async_nats::Client, version: &str) -> R
     }
 }
 
+/// Where a deploy through the service spends its time, from the events' own timestamps
+/// (milliseconds): asked to its first event (request, config, secrets, plan, lock), first
+/// event to last (the rollout), and last event appended to the follower holding it (the
+/// publish to `FLOTILLA_LOG` and the delivery).
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    start: i64,
+    rollout: i64,
+    follow: i64,
+}
+
 /// Asks for a deploy and follows it to its last event (`LockReleased`), as the CLI does.
-async fn deploy_through_service(world: &World, client: &async_nats::Client, version: &str) {
+async fn deploy_through_service(
+    world: &World,
+    client: &async_nats::Client,
+    version: &str,
+) -> Phases {
+    let asked_at = Timestamp::now();
     let asked = rollout(world, client, version).await;
     let mut follow = client
         .subscribe(log_subject(asked.deploy_id.as_str()))
@@ -159,19 +176,40 @@ async fn deploy_through_service(world: &World, client: &async_nats::Client, vers
         .await
         .unwrap();
     assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
-    let mut completed = false;
-    loop {
-        let message = tokio::time::timeout(PATIENCE, follow.next())
-            .await
-            .expect("events")
-            .unwrap();
-        let event: Envelope = wire::decode(&message.payload).unwrap();
-        completed |= matches!(event.event, Event::DeployCompleted(_));
-        if matches!(event.event, Event::LockReleased(_)) {
-            break;
+    // Followed on the runtime's workers, not on the thread the service's rollouts run on:
+    // the CLI that follows a deploy is another process, usually on another machine.
+    let version = version.to_owned();
+    tokio::spawn(async move {
+        let mut completed = false;
+        let mut failed = None;
+        let mut first = None;
+        loop {
+            let message = tokio::time::timeout(PATIENCE, follow.next())
+                .await
+                .expect("events")
+                .unwrap();
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            let first = *first.get_or_insert(event.at);
+            match &event.event {
+                Event::DeployCompleted(_) => completed = true,
+                // Why a run did not complete, in the panic below (the first host's reason).
+                Event::HostFailed(f) if failed.is_none() => {
+                    failed = Some(format!("{:?}: {}", event.host, f.error));
+                }
+                Event::LockReleased(_) => {
+                    assert!(completed, "deploy {version} did not complete: {failed:?}");
+                    return Phases {
+                        start: first.millis_since(asked_at),
+                        rollout: event.at.millis_since(first),
+                        follow: Timestamp::now().millis_since(event.at),
+                    };
+                }
+                _ => {}
+            }
         }
-    }
-    assert!(completed);
+    })
+    .await
+    .unwrap()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -204,35 +242,47 @@ fn main() {
             for h in &names {
                 world.executor(h, Behaviour::Healthy);
             }
-            let mut embedded = Vec::new();
-            for r in 0..runs {
-                let t = Instant::now();
-                let (_, finished) = world.deploy(&format!("e{r}")).await;
-                finished.unwrap();
-                embedded.push(t.elapsed());
-            }
+            // One deploy before the service starts, so both logs hold the same history.
+            world.deploy("warm").await.1.unwrap();
             let client = async_nats::connect(&nats.url).await.unwrap();
             let svc = service(&world, &client, Arc::new(HostKey::generate()), true).await;
             let stop = CancellationToken::new();
             let serve = svc.bind().await.unwrap().serve(stop.clone());
+            // Interleaved, run by run, so a change in the machine's load falls on both
+            // columns alike; the first through the service (streams and consumers created)
+            // is not counted either.
             let measure = async {
-                let mut through = Vec::new();
+                deploy_through_service(&world, &client, "swarm").await;
+                let (mut embedded, mut through, mut phases) = (Vec::new(), Vec::new(), Vec::new());
                 for r in 0..runs {
                     let t = Instant::now();
-                    deploy_through_service(&world, &client, &format!("s{r}")).await;
+                    let (_, finished) = world.deploy(&format!("e{r}")).await;
+                    finished.unwrap();
+                    embedded.push(t.elapsed());
+                    let t = Instant::now();
+                    phases.push(deploy_through_service(&world, &client, &format!("s{r}")).await);
                     through.push(t.elapsed());
                 }
                 stop.cancel();
-                through
+                (embedded, through, phases)
             };
-            let (served, through) = tokio::join!(serve, measure);
+            let (served, (embedded, through, phases)) = tokio::join!(serve, measure);
             served.unwrap();
             let (e, s) = (median(embedded), median(through));
+            let ms = |f: fn(&Phases) -> i64| {
+                let mut v: Vec<i64> = phases.iter().map(f).collect();
+                v.sort_unstable();
+                v[v.len() / 2]
+            };
             println!(
-                "{n:>5}  {:>10.1?}  {:>15.1?}  {:>5.2}",
+                "{n:>5}  {:>10.1?}  {:>15.1?}  {:>5.2}   service: asked to first event {} ms, \
+                 rollout {} ms, last event to follower {} ms",
                 e,
                 s,
-                s.as_secs_f64() / e.as_secs_f64()
+                s.as_secs_f64() / e.as_secs_f64(),
+                ms(|p| p.start),
+                ms(|p| p.rollout),
+                ms(|p| p.follow),
             );
         });
     }

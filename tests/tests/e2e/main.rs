@@ -17,6 +17,7 @@ mod load;
 mod metrics;
 mod project;
 mod server;
+mod service_metrics;
 mod setup;
 mod support;
 mod traces;
