@@ -50,7 +50,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, Nat
     };
     let client = auth
         .apply(options)
-        .connect(&endpoint.url)
+        .connect(flotilla_protocol::nats::server_urls(&endpoint.url))
         .await
         .map_err(|e| {
             anyhow::Error::new(e).context(UserError {

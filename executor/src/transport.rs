@@ -205,7 +205,11 @@ async fn connect(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<async_nats::Client> {
     loop {
-        match options.clone().connect(url).await {
+        match options
+            .clone()
+            .connect(flotilla_protocol::nats::server_urls(url))
+            .await
+        {
             Ok(c) => return Some(c),
             Err(e) => {
                 let admitted = !matches!(

@@ -185,7 +185,12 @@ impl ProjectCa {
         );
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // Client auth too: with three control hosts, each NATS node presents this same
+        // certificate when it routes to the others, which verify it.
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
@@ -217,6 +222,12 @@ impl ProjectCa {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         if not_after <= renew_secs {
+            return false;
+        }
+        // One issued before routes needed it is replaced (a cluster's nodes refuse it).
+        let client_auth =
+            matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
+        if !client_auth {
             return false;
         }
         let mut have: Vec<String> = match cert.subject_alternative_name() {

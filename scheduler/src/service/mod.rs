@@ -107,7 +107,8 @@ impl<T: Transport + Clone + 'static> Service<T> {
     /// requests are queued for [`Bound::serve`], so a client may ask at once.
     pub async fn bind(self) -> Result<Bound<T>, ServiceError> {
         let js = async_nats::jetstream::new(self.client.clone());
-        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        js.get_or_create_stream(crate::transport::bus::replicated(
+            &js,
             &control::log_stream(),
         ))
         .await
@@ -115,7 +116,8 @@ impl<T: Transport + Clone + 'static> Service<T> {
             stream: control::LOG_STREAM,
             source,
         })?;
-        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        js.get_or_create_stream(crate::transport::bus::replicated(
+            &js,
             &control::rollout_bucket_stream(),
         ))
         .await
