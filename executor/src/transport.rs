@@ -86,6 +86,7 @@ pub async fn run<R: Runtime, P: Proxy>(
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("flotilla-executor@{}", executor.host()))
         .max_reconnects(None)
+        .ping_interval(flotilla_protocol::nats::PING_INTERVAL)
         .reconnect_delay_callback(|attempt| {
             Duration::from_millis(100 * 2u64.saturating_pow(attempt.min(7) as u32)).min(MAX_BACKOFF)
         })

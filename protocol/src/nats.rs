@@ -5,6 +5,13 @@ use crate::subjects::{ConsumerSpec, DeliverFrom, Discard, Retention, Storage, St
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 
+/// How often every Flotilla client pings its NATS server. A node lost with its host's link
+/// sends nothing back (no reset), so a client sees its loss only by unanswered pings: after
+/// three intervals (async-nats allows two pending), about 6 s, it moves to another node.
+/// That keeps an executor's heartbeats flowing well inside the scheduler's 15 s before it
+/// counts the host as lost, and the client default (a minute) would not.
+pub const PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Replicas of every stream and bucket on a clustered NATS: the three control hosts setup
 /// boots NATS on, so a stream outlives the loss of any one of them (R3, a Raft quorum of 2).
 pub const CLUSTER_REPLICAS: usize = 3;

@@ -101,6 +101,7 @@ impl Bus {
     pub async fn connect_with(url: &str, auth: &NatsAuth) -> Result<Bus, TransportError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("flotilla-scheduler")
+            .ping_interval(flotilla_protocol::nats::PING_INTERVAL)
             .connection_timeout(Duration::from_secs(5));
         opts = auth.apply(opts);
         if let Some(path) = &auth.creds {
