@@ -23,12 +23,11 @@ const REJOIN: Duration = Duration::from_secs(60);
 /// The events each app host records once per deploy: a step repeated after a failover
 /// would record one twice (event ids are deterministic, so only a second run of a step
 /// with a new outcome could), a lost one not at all.
-const ONCE_PER_HOST: [&str; 6] = [
+const ONCE_PER_HOST: [&str; 5] = [
     "ImagePulled",
     "ContainerStarted",
     "HealthPassed",
     "ProxySwitched",
-    "OldContainerStopped",
     "HostSucceeded",
 ];
 
@@ -88,22 +87,16 @@ fn leader<'a>(
         .unwrap_or_else(|| panic!("no control host runs the lease holder {holder}"))
 }
 
-/// Replicas of `stream` that are current, besides its leader's copy, and its replica count.
-async fn replication(nats: &async_nats::Client, stream: &str) -> (usize, usize) {
+/// `stream`'s replica count, and how many of its replicas are current besides its leader's
+/// copy; `None` while NATS does not answer (the client moving to another node).
+async fn replication(nats: &async_nats::Client, stream: &str) -> Option<(usize, usize)> {
     let js = async_nats::jetstream::new(nats.clone());
-    let info = js
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
+    let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
     let current = info
         .cluster
         .map(|c| c.replicas.iter().filter(|r| r.current).count())
         .unwrap_or(0);
-    (info.config.num_replicas, current)
+    Some((info.config.num_replicas, current))
 }
 
 /// `flotilla deploy --version VERSION --json` from the project, its events on stdout.
@@ -138,7 +131,7 @@ fn identity(e: &serde_json::Value) -> String {
 /// Runs a deploy of `version`, calling `fault` once at the first `ContainerStarted` (the
 /// first app host mid-step, the other not started: mid-rollout); returns the deploy's id,
 /// the events the CLI showed before the fault, how long after the fault it showed the
-/// next event, and its output.
+/// next event (`None`: none), and its output.
 fn deploy_with_fault(
     project: &BareProject,
     version: &str,
@@ -146,7 +139,7 @@ fn deploy_with_fault(
 ) -> (
     String,
     Vec<serde_json::Value>,
-    Duration,
+    Option<Duration>,
     std::process::Output,
 ) {
     let mut child = deploy(project, version);
@@ -179,18 +172,20 @@ fn deploy_with_fault(
     }
     let out = child.wait_with_output().unwrap();
     assert!(faulted_at.is_some(), "the deploy started a container");
-    (
-        id,
-        before,
-        resumed_after.expect("the CLI showed an event after the fault"),
-        out,
-    )
+    (id, before, resumed_after, out)
 }
 
-/// Every event of deploy `id` in the log, from `flotilla replay ID --json`.
-fn logged(project: &BareProject, id: &str) -> Vec<serde_json::Value> {
-    project
-        .flotilla_ok(&["replay", id, "--json"], &[])
+/// Every event of deploy `id` in the log, from `flotilla replay ID --json`; `diag` says
+/// what the schedulers logged when replay fails.
+fn logged(project: &BareProject, id: &str, diag: &dyn Fn() -> String) -> Vec<serde_json::Value> {
+    let out = project.flotilla(&["replay", id, "--json"], &[]);
+    assert!(
+        out.status.success(),
+        "replay {id}: {}\nthe schedulers:\n{}",
+        stderr(&out),
+        diag()
+    );
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|e: &serde_json::Value| !kind(e).is_empty())
@@ -207,8 +202,9 @@ fn assert_completed_once(
     id: &str,
     before: &[serde_json::Value],
     version: &str,
+    diag: &dyn Fn() -> String,
 ) {
-    let events = logged(project, id);
+    let events = logged(project, id, diag);
     let mut hosts = BTreeMap::<String, Vec<String>>::new();
     let mut deploy = Vec::new();
     for e in &events {
@@ -223,6 +219,11 @@ fn assert_completed_once(
             let n = mine.iter().filter(|k| *k == once).count();
             assert_eq!(n, 1, "{} {once}: {mine:?}", h.name);
         }
+        // At most once: a stop whose report died with the NATS node it was sent to is run
+        // again on redelivery, finds the old container stopped already and reports nothing
+        // (the executor reports only what it stops).
+        let stopped = mine.iter().filter(|k| *k == "OldContainerStopped").count();
+        assert!(stopped <= 1, "{} OldContainerStopped: {mine:?}", h.name);
         assert!(!mine.iter().any(|k| k == "HostFailed"), "{mine:?}");
         assert_eq!(crate::setup::version_of(h), version, "{}", h.name);
     }
@@ -240,6 +241,22 @@ fn assert_completed_once(
             None => panic!("{want} shown before the fault is not in the log (in order)"),
         }
     }
+}
+
+/// The last lines each control host's scheduler instance logged, for failure messages.
+fn scheduler_logs(fleet: &Fleet, controls: &[&Host]) -> String {
+    controls
+        .iter()
+        .map(|h| {
+            let out = fleet
+                .host_docker(h)
+                .args(["logs", "--tail", "40", "flotilla-scheduler"])
+                .output()
+                .unwrap();
+            format!("{}:\n{}", h.name, String::from_utf8_lossy(&out.stderr))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -284,7 +301,7 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
         "KV_flotilla-leader",
     ] {
         assert_eq!(
-            rt.block_on(replication(&nats, stream)).0,
+            rt.block_on(replication(&nats, stream)).unwrap().0,
             3,
             "{stream} is replicated on every control host"
         );
@@ -312,7 +329,9 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
         assert!(killed.status.success(), "{killed:?}");
     });
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_completed_once(&project, &web, &id, &before, "v2");
+    assert_completed_once(&project, &web, &id, &before, "v2", &|| {
+        scheduler_logs(&fleet, &controls)
+    });
     let stats = load.stop();
     assert!(stats.failed.is_empty(), "{:?}", stats.failed);
     let started = fleet
@@ -322,10 +341,10 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
         .unwrap();
     assert!(started.status.success(), "{started:?}");
     assert!(
-        wait_until(REJOIN, || rt
-            .block_on(replication(&nats, flotilla_protocol::control::LOG_STREAM))
-            .1
-            == 2),
+        wait_until(REJOIN, || {
+            rt.block_on(replication(&nats, flotilla_protocol::control::LOG_STREAM))
+                .is_some_and(|(_, current)| current == 2)
+        }),
         "the restarted node caught FLOTILLA_LOG up"
     );
     eprintln!(
@@ -345,15 +364,23 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
             .unwrap();
         assert!(killed.status.success(), "{killed:?}");
     });
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stats = load.stop();
-    assert!(stats.failed.is_empty(), "{:?}", stats.failed);
-    assert_completed_once(&project, &web, &id, &before, "v3");
     let standing: Vec<&Host> = controls
         .iter()
         .copied()
         .filter(|h| h.addr != lost.addr)
         .collect();
+    let logs = || scheduler_logs(&fleet, &standing);
+    assert!(
+        out.status.success(),
+        "{}\n{}\nthe standing schedulers:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        logs()
+    );
+    let resumed_after = resumed_after.expect("the CLI showed an event after the cut");
+    let stats = load.stop();
+    assert!(stats.failed.is_empty(), "{:?}", stats.failed);
+    assert_completed_once(&project, &web, &id, &before, "v3", &logs);
     let nats = rt.block_on(operators_nats(&project, &standing));
     let now = leader(&rt, &fleet, &nats, &standing);
     assert_ne!(now.addr, lost.addr);
