@@ -37,7 +37,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// a leader whose host was cut off just then. Either way a standby leads within about 7 s
 /// and resumes the rollout, so the watcher rides it out instead of failing a deploy that
 /// goes on.
-const WATCH_FAILOVER_WAIT: Duration = Duration::from_secs(30);
+const WATCH_FAILOVER_WAIT: Duration = Duration::from_secs(60);
 
 /// Whether this project's deploys run in the scheduler service.
 pub fn service_mode(config: &Config) -> bool {
@@ -548,8 +548,13 @@ async fn watch(
     }
 }
 
+/// How long a watcher waits for the answer to one `Status`: a quick question, and while it
+/// waits the deploy's events queue unshown. A leader lost just as it was asked never
+/// answers; asking the next leader soon shows the resumed rollout soon.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn running(client: &async_nats::Client, id: &DeployId) -> anyhow::Result<bool> {
-    match request(client, &Request::Status, REQUEST_TIMEOUT).await? {
+    match request(client, &Request::Status, STATUS_TIMEOUT).await? {
         Response::Status { running } => Ok(running.iter().any(|r| &r.deploy_id == id)),
         _ => anyhow::bail!("the scheduler service answered Status with something else"),
     }

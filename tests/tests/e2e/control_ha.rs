@@ -259,6 +259,26 @@ fn scheduler_logs(fleet: &Fleet, controls: &[&Host]) -> String {
         .join("\n")
 }
 
+/// When `host`'s scheduler instance last logged a line containing `needle` (its own
+/// timestamp, which starts the line).
+fn logged_at(fleet: &Fleet, host: &Host, needle: &str) -> Option<flotilla_events::Timestamp> {
+    let out = fleet
+        .host_docker(host)
+        .args(["logs", "flotilla-scheduler"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .next_back()
+}
+
+/// Seconds from `from` to `to`.
+fn secs(from: flotilla_events::Timestamp, to: flotilla_events::Timestamp) -> f64 {
+    to.millis_since(from) as f64 / 1000.0
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -355,7 +375,9 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
     // The leader's host lost mid-rollout.
     let lost = leader(&rt, &fleet, &nats, &controls);
     let load = load::start(&web_addrs, CLIENTS_PER_HOST);
+    let mut cut_at = None;
     let (id, before, resumed_after, out) = deploy_with_fault(&project, "v3", || {
+        cut_at = Some(flotilla_events::Timestamp::now());
         fleet.cut_link(lost).unwrap();
         let killed = fleet
             .host_docker(lost)
@@ -384,12 +406,19 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
     let nats = rt.block_on(operators_nats(&project, &standing));
     let now = leader(&rt, &fleet, &nats, &standing);
     assert_ne!(now.addr, lost.addr);
+    let cut_at = cut_at.unwrap();
+    let led = logged_at(&fleet, now, "leading: catching up").expect("the new leader says so");
+    let resumed = logged_at(&fleet, now, "resumed an interrupted rollout")
+        .expect("the new leader resumed the rollout");
     eprintln!(
-        "leader on {} cut off mid-rollout: the CLI showed the resumed rollout {:.1}s after the \
-         cut, new leader on {}; {} requests served, 0 failed",
+        "leader on {} cut off mid-rollout: new leader on {} took the lease {:.1}s after the \
+         cut and resumed the rollout {:.1}s after it; the CLI showed the next event {:.1}s \
+         after it; {} requests served, 0 failed",
         lost.name,
-        resumed_after.as_secs_f64(),
         now.name,
+        secs(cut_at, led),
+        secs(cut_at, resumed),
+        resumed_after.as_secs_f64(),
         stats.ok
     );
 }
