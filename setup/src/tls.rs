@@ -388,6 +388,27 @@ mod tests {
         ));
     }
 
+    /// A certificate issued before routes needed client auth (server auth only) is not
+    /// current: the next setup replaces it, so three control hosts' nodes accept each other.
+    #[test]
+    fn certificate_without_client_auth_is_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ProjectCa::load_or_create(dir.path()).unwrap();
+        let mut params = CertificateParams::new(names()).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + SERVER_VALIDITY;
+        let key = KeyPair::generate().unwrap();
+        let old = params
+            .signed_by(&key, &Issuer::new(ca_params(), &ca.key))
+            .unwrap();
+        assert!(!ca.is_current(&old.pem(), &names(), SystemTime::now()));
+        let new = ca.issue(&names()).unwrap();
+        assert!(ca.is_current(&new.cert_pem, &names(), SystemTime::now()));
+    }
+
     /// A name a certificate cannot carry is an error naming it, not a certificate without it.
     #[test]
     fn bad_name_is_refused() {
