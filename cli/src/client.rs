@@ -32,6 +32,13 @@ use std::time::Duration;
 /// runs (a deploy can end with no further event on its subject, e.g. the service restarted).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
+/// How long a watcher keeps asking a scheduler service that does not answer before it gives
+/// up. Beyond [`FAILOVER_WAIT`] (no responders), a request can also time out: one asked of
+/// a leader whose host was cut off just then. Either way a standby leads within about 7 s
+/// and resumes the rollout, so the watcher rides it out instead of failing a deploy that
+/// goes on.
+const WATCH_FAILOVER_WAIT: Duration = Duration::from_secs(60);
+
 /// Whether this project's deploys run in the scheduler service.
 pub fn service_mode(config: &Config) -> bool {
     config.flotilla.scheduler_mode() == SchedulerMode::Service
@@ -49,8 +56,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, Nat
         None => async_nats::ConnectOptions::new(),
     };
     let client = auth
-        .apply(options)
-        .connect(&endpoint.url)
+        .apply(options.ping_interval(flotilla_protocol::nats::PING_INTERVAL))
+        .connect(flotilla_protocol::nats::server_urls(&endpoint.url))
         .await
         .map_err(|e| {
             anyhow::Error::new(e).context(UserError {
@@ -487,6 +494,8 @@ async fn watch(
     }
     let detach = crate::lifecycle::shutdown_signal();
     tokio::pin!(detach);
+    // Since when the service has not answered (a failover under way).
+    let mut unanswered: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = &mut detach => {
@@ -508,7 +517,23 @@ async fn watch(
                 }
                 Ok(None) => anyhow::bail!("the NATS subscription ended"),
                 Err(_) => {
-                    if !running(client, &id).await? {
+                    let running = match running(client, &id).await {
+                        Ok(r) => {
+                            unanswered = None;
+                            r
+                        }
+                        Err(e) => {
+                            let since = *unanswered.get_or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() >= WATCH_FAILOVER_WAIT {
+                                return Err(e.context(format!(
+                                    "the scheduler service has not answered for \
+                                     {WATCH_FAILOVER_WAIT:?}"
+                                )));
+                            }
+                            continue;
+                        }
+                    };
+                    if !running {
                         let rest = events(client, Some(&id), last + 1).await?;
                         for e in show(rest, &mut last, progress) {
                             if let Some(h) = hooks.as_deref_mut() {
@@ -523,8 +548,13 @@ async fn watch(
     }
 }
 
+/// How long a watcher waits for the answer to one `Status`: a quick question, and while it
+/// waits the deploy's events queue unshown. A leader lost just as it was asked never
+/// answers; asking the next leader soon shows the resumed rollout soon.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn running(client: &async_nats::Client, id: &DeployId) -> anyhow::Result<bool> {
-    match request(client, &Request::Status, REQUEST_TIMEOUT).await? {
+    match request(client, &Request::Status, STATUS_TIMEOUT).await? {
         Response::Status { running } => Ok(running.iter().any(|r| &r.deploy_id == id)),
         _ => anyhow::bail!("the scheduler service answered Status with something else"),
     }

@@ -208,8 +208,10 @@ pub struct NatsEndpoint {
     /// The operators' key, for the NATS `flotilla setup` booted (it admits no one else).
     nkey_seed: Option<zeroize::Zeroizing<String>>,
     /// Set when NATS is the one `flotilla setup` boots: `127.0.0.1:PORT` forwarded over SSH to
-    /// the control host's NATS port, so no NATS port needs to be open to the operator.
-    tunnel: Option<(flotilla_ssh::Pool, flotilla_ssh::Forward)>,
+    /// the control host's NATS port, so no NATS port needs to be open to the operator; one
+    /// forward per control host that answered (the URL lists them all: the client fails
+    /// over between them).
+    tunnel: Option<(flotilla_ssh::Pool, Vec<flotilla_ssh::Forward>)>,
 }
 
 impl std::fmt::Debug for NatsEndpoint {
@@ -252,15 +254,34 @@ impl NatsEndpoint {
 /// The control host: `x-flotilla.control` (its first host), else the first host of the
 /// primary role; where `flotilla setup` boots NATS.
 pub fn control_host(config: &Config) -> Option<String> {
-    config.flotilla.control.first().cloned().or_else(|| {
-        config
-            .servers
-            .iter()
-            .find(|r| r.name == config.primary_role)
-            .or_else(|| config.servers.first())
-            .and_then(|r| r.hosts.first().cloned())
-    })
+    control_hosts(config).into_iter().next()
 }
+
+/// Every control host: `x-flotilla.control` (three for HA: a NATS cluster and a scheduler
+/// instance on each), else the first host of the primary role alone.
+pub fn control_hosts(config: &Config) -> Vec<String> {
+    if !config.flotilla.control.is_empty() {
+        let mut hosts: Vec<String> = Vec::new();
+        for h in &config.flotilla.control {
+            if !hosts.contains(h) {
+                hosts.push(h.clone());
+            }
+        }
+        return hosts;
+    }
+    config
+        .servers
+        .iter()
+        .find(|r| r.name == config.primary_role)
+        .or_else(|| config.servers.first())
+        .and_then(|r| r.hosts.first().cloned())
+        .into_iter()
+        .collect()
+}
+
+/// How long the CLI waits for its SSH tunnel to one control host of several: a lost control
+/// host must not hold up a command the other two can serve.
+const TUNNEL_WAIT: Duration = Duration::from_secs(5);
 
 /// NATS: `x-flotilla.nats.url`, else `FLOTILLA_NATS_URL`, else an SSH tunnel to the NATS
 /// `flotilla setup` booted on the control host.
@@ -284,7 +305,8 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
             tunnel: None,
         });
     }
-    let Some(control) = control_host(config) else {
+    let controls = control_hosts(config);
+    let Some(control) = controls.first().cloned() else {
         return Err(UserError {
             message: "no NATS server configured and no host to reach one on".into(),
             hint: Some("add hosts under servers:, or set x-flotilla: {nats: {url: ...}}".into()),
@@ -304,18 +326,61 @@ pub async fn nats_endpoint(config: &Config) -> anyhow::Result<NatsEndpoint> {
             code: FAILED,
         })
     };
-    let session = pool.session(&control).await.map_err(tunnel_err)?;
-    let forward = session
-        .forward_tcp("127.0.0.1", flotilla_setup::plan::NATS_PORT)
-        .await
-        .map_err(tunnel_err)?;
+    let forward = |host: String| {
+        let pool = &pool;
+        async move {
+            let session = pool.session(&host).await?;
+            session
+                .forward_tcp("127.0.0.1", flotilla_setup::plan::NATS_PORT)
+                .await
+        }
+    };
+    let forwards = if controls.len() == 1 {
+        vec![forward(control.clone()).await.map_err(tunnel_err)?]
+    } else {
+        // Every control host's NATS node that answers within TUNNEL_WAIT; one is enough.
+        let tries = futures::future::join_all(controls.iter().map(|h| async move {
+            match tokio::time::timeout(TUNNEL_WAIT, forward(h.clone())).await {
+                Ok(r) => r.map_err(Some),
+                Err(_) => Err(None),
+            }
+        }))
+        .await;
+        let mut forwards = Vec::new();
+        let mut first_err = None;
+        for t in tries {
+            match t {
+                Ok(f) => forwards.push(f),
+                Err(e) => first_err = first_err.or(e),
+            }
+        }
+        match (forwards.is_empty(), first_err) {
+            (false, _) => forwards,
+            (true, Some(e)) => return Err(tunnel_err(e)),
+            (true, None) => {
+                return Err(UserError {
+                    message: format!(
+                        "no control host ({}) opened an SSH tunnel to NATS within {TUNNEL_WAIT:?}",
+                        controls.join(", ")
+                    ),
+                    hint: Some("check that the control hosts are up".into()),
+                    code: FAILED,
+                }
+                .into());
+            }
+        }
+    };
     let operator = operator_nkey(&root)?;
     Ok(NatsEndpoint {
-        url: format!("nats://{}", forward.local_addr()),
+        url: forwards
+            .iter()
+            .map(|f| format!("nats://{}", f.local_addr()))
+            .collect::<Vec<_>>()
+            .join(","),
         creds: configured.and_then(|n| n.creds.as_ref().map(PathBuf::from)),
         ca: Some(ca),
         nkey_seed: operator.seed().ok().map(zeroize::Zeroizing::new),
-        tunnel: Some((pool, forward)),
+        tunnel: Some((pool, forwards)),
     })
 }
 

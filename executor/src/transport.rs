@@ -86,6 +86,7 @@ pub async fn run<R: Runtime, P: Proxy>(
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("flotilla-executor@{}", executor.host()))
         .max_reconnects(None)
+        .ping_interval(flotilla_protocol::nats::PING_INTERVAL)
         .reconnect_delay_callback(|attempt| {
             Duration::from_millis(100 * 2u64.saturating_pow(attempt.min(7) as u32)).min(MAX_BACKOFF)
         })
@@ -205,7 +206,11 @@ async fn connect(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<async_nats::Client> {
     loop {
-        match options.clone().connect(url).await {
+        match options
+            .clone()
+            .connect(flotilla_protocol::nats::server_urls(url))
+            .await
+        {
             Ok(c) => return Some(c),
             Err(e) => {
                 let admitted = !matches!(

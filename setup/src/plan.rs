@@ -63,6 +63,25 @@ pub const PROXY_NEXT: &str = "flotilla-proxy-next";
 
 /// NATS's client port on the control host.
 pub const NATS_PORT: u16 = 4222;
+/// The port NATS's nodes route to each other on, with three control hosts (nats-server's
+/// default cluster port).
+pub const NATS_CLUSTER_PORT: u16 = 6222;
+/// How often a cluster node pings its routes (and clients), and how many pings may go
+/// unanswered: a node whose host lost its link sends no reset, so the others see it gone
+/// only by pings. nats-server's defaults (2 minutes, 2) keep routing requests to a lost
+/// node for minutes, where a new leader's reads time out; 2 s and 3 notice it within
+/// about 6 s, inside the failover's goal of 10.
+pub const NATS_PING_INTERVAL_SECS: u32 = 2;
+pub const NATS_PING_MAX: u32 = 3;
+/// The name of the cluster the control hosts' NATS nodes form.
+pub const NATS_CLUSTER: &str = "flotilla";
+/// The project's CA in NATS's own directory, with three control hosts: each node's route
+/// verifies the others' certificates against it (a route is admitted by certificate only).
+pub const NATS_ROUTE_CA: &str = "/etc/flotilla/nats/ca.pem";
+pub const NATS_ROUTE_CA_IN: &str = "/etc/nats/ca.pem";
+/// The scheduler service's sealing key, which every instance of an HA service shares (the
+/// CLI pins one key whichever instance leads); setup writes it only with three control hosts.
+pub const SERVICE_KEY: &str = "/var/lib/flotilla/scheduler/service.key";
 /// The official image, used when `x-flotilla.nats.image` is not set.
 pub const DEFAULT_NATS_IMAGE: &str = "nats:2.11";
 
@@ -103,6 +122,13 @@ pub struct SchedulerSpec {
     pub signing_key: String,
     /// The operators' NATS nkey seed, written to [`SCHEDULER_NKEY`].
     pub nkey_seed: String,
+    /// The other control hosts (empty: one control host). With peers, the service runs as
+    /// one HA instance (`--ha`) and reaches NATS on its own host first, then on theirs.
+    pub peers: Vec<String>,
+    /// The sealing key all HA instances share (secret, public; base64), written to
+    /// [`SERVICE_KEY`] and [`SERVICE_PUB`]; `None` with one control host, whose service
+    /// makes its own.
+    pub service_key: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for SchedulerSpec {
@@ -118,6 +144,9 @@ pub struct NatsSpec {
     pub image: String,
     /// `/etc/flotilla/nats/nats.conf`, rendered by [`nats_config`].
     pub config: String,
+    /// The project's CA (PEM) for the cluster's routes, written to [`NATS_ROUTE_CA`]; `None`
+    /// for a single server.
+    pub route_ca: Option<String>,
     /// The CA that issues NATS's server certificate, and the names it must carry. Absent:
     /// no certificate is managed (a config without TLS).
     pub tls: Option<NatsTls>,
@@ -179,6 +208,10 @@ pub struct NatsSettings {
     /// TLS on the client port (certificate and key at [`NATS_CERT_IN`], [`NATS_KEY_IN`]):
     /// NATS then refuses every client that does not upgrade to TLS.
     pub tls: bool,
+    /// The other nodes of the cluster (empty: a single server). Routes speak TLS both ways
+    /// with the nodes' own certificates, verified against [`NATS_ROUTE_CA_IN`]: that is how a
+    /// node is admitted to the cluster, with no password to hand around.
+    pub routes: Vec<String>,
 }
 
 impl NatsSettings {
@@ -189,6 +222,15 @@ impl NatsSettings {
             store_dir: "/data".into(),
             users,
             tls: true,
+            routes: Vec::new(),
+        }
+    }
+
+    /// One node of the cluster on the control hosts: `host`'s server, routing to `peers`.
+    pub fn clustered(host: &str, peers: &[String], users: Vec<User>) -> NatsSettings {
+        NatsSettings {
+            routes: peers.to_vec(),
+            ..NatsSettings::for_host(host, users)
         }
     }
 }
@@ -205,12 +247,52 @@ pub fn nats_config(s: &NatsSettings) -> String {
     };
     format!(
         "# Written by flotilla setup; rewritten on every setup.\n\
-         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{tls}{}",
+         server_name: \"{}\"\nport: {}\njetstream {{\n  store_dir: \"{}\"\n}}\n{tls}{}{}",
         s.server_name,
         s.port,
         s.store_dir,
+        cluster_config(s),
         flotilla_protocol::access::authorization_conf(&s.users)
     )
+}
+
+/// The `cluster` block of a node with peers (nothing for a single server). Clients are
+/// not told of the other nodes (`no_advertise`): they are given every node's URL by setup,
+/// and the CLI reaches each through its own SSH tunnel, where an advertised address would
+/// be unreachable.
+fn cluster_config(s: &NatsSettings) -> String {
+    if s.routes.is_empty() {
+        return String::new();
+    }
+    let routes: String = s
+        .routes
+        .iter()
+        .map(|h| format!("    \"nats-route://{}:{NATS_CLUSTER_PORT}\"\n", url_host(h)))
+        .collect();
+    format!(
+        "ping_interval: \"{NATS_PING_INTERVAL_SECS}s\"\nping_max: {NATS_PING_MAX}\n\
+         cluster {{\n  name: \"{NATS_CLUSTER}\"\n  listen: \"0.0.0.0:{NATS_CLUSTER_PORT}\"\n  \
+         no_advertise: true\n  routes: [\n{routes}  ]\n  tls {{\n    cert_file: \"{NATS_CERT_IN}\"\n    \
+         key_file: \"{NATS_KEY_IN}\"\n    ca_file: \"{NATS_ROUTE_CA_IN}\"\n    verify: true\n    \
+         timeout: {NATS_TLS_TIMEOUT_SECS}\n  }}\n}}\n"
+    )
+}
+
+/// A host as it goes in a URL (an IPv6 address in brackets).
+fn url_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]"),
+        Err(_) => host.to_owned(),
+    }
+}
+
+/// The NATS URL list clients are given: every control host's client port, in order.
+pub fn nats_urls(control: &[String]) -> String {
+    control
+        .iter()
+        .map(|h| format!("nats://{}:{NATS_PORT}", url_host(h)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Renders `/etc/flotilla/executor.conf` (`key = value` lines, read by `flotilla executor run`).
@@ -281,6 +363,8 @@ pub struct Facts {
     /// The CA file executors trust, and NATS's server certificate (never its key).
     pub nats_ca: Option<String>,
     pub nats_cert: Option<String>,
+    /// The routes' CA in NATS's directory ([`NATS_ROUTE_CA`]).
+    pub nats_route_ca: Option<String>,
     /// The host's own name (`/proc/sys/kernel/hostname`), one of the names on NATS's
     /// certificate.
     pub hostname: Option<String>,
@@ -289,6 +373,8 @@ pub struct Facts {
     /// The scheduler's key files as they are now (absent: `None`).
     pub scheduler_key: Option<String>,
     pub scheduler_nkey: Option<String>,
+    /// The service's sealing key ([`SERVICE_KEY`]), which HA instances share.
+    pub service_key: Option<String>,
     /// [`SCHEDULER_STATE`] exists (hosts set up before the service had none).
     pub scheduler_dir: bool,
 }
@@ -321,6 +407,8 @@ pub fn probe_command(image: &str) -> String {
          [ -f {SCHEDULER_NKEY} ] && echo scheduler_nkey=$(base64 -w0 {SCHEDULER_NKEY}); \
          [ -f {NATS_CA} ] && echo nats_ca=$(base64 -w0 {NATS_CA}); \
          [ -f {NATS_CERT} ] && echo nats_cert=$(base64 -w0 {NATS_CERT}); \
+         [ -f {NATS_ROUTE_CA} ] && echo nats_route_ca=$(base64 -w0 {NATS_ROUTE_CA}); \
+         [ -f {SERVICE_KEY} ] && echo service_key=$(base64 -w0 {SERVICE_KEY}); \
          echo hostname=$(cat /proc/sys/kernel/hostname 2>/dev/null); \
          if docker -v >/dev/null 2>&1; then \
          docker image inspect {image} >/dev/null 2>&1 && echo image=1; {}; {}; {}; {}; fi; true",
@@ -367,6 +455,8 @@ pub fn parse_facts(out: &str) -> Facts {
         nats_conf: file("nats_conf"),
         nats_ca: file("nats_ca"),
         nats_cert: file("nats_cert"),
+        nats_route_ca: file("nats_route_ca"),
+        service_key: file("service_key"),
         hostname: kv
             .get("hostname")
             .filter(|h| !h.is_empty())
@@ -542,6 +632,14 @@ pub fn plan(spec: &HostSpec, facts: &Facts, renewed: Option<&crate::tls::ServerC
         if let Some(cert) = renewed {
             steps.push(Step::InstallCertificate { cert: cert.clone() });
         }
+        let route_ca_changed =
+            nats.route_ca.is_some() && facts.nats_route_ca.as_deref() != nats.route_ca.as_deref();
+        if let Some(ca) = nats.route_ca.as_ref().filter(|_| route_ca_changed) {
+            steps.push(Step::WriteFile {
+                path: NATS_ROUTE_CA.into(),
+                content: ca.clone(),
+            });
+        }
         let conf_changed = facts.nats_conf.as_deref() != Some(nats.config.as_str());
         if conf_changed {
             steps.push(Step::WriteFile {
@@ -549,11 +647,17 @@ pub fn plan(spec: &HostSpec, facts: &Facts, renewed: Option<&crate::tls::ServerC
                 content: nats.config.clone(),
             });
         }
-        let conf_changed = conf_changed || renewed.is_some();
+        let conf_changed = conf_changed || renewed.is_some() || route_ca_changed;
         match facts.nats.as_ref() {
             // Only the configuration or the certificate changed (a host enrolled, a renewal,
-            // TLS turned on): NATS rereads both in place, no restart.
-            Some(c) if c.image == nats.image && c.running && conf_changed => {
+            // TLS turned on): NATS rereads both in place, no restart. Joining or leaving a
+            // cluster is not something a running NATS can reload: that restarts it.
+            Some(c)
+                if c.image == nats.image
+                    && c.running
+                    && conf_changed
+                    && !topology_changed(facts, nats) =>
+            {
                 steps.push(Step::Reload { name: NATS.into() });
             }
             now => container_steps(
@@ -620,9 +724,25 @@ pub fn plan(spec: &HostSpec, facts: &Facts, renewed: Option<&crate::tls::ServerC
         executor_argv(&spec.image),
     );
     if let Some(scheduler) = &spec.scheduler {
-        scheduler_steps(&mut steps, spec, scheduler, facts, ca_changed);
+        // A NATS that joined or left a cluster restarts the service too: its NATS URLs and
+        // HA mode change with it.
+        let topology = spec
+            .nats
+            .as_ref()
+            .is_some_and(|n| topology_changed(facts, n));
+        scheduler_steps(&mut steps, spec, scheduler, facts, ca_changed || topology);
     }
     steps
+}
+
+/// Whether NATS on the host runs as a single server and should be a cluster node, or the
+/// other way round (a host without NATS's configuration yet has no topology to change).
+fn topology_changed(facts: &Facts, nats: &NatsSpec) -> bool {
+    let clustered = |conf: &str| conf.contains("\ncluster {");
+    facts
+        .nats_conf
+        .as_deref()
+        .is_some_and(|now| clustered(now) != clustered(&nats.config))
 }
 
 /// The scheduler service after everything else: it needs NATS, and its deploys need the
@@ -650,19 +770,39 @@ fn scheduler_steps(
             });
         }
     }
+    if let Some((secret, public)) = &s.service_key
+        && facts.service_key.as_deref().map(str::trim) != Some(secret.trim())
+    {
+        changed = true;
+        // The secret and the public half the service would write from it: setup reads the
+        // public half back, and must not read one a former key left.
+        steps.push(Step::WriteFile {
+            path: SERVICE_KEY.into(),
+            content: secret.trim().to_owned(),
+        });
+        steps.push(Step::WriteFile {
+            path: SERVICE_PUB.into(),
+            content: format!("{}\n", public.trim()),
+        });
+    }
     container_steps(
         steps,
         SCHEDULER,
         &spec.image,
         facts.scheduler.as_ref(),
         changed,
-        scheduler_argv(&spec.image),
+        scheduler_argv(&spec.image, &s.peers),
     );
 }
 
 /// `docker run` argv of the scheduler service: host networking (NATS on the same host's
-/// loopback, `/metrics` on [`SCHEDULER_METRICS`]), its state bound at the same path.
-pub fn scheduler_argv(image: &str) -> Vec<String> {
+/// loopback, `/metrics` on [`SCHEDULER_METRICS`]), its state bound at the same path. With
+/// `peers` (the other control hosts), one HA instance that fails over to their NATS nodes.
+pub fn scheduler_argv(image: &str, peers: &[String]) -> Vec<String> {
+    let mut nats = vec![format!("nats://127.0.0.1:{NATS_PORT}")];
+    if !peers.is_empty() {
+        nats.push(nats_urls(peers));
+    }
     let mut v = agent_common(SCHEDULER);
     v.extend(
         [
@@ -677,7 +817,7 @@ pub fn scheduler_argv(image: &str) -> Vec<String> {
             "--state",
             SCHEDULER_STATE,
             "--nats",
-            &format!("nats://127.0.0.1:{NATS_PORT}"),
+            &nats.join(","),
             "--nkey",
             SCHEDULER_NKEY,
             "--nats-ca",
@@ -687,6 +827,9 @@ pub fn scheduler_argv(image: &str) -> Vec<String> {
         ]
         .map(String::from),
     );
+    if !peers.is_empty() {
+        v.push("--ha".into());
+    }
     v
 }
 
@@ -775,6 +918,7 @@ mod tests {
             nats: nats.then(|| NatsSpec {
                 image: "nats:2.11".into(),
                 config: nats_config(&NatsSettings::for_host("10.0.0.5", vec![])),
+                route_ca: None,
                 tls: None,
             }),
             scheduler: None,
@@ -800,11 +944,17 @@ mod tests {
             nats_conf: spec.nats.as_ref().map(|n| n.config.clone()),
             nats_ca: spec.nats_ca.clone(),
             nats_cert: None,
+            nats_route_ca: spec.nats.as_ref().and_then(|n| n.route_ca.clone()),
             hostname: None,
             dirs: true,
             scheduler: spec.scheduler.as_ref().and_then(|_| on(&spec.image)),
             scheduler_key: spec.scheduler.as_ref().map(|s| s.signing_key.clone()),
             scheduler_nkey: spec.scheduler.as_ref().map(|s| s.nkey_seed.clone()),
+            service_key: spec
+                .scheduler
+                .as_ref()
+                .and_then(|s| s.service_key.as_ref())
+                .map(|k| k.0.clone()),
             scheduler_dir: spec.scheduler.is_some(),
         }
     }
@@ -940,6 +1090,8 @@ mod tests {
             scheduler: Some(SchedulerSpec {
                 signing_key: "SIGNING".into(),
                 nkey_seed: "SUSEED".into(),
+                peers: Vec::new(),
+                service_key: None,
             }),
             ..spec(true)
         }
@@ -969,7 +1121,7 @@ mod tests {
             "a current service is left alone"
         );
         assert_eq!(
-            scheduler_argv("flotilla:x").join(" "),
+            scheduler_argv("flotilla:x", &[]).join(" "),
             "run -d --name flotilla-scheduler --restart unless-stopped --network host \
              --stop-timeout 40 --label flotilla.agent=1 --log-opt max-size=10m \
              -v /var/lib/flotilla/scheduler:/var/lib/flotilla/scheduler \
@@ -997,7 +1149,7 @@ mod tests {
                 },
                 Step::Run {
                     name: SCHEDULER.into(),
-                    argv: scheduler_argv("flotilla:0.1.0-def")
+                    argv: scheduler_argv("flotilla:0.1.0-def", &[])
                 },
             ]
         );
@@ -1102,6 +1254,97 @@ mod tests {
         );
     }
 
+    /// With three control hosts each NATS node routes to the other two over TLS, verifying
+    /// their certificates against the project's CA (written beside its config), and tells
+    /// clients of no other node; a single control host's configuration has no cluster.
+    #[test]
+    fn three_control_hosts_make_a_cluster() {
+        let peers = ["10.0.0.2".to_owned(), "10.0.0.3".to_owned()];
+        let conf = nats_config(&NatsSettings::clustered("10.0.0.1", &peers, vec![]));
+        assert!(
+            conf.contains(
+                "ping_interval: \"2s\"\nping_max: 3\ncluster {\n  name: \"flotilla\"\n  listen: \"0.0.0.0:6222\"\n  no_advertise: true\n  \
+                 routes: [\n    \"nats-route://10.0.0.2:6222\"\n    \"nats-route://10.0.0.3:6222\"\n  ]\n  \
+                 tls {\n    cert_file: \"/etc/nats/server-cert.pem\"\n    key_file: \"/etc/nats/server-key.pem\"\n    \
+                 ca_file: \"/etc/nats/ca.pem\"\n    verify: true\n    timeout: 5\n  }\n}\n"
+            ),
+            "{conf}"
+        );
+        assert!(!nats_config(&NatsSettings::for_host("10.0.0.1", vec![])).contains("cluster"));
+        assert_eq!(
+            nats_urls(&["10.0.0.1".into(), "fd00::2".into()]),
+            "nats://10.0.0.1:4222,nats://[fd00::2]:4222"
+        );
+
+        let mut s = spec(true);
+        s.nats = Some(NatsSpec {
+            image: "nats:2.11".into(),
+            config: conf.clone(),
+            route_ca: Some("CA".into()),
+            tls: None,
+        });
+        s.scheduler = Some(SchedulerSpec {
+            signing_key: "SIGNING".into(),
+            nkey_seed: "SUSEED".into(),
+            peers: peers.to_vec(),
+            service_key: Some(("SECRET".into(), "PUBLIC".into())),
+        });
+        let fresh: Vec<String> = plan(
+            &s,
+            &Facts {
+                docker: true,
+                ..Facts::default()
+            },
+            None,
+        )
+        .iter()
+        .map(Step::describe)
+        .collect();
+        assert_eq!(
+            fresh[2..5],
+            [
+                "write /etc/flotilla/nats/ca.pem",
+                "write /etc/flotilla/nats/nats.conf",
+                "run flotilla-nats"
+            ]
+        );
+        assert_eq!(
+            fresh[fresh.len() - 5..],
+            [
+                "write /var/lib/flotilla/scheduler/scheduler.key",
+                "write /var/lib/flotilla/scheduler/nats.nk",
+                "write /var/lib/flotilla/scheduler/service.key",
+                "write /var/lib/flotilla/scheduler/service.pub",
+                "run flotilla-scheduler",
+            ]
+        );
+        assert!(
+            plan(&s, &current(&s), None).is_empty(),
+            "a current node is left alone"
+        );
+        assert!(scheduler_argv("flotilla:x", &peers).join(" ").ends_with(
+            "--nats nats://127.0.0.1:4222,nats://10.0.0.2:4222,nats://10.0.0.3:4222 \
+                 --nkey /var/lib/flotilla/scheduler/nats.nk --nats-ca /etc/flotilla/nats-ca.pem \
+                 --metrics 0.0.0.0:9394 --ha"
+        ));
+
+        // A single control host joining a cluster: NATS cannot reload into one, so it and
+        // the service (new URLs, HA on) restart.
+        let mut single = current(&s);
+        single.nats_conf = Some(nats_config(&NatsSettings::for_host("10.0.0.1", vec![])));
+        let names: Vec<String> = plan(&s, &single, None).iter().map(Step::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "write /etc/flotilla/nats/nats.conf",
+                "remove flotilla-nats",
+                "run flotilla-nats",
+                "remove flotilla-scheduler",
+                "run flotilla-scheduler"
+            ]
+        );
+    }
+
     /// The agents run with the restart policy, host networking and the binds the brief
     /// names (the executor's state at the same path, settings read-only).
     #[test]
@@ -1134,6 +1377,7 @@ mod tests {
             nats: Some(NatsSpec {
                 image: "nats:2.11".into(),
                 config: "new".into(),
+                route_ca: None,
                 tls: None,
             }),
             scheduler: None,

@@ -185,7 +185,12 @@ impl ProjectCa {
         );
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // Client auth too: with three control hosts, each NATS node presents this same
+        // certificate when it routes to the others, which verify it.
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
@@ -217,6 +222,12 @@ impl ProjectCa {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         if not_after <= renew_secs {
+            return false;
+        }
+        // One issued before routes needed it is replaced (a cluster's nodes refuse it).
+        let client_auth =
+            matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
+        if !client_auth {
             return false;
         }
         let mut have: Vec<String> = match cert.subject_alternative_name() {
@@ -375,6 +386,27 @@ mod tests {
             &names(),
             now + SERVER_VALIDITY - RENEW_BEFORE - Duration::from_secs(7 * 24 * 3600)
         ));
+    }
+
+    /// A certificate issued before routes needed client auth (server auth only) is not
+    /// current: the next setup replaces it, so three control hosts' nodes accept each other.
+    #[test]
+    fn certificate_without_client_auth_is_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ProjectCa::load_or_create(dir.path()).unwrap();
+        let mut params = CertificateParams::new(names()).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + SERVER_VALIDITY;
+        let key = KeyPair::generate().unwrap();
+        let old = params
+            .signed_by(&key, &Issuer::new(ca_params(), &ca.key))
+            .unwrap();
+        assert!(!ca.is_current(&old.pem(), &names(), SystemTime::now()));
+        let new = ca.issue(&names()).unwrap();
+        assert!(ca.is_current(&new.cert_pem, &names(), SystemTime::now()));
     }
 
     /// A name a certificate cannot carry is an error naming it, not a certificate without it.

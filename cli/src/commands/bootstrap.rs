@@ -5,7 +5,7 @@
 
 use crate::enrol::Records;
 use crate::exit::{FAILED, UserError};
-use crate::session::{FleetArgs, Session, control_host, scheduler_key};
+use crate::session::{FleetArgs, Session, control_hosts, scheduler_key};
 use anyhow::Context as _;
 use clap::Args;
 use flotilla_deploy::Config;
@@ -119,8 +119,9 @@ pub async fn bootstrap_fleet(p: &Project) -> anyhow::Result<Vec<Bootstrapped>> {
             }
         }
     };
-    let specs = host_specs(p, &image.tag, &key, &users, scheduler_spec(p, &signer)?)?;
     let pool = crate::commands::fanout::pool(&p.config);
+    let scheduler = scheduler_spec(p, &signer, &pool).await?;
+    let specs = host_specs(p, &image.tag, &key, &users, scheduler)?;
     let json = p.args.json;
     let quiet = p.args.quiet;
     let report = move |pr: Progress| print_progress(json, quiet, &pr);
@@ -216,7 +217,7 @@ pub async fn admit_enrolled(
         &image.tag,
         &signer.public_key_base64(),
         &users,
-        scheduler_spec(p, signer)?,
+        scheduler_spec(p, signer, pool).await?,
     )?
     .into_iter()
     .filter(|h| h.nats.is_some())
@@ -234,7 +235,11 @@ pub async fn admit_enrolled(
 /// The scheduler service setup boots beside NATS in service mode: it signs jobs with the
 /// project's scheduler key (the one the executors trust) and reaches NATS with the
 /// operators' key.
-fn scheduler_spec(p: &Project, signer: &JobSigner) -> anyhow::Result<Option<SchedulerSpec>> {
+async fn scheduler_spec(
+    p: &Project,
+    signer: &JobSigner,
+    pool: &Pool,
+) -> anyhow::Result<Option<SchedulerSpec>> {
     if p.log.is_some() || !p.boots_nats() {
         return Ok(None);
     }
@@ -245,7 +250,34 @@ fn scheduler_spec(p: &Project, signer: &JobSigner) -> anyhow::Result<Option<Sche
     Ok(Some(SchedulerSpec {
         signing_key: signer.secret_base64(),
         nkey_seed: seed,
+        peers: Vec::new(),
+        service_key: shared_service_key(pool, &control_hosts(&p.config)).await,
     }))
+}
+
+/// The sealing key every instance of an HA scheduler service holds (secret, public), with
+/// several control hosts: the CLI pins one key, whichever instance leads. The key a control
+/// host already has is kept (read over its pinned SSH connection; a host that ran the
+/// service alone before keeps its key), else a new one is made. `None` with one control
+/// host: its service makes its own key, as it always has.
+async fn shared_service_key(pool: &Pool, controls: &[String]) -> Option<(String, String)> {
+    use flotilla_protocol::sealing::HostKey;
+    if controls.len() < 2 {
+        return None;
+    }
+    let read = format!("cat {} 2>/dev/null", plan::SERVICE_KEY);
+    for host in controls {
+        let Ok(out) = pool.exec(host, &read).await else {
+            // Unreachable now: the bootstrap of that host reports it.
+            continue;
+        };
+        let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        if let Ok(key) = HostKey::from_secret_base64(&text) {
+            return Some((text.to_string(), key.public_key_base64()));
+        }
+    }
+    let key = HostKey::generate();
+    Some((key.secret_base64().to_string(), key.public_key_base64()))
 }
 
 /// The agent image of this flotilla binary, or what to do when it cannot be made.
@@ -312,10 +344,20 @@ pub fn host_specs(
 ) -> anyhow::Result<Vec<HostSpec>> {
     let (config, args) = (&p.config, &p.args);
     let own_nats = config.flotilla.nats.as_ref().and_then(|n| n.url.clone());
-    let control = control_host(config);
+    let controls = control_hosts(config);
+    if own_nats.is_none() && controls.len() == 2 {
+        return Err(UserError {
+            message: "x-flotilla.control names two hosts: a NATS cluster needs three to survive                       the loss of one (two cannot elect a leader without each other)"
+                .into(),
+            hint: Some("name one control host, or three".into()),
+            code: crate::exit::USAGE,
+        }
+        .into());
+    }
+    let control = controls.first().cloned();
     let nats_url = match (&own_nats, &control) {
         (Some(url), _) => url.clone(),
-        (None, Some(c)) => format!("nats://{c}:{}", plan::NATS_PORT),
+        (None, Some(_)) => plan::nats_urls(&controls),
         (None, None) => {
             return Err(UserError {
                 message: "no hosts in config/deploy.yml".into(),
@@ -350,32 +392,49 @@ pub fn host_specs(
                 })
             })?;
             let ca = std::sync::Arc::new(ca);
-            let tls = control.as_deref().map(|c| flotilla_setup::NatsTls {
-                ca: ca.clone(),
-                names: flotilla_setup::NatsTls::names_of(c),
-            });
-            (Some(ca.cert_pem.clone()), tls)
+            (Some(ca.cert_pem.clone()), control.as_ref().map(|_| ca))
         }
     };
     let mut hosts = picked_hosts(config, args);
     // NATS must be up wherever setup boots it, whatever the filters pick.
-    if let (None, Some(c)) = (&own_nats, &control)
-        && !hosts.contains(c)
-    {
-        hosts.insert(0, c.clone());
+    if own_nats.is_none() {
+        for (i, c) in controls.iter().enumerate() {
+            if !hosts.contains(c) {
+                hosts.insert(i.min(hosts.len()), c.clone());
+            }
+        }
     }
+    let clustered = controls.len() > 1;
     hosts
         .into_iter()
         .map(|host| {
-            let control_here = own_nats.is_none() && control.as_deref() == Some(host.as_str());
+            let control_here = own_nats.is_none() && controls.contains(&host);
+            let peers: Vec<String> = controls.iter().filter(|c| **c != host).cloned().collect();
+            let settings = if clustered {
+                NatsSettings::clustered(&host, &peers, users.to_vec())
+            } else {
+                NatsSettings::for_host(&host, users.to_vec())
+            };
             Ok(HostSpec {
                 proxy_run: crate::commands::proxy_fleet::proxy_run(config, &host)?,
                 nats: control_here.then(|| NatsSpec {
                     image: nats_image.clone(),
-                    config: plan::nats_config(&NatsSettings::for_host(&host, users.to_vec())),
-                    tls: tls.clone(),
+                    config: plan::nats_config(&settings),
+                    route_ca: tls
+                        .as_ref()
+                        .filter(|_| clustered)
+                        .map(|ca| ca.cert_pem.clone()),
+                    tls: tls.as_ref().map(|ca| flotilla_setup::NatsTls {
+                        ca: ca.clone(),
+                        names: flotilla_setup::NatsTls::names_of(&host),
+                    }),
                 }),
-                scheduler: control_here.then(|| scheduler.clone()).flatten(),
+                scheduler: control_here.then(|| scheduler.clone()).flatten().map(|s| {
+                    SchedulerSpec {
+                        peers: peers.clone(),
+                        ..s
+                    }
+                }),
                 executor_conf: plan::executor_conf(
                     &host,
                     &nats_url,

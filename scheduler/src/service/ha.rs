@@ -44,7 +44,8 @@ pub async fn run<T: Transport + Clone + 'static>(
 ) -> Result<Stopped, HaError> {
     let js = async_nats::jetstream::new(service.client.clone());
     // The stream must exist before anyone follows it.
-    js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+    js.get_or_create_stream(crate::transport::bus::replicated(
+        &js,
         &flotilla_protocol::control::log_stream(),
     ))
     .await

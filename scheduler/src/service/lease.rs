@@ -89,7 +89,7 @@ impl Contender {
     ) -> Result<Contender, LeaseError> {
         // The bucket's stream made directly, as the lock bucket's is (async-nats's
         // `create_key_value` cannot parse an older server's account info).
-        let stream = flotilla_protocol::nats::stream_config(&leader_bucket_stream(times.ttl));
+        let stream = crate::transport::bus::replicated(js, &leader_bucket_stream(times.ttl));
         js.get_or_create_stream(stream)
             .await
             .map_err(LeaseError::Bucket)?;

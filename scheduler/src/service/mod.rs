@@ -102,12 +102,19 @@ struct Shared {
 
 type Table = Rc<Shared>;
 
+/// How long a new leader keeps asking for the rollouts to resume when NATS does not answer
+/// (reads routed to a lost node time out until the cluster notices it is gone).
+const RESUME_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long it waits between two asks meanwhile.
+const RESUME_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl<T: Transport + Clone + 'static> Service<T> {
     /// Makes sure `FLOTILLA_LOG` exists and subscribes to the requests: once this returns,
     /// requests are queued for [`Bound::serve`], so a client may ask at once.
     pub async fn bind(self) -> Result<Bound<T>, ServiceError> {
         let js = async_nats::jetstream::new(self.client.clone());
-        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        js.get_or_create_stream(crate::transport::bus::replicated(
+            &js,
             &control::log_stream(),
         ))
         .await
@@ -115,7 +122,8 @@ impl<T: Transport + Clone + 'static> Service<T> {
             stream: control::LOG_STREAM,
             source,
         })?;
-        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+        js.get_or_create_stream(crate::transport::bus::replicated(
+            &js,
             &control::rollout_bucket_stream(),
         ))
         .await
@@ -294,21 +302,39 @@ impl<T: Transport + Clone + 'static> Service<T> {
     /// Resumes every rollout [`control::ROLLOUT_BUCKET`] still holds: one that ended (or
     /// never recorded anything) is refused by the resume plan and forgotten.
     async fn resume_interrupted(self: Rc<Self>, table: &Table) {
-        let keys: Vec<String> = match table.rollouts.keys().await {
-            Ok(keys) => keys.filter_map(|k| async { k.ok() }).collect().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing interrupted rollouts");
-                return;
+        // Just after a failover the cluster may still route a read to the lost node until
+        // it notices the loss (a few seconds): a read that fails is asked again, for a
+        // while, rather than leaving a rollout unresumed.
+        let deadline = tokio::time::Instant::now() + RESUME_READ_WAIT;
+        let keys: Vec<String> = loop {
+            match table.rollouts.keys().await {
+                Ok(keys) => break keys.filter_map(|k| async { k.ok() }).collect().await,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "listing interrupted rollouts; asking again");
+                    tokio::time::sleep(RESUME_READ_RETRY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing interrupted rollouts");
+                    return;
+                }
             }
         };
         for key in keys {
-            let stored = match table.rollouts.get(&key).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, key, "reading an interrupted rollout");
-                    continue;
+            let stored = loop {
+                match table.rollouts.get(&key).await {
+                    Ok(stored) => break stored,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %e, key, "reading an interrupted rollout; asking again");
+                        tokio::time::sleep(RESUME_READ_RETRY).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, key, "reading an interrupted rollout");
+                        break None;
+                    }
                 }
+            };
+            let Some(stored) = stored else {
+                continue;
             };
             let mut rollout: Rollout = match wire::decode(&stored) {
                 Ok(r) => r,

@@ -8,7 +8,7 @@
 
 use super::TransportError;
 use async_nats::jetstream::{self, consumer::pull, stream::Stream};
-use flotilla_protocol::nats::{consumer_config, stream_config};
+use flotilla_protocol::nats::{consumer_config, stream_config_for};
 use flotilla_protocol::subjects;
 use flotilla_protocol::wire::{self, Heartbeat, SignedReport};
 use futures::StreamExt;
@@ -59,6 +59,16 @@ impl NatsAuth {
     }
 }
 
+/// The config of `spec`'s stream on the NATS `js` is connected to: replicated on every
+/// control host of a cluster (R3), one copy on a single server.
+pub fn replicated(
+    js: &jetstream::Context,
+    spec: &flotilla_protocol::subjects::StreamSpec,
+) -> async_nats::jetstream::stream::Config {
+    let replicas = flotilla_protocol::nats::replicas(&js.client().server_info());
+    stream_config_for(spec, replicas)
+}
+
 /// A connection to NATS with JetStream.
 #[derive(Clone)]
 pub struct Bus {
@@ -91,6 +101,7 @@ impl Bus {
     pub async fn connect_with(url: &str, auth: &NatsAuth) -> Result<Bus, TransportError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("flotilla-scheduler")
+            .ping_interval(flotilla_protocol::nats::PING_INTERVAL)
             .connection_timeout(Duration::from_secs(5));
         opts = auth.apply(opts);
         if let Some(path) = &auth.creds {
@@ -103,22 +114,22 @@ impl Bus {
                 })?;
         }
         let client = opts
-            .connect(url)
+            .connect(flotilla_protocol::nats::server_urls(url))
             .await
             .map_err(|e| TransportError::Connect {
                 url: url.to_owned(),
                 source: Box::new(e),
             })?;
         let js = jetstream::new(client.clone());
-        js.get_or_create_stream(stream_config(&subjects::jobs_stream()))
+        js.get_or_create_stream(replicated(&js, &subjects::jobs_stream()))
             .await
             .map_err(nats)?;
-        js.get_or_create_stream(stream_config(&subjects::events_stream()))
+        js.get_or_create_stream(replicated(&js, &subjects::events_stream()))
             .await
             .map_err(nats)?;
         // Only a shortcut: without it, heartbeats are waited for live.
         if let Err(e) = js
-            .get_or_create_stream(stream_config(&subjects::heartbeats_stream()))
+            .get_or_create_stream(replicated(&js, &subjects::heartbeats_stream()))
             .await
         {
             tracing::warn!(error = %e, "no heartbeat stream: waiting for live heartbeats");

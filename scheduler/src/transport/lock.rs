@@ -106,7 +106,8 @@ impl Locks {
         // async-nats's `create_key_value` first asks for the account info, whose 2.9 form it
         // cannot parse; creating the bucket's stream directly (the same configuration a KV
         // bucket has) works on 2.9 and later alike.
-        let stream = flotilla_protocol::nats::stream_config(
+        let stream = crate::transport::bus::replicated(
+            js,
             &flotilla_protocol::subjects::lock_bucket_stream(),
         );
         js.get_or_create_stream(stream).await.map_err(nats_err)?;

@@ -8,6 +8,7 @@
 mod builder;
 mod commands;
 mod control;
+mod control_ha;
 mod dashboards;
 mod deploy;
 mod executor;
