@@ -19,6 +19,7 @@ pub mod init;
 pub mod key;
 pub mod lock;
 pub mod metrics;
+pub mod operate;
 pub mod proxy;
 pub mod proxy_fleet;
 pub mod prune;

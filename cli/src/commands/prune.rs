@@ -82,6 +82,12 @@ pub async fn run(cmd: &PruneCmd) -> anyhow::Result<()> {
         images,
         retain,
     };
+    // Containers alone: planned and run by the executors, recorded like a deploy. Images are
+    // still pruned over SSH (the executor has no image listing yet).
+    if !images {
+        return crate::commands::operate::run(&args.config, &args.targets, args.json, operation)
+            .await;
+    }
     fanout::with_lock(&config, "prune", async {
         let log = record::open_log(&config)?;
         let recording = Recording::start(log.as_ref(), &config, operation, &hosts)?;
