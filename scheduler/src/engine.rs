@@ -168,6 +168,7 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::Prune { .. } => Step::Prune,
         PlanStep::StopRole { .. } => Step::StopContainer,
         PlanStep::StartExisting { .. } => Step::StartContainer,
+        PlanStep::Maintenance { .. } | PlanStep::Live { .. } => Step::SetMaintenance,
     }
 }
 

@@ -201,6 +201,18 @@ fn job_step(
         Step::StartExisting { container, .. } => JobStep::StartExisting(wire::ContainerRef {
             container: container.clone(),
         }),
+        Step::Maintenance {
+            proxy_service,
+            message,
+            ..
+        } => JobStep::SetMaintenance(wire::SetMaintenance {
+            proxy_service: proxy_service.clone(),
+            maintenance: Some(message.clone()),
+        }),
+        Step::Live { proxy_service, .. } => JobStep::SetMaintenance(wire::SetMaintenance {
+            proxy_service: proxy_service.clone(),
+            maintenance: None,
+        }),
     })
 }
 

@@ -154,13 +154,6 @@ struct BootArgs {
 struct LiveArgs {
     #[command(flatten)]
     common: Common,
-    /// The proxy's admin socket on the hosts
-    #[arg(
-        long = "proxy-socket",
-        env = "FLOTILLA_PROXY_SOCKET",
-        default_value = flotilla_proxy::DEFAULT_ADMIN_SOCKET
-    )]
-    proxy_socket: String,
 }
 
 #[derive(Debug, Args)]
@@ -264,33 +257,15 @@ pub async fn run(cmd: &AppCmd) -> anyhow::Result<()> {
         }
         AppAction::Boot(a) => boot(a).await,
         AppAction::Maintenance(a) => {
-            let l = &a.live;
-            let config = l.common.config.load()?;
-            fanout::with_lock(
-                &config,
-                "put the app in maintenance",
-                crate::commands::app_maintenance::set(
-                    &config,
-                    &l.common.targets,
-                    &l.proxy_socket,
-                    Some(a.message.clone()),
-                ),
-            )
-            .await
+            let c = &a.live.common;
+            let operation = Operation::AppMaintenance {
+                message: a.message.clone(),
+            };
+            crate::commands::operate::run(&c.config, &c.targets, c.json, operation).await
         }
         AppAction::Live(l) => {
-            let config = l.common.config.load()?;
-            fanout::with_lock(
-                &config,
-                "set the app live",
-                crate::commands::app_maintenance::set(
-                    &config,
-                    &l.common.targets,
-                    &l.proxy_socket,
-                    None,
-                ),
-            )
-            .await
+            let c = &l.common;
+            crate::commands::operate::run(&c.config, &c.targets, c.json, Operation::AppLive).await
         }
     }
 }

@@ -3,7 +3,6 @@
 pub mod accessory;
 pub mod app;
 pub mod app_exec;
-pub mod app_maintenance;
 pub mod audit;
 pub mod bootstrap;
 pub mod build;

@@ -28,7 +28,9 @@ fn step_role(step: &Step) -> Option<&str> {
         Step::AwaitHealthy { role, .. }
         | Step::StopOldContainers { role, .. }
         | Step::StopRole { role, .. }
-        | Step::StartExisting { role, .. } => Some(role),
+        | Step::StartExisting { role, .. }
+        | Step::Maintenance { role, .. }
+        | Step::Live { role, .. } => Some(role),
         Step::PullImage { .. } | Step::Prune { .. } => None,
     }
 }

@@ -102,6 +102,18 @@ pub enum Step {
         role: String,
         container: String,
     },
+    /// `app maintenance`: the role's proxied service answers 503 with `message` (the
+    /// proxy's default text without one).
+    Maintenance {
+        role: String,
+        proxy_service: String,
+        message: Option<String>,
+    },
+    /// `app live`: the role's proxied service forwards to the app again.
+    Live {
+        role: String,
+        proxy_service: String,
+    },
 }
 
 impl Step {
@@ -116,6 +128,8 @@ impl Step {
             Step::Prune { .. } => "prune".into(),
             Step::StopRole { role, .. } => format!("stop {role}"),
             Step::StartExisting { container, .. } => format!("start {container}"),
+            Step::Maintenance { role, .. } => format!("maintenance {role}"),
+            Step::Live { role, .. } => format!("live {role}"),
         }
     }
 }

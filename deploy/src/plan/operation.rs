@@ -3,7 +3,7 @@
 //! The scheduler turns them into signed jobs and records them; nothing here runs anything.
 
 use super::build::{roles_of, stop_timeout};
-use super::{HostPlan, Plan, Release, Step, container_name};
+use super::{HostPlan, Plan, Release, Step, container_name, proxy_service};
 use crate::config::Config;
 use serde::Serialize;
 
@@ -20,6 +20,10 @@ pub enum AppOperation {
     /// `prune containers`: stopped containers beyond the newest `retain` removed (never one of
     /// `protected`, the rollback target's), with the images no container uses any more.
     PruneContainers { retain: u32, protected: Vec<String> },
+    /// `app maintenance`: each proxied role answers 503 with the message.
+    Maintenance { message: Option<String> },
+    /// `app live`: each proxied role forwards to the app again.
+    Live,
 }
 
 /// The plan of `operation` on every app host, in the config's order.
@@ -51,7 +55,28 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
                         role: role.name.clone(),
                         stop_timeout_s: stop_timeout(config, role),
                     }),
-                    AppOperation::PruneContainers { .. } => {}
+                    AppOperation::Maintenance { message } if role.proxy.is_some() => {
+                        steps.push(Step::Maintenance {
+                            role: role.name.clone(),
+                            proxy_service: proxy_service(
+                                &config.service,
+                                &role.name,
+                                config.destination.as_deref(),
+                            ),
+                            message: message.clone(),
+                        })
+                    }
+                    AppOperation::Live if role.proxy.is_some() => steps.push(Step::Live {
+                        role: role.name.clone(),
+                        proxy_service: proxy_service(
+                            &config.service,
+                            &role.name,
+                            config.destination.as_deref(),
+                        ),
+                    }),
+                    AppOperation::Maintenance { .. }
+                    | AppOperation::Live
+                    | AppOperation::PruneContainers { .. } => {}
                 }
             }
             match operation {
@@ -63,7 +88,10 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
                     retain: *retain,
                     protected: protected.clone(),
                 }),
-                AppOperation::Start { .. } | AppOperation::Stop => {}
+                AppOperation::Start { .. }
+                | AppOperation::Stop
+                | AppOperation::Maintenance { .. }
+                | AppOperation::Live => {}
             }
             HostPlan {
                 host: host.to_owned(),
@@ -73,6 +101,8 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
                 steps,
             }
         })
+        // A host without a proxied role has nothing to put in maintenance.
+        .filter(|h: &HostPlan| !h.steps.is_empty() || !proxy_only(operation))
         .collect();
     Plan {
         service: config.service.clone(),
@@ -84,4 +114,12 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
         primary_role: config.primary_role.clone(),
         hosts,
     }
+}
+
+/// Whether the operation concerns only proxied roles.
+fn proxy_only(operation: &AppOperation) -> bool {
+    matches!(
+        operation,
+        AppOperation::Maintenance { .. } | AppOperation::Live
+    )
 }

@@ -184,6 +184,10 @@ pub fn operation_plan(
             AppOperation::Start { version }
         }
         Operation::AppStop => AppOperation::Stop,
+        Operation::AppMaintenance { message } => AppOperation::Maintenance {
+            message: message.clone(),
+        },
+        Operation::AppLive => AppOperation::Live,
         Operation::AppRemove => AppOperation::Remove,
         Operation::Prune {
             containers: true,

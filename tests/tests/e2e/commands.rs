@@ -296,26 +296,11 @@ fn app_stop_start_prune_lock_and_audit() {
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
 
     // Maintenance: the host's proxy answers 503 with the message, then forwards again.
-    let socket = fleet
-        .dir()
-        .join(format!("agents-{}", host.name))
-        .join("proxy.sock");
-    let socket = socket.to_str().unwrap();
     let web = std::net::SocketAddr::from((host.addr, 80));
-    project.flotilla_ok(
-        &[
-            "app",
-            "maintenance",
-            "--message",
-            "Back at ten",
-            "--proxy-socket",
-            socket,
-        ],
-        &[],
-    );
+    project.flotilla_ok(&["app", "maintenance", "--message", "Back at ten"], &[]);
     let (status, body) = http_get(web, "/").unwrap();
     assert_eq!((status, body.trim()), (503, "Back at ten"));
-    project.flotilla_ok(&["app", "live", "--proxy-socket", socket], &[]);
+    project.flotilla_ok(&["app", "live"], &[]);
     for _ in 0..LIVE_REQUESTS {
         let (status, body) = http_get(web, "/version").unwrap();
         assert_eq!((status, body.trim()), (200, "v3"));
@@ -492,4 +477,5 @@ fn accessory_boot_reboot_remove() {
 /// Requests that must all succeed once the app is live again.
 const LIVE_REQUESTS: usize = 20;
 
+mod maintenance;
 mod proxy;

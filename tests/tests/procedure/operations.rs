@@ -197,3 +197,40 @@ async fn prune_and_remove_run_on_the_executors() {
         "a refused operation records nothing"
     );
 }
+
+/// `app maintenance` and `app live` are steps of the hosts' executors on their own proxies:
+/// recorded as themselves on every host; before anything was deployed the proxies have no
+/// such service and each host's failure says so.
+#[tokio::test(start_paused = true)]
+async fn maintenance_and_live_run_on_each_hosts_proxy() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let maintenance = Operation::AppMaintenance {
+        message: Some("Back at ten".into()),
+    };
+    let (id, early) = world.operate(maintenance.clone()).await;
+    assert_eq!(early.expect("runs").outcome.failed, HOSTS);
+    let reasons: Vec<String> = world
+        .events(&id)
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::OperationFailed(f) => Some(f.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.iter().all(|r| r.contains("no service app-web")),
+        "{reasons:?}"
+    );
+
+    world.deploy("v1").await.1.expect("v1");
+    let (id, on) = world.operate(maintenance).await;
+    assert!(on.expect("runs").outcome.failed.is_empty());
+    assert_eq!(world.count(&id, "OperationSucceeded"), all(1));
+    let (id, live) = world.operate(Operation::AppLive).await;
+    assert!(live.expect("runs").outcome.failed.is_empty());
+    assert_eq!(world.count(&id, "OperationSucceeded"), all(1));
+    assert_eq!(world.running().as_deref(), Some("v1"));
+}
