@@ -477,5 +477,6 @@ fn accessory_boot_reboot_remove() {
 /// Requests that must all succeed once the app is live again.
 const LIVE_REQUESTS: usize = 20;
 
+mod accessory;
 mod maintenance;
 mod proxy;
