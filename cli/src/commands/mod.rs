@@ -31,6 +31,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod setup;
+pub mod upgrade;
 
 /// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.
 pub fn write_stdout(text: &str) -> anyhow::Result<()> {
