@@ -480,3 +480,4 @@ const LIVE_REQUESTS: usize = 20;
 mod accessory;
 mod maintenance;
 mod proxy;
+mod service;
