@@ -127,7 +127,9 @@ struct Common {
     config: ConfigArgs,
     #[command(flatten)]
     targets: Targets,
-    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    /// JSON on stdout: one object per host (host, exit, stdout, stderr); for start, stop,
+    /// remove, maintenance and live, which the executors run, one event per line as `deploy
+    /// --json`
     #[arg(long)]
     json: bool,
 }

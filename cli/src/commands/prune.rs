@@ -50,7 +50,8 @@ struct PruneArgs {
     /// Stopped containers to keep (default: `retain_containers` from the config)
     #[arg(long)]
     retain: Option<u32>,
-    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    /// JSON on stdout: one object per host (host, exit, stdout, stderr); for `containers`,
+    /// which the executors run, one event per line as `deploy --json`
     #[arg(long)]
     json: bool,
 }
