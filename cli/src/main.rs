@@ -65,6 +65,8 @@ enum Command {
     Audit(commands::audit::AuditCmd),
     /// Run commands on the servers over SSH (`server exec`)
     Server(commands::server::ServerCmd),
+    /// Upgrade the hosts' agents to this flotilla's version (`server bootstrap`)
+    Upgrade(commands::upgrade::UpgradeCmd),
     /// Print the scheduler's public key (what executors trust), creating it on first use
     Key(commands::key::KeyCmd),
     /// The host proxy: run it, or deploy, list and pause services through its admin socket
@@ -121,6 +123,7 @@ fn main() {
         Command::Replay(cmd) => block_on(commands::replay::run(&cmd)),
         Command::Lock(cmd) => block_on(commands::lock::run(&cmd)),
         Command::Server(cmd) => block_on(commands::server::run(&cmd)),
+        Command::Upgrade(cmd) => block_on(commands::upgrade::run(&cmd)),
         Command::App(cmd) => block_on(commands::app::run(&cmd)),
         Command::Accessory(cmd) => block_on(commands::accessory::run(&cmd)),
         Command::Build(cmd) => block_on(commands::build::run(&cmd)),
@@ -143,9 +146,8 @@ fn main() {
 }
 
 /// Kamal's top-level commands that Flotilla has, in `kamal help`'s order: the config crate's
-/// list (which also keeps aliases from shadowing them) without `upgrade`, Kamal 1 to 2 in
-/// place, which has no Flotilla equivalent (see ARCHITECTURE.md). `flotilla --help` lists them
-/// first, then Flotilla's own.
+/// list (which also keeps aliases from shadowing them). `flotilla --help` lists them first,
+/// then Flotilla's own. (`upgrade` is `server bootstrap`: see `commands/upgrade.rs`.)
 fn kamal_commands(command: &clap::Command) -> Vec<&'static str> {
     flotilla_deploy::config::aliases::KAMAL_COMMANDS
         .iter()
@@ -300,6 +302,7 @@ mod tests {
             &["lock", "acquire", "-m", "migrating"],
             &["lock", "release"],
             &["prune", "all"],
+            &["upgrade", "-y"],
             &["prune", "images"],
             &["prune", "containers", "--retain", "2"],
             &["registry", "login"],

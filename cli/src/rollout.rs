@@ -9,7 +9,8 @@ pub use crate::session::{FleetArgs, Session, nats_endpoint, scheduler_key};
 use flotilla_events::projection::{DeployState, HostStatus};
 use flotilla_protocol::signing::JobSigner;
 use flotilla_scheduler::procedure::{
-    self, Context, Finished, HEARTBEAT_WAIT, Hooks, PlanError, ProcedureError, Request,
+    self, Context, Finished, HEARTBEAT_WAIT, Hooks, OperationRequest, PlanError, ProcedureError,
+    Request,
 };
 use flotilla_scheduler::rollout::Outcome;
 use flotilla_scheduler::transport::lock::LockError;
@@ -132,6 +133,49 @@ pub async fn run_rollout(s: &Session, req: Request) -> anyhow::Result<()> {
         );
     }
     summarize(&req, &finished, progress.state())
+}
+
+/// Runs an app operation (`app stop`, `prune containers`) through the procedure and reports
+/// it: each host's outcome as it lands, a summary, the exit result.
+pub async fn run_operation(s: &Session, req: OperationRequest) -> anyhow::Result<()> {
+    let transport = connect(s).await?;
+    let signer = scheduler_key(&s.root)?;
+    let mut progress = Progress::new(
+        Mode::choose(s.args.json, s.args.quiet),
+        req.deploy_id.clone(),
+    );
+    let cancel = cancel_on_signal();
+    let ctx = context(s, &transport, &signer);
+    let mut watch = |e: &flotilla_events::Envelope| progress.on_event(e);
+    let finished = procedure::operate(&ctx, &req, &mut watch, &cancel)
+        .await
+        .map_err(|e| rollout_error(e, &s.log))?;
+    let id = &req.deploy_id;
+    let outcome = &finished.outcome;
+    eprintln!(
+        "{} of {}: {} host(s) succeeded, {} failed, in {:.1}s (operation {id})",
+        req.operation,
+        req.plan.service,
+        outcome.succeeded.len(),
+        outcome.failed.len(),
+        finished.took.as_secs_f64()
+    );
+    if outcome.failed.is_empty() {
+        return Ok(());
+    }
+    for host in &outcome.failed {
+        if let Some(h) = progress.state().hosts.get(host)
+            && let HostStatus::Failed { step, error } = &h.status
+        {
+            eprintln!("  {host}: failed at {step:?}: {error}");
+        }
+    }
+    Err(UserError {
+        message: format!("{} failed on {}", req.operation, outcome.failed.join(", ")),
+        hint: Some(format!("see `flotilla replay {id}`")),
+        code: FAILED,
+    }
+    .into())
 }
 
 /// The live trace export: to `x-flotilla.otel.endpoint`, else the standard OTLP variables;

@@ -118,6 +118,8 @@ pub enum Step {
     RemoveContainer,
     /// Stopping and removing an accessory.
     RemoveAccessory,
+    /// Putting a proxied role in maintenance (503 with a message) or live again.
+    SetMaintenance,
 }
 
 impl Step {
@@ -135,6 +137,7 @@ impl Step {
             Step::StopContainer => "stop_container",
             Step::RemoveContainer => "remove_container",
             Step::RemoveAccessory => "remove_accessory",
+            Step::SetMaintenance => "set_maintenance",
         }
     }
 }

@@ -227,3 +227,96 @@ fn envelope_json_round_trip() {
         assert_eq!(back, envelope, "{json}");
     }
 }
+
+/// An app operation's events: started on `hosts`, each host's outcome, finished.
+fn operation(id: &str, op: event::Operation, hosts: &[&str], failed: &[&str]) -> Vec<NewEvent> {
+    let id = DeployId::from(id);
+    let mut events = vec![NewEvent::new(
+        id.clone(),
+        "alice@laptop",
+        event::OperationStarted {
+            operation: op.clone(),
+            service: "app".into(),
+            destination: None,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        },
+    )];
+    for host in hosts {
+        let outcome: event::Event = if failed.contains(host) {
+            event::OperationFailed {
+                operation: op.clone(),
+                reason: "no such container".into(),
+            }
+            .into()
+        } else {
+            event::OperationSucceeded {
+                operation: op.clone(),
+            }
+            .into()
+        };
+        events.push(NewEvent::new(id.clone(), "scheduler", outcome).on_host(*host));
+    }
+    events.push(NewEvent::new(
+        id,
+        "alice@laptop",
+        event::OperationFinished {
+            operation: op,
+            failed: failed.iter().map(|h| h.to_string()).collect(),
+        },
+    ));
+    events
+}
+
+const OP1: &str = "01D00000000000000000000011";
+const OP2: &str = "01D00000000000000000000012";
+const OP3: &str = "01D00000000000000000000013";
+
+/// After `app stop` on every host of the last release nothing runs (rollback and history
+/// know it), and the stop reads as a finished operation on its hosts; a stop on some hosts
+/// only, or one that failed somewhere, leaves the release running; `app start` or a new
+/// deploy runs the app again.
+#[test]
+fn app_stop_means_nothing_runs_until_started_again() {
+    let target = ReleaseTarget::new("app", None);
+    let all = ["web-1", "web-2", "web-3"];
+    let mut events = deploy(D1, "v1", None, None, 1);
+    events.extend(operation(OP1, event::Operation::AppStop, &all[..2], &[]));
+    let state = fold(&events);
+    assert_eq!(state.releases.running(&target).unwrap().version, "v1");
+    let op = state.deploys.get(&DeployId::from(OP1)).unwrap();
+    assert_eq!(op.status, DeployStatus::Completed);
+    assert_eq!(op.hosts.len(), 2);
+
+    events.extend(operation(OP2, event::Operation::AppStop, &all, &["web-3"]));
+    let state = fold(&events);
+    assert!(state.releases.stopped(&target).is_none());
+    let op = state.deploys.get(&DeployId::from(OP2)).unwrap();
+    assert!(matches!(op.status, DeployStatus::Failed { .. }), "{op:?}");
+
+    events.extend(operation(OP3, event::Operation::AppStop, &all, &[]));
+    let state = fold(&events);
+    assert!(state.releases.running(&target).is_none());
+    let stopped = state.releases.stopped(&target).unwrap();
+    assert_eq!(stopped.deploy_id, DeployId::from(OP3));
+    // The release itself stays good: it is still what `app start` or a rollback can run.
+    assert!(state.releases.last_good(&target).unwrap().is_good());
+
+    let start = event::Operation::AppStart { version: None };
+    events.extend(operation("01D00000000000000000000014", start, &all, &[]));
+    assert_eq!(
+        fold(&events).releases.running(&target).unwrap().version,
+        "v1"
+    );
+    events.extend(operation(
+        "01D00000000000000000000015",
+        event::Operation::AppRemove,
+        &all,
+        &[],
+    ));
+    assert!(fold(&events).releases.running(&target).is_none());
+    events.extend(deploy(D2, "v2", Some("v1"), None, 1000));
+    assert_eq!(
+        fold(&events).releases.running(&target).unwrap().version,
+        "v2"
+    );
+}

@@ -198,6 +198,12 @@ pub enum RolloutKind {
     },
     /// Continue deploy `deploy_id` (the request's id).
     Resume,
+    /// An app operation other than a rollout (`app stop|start|remove`, `prune containers`):
+    /// planned and run by the service like a deploy, recorded as the operation it is.
+    /// Appended: the wire stores the variant's position.
+    Operation {
+        operation: flotilla_events::event::Operation,
+    },
 }
 
 /// One config file as ERB rendered it on the operator's machine.

@@ -117,6 +117,9 @@ pub enum JobStep {
     StopContainer(StopContainer),
     /// Remove a container (stopping it first).
     RemoveContainer(ContainerRef),
+    /// Answer a proxied service with 503 and a message (`app maintenance`), or forward to it
+    /// again (`app live`). Appended: the wire stores the variant's position.
+    SetMaintenance(SetMaintenance),
 }
 
 impl JobStep {
@@ -146,6 +149,7 @@ impl JobStep {
             JobStep::Prune(_) => Step::Prune,
             JobStep::BootAccessory(_) => Step::BootAccessory,
             JobStep::RemoveAccessory(_) => Step::RemoveAccessory,
+            JobStep::SetMaintenance(_) => Step::SetMaintenance,
         }
     }
 }
@@ -308,6 +312,15 @@ pub struct RemoveAccessory {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRef {
     pub container: String,
+}
+
+/// See [`JobStep::SetMaintenance`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetMaintenance {
+    /// The proxy's service: `service-role[-destination]`.
+    pub proxy_service: String,
+    /// `Some(message)`: maintenance (the proxy's default text without one); `None`: live.
+    pub maintenance: Option<Option<String>>,
 }
 
 /// See [`JobStep::StopContainer`].

@@ -19,7 +19,8 @@ use flotilla_deploy::Config;
 use flotilla_deploy::plan::{Plan, Step as PlanStep};
 use flotilla_events::event::{
     DeployCancelled, DeployCompleted, DeployFailed, DeployKind, DeployRequested, DeployStarted,
-    Event, FailureCause, HostFailed, PlannedHost, Step,
+    Event, FailureCause, HostFailed, Operation, OperationFailed, OperationFinished,
+    OperationSucceeded, PlannedHost, Step,
 };
 use flotilla_events::{DeployId, Enrolled, Envelope, EventLog, LogError, NewEvent, Timestamp};
 use flotilla_protocol::finish::finishes;
@@ -165,6 +166,9 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::SwitchProxy(_) => Step::SwitchProxy,
         PlanStep::StopOldContainers { .. } => Step::StopOldContainer,
         PlanStep::Prune { .. } => Step::Prune,
+        PlanStep::StopRole { .. } => Step::StopContainer,
+        PlanStep::StartExisting { .. } => Step::StartContainer,
+        PlanStep::Maintenance { .. } | PlanStep::Live { .. } => Step::SetMaintenance,
     }
 }
 
@@ -174,6 +178,7 @@ pub fn step_container(step: &PlanStep) -> Option<&str> {
         PlanStep::StartContainer(s) => Some(&s.container),
         PlanStep::SwitchProxy(s) => Some(&s.container),
         PlanStep::AwaitHealthy { container, .. } => Some(container),
+        PlanStep::StartExisting { container, .. } => Some(container),
         _ => None,
     }
 }
@@ -310,6 +315,31 @@ impl<T: Transport> Engine<'_, T> {
         watch: &mut dyn FnMut(&Envelope),
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, EngineError> {
+        self.run_as(run, None, watch, cancel).await
+    }
+
+    /// Runs an operation other than a rollout (`app stop`, `prune`) as a deploy runs: the same
+    /// jobs, policy, admission and timeouts. It is recorded as the operation it is: no
+    /// `DeployStarted`, and instead of the deploy's outcome each host's
+    /// `OperationSucceeded`/`OperationFailed` (with the reason its executor or the engine
+    /// gave) and `OperationFinished` naming the failed hosts.
+    pub async fn run_operation(
+        &self,
+        run: DeployRun<'_>,
+        operation: &Operation,
+        watch: &mut dyn FnMut(&Envelope),
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, EngineError> {
+        self.run_as(run, Some(operation), watch, cancel).await
+    }
+
+    async fn run_as(
+        &self,
+        run: DeployRun<'_>,
+        operation: Option<&Operation>,
+        watch: &mut dyn FnMut(&Envelope),
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, EngineError> {
         // Subscribed first: reports sent while no scheduler was running (a resume after a
         // crash) are made durable before the resume points are read from the log, so a host
         // that finished meanwhile is not sent again.
@@ -334,13 +364,15 @@ impl<T: Transport> Engine<'_, T> {
         let alive = liveness(heartbeats);
         let mut beats = self.transport.beats().await?;
         let batch = run.policy.batch.map_or(todo.len(), |b| b.of(todo.len()));
-        let started = DeployStarted {
-            batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
-        };
-        self.record(
-            NewEvent::new(run.deploy_id.clone(), &run.actor, started),
-            watch,
-        )?;
+        if operation.is_none() {
+            let started = DeployStarted {
+                batch_size: u32::try_from(batch).unwrap_or(u32::MAX),
+            };
+            self.record(
+                NewEvent::new(run.deploy_id.clone(), &run.actor, started),
+                watch,
+            )?;
+        }
         let targets = todo
             .iter()
             .map(|h| Target {
@@ -364,7 +396,10 @@ impl<T: Transport> Engine<'_, T> {
         let outcome = self
             .roll_out(&run, &mut progress, &mut streams, &keys, watch, cancel)
             .await?;
-        self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?;
+        match operation {
+            None => self.record_outcome(&run, &outcome, progress.cancelled.as_deref(), watch)?,
+            Some(op) => self.record_operation_outcome(&run, op, &progress, watch)?,
+        }
         drop(reports);
         self.clean_up(&run, &progress.dispatched).await;
         Ok(RunOutcome {
@@ -684,6 +719,55 @@ impl<T: Transport> Engine<'_, T> {
             }),
         };
         self.record(NewEvent::new(run.deploy_id.clone(), &run.actor, end), watch)
+    }
+
+    /// Each planned host's outcome as the operation's, then `OperationFinished`: a host
+    /// that did not succeed (failed, timed out, lost, or never started after a cancel) failed,
+    /// with the last `HostFailed` reason the log holds for it.
+    fn record_operation_outcome(
+        &self,
+        run: &DeployRun<'_>,
+        operation: &Operation,
+        progress: &Progress,
+        watch: &mut dyn FnMut(&Envelope),
+    ) -> Result<(), EngineError> {
+        let succeeded = progress.rollout.hosts_with(HostStatus::Succeeded);
+        let history = self.log.read_deploy(&run.deploy_id)?;
+        let mut events = Vec::new();
+        let mut failed = Vec::new();
+        for host in run.plan.hosts.iter().map(|h| &h.host) {
+            let event: Event = if succeeded.contains(host) {
+                OperationSucceeded {
+                    operation: operation.clone(),
+                }
+                .into()
+            } else {
+                failed.push(host.clone());
+                let reason = history
+                    .iter()
+                    .rev()
+                    .find_map(|e| match &e.event {
+                        Event::HostFailed(f) if e.host.as_deref() == Some(host) => {
+                            Some(f.error.clone())
+                        }
+                        _ => None,
+                    })
+                    .or_else(|| progress.cancelled.clone())
+                    .unwrap_or_else(|| "not run".to_owned());
+                OperationFailed {
+                    operation: operation.clone(),
+                    reason,
+                }
+                .into()
+            };
+            events.push(NewEvent::new(run.deploy_id.clone(), &run.actor, event).on_host(host));
+        }
+        let finished = OperationFinished {
+            operation: operation.clone(),
+            failed,
+        };
+        events.push(NewEvent::new(run.deploy_id.clone(), &run.actor, finished));
+        self.record_all(events, watch)
     }
 
     async fn dispatch(

@@ -187,6 +187,32 @@ fn job_step(
             retain: *retain,
             protected: protected.clone(),
         }),
+        // The executor's "stop the role's running containers but one", keeping none.
+        Step::StopRole {
+            role,
+            stop_timeout_s,
+        } => JobStep::StopOldContainers(StopOldContainers {
+            service: plan.service.clone(),
+            role: role.clone(),
+            destination: plan.destination.clone(),
+            keep: String::new(),
+            stop_timeout_s: u32::try_from(*stop_timeout_s).unwrap_or(u32::MAX),
+        }),
+        Step::StartExisting { container, .. } => JobStep::StartExisting(wire::ContainerRef {
+            container: container.clone(),
+        }),
+        Step::Maintenance {
+            proxy_service,
+            message,
+            ..
+        } => JobStep::SetMaintenance(wire::SetMaintenance {
+            proxy_service: proxy_service.clone(),
+            maintenance: Some(message.clone()),
+        }),
+        Step::Live { proxy_service, .. } => JobStep::SetMaintenance(wire::SetMaintenance {
+            proxy_service: proxy_service.clone(),
+            maintenance: None,
+        }),
     })
 }
 

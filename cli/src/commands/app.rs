@@ -1,8 +1,9 @@
 //! `flotilla app ...`: Kamal's everyday app commands. Read-only and interactive ones run over
 //! SSH on the picked hosts (`details`, `containers`, `images`, `version`, `logs [-f]`,
-//! `exec [-i]`, `stale_containers`); the ones that change containers (`start`, `stop`,
-//! `stale_containers --stop`, `remove`) hold the deploy lock while they run. The Docker
-//! command lines are `flotilla_deploy::commands::App`'s.
+//! `exec [-i]`, `stale_containers`). `start`, `stop` and `remove` are planned steps the hosts'
+//! executors run and the scheduler records (`operate.rs`), as a deploy is; `stale_containers
+//! --stop` still runs over SSH under the deploy lock. The Docker command lines are
+//! `flotilla_deploy::commands::App`'s.
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
@@ -126,7 +127,9 @@ struct Common {
     config: ConfigArgs,
     #[command(flatten)]
     targets: Targets,
-    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    /// JSON on stdout: one object per host (host, exit, stdout, stderr); for start, stop,
+    /// remove, maintenance and live, which the executors run, one event per line as `deploy
+    /// --json`
     #[arg(long)]
     json: bool,
 }
@@ -153,13 +156,6 @@ struct BootArgs {
 struct LiveArgs {
     #[command(flatten)]
     common: Common,
-    /// The proxy's admin socket on the hosts
-    #[arg(
-        long = "proxy-socket",
-        env = "FLOTILLA_PROXY_SOCKET",
-        default_value = flotilla_proxy::DEFAULT_ADMIN_SOCKET
-    )]
-    proxy_socket: String,
 }
 
 #[derive(Debug, Args)]
@@ -256,45 +252,22 @@ pub async fn run(cmd: &AppCmd) -> anyhow::Result<()> {
         AppAction::StaleContainers(a) => stale_containers(a).await,
         AppAction::Start(a) => start(a).await,
         AppAction::Stop(c) => {
-            let config = c.config.load()?;
-            fanout::with_lock(&config, "stop the app", async {
-                change(&config, c, "app stop", Operation::AppStop, |app| {
-                    app.stop(None)
-                })
-                .await
-            })
-            .await
+            crate::commands::operate::run(&c.config, &c.targets, c.json, Operation::AppStop).await
         }
-        AppAction::Remove(c) => remove(c).await,
+        AppAction::Remove(c) => {
+            crate::commands::operate::run(&c.config, &c.targets, c.json, Operation::AppRemove).await
+        }
         AppAction::Boot(a) => boot(a).await,
         AppAction::Maintenance(a) => {
-            let l = &a.live;
-            let config = l.common.config.load()?;
-            fanout::with_lock(
-                &config,
-                "put the app in maintenance",
-                crate::commands::app_maintenance::set(
-                    &config,
-                    &l.common.targets,
-                    &l.proxy_socket,
-                    Some(a.message.clone()),
-                ),
-            )
-            .await
+            let c = &a.live.common;
+            let operation = Operation::AppMaintenance {
+                message: a.message.clone(),
+            };
+            crate::commands::operate::run(&c.config, &c.targets, c.json, operation).await
         }
         AppAction::Live(l) => {
-            let config = l.common.config.load()?;
-            fanout::with_lock(
-                &config,
-                "set the app live",
-                crate::commands::app_maintenance::set(
-                    &config,
-                    &l.common.targets,
-                    &l.proxy_socket,
-                    None,
-                ),
-            )
-            .await
+            let c = &l.common;
+            crate::commands::operate::run(&c.config, &c.targets, c.json, Operation::AppLive).await
         }
     }
 }
@@ -346,36 +319,6 @@ async fn finish(
     pool.close().await;
     fanout::print_runs(kind, &runs, json)?;
     fanout::check_runs(what, &runs)
-}
-
-/// A state-changing command on every picked host and role, its output printed per host,
-/// recorded in the event log as `operation`.
-async fn change(
-    config: &Config,
-    c: &Common,
-    what: &str,
-    operation: Operation,
-    command: impl Fn(App<'_>) -> String,
-) -> anyhow::Result<()> {
-    let jobs: Vec<(String, String)> = c
-        .targets
-        .host_roles(config)
-        .into_iter()
-        .map(|(host, role)| (host, command(App::new(config, Some(role)))))
-        .collect();
-    if jobs.is_empty() {
-        return Err(fanout::no_hosts().into());
-    }
-    let hosts: Vec<String> = jobs.iter().map(|(h, _)| h.clone()).collect();
-    let log = record::open_log(config)?;
-    let recording = Recording::start(log.as_ref(), config, operation, &hosts)?;
-    let pool = fanout::pool(config);
-    let runs = fanout::run_all(&pool, jobs).await;
-    pool.close().await;
-    recording.note(&runs);
-    let result =
-        fanout::print_runs("App", &runs, c.json).and_then(|()| fanout::check_runs(what, &runs));
-    recording.end(result)
 }
 
 fn log_options(a: &LogsArgs) -> Logs {
@@ -530,22 +473,14 @@ async fn stale(
     fanout::check_runs("stopping stale containers", &stopped)
 }
 
-/// Starts the container of `--version`, or the newest app container of each role.
+/// Starts each role's container of `--version`, or of the newest release, through the
+/// executors.
 async fn start(a: &VersionArgs) -> anyhow::Result<()> {
-    let config = a.common.config.load()?;
-    fanout::with_lock(&config, "start the app", async {
-        let operation = Operation::AppStart {
-            version: a.version.clone(),
-        };
-        change(&config, &a.common, "app start", operation, |app| {
-            match &a.version {
-                Some(v) => app.start(v),
-                None => app.start_latest(),
-            }
-        })
-        .await
-    })
-    .await
+    let operation = Operation::AppStart {
+        version: a.version.clone(),
+    };
+    let c = &a.common;
+    crate::commands::operate::run(&c.config, &c.targets, c.json, operation).await
 }
 
 /// Kamal's `app boot`: the version rolled out again by the scheduler (lock, hooks, events),
@@ -586,24 +521,6 @@ async fn boot(a: &BootArgs) -> anyhow::Result<()> {
         resume: None,
     };
     crate::commands::deploy::run(&cmd, true).await
-}
-
-/// Kamal's `app remove`: stop, remove the role's containers, then the service's images that
-/// no container uses any more (Docker keeps those another role's containers still use).
-async fn remove(c: &Common) -> anyhow::Result<()> {
-    let config = c.config.load()?;
-    fanout::with_lock(&config, "remove the app", async {
-        change(&config, c, "app remove", Operation::AppRemove, |app| {
-            format!(
-                "{{ {}; }}; {} && {{ {} || true; }}",
-                app.stop(None),
-                app.remove_containers(),
-                App::new(&config, None).remove_images()
-            )
-        })
-        .await
-    })
-    .await
 }
 
 /// Used by `app_exec`: `KEY=VALUE` pairs (Kamal's `KEY:VALUE` accepted too).

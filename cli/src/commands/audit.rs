@@ -14,6 +14,9 @@ use crate::exit::{USAGE, UserError};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  flotilla audit\n  flotilla audit --json | jq .actor")]
 pub struct AuditCmd {
+    /// In service mode (`x-flotilla.scheduler.mode: service`) the service's log is read
+    #[command(flatten)]
+    config: crate::commands::config::ConfigArgs,
     /// One JSON object per operation on stdout
     #[arg(long)]
     json: bool,
@@ -50,7 +53,26 @@ struct Entry {
     reason: Option<String>,
 }
 
+/// Adds `host` to `hosts` unless it is there already.
+fn add_host(hosts: &mut Vec<String>, host: Option<&str>) {
+    if let Some(host) = host
+        && !hosts.iter().any(|h| h == host)
+    {
+        hosts.push(host.to_owned());
+    }
+}
+
 pub fn run(cmd: &AuditCmd) -> anyhow::Result<()> {
+    // Service mode: the service's one log, the same from every machine. Without a config
+    // here (audit run beside a copied log), the local log.
+    let config_there = cmd.config.config_file.exists();
+    if config_there {
+        let config = cmd.config.load()?;
+        if crate::client::service_mode(&config) {
+            let log = crate::client::mirror_blocking(&config)?;
+            return print(cmd, &log);
+        }
+    }
     if !cmd.log.join("sled").exists() {
         return Err(UserError {
             message: format!("no event log at {}", cmd.log.display()),
@@ -61,6 +83,11 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<()> {
     }
     let log = SledLog::open(&cmd.log)
         .with_context(|| format!("opening the event log {}", cmd.log.display()))?;
+    print(cmd, &log)
+}
+
+/// Folds `log` into one entry per operation and prints them.
+fn print(cmd: &AuditCmd, log: &dyn EventLog) -> anyhow::Result<()> {
     let mut entries: BTreeMap<DeployId, Entry> = BTreeMap::new();
     let mut order: Vec<DeployId> = Vec::new();
     for envelope in log.read_all().context("reading the event log")? {
@@ -93,8 +120,12 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<()> {
                 entry.outcome = "cancelled".into();
                 entry.reason = Some(c.reason.clone());
             }
-            Event::HostSucceeded(_) => entry.succeeded.extend(e.host.clone()),
-            Event::HostFailed(_) => entry.failed.extend(e.host.clone()),
+            // An operation the executors ran has both its host's report and the scheduler's
+            // verdict on it: each host is listed once.
+            Event::HostSucceeded(_) | Event::OperationSucceeded(_) => {
+                add_host(&mut entry.succeeded, e.host.as_deref())
+            }
+            Event::HostFailed(_) => add_host(&mut entry.failed, e.host.as_deref()),
             // An enrolment is an operation of its own: who trusted which host's keys, when.
             Event::HostEnrolled(h) => {
                 entry.kind = "enroll".into();
@@ -117,9 +148,8 @@ pub fn run(cmd: &AuditCmd) -> anyhow::Result<()> {
                 entry.destination.clone_from(&o.destination);
                 entry.hosts.clone_from(&o.hosts);
             }
-            Event::OperationSucceeded(_) => entry.succeeded.extend(e.host.clone()),
             Event::OperationFailed(f) => {
-                entry.failed.extend(e.host.clone());
+                add_host(&mut entry.failed, e.host.as_deref());
                 entry.reason = Some(f.reason.clone());
             }
             Event::OperationFinished(f) => {

@@ -3,7 +3,6 @@
 pub mod accessory;
 pub mod app;
 pub mod app_exec;
-pub mod app_maintenance;
 pub mod audit;
 pub mod bootstrap;
 pub mod build;
@@ -19,6 +18,7 @@ pub mod init;
 pub mod key;
 pub mod lock;
 pub mod metrics;
+pub mod operate;
 pub mod proxy;
 pub mod proxy_fleet;
 pub mod prune;
@@ -31,6 +31,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod setup;
+pub mod upgrade;
 
 /// Write command output to stdout; a closed pipe is reported as the io error `exit` ignores.
 pub fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -50,7 +50,8 @@ struct PruneArgs {
     /// Stopped containers to keep (default: `retain_containers` from the config)
     #[arg(long)]
     retain: Option<u32>,
-    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    /// JSON on stdout: one object per host (host, exit, stdout, stderr); for `containers`,
+    /// which the executors run, one event per line as `deploy --json`
     #[arg(long)]
     json: bool,
 }
@@ -82,6 +83,12 @@ pub async fn run(cmd: &PruneCmd) -> anyhow::Result<()> {
         images,
         retain,
     };
+    // Containers alone: planned and run by the executors, recorded like a deploy. Images are
+    // still pruned over SSH (the executor has no image listing yet).
+    if !images {
+        return crate::commands::operate::run(&args.config, &args.targets, args.json, operation)
+            .await;
+    }
     fanout::with_lock(&config, "prune", async {
         let log = record::open_log(&config)?;
         let recording = Recording::start(log.as_ref(), &config, operation, &hosts)?;

@@ -113,12 +113,16 @@ fn role_steps(config: &Config, release: &Release, role: &Role, host: &str) -> Ve
         Step::StopOldContainers {
             role: role.name.clone(),
             keep: container,
-            stop_timeout_s: role
-                .stop_timeout
-                .or(config.stop_timeout)
-                .unwrap_or(DEFAULT_STOP_TIMEOUT),
+            stop_timeout_s: stop_timeout(config, role),
         },
     ]
+}
+
+/// How long Docker waits after SIGTERM for the role's containers: the role's, else the root's.
+pub(crate) fn stop_timeout(config: &Config, role: &Role) -> u64 {
+    role.stop_timeout
+        .or(config.stop_timeout)
+        .unwrap_or(DEFAULT_STOP_TIMEOUT)
 }
 
 /// The role's env with the env of each of the host's tags merged over it, in tag order.

@@ -25,7 +25,12 @@ fn step_role(step: &Step) -> Option<&str> {
     match step {
         Step::StartContainer(s) => Some(&s.role),
         Step::SwitchProxy(s) => Some(&s.role),
-        Step::AwaitHealthy { role, .. } | Step::StopOldContainers { role, .. } => Some(role),
+        Step::AwaitHealthy { role, .. }
+        | Step::StopOldContainers { role, .. }
+        | Step::StopRole { role, .. }
+        | Step::StartExisting { role, .. }
+        | Step::Maintenance { role, .. }
+        | Step::Live { role, .. } => Some(role),
         Step::PullImage { .. } | Step::Prune { .. } => None,
     }
 }

@@ -10,12 +10,14 @@ pub(crate) mod build;
 mod builder;
 mod engine_build;
 mod filter;
+mod operation;
 
 pub use argv::split_command;
 pub use build::plan;
 pub use builder::{BuildInputs, BuildPlan, BuilderKind, build_plan};
 pub use engine_build::{EngineBuild, EngineCaps, EngineStep, NeedsBuilder, engine_build};
 pub use filter::matches;
+pub use operation::{AppOperation, operation_plan};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -90,6 +92,28 @@ pub enum Step {
         retain: u32,
         protected: Vec<String>,
     },
+    /// `app stop`: every running container of the role stopped (none kept).
+    StopRole {
+        role: String,
+        stop_timeout_s: u64,
+    },
+    /// `app start`: the role's existing container of a version started again.
+    StartExisting {
+        role: String,
+        container: String,
+    },
+    /// `app maintenance`: the role's proxied service answers 503 with `message` (the
+    /// proxy's default text without one).
+    Maintenance {
+        role: String,
+        proxy_service: String,
+        message: Option<String>,
+    },
+    /// `app live`: the role's proxied service forwards to the app again.
+    Live {
+        role: String,
+        proxy_service: String,
+    },
 }
 
 impl Step {
@@ -102,6 +126,10 @@ impl Step {
             Step::SwitchProxy(s) => format!("switch proxy {}", s.role),
             Step::StopOldContainers { role, .. } => format!("stop old {role}"),
             Step::Prune { .. } => "prune".into(),
+            Step::StopRole { role, .. } => format!("stop {role}"),
+            Step::StartExisting { container, .. } => format!("start {container}"),
+            Step::Maintenance { role, .. } => format!("maintenance {role}"),
+            Step::Live { role, .. } => format!("live {role}"),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 mod builder;
 mod commands;
 mod engine_build;
+mod operation;
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

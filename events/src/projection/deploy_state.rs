@@ -157,6 +157,32 @@ impl Projection for DeployState {
                 self.rolled_back_to = Some(r.to_version.clone());
                 return;
             }
+            // An operation other than a rollout (`app stop`, `prune`): its hosts are planned
+            // from the start, and its end says which failed.
+            Event::OperationStarted(o) => {
+                for host in &o.hosts {
+                    self.hosts.entry(host.clone()).or_default();
+                }
+                self.performer = Some(e.actor.clone());
+                self.requested_at = Some(e.at);
+                self.status = DeployStatus::Running;
+                return;
+            }
+            Event::OperationFinished(f) => {
+                let status = if f.failed.is_empty() {
+                    DeployStatus::Completed
+                } else {
+                    DeployStatus::Failed {
+                        reason: format!(
+                            "{} failed on {} host(s): {}",
+                            f.operation,
+                            f.failed.len(),
+                            f.failed.join(", ")
+                        ),
+                    }
+                };
+                return self.finish(status, e.at);
+            }
             _ => {}
         }
         let Some(name) = e.host.as_deref() else {

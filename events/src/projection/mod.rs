@@ -15,7 +15,7 @@ mod releases;
 pub use deploy_state::{DeployState, DeployStatus, Deploys, HostState, HostStatus};
 pub use enrolled::{Enrolled, Enrolment};
 pub use fleet::{FleetState, HostRuns, RunningAccessory, RunningContainer};
-pub use releases::{ImageRef, Outcome, Release, ReleaseTarget, Releases};
+pub use releases::{ImageRef, Outcome, Release, ReleaseTarget, Releases, Stopped};
 
 use crate::envelope::Envelope;
 use crate::log::{EventLog, LogError};

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Projection;
 use crate::envelope::Envelope;
-use crate::event::{DeployKind, Event};
+use crate::event::{DeployKind, Event, Operation, OperationStarted};
 use crate::ids::{DeployId, Timestamp};
 
 /// What releases are grouped by: Kamal's service and destination.
@@ -121,6 +121,22 @@ pub struct Releases {
     /// The release of the previous relevant event (events come in runs per
     /// deploy; this spares most lookups).
     recent: Option<usize>,
+    /// App operations begun and not yet finished (`app stop`, `app start`, `app remove`).
+    operations: HashMap<DeployId, OperationStarted>,
+    /// Targets whose app an `app stop` or `app remove` took down on every host of the newest
+    /// release, and no deploy or `app start` has run since.
+    stopped: BTreeMap<ReleaseTarget, Stopped>,
+}
+
+/// What took a target's app down: nothing of it runs since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// The operation's id (`flotilla replay ID`).
+    pub deploy_id: DeployId,
+    /// `app stop` or `app remove`.
+    pub operation: Operation,
+    /// When it finished.
+    pub at: Timestamp,
 }
 
 impl Releases {
@@ -136,6 +152,61 @@ impl Releases {
     /// The release made by a deploy.
     pub fn by_deploy(&self, deploy_id: &DeployId) -> Option<&Release> {
         self.releases.get(*self.by_deploy.get(deploy_id)?)
+    }
+
+    /// What took the target's app down, when an `app stop` or `app remove` finished on every
+    /// host of its newest release and no deploy or `app start` ran since: then none of its
+    /// releases runs.
+    pub fn stopped(&self, target: &ReleaseTarget) -> Option<&Stopped> {
+        self.stopped.get(target)
+    }
+
+    /// The release the target's hosts run: the newest, unless the app was stopped since.
+    pub fn running(&self, target: &ReleaseTarget) -> Option<&Release> {
+        if self.stopped.contains_key(target) {
+            return None;
+        }
+        self.of(target).next_back()
+    }
+
+    /// Follows the app operations that decide whether anything runs ([`Releases::stopped`]).
+    fn apply_operation(&mut self, e: &Envelope) {
+        match &e.event {
+            Event::OperationStarted(o)
+                if matches!(
+                    o.operation,
+                    Operation::AppStop | Operation::AppRemove | Operation::AppStart { .. }
+                ) =>
+            {
+                self.operations.insert(e.deploy_id.clone(), o.clone());
+            }
+            Event::OperationFinished(f) => {
+                let Some(started) = self.operations.remove(&e.deploy_id) else {
+                    return;
+                };
+                let target = ReleaseTarget::new(&started.service, started.destination.as_deref());
+                match started.operation {
+                    Operation::AppStart { .. } => {
+                        self.stopped.remove(&target);
+                    }
+                    Operation::AppStop | Operation::AppRemove if f.failed.is_empty() => {
+                        let everywhere = self.of(&target).next_back().is_some_and(|r| {
+                            r.planned_hosts.iter().all(|h| started.hosts.contains(h))
+                        });
+                        if everywhere {
+                            let stopped = Stopped {
+                                deploy_id: e.deploy_id.clone(),
+                                operation: started.operation,
+                                at: e.at,
+                            };
+                            self.stopped.insert(target, stopped);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Every target with at least one release.
@@ -197,9 +268,17 @@ impl Projection for Releases {
             });
             self.by_deploy.insert(e.deploy_id.clone(), index);
             let target = ReleaseTarget::new(&request.service, request.destination.as_deref());
+            // A rollout runs the app again, whatever stopped it.
+            self.stopped.remove(&target);
             self.by_target.entry(target).or_default().push(index);
             self.pending.insert(index, Pending::default());
             return;
+        }
+        if matches!(
+            e.event,
+            Event::OperationStarted(_) | Event::OperationFinished(_)
+        ) {
+            return self.apply_operation(e);
         }
         let relevant = matches!(
             e.event,

@@ -395,6 +395,18 @@ impl Proxy for SocketProxy {
     async fn services(&self) -> Result<Vec<ServiceStatus>, ProxyError> {
         self.client.list().await.map_err(proxy_err)
     }
+
+    async fn set_maintenance(
+        &self,
+        service: &str,
+        maintenance: Option<Option<String>>,
+    ) -> Result<(), ProxyError> {
+        match maintenance {
+            Some(message) => self.client.maintenance(service, message).await,
+            None => self.client.live(service).await,
+        }
+        .map_err(proxy_err)
+    }
 }
 
 /// Docker's log settings for a container. Options without a driver still apply: an empty type

@@ -176,4 +176,18 @@ pub trait Proxy: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, ProxyError>> + Send;
     /// Every service the proxy routes, with its target, version and health check.
     fn services(&self) -> impl Future<Output = Result<Vec<ServiceStatus>, ProxyError>> + Send;
+    /// Puts `service` in maintenance (`Some(message)`: 503 with it) or live again (`None`).
+    /// A proxy that cannot says so.
+    fn set_maintenance(
+        &self,
+        service: &str,
+        maintenance: Option<Option<String>>,
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send {
+        let _ = (service, maintenance);
+        async {
+            Err(ProxyError::Other(
+                "this proxy has no maintenance mode".into(),
+            ))
+        }
+    }
 }

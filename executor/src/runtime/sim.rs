@@ -306,4 +306,19 @@ impl Proxy for SimRuntime {
             .cloned()
             .collect())
     }
+
+    async fn set_maintenance(
+        &self,
+        service: &str,
+        maintenance: Option<Option<String>>,
+    ) -> Result<(), ProxyError> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(route) = routes.get_mut(service) else {
+            return Err(ProxyError::Other(format!("no service {service}")));
+        };
+        // The proxy's own default text when no message is given.
+        route.maintenance =
+            maintenance.map(|m| m.unwrap_or_else(|| "Service Unavailable".to_owned()));
+        Ok(())
+    }
 }

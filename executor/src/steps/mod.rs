@@ -149,6 +149,21 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
                 self.runtime.remove(&s.container).await?;
                 Ok(Vec::new())
             }
+            // Reports nothing but the host's success: the proxy's state is the outcome, and
+            // a second request sets the same state (idempotent).
+            JobStep::SetMaintenance(s) => self
+                .proxy
+                .set_maintenance(&s.proxy_service, s.maintenance.clone())
+                .await
+                .map(|()| Vec::new())
+                .map_err(|e| {
+                    let what = if s.maintenance.is_some() {
+                        "maintenance"
+                    } else {
+                        "live"
+                    };
+                    StepFailed::new(format!("{what} {}: {e}", s.proxy_service))
+                }),
         }
     }
 

@@ -18,9 +18,11 @@
 //! scheduler service. It renders nothing: it tells `watch` about every event it records.
 
 mod auto_rollback;
+mod operation;
 pub mod plans;
 
 pub use auto_rollback::RolledBack;
+pub use operation::{OperationRequest, operate};
 pub use plans::{PlanError, policy};
 
 use crate::engine::{DeployRun, Engine, EngineError, RunOutcome};
@@ -170,13 +172,25 @@ pub async fn run<T: Transport>(
 
 /// The deploy lock: one deploy of a service and destination at a time, across machines.
 async fn lock<T: Transport>(ctx: &Context<'_, T>, req: &Request) -> Result<T::Lock, LockError> {
+    let message = format!("{} {}", req.command, req.plan.release.version);
+    let version = Some(req.plan.release.version.clone());
+    lock_as(ctx, message, version, &req.deploy_id).await
+}
+
+/// The deploy lock for whatever changes the hosts, held by `id` and saying `message`.
+async fn lock_as<T: Transport>(
+    ctx: &Context<'_, T>,
+    message: String,
+    version: Option<String>,
+    id: &DeployId,
+) -> Result<T::Lock, LockError> {
     let info = LockInfo {
         holder: ctx.actor.clone(),
-        message: format!("{} {}", req.command, req.plan.release.version),
+        message,
         acquired_at: Timestamp::now().to_string(),
         machine: ctx.machine.clone(),
-        version: Some(req.plan.release.version.clone()),
-        deploy_id: Some(req.deploy_id.to_string()),
+        version,
+        deploy_id: Some(id.to_string()),
         expires_at_ms: None,
     };
     let key = lock_key(&ctx.config.service, ctx.config.destination.as_deref());

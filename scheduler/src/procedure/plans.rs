@@ -5,8 +5,10 @@
 use crate::rollout::{Amount, Policy};
 use flotilla_deploy::Config;
 use flotilla_deploy::config::types::HostCount;
-use flotilla_deploy::plan::{Plan, PlanContext, Release, container_name, plan};
-use flotilla_events::event::{DeployKind, RollbackStarted};
+use flotilla_deploy::plan::{
+    AppOperation, Plan, PlanContext, Release, container_name, operation_plan as app_plan, plan,
+};
+use flotilla_events::event::{DeployKind, Operation, RollbackStarted};
 use flotilla_events::projection::{Projections, ReleaseTarget};
 use flotilla_events::{DeployId, Event, EventLog, LogError};
 use std::time::Duration;
@@ -34,6 +36,10 @@ pub enum PlanError {
         newer: String,
         version: String,
     },
+    #[error("no release of {0} in the event log to start")]
+    NothingToStart(String),
+    #[error("{0} is not run through the executors")]
+    NotPlanned(String),
     #[error("event log")]
     Log(#[from] LogError),
 }
@@ -55,6 +61,8 @@ impl PlanError {
             PlanError::Superseded { .. } => {
                 "deploy the version you want with `flotilla deploy`, or go back with `flotilla rollback`"
             }
+            PlanError::NothingToStart(_) => "name it: flotilla app start --version VERSION",
+            PlanError::NotPlanned(_) => "run it from the CLI in embedded mode",
             PlanError::Log(_) => "see `flotilla events --salvage`",
         }
     }
@@ -149,6 +157,51 @@ pub fn deploy_plan(
     Ok(narrow.apply(planned, &config.primary_role))
 }
 
+/// What an app operation (`app start|stop|remove`, `prune containers`) does on each host:
+/// `app start` without a version starts the newest release's containers, and pruning keeps
+/// the last good release's (the rollback target) whatever `retain` says.
+pub fn operation_plan(
+    config: &Config,
+    log: &dyn EventLog,
+    operation: &Operation,
+    narrow: &Narrow,
+) -> Result<Plan, PlanError> {
+    let app = match operation {
+        Operation::AppStart { version } => {
+            let version = match version {
+                Some(v) => v.clone(),
+                None => {
+                    let projections = Projections::rebuild(log)?;
+                    let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
+                    projections
+                        .releases
+                        .of(&target)
+                        .next_back()
+                        .map(|r| r.version.clone())
+                        .ok_or_else(|| PlanError::NothingToStart(config.service.clone()))?
+                }
+            };
+            AppOperation::Start { version }
+        }
+        Operation::AppStop => AppOperation::Stop,
+        Operation::AppMaintenance { message } => AppOperation::Maintenance {
+            message: message.clone(),
+        },
+        Operation::AppLive => AppOperation::Live,
+        Operation::AppRemove => AppOperation::Remove,
+        Operation::Prune {
+            containers: true,
+            images: false,
+            retain,
+        } => AppOperation::PruneContainers {
+            retain: *retain,
+            protected: protected(config, log)?.protected,
+        },
+        other => return Err(PlanError::NotPlanned(other.to_string())),
+    };
+    Ok(narrow.apply(app_plan(config, &app), &config.primary_role))
+}
+
 /// What `rollback [VERSION]` rolls out: that good release (default: the last good one before
 /// the current), by the exact digest it ran (the tag may have been pushed again since), and
 /// the `RollbackStarted` that records why.
@@ -160,10 +213,10 @@ pub fn rollback_plan(
 ) -> Result<(Plan, RollbackStarted), PlanError> {
     let projections = Projections::rebuild(log)?;
     let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
+    // What runs now: nothing after an `app stop` or `app remove` of every host.
     let current = projections
         .releases
-        .of(&target)
-        .next_back()
+        .running(&target)
         .map(|r| r.version.clone());
     let to = projections
         .releases

@@ -18,7 +18,8 @@ mod publisher;
 
 use crate::enrolment::{self, Decision};
 use crate::procedure::{
-    self, Context, HEARTBEAT_WAIT, PlanError, ProcedureError, Request as ProcedureRequest, plans,
+    self, Context, HEARTBEAT_WAIT, OperationRequest, PlanError, ProcedureError,
+    Request as ProcedureRequest, plans,
 };
 use crate::transport::Transport;
 use flotilla_deploy::Config;
@@ -412,7 +413,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
             Active {
                 running: Running {
                     deploy_id: rollout.deploy_id.clone(),
-                    command: prepared.request.command.to_owned(),
+                    command: prepared.request.command(),
                     actor: rollout.actor.clone(),
                 },
                 cancel: cancel.clone(),
@@ -423,7 +424,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
         let service = self.clone();
         let table = table.clone();
         tokio::task::spawn_local(async move {
-            let id = prepared.request.deploy_id.clone();
+            let id = prepared.request.deploy_id().clone();
             service
                 .run_rollout(prepared, rollout, started_tx, &cancel)
                 .await;
@@ -476,7 +477,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
         let id = rollout.deploy_id.clone();
         let request = match &rollout.kind {
             RolloutKind::Deploy { version } | RolloutKind::Redeploy { version } => {
-                ProcedureRequest {
+                Planned::Rollout(ProcedureRequest {
                     plan: plans::deploy_plan(&config, log, version, &narrow)?,
                     kind: DeployKind::Deploy,
                     deploy_id: id,
@@ -486,31 +487,36 @@ impl<T: Transport + Clone + 'static> Service<T> {
                         RolloutKind::Redeploy { .. } => "redeploy",
                         _ => "deploy",
                     },
-                }
+                })
             }
             RolloutKind::Rollback { version } => {
                 let (plan, started) =
                     plans::rollback_plan(&config, log, version.as_deref(), &narrow)?;
-                ProcedureRequest {
+                Planned::Rollout(ProcedureRequest {
                     plan,
                     kind: DeployKind::Rollback,
                     deploy_id: id,
                     resume: false,
                     preamble: vec![started.into()],
                     command: "rollback",
-                }
+                })
             }
             RolloutKind::Resume => {
                 let (plan, kind) = plans::resume_plan(&config, log, id.as_str())?;
-                ProcedureRequest {
+                Planned::Rollout(ProcedureRequest {
                     plan,
                     kind,
                     deploy_id: id,
                     resume: true,
                     preamble: Vec::new(),
                     command: "resume",
-                }
+                })
             }
+            RolloutKind::Operation { operation } => Planned::Operation(OperationRequest {
+                plan: plans::operation_plan(&config, log, operation, &narrow)?,
+                operation: operation.clone(),
+                deploy_id: id,
+            }),
         };
         Ok(Prepared { config, request })
     }
@@ -544,8 +550,11 @@ impl<T: Transport + Clone + 'static> Service<T> {
                 let _ = tx.send(Ok(()));
             }
         };
-        let result = procedure::run(&ctx, &prepared.request, &mut watch, cancel).await;
-        let id = &prepared.request.deploy_id;
+        let result = match &prepared.request {
+            Planned::Rollout(req) => procedure::run(&ctx, req, &mut watch, cancel).await,
+            Planned::Operation(req) => procedure::operate(&ctx, req, &mut watch, cancel).await,
+        };
+        let id = prepared.request.deploy_id();
         match (result, started.take()) {
             (Err(e), Some(tx)) => {
                 let _ = tx.send(Err(refused(&e, procedure_hint(&e))));
@@ -563,7 +572,30 @@ impl<T: Transport + Clone + 'static> Service<T> {
 /// A rollout ready to run.
 struct Prepared {
     config: Config,
-    request: ProcedureRequest,
+    request: Planned,
+}
+
+/// What a rollout request runs: a deploy-like rollout, or an app operation.
+enum Planned {
+    Rollout(ProcedureRequest),
+    Operation(OperationRequest),
+}
+
+impl Planned {
+    fn deploy_id(&self) -> &flotilla_events::DeployId {
+        match self {
+            Planned::Rollout(r) => &r.deploy_id,
+            Planned::Operation(o) => &o.deploy_id,
+        }
+    }
+
+    /// What `status` shows it as: `deploy`, `rollback`, `app stop`, ...
+    fn command(&self) -> String {
+        match self {
+            Planned::Rollout(r) => r.command.to_owned(),
+            Planned::Operation(o) => o.operation.to_string(),
+        }
+    }
 }
 
 /// Why a rollout could not start.

@@ -10,6 +10,8 @@
 //! `PORT` picks the port (default 80). SIGTERM and SIGINT exit at once.
 //! `app has-env NAME=VALUE...` (what `flotilla app exec` runs in the image, which has no
 //! shell) exits 0 when every variable has that value, else 1, printing no value.
+//! `app store FILE TEXT` writes TEXT to FILE and `app fetch FILE` prints it: a stand-in for a
+//! database writing to its volume, for accessory tests (the image has no shell).
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -47,6 +49,43 @@ struct App {
     started: Instant,
 }
 
+/// `store FILE TEXT`: writes TEXT to FILE (durably: a database's write).
+fn store(args: &[String]) -> i32 {
+    let [file, text] = args else {
+        eprintln!("usage: app store FILE TEXT");
+        return 2;
+    };
+    let written = std::fs::File::create(file).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("testapp: store {file}: {e}");
+            1
+        }
+    }
+}
+
+/// `fetch FILE`: prints what FILE holds.
+fn fetch(args: &[String]) -> i32 {
+    let [file] = args else {
+        eprintln!("usage: app fetch FILE");
+        return 2;
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("testapp: fetch {file}: {e}");
+            1
+        }
+    }
+}
+
 /// `has-env NAME=VALUE...`: whether the environment holds these exact values.
 fn has_env(pairs: &[String]) -> i32 {
     let mut code = 0;
@@ -63,8 +102,11 @@ fn has_env(pairs: &[String]) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("has-env") {
-        std::process::exit(has_env(&args[1..]));
+    match args.first().map(String::as_str) {
+        Some("has-env") => std::process::exit(has_env(&args[1..])),
+        Some("store") => std::process::exit(store(&args[1..])),
+        Some("fetch") => std::process::exit(fetch(&args[1..])),
+        _ => {}
     }
     let mode = match parse_mode(&std::env::var("APP_MODE").unwrap_or_default()) {
         Ok(m) => m,

@@ -237,6 +237,21 @@ fn app_stop_start_prune_lock_and_audit() {
 
     project.flotilla_ok(&["app", "stop"], &[]);
     assert!(containers(&fleet, host, "running").is_empty());
+    // The stop ran on the host's executor, so the host's own report is in the log, and
+    // history lists it beside the releases.
+    let history = project.flotilla_ok(&["history", "--json"], &[]);
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["kind"], &last["operation"], &last["outcome"]),
+        (
+            &serde_json::json!("app stop"),
+            &serde_json::json!(true),
+            &serde_json::json!("completed")
+        ),
+        "{history}"
+    );
+    let replay = project.flotilla_ok(&["replay", last["deploy_id"].as_str().unwrap()], &[]);
+    assert!(replay.contains("OldContainerStopped"), "{replay}");
     project.flotilla_ok(&["app", "start"], &[]);
     assert_eq!(containers(&fleet, host, "running"), ["testapp-web-v3"]);
     // `app boot` after a stop: the scheduler rolls the current version out again.
@@ -266,7 +281,7 @@ fn app_stop_start_prune_lock_and_audit() {
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("refusing to prune") && err.contains("db migration"),
+        err.contains("the deploy lock is taken") && err.contains("db migration"),
         "{err}"
     );
     assert_eq!(
@@ -462,4 +477,7 @@ fn accessory_boot_reboot_remove() {
 /// Requests that must all succeed once the app is live again.
 const LIVE_REQUESTS: usize = 20;
 
+mod accessory;
+mod maintenance;
 mod proxy;
+mod service;

@@ -5,6 +5,7 @@
 //! same on real parts.
 
 mod harness;
+mod operations;
 
 use flotilla_events::event::{DeployKind, FailureCause, Step};
 use flotilla_events::projection::{Outcome as ReleaseOutcome, Projections, ReleaseTarget};

@@ -1,0 +1,62 @@
+//! App operations in service mode: the scheduler service plans, runs and records them, so the
+//! one shared history has them (no local log is written).
+
+use crate::setup::BareProject;
+use crate::support::{fleet, ssh_ok};
+
+/// Deploys run in the service (`x-flotilla.scheduler.mode: service`).
+const SERVICE_MODE: &str = "  scheduler:\n    mode: service\n";
+
+/// After `flotilla setup` in service mode: `app stop` stops the app on every host through the
+/// service and its executors, and the service's log has it (`history` and `audit` read it
+/// there: the stop with both hosts succeeded); `app start` runs the release again; no local
+/// event log was made.
+#[test]
+fn app_stop_and_start_are_recorded_by_the_service() {
+    let fleet = fleet(2);
+    let (h1, h2) = (&fleet.hosts[0], &fleet.hosts[1]);
+    let project = BareProject::with_extra(&fleet, &[h1, h2], SERVICE_MODE);
+    project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    let running = |host| {
+        ssh_ok(
+            &fleet,
+            host,
+            "docker ps --filter label=service=testapp --format '{{.Names}}'",
+        )
+    };
+
+    project.flotilla_ok(&["app", "stop"], &[]);
+    for h in [h1, h2] {
+        assert_eq!(running(h), "", "{}", h.addr);
+    }
+    let history = project.flotilla_ok(&["history", "--json"], &[]);
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["kind"], &last["outcome"]),
+        (
+            &serde_json::json!("app stop"),
+            &serde_json::json!("completed")
+        ),
+        "{history}"
+    );
+    let audit = project.flotilla_ok(&["audit", "--json"], &[]);
+    let stop: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "app stop")
+        .unwrap_or_else(|| panic!("no app stop in {audit}"));
+    let mut succeeded: Vec<String> = serde_json::from_value(stop["succeeded"].clone()).unwrap();
+    succeeded.sort();
+    let mut hosts = vec![h1.addr.to_string(), h2.addr.to_string()];
+    hosts.sort();
+    assert_eq!(succeeded, hosts, "{audit}");
+
+    project.flotilla_ok(&["app", "start"], &[]);
+    for h in [h1, h2] {
+        assert_eq!(running(h), "testapp-web-v1", "{}", h.addr);
+    }
+    assert!(
+        !project.root().join(".flotilla/events").exists(),
+        "no local log in service mode"
+    );
+}
