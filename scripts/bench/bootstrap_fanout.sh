@@ -8,6 +8,7 @@
 #   HOSTS     sshd-only hosts to make (default 100, at most 250)
 #   FLOTILLA  the CLI to measure (default: the debug static build, which this builds)
 #   KAMAL_DIR (env) a Kamal 1.9.3 source tree; its run is skipped without it (see bootstrap.sh).
+#   KEEP_WORK (env) set: keep the work directory (hosts' files, sshd logs, each tool's output).
 #
 # A host is one OpenSSH sshd (its own host key, default sshd settings otherwise) on its own
 # loopback address 127.211.0.I port 22, in its own mount and UTS namespace: its own empty
