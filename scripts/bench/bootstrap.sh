@@ -21,6 +21,8 @@
 #   4. `kamal server bootstrap` (1.9.3) on the same hosts, which have Docker: `docker -v` and
 #      `mkdir -p .kamal` per host under Kamal's deploy lock.
 # The fleet is removed at the end. Prints one line per measurement and the load average.
+# For 100 hosts (100 dockerds do not fit here): bootstrap_fanout.sh, sshd-only hosts with a
+# stand-in `docker`.
 source "$(dirname "$0")/../lib.sh"
 require_root
 require_cargo
