@@ -329,8 +329,8 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{}\r\n", peer.ip());
+    push_ip(out, peer.ip());
+    out.extend_from_slice(b"\r\n");
     if !(trust && client_xfp) {
         out.extend_from_slice(if https {
             b"x-forwarded-proto: https\r\n"
@@ -352,6 +352,42 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
             client_close,
         },
     )
+}
+
+/// Appends `ip` as text. IPv4 by hand: `core::fmt` cost about 1,000 instructions per
+/// request here, 6 % of the connection task's (callgrind, issue 18).
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u16::from(octet));
+            }
+        }
+        // Writing into a Vec cannot fail.
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `n` in decimal, without leading zeros.
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut rest = n;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A digit: `rest % 10` fits in a u8.
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Forwards one request (its upstream head in `request`) and relays the response; returns
@@ -506,5 +542,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `X-Forwarded-For` address an app sees is the client's address as Rust prints it,
+    /// for every IPv4 octet width and for IPv6.
+    #[test]
+    fn client_address_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "255.255.255.255",
+            "192.168.100.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = b"x".to_vec();
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}").into_bytes());
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! The upstream's response on the fast path: its head parsed and rewritten for the client,
 //! and its body relayed as it arrives, whatever its framing.
 
-use std::io::Write as _;
-
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,7 +99,17 @@ pub(super) fn response_head(bytes: &[u8], head_len: usize, close: bool) -> Resul
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     let mut out = Vec::with_capacity(head_len + 32);
-    let _ = write!(out, "HTTP/1.1 {code} {}\r\n", resp.reason.unwrap_or(""));
+    // By hand rather than `write!` (about 600 instructions per request, issue 18); httparse
+    // reads exactly three digits, so `code` is below 1,000.
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
         let name = h.name;
         let hop = [
