@@ -41,7 +41,7 @@ use crate::conns::{Busy, Registered};
 use crate::forward::{CHALLENGE_PREFIX, DataPath, host_without_port};
 use crate::router::Resolved;
 pub use pool::{Buffers, RawPool, UPSTREAM_CONNECTIONS_PER_TARGET};
-use response::{BodyLength, Relayed, relay_body, response_head};
+use response::{BodyLength, Relayed, finish_head, relay_body};
 
 /// Headers parsed per message; a request with more goes to hyper (which allows 100).
 const MAX_HEADERS: usize = 64;
@@ -172,7 +172,7 @@ where
             data,
             &mut stream,
             forward,
-            &out,
+            &mut out,
             &mut upstream_buf,
             registered,
         ))
@@ -390,13 +390,13 @@ fn push_decimal(out: &mut Vec<u8>, n: u16) {
     out.extend_from_slice(&digits[start..]);
 }
 
-/// Forwards one request (its upstream head in `request`) and relays the response; returns
-/// whether the client connection stays open.
+/// Forwards one request (its upstream head in `head`, where the client's response head is
+/// then built) and relays the response; returns whether the client connection stays open.
 async fn exchange<S>(
     data: &DataPath,
     client: &mut S,
     forward: Forward,
-    request: &[u8],
+    head: &mut Vec<u8>,
     buf: &mut BytesMut,
     registered: &Registered,
 ) -> bool
@@ -418,7 +418,7 @@ where
     let started = Instant::now();
     let timeout = Duration::from_millis(route.spec.response_timeout_ms);
     let sent = tokio::select! {
-        r = tokio::time::timeout(timeout, data.raw.request(&target.addr, request, buf, head_request)) => r,
+        r = tokio::time::timeout(timeout, data.raw.request(&target.addr, head, buf, head_request)) => r,
         () = target.cancelled() => {
             let keep = write_proxy_response(client, 502, "drained", "request cancelled: target drained\n").await;
             route.metrics.observe(&method, 502, started.elapsed());
@@ -446,11 +446,7 @@ where
     // At shutdown the client is told this is the last response on the connection.
     let closing = registered.token.is_cancelled();
     let close = closing || client_close || response.body == BodyLength::UntilClose;
-    let Ok(head) = response_head(buf, response.head_len, close) else {
-        route.metrics.observe(&method, 502, started.elapsed());
-        return write_proxy_response(client, 502, "upstream-error", "bad upstream response\n")
-            .await;
-    };
+    finish_head(head, close);
     buf.advance(response.head_len);
     route
         .metrics
