@@ -41,7 +41,7 @@ use crate::conns::{Busy, Registered};
 use crate::forward::{CHALLENGE_PREFIX, DataPath, host_without_port};
 use crate::router::Resolved;
 pub use pool::{Buffers, RawPool, UPSTREAM_CONNECTIONS_PER_TARGET};
-use response::{BodyLength, Relayed, relay_body, response_head};
+use response::{BodyLength, Relayed, finish_head, relay_body};
 
 /// Headers parsed per message; a request with more goes to hyper (which allows 100).
 const MAX_HEADERS: usize = 64;
@@ -172,7 +172,7 @@ where
             data,
             &mut stream,
             forward,
-            &out,
+            &mut out,
             &mut upstream_buf,
             registered,
         ))
@@ -329,8 +329,8 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{}\r\n", peer.ip());
+    push_ip(out, peer.ip());
+    out.extend_from_slice(b"\r\n");
     if !(trust && client_xfp) {
         out.extend_from_slice(if https {
             b"x-forwarded-proto: https\r\n"
@@ -354,13 +354,49 @@ fn plan(data: &DataPath, bytes: &[u8], peer: SocketAddr, https: bool, out: &mut 
     )
 }
 
-/// Forwards one request (its upstream head in `request`) and relays the response; returns
-/// whether the client connection stays open.
+/// Appends `ip` as text. IPv4 by hand: `core::fmt` cost about 1,000 instructions per
+/// request here, 6 % of the connection task's (callgrind, issue 18).
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u16::from(octet));
+            }
+        }
+        // Writing into a Vec cannot fail.
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `n` in decimal, without leading zeros.
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut rest = n;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A digit: `rest % 10` fits in a u8.
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Forwards one request (its upstream head in `head`, where the client's response head is
+/// then built) and relays the response; returns whether the client connection stays open.
 async fn exchange<S>(
     data: &DataPath,
     client: &mut S,
     forward: Forward,
-    request: &[u8],
+    head: &mut Vec<u8>,
     buf: &mut BytesMut,
     registered: &Registered,
 ) -> bool
@@ -382,7 +418,7 @@ where
     let started = Instant::now();
     let timeout = Duration::from_millis(route.spec.response_timeout_ms);
     let sent = tokio::select! {
-        r = tokio::time::timeout(timeout, data.raw.request(&target.addr, request, buf, head_request)) => r,
+        r = tokio::time::timeout(timeout, data.raw.request(&target.addr, head, buf, head_request)) => r,
         () = target.cancelled() => {
             let keep = write_proxy_response(client, 502, "drained", "request cancelled: target drained\n").await;
             route.metrics.observe(&method, 502, started.elapsed());
@@ -410,11 +446,7 @@ where
     // At shutdown the client is told this is the last response on the connection.
     let closing = registered.token.is_cancelled();
     let close = closing || client_close || response.body == BodyLength::UntilClose;
-    let Ok(head) = response_head(buf, response.head_len, close) else {
-        route.metrics.observe(&method, 502, started.elapsed());
-        return write_proxy_response(client, 502, "upstream-error", "bad upstream response\n")
-            .await;
-    };
+    finish_head(head, close);
     buf.advance(response.head_len);
     route
         .metrics
@@ -506,5 +538,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `X-Forwarded-For` address an app sees is the client's address as Rust prints it,
+    /// for every IPv4 octet width and for IPv6.
+    #[test]
+    fn client_address_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "255.255.255.255",
+            "192.168.100.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = b"x".to_vec();
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}").into_bytes());
+        }
     }
 }

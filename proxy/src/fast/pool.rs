@@ -26,6 +26,9 @@ pub(super) const READ_BUF: usize = 8 * 1024;
 /// Upstream read buffers kept per worker between requests: enough for the requests in
 /// progress at once on a busy worker, few enough that idle memory stays small.
 const SPARE_BUFFERS: usize = 64;
+/// The largest head buffer kept spare: a request head with the forwarding headers, or a
+/// response head with a small body, fits; at most `SPARE_BUFFERS` of them per worker.
+const SPARE_HEAD_MAX: usize = 4 * 1024;
 /// Idle upstream connections kept per target and worker, as [`crate::upstream`]'s pool.
 const MAX_IDLE: usize = 256;
 /// Upstream connections one worker holds open to one target, idle or busy. Far above what an
@@ -88,7 +91,8 @@ impl Buffers {
             .unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
     }
 
-    /// An empty buffer for an upstream request head.
+    /// An empty buffer for an upstream request head, and then the client's response head
+    /// (with the first body bytes).
     pub(super) fn take_head(&self) -> Vec<u8> {
         lock(&self.heads).pop().unwrap_or_default()
     }
@@ -96,8 +100,9 @@ impl Buffers {
     pub(super) fn give_back_head(&self, mut head: Vec<u8>) {
         head.clear();
         let mut spare = lock(&self.heads);
-        // A head grown for an unusually large request is not kept.
-        if spare.len() < SPARE_BUFFERS && head.capacity() <= MAX_HEAD {
+        // A head grown for an unusually large request, or by the first bytes of a large
+        // body, is not kept: the spare list stays small at idle.
+        if spare.len() < SPARE_BUFFERS && head.capacity() <= SPARE_HEAD_MAX {
             spare.push(head);
         }
     }
@@ -260,7 +265,8 @@ impl RawPool {
         }
     }
 
-    /// Sends `request` to `addr` and reads the response head into `buf`, on a pooled
+    /// Sends the request head in `head` to `addr` and reads the response head into `buf`
+    /// (and the client's response head, less its last line, into `head`), on a pooled
     /// connection or a new one. A pooled connection that fails before the first response
     /// byte (the upstream closed it while idle) is dropped and the request sent again on the
     /// next (idle, else new): `GET` and `HEAD` are idempotent, so sending again is safe, and
@@ -268,7 +274,7 @@ impl RawPool {
     pub(super) async fn request(
         &self,
         addr: &str,
-        request: &[u8],
+        head: &mut Vec<u8>,
         buf: &mut BytesMut,
         head_request: bool,
     ) -> Result<(Conn, Response), RawError> {
@@ -280,8 +286,10 @@ impl RawPool {
                 addr: addr.to_owned(),
                 source,
             };
-            let result = match conn.stream.write_all(request).await {
-                Ok(()) => read_response(&mut conn.stream, buf, head_request, addr).await,
+            // `head` is replaced only once a whole final response head has arrived, so a
+            // retry below still sends the request.
+            let result = match conn.stream.write_all(head).await {
+                Ok(()) => read_response(&mut conn.stream, buf, head_request, addr, head).await,
                 Err(e) => Err(io(e)),
             };
             match result {
@@ -298,6 +306,7 @@ async fn read_response(
     buf: &mut BytesMut,
     head_request: bool,
     addr: &str,
+    head: &mut Vec<u8>,
 ) -> Result<Response, RawError> {
     loop {
         if buf.capacity() - buf.len() < READ_BUF / 4 {
@@ -320,7 +329,7 @@ async fn read_response(
         let malformed = || RawError::Malformed {
             addr: addr.to_owned(),
         };
-        match parse_response(buf, head_request).map_err(|()| malformed())? {
+        match parse_response(buf, head_request, head).map_err(|()| malformed())? {
             // Informational responses (103 Early Hints) are dropped: they are optional hints,
             // and a `GET` without `Expect` never waits for a 100.
             Some(r) if (100..200).contains(&r.status) && r.status != 101 => {
