@@ -127,8 +127,8 @@ struct Common {
     #[command(flatten)]
     targets: Targets,
     /// JSON on stdout: one object per host (host, exit, stdout, stderr); for start, stop,
-    /// remove, maintenance and live, which the executors run, one event per line as `deploy
-    /// --json`
+    /// remove, maintenance, live and stale_containers --stop, which the executors run, one
+    /// event per line as `deploy --json`
     #[arg(long)]
     json: bool,
 }
