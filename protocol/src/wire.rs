@@ -120,6 +120,9 @@ pub enum JobStep {
     /// Answer a proxied service with 503 and a message (`app maintenance`), or forward to it
     /// again (`app live`). Appended: the wire stores the variant's position.
     SetMaintenance(SetMaintenance),
+    /// Remove the service's images no container uses (`prune images`), never a protected one.
+    /// Appended: the wire stores the variant's position.
+    PruneImages(PruneImages),
 }
 
 impl JobStep {
@@ -146,7 +149,7 @@ impl JobStep {
             JobStep::StopOldContainers(_) => Step::StopOldContainer,
             JobStep::StopContainer(_) => Step::StopContainer,
             JobStep::RemoveContainer(_) => Step::RemoveContainer,
-            JobStep::Prune(_) => Step::Prune,
+            JobStep::Prune(_) | JobStep::PruneImages(_) => Step::Prune,
             JobStep::BootAccessory(_) => Step::BootAccessory,
             JobStep::RemoveAccessory(_) => Step::RemoveAccessory,
             JobStep::SetMaintenance(_) => Step::SetMaintenance,
@@ -275,6 +278,16 @@ pub struct Prune {
     /// Stopped containers to keep, newest first (`retain_containers`).
     pub retain: u32,
     /// Containers never removed: rollback targets the scheduler protects.
+    pub protected: Vec<String>,
+}
+
+/// See [`JobStep::PruneImages`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneImages {
+    /// Images labelled with this service (`service=...`, as builds label them) are pruned.
+    pub service: String,
+    /// Image references never removed (`repo@sha256:...` or `repo:tag`): the rollback
+    /// target's, whose container may be gone while a rollback still needs its image.
     pub protected: Vec<String>,
 }
 

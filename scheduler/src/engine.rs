@@ -165,7 +165,7 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::AwaitHealthy { .. } => Step::AwaitHealthy,
         PlanStep::SwitchProxy(_) => Step::SwitchProxy,
         PlanStep::StopOldContainers { .. } => Step::StopOldContainer,
-        PlanStep::Prune { .. } => Step::Prune,
+        PlanStep::Prune { .. } | PlanStep::PruneImages { .. } => Step::Prune,
         PlanStep::StopRole { .. } => Step::StopContainer,
         PlanStep::StartExisting { .. } => Step::StartContainer,
         PlanStep::Maintenance { .. } | PlanStep::Live { .. } => Step::SetMaintenance,

@@ -187,6 +187,10 @@ fn job_step(
             retain: *retain,
             protected: protected.clone(),
         }),
+        Step::PruneImages { protected } => JobStep::PruneImages(wire::PruneImages {
+            service: plan.service.clone(),
+            protected: protected.clone(),
+        }),
         // The executor's "stop the role's running containers but one", keeping none.
         Step::StopRole {
             role,

@@ -1,6 +1,6 @@
 //! Operations that are not rollouts and still run over SSH, recorded in the event log: Kamal's
-//! `app stale_containers --stop`, `accessory VERB`, `prune images|all`, `proxy VERB` (those the
-//! executors run are `procedure::operate`'s). The CLI runs their Docker commands over SSH (as
+//! `accessory VERB`, `proxy VERB` (those the executors run, `app stale_containers --stop` and
+//! `prune` among them, are `procedure::operate`'s). The CLI runs their Docker commands over SSH (as
 //! Kamal does) under the deploy lock; this module is what makes them history: an `OperationStarted` naming the operation
 //! and its hosts, each host's outcome, and `OperationFinished`, under one id of their own, so
 //! `flotilla audit`, `events` and `replay ID` show who did what where, and how it ended.

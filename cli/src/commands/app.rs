@@ -1,13 +1,12 @@
 //! `flotilla app ...`: Kamal's everyday app commands. Read-only and interactive ones run over
 //! SSH on the picked hosts (`details`, `containers`, `images`, `version`, `logs [-f]`,
-//! `exec [-i]`, `stale_containers`). `start`, `stop` and `remove` are planned steps the hosts'
-//! executors run and the scheduler records (`operate.rs`), as a deploy is; `stale_containers
-//! --stop` still runs over SSH under the deploy lock. The Docker command lines are
+//! `exec [-i]`, `stale_containers`). `start`, `stop`, `remove`, `maintenance`, `live` and
+//! `stale_containers --stop` are planned steps the hosts' executors run and the scheduler
+//! records (`operate.rs`), as a deploy is. The Docker command lines are
 //! `flotilla_deploy::commands::App`'s.
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
-use crate::commands::record::{self, Recording};
 use crate::exit::{USAGE, UserError};
 use clap::{Args, Subcommand};
 use flotilla_deploy::Config;
@@ -128,8 +127,8 @@ struct Common {
     #[command(flatten)]
     targets: Targets,
     /// JSON on stdout: one object per host (host, exit, stdout, stderr); for start, stop,
-    /// remove, maintenance and live, which the executors run, one event per line as `deploy
-    /// --json`
+    /// remove, maintenance, live and stale_containers --stop, which the executors run, one
+    /// event per line as `deploy --json`
     #[arg(long)]
     json: bool,
 }
@@ -387,32 +386,23 @@ async fn follow_logs(a: &LogsArgs) -> anyhow::Result<()> {
 }
 
 async fn stale_containers(a: &StaleArgs) -> anyhow::Result<()> {
-    let config = a.common.config.load()?;
     if a.stop {
-        fanout::with_lock(&config, "stop stale containers", async {
-            let hosts = a.common.targets.hosts(&config);
-            let log = record::open_log(&config)?;
-            let recording = Recording::start(
-                log.as_ref(),
-                &config,
-                Operation::StaleContainersStop,
-                &hosts,
-            )?;
-            let result = stale(&config, a, Some(&recording)).await;
-            recording.end(result)
-        })
-        .await
-    } else {
-        stale(&config, a, None).await
+        // Planned from the log (each host's current version) and run by the executors.
+        let c = &a.common;
+        return crate::commands::operate::run(
+            &c.config,
+            &c.targets,
+            c.json,
+            Operation::StaleContainersStop,
+        )
+        .await;
     }
+    let config = a.common.config.load()?;
+    stale(&config, a).await
 }
 
 /// Running versions other than the current one, per host and role; stopped with `--stop`.
-async fn stale(
-    config: &Config,
-    a: &StaleArgs,
-    recording: Option<&Recording<'_>>,
-) -> anyhow::Result<()> {
+async fn stale(config: &Config, a: &StaleArgs) -> anyhow::Result<()> {
     let pairs = a.common.targets.host_roles(config);
     if pairs.is_empty() {
         return Err(fanout::no_hosts().into());
@@ -434,7 +424,6 @@ async fn stale(
         .collect();
     let runs = fanout::run_all(&pool, jobs).await;
     let mut out = String::new();
-    let mut stops = Vec::new();
     for (run, (host, role)) in runs.iter().zip(&pairs) {
         if !run.ok() {
             continue;
@@ -446,31 +435,15 @@ async fn stale(
             if version == current {
                 continue;
             }
-            if a.stop {
-                out.push_str(&format!(
-                    "App Host: {host}\nStopping stale container for role {} with version {version}\n\n",
-                    role.name
-                ));
-                stops.push((
-                    host.clone(),
-                    App::new(config, Some(role)).stop(Some(version)),
-                ));
-            } else {
-                out.push_str(&format!(
-                    "App Host: {host}\nDetected stale container for role {} with version {version} (use `flotilla app stale_containers --stop` to stop)\n\n",
-                    role.name
-                ));
-            }
+            out.push_str(&format!(
+                "App Host: {host}\nDetected stale container for role {} with version {version} (use `flotilla app stale_containers --stop` to stop)\n\n",
+                role.name
+            ));
         }
     }
     crate::commands::write_stdout(&out)?;
-    let stopped = fanout::run_all(&pool, stops).await;
     pool.close().await;
-    if let Some(r) = recording {
-        r.note(&stopped);
-    }
-    fanout::check_runs("listing containers", &runs)?;
-    fanout::check_runs("stopping stale containers", &stopped)
+    fanout::check_runs("listing containers", &runs)
 }
 
 /// Starts each role's container of `--version`, or of the newest release, through the

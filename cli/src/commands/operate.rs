@@ -1,5 +1,5 @@
 //! Kamal's state-changing app commands that the hosts' executors run (`app start|stop|remove|
-//! maintenance|live`, `prune containers`): planned by `scheduler::procedure::plans::operation_plan`, sent as
+//! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`): planned by `scheduler::procedure::plans::operation_plan`, sent as
 //! signed jobs and recorded in the event log like a deploy, by this process in embedded mode
 //! or by the scheduler service in service mode, so both histories have them. Kamal's `-h`,
 //! `-r`, `-p` narrow the plan; `--json` prints its events as `deploy --json` does.
@@ -93,6 +93,7 @@ fn command(operation: &Operation) -> &'static str {
         Operation::Prune { .. } => "prune",
         Operation::AppMaintenance { .. } => "app maintenance",
         Operation::AppLive => "app live",
+        Operation::StaleContainersStop => "app stale_containers --stop",
         _ => "operation",
     }
 }

@@ -1,12 +1,11 @@
 //! `flotilla prune all|images|containers`: old images and stopped containers of the service
-//! on every app host, keeping the newest `retain_containers` stopped containers (Kamal's
-//! `prune`). Holds the deploy lock while it runs.
+//! on every app host, keeping the newest `retain_containers` stopped containers and the
+//! rollback target's container and image (Kamal's `prune`). The hosts' executors run it under
+//! the deploy lock and it is recorded like a deploy (`operate.rs`).
 
 use crate::commands::config::ConfigArgs;
-use crate::commands::fanout::{self, Targets};
-use crate::commands::record::{self, Recording};
+use crate::commands::fanout::Targets;
 use clap::{Args, Subcommand};
-use flotilla_deploy::commands::{prune_app_containers, prune_dangling_images, prune_tagged_images};
 use flotilla_events::event::Operation;
 
 const EXAMPLES: &str = "Examples:
@@ -50,8 +49,7 @@ struct PruneArgs {
     /// Stopped containers to keep (default: `retain_containers` from the config)
     #[arg(long)]
     retain: Option<u32>,
-    /// JSON on stdout: one object per host (host, exit, stdout, stderr); for `containers`,
-    /// which the executors run, one event per line as `deploy --json`
+    /// JSON on stdout: the operation's events, one per line, as `deploy --json`
     #[arg(long)]
     json: bool,
 }
@@ -65,41 +63,11 @@ pub async fn run(cmd: &PruneCmd) -> anyhow::Result<()> {
     };
     let config = args.config.load()?;
     let retain = args.retain.unwrap_or(config.retain_containers);
-    let mut parts = Vec::new();
-    if containers {
-        parts.push(prune_app_containers(&config, retain));
-    }
-    if images {
-        parts.push(prune_dangling_images(&config));
-        parts.push(prune_tagged_images(&config));
-    }
-    let command = parts.join(" && ");
-    let hosts = args.targets.hosts(&config);
-    if hosts.is_empty() {
-        return Err(fanout::no_hosts().into());
-    }
     let operation = Operation::Prune {
         containers,
         images,
         retain,
     };
-    // Containers alone: planned and run by the executors, recorded like a deploy. Images are
-    // still pruned over SSH (the executor has no image listing yet).
-    if !images {
-        return crate::commands::operate::run(&args.config, &args.targets, args.json, operation)
-            .await;
-    }
-    fanout::with_lock(&config, "prune", async {
-        let log = record::open_log(&config)?;
-        let recording = Recording::start(log.as_ref(), &config, operation, &hosts)?;
-        let pool = fanout::pool(&config);
-        let jobs = hosts.iter().map(|h| (h.clone(), command.clone())).collect();
-        let runs = fanout::run_all(&pool, jobs).await;
-        pool.close().await;
-        recording.note(&runs);
-        let result = fanout::print_runs("App", &runs, args.json)
-            .and_then(|()| fanout::check_runs("prune", &runs));
-        recording.end(result)
-    })
-    .await
+    // Planned and run by the executors, recorded like a deploy (here or by the service).
+    crate::commands::operate::run(&args.config, &args.targets, args.json, operation).await
 }

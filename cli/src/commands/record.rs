@@ -1,11 +1,11 @@
-//! State-changing fleet commands still run over SSH, as history: `app stale_containers
-//! --stop`, `accessory boot|reboot|start|stop|restart|remove|upgrade`, `prune images|all` and
-//! `proxy boot|reboot|start|stop|restart|remove` are recorded in the project's
-//! event log through `flotilla_scheduler::operation` (started, each host's outcome, finished),
-//! so `flotilla audit`, `events` and `replay ID` show them. The log is opened before the first
-//! Docker command runs: a command that cannot be recorded does not run. (`app
-//! start|stop|remove|maintenance|live` and `prune containers` are steps the executors run
-//! and the scheduler records: `operate.rs`.)
+//! State-changing fleet commands still run over SSH, as history: `accessory
+//! boot|reboot|start|stop|restart|remove|upgrade` and `proxy boot|reboot|start|stop|restart|
+//! remove` are recorded in the project's event log through `flotilla_scheduler::operation`
+//! (started, each host's outcome, finished), so `flotilla audit`, `events` and `replay ID`
+//! show them. The log is opened before the first Docker command runs: a command that cannot be
+//! recorded does not run. (`app start|stop|remove|maintenance|live`, `app stale_containers
+//! --stop` and `prune containers|images|all` are steps the executors run and the scheduler
+//! records: `operate.rs`.)
 //!
 //! In service mode (`x-flotilla.scheduler.mode: service`) the log is the service's and no
 //! request records operations yet: these commands are then not recorded (a warning says so).

@@ -31,7 +31,7 @@ fn step_role(step: &Step) -> Option<&str> {
         | Step::StartExisting { role, .. }
         | Step::Maintenance { role, .. }
         | Step::Live { role, .. } => Some(role),
-        Step::PullImage { .. } | Step::Prune { .. } => None,
+        Step::PullImage { .. } | Step::Prune { .. } | Step::PruneImages { .. } => None,
     }
 }
 

@@ -92,6 +92,11 @@ pub enum Step {
         retain: u32,
         protected: Vec<String>,
     },
+    /// `prune images`: the service's images no container uses removed, never one of
+    /// `protected` (image references: the rollback target's).
+    PruneImages {
+        protected: Vec<String>,
+    },
     /// `app stop`: every running container of the role stopped (none kept).
     StopRole {
         role: String,
@@ -126,6 +131,7 @@ impl Step {
             Step::SwitchProxy(s) => format!("switch proxy {}", s.role),
             Step::StopOldContainers { role, .. } => format!("stop old {role}"),
             Step::Prune { .. } => "prune".into(),
+            Step::PruneImages { .. } => "prune images".into(),
             Step::StopRole { role, .. } => format!("stop {role}"),
             Step::StartExisting { container, .. } => format!("start {container}"),
             Step::Maintenance { role, .. } => format!("maintenance {role}"),

@@ -1,11 +1,12 @@
-//! Kamal's state-changing app commands other than a rollout (`app start|stop|remove`, `prune
-//! containers`), planned like a deploy: per host, the steps its executor runs, as plain data.
+//! Kamal's state-changing app commands other than a rollout (`app start|stop|remove|
+//! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`), planned like a deploy: per host, the steps its executor runs, as plain data.
 //! The scheduler turns them into signed jobs and records them; nothing here runs anything.
 
 use super::build::{roles_of, stop_timeout};
 use super::{HostPlan, Plan, Release, Step, container_name, proxy_service};
 use crate::config::Config;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// What an app operation does on each app host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,6 +21,19 @@ pub enum AppOperation {
     /// `prune containers`: stopped containers beyond the newest `retain` removed (never one of
     /// `protected`, the rollback target's), with the images no container uses any more.
     PruneContainers { retain: u32, protected: Vec<String> },
+    /// `prune images`: the service's images no container uses removed, never one of
+    /// `protected_images` (the rollback target's, by reference).
+    PruneImages { protected_images: Vec<String> },
+    /// `prune all`: `prune containers`, then `prune images` (the removed containers' images
+    /// go too).
+    PruneAll {
+        retain: u32,
+        protected: Vec<String>,
+        protected_images: Vec<String>,
+    },
+    /// `app stale_containers --stop`: on each host in `keep`, each role's running containers
+    /// other than that host's version stopped; a host not in `keep` is left alone.
+    StopStale { keep: BTreeMap<String, String> },
     /// `app maintenance`: each proxied role answers 503 with the message.
     Maintenance { message: Option<String> },
     /// `app live`: each proxied role forwards to the app again.
@@ -74,9 +88,25 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
                             config.destination.as_deref(),
                         ),
                     }),
+                    AppOperation::StopStale { keep } => {
+                        if let Some(version) = keep.get(host) {
+                            steps.push(Step::StopOldContainers {
+                                role: role.name.clone(),
+                                keep: container_name(
+                                    &config.service,
+                                    &role.name,
+                                    config.destination.as_deref(),
+                                    version,
+                                ),
+                                stop_timeout_s: stop_timeout(config, role),
+                            })
+                        }
+                    }
                     AppOperation::Maintenance { .. }
                     | AppOperation::Live
-                    | AppOperation::PruneContainers { .. } => {}
+                    | AppOperation::PruneContainers { .. }
+                    | AppOperation::PruneImages { .. }
+                    | AppOperation::PruneAll { .. } => {}
                 }
             }
             match operation {
@@ -88,7 +118,24 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
                     retain: *retain,
                     protected: protected.clone(),
                 }),
+                AppOperation::PruneImages { protected_images } => steps.push(Step::PruneImages {
+                    protected: protected_images.clone(),
+                }),
+                AppOperation::PruneAll {
+                    retain,
+                    protected,
+                    protected_images,
+                } => {
+                    steps.push(Step::Prune {
+                        retain: *retain,
+                        protected: protected.clone(),
+                    });
+                    steps.push(Step::PruneImages {
+                        protected: protected_images.clone(),
+                    });
+                }
                 AppOperation::Start { .. }
+                | AppOperation::StopStale { .. }
                 | AppOperation::Stop
                 | AppOperation::Maintenance { .. }
                 | AppOperation::Live => {}
@@ -101,8 +148,9 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
                 steps,
             }
         })
-        // A host without a proxied role has nothing to put in maintenance.
-        .filter(|h: &HostPlan| !h.steps.is_empty() || !proxy_only(operation))
+        // A host without a proxied role has nothing to put in maintenance; one whose version
+        // the log does not know has no stale containers it could tell.
+        .filter(|h: &HostPlan| !h.steps.is_empty() || !skips_idle_hosts(operation))
         .collect();
     Plan {
         service: config.service.clone(),
@@ -116,10 +164,10 @@ pub fn operation_plan(config: &Config, operation: &AppOperation) -> Plan {
     }
 }
 
-/// Whether the operation concerns only proxied roles.
-fn proxy_only(operation: &AppOperation) -> bool {
+/// Whether a host the operation gives no step is left out of its plan.
+fn skips_idle_hosts(operation: &AppOperation) -> bool {
     matches!(
         operation,
-        AppOperation::Maintenance { .. } | AppOperation::Live
+        AppOperation::Maintenance { .. } | AppOperation::Live | AppOperation::StopStale { .. }
     )
 }

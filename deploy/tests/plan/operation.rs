@@ -1,5 +1,5 @@
-//! App operations other than a rollout (`app start|stop|remove`, `prune containers`), planned
-//! as data like a deploy.
+//! App operations other than a rollout (`app start|stop|remove`, `stale_containers --stop`,
+//! `prune`), planned as data like a deploy.
 
 use crate::fixture;
 use flotilla_deploy::config::{LoadOptions, load};
@@ -98,4 +98,75 @@ fn remove_and_prune() {
             }]
         );
     }
+}
+
+/// `prune images` is one image prune per host that keeps the rollback target's images;
+/// `prune all` prunes containers first, so the images they held go in the same run.
+#[test]
+fn prune_images_and_all() {
+    let protected_images = vec!["registry:4443/shop@sha256:abc".to_owned()];
+    let plan = planned(&AppOperation::PruneImages {
+        protected_images: protected_images.clone(),
+    });
+    for host in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        assert_eq!(
+            steps(&plan, host),
+            [Step::PruneImages {
+                protected: protected_images.clone()
+            }]
+        );
+    }
+    let plan = planned(&AppOperation::PruneAll {
+        retain: 2,
+        protected: vec!["shop-web-v6".into()],
+        protected_images: protected_images.clone(),
+    });
+    assert_eq!(
+        steps(&plan, "10.0.0.2"),
+        [
+            Step::Prune {
+                retain: 2,
+                protected: vec!["shop-web-v6".into()]
+            },
+            Step::PruneImages {
+                protected: protected_images
+            },
+        ]
+    );
+}
+
+/// `app stale_containers --stop` keeps, on each host, the version the log says that host
+/// runs (10.0.0.1 still v6 after a v7 that failed there) and stops each role's others; a
+/// host whose version the log does not know is left out of the plan, not stripped bare.
+#[test]
+fn stop_stale_keeps_each_hosts_own_version() {
+    let keep = BTreeMap::from([
+        ("10.0.0.1".to_owned(), "v6".to_owned()),
+        ("10.0.0.2".to_owned(), "v7".to_owned()),
+    ]);
+    let plan = planned(&AppOperation::StopStale { keep });
+    assert_eq!(
+        steps(&plan, "10.0.0.1"),
+        [Step::StopOldContainers {
+            role: "web".into(),
+            keep: "shop-web-v6".into(),
+            stop_timeout_s: 30
+        }]
+    );
+    assert_eq!(
+        steps(&plan, "10.0.0.2"),
+        [
+            Step::StopOldContainers {
+                role: "web".into(),
+                keep: "shop-web-v7".into(),
+                stop_timeout_s: 30
+            },
+            Step::StopOldContainers {
+                role: "job".into(),
+                keep: "shop-job-v7".into(),
+                stop_timeout_s: 90
+            },
+        ]
+    );
+    assert!(plan.host("10.0.0.3").is_none());
 }

@@ -12,7 +12,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+    ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
+    StopContainerOptions,
 };
 use flotilla_proxy::admin::{
     AdminError, Client, DeployRequest, Deployed, ErrorKind, ServiceStatus,
@@ -20,7 +21,8 @@ use flotilla_proxy::admin::{
 use futures::StreamExt as _;
 
 use super::{
-    ContainerInfo, CreateSpec, Credentials, Proxy, ProxyError, Pulled, Runtime, RuntimeError,
+    ContainerInfo, CreateSpec, Credentials, ImageInfo, Proxy, ProxyError, Pulled, Runtime,
+    RuntimeError,
 };
 
 /// The host's Docker engine.
@@ -342,6 +344,36 @@ impl Runtime for DockerRuntime {
                     .unwrap_or_default()
                     .into_iter()
                     .collect::<BTreeMap<_, _>>(),
+            })
+            .collect())
+    }
+
+    async fn list_images(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let options = ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self.docker.list_images(Some(options)).await.map_err(err)?;
+        // Older engines name a dangling image `<none>:<none>` / `<none>@<none>`.
+        let named = |names: Vec<String>| -> Vec<String> {
+            names
+                .into_iter()
+                .filter(|n| !n.starts_with("<none>"))
+                .collect()
+        };
+        Ok(list
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                tags: named(i.repo_tags),
+                digests: named(i.repo_digests),
             })
             .collect())
     }

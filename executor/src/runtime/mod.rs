@@ -69,6 +69,16 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// An image as `prune images` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    pub id: String,
+    /// `repo:tag` names (none for a dangling image).
+    pub tags: Vec<String>,
+    /// `repo@sha256:...` names the image was pulled by.
+    pub digests: Vec<String>,
+}
+
 /// A container to create. Its `env` holds opened secrets: its `Debug` shows names only.
 #[derive(Clone, Default)]
 pub struct CreateSpec {
@@ -145,7 +155,12 @@ pub trait Runtime: Send + Sync + 'static {
         labels: &[(String, String)],
         all: bool,
     ) -> impl Future<Output = Res<Vec<ContainerInfo>>> + Send;
-    /// Removes an image by id; an image still in use is an error.
+    /// The images carrying all `labels`, dangling ones included.
+    fn list_images(
+        &self,
+        labels: &[(String, String)],
+    ) -> impl Future<Output = Res<Vec<ImageInfo>>> + Send;
+    /// Removes an image by id or name; an image still in use is an error.
     fn remove_image(&self, image: &str) -> impl Future<Output = Res<()>> + Send;
     /// Gives `name` Kamal's restart policy, `unless-stopped`: Docker starts it again after
     /// a crash and when the engine restarts. Setting it twice is fine.

@@ -12,7 +12,8 @@ use rand::Rng as _;
 use sha2::Digest as _;
 
 use super::{
-    ContainerInfo, CreateSpec, Credentials, Proxy, ProxyError, Pulled, Runtime, RuntimeError,
+    ContainerInfo, CreateSpec, Credentials, ImageInfo, Proxy, ProxyError, Pulled, Runtime,
+    RuntimeError,
 };
 
 /// How the simulated host behaves.
@@ -243,6 +244,15 @@ impl Runtime for SimRuntime {
             .filter(|c| labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
             .cloned()
             .collect())
+    }
+
+    /// The simulation keeps containers, not images: there is never an image to prune.
+    async fn list_images(
+        &self,
+        _labels: &[(String, String)],
+    ) -> Result<Vec<ImageInfo>, RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        Ok(Vec::new())
     }
 
     async fn remove_image(&self, _image: &str) -> Result<(), RuntimeError> {

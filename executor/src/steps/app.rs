@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{Executor, NETWORK, StepFailed, millis};
 use crate::runtime::{CreateSpec, Credentials, EnvValue, Proxy, Runtime};
 use flotilla_protocol::wire::{
-    ContainerConfig, Prune, PullImage, StartContainer, StopOldContainers,
+    ContainerConfig, Prune, PruneImages, PullImage, StartContainer, StopOldContainers,
 };
 
 pub(super) async fn pull<R: Runtime, P: Proxy>(
@@ -214,6 +214,44 @@ pub(super) async fn prune<R: Runtime, P: Proxy>(
         match ex.runtime.remove_image(image).await {
             Ok(()) => tracing::info!(%image, "pruned image"),
             Err(e) => tracing::info!(%image, error = %e.message, "image kept"),
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// `prune images`: the service's images that no container (of any service) uses, tagged or
+/// dangling, removed; a protected one (the rollback target's) stays. An image Docker refuses
+/// to remove (a container took it meanwhile) stays too: the prune removes what it can.
+pub(super) async fn prune_images<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    step: &PruneImages,
+) -> Result<Vec<Event>, StepFailed> {
+    let labels = vec![(names::LABEL_SERVICE.to_owned(), step.service.clone())];
+    let images = ex.runtime.list_images(&labels).await?;
+    let in_use: HashSet<String> = ex
+        .runtime
+        .list(&[], true)
+        .await?
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    let protected: HashSet<&str> = step.protected.iter().map(String::as_str).collect();
+    for image in images {
+        let names = image.tags.iter().chain(&image.digests);
+        if in_use.contains(&image.id) || names.clone().any(|n| protected.contains(n.as_str())) {
+            continue;
+        }
+        // By each tag (an image tagged twice cannot be removed by id without force), then by
+        // id for what is left: a dangling image, or the last tag's untagging removed it.
+        for tag in &image.tags {
+            if let Err(e) = ex.runtime.remove_image(tag).await {
+                tracing::info!(image = %tag, error = %e.message, "image kept");
+            }
+        }
+        match ex.runtime.remove_image(&image.id).await {
+            Ok(()) => tracing::info!(image = %image.id, "pruned image"),
+            Err(e) if e.not_found => tracing::info!(image = %image.id, "pruned image"),
+            Err(e) => tracing::info!(image = %image.id, error = %e.message, "image kept"),
         }
     }
     Ok(Vec::new())

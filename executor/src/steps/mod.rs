@@ -141,6 +141,7 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             JobStep::SwitchProxy(s) => health::switch_proxy(self, s).await,
             JobStep::StopOldContainers(s) => app::stop_old(self, s).await,
             JobStep::Prune(s) => app::prune(self, s).await,
+            JobStep::PruneImages(s) => app::prune_images(self, s).await,
             JobStep::BootAccessory(s) => accessory::boot(self, s).await,
             JobStep::RemoveAccessory(s) => accessory::remove(self, s).await,
             JobStep::StartExisting(s) => app::start_existing(self, &s.container).await,

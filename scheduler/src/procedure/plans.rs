@@ -11,6 +11,7 @@ use flotilla_deploy::plan::{
 use flotilla_events::event::{DeployKind, Operation, RollbackStarted};
 use flotilla_events::projection::{Projections, ReleaseTarget};
 use flotilla_events::{DeployId, Event, EventLog, LogError};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A rollout that cannot be planned, with what the user can do about it.
@@ -38,6 +39,8 @@ pub enum PlanError {
     },
     #[error("no release of {0} in the event log to start")]
     NothingToStart(String),
+    #[error("no release of {0} runs, by the event log: every running container would be stale")]
+    NothingRunning(String),
     #[error("{0} is not run through the executors")]
     NotPlanned(String),
     #[error("event log")]
@@ -62,6 +65,7 @@ impl PlanError {
                 "deploy the version you want with `flotilla deploy`, or go back with `flotilla rollback`"
             }
             PlanError::NothingToStart(_) => "name it: flotilla app start --version VERSION",
+            PlanError::NothingRunning(_) => "deploy or start a release first: flotilla app start",
             PlanError::NotPlanned(_) => "run it from the CLI in embedded mode",
             PlanError::Log(_) => "see `flotilla events --salvage`",
         }
@@ -142,6 +146,32 @@ pub fn protected(config: &Config, log: &dyn EventLog) -> Result<PlanContext, Log
     Ok(PlanContext { protected })
 }
 
+/// The images `prune images` keeps whatever uses them: `rollback`'s target's, and the last
+/// good release's (whose containers `protected` keeps), each by the digest it ran and by its
+/// tag: a rollback pulls nothing it still has.
+fn protected_images(config: &Config, log: &dyn EventLog) -> Result<Vec<String>, LogError> {
+    let projections = Projections::rebuild(log)?;
+    let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
+    let repository = config.repository();
+    let releases = [
+        projections.releases.rollback_target(&target, None),
+        projections.releases.last_good(&target),
+    ];
+    let mut images = Vec::new();
+    for release in releases.into_iter().flatten() {
+        images.extend(
+            release
+                .images
+                .values()
+                .map(|i| format!("{repository}@{}", i.digest)),
+        );
+        images.push(format!("{repository}:{}", release.version));
+    }
+    images.sort();
+    images.dedup();
+    Ok(images)
+}
+
 /// What `deploy VERSION` rolls out: the tag just pushed (or already there with `-P`).
 pub fn deploy_plan(
     config: &Config,
@@ -197,6 +227,38 @@ pub fn operation_plan(
             retain: *retain,
             protected: protected(config, log)?.protected,
         },
+        Operation::Prune {
+            containers: false,
+            images: true,
+            ..
+        } => AppOperation::PruneImages {
+            protected_images: protected_images(config, log)?,
+        },
+        Operation::Prune {
+            containers: true,
+            images: true,
+            retain,
+        } => AppOperation::PruneAll {
+            retain: *retain,
+            protected: protected(config, log)?.protected,
+            protected_images: protected_images(config, log)?,
+        },
+        Operation::StaleContainersStop => {
+            let projections = Projections::rebuild(log)?;
+            let target = ReleaseTarget::new(&config.service, config.destination.as_deref());
+            if projections.releases.running(&target).is_none() {
+                return Err(PlanError::NothingRunning(config.service.clone()));
+            }
+            // Per host, the newest release that succeeded there: a host a later deploy failed
+            // on still serves the version before it, which is not stale there.
+            let mut keep = BTreeMap::new();
+            for release in projections.releases.of(&target) {
+                for host in &release.succeeded_hosts {
+                    keep.insert(host.clone(), release.version.clone());
+                }
+            }
+            AppOperation::StopStale { keep }
+        }
         other => return Err(PlanError::NotPlanned(other.to_string())),
     };
     Ok(narrow.apply(app_plan(config, &app), &config.primary_role))

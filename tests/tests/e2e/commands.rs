@@ -206,6 +206,7 @@ fn containers(fleet: &Fleet, host: &flotilla_e2e::fleet::Host, status: &str) -> 
 /// while someone holds the deploy lock, `prune` refuses and says who holds it; `app
 /// maintenance --message` makes the proxy answer 503 with the message and `app live` serves
 /// the app again without failed requests; `build pull` pulls a version's image on the host;
+/// `prune images` removes the image no container uses and keeps the rollback target's;
 /// `audit --json` lists each deploy with its actor,
 /// version, hosts and outcome, and each of these state-changing commands as what it was
 /// (`app stop`, `prune containers --retain 1`, ...) with its hosts and outcome.
@@ -322,6 +323,27 @@ fn app_stop_start_prune_lock_and_audit() {
     let details = project.flotilla_ok(&["build", "details", "--version", "v1"], &[]);
     assert!(details.contains(&format!("Tags: {image}")), "{details}");
 
+    // `prune images` on the host's executor: v1's image, which no container uses, goes; the
+    // running v3's and the rollback target v2's stay.
+    project.flotilla_ok(&["prune", "images"], &[]);
+    let tags = fleet
+        .host_docker(host)
+        .args([
+            "images",
+            "--filter",
+            "label=service=testapp",
+            "--format",
+            "{{.Tag}}",
+        ])
+        .output()
+        .unwrap();
+    let mut tags: Vec<String> = String::from_utf8_lossy(&tags.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["v2", "v3"]);
+
     let audit = project.flotilla_ok(&["audit", "--json"], &[]);
     let all: Vec<serde_json::Value> = audit
         .lines()
@@ -345,6 +367,7 @@ fn app_stop_start_prune_lock_and_audit() {
             "prune containers --retain 1",
             "app maintenance",
             "app live",
+            "prune images",
         ],
         "{audit}"
     );

@@ -1,5 +1,5 @@
-//! App operations other than a rollout (`app stop|start|remove`, `prune containers`) run by
-//! the hosts' executors through the same procedure as a deploy, and recorded as what they are.
+//! App operations other than a rollout (`app stop|start|remove`, `app stale_containers
+//! --stop`, `prune containers|images|all`) run by the hosts' executors through the same procedure as a deploy, and recorded as what they are.
 
 use crate::harness::{Behaviour, World};
 use crate::{HOSTS, all};
@@ -233,4 +233,127 @@ async fn maintenance_and_live_run_on_each_hosts_proxy() {
     assert!(live.expect("runs").outcome.failed.is_empty());
     assert_eq!(world.count(&id, "OperationSucceeded"), all(1));
     assert_eq!(world.running().as_deref(), Some("v1"));
+}
+
+/// `prune all` and `prune images` run on every host's executor and are recorded as prunes
+/// (started, each host's verdict, finished; no step of another kind), leaving the running
+/// release; a prune the service could not plan never reaches a host.
+#[tokio::test(start_paused = true)]
+async fn prune_images_and_all_are_recorded_as_prunes() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    for v in ["v1", "v2"] {
+        world.deploy(v).await.1.expect("deploy");
+    }
+    for (containers, images) in [(true, true), (false, true)] {
+        let prune = Operation::Prune {
+            containers,
+            images,
+            retain: 0,
+        };
+        let (id, pruned) = world.operate(prune.clone()).await;
+        let pruned = pruned.expect("prune runs");
+        assert_eq!(pruned.outcome.failed, Vec::<String>::new());
+        assert_eq!(world.count(&id, "OperationSucceeded"), all(1));
+        assert_eq!(
+            world.story(&id),
+            [
+                "OperationStarted",
+                "LockAcquired",
+                "OperationFinished",
+                "LockReleased"
+            ]
+        );
+        match &world.events(&id)[0].event {
+            Event::OperationStarted(o) => assert_eq!(o.operation, prune),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(world.running().as_deref(), Some("v2"));
+    }
+}
+
+/// The images a prune keeps are the rollback target's, by digest and tag, and the last good
+/// release's: a rollback after `prune images` pulls nothing it had.
+#[tokio::test(start_paused = true)]
+async fn prune_images_keeps_the_rollback_targets_image() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    for v in ["v1", "v2"] {
+        world.deploy(v).await.1.expect("deploy");
+    }
+    let prune = Operation::Prune {
+        containers: false,
+        images: true,
+        retain: 0,
+    };
+    let plan =
+        plans::operation_plan(&world.config, &world.log, &prune, &Narrow::default()).expect("plan");
+    let protected = match &plan.hosts[0].steps[..] {
+        [flotilla_deploy::plan::Step::PruneImages { protected }] => protected.clone(),
+        other => panic!("{other:?}"),
+    };
+    let repository = world.config.repository();
+    assert!(
+        protected.contains(&format!("{repository}:v1")),
+        "{protected:?}"
+    );
+    assert!(
+        protected.contains(&format!("{repository}:v2")),
+        "{protected:?}"
+    );
+    assert!(
+        protected
+            .iter()
+            .any(|p| p.starts_with(&format!("{repository}@sha256:"))),
+        "{protected:?}"
+    );
+}
+
+/// `app stale_containers --stop` stops, on each host, the running containers of versions
+/// other than the one the log says the host runs, recorded as what happened (each stopped
+/// container); with nothing running by the log it is refused before reaching a host.
+#[tokio::test(start_paused = true)]
+async fn stale_containers_stop_keeps_each_hosts_release() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    for v in ["v1", "v2"] {
+        world.deploy(v).await.1.expect("deploy");
+    }
+    // v1 started again beside v2: stale on every host.
+    let (_, started) = world
+        .operate(Operation::AppStart {
+            version: Some("v1".into()),
+        })
+        .await;
+    started.expect("start runs");
+    let (id, stopped) = world.operate(Operation::StaleContainersStop).await;
+    stopped.expect("stop stale runs");
+    let names: Vec<String> = world
+        .events(&id)
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::OldContainerStopped(c) => Some(c.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["app-web-v1"; 3]);
+    assert_eq!(world.count(&id, "OperationSucceeded"), all(1));
+
+    world.operate(Operation::AppStop).await.1.expect("stop");
+    let refused = plans::operation_plan(
+        &world.config,
+        &world.log,
+        &Operation::StaleContainersStop,
+        &Narrow::default(),
+    );
+    assert!(
+        matches!(refused, Err(plans::PlanError::NothingRunning(_))),
+        "{refused:?}"
+    );
 }

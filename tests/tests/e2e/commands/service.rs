@@ -9,8 +9,9 @@ const SERVICE_MODE: &str = "  scheduler:\n    mode: service\n";
 
 /// After `flotilla setup` in service mode: `app stop` stops the app on every host through the
 /// service and its executors, and the service's log has it (`history` and `audit` read it
-/// there: the stop with both hosts succeeded); `app start` runs the release again; no local
-/// event log was made.
+/// there: the stop with both hosts succeeded); `app start` runs the release again; `prune all`
+/// is run and recorded by the service the same way, the running release kept; no local event
+/// log was made.
 #[test]
 fn app_stop_and_start_are_recorded_by_the_service() {
     let fleet = fleet(2);
@@ -55,6 +56,23 @@ fn app_stop_and_start_are_recorded_by_the_service() {
     for h in [h1, h2] {
         assert_eq!(running(h), "testapp-web-v1", "{}", h.addr);
     }
+
+    // `prune all` runs on the executors too and the service records it with both hosts; the
+    // running release keeps its container and image.
+    project.flotilla_ok(&["prune", "all"], &[]);
+    for h in [h1, h2] {
+        assert_eq!(running(h), "testapp-web-v1", "{}", h.addr);
+    }
+    let audit = project.flotilla_ok(&["audit", "--json"], &[]);
+    let prune: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "prune all")
+        .unwrap_or_else(|| panic!("no prune all in {audit}"));
+    assert_eq!(prune["outcome"], "completed", "{audit}");
+    let mut succeeded: Vec<String> = serde_json::from_value(prune["succeeded"].clone()).unwrap();
+    succeeded.sort();
+    assert_eq!(succeeded, hosts, "{audit}");
     assert!(
         !project.root().join(".flotilla/events").exists(),
         "no local log in service mode"
