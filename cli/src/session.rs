@@ -251,12 +251,6 @@ impl NatsEndpoint {
     }
 }
 
-/// The control host: `x-flotilla.control` (its first host), else the first host of the
-/// primary role; where `flotilla setup` boots NATS.
-pub fn control_host(config: &Config) -> Option<String> {
-    control_hosts(config).into_iter().next()
-}
-
 /// Every control host: `x-flotilla.control` (three for HA: a NATS cluster and a scheduler
 /// instance on each), else the first host of the primary role alone.
 pub fn control_hosts(config: &Config) -> Vec<String> {

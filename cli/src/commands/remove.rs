@@ -3,8 +3,9 @@
 
 use crate::commands::bootstrap::picked_hosts;
 use crate::exit::{FAILED, UserError};
-use crate::session::{FleetArgs, control_host};
+use crate::session::{FleetArgs, control_hosts};
 use clap::Args;
+use flotilla_deploy::Config;
 use flotilla_setup::RemoveSpec;
 
 const EXAMPLES: &str = "Examples:
@@ -30,14 +31,7 @@ pub struct RemoveCmd {
 pub async fn run(cmd: &RemoveCmd) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     let config = cmd.fleet.config.load()?;
-    let mut hosts = picked_hosts(&config, &cmd.fleet);
-    if cmd.fleet.hosts.is_empty()
-        && cmd.fleet.roles.is_empty()
-        && let Some(c) = control_host(&config)
-        && !hosts.contains(&c)
-    {
-        hosts.push(c);
-    }
+    let hosts = hosts_to_remove(&config, &cmd.fleet);
     if !cmd.yes && !confirm(&hosts)? {
         return Err(UserError {
             message: "not confirmed: nothing removed".into(),
@@ -94,6 +88,21 @@ pub async fn run(cmd: &RemoveCmd) -> anyhow::Result<()> {
     .into())
 }
 
+/// The hosts `remove` clears: those picked, and (unless `-h`/`-r` narrowed it) every control
+/// host too, where setup booted NATS and a scheduler instance (three for HA), even one that
+/// runs no role of the app.
+fn hosts_to_remove(config: &Config, fleet: &FleetArgs) -> Vec<String> {
+    let mut hosts = picked_hosts(config, fleet);
+    if fleet.hosts.is_empty() && fleet.roles.is_empty() {
+        for c in control_hosts(config) {
+            if !hosts.contains(&c) {
+                hosts.push(c);
+            }
+        }
+    }
+    hosts
+}
+
 /// Asks on the terminal; anything but y/yes is a no.
 fn confirm(hosts: &[String]) -> anyhow::Result<bool> {
     use std::io::Write as _;
@@ -106,4 +115,58 @@ fn confirm(hosts: &[String]) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser as _;
+
+    /// `x-flotilla.control` naming three hosts, two of them in no role of the app.
+    fn config() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(
+            dir.path().join("config/deploy.yml"),
+            "service: app\nimage: app\nservers:\n  web: [10.0.0.1, 10.0.0.2]\n\
+             registry:\n  server: localhost:5555\n\
+             x-flotilla:\n  control: [10.0.0.2, 10.0.0.8, 10.0.0.9]\n",
+        )
+        .unwrap();
+        let opts = flotilla_deploy::LoadOptions {
+            env: Default::default(),
+            ..flotilla_deploy::LoadOptions::new(dir.path())
+        };
+        let config = flotilla_deploy::load(&opts).unwrap();
+        (dir, config)
+    }
+
+    #[derive(clap::Parser)]
+    #[command(disable_help_flag = true)]
+    struct Args {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    }
+
+    fn fleet(args: &[&str]) -> FleetArgs {
+        Args::try_parse_from(std::iter::once("remove").chain(args.iter().copied()))
+            .unwrap()
+            .fleet
+    }
+
+    /// With three control hosts, `remove` clears every one of them (their NATS node and
+    /// scheduler instance), not only the first; `-h` still removes only what it names.
+    #[test]
+    fn remove_clears_every_control_host() {
+        let (_dir, config) = config();
+        assert_eq!(
+            hosts_to_remove(&config, &fleet(&[])),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.8", "10.0.0.9"]
+        );
+        assert_eq!(
+            hosts_to_remove(&config, &fleet(&["-h", "10.0.0.1"])),
+            ["10.0.0.1"]
+        );
+    }
 }

@@ -13,6 +13,7 @@
 
 mod follower;
 pub mod ha;
+pub mod interrupted;
 pub mod lease;
 mod publisher;
 
@@ -301,7 +302,8 @@ impl<T: Transport + Clone + 'static> Service<T> {
     }
 
     /// Resumes every rollout [`control::ROLLOUT_BUCKET`] still holds: one that ended (or
-    /// never recorded anything) is refused by the resume plan and forgotten.
+    /// never recorded anything) is refused by the resume plan and forgotten. An app
+    /// operation left open is not run again but finished ([`interrupted::finish_operation`]).
     async fn resume_interrupted(self: Rc<Self>, table: &Table) {
         // Just after a failover the cluster may still route a read to the lost node until
         // it notices the loss (a few seconds): a read that fails is asked again, for a
@@ -345,6 +347,28 @@ impl<T: Transport + Clone + 'static> Service<T> {
                     continue;
                 }
             };
+            if let RolloutKind::Operation { operation } = &rollout.kind {
+                let id = &rollout.deploy_id;
+                match interrupted::finish_operation(
+                    self.log.as_ref(),
+                    &self.transport,
+                    &rollout,
+                    operation,
+                )
+                .await
+                {
+                    Ok(finished) => {
+                        tracing::info!(deploy = %id, ?finished, "an interrupted operation")
+                    }
+                    // Kept in the bucket: the next scheduler to lead tries again.
+                    Err(e) => {
+                        tracing::warn!(deploy = %id, error = %e, "finishing an interrupted operation");
+                        continue;
+                    }
+                }
+                let _ = table.rollouts.delete(&key).await;
+                continue;
+            }
             rollout.kind = RolloutKind::Resume;
             let id = rollout.deploy_id.clone();
             match self.clone().start(rollout, table).await {

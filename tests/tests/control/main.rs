@@ -800,3 +800,158 @@ async fn a_standby_takes_over_and_finishes_a_lost_leaders_deploy() {
     }
     drop(leader);
 }
+
+/// An app operation (`app stop`) whose scheduler is lost mid-run is not left open: the
+/// standby taking over records its end (each host's outcome as far as the log knows it, the
+/// others failed as interrupted, one `OperationFinished`), releases the deploy lock it held,
+/// and the next deploy runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_finishes_an_operation_its_lost_leader_left_open() {
+    use flotilla_events::event::Operation;
+    use flotilla_scheduler::service::ha;
+    use flotilla_scheduler::service::lease::{Contender, LeaseTimes};
+    // Each step taking a while: the operation is still going when the leader is lost.
+    let world = World::with_latency(
+        "{max_parallel: 1}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+        Duration::from_millis(150),
+    );
+    let nats = Nats::start();
+    let key = Arc::new(HostKey::generate());
+    let mut leader = control_with(&world, &nats, key.clone(), true).await;
+    let mut standby = control_with(&world, &nats, key, false).await;
+    let times = LeaseTimes {
+        ttl: Duration::from_secs(2),
+        renew: Duration::from_millis(500),
+        poll: Duration::from_millis(200),
+    };
+    let js = async_nats::jetstream::new(leader.client.clone());
+    let contender_a = Contender::open(&js, "control-a", times).await.unwrap();
+    let contender_b = Contender::open(&js, "control-b", times).await.unwrap();
+    let client = leader.client.clone();
+    let kill_leader = CancellationToken::new();
+    let shutdown = CancellationToken::new();
+    let leading = CancellationToken::new();
+    let run_leader = {
+        let service = leader.service.take().unwrap();
+        let (kill, shutdown) = (kill_leader.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                r = ha::run(service, contender_a, shutdown) => Some(r.unwrap()),
+                () = kill.cancelled() => None,
+            }
+        }
+    };
+    let test = async {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while ask(&client, &Request::Key, PATIENCE).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        leading.cancel();
+        let v1 = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let (answer, events, _) = run_and_follow(&client, v1).await;
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        assert!(completed(&events), "v1 deployed");
+        let stop = rollout(
+            &world,
+            &client,
+            RolloutKind::Operation {
+                operation: Operation::AppStop,
+            },
+        )
+        .await;
+        let id = stop.deploy_id.clone();
+        let mut follow = client.subscribe(log_subject(id.as_str())).await.unwrap();
+        let answer = ask(&client, &Request::Rollout(Box::new(stop)), PATIENCE)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        // The leader is lost as soon as the operation is recorded as started.
+        loop {
+            let message = tokio::time::timeout(PATIENCE, follow.next())
+                .await
+                .expect("events keep coming")
+                .unwrap();
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            if matches!(event.event, Event::OperationStarted(_)) {
+                break;
+            }
+        }
+        kill_leader.cancel();
+        let mut finished = false;
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, follow.next()).await {
+            let event: Envelope = wire::decode(&message.payload).unwrap();
+            if ends_deploy(&event) {
+                break;
+            }
+            finished |= matches!(event.event, Event::OperationFinished(_));
+        }
+        assert!(finished, "the new leader finished the operation");
+        // The lock the lost leader held for the operation is free: the next deploy runs.
+        let v2 = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v2".into(),
+            },
+        )
+        .await;
+        let (answer, events, _) = run_and_follow(&client, v2).await;
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        assert!(completed(&events), "v2 deployed after the operation");
+        shutdown.cancel();
+        id
+    };
+    let standby_service = standby.service.take().unwrap();
+    let run_standby = async {
+        leading.cancelled().await;
+        ha::run(standby_service, contender_b, shutdown.clone()).await
+    };
+    let (killed, stopped, id) = tokio::join!(run_leader, run_standby, test);
+    assert_eq!(killed, None, "the leader was lost, not stopped");
+    assert_eq!(stopped.unwrap(), ha::Stopped::AsLeader);
+    let events = standby.log.read_deploy(&id).unwrap();
+    let count = |name: &str| events.iter().filter(|e| e.type_name() == name).count();
+    assert_eq!(count("OperationStarted"), 1, "not run a second time");
+    assert_eq!(count("OperationFinished"), 1);
+    assert_eq!(count("LockReleased"), 1);
+    let mut outcomes = BTreeMap::new();
+    for e in &events {
+        if matches!(
+            e.event,
+            Event::OperationSucceeded(_) | Event::OperationFailed(_)
+        ) {
+            *outcomes.entry(e.host.clone().unwrap()).or_insert(0) += 1;
+        }
+    }
+    let once: BTreeMap<String, usize> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| (h.to_string(), 1))
+        .collect();
+    assert_eq!(outcomes, once, "one outcome per host");
+    let Some(Event::OperationFinished(f)) = events
+        .iter()
+        .map(|e| &e.event)
+        .find(|e| matches!(e, Event::OperationFinished(_)))
+    else {
+        panic!("finished")
+    };
+    let failed: Vec<String> = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::OperationFailed(_)))
+        .map(|e| e.host.clone().unwrap())
+        .collect();
+    assert_eq!(
+        f.failed, failed,
+        "the failed hosts are the ones that failed"
+    );
+    drop(leader);
+}
