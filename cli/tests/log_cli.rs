@@ -72,8 +72,11 @@ fn damaged_log_tail_is_told_in_flotillas_words_and_salvaged() {
     );
     assert_eq!(salvaged.status.code(), Some(0), "{}", stderr(&salvaged));
     let recovered = String::from_utf8_lossy(&salvaged.stdout).lines().count();
+    // At most the last batch is lost. It may be none: what lies at the file's end depends on
+    // when sled's background flusher ran, and when the damaged bytes hold no event record the
+    // salvage needs, it keeps every event (a CI run saw 104 of 104, the read still refused).
     assert!(
-        recovered > 0 && recovered < written && recovered + 3 >= written,
+        recovered > 0 && recovered <= written && recovered + 3 >= written,
         "recovered {recovered} of {written}"
     );
     let said = stderr(&salvaged);
