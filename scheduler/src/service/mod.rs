@@ -16,6 +16,7 @@ pub mod ha;
 pub mod interrupted;
 pub mod lease;
 mod publisher;
+mod ready;
 
 use crate::enrolment::{self, Decision};
 use crate::procedure::{
