@@ -69,25 +69,39 @@ pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, Nat
     Ok((client, endpoint))
 }
 
-/// How long a request is asked again while no scheduler answers (NATS says "no responders"
-/// at once): with HA a standby takes the lease within the lease's ttl plus a poll (about
-/// 7 s), so a failover costs a client a wait, not an error.
-const FAILOVER_WAIT: Duration = Duration::from_secs(15);
+/// How long a request is asked again while no scheduler answers: with HA a standby takes the
+/// lease within the lease's ttl plus a poll (about 7 s), then waits for JetStream to re-elect
+/// the streams a lost NATS node led (several seconds more), so a failover costs a client a
+/// wait, not an error.
+const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 /// How often it is asked again meanwhile.
 const FAILOVER_POLL: Duration = Duration::from_millis(250);
+/// How long one ask of a read (a page of the log, the service's key) waits for its answer,
+/// which is ready at once: a read sent just after the leader's host was cut off still goes to
+/// it (the cluster routes to the lost node until its route pings fail, about 6 s) and is never
+/// answered; asked again, it reaches the next leader.
+const READ_ATTEMPT: Duration = Duration::from_secs(5);
 
-/// [`ask`], asked again while nobody answers, for up to [`FAILOVER_WAIT`].
+/// [`ask`], asked again while nobody answers, for up to [`FAILOVER_WAIT`]; a read (which is
+/// safe to ask twice) is also asked again when its answer does not come.
 async fn ask_through_failover(
     client: &async_nats::Client,
     req: &Request,
     timeout: Duration,
 ) -> Result<Response, flotilla_scheduler::service::AskError> {
+    let read = matches!(req, Request::Events { .. } | Request::Key);
+    let attempt = if read {
+        timeout.min(READ_ATTEMPT)
+    } else {
+        timeout
+    };
     let deadline = tokio::time::Instant::now() + FAILOVER_WAIT;
     loop {
-        match ask(client, req, timeout).await {
+        match ask(client, req, attempt).await {
             Err(flotilla_scheduler::service::AskError::Request(e))
-                if e.kind() == async_nats::RequestErrorKind::NoResponders
-                    && tokio::time::Instant::now() < deadline =>
+                if tokio::time::Instant::now() < deadline
+                    && (e.kind() == async_nats::RequestErrorKind::NoResponders
+                        || (read && e.kind() == async_nats::RequestErrorKind::TimedOut)) =>
             {
                 tokio::time::sleep(FAILOVER_POLL).await;
             }
