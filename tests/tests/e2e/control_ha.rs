@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 /// Load clients per app host while a control host fails.
 const CLIENTS_PER_HOST: usize = 2;
 
+/// How long the app takes to answer its health check once started: the faults fire when the
+/// CLI shows the first `ContainerStarted`, and the CLI may show it a moment late (its
+/// subscription lags under the test's load); without this wait the rollout could be over by
+/// then (a host takes well under a second), and nothing would be left mid-rollout to resume.
+const HEALTHY_AFTER_SECS: u32 = 4;
+
 /// How long a restarted NATS node may take to rejoin the cluster and catch its replicas up.
 const REJOIN: Duration = Duration::from_secs(60);
 
@@ -131,7 +137,7 @@ fn identity(e: &serde_json::Value) -> String {
 /// Runs a deploy of `version`, calling `fault` once at the first `ContainerStarted` (the
 /// first app host mid-step, the other not started: mid-rollout); returns the deploy's id,
 /// the events the CLI showed before the fault, how long after the fault it showed the
-/// next event (`None`: none), and its output.
+/// next event (`None`: none), and its output (stdout: what it printed after the fault).
 fn deploy_with_fault(
     project: &BareProject,
     version: &str,
@@ -148,8 +154,14 @@ fn deploy_with_fault(
     let mut fault = Some(fault);
     let mut faulted_at: Option<Instant> = None;
     let mut resumed_after = None;
+    // What the CLI printed after the fault, kept as the output's stdout (for diagnosis).
+    let mut after = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
+        if faulted_at.is_some() {
+            after.extend_from_slice(line.as_bytes());
+            after.push(b'\n');
+        }
         let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -170,7 +182,8 @@ fn deploy_with_fault(
             Some(_) => {}
         }
     }
-    let out = child.wait_with_output().unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = after;
     assert!(faulted_at.is_some(), "the deploy started a container");
     (id, before, resumed_after, out)
 }
@@ -250,7 +263,7 @@ fn scheduler_logs(fleet: &Fleet, controls: &[&Host]) -> String {
         .map(|h| {
             let out = fleet
                 .host_docker(h)
-                .args(["logs", "--tail", "40", "flotilla-scheduler"])
+                .args(["logs", "--tail", "80", "flotilla-scheduler"])
                 .output()
                 .unwrap();
             format!("{}:\n{}", h.name, String::from_utf8_lossy(&out.stderr))
@@ -305,7 +318,8 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
         &fleet,
         &web,
         &format!(
-            "  scheduler:\n    mode: service\n  rollout:\n    max_parallel: 1\n  control:\n{control_list}"
+            "  scheduler:\n    mode: service\n  rollout:\n    max_parallel: 1\n  control:\n{control_list}\
+             env:\n  clear:\n    APP_MODE: healthy-after:{HEALTHY_AFTER_SECS}\n"
         ),
     );
     project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
@@ -391,7 +405,15 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
         .copied()
         .filter(|h| h.addr != lost.addr)
         .collect();
-    let logs = || scheduler_logs(&fleet, &standing);
+    // Every control host's (the lost one's too: its Docker is reached without its link), and
+    // what the CLI showed after the cut.
+    let logs = || {
+        format!(
+            "{}\nthe deploy's output after the cut:\n{}",
+            scheduler_logs(&fleet, &controls),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    };
     assert!(
         out.status.success(),
         "{}\n{}\nthe standing schedulers:\n{}",
