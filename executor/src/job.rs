@@ -2,10 +2,13 @@
 //! step is done, then `HostSucceeded` or `HostFailed`. Between steps the runner looks at the
 //! stop signal: on shutdown it finishes the current step, reports it, and hands the job back
 //! (the transport NAKs it; the rerun skips what is done because steps are idempotent).
+//! A report that cannot be published is tried again for a while before the job is handed
+//! back: the rerun skips a step that is done, and with it the events that step reported.
 //! Every event is scrubbed of the secret values the job carried before it is published: an
 //! error text that quotes one (a registry's answer, a crash message) says `[secret NAME]`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use flotilla_events::event::{HostFailed, HostSucceeded};
 use tokio::sync::watch;
@@ -23,6 +26,38 @@ pub struct SinkError(pub String);
 pub trait Sink: Send + Sync {
     /// Publishes `report` and returns once it is durable.
     fn report(&self, report: &Report) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// How long one report is tried again before the job is handed back: longer than losing a
+/// NATS node takes to heal (the client reconnects to another node within a few backoff
+/// steps, and an R3 stream elects a new leader within seconds), so a report sent to the node
+/// that died reaches the stream instead of dying with it. Handing the job back would lose it
+/// for good when its step does not repeat what it did (a stop finds the container stopped
+/// already and reports nothing).
+pub const REPORT_RETRY_FOR: Duration = Duration::from_secs(30);
+/// The first pause between two tries of a report; it doubles up to [`REPORT_RETRY_MAX_PAUSE`].
+const REPORT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a report: short next to [`REPORT_RETRY_FOR`], so a
+/// healed cluster is noticed quickly.
+const REPORT_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Publishes `report`, trying again for up to [`REPORT_RETRY_FOR`] when it fails. Trying the
+/// same report again is safe: its event id is the stream's message id (a copy that did reach
+/// the stream is deduplicated) and the log appends an event id once.
+pub async fn report_durably<S: Sink>(sink: &S, report: &Report) -> Result<(), SinkError> {
+    let deadline = tokio::time::Instant::now() + REPORT_RETRY_FOR;
+    let mut pause = REPORT_RETRY_PAUSE;
+    loop {
+        match sink.report(report).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "report not published; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(REPORT_RETRY_MAX_PAUSE);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// How a job run ended.
@@ -69,7 +104,7 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
                 step: u16::try_from(index).ok(),
                 event: ex.envelope(job, Some(index), k, scrub(event)),
             });
-            sink.report(&report).await?;
+            report_durably(sink, &report).await?;
             reports.push(report);
         }
         if let Some((error, cause)) = error {
@@ -91,7 +126,7 @@ pub async fn run_job<R: Runtime, P: Proxy, S: Sink>(
         step: None,
         event: ex.envelope(job, None, 0, last),
     });
-    sink.report(&report).await?;
+    report_durably(sink, &report).await?;
     reports.push(report);
     Ok(JobOutcome::Finished(reports))
 }

@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, AckKind, Context, message::PublishMessage};
 use futures::StreamExt as _;
 use tokio::sync::{Mutex, watch};
 
-use crate::job::{JobOutcome, Sink, SinkError, run_job};
+use crate::job::{JobOutcome, Sink, SinkError, report_durably, run_job};
 use crate::journal::Journal;
 use crate::runtime::{Proxy, Runtime};
 use crate::steps::Executor;
@@ -329,7 +329,7 @@ async fn handle<R: Runtime, P: Proxy>(
         tracing::info!(job = %job.id, reports = reports.len(), "job already ran here: re-sending its reports");
         for bytes in reports {
             if let Ok(report) = wire::decode::<Report>(&bytes)
-                && let Err(e) = sink.report(&report).await
+                && let Err(e) = report_durably(sink, &report).await
             {
                 tracing::warn!(error = %e, "re-sending failed");
                 return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
@@ -404,7 +404,7 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     tracing::warn!(job = %refusal.job_id, reason = ?refusal.reason, detail = %refusal.detail, "job refused");
-    if let Err(e) = sink.report(&Report::Refused(refusal)).await {
+    if let Err(e) = report_durably(sink, &Report::Refused(refusal)).await {
         tracing::warn!(error = %e, "could not report refusal; will see the job again");
         return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
     }

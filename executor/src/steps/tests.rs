@@ -119,48 +119,50 @@ async fn secret_for_another_host_fails_the_step() {
     assert!(!failed.error.contains("hunter2"));
 }
 
+/// The steps of a deploy job of `v`: pull, start, switch, stop the old version.
+fn deploy_steps(ex: &Executor<SimRuntime, SimRuntime>, v: &str) -> Vec<JobStep> {
+    vec![
+        JobStep::PullImage(PullImage {
+            image: format!("r/app:{v}"),
+            auth: None,
+        }),
+        JobStep::StartContainer(start_step(ex, v)),
+        JobStep::SwitchProxy(SwitchProxy {
+            proxy_service: "app-web".into(),
+            container: format!("app-web-{v}"),
+            version: v.into(),
+            app_port: 80,
+            hosts: vec![],
+            path_prefix: None,
+            health_path: "/up".into(),
+            health_interval_ms: 100,
+            health_timeout_ms: 1000,
+            deploy_timeout_ms: 5000,
+            drain_timeout_ms: 1000,
+        }),
+        JobStep::StopOldContainers(StopOldContainers {
+            service: "app".into(),
+            role: "web".into(),
+            destination: None,
+            keep: format!("app-web-{v}"),
+            stop_timeout_s: 1,
+        }),
+    ]
+}
+
 /// A full v1 job reports each step's event then `HostSucceeded`; v2 replaces v1 (v1 stopped);
 /// a rerun of the v2 job reports the same event ids; prune keeps protected containers.
 #[tokio::test]
 async fn deploy_jobs_report_each_step_and_replace_the_old_version() {
     let ex = executor();
     let (_tx, stop) = watch::channel(false);
-    let steps = |v: &str| {
-        vec![
-            JobStep::PullImage(PullImage {
-                image: format!("r/app:{v}"),
-                auth: None,
-            }),
-            JobStep::StartContainer(start_step(&ex, v)),
-            JobStep::SwitchProxy(SwitchProxy {
-                proxy_service: "app-web".into(),
-                container: format!("app-web-{v}"),
-                version: v.into(),
-                app_port: 80,
-                hosts: vec![],
-                path_prefix: None,
-                health_path: "/up".into(),
-                health_interval_ms: 100,
-                health_timeout_ms: 1000,
-                deploy_timeout_ms: 5000,
-                drain_timeout_ms: 1000,
-            }),
-            JobStep::StopOldContainers(StopOldContainers {
-                service: "app".into(),
-                role: "web".into(),
-                destination: None,
-                keep: format!("app-web-{v}"),
-                stop_timeout_s: 1,
-            }),
-        ]
-    };
     let sink = VecSink::default();
-    let v1 = job(steps("v1"));
+    let v1 = job(deploy_steps(&ex, "v1"));
     assert!(matches!(
         run_job(&ex, &v1, &sink, &stop).await.unwrap(),
         JobOutcome::Finished(_)
     ));
-    let mut v2 = job(steps("v2"));
+    let mut v2 = job(deploy_steps(&ex, "v2"));
     v2.id = "01JOBV2".into();
     let JobOutcome::Finished(reports) =
         run_job(&ex, &v2, &VecSink::default(), &stop).await.unwrap()
@@ -239,6 +241,70 @@ async fn deploy_jobs_report_each_step_and_replace_the_old_version() {
         1,
         "stopped v1 pruned"
     );
+}
+
+/// Fails the first publish of each report of one event type (a NATS node dying with it),
+/// records every publish that succeeds.
+struct FlakySink {
+    fail_once: &'static str,
+    failed: Mutex<Vec<String>>,
+    published: VecSink,
+}
+
+impl Sink for FlakySink {
+    async fn report(&self, report: &Report) -> Result<(), SinkError> {
+        if let Report::Event(e) = report {
+            let id = e.event.id.to_string();
+            let mut failed = self.failed.lock().unwrap();
+            if e.event.event.type_name() == self.fail_once && !failed.contains(&id) {
+                failed.push(id);
+                return Err(SinkError("no responders: the node is gone".into()));
+            }
+        }
+        self.published.report(report).await
+    }
+}
+
+/// A stop whose report is lost in flight (the NATS node it went to died) is still recorded:
+/// the report is published again rather than the job handed back, where the rerun would find
+/// the old container stopped already and report nothing.
+#[tokio::test]
+async fn a_report_that_fails_once_is_published_again_not_lost() {
+    let ex = executor();
+    let (_tx, stop) = watch::channel(false);
+    run_job(
+        &ex,
+        &job(deploy_steps(&ex, "v1")),
+        &VecSink::default(),
+        &stop,
+    )
+    .await
+    .unwrap();
+    let mut v2 = job(deploy_steps(&ex, "v2"));
+    v2.id = "01JOBV2".into();
+    let sink = FlakySink {
+        fail_once: "OldContainerStopped",
+        failed: Mutex::default(),
+        published: VecSink::default(),
+    };
+    let JobOutcome::Finished(reports) = run_job(&ex, &v2, &sink, &stop).await.unwrap() else {
+        panic!("v2 interrupted")
+    };
+    assert_eq!(sink.failed.lock().unwrap().len(), 1, "one publish failed");
+    let published = sink.published.0.lock().unwrap().clone();
+    assert_eq!(
+        types(&published),
+        [
+            "ImagePulled",
+            "ContainerStarted",
+            "HealthPassed",
+            "ProxySwitched",
+            "OldContainerStopped",
+            "HostSucceeded"
+        ],
+        "every event published exactly once"
+    );
+    assert_eq!(types(&reports), types(&published));
 }
 
 /// A failing step ends the job with `HostFailed` naming the step and Docker's error; on
