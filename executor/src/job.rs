@@ -15,12 +15,14 @@ use tokio::sync::watch;
 
 use crate::runtime::{Proxy, Runtime};
 use crate::steps::Executor;
+use flotilla_protocol::text::error_chain;
 use flotilla_protocol::wire::{Job, JobEvent, Report};
 
-/// Publishing a report failed (NATS unreachable, no stream ack).
+/// Publishing a report failed (NATS unreachable, no stream ack); the client's error is the
+/// source.
 #[derive(Debug, thiserror::Error)]
-#[error("publish report: {0}")]
-pub struct SinkError(pub String);
+#[error("publishing a report")]
+pub struct SinkError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Where reports go: JetStream in production, a vector in tests.
 pub trait Sink: Send + Sync {
@@ -51,7 +53,7 @@ pub async fn report_durably<S: Sink>(sink: &S, report: &Report) -> Result<(), Si
         match sink.report(report).await {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
-                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "report not published; trying again");
+                tracing::warn!(error = %error_chain(&e), retry_in_ms = pause.as_millis() as u64, "report not published; trying again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(REPORT_RETRY_MAX_PAUSE);
             }

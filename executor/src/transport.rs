@@ -17,6 +17,7 @@ use crate::steps::Executor;
 use flotilla_protocol::identity::ReportSigner;
 use flotilla_protocol::signing::{Admission, JobVerifier};
 use flotilla_protocol::subjects;
+use flotilla_protocol::text::error_chain;
 use flotilla_protocol::wire::{self, Heartbeat, Refusal, RefusalReason, Report, SignedReport};
 
 /// How the executor reaches NATS.
@@ -331,7 +332,7 @@ async fn handle<R: Runtime, P: Proxy>(
             if let Ok(report) = wire::decode::<Report>(&bytes)
                 && let Err(e) = report_durably(sink, &report).await
             {
-                tracing::warn!(error = %e, "re-sending failed");
+                tracing::warn!(error = %error_chain(&e), "re-sending failed");
                 return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
             }
         }
@@ -391,7 +392,7 @@ async fn handle<R: Runtime, P: Proxy>(
         }
         Ok(JobOutcome::Interrupted) => ack(AckKind::Nak(None)).await,
         Err(e) => {
-            tracing::warn!(job = %job.id, error = %e, "reports not published; job handed back");
+            tracing::warn!(job = %job.id, error = %error_chain(&e), "reports not published; job handed back");
             ack(AckKind::Nak(Some(RETRY_DELIVERY))).await
         }
     }
@@ -405,7 +406,7 @@ where
 {
     tracing::warn!(job = %refusal.job_id, reason = ?refusal.reason, detail = %refusal.detail, "job refused");
     if let Err(e) = report_durably(sink, &Report::Refused(refusal)).await {
-        tracing::warn!(error = %e, "could not report refusal; will see the job again");
+        tracing::warn!(error = %error_chain(&e), "could not report refusal; will see the job again");
         return ack(AckKind::Nak(Some(RETRY_DELIVERY))).await;
     }
     ack(AckKind::Term).await
@@ -433,19 +434,19 @@ impl Sink for JetStreamSink {
                 format!("refused-{}-{}", r.job_id, r.at.unix_ms()),
             ),
         };
-        let report = wire::encode(report).map_err(|e| SinkError(e.to_string()))?;
+        let report = wire::encode(report).map_err(|e| SinkError(e.into()))?;
         let signature = self.signer.sign(&report);
-        let payload = wire::encode(&SignedReport { report, signature })
-            .map_err(|e| SinkError(e.to_string()))?;
+        let payload =
+            wire::encode(&SignedReport { report, signature }).map_err(|e| SinkError(e.into()))?;
         let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(id);
         self.js
             .send_publish(subject, publish)
             .await
-            .map_err(|e| SinkError(e.to_string()))?
+            .map_err(|e| SinkError(e.into()))?
             .await
-            .map_err(|e| SinkError(e.to_string()))?;
+            .map_err(|e| SinkError(e.into()))?;
         Ok(())
     }
 }

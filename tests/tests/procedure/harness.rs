@@ -364,11 +364,11 @@ impl Sink for MemorySink {
         let signed = sign(&self.signer, report);
         self.transport
             .report(&self.deploy, &self.host, &signed)
-            .map_err(|e| SinkError(e.to_string()))?;
+            .map_err(|e| SinkError(e.into()))?;
         if self.behaviour == Behaviour::Repeats {
             // Past the stream's dedup: the scheduler sees the same report twice, as after a
             // redelivery, and must keep one copy.
-            let bytes = wire::encode(&signed).map_err(|e| SinkError(e.to_string()))?;
+            let bytes = wire::encode(&signed).map_err(|e| SinkError(e.into()))?;
             self.transport.report_bytes(&self.deploy, &self.host, bytes);
         }
         Ok(())
