@@ -105,8 +105,9 @@ struct Shared {
 
 type Table = Rc<Shared>;
 
-/// How long a new leader keeps asking for the rollouts to resume when NATS does not answer
-/// (reads routed to a lost node time out until the cluster notices it is gone).
+/// How long a new leader keeps asking for the rollouts to resume, and keeps trying to start
+/// them, when NATS does not answer (requests routed to a lost node time out until the cluster
+/// notices it is gone, and a bucket it led answers only after its re-election).
 const RESUME_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long it waits between two asks meanwhile.
 const RESUME_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -372,14 +373,26 @@ impl<T: Transport + Clone + 'static> Service<T> {
             }
             rollout.kind = RolloutKind::Resume;
             let id = rollout.deploy_id.clone();
-            match self.clone().start(rollout, table).await {
-                Response::Accepted { .. } => {
-                    tracing::info!(deploy = %id, "resumed an interrupted rollout");
+            loop {
+                match self.clone().start_rollout(rollout.clone(), table).await {
+                    Started::Accepted(_) => {
+                        tracing::info!(deploy = %id, "resumed an interrupted rollout");
+                    }
+                    Started::Unreachable(answer) if tokio::time::Instant::now() < deadline => {
+                        tracing::warn!(deploy = %id, ?answer, "resuming a rollout; asking again");
+                        tokio::time::sleep(RESUME_READ_RETRY).await;
+                        continue;
+                    }
+                    // Kept in the bucket: the next scheduler to lead tries again.
+                    Started::Unreachable(answer) => {
+                        tracing::warn!(deploy = %id, ?answer, "could not resume a rollout");
+                    }
+                    Started::Refused(answer) => {
+                        tracing::info!(deploy = %id, ?answer, "nothing to resume");
+                        let _ = table.rollouts.delete(&key).await;
+                    }
                 }
-                other => {
-                    tracing::info!(deploy = %id, answer = ?other, "nothing to resume");
-                    let _ = table.rollouts.delete(&key).await;
-                }
+                break;
             }
         }
     }
@@ -409,18 +422,26 @@ impl<T: Transport + Clone + 'static> Service<T> {
     /// Starts a rollout; answers once it holds the deploy lock and its first event is in the
     /// log (so a client following the log sees all of it), or with why it could not start.
     async fn start(self: Rc<Self>, rollout: Rollout, table: &Table) -> Response {
+        match self.start_rollout(rollout, table).await {
+            Started::Accepted(deploy_id) => Response::Accepted { deploy_id },
+            Started::Refused(answer) | Started::Unreachable(answer) => answer,
+        }
+    }
+
+    /// [`Service::start`], telling a refusal from NATS not answering (worth asking again).
+    async fn start_rollout(self: Rc<Self>, rollout: Rollout, table: &Table) -> Started {
         if table.active.borrow().contains_key(&rollout.deploy_id) {
-            return Response::Refused {
+            return Started::Refused(Response::Refused {
                 reason: format!("deploy {} is already running", rollout.deploy_id),
                 hint: Some(format!(
                     "follow it with `flotilla replay {} --follow`",
                     rollout.deploy_id
                 )),
-            };
+            });
         }
         let prepared = match self.prepare(&rollout) {
             Ok(p) => p,
-            Err(e) => return e.response(),
+            Err(e) => return Started::Refused(e.response()),
         };
         // Kept before anything runs, so a scheduler taking over can resume it.
         let key = flotilla_protocol::subjects::token(rollout.deploy_id.as_str());
@@ -444,28 +465,31 @@ impl<T: Transport + Clone + 'static> Service<T> {
                 cancel: cancel.clone(),
             },
         );
-        let deploy_id = rollout.deploy_id.clone();
-        let (started_tx, started) = oneshot::channel::<Result<(), Response>>();
+        let (started_tx, started) = oneshot::channel::<Started>();
         let service = self.clone();
         let table = table.clone();
+        // A resume that NATS did not let start stays in the bucket: it is tried again.
+        let resuming = matches!(rollout.kind, RolloutKind::Resume);
         tokio::task::spawn_local(async move {
             let id = prepared.request.deploy_id().clone();
-            service
+            let unreachable = service
                 .run_rollout(prepared, rollout, started_tx, &cancel)
                 .await;
             table.active.borrow_mut().remove(&id);
+            if unreachable && resuming {
+                return;
+            }
             let key = flotilla_protocol::subjects::token(id.as_str());
             if let Err(e) = table.rollouts.delete(&key).await {
                 tracing::warn!(error = %e, "forgetting an ended rollout");
             }
         });
         match started.await {
-            Ok(Ok(())) => Response::Accepted { deploy_id },
-            Ok(Err(refusal)) => refusal,
-            Err(_) => Response::Refused {
+            Ok(started) => started,
+            Err(_) => Started::Refused(Response::Refused {
                 reason: "the rollout ended before it started".into(),
                 hint: None,
-            },
+            }),
         }
     }
 
@@ -552,9 +576,9 @@ impl<T: Transport + Clone + 'static> Service<T> {
         &self,
         prepared: Prepared,
         rollout: Rollout,
-        started: oneshot::Sender<Result<(), Response>>,
+        started: oneshot::Sender<Started>,
         cancel: &CancellationToken,
-    ) {
+    ) -> bool {
         let ctx = Context {
             config: &prepared.config,
             root: &self.root,
@@ -570,9 +594,10 @@ impl<T: Transport + Clone + 'static> Service<T> {
             notices: &|notice| tracing::info!(%notice, "rollout waiting"),
         };
         let mut started = Some(started);
+        let accepted = rollout.deploy_id.clone();
         let mut watch = |_: &Envelope| {
             if let Some(tx) = started.take() {
-                let _ = tx.send(Ok(()));
+                let _ = tx.send(Started::Accepted(accepted.clone()));
             }
         };
         let result = match &prepared.request {
@@ -582,16 +607,40 @@ impl<T: Transport + Clone + 'static> Service<T> {
         let id = prepared.request.deploy_id();
         match (result, started.take()) {
             (Err(e), Some(tx)) => {
-                let _ = tx.send(Err(refused(&e, procedure_hint(&e))));
+                let answer = refused(&e, procedure_hint(&e));
+                // The lock bucket not answering (a NATS node lost just now) is not a refusal.
+                let unreachable = matches!(
+                    e,
+                    ProcedureError::Lock(crate::transport::lock::LockError::Nats(_))
+                );
+                let _ = tx.send(if unreachable {
+                    Started::Unreachable(answer)
+                } else {
+                    Started::Refused(answer)
+                });
+                unreachable
             }
             (Err(e), None) => {
                 tracing::warn!(deploy = %id, error = %error_chain(&e), "rollout stopped");
+                false
             }
             (Ok(finished), _) => {
                 tracing::info!(deploy = %id, outcome = ?finished.outcome.outcome, "rollout ended");
+                false
             }
         }
     }
+}
+
+/// How a rollout's start went.
+enum Started {
+    /// Its first event is in the log.
+    Accepted(flotilla_events::DeployId),
+    /// It cannot start (the answer says why): asking again would not help.
+    Refused(Response),
+    /// NATS did not answer before it started (the lock bucket, just after a lost node):
+    /// asking again may help.
+    Unreachable(Response),
 }
 
 /// A rollout ready to run.
