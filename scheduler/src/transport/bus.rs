@@ -228,8 +228,23 @@ impl Bus {
 
     /// Makes sure each host has its job consumer, filtering exactly its own subject: the
     /// scheduler owns the consumers (a host's credentials cannot make one). A consumer of that
-    /// name with another filter (made by anyone else) is deleted and made again.
+    /// name with another filter (made by anyone else) is deleted and made again. Asked again
+    /// for up to [`PUBLISH_RETRY_FOR`] when NATS does not answer (a node lost just now, or the
+    /// jobs stream's re-election after it): making them twice is harmless.
     pub async fn ensure_job_consumers(&self, hosts: &[String]) -> Result<(), TransportError> {
+        let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
+        loop {
+            match self.ensure_job_consumers_once(hosts).await {
+                Err(e) if tokio::time::Instant::now() + PUBLISH_RETRY_EVERY < deadline => {
+                    tracing::warn!(error = %flotilla_protocol::text::error_chain(&e), "making the job consumers failed; again");
+                    tokio::time::sleep(PUBLISH_RETRY_EVERY).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn ensure_job_consumers_once(&self, hosts: &[String]) -> Result<(), TransportError> {
         let stream = self
             .js
             .get_stream(subjects::JOBS_STREAM)
