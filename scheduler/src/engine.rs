@@ -41,6 +41,10 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// scheduler took but never acknowledged come again only after the consumer's ack wait.
 const DRAIN_WAIT: Duration =
     Duration::from_secs(flotilla_protocol::subjects::REPORT_ACK_WAIT.as_secs() + 5);
+/// How long a resume waits for a job the lost scheduler left running on a host to end (its
+/// executor acknowledges it once its reports are stored): beyond a health check's usual
+/// wait; a host still busy after it is sent its job again.
+const SETTLE_WAIT: Duration = Duration::from_secs(30);
 /// How long a job stays valid: long enough for a slow pull and health check, short enough
 /// that a captured job is useless soon after.
 pub const JOB_VALIDITY: Duration = flotilla_protocol::signing::MAX_JOB_VALIDITY;
@@ -345,6 +349,16 @@ impl<T: Transport> Engine<'_, T> {
         // that finished meanwhile is not sent again.
         let plan_hosts: Vec<String> = run.plan.hosts.iter().map(|h| h.host.clone()).collect();
         let keys = HostKeys::of(&Enrolled::from_log(self.log)?, &plan_hosts)?;
+        // A host the log shows started and not finished may still be running the lost
+        // scheduler's job: its reports are stored only once it ends, and sending it the job
+        // again would run its steps twice (and a stop run again reports nothing).
+        let unfinished = in_flight(&self.log.read_deploy(&run.deploy_id)?);
+        if !unfinished.is_empty() {
+            let busy = self.transport.settle_jobs(&unfinished, SETTLE_WAIT).await?;
+            if !busy.is_empty() {
+                tracing::warn!(hosts = ?busy, waited = ?SETTLE_WAIT, "resuming while an earlier job may still run there");
+            }
+        }
         let mut reports = self.transport.reports(run.deploy_id.as_str()).await?;
         self.drain_waiting(&run, &keys, &mut reports, watch).await?;
         let history = self.log.read_deploy(&run.deploy_id)?;
@@ -797,6 +811,24 @@ impl<T: Transport> Engine<'_, T> {
 /// From a deploy's events so far: per host, how many leading plan steps finished, and which
 /// hosts already succeeded. A step counts as finished when its finishing event is in the log,
 /// in plan order ([`finishes`]); pruning reports nothing and is always redone (harmless).
+/// The hosts a deploy's history shows started and not ended (no `HostSucceeded` or
+/// `HostFailed` after their first event).
+fn in_flight(history: &[Envelope]) -> Vec<String> {
+    let mut hosts: BTreeMap<&str, bool> = BTreeMap::new();
+    for e in history {
+        if let Some(host) = e.host.as_deref() {
+            let ended = matches!(e.event, Event::HostSucceeded(_) | Event::HostFailed(_));
+            let entry = hosts.entry(host).or_insert(false);
+            *entry = *entry || ended;
+        }
+    }
+    hosts
+        .into_iter()
+        .filter(|(_, ended)| !ended)
+        .map(|(h, _)| h.to_owned())
+        .collect()
+}
+
 pub fn resume_points(plan: &Plan, history: &[Envelope]) -> (BTreeMap<String, usize>, Vec<String>) {
     let mut points = BTreeMap::new();
     let mut succeeded = Vec::new();

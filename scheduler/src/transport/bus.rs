@@ -244,6 +244,48 @@ impl Bus {
         }
     }
 
+    /// [`crate::transport::Transport::settle_jobs`]: each host's job consumer asked until it
+    /// has nothing pending or unacknowledged (one without a consumer has no job); a question
+    /// NATS does not answer is asked again until `wait` runs out.
+    pub async fn settle_jobs(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> Result<Vec<String>, TransportError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut busy: Vec<String> = hosts.to_vec();
+        while !busy.is_empty() && tokio::time::Instant::now() < deadline {
+            let mut still = Vec::new();
+            for host in busy {
+                if !self.job_settled(&host).await {
+                    still.push(host);
+                }
+            }
+            busy = still;
+            if !busy.is_empty() {
+                tokio::time::sleep(SETTLE_POLL).await;
+            }
+        }
+        Ok(busy)
+    }
+
+    async fn job_settled(&self, host: &str) -> bool {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind;
+        let Ok(stream) = self.js.get_stream(subjects::JOBS_STREAM).await else {
+            return false;
+        };
+        match stream.consumer_info(subjects::job_consumer(host)).await {
+            Ok(info) => info.num_pending == 0 && info.num_ack_pending == 0,
+            Err(e) => match e.kind() {
+                ConsumerInfoErrorKind::NotFound => true,
+                ConsumerInfoErrorKind::JetStream(j) => {
+                    j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+                }
+                _ => false,
+            },
+        }
+    }
+
     async fn ensure_job_consumers_once(&self, hosts: &[String]) -> Result<(), TransportError> {
         let stream = self
             .js
@@ -451,6 +493,8 @@ impl DeployEvents {
 /// How long a job publish keeps trying through a NATS outage: a server restart takes a few
 /// seconds, and the step timeout is the bound on anything longer.
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How often a host's job consumer is asked again while its job runs.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
 /// Pause between two publish attempts: the client reconnects on its own meanwhile.
 const PUBLISH_RETRY_EVERY: Duration = Duration::from_secs(1);
 

@@ -278,6 +278,15 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    async fn settle_jobs(
+        &self,
+        _hosts: &[String],
+        _wait: Duration,
+    ) -> Result<Vec<String>, TransportError> {
+        // In process a job is a call: nothing outlives the scheduler that made it.
+        Ok(Vec::new())
+    }
+
     async fn prepare_hosts(&self, _hosts: &[String]) -> Result<(), TransportError> {
         // Each host's queue exists from the moment its simulated executor takes it.
         Ok(())

@@ -82,6 +82,16 @@ pub trait Transport: Send + Sync {
         hosts: &[String],
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Waits, up to `wait`, until no job of `hosts` is waiting or being run (a job an earlier
+    /// scheduler dispatched, still running after that scheduler was lost); returns the hosts
+    /// still busy when `wait` ran out. An executor acknowledges a job only once its reports
+    /// are durable, so afterwards every report of it is stored.
+    fn settle_jobs(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, TransportError>> + Send;
+
     /// Publishes a signed job for `host`; a second copy with the same `job_id` is dropped.
     /// The ticket names the stored job, so it can be revoked.
     fn publish_job(

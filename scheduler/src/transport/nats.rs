@@ -75,6 +75,14 @@ impl Transport for NatsTransport {
         self.bus.ensure_job_consumers(hosts).await
     }
 
+    async fn settle_jobs(
+        &self,
+        hosts: &[String],
+        wait: Duration,
+    ) -> Result<Vec<String>, TransportError> {
+        self.bus.settle_jobs(hosts, wait).await
+    }
+
     async fn publish_job(
         &self,
         host: &str,
