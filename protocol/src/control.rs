@@ -204,6 +204,35 @@ pub enum RolloutKind {
     Operation {
         operation: flotilla_events::event::Operation,
     },
+    /// An accessory operation (`accessory boot|reboot|...`, an `Operation::Accessory`):
+    /// like `Operation`, with the accessory's `files:` as the operator's machine read them
+    /// (`.erb` ones rendered there, with the accessory's secrets), sealed to the service's
+    /// key. Appended: the wire stores the variant's position.
+    Accessory {
+        operation: flotilla_events::event::Operation,
+        files: Vec<SealedAccessoryFile>,
+    },
+}
+
+impl RolloutKind {
+    /// The operation a [`RolloutKind::Operation`] or [`RolloutKind::Accessory`] runs.
+    pub fn operation(&self) -> Option<&flotilla_events::event::Operation> {
+        match self {
+            RolloutKind::Operation { operation } | RolloutKind::Accessory { operation, .. } => {
+                Some(operation)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One of an accessory's `files:`, sealed to the service's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedAccessoryFile {
+    pub accessory: String,
+    /// The entry's local path as written in deploy.yml.
+    pub local: String,
+    pub contents: SealedValue,
 }
 
 /// One config file as ERB rendered it on the operator's machine.
