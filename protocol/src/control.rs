@@ -345,4 +345,27 @@ mod tests {
         let back: Request = decode(&encode(&req).unwrap()).unwrap();
         assert_eq!(back, req);
     }
+
+    /// An accessory operation names its operation like any other, and its files travel
+    /// sealed beside it.
+    #[test]
+    fn accessory_kind_carries_its_sealed_files() {
+        use flotilla_events::event::{AccessoryAction, Operation};
+        let operation = Operation::Accessory {
+            name: "db".into(),
+            action: AccessoryAction::Reboot,
+        };
+        let kind = RolloutKind::Accessory {
+            operation: operation.clone(),
+            files: vec![SealedAccessoryFile {
+                accessory: "db".into(),
+                local: "config/init.sql.erb".into(),
+                contents: SealedValue(vec![9; 40]),
+            }],
+        };
+        assert_eq!(kind.operation(), Some(&operation));
+        assert_eq!(RolloutKind::Resume.operation(), None);
+        let back: RolloutKind = decode(&encode(&kind).unwrap()).unwrap();
+        assert_eq!(back, kind);
+    }
 }
