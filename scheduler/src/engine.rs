@@ -170,8 +170,8 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::StartExisting { .. } => Step::StartContainer,
         PlanStep::Maintenance { .. } | PlanStep::Live { .. } => Step::SetMaintenance,
         PlanStep::BootAccessory(_) => Step::BootAccessory,
-        PlanStep::StartAccessory { .. } => Step::StartContainer,
-        PlanStep::StopAccessory { .. } => Step::StopContainer,
+        PlanStep::StartAccessory { .. } | PlanStep::StartProxy { .. } => Step::StartContainer,
+        PlanStep::StopAccessory { .. } | PlanStep::StopProxy { .. } => Step::StopContainer,
         PlanStep::RemoveContainer { .. } => Step::RemoveContainer,
         PlanStep::RemoveAccessory { .. } => Step::RemoveAccessory,
     }

@@ -219,13 +219,19 @@ fn job_step(
             maintenance: None,
         }),
         Step::BootAccessory(b) => boot_accessory(b, host, key, ctx)?,
-        Step::StartAccessory { container, .. } => JobStep::StartExisting(wire::ContainerRef {
-            container: container.clone(),
-        }),
+        Step::StartAccessory { container, .. } | Step::StartProxy { container } => {
+            JobStep::StartExisting(wire::ContainerRef {
+                container: container.clone(),
+            })
+        }
         Step::StopAccessory {
             container,
             stop_timeout_s,
             ..
+        }
+        | Step::StopProxy {
+            container,
+            stop_timeout_s,
         } => JobStep::StopContainer(wire::StopContainer {
             container: container.clone(),
             stop_timeout_s: u32::try_from(*stop_timeout_s).unwrap_or(u32::MAX),

@@ -1,6 +1,7 @@
 //! Kamal's state-changing commands that the hosts' executors run (`app start|stop|remove|
 //! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`,
-//! `accessory boot|reboot|upgrade|start|stop|restart|remove`): planned by
+//! `accessory boot|reboot|upgrade|start|stop|restart|remove`, `proxy start|stop|restart|
+//! remove`): planned by
 //! `scheduler::procedure::plans::operation_plan`, sent as
 //! signed jobs and recorded in the event log like a deploy, by this process in embedded mode
 //! or by the scheduler service in service mode, so both histories have them. Kamal's `-h`,
@@ -11,7 +12,7 @@ use crate::commands::fanout::{self, Targets};
 use crate::rollout::{self, FleetArgs, Session};
 use flotilla_deploy::plan::AccessoryFiles;
 use flotilla_events::DeployId;
-use flotilla_events::event::{AccessoryAction, Operation};
+use flotilla_events::event::{AccessoryAction, Operation, ProxyAction};
 use flotilla_protocol::control::RolloutKind;
 use flotilla_scheduler::procedure::OperationRequest;
 use flotilla_scheduler::procedure::plans;
@@ -134,6 +135,13 @@ fn command(operation: &Operation) -> &'static str {
             AccessoryAction::Remove => "accessory remove",
             AccessoryAction::Upgrade => "accessory upgrade",
         },
-        _ => "operation",
+        Operation::Proxy { action } => match action {
+            ProxyAction::Boot => "proxy boot",
+            ProxyAction::Reboot => "proxy reboot",
+            ProxyAction::Start => "proxy start",
+            ProxyAction::Stop => "proxy stop",
+            ProxyAction::Restart => "proxy restart",
+            ProxyAction::Remove => "proxy remove",
+        },
     }
 }

@@ -38,7 +38,9 @@ fn step_role(step: &Step) -> Option<&str> {
         | Step::StartAccessory { .. }
         | Step::StopAccessory { .. }
         | Step::RemoveAccessory { .. }
-        | Step::RemoveContainer { .. } => None,
+        | Step::RemoveContainer { .. }
+        | Step::StartProxy { .. }
+        | Step::StopProxy { .. } => None,
     }
 }
 

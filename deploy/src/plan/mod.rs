@@ -12,6 +12,7 @@ mod builder;
 mod engine_build;
 mod filter;
 mod operation;
+mod proxy;
 
 pub use accessory::{
     ACCESSORY_STOP_TIMEOUT_S, AccessoryFiles, AccessoryOperation, AccessoryPlanError,
@@ -23,6 +24,7 @@ pub use builder::{BuildInputs, BuildPlan, BuilderKind, build_plan};
 pub use engine_build::{EngineBuild, EngineCaps, EngineStep, NeedsBuilder, engine_build};
 pub use filter::matches;
 pub use operation::{AppOperation, operation_plan};
+pub use proxy::{ProxyOperation, proxy_plan};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -138,10 +140,20 @@ pub enum Step {
         container: String,
         stop_timeout_s: u64,
     },
-    /// `accessory remove` of an accessory with its own `service:` name: that container
-    /// removed (the executor's `RemoveAccessory` knows only `SERVICE-NAME`).
+    /// A container removed by name: `accessory remove` of an accessory with its own
+    /// `service:` name (the executor's `RemoveAccessory` knows only `SERVICE-NAME`), `proxy
+    /// remove`.
     RemoveContainer {
         container: String,
+    },
+    /// `proxy start`: the host proxy's existing container started.
+    StartProxy {
+        container: String,
+    },
+    /// `proxy stop`: the host proxy's container stopped (it drains first).
+    StopProxy {
+        container: String,
+        stop_timeout_s: u64,
     },
     /// `accessory remove`: its `SERVICE-NAME` container stopped and removed, then `paths`
     /// (its directory under the SSH user's home).
@@ -172,6 +184,8 @@ impl Step {
             Step::StopAccessory { name, .. } => format!("stop {name}"),
             Step::RemoveAccessory { name, .. } => format!("remove {name}"),
             Step::RemoveContainer { container } => format!("remove {container}"),
+            Step::StartProxy { .. } => "start proxy".into(),
+            Step::StopProxy { .. } => "stop proxy".into(),
         }
     }
 }

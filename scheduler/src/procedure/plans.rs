@@ -7,9 +7,12 @@ use flotilla_deploy::Config;
 use flotilla_deploy::config::types::HostCount;
 use flotilla_deploy::plan::{
     AccessoryFiles, AccessoryOperation, AccessoryPlanError, AppOperation, Plan, PlanContext,
-    Release, accessory_plan, container_name, operation_plan as app_plan, plan,
+    ProxyOperation, Release, accessory_plan, container_name, operation_plan as app_plan, plan,
+    proxy_plan,
 };
-use flotilla_events::event::{AccessoryAction, DeployKind, Operation, RollbackStarted};
+use flotilla_events::event::{
+    AccessoryAction, DeployKind, Operation, ProxyAction, RollbackStarted,
+};
 use flotilla_events::projection::{Projections, ReleaseTarget};
 use flotilla_events::{DeployId, Event, EventLog, LogError};
 use std::collections::BTreeMap;
@@ -221,6 +224,19 @@ pub fn operation_plan(
                 AccessoryAction::Remove => AccessoryOperation::Remove,
             };
             return Ok(accessory_plan(config, name, operation, files)?);
+        }
+        Operation::Proxy { action } => {
+            let proxy = match action {
+                ProxyAction::Start => ProxyOperation::Start,
+                ProxyAction::Stop => ProxyOperation::Stop,
+                ProxyAction::Restart => ProxyOperation::Restart,
+                ProxyAction::Remove => ProxyOperation::Remove,
+                // Replacing a running proxy hands its sockets over: an SSH command still.
+                ProxyAction::Boot | ProxyAction::Reboot => {
+                    return Err(PlanError::NotPlanned(operation.to_string()));
+                }
+            };
+            return Ok(narrow.apply(proxy_plan(config, proxy), &config.primary_role));
         }
         Operation::AppStart { version } => {
             let version = match version {
