@@ -16,12 +16,13 @@ use crate::session::{NatsEndpoint, nats_endpoint};
 use anyhow::Context as _;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{LoadOptions, SchedulerMode};
+use flotilla_deploy::plan::AccessoryFiles;
 use flotilla_events::projection::{DeployStatus, HostStatus};
 use flotilla_events::{DeployId, Envelope, Event, EventLog, MemoryLog, NewEvent};
 use flotilla_protocol::control::{
-    self, ConfigFile, REQUEST_TIMEOUT, Request, Response, Rollout, RolloutKind,
+    self, ConfigFile, REQUEST_TIMEOUT, Request, Response, Rollout, RolloutKind, SealedAccessoryFile,
 };
-use flotilla_protocol::sealing::seal;
+use flotilla_protocol::sealing::{seal, seal_bytes};
 use flotilla_protocol::wire;
 use flotilla_scheduler::service::ask;
 use futures::StreamExt;
@@ -291,6 +292,8 @@ pub struct Ask<'a> {
     pub command: &'static str,
     /// `-H`: Kamal's hooks are not run.
     pub skip_hooks: bool,
+    /// An accessory operation's rendered `files:`, sealed here to the service's key.
+    pub files: AccessoryFiles,
 }
 
 /// Sends the rollout to the service and renders it until it ends: the exit result.
@@ -309,9 +312,16 @@ pub async fn rollout(a: Ask<'_>) -> anyhow::Result<()> {
             .with_context(|| format!("sealing {name} to the scheduler service"))?;
         secrets.push((name.to_owned(), sealed));
     }
+    let kind = match a.kind {
+        RolloutKind::Accessory { operation, .. } => RolloutKind::Accessory {
+            operation,
+            files: seal_files(&public, &a.files)?,
+        },
+        other => other,
+    };
     let rollout_actor = a.actor.clone();
     let rollout = Rollout {
-        kind: a.kind,
+        kind,
         deploy_id: a.deploy_id.clone(),
         config: files
             .into_iter()
@@ -697,7 +707,27 @@ pub async fn early_hook(
     })
 }
 
-/// A rollout of `kind` for the fleet flags `args`, asked of the service.
+/// An accessory operation's files sealed to the service's key `public` (an `.erb` one holds
+/// what its secrets rendered to).
+fn seal_files(public: &str, files: &AccessoryFiles) -> anyhow::Result<Vec<SealedAccessoryFile>> {
+    let mut out = Vec::new();
+    for (accessory, by_path) in files {
+        for (local, contents) in by_path {
+            let sealed = seal_bytes(public, contents.expose()).with_context(|| {
+                format!("sealing accessory {accessory}'s {local} to the scheduler service")
+            })?;
+            out.push(SealedAccessoryFile {
+                accessory: accessory.clone(),
+                local: local.clone(),
+                contents: sealed,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A rollout of `kind` for the fleet flags `args`, asked of the service; `files` are an
+/// accessory operation's rendered `files:` (empty for anything else).
 pub async fn ask_rollout(
     config: &Config,
     args: &crate::rollout::FleetArgs,
@@ -705,6 +735,7 @@ pub async fn ask_rollout(
     deploy_id: DeployId,
     preamble: Vec<Event>,
     command: &'static str,
+    files: AccessoryFiles,
 ) -> anyhow::Result<()> {
     let root = std::env::current_dir().context("reading the current directory")?;
     rollout(Ask {
@@ -721,6 +752,7 @@ pub async fn ask_rollout(
         quiet: args.quiet,
         command,
         skip_hooks: args.skip_hooks,
+        files,
     })
     .await
 }

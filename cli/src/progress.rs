@@ -2,6 +2,7 @@
 //! line per event otherwise, or one JSON event per line with `--json`. Everything shown is a
 //! fold of the events as they land in the log (the `DeployState` projection).
 
+use flotilla_events::event::{AccessoryAction, Operation};
 use flotilla_events::projection::{DeployState, HostStatus, Projection};
 use flotilla_events::{DeployId, Envelope, Event};
 use flotilla_protocol::text::printable;
@@ -47,6 +48,9 @@ pub struct Progress {
     started: Instant,
     drawn: usize,
     color: bool,
+    /// Hosts that reported `AccessoryBooted`: an accessory boot that succeeded on another
+    /// host found its container there and left it (Kamal's skip, said as Kamal says it).
+    booted: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -65,6 +69,7 @@ impl Progress {
             started: Instant::now(),
             drawn: 0,
             color: color_enabled(),
+            booted: Default::default(),
         }
     }
 
@@ -75,6 +80,26 @@ impl Progress {
     /// Takes one event that just landed in the log.
     pub fn on_event(&mut self, e: &Envelope) {
         self.state.apply(e);
+        match (&e.event, e.host.as_deref()) {
+            (Event::AccessoryBooted(_), Some(host)) => {
+                self.booted.insert(host.to_owned());
+            }
+            (Event::OperationSucceeded(o), Some(host)) => {
+                if let Operation::Accessory {
+                    name,
+                    action: AccessoryAction::Boot,
+                } = &o.operation
+                    && !self.booted.contains(host)
+                {
+                    eprintln!(
+                        "Skipping booting `{}` on {}, a container already exists",
+                        printable(name),
+                        printable(host)
+                    );
+                }
+            }
+            _ => {}
+        }
         // Output errors (a closed pipe) must not stop the deploy: they are ignored here.
         let mut out = std::io::stdout().lock();
         let _ = match self.mode {

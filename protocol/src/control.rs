@@ -204,6 +204,35 @@ pub enum RolloutKind {
     Operation {
         operation: flotilla_events::event::Operation,
     },
+    /// An accessory operation (`accessory boot|reboot|...`, an `Operation::Accessory`):
+    /// like `Operation`, with the accessory's `files:` as the operator's machine read them
+    /// (`.erb` ones rendered there, with the accessory's secrets), sealed to the service's
+    /// key. Appended: the wire stores the variant's position.
+    Accessory {
+        operation: flotilla_events::event::Operation,
+        files: Vec<SealedAccessoryFile>,
+    },
+}
+
+impl RolloutKind {
+    /// The operation a [`RolloutKind::Operation`] or [`RolloutKind::Accessory`] runs.
+    pub fn operation(&self) -> Option<&flotilla_events::event::Operation> {
+        match self {
+            RolloutKind::Operation { operation } | RolloutKind::Accessory { operation, .. } => {
+                Some(operation)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One of an accessory's `files:`, sealed to the service's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedAccessoryFile {
+    pub accessory: String,
+    /// The entry's local path as written in deploy.yml.
+    pub local: String,
+    pub contents: SealedValue,
 }
 
 /// One config file as ERB rendered it on the operator's machine.
@@ -315,5 +344,28 @@ mod tests {
         }));
         let back: Request = decode(&encode(&req).unwrap()).unwrap();
         assert_eq!(back, req);
+    }
+
+    /// An accessory operation names its operation like any other, and its files travel
+    /// sealed beside it.
+    #[test]
+    fn accessory_kind_carries_its_sealed_files() {
+        use flotilla_events::event::{AccessoryAction, Operation};
+        let operation = Operation::Accessory {
+            name: "db".into(),
+            action: AccessoryAction::Reboot,
+        };
+        let kind = RolloutKind::Accessory {
+            operation: operation.clone(),
+            files: vec![SealedAccessoryFile {
+                accessory: "db".into(),
+                local: "config/init.sql.erb".into(),
+                contents: SealedValue(vec![9; 40]),
+            }],
+        };
+        assert_eq!(kind.operation(), Some(&operation));
+        assert_eq!(RolloutKind::Resume.operation(), None);
+        let back: RolloutKind = decode(&encode(&kind).unwrap()).unwrap();
+        assert_eq!(back, kind);
     }
 }

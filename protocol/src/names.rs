@@ -12,6 +12,15 @@ pub const LABEL_ROLE: &str = "role";
 /// See [`LABEL_SERVICE`]; absent without a destination.
 pub const LABEL_DESTINATION: &str = "destination";
 
+/// The host proxy's container (`flotilla setup` runs it), and its successor's while a
+/// reboot hands the listening sockets over.
+pub const PROXY_CONTAINER: &str = "flotilla-proxy";
+/// See [`PROXY_CONTAINER`].
+pub const PROXY_NEXT_CONTAINER: &str = "flotilla-proxy-next";
+/// Seconds Docker waits after SIGTERM before killing the proxy: it drains in-flight requests
+/// for up to 30 s (its `--shutdown-timeout` default).
+pub const PROXY_STOP_TIMEOUT_S: u32 = 40;
+
 /// Kamal's container name: `service-role[-destination]-version`.
 pub fn container_name(
     service: &str,

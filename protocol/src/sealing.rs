@@ -91,6 +91,14 @@ impl HostKey {
         let text = std::str::from_utf8(&bytes).map_err(|_| SealError::NotText)?;
         Ok(Secret(Zeroizing::new(text.to_owned())))
     }
+
+    /// Opens a value sealed to this host that need not be text (an accessory's file).
+    pub fn open_bytes(&self, sealed: &SealedValue) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.secret
+            .unseal(&sealed.0)
+            .map(Zeroizing::new)
+            .map_err(|_| SealError::Open)
+    }
 }
 
 fn public_key(host_key: &str) -> Result<PublicKey, SealError> {
@@ -114,6 +122,14 @@ pub fn seal(host_key: &str, value: &str) -> Result<SealedValue, SealError> {
         .map_err(|_| SealError::Seal)
 }
 
+/// Seals bytes that need not be text (an accessory's file) to the host `host_key` names.
+pub fn seal_bytes(host_key: &str, value: &[u8]) -> Result<SealedValue, SealError> {
+    public_key(host_key)?
+        .seal(&mut rand::rngs::OsRng, value)
+        .map(SealedValue)
+        .map_err(|_| SealError::Seal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +147,9 @@ mod tests {
             Err(SealError::Open)
         ));
         assert_eq!(format!("{:?}", host.open(&sealed).unwrap()), "Secret(..)");
+        let bytes = seal_bytes(&host.public_key_base64(), &[0xff, 0, 1]).unwrap();
+        assert_eq!(host.open_bytes(&bytes).unwrap().as_slice(), &[0xff, 0, 1]);
+        assert!(matches!(host.open(&bytes), Err(SealError::NotText)));
     }
 
     /// The stored form reads back as the same key; anything else is refused.

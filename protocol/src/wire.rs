@@ -123,6 +123,12 @@ pub enum JobStep {
     /// Remove the service's images no container uses (`prune images`), never a protected one.
     /// Appended: the wire stores the variant's position.
     PruneImages(PruneImages),
+    /// Boot an accessory as Kamal's `accessory boot|reboot|upgrade` do, with its `files:`
+    /// sealed to the host (an `.erb` one is rendered with the accessory's secrets) and its own
+    /// registry's credentials. What the scheduler sends; [`JobStep::BootAccessory`] (files in
+    /// clear, no registry, a stopped container replaced) stays readable for older jobs.
+    /// Appended: the wire stores the variant's position.
+    BootSealedAccessory(BootSealedAccessory),
 }
 
 impl JobStep {
@@ -150,7 +156,7 @@ impl JobStep {
             JobStep::StopContainer(_) => Step::StopContainer,
             JobStep::RemoveContainer(_) => Step::RemoveContainer,
             JobStep::Prune(_) | JobStep::PruneImages(_) => Step::Prune,
-            JobStep::BootAccessory(_) => Step::BootAccessory,
+            JobStep::BootAccessory(_) | JobStep::BootSealedAccessory(_) => Step::BootAccessory,
             JobStep::RemoveAccessory(_) => Step::RemoveAccessory,
             JobStep::SetMaintenance(_) => Step::SetMaintenance,
         }
@@ -310,6 +316,45 @@ pub struct AccessoryFile {
     pub path: String,
     pub contents: Vec<u8>,
     pub mode: u32,
+}
+
+/// See [`JobStep::BootSealedAccessory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSealedAccessory {
+    /// The accessory's name in deploy.yml; its events name it.
+    pub name: String,
+    /// The container's name and `service` label (Kamal's: the accessory's `service:`, else
+    /// `SERVICE-NAME`).
+    pub container: String,
+    pub config: ContainerConfig,
+    /// The accessory's own `registry:`, sealed as a deploy's is.
+    pub auth: Option<RegistryAuth>,
+    /// Directories made on the host before boot (`directories:`, absolute host paths).
+    pub directories: Vec<String>,
+    /// Files written on the host before boot (`files:`), their contents sealed to the host.
+    pub files: Vec<SealedFile>,
+    /// What becomes of a container of that name already on the host.
+    pub existing: ExistingAccessory,
+}
+
+/// A file an accessory needs on the host, its contents sealed to the host: an `.erb` file is
+/// rendered with the accessory's env, secrets included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedFile {
+    /// Absolute host path.
+    pub path: String,
+    pub contents: SealedValue,
+    pub mode: u32,
+}
+
+/// What a boot does with an accessory container that is already on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExistingAccessory {
+    /// Kamal's `accessory boot`: left as it is, running or stopped (nothing is pulled).
+    Keep,
+    /// Kamal's `accessory reboot` (and `upgrade`): stopped (SIGKILL after `stop_timeout_s`)
+    /// and removed, then booted again; its volumes stay.
+    Replace { stop_timeout_s: u32 },
 }
 
 /// See [`JobStep::RemoveAccessory`].

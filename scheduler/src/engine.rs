@@ -173,6 +173,11 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::StopRole { .. } => Step::StopContainer,
         PlanStep::StartExisting { .. } => Step::StartContainer,
         PlanStep::Maintenance { .. } | PlanStep::Live { .. } => Step::SetMaintenance,
+        PlanStep::BootAccessory(_) => Step::BootAccessory,
+        PlanStep::StartAccessory { .. } | PlanStep::StartProxy { .. } => Step::StartContainer,
+        PlanStep::StopAccessory { .. } | PlanStep::StopProxy { .. } => Step::StopContainer,
+        PlanStep::RemoveContainer { .. } => Step::RemoveContainer,
+        PlanStep::RemoveAccessory { .. } => Step::RemoveAccessory,
     }
 }
 

@@ -5,10 +5,11 @@
 //! finished, with the same job identity scheme, so the events it reports line up.
 
 use flotilla_deploy::Config;
+use flotilla_deploy::commands::secret_env_file;
 use flotilla_deploy::config::docker_options::parse_size;
 use flotilla_deploy::plan::{HostPlan, Plan, Step};
 use flotilla_events::{DeployId, Timestamp};
-use flotilla_protocol::sealing::{SealError, seal};
+use flotilla_protocol::sealing::{SealError, seal, seal_bytes};
 use flotilla_protocol::wire::{
     self, AwaitHealthy, ContainerConfig, Job, JobStep, Prune, PullImage, RegistryAuth,
     StartContainer, StopOldContainers, SwitchProxy,
@@ -217,7 +218,115 @@ fn job_step(
             proxy_service: proxy_service.clone(),
             maintenance: None,
         }),
+        Step::BootAccessory(b) => boot_accessory(b, host, key, ctx)?,
+        Step::StartAccessory { container, .. } | Step::StartProxy { container } => {
+            JobStep::StartExisting(wire::ContainerRef {
+                container: container.clone(),
+            })
+        }
+        Step::StopAccessory {
+            container,
+            stop_timeout_s,
+            ..
+        }
+        | Step::StopProxy {
+            container,
+            stop_timeout_s,
+        } => JobStep::StopContainer(wire::StopContainer {
+            container: container.clone(),
+            stop_timeout_s: u32::try_from(*stop_timeout_s).unwrap_or(u32::MAX),
+        }),
+        Step::RemoveContainer { container } => JobStep::RemoveContainer(wire::ContainerRef {
+            container: container.clone(),
+        }),
+        Step::RemoveAccessory { name, paths, .. } => {
+            JobStep::RemoveAccessory(wire::RemoveAccessory {
+                service: plan.service.clone(),
+                name: name.clone(),
+                paths: paths.clone(),
+            })
+        }
     })
+}
+
+/// Only the SSH user (root, here) reads an accessory's secret env file.
+const SECRET_ENV_FILE_MODE: u32 = 0o600;
+
+/// A planned accessory boot as the job step: secret env, the files' contents and the
+/// accessory's own registry credentials sealed to the host.
+fn boot_accessory(
+    b: &flotilla_deploy::plan::BootAccessory,
+    host: &str,
+    key: &str,
+    ctx: &JobContext,
+) -> Result<JobStep, JobError> {
+    let (memory_bytes, extra_hosts) = container_options(&b.name, &b.options)?;
+    let secret_env = b
+        .secret_env
+        .iter()
+        .map(|(var, secret)| Ok((var.clone(), sealed(secret, host, key, ctx)?)))
+        .collect::<Result<Vec<_>, JobError>>()?;
+    let seal_error = |source| JobError::Seal {
+        host: host.to_owned(),
+        source,
+    };
+    let files = b
+        .files
+        .iter()
+        .map(|f| {
+            Ok(wire::SealedFile {
+                path: f.host_path.clone(),
+                contents: seal_bytes(key, f.contents.expose()).map_err(seal_error)?,
+                mode: f.mode,
+            })
+        })
+        .collect::<Result<Vec<_>, JobError>>()?;
+    let accessory = ctx.config.accessories.iter().find(|a| a.name == b.name);
+    let mut files = files;
+    if let (Some(path), Some(acc)) = (&b.env_file, accessory) {
+        let text = secret_env_file(&acc.env, &ctx.config.secrets)
+            .map_err(|e| JobError::MissingSecret { name: e.secret })?;
+        if let Some(text) = text {
+            files.push(wire::SealedFile {
+                path: path.clone(),
+                contents: seal(key, text.expose()).map_err(seal_error)?,
+                mode: SECRET_ENV_FILE_MODE,
+            });
+        }
+    }
+    let registry = accessory.and_then(|a| a.registry.as_ref());
+    let auth = match registry {
+        Some(r) => sealed_auth(r, host, key)?,
+        None => None,
+    };
+    let pairs =
+        |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(JobStep::BootSealedAccessory(wire::BootSealedAccessory {
+        name: b.name.clone(),
+        container: b.container.clone(),
+        config: ContainerConfig {
+            image: b.image.clone(),
+            env: pairs(&b.env),
+            secret_env,
+            labels: pairs(&b.labels),
+            volumes: b.volumes.clone(),
+            cmd: b.cmd.clone(),
+            publish: b.publish.clone(),
+            log_driver: b.log_driver.clone(),
+            log_options: pairs(&b.log_options),
+            memory_bytes,
+            extra_hosts,
+        },
+        auth,
+        directories: b.directories.clone(),
+        files,
+        existing: match b.replace {
+            Some(s) => wire::ExistingAccessory::Replace {
+                stop_timeout_s: u32::try_from(s).unwrap_or(u32::MAX),
+            },
+            None => wire::ExistingAccessory::Keep,
+        },
+    }))
 }
 
 /// A planned container start as the job step: secrets sealed to the host, options read.
@@ -284,13 +393,20 @@ fn container_options(
 }
 
 fn registry_auth(config: &Config, host: &str, key: &str) -> Result<Option<RegistryAuth>, JobError> {
-    let (Some(user), Some(password)) = (&config.registry.username, &config.registry.password)
-    else {
+    sealed_auth(&config.registry, host, key)
+}
+
+/// A registry's credentials sealed to the host; `None` without both.
+fn sealed_auth(
+    registry: &flotilla_deploy::config::types::Registry,
+    host: &str,
+    key: &str,
+) -> Result<Option<RegistryAuth>, JobError> {
+    let (Some(user), Some(password)) = (&registry.username, &registry.password) else {
         return Ok(None);
     };
     Ok(Some(RegistryAuth {
-        server: config
-            .registry
+        server: registry
             .server
             .clone()
             .unwrap_or_else(|| "docker.io".to_owned()),

@@ -54,12 +54,12 @@ pub const HOST_ROOT: &str = "/host";
 pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
 
 /// Container names of the agents and of the NATS server setup boots.
-pub const PROXY: &str = "flotilla-proxy";
+pub const PROXY: &str = flotilla_protocol::names::PROXY_CONTAINER;
 pub const EXECUTOR: &str = "flotilla-executor";
 pub const NATS: &str = "flotilla-nats";
 pub const SCHEDULER: &str = "flotilla-scheduler";
 /// The new proxy's name while it and the old one both serve (renamed once the old is gone).
-pub const PROXY_NEXT: &str = "flotilla-proxy-next";
+pub const PROXY_NEXT: &str = flotilla_protocol::names::PROXY_NEXT_CONTAINER;
 
 /// NATS's client port on the control host.
 pub const NATS_PORT: u16 = 4222;
@@ -87,7 +87,7 @@ pub const DEFAULT_NATS_IMAGE: &str = "nats:2.11";
 
 /// Seconds Docker waits after SIGTERM before killing an agent: the proxy drains in-flight
 /// requests for up to 30 s (its `--shutdown-timeout` default), the executor finishes its step.
-pub const STOP_TIMEOUT_SECS: u32 = 40;
+pub const STOP_TIMEOUT_SECS: u32 = flotilla_protocol::names::PROXY_STOP_TIMEOUT_S;
 
 /// Docker's json-file log of an agent is capped, as Kamal caps kamal-proxy's: the agents run
 /// for months and Docker never rotates by default.

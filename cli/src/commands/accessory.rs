@@ -1,19 +1,21 @@
-//! `flotilla accessory ...`: Kamal's accessory commands, for one accessory or `all`, over SSH
-//! on the accessory's hosts. `boot` makes the `directories:`, uploads the `files:` (`.erb`
-//! ones rendered with the accessory's env, as Kamal does), writes the secret env to a 0600 env
-//! file, logs in to the accessory's own `registry:` and runs the container. The commands that
-//! change containers hold the deploy lock. [`boot_all`] is what `flotilla setup` calls.
+//! `flotilla accessory ...`: Kamal's accessory commands, for one accessory or `all`. The
+//! state-changing ones (`boot|reboot|upgrade|start|stop|restart|remove`) are operations the
+//! accessory's hosts' executors run, planned and recorded by the scheduler like `app stop`
+//! (`operate.rs`; the embedded scheduler here or the service): this process only reads and
+//! renders the `files:` (`.erb` ones with the accessory's env, secrets included, as Kamal
+//! does), which travel sealed. `details`, `logs` and `exec` run over SSH on the accessory's
+//! hosts, as Kamal's do.
 
 use crate::commands::config::ConfigArgs;
-use crate::commands::fanout::{self, HostRun};
-use crate::commands::record::{self, Recording};
+use crate::commands::fanout::{self, Targets};
 use crate::exit::{FAILED, USAGE, UserError};
 use clap::{Args, Subcommand};
 use flotilla_deploy::Config;
-use flotilla_deploy::commands::{Accessory, Logs, login, secret_env_file};
+use flotilla_deploy::commands::{Accessory, Logs};
 use flotilla_deploy::config::types;
+use flotilla_deploy::plan::{AccessoryFiles, FileContents};
 use flotilla_events::event::{AccessoryAction as Action, Operation};
-use flotilla_ssh::Pool;
+use std::collections::BTreeMap;
 
 /// Where an accessory's secret env file lives on its hosts (Kamal's directory layout).
 fn env_file(config: &Config, name: &str) -> String {
@@ -87,7 +89,8 @@ struct NameArgs {
     name: String,
     #[command(flatten)]
     config: ConfigArgs,
-    /// One JSON object per host on stdout: host, exit, stdout, stderr
+    /// JSON lines on stdout: the operation's events (boot, reboot, start, stop, ...), or one
+    /// object per host with host, exit, stdout, stderr (details, logs, exec)
     #[arg(long)]
     json: bool,
 }
@@ -143,25 +146,20 @@ struct RemoveArgs {
 pub async fn run(cmd: &AccessoryCmd) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     match &cmd.action {
-        AccessoryAction::Boot(a) => locked(a, "boot accessories", Op::Boot).await,
-        AccessoryAction::Reboot(a) => locked(a, "reboot accessories", Op::Reboot).await,
-        AccessoryAction::Upgrade(a) => locked(a, "upgrade accessories", Op::Upgrade).await,
-        AccessoryAction::Start(a) => simple(a, Some(Action::Start), |acc| acc.start()).await,
-        AccessoryAction::Stop(a) => simple(a, Some(Action::Stop), |acc| acc.stop()).await,
-        AccessoryAction::Restart(a) => {
-            simple(a, Some(Action::Restart), |acc| {
-                format!("{} && {}", acc.stop(), acc.start())
-            })
-            .await
-        }
-        AccessoryAction::Details(a) => simple(a, None, |acc| acc.info(false, false)).await,
+        AccessoryAction::Boot(a) => operate(a, Action::Boot).await,
+        AccessoryAction::Reboot(a) => operate(a, Action::Reboot).await,
+        AccessoryAction::Upgrade(a) => operate(a, Action::Upgrade).await,
+        AccessoryAction::Start(a) => operate(a, Action::Start).await,
+        AccessoryAction::Stop(a) => operate(a, Action::Stop).await,
+        AccessoryAction::Restart(a) => operate(a, Action::Restart).await,
+        AccessoryAction::Details(a) => simple(a, |acc| acc.info(false, false)).await,
         AccessoryAction::Logs(a) => logs(a).await,
         AccessoryAction::Exec(a) => exec(a).await,
         AccessoryAction::Remove(a) => {
             if !a.confirmed {
                 return Err(UserError {
                     message: format!(
-                        "removing {} deletes its container, image and data directories",
+                        "removing {} deletes its container and data directories",
                         a.name.name
                     ),
                     hint: Some(format!(
@@ -172,7 +170,7 @@ pub async fn run(cmd: &AccessoryCmd) -> anyhow::Result<()> {
                 }
                 .into());
             }
-            locked(&a.name, "remove accessories", Op::Remove).await
+            operate(&a.name, Action::Remove).await
         }
     }
 }
@@ -201,144 +199,42 @@ fn picked<'c>(config: &'c Config, name: &str) -> anyhow::Result<Vec<&'c types::A
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Boot,
-    Reboot,
-    Upgrade,
-    Remove,
-}
-
-async fn locked(a: &NameArgs, what: &str, op: Op) -> anyhow::Result<()> {
+/// `action` on each accessory `a` picks, one operation (and one entry in the log) each,
+/// stopping at the first that fails.
+async fn operate(a: &NameArgs, action: Action) -> anyhow::Result<()> {
     let config = a.config.load()?;
     let accessories = picked(&config, &a.name)?;
-    fanout::with_lock(&config, what, async {
-        let log = record::open_log(&config)?;
-        let pool = fanout::pool(&config);
-        let mut result = Ok(());
-        for acc in accessories {
-            let action = match op {
-                Op::Boot => Action::Boot,
-                Op::Reboot => Action::Reboot,
-                Op::Upgrade => Action::Upgrade,
-                Op::Remove => Action::Remove,
-            };
-            let operation = Operation::Accessory {
-                name: acc.name.clone(),
-                action,
-            };
-            let recording = Recording::start(log.as_ref(), &config, operation, &acc.hosts)?;
-            let r = Some(&recording);
-            let done = match op {
-                Op::Boot => boot(&config, &pool, acc, a.json, r).await,
-                Op::Reboot | Op::Upgrade => reboot(&config, &pool, acc, a.json, op, r).await,
-                Op::Remove => remove(&config, &pool, acc, a.json, r).await,
-            };
-            result = recording.end(done);
-            if result.is_err() {
-                break;
-            }
+    let boots = matches!(action, Action::Boot | Action::Reboot | Action::Upgrade);
+    for acc in accessories {
+        let mut files = AccessoryFiles::new();
+        if boots {
+            files.insert(acc.name.clone(), render_files(&config, acc)?);
         }
-        pool.close().await;
-        result
-    })
-    .await
-}
-
-/// Boots every accessory of the config that has no container yet, on every host it names.
-/// The caller holds the deploy lock (`flotilla setup` does, as Kamal's `setup` does).
-// Called by `flotilla setup` (the setup lane's command), not by anything in this module.
-#[allow(dead_code)]
-pub async fn boot_all(config: &Config, pool: &Pool) -> anyhow::Result<()> {
-    for acc in &config.accessories {
-        boot(config, pool, acc, false, None).await?;
+        let operation = Operation::Accessory {
+            name: acc.name.clone(),
+            action,
+        };
+        crate::commands::operate::run_with_files(
+            &a.config,
+            &Targets::default(),
+            a.json,
+            operation,
+            files,
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// Kamal's `accessory boot`: skips hosts where a container (running or not) exists.
-async fn boot(
-    config: &Config,
-    pool: &Pool,
-    acc: &types::Accessory,
-    json: bool,
-    recording: Option<&Recording<'_>>,
-) -> anyhow::Result<()> {
-    let a = Accessory::new(config, acc);
-    let probe = acc
-        .hosts
-        .iter()
-        .map(|h| (h.clone(), a.info(true, true)))
-        .collect();
-    let probes = fanout::run_all(pool, probe).await;
-    fanout::check_runs(&format!("checking accessory {}", acc.name), &probes)?;
-    let existing: Vec<String> = probes
-        .iter()
-        .filter(|r| !r.stdout().trim().is_empty())
-        .map(|r| r.host.clone())
-        .collect();
-    if !existing.is_empty() {
-        eprintln!(
-            "Skipping booting `{}` on {}, a container already exists",
-            acc.name,
-            existing.join(", ")
-        );
-    }
-    let hosts: Vec<&String> = acc.hosts.iter().filter(|h| !existing.contains(h)).collect();
-    if hosts.is_empty() {
-        return Ok(());
-    }
-    let files = render_files(config, acc, &a)?;
-    let secret = secret_env_file(&acc.env, &config.secrets).map_err(|e| UserError {
-        message: format!("accessory {}: {e}", acc.name),
-        hint: Some("define it in .kamal/secrets".into()),
-        code: USAGE,
-    })?;
-    let registry = acc.registry.as_ref();
-    let env_path = env_file(config, &acc.name);
-    let results = futures::future::join_all(hosts.iter().map(|host| {
-        boot_on(
-            pool,
-            host,
-            &a,
-            &files,
-            secret.as_ref().map(|s| s.expose()),
-            registry,
-            &env_path,
-        )
-    }))
-    .await;
-    let runs: Vec<HostRun> = hosts
-        .iter()
-        .zip(results)
-        .map(|(h, result)| HostRun {
-            host: (*h).clone(),
-            result,
-        })
-        .collect();
-    if let Some(r) = recording {
-        r.note(&runs);
-    }
-    fanout::print_runs(&format!("Accessory {}", acc.name), &runs, json)?;
-    fanout::check_runs(&format!("booting accessory {}", acc.name), &runs)
-}
-
-/// A `files:` entry ready to upload: its content (rendered when `.erb`) and where it goes.
-struct Upload {
-    content: Vec<u8>,
-    host_path: String,
-    mode: u32,
-}
-
 /// Reads (and for `.erb`, renders with the accessory's env, secrets included) every file.
+/// by its local path as written in deploy.yml.
 fn render_files(
     config: &Config,
     acc: &types::Accessory,
-    a: &Accessory<'_>,
-) -> anyhow::Result<Vec<Upload>> {
+) -> anyhow::Result<BTreeMap<String, FileContents>> {
     let root = std::env::current_dir()?;
-    let mut out = Vec::new();
-    for f in a.files() {
+    let mut out = BTreeMap::new();
+    for f in Accessory::new(config, acc).files() {
         let path = root.join(&f.local);
         let text = std::fs::read(&path).map_err(|e| UserError {
             message: format!("accessory {}: cannot read {}: {e}", acc.name, f.local),
@@ -378,191 +274,31 @@ fn render_files(
         } else {
             text
         };
-        out.push(Upload {
-            content,
-            host_path: f.host_path,
-            mode: u32::from_str_radix(f.mode, 8).unwrap_or(0o755),
-        })
+        out.insert(f.local, FileContents::new(content));
     }
     Ok(out)
 }
 
-/// One host's boot: directories, files, env file, registry login, `docker run`.
-async fn boot_on(
-    pool: &Pool,
-    host: &str,
-    a: &Accessory<'_>,
-    files: &[Upload],
-    secret: Option<&str>,
-    registry: Option<&types::Registry>,
-    env_path: &str,
-) -> Result<flotilla_ssh::Output, flotilla_ssh::Error> {
-    let session = pool.session(host).await?;
-    let mut prep: Vec<String> = a
-        .directories()
-        .iter()
-        .map(|d| Accessory::make_directory(&d.host_path))
-        .collect();
-    for f in files {
-        if let Some((dir, _)) = f.host_path.rsplit_once('/') {
-            prep.push(format!(
-                "mkdir -p {}",
-                flotilla_deploy::commands::quote(dir)
-            ));
-        }
-    }
-    if secret.is_some()
-        && let Some((dir, _)) = env_path.rsplit_once('/')
-    {
-        prep.push(format!("mkdir -p {dir}"));
-    }
-    if !prep.is_empty() {
-        let out = session.exec(&prep.join(" && ")).await?;
-        if !out.success() {
-            return Ok(out);
-        }
-    }
-    for f in files {
-        session
-            .upload(f.content.as_slice(), &f.host_path, f.mode)
-            .await?;
-    }
-    if let Some(s) = secret {
-        session.upload(s.as_bytes(), env_path, 0o600).await?;
-    }
-    if let Some(r) = registry
-        && let (Some(command), Some(password)) = (login(r), r.password.as_ref())
-    {
-        let out = session
-            .exec_with_stdin(&command, password.expose().as_bytes())
-            .await?;
-        if !out.success() {
-            return Ok(out);
-        }
-    }
-    session.exec(&a.run(host, secret.map(|_| env_path))).await
-}
-
-/// Kamal's `reboot`: pull, stop, remove the container, boot; `upgrade` makes sure the `kamal`
-/// network exists first (a Kamal 1 host has none).
-async fn reboot(
-    config: &Config,
-    pool: &Pool,
-    acc: &types::Accessory,
-    json: bool,
-    op: Op,
-    recording: Option<&Recording<'_>>,
-) -> anyhow::Result<()> {
-    let a = Accessory::new(config, acc);
-    let mut steps = Vec::new();
-    if op == Op::Upgrade {
-        steps.push(format!(
-            "{{ docker network inspect {n} >/dev/null 2>&1 || docker network create {n}; }}",
-            n = flotilla_protocol::names::NETWORK
-        ));
-    }
-    steps.push(a.pull_image());
-    steps.push(format!("{{ {} || true; }}", a.stop()));
-    steps.push(a.remove_container());
-    let command = steps.join(" && ");
-    let jobs = acc
-        .hosts
-        .iter()
-        .map(|h| (h.clone(), command.clone()))
-        .collect();
-    let runs = fanout::run_all(pool, jobs).await;
-    if let Some(r) = recording {
-        r.note(&runs);
-    }
-    fanout::check_runs(&format!("stopping accessory {}", acc.name), &runs)?;
-    boot(config, pool, acc, json, recording).await
-}
-
-/// Kamal's `remove`: stop, remove the container, the image and the service directory.
-async fn remove(
-    config: &Config,
-    pool: &Pool,
-    acc: &types::Accessory,
-    json: bool,
-    recording: Option<&Recording<'_>>,
-) -> anyhow::Result<()> {
-    let a = Accessory::new(config, acc);
-    let command = format!(
-        "{{ {} || true; }} && {} && {{ {} || true; }} && {}",
-        a.stop(),
-        a.remove_container(),
-        a.remove_image(),
-        a.remove_service_directory()
-    );
-    let jobs = acc
-        .hosts
-        .iter()
-        .map(|h| (h.clone(), command.clone()))
-        .collect();
-    let runs = fanout::run_all(pool, jobs).await;
-    if let Some(r) = recording {
-        r.note(&runs);
-    }
-    fanout::print_runs(&format!("Accessory {}", acc.name), &runs, json)?;
-    fanout::check_runs(&format!("removing accessory {}", acc.name), &runs)
-}
-
-/// One command per host of each picked accessory; those that change containers (`action`)
-/// hold the lock and are recorded in the event log.
-async fn simple(
-    a: &NameArgs,
-    action: Option<Action>,
-    command: impl Fn(&Accessory<'_>) -> String,
-) -> anyhow::Result<()> {
+/// One read-only command per host of each picked accessory, over SSH.
+async fn simple(a: &NameArgs, command: impl Fn(&Accessory<'_>) -> String) -> anyhow::Result<()> {
     let config = a.config.load()?;
     let accessories = picked(&config, &a.name)?;
-    let body = async {
-        let log = match action {
-            Some(_) => record::open_log(&config)?,
-            None => None,
-        };
-        let pool = fanout::pool(&config);
-        let mut result = Ok(());
-        for acc in &accessories {
-            let acc_cmd = Accessory::new(&config, acc);
-            let line = command(&acc_cmd);
-            let jobs = acc
-                .hosts
-                .iter()
-                .map(|h| (h.clone(), line.clone()))
-                .collect();
-            let recording = match action {
-                Some(action) => Some(Recording::start(
-                    log.as_ref(),
-                    &config,
-                    Operation::Accessory {
-                        name: acc.name.clone(),
-                        action,
-                    },
-                    &acc.hosts,
-                )?),
-                None => None,
-            };
-            let runs = fanout::run_all(&pool, jobs).await;
-            let done = fanout::print_runs(&format!("Accessory {}", acc.name), &runs, a.json)
-                .and_then(|()| fanout::check_runs(&format!("accessory {}", acc.name), &runs));
-            let done = match recording {
-                Some(r) => {
-                    r.note(&runs);
-                    r.end(done)
-                }
-                None => done,
-            };
-            result = result.and(done);
-        }
-        pool.close().await;
-        result
-    };
-    if action.is_some() {
-        fanout::with_lock(&config, "change accessories", body).await
-    } else {
-        body.await
+    let pool = fanout::pool(&config);
+    let mut result = Ok(());
+    for acc in &accessories {
+        let line = command(&Accessory::new(&config, acc));
+        let jobs = acc
+            .hosts
+            .iter()
+            .map(|h| (h.clone(), line.clone()))
+            .collect();
+        let runs = fanout::run_all(&pool, jobs).await;
+        let done = fanout::print_runs(&format!("Accessory {}", acc.name), &runs, a.json)
+            .and_then(|()| fanout::check_runs(&format!("accessory {}", acc.name), &runs));
+        result = result.and(done);
     }
+    pool.close().await;
+    result
 }
 
 fn one<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c types::Accessory> {
@@ -609,7 +345,7 @@ async fn logs(a: &LogsArgs) -> anyhow::Result<()> {
         pool.close().await;
         return crate::commands::app_exec::exit_with(host, exit?);
     }
-    simple(&a.name, None, |acc| acc.logs(&options)).await
+    simple(&a.name, |acc| acc.logs(&options)).await
 }
 
 async fn exec(a: &ExecArgs) -> anyhow::Result<()> {

@@ -145,6 +145,7 @@ async fn through_service(
         DeployId::new(),
         preamble,
         command,
+        Default::default(),
     )
     .await
 }

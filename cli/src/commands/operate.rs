@@ -1,5 +1,8 @@
-//! Kamal's state-changing app commands that the hosts' executors run (`app start|stop|remove|
-//! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`): planned by `scheduler::procedure::plans::operation_plan`, sent as
+//! Kamal's state-changing commands that the hosts' executors run (`app start|stop|remove|
+//! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`,
+//! `accessory boot|reboot|upgrade|start|stop|restart|remove`, `proxy start|stop|restart|
+//! remove`): planned by
+//! `scheduler::procedure::plans::operation_plan`, sent as
 //! signed jobs and recorded in the event log like a deploy, by this process in embedded mode
 //! or by the scheduler service in service mode, so both histories have them. Kamal's `-h`,
 //! `-r`, `-p` narrow the plan; `--json` prints its events as `deploy --json` does.
@@ -7,8 +10,9 @@
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, Targets};
 use crate::rollout::{self, FleetArgs, Session};
+use flotilla_deploy::plan::AccessoryFiles;
 use flotilla_events::DeployId;
-use flotilla_events::event::Operation;
+use flotilla_events::event::{AccessoryAction, Operation, ProxyAction};
 use flotilla_protocol::control::RolloutKind;
 use flotilla_scheduler::procedure::OperationRequest;
 use flotilla_scheduler::procedure::plans;
@@ -20,6 +24,18 @@ pub async fn run(
     targets: &Targets,
     json: bool,
     operation: Operation,
+) -> anyhow::Result<()> {
+    run_with_files(config, targets, json, operation, AccessoryFiles::new()).await
+}
+
+/// Runs `operation` with `files`, an accessory's rendered `files:` (sealed to the service's
+/// key in service mode).
+pub async fn run_with_files(
+    config: &ConfigArgs,
+    targets: &Targets,
+    json: bool,
+    operation: Operation,
+    files: AccessoryFiles,
 ) -> anyhow::Result<()> {
     let fleet = FleetArgs {
         config: config.clone(),
@@ -47,20 +63,36 @@ pub async fn run(
             &flotilla_events::MemoryLog::new(),
             &planned_here(&operation),
             &narrow,
+            &files,
         )
         .map_err(rollout::plan_error)?;
         if plan.hosts.is_empty() {
             return Err(fanout::no_hosts().into());
         }
-        let kind = RolloutKind::Operation {
-            operation: operation.clone(),
+        let kind = match operation {
+            Operation::Accessory { .. } => RolloutKind::Accessory {
+                operation: operation.clone(),
+                // Sealed to the service's key once the request knows it.
+                files: Vec::new(),
+            },
+            _ => RolloutKind::Operation {
+                operation: operation.clone(),
+            },
         };
         let command = command(&operation);
-        return crate::client::ask_rollout(&config, &fleet, kind, DeployId::new(), vec![], command)
-            .await;
+        return crate::client::ask_rollout(
+            &config,
+            &fleet,
+            kind,
+            DeployId::new(),
+            vec![],
+            command,
+            files,
+        )
+        .await;
     }
     let s = Session::open_with(&fleet, config)?;
-    let plan = plans::operation_plan(&s.config, &s.log, &operation, &narrow)
+    let plan = plans::operation_plan(&s.config, &s.log, &operation, &narrow, &files)
         .map_err(rollout::plan_error)?;
     if plan.hosts.is_empty() {
         return Err(fanout::no_hosts().into());
@@ -94,6 +126,22 @@ fn command(operation: &Operation) -> &'static str {
         Operation::AppMaintenance { .. } => "app maintenance",
         Operation::AppLive => "app live",
         Operation::StaleContainersStop => "app stale_containers --stop",
-        _ => "operation",
+        Operation::Accessory { action, .. } => match action {
+            AccessoryAction::Boot => "accessory boot",
+            AccessoryAction::Reboot => "accessory reboot",
+            AccessoryAction::Start => "accessory start",
+            AccessoryAction::Stop => "accessory stop",
+            AccessoryAction::Restart => "accessory restart",
+            AccessoryAction::Remove => "accessory remove",
+            AccessoryAction::Upgrade => "accessory upgrade",
+        },
+        Operation::Proxy { action } => match action {
+            ProxyAction::Boot => "proxy boot",
+            ProxyAction::Reboot => "proxy reboot",
+            ProxyAction::Start => "proxy start",
+            ProxyAction::Stop => "proxy stop",
+            ProxyAction::Restart => "proxy restart",
+            ProxyAction::Remove => "proxy remove",
+        },
     }
 }

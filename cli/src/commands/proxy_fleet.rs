@@ -1,8 +1,12 @@
 //! Kamal's `proxy` commands on the fleet: `boot`, `reboot [--rolling]`, `start`, `stop`,
 //! `restart`, `details`, `logs [-f]` and `remove` for the `flotilla-proxy` container `flotilla
-//! setup` runs on every host. The shell commands are `flotilla_setup::proxy`'s; they run over
-//! the SSH fan-out, the state-changing ones under the deploy lock. `proxy.run` (ports, bind
-//! IP, metrics port, log size, debug) is read per host from the roles there.
+//! setup` runs on every host. `start`, `stop`, `restart` and `remove` are operations the hosts'
+//! executors run, planned and recorded by the scheduler (`operate.rs`). `boot` and `reboot`,
+//! which replace a running proxy by handing its listening sockets to a new container, and the
+//! read-only verbs run `flotilla_setup::proxy`'s shell commands over the SSH fan-out (`boot`
+//! and `reboot` under the deploy lock, recorded by `record.rs` in embedded mode only).
+//! `proxy.run` (ports, bind IP, metrics port, log size, debug) is read per host from the
+//! roles there.
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, HostRun, Targets};
@@ -111,10 +115,10 @@ pub async fn run(verb: Verb<'_>) -> anyhow::Result<()> {
             let jobs = per_host(&config, &r.fleet, commands::reboot_command)?;
             changing(&config, &r.fleet, ProxyAction::Reboot, jobs, r.rolling).await
         }
-        Verb::Start(a) => same(a, ProxyAction::Start, commands::start_command()).await,
-        Verb::Stop(a) => same(a, ProxyAction::Stop, commands::stop_command()).await,
-        Verb::Restart(a) => same(a, ProxyAction::Restart, commands::restart_command()).await,
-        Verb::Remove(a) => same(a, ProxyAction::Remove, commands::remove_command()).await,
+        Verb::Start(a) => executors(a, ProxyAction::Start).await,
+        Verb::Stop(a) => executors(a, ProxyAction::Stop).await,
+        Verb::Restart(a) => executors(a, ProxyAction::Restart).await,
+        Verb::Remove(a) => executors(a, ProxyAction::Remove).await,
         Verb::Details(a) => {
             let config = a.config.load()?;
             let jobs = hosts(&config, &a.targets)?
@@ -131,14 +135,11 @@ pub async fn run(verb: Verb<'_>) -> anyhow::Result<()> {
     }
 }
 
-/// The same command on every picked host.
-async fn same(a: &FleetArgs, action: ProxyAction, command: String) -> anyhow::Result<()> {
-    let config = a.config.load()?;
-    let jobs = hosts(&config, &a.targets)?
-        .into_iter()
-        .map(|h| (h, command.clone()))
-        .collect();
-    changing(&config, a, action, jobs, false).await
+/// A verb the hosts' executors run, planned and recorded by the scheduler like `app stop`
+/// (`operate.rs`), in service mode too.
+async fn executors(a: &FleetArgs, action: ProxyAction) -> anyhow::Result<()> {
+    let operation = Operation::Proxy { action };
+    crate::commands::operate::run(&a.config, &a.targets, a.json, operation).await
 }
 
 /// A state-changing verb: under the deploy lock, recorded in the event log, each host's

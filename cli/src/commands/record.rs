@@ -1,14 +1,14 @@
-//! State-changing fleet commands still run over SSH, as history: `accessory
-//! boot|reboot|start|stop|restart|remove|upgrade` and `proxy boot|reboot|start|stop|restart|
-//! remove` are recorded in the project's event log through `flotilla_scheduler::operation`
-//! (started, each host's outcome, finished), so `flotilla audit`, `events` and `replay ID`
-//! show them. The log is opened before the first Docker command runs: a command that cannot be
-//! recorded does not run. (`app start|stop|remove|maintenance|live`, `app stale_containers
-//! --stop` and `prune containers|images|all` are steps the executors run and the scheduler
-//! records: `operate.rs`.)
+//! State-changing fleet commands still run over SSH, as history: `proxy boot|reboot` are
+//! recorded in the project's event log through
+//! `flotilla_scheduler::operation` (started, each host's outcome, finished), so `flotilla
+//! audit`, `events` and `replay ID` show them. The log is opened before the first Docker
+//! command runs: a command that cannot be recorded does not run. (`app start|stop|remove|
+//! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`,
+//! `accessory boot|reboot|upgrade|start|stop|restart|remove` and `proxy start|stop|restart|
+//! remove` are steps the executors run and the scheduler records: `operate.rs`.)
 //!
 //! In service mode (`x-flotilla.scheduler.mode: service`) the log is the service's and no
-//! request records operations yet: these commands are then not recorded (a warning says so).
+//! request records these: they are then not recorded (a warning says so).
 
 use crate::commands::fanout::{HostRun, failure_text};
 use crate::session::performer;

@@ -227,6 +227,7 @@ pub async fn resume(fleet: &FleetArgs, id: &str) -> anyhow::Result<()> {
             DeployId::from(id),
             Vec::new(),
             "resume",
+            Default::default(),
         )
         .await;
     }

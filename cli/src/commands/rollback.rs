@@ -37,6 +37,7 @@ pub async fn run(cmd: &RollbackCmd) -> anyhow::Result<()> {
             DeployId::new(),
             Vec::new(),
             "rollback",
+            Default::default(),
         )
         .await;
     }

@@ -31,7 +31,16 @@ fn step_role(step: &Step) -> Option<&str> {
         | Step::StartExisting { role, .. }
         | Step::Maintenance { role, .. }
         | Step::Live { role, .. } => Some(role),
-        Step::PullImage { .. } | Step::Prune { .. } | Step::PruneImages { .. } => None,
+        Step::PullImage { .. }
+        | Step::Prune { .. }
+        | Step::PruneImages { .. }
+        | Step::BootAccessory(_)
+        | Step::StartAccessory { .. }
+        | Step::StopAccessory { .. }
+        | Step::RemoveAccessory { .. }
+        | Step::RemoveContainer { .. }
+        | Step::StartProxy { .. }
+        | Step::StopProxy { .. } => None,
     }
 }
 

@@ -5,19 +5,26 @@
 //! inputs give the same plan, and tests assert it exactly. Secrets appear only by name; the
 //! scheduler seals their values for each host when it turns steps into jobs.
 
+mod accessory;
 mod argv;
 pub(crate) mod build;
 mod builder;
 mod engine_build;
 mod filter;
 mod operation;
+mod proxy;
 
+pub use accessory::{
+    ACCESSORY_STOP_TIMEOUT_S, AccessoryFiles, AccessoryOperation, AccessoryPlanError,
+    AccessoryUpload, BootAccessory, FileContents, accessory_plan, ssh_home,
+};
 pub use argv::split_command;
 pub use build::plan;
 pub use builder::{BuildInputs, BuildPlan, BuilderKind, build_plan};
 pub use engine_build::{EngineBuild, EngineCaps, EngineStep, NeedsBuilder, engine_build};
 pub use filter::matches;
 pub use operation::{AppOperation, operation_plan};
+pub use proxy::{ProxyOperation, proxy_plan};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -119,6 +126,42 @@ pub enum Step {
         role: String,
         proxy_service: String,
     },
+    /// `accessory boot|reboot|upgrade`: the accessory booted on the host (boxed: it is far
+    /// larger than the other steps).
+    BootAccessory(Box<BootAccessory>),
+    /// `accessory start`: its existing container started.
+    StartAccessory {
+        name: String,
+        container: String,
+    },
+    /// `accessory stop`: its container stopped.
+    StopAccessory {
+        name: String,
+        container: String,
+        stop_timeout_s: u64,
+    },
+    /// A container removed by name: `accessory remove` of an accessory with its own
+    /// `service:` name (the executor's `RemoveAccessory` knows only `SERVICE-NAME`), `proxy
+    /// remove`.
+    RemoveContainer {
+        container: String,
+    },
+    /// `proxy start`: the host proxy's existing container started.
+    StartProxy {
+        container: String,
+    },
+    /// `proxy stop`: the host proxy's container stopped (it drains first).
+    StopProxy {
+        container: String,
+        stop_timeout_s: u64,
+    },
+    /// `accessory remove`: its `SERVICE-NAME` container stopped and removed, then `paths`
+    /// (its directory under the SSH user's home).
+    RemoveAccessory {
+        name: String,
+        container: String,
+        paths: Vec<String>,
+    },
 }
 
 impl Step {
@@ -136,6 +179,13 @@ impl Step {
             Step::StartExisting { container, .. } => format!("start {container}"),
             Step::Maintenance { role, .. } => format!("maintenance {role}"),
             Step::Live { role, .. } => format!("live {role}"),
+            Step::BootAccessory(b) => format!("boot {}", b.name),
+            Step::StartAccessory { name, .. } => format!("start {name}"),
+            Step::StopAccessory { name, .. } => format!("stop {name}"),
+            Step::RemoveAccessory { name, .. } => format!("remove {name}"),
+            Step::RemoveContainer { container } => format!("remove {container}"),
+            Step::StartProxy { .. } => "start proxy".into(),
+            Step::StopProxy { .. } => "stop proxy".into(),
         }
     }
 }

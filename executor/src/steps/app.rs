@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{Executor, NETWORK, StepFailed, millis};
 use crate::runtime::{CreateSpec, Credentials, EnvValue, Proxy, Runtime};
 use flotilla_protocol::wire::{
-    ContainerConfig, Prune, PruneImages, PullImage, StartContainer, StopOldContainers,
+    ContainerConfig, Prune, PruneImages, PullImage, RegistryAuth, StartContainer, StopOldContainers,
 };
 
 pub(super) async fn pull<R: Runtime, P: Proxy>(
@@ -18,22 +18,7 @@ pub(super) async fn pull<R: Runtime, P: Proxy>(
     step: &PullImage,
 ) -> Result<Vec<Event>, StepFailed> {
     let started = Instant::now();
-    let auth = match &step.auth {
-        Some(a) => Some(Credentials {
-            server: a.server.clone(),
-            username: ex
-                .host_key
-                .open(&a.username)
-                .map_err(|e| StepFailed::new(format!("registry username: {e}")))?
-                .expose()
-                .to_owned(),
-            password: ex
-                .host_key
-                .open(&a.password)
-                .map_err(|e| StepFailed::new(format!("registry password: {e}")))?,
-        }),
-        None => None,
-    };
+    let auth = credentials(ex, step.auth.as_ref())?;
     let pulled = ex
         .runtime
         .pull(&step.image, auth.as_ref())
@@ -48,6 +33,29 @@ pub(super) async fn pull<R: Runtime, P: Proxy>(
         }
         .into(),
     ])
+}
+
+/// A registry's credentials, opened with the host's key.
+pub(super) fn credentials<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    auth: Option<&RegistryAuth>,
+) -> Result<Option<Credentials>, StepFailed> {
+    let Some(a) = auth else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        server: a.server.clone(),
+        username: ex
+            .host_key
+            .open(&a.username)
+            .map_err(|e| StepFailed::new(format!("registry username: {e}")))?
+            .expose()
+            .to_owned(),
+        password: ex
+            .host_key
+            .open(&a.password)
+            .map_err(|e| StepFailed::new(format!("registry password: {e}")))?,
+    }))
 }
 
 /// Labels Kamal puts on a role's containers.
@@ -267,7 +275,11 @@ pub(super) async fn start_existing<R: Runtime, P: Proxy>(
     if !c.running {
         ex.runtime.start(name).await?;
     }
-    let role = c.labels.get("role").cloned().unwrap_or_default();
+    // An accessory's container (no role) is no release's: the fleet's view of what runs
+    // holds app containers only, and reads accessories from `AccessoryBooted`.
+    let Some(role) = c.labels.get(names::LABEL_ROLE).cloned() else {
+        return Ok(Vec::new());
+    };
     let prefix = [
         c.labels.get("service"),
         c.labels.get("role"),

@@ -143,6 +143,7 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             JobStep::Prune(s) => app::prune(self, s).await,
             JobStep::PruneImages(s) => app::prune_images(self, s).await,
             JobStep::BootAccessory(s) => accessory::boot(self, s).await,
+            JobStep::BootSealedAccessory(s) => accessory::boot_sealed(self, s).await,
             JobStep::RemoveAccessory(s) => accessory::remove(self, s).await,
             JobStep::StartExisting(s) => app::start_existing(self, &s.container).await,
             JobStep::StopContainer(s) => app::stop_one(self, &s.container, s.stop_timeout_s).await,
@@ -221,6 +222,12 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
                 }
                 JobStep::BootAccessory(a) => {
                     sealed.extend(a.config.secret_env.iter().map(|(n, v)| (n.clone(), v)));
+                }
+                JobStep::BootSealedAccessory(a) => {
+                    sealed.extend(a.config.secret_env.iter().map(|(n, v)| (n.clone(), v)));
+                    if let Some(auth) = &a.auth {
+                        sealed.push(("registry password".into(), &auth.password));
+                    }
                 }
                 _ => {}
             }

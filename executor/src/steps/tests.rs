@@ -668,3 +668,59 @@ async fn accessory_files_go_to_the_host_through_the_host_root() {
     assert!(!root.path().join("srv").join("app-db").exists());
     assert!(root.path().join("srv").is_dir(), "only the named path goes");
 }
+
+/// Kamal's `accessory boot` leaves a host whose accessory container exists as it is (no
+/// `AccessoryBooted`, the same container); `reboot` replaces it with a new one; the files,
+/// sealed to the host, are opened and written there.
+#[tokio::test]
+async fn sealed_accessory_boot_keeps_an_existing_container_and_reboot_replaces_it() {
+    use flotilla_protocol::sealing::seal_bytes;
+    let root = tempfile::tempdir().unwrap();
+    let ex = executor().with_host_root(root.path());
+    let key = ex.host_key().public_key_base64();
+    let boot = |existing| {
+        JobStep::BootSealedAccessory(BootSealedAccessory {
+            name: "db".into(),
+            container: "app-db".into(),
+            config: ContainerConfig {
+                image: "r/db:1".into(),
+                ..Default::default()
+            },
+            auth: None,
+            directories: vec!["/root/app-db/data".into()],
+            files: vec![SealedFile {
+                path: "/root/app-db/etc/db.conf".into(),
+                contents: seal_bytes(&key, b"password=hunter2\n").unwrap(),
+                mode: 0o600,
+            }],
+            existing,
+        })
+    };
+    let booted = ex.run_step(&boot(ExistingAccessory::Keep)).await.unwrap();
+    assert!(matches!(booted.as_slice(), [Event::AccessoryBooted(a)] if a.name == "db"));
+    assert!(root.path().join("root/app-db/data").is_dir());
+    assert_eq!(
+        std::fs::read(root.path().join("root/app-db/etc/db.conf")).unwrap(),
+        b"password=hunter2\n"
+    );
+    let first = ex.runtime.inspect("app-db").await.unwrap().unwrap().id;
+    ex.runtime.stop("app-db", 1).await.unwrap();
+
+    let again = ex.run_step(&boot(ExistingAccessory::Keep)).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    let kept = ex.runtime.inspect("app-db").await.unwrap().unwrap();
+    assert_eq!(kept.id, first);
+    assert!(
+        !kept.running,
+        "boot leaves a stopped accessory stopped, as Kamal's does"
+    );
+
+    let rebooted = ex
+        .run_step(&boot(ExistingAccessory::Replace { stop_timeout_s: 1 }))
+        .await
+        .unwrap();
+    assert!(matches!(rebooted.as_slice(), [Event::AccessoryBooted(_)]));
+    let new = ex.runtime.inspect("app-db").await.unwrap().unwrap();
+    assert!(new.running);
+    assert_ne!(new.id, first, "reboot made a new container");
+}

@@ -6,9 +6,13 @@ use crate::rollout::{Amount, Policy};
 use flotilla_deploy::Config;
 use flotilla_deploy::config::types::HostCount;
 use flotilla_deploy::plan::{
-    AppOperation, Plan, PlanContext, Release, container_name, operation_plan as app_plan, plan,
+    AccessoryFiles, AccessoryOperation, AccessoryPlanError, AppOperation, Plan, PlanContext,
+    ProxyOperation, Release, accessory_plan, container_name, operation_plan as app_plan, plan,
+    proxy_plan,
 };
-use flotilla_events::event::{DeployKind, Operation, RollbackStarted};
+use flotilla_events::event::{
+    AccessoryAction, DeployKind, Operation, ProxyAction, RollbackStarted,
+};
 use flotilla_events::projection::{Projections, ReleaseTarget};
 use flotilla_events::{DeployId, Event, EventLog, LogError};
 use std::collections::BTreeMap;
@@ -43,6 +47,8 @@ pub enum PlanError {
     NothingRunning(String),
     #[error("{0} is not run through the executors")]
     NotPlanned(String),
+    #[error(transparent)]
+    Accessory(#[from] AccessoryPlanError),
     #[error("event log")]
     Log(#[from] LogError),
 }
@@ -67,6 +73,12 @@ impl PlanError {
             PlanError::NothingToStart(_) => "name it: flotilla app start --version VERSION",
             PlanError::NothingRunning(_) => "deploy or start a release first: flotilla app start",
             PlanError::NotPlanned(_) => "run it from the CLI in embedded mode",
+            PlanError::Accessory(AccessoryPlanError::Unknown(_)) => {
+                "see the accessories with `flotilla config`"
+            }
+            PlanError::Accessory(AccessoryPlanError::FileNotRead { .. }) => {
+                "files: paths are relative to the project directory"
+            }
             PlanError::Log(_) => "see `flotilla events --salvage`",
         }
     }
@@ -187,16 +199,45 @@ pub fn deploy_plan(
     Ok(narrow.apply(planned, &config.primary_role))
 }
 
-/// What an app operation (`app start|stop|remove`, `prune containers`) does on each host:
-/// `app start` without a version starts the newest release's containers, and pruning keeps
-/// the last good release's (the rollback target) whatever `retain` says.
+/// What an operation (`app start|stop|remove`, `prune containers`, `accessory reboot db`)
+/// does on each host: `app start` without a version starts the newest release's containers,
+/// and pruning keeps the last good release's (the rollback target) whatever `retain` says.
+/// An accessory's operation runs on the accessory's hosts (Kamal's `-h`/`-r` do not narrow
+/// it), with `files` its rendered `files:`.
 pub fn operation_plan(
     config: &Config,
     log: &dyn EventLog,
     operation: &Operation,
     narrow: &Narrow,
+    files: &AccessoryFiles,
 ) -> Result<Plan, PlanError> {
     let app = match operation {
+        Operation::Accessory { name, action } => {
+            let operation = match action {
+                AccessoryAction::Boot => AccessoryOperation::Boot,
+                // Upgrade moves a Kamal 1 accessory onto the `kamal` network: a reboot,
+                // whose boot makes the network first.
+                AccessoryAction::Reboot | AccessoryAction::Upgrade => AccessoryOperation::Reboot,
+                AccessoryAction::Start => AccessoryOperation::Start,
+                AccessoryAction::Stop => AccessoryOperation::Stop,
+                AccessoryAction::Restart => AccessoryOperation::Restart,
+                AccessoryAction::Remove => AccessoryOperation::Remove,
+            };
+            return Ok(accessory_plan(config, name, operation, files)?);
+        }
+        Operation::Proxy { action } => {
+            let proxy = match action {
+                ProxyAction::Start => ProxyOperation::Start,
+                ProxyAction::Stop => ProxyOperation::Stop,
+                ProxyAction::Restart => ProxyOperation::Restart,
+                ProxyAction::Remove => ProxyOperation::Remove,
+                // Replacing a running proxy hands its sockets over: an SSH command still.
+                ProxyAction::Boot | ProxyAction::Reboot => {
+                    return Err(PlanError::NotPlanned(operation.to_string()));
+                }
+            };
+            return Ok(narrow.apply(proxy_plan(config, proxy), &config.primary_role));
+        }
         Operation::AppStart { version } => {
             let version = match version {
                 Some(v) => v.clone(),

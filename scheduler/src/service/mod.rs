@@ -349,7 +349,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
                     continue;
                 }
             };
-            if let RolloutKind::Operation { operation } = &rollout.kind {
+            if let Some(operation) = rollout.kind.operation() {
                 let id = &rollout.deploy_id;
                 match interrupted::finish_operation(
                     self.log.as_ref(),
@@ -493,6 +493,28 @@ impl<T: Transport + Clone + 'static> Service<T> {
         }
     }
 
+    /// An accessory operation's files, opened with the service's key.
+    fn open_files(
+        &self,
+        files: &[flotilla_protocol::control::SealedAccessoryFile],
+    ) -> Result<flotilla_deploy::plan::AccessoryFiles, StartError> {
+        let mut out = flotilla_deploy::plan::AccessoryFiles::new();
+        for f in files {
+            let opened = self
+                .key
+                .open_bytes(&f.contents)
+                .map_err(|source| StartError::Secret {
+                    name: format!("accessory {} file {}", f.accessory, f.local),
+                    source,
+                })?;
+            out.entry(f.accessory.clone()).or_default().insert(
+                f.local.clone(),
+                flotilla_deploy::plan::FileContents::new(opened.as_slice()),
+            );
+        }
+        Ok(out)
+    }
+
     /// The config, secrets and plan of a rollout, decided before anything runs.
     fn prepare(&self, rollout: &Rollout) -> Result<Prepared, StartError> {
         let mut secrets = Vec::with_capacity(rollout.secrets.len());
@@ -562,10 +584,18 @@ impl<T: Transport + Clone + 'static> Service<T> {
                 })
             }
             RolloutKind::Operation { operation } => Planned::Operation(OperationRequest {
-                plan: plans::operation_plan(&config, log, operation, &narrow)?,
+                plan: plans::operation_plan(&config, log, operation, &narrow, &Default::default())?,
                 operation: operation.clone(),
                 deploy_id: id,
             }),
+            RolloutKind::Accessory { operation, files } => {
+                let files = self.open_files(files)?;
+                Planned::Operation(OperationRequest {
+                    plan: plans::operation_plan(&config, log, operation, &narrow, &files)?,
+                    operation: operation.clone(),
+                    deploy_id: id,
+                })
+            }
         };
         Ok(Prepared { config, request })
     }

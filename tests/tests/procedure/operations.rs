@@ -13,8 +13,14 @@ use tokio_util::sync::CancellationToken;
 impl World {
     /// Plans `operation` from the log and runs it to its end.
     async fn operate(&self, operation: Operation) -> (DeployId, Result<Finished, ProcedureError>) {
-        let plan = plans::operation_plan(&self.config, &self.log, &operation, &Narrow::default())
-            .expect("plan");
+        let plan = plans::operation_plan(
+            &self.config,
+            &self.log,
+            &operation,
+            &Narrow::default(),
+            &Default::default(),
+        )
+        .expect("plan");
         let req = OperationRequest {
             plan,
             operation,
@@ -290,8 +296,14 @@ async fn prune_images_keeps_the_rollback_targets_image() {
         images: true,
         retain: 0,
     };
-    let plan =
-        plans::operation_plan(&world.config, &world.log, &prune, &Narrow::default()).expect("plan");
+    let plan = plans::operation_plan(
+        &world.config,
+        &world.log,
+        &prune,
+        &Narrow::default(),
+        &Default::default(),
+    )
+    .expect("plan");
     let protected = match &plan.hosts[0].steps[..] {
         [flotilla_deploy::plan::Step::PruneImages { protected }] => protected.clone(),
         other => panic!("{other:?}"),
@@ -351,9 +363,75 @@ async fn stale_containers_stop_keeps_each_hosts_release() {
         &world.log,
         &Operation::StaleContainersStop,
         &Narrow::default(),
+        &Default::default(),
     );
     assert!(
         matches!(refused, Err(plans::PlanError::NothingRunning(_))),
         "{refused:?}"
     );
+}
+
+/// `accessory reboot db` is run by the executors of db's hosts (not the app's third host)
+/// under the deploy lock and recorded as the accessory operation it is: each host's
+/// `AccessoryBooted` and verdict, then finished. A `boot` after it finds the container on
+/// each host and leaves it (Kamal's skip: no `AccessoryBooted`), and still succeeds.
+#[tokio::test(start_paused = true)]
+async fn accessory_reboot_is_run_by_the_executors_and_recorded() {
+    use flotilla_deploy::config::{LoadOptions, load};
+    use flotilla_events::event::AccessoryAction;
+    let mut world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let path = world.root.join("config/deploy.yml");
+    let mut yaml = std::fs::read_to_string(&path).expect("deploy.yml");
+    yaml.push_str(
+        "accessories:\n  db:\n    image: registry.test:5000/db:1\n    hosts: [h1, h2]\n    \
+         volumes:\n      - app-db:/var/lib/db\n",
+    );
+    std::fs::write(&path, yaml).expect("deploy.yml");
+    world.config = load(&LoadOptions {
+        root: world.root.clone(),
+        config_file: "config/deploy.yml".into(),
+        destination: None,
+        env: std::collections::BTreeMap::new(),
+    })
+    .expect("config");
+    let accessory = |action| Operation::Accessory {
+        name: "db".into(),
+        action,
+    };
+    let two = |n| {
+        ["h1", "h2"]
+            .iter()
+            .map(|h| ((*h).to_owned(), n))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+
+    let (id, rebooted) = world.operate(accessory(AccessoryAction::Reboot)).await;
+    let rebooted = rebooted.expect("reboot runs");
+    assert_eq!(rebooted.outcome.failed, Vec::<String>::new());
+    assert_eq!(world.count(&id, "AccessoryBooted"), two(1));
+    assert_eq!(world.count(&id, "OperationSucceeded"), two(1));
+    assert_eq!(
+        world.story(&id),
+        [
+            "OperationStarted",
+            "LockAcquired",
+            "OperationFinished",
+            "LockReleased"
+        ]
+    );
+    match &world.events(&id)[0].event {
+        Event::OperationStarted(o) => {
+            assert_eq!(o.operation, accessory(AccessoryAction::Reboot));
+            assert_eq!(o.hosts, ["h1", "h2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (id, booted) = world.operate(accessory(AccessoryAction::Boot)).await;
+    booted.expect("boot runs");
+    assert_eq!(world.count(&id, "AccessoryBooted"), Default::default());
+    assert_eq!(world.count(&id, "OperationSucceeded"), two(1));
 }

@@ -1,5 +1,5 @@
-//! App operations in service mode: the scheduler service plans, runs and records them, so the
-//! one shared history has them (no local log is written).
+//! App and accessory operations in service mode: the scheduler service plans, runs and
+//! records them, so the one shared history has them (no local log is written).
 
 use crate::setup::BareProject;
 use crate::support::{fleet, ssh_ok};
@@ -10,13 +10,30 @@ const SERVICE_MODE: &str = "  scheduler:\n    mode: service\n";
 /// After `flotilla setup` in service mode: `app stop` stops the app on every host through the
 /// service and its executors, and the service's log has it (`history` and `audit` read it
 /// there: the stop with both hosts succeeded); `app start` runs the release again; `prune all`
-/// is run and recorded by the service the same way, the running release kept; no local event
-/// log was made.
+/// is run and recorded by the service the same way, the running release kept; `accessory
+/// reboot db` is run by db's host's executor (a new container, its `.erb` file rendered here
+/// and written there) and recorded by the service (`audit`, `history`); no local event log
+/// was made.
 #[test]
 fn app_stop_and_start_are_recorded_by_the_service() {
     let fleet = fleet(2);
     let (h1, h2) = (&fleet.hosts[0], &fleet.hosts[1]);
-    let project = BareProject::with_extra(&fleet, &[h1, h2], SERVICE_MODE);
+    // Accessory files live under the SSH user's home, which the fleet's hosts share with this
+    // machine: a name per fleet slot keeps concurrent fleets apart.
+    let db = format!("e2e-svcdb-s{}", fleet.slot());
+    let extra = format!(
+        "{SERVICE_MODE}accessories:\n  db:\n    service: {db}\n    image: {registry}/testapp:v1\n    \
+         host: {addr}\n    env:\n      clear:\n        DB_NAME: flotilla\n    files:\n      \
+         - config/db.conf.erb:/etc/db.conf\n",
+        registry = fleet.registry(),
+        addr = h1.addr,
+    );
+    let project = BareProject::with_extra(&fleet, &[h1, h2], &extra);
+    std::fs::write(
+        project.root().join("config/db.conf.erb"),
+        "name=<%= ENV[\"DB_NAME\"] %>\n",
+    )
+    .unwrap();
     project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
     let running = |host| {
         ssh_ok(
@@ -73,6 +90,46 @@ fn app_stop_and_start_are_recorded_by_the_service() {
     let mut succeeded: Vec<String> = serde_json::from_value(prune["succeeded"].clone()).unwrap();
     succeeded.sort();
     assert_eq!(succeeded, hosts, "{audit}");
+
+    project.flotilla_ok(&["accessory", "boot", "db"], &[]);
+    let id = || {
+        ssh_ok(
+            &fleet,
+            h1,
+            &format!("docker inspect {db} --format '{{{{.Id}}}}'"),
+        )
+    };
+    let before = id();
+    project.flotilla_ok(&["accessory", "reboot", "db"], &[]);
+    assert_ne!(id(), before, "reboot made a new container");
+    assert_eq!(
+        ssh_ok(&fleet, h1, &format!("cat {db}/etc/db.conf")),
+        "name=flotilla"
+    );
+    let audit = project.flotilla_ok(&["audit", "--json"], &[]);
+    let reboot: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "accessory reboot db")
+        .unwrap_or_else(|| panic!("no accessory reboot in {audit}"));
+    assert_eq!(reboot["outcome"], "completed", "{audit}");
+    assert_eq!(
+        reboot["succeeded"],
+        serde_json::json!([h1.addr.to_string()]),
+        "{audit}"
+    );
+    let history = project.flotilla_ok(&["history", "--json"], &[]);
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "accessory reboot db", "{history}");
+    project.flotilla_ok(&["accessory", "remove", "db", "-y"], &[]);
+    assert_eq!(
+        ssh_ok(
+            &fleet,
+            h1,
+            &format!("test -e {db} && echo left || echo gone")
+        ),
+        "gone"
+    );
     assert!(
         !project.root().join(".flotilla/events").exists(),
         "no local log in service mode"
