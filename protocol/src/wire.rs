@@ -335,6 +335,8 @@ pub struct BootSealedAccessory {
     pub files: Vec<SealedFile>,
     /// What becomes of a container of that name already on the host.
     pub existing: ExistingAccessory,
+    /// `--shm-size` in bytes (`options: shm-size`, a database's shared memory).
+    pub shm_size_bytes: Option<i64>,
 }
 
 /// A file an accessory needs on the host, its contents sealed to the host: an `.erb` file is

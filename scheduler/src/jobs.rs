@@ -261,6 +261,15 @@ fn boot_accessory(
     ctx: &JobContext,
 ) -> Result<JobStep, JobError> {
     let (memory_bytes, extra_hosts) = container_options(&b.name, &b.options)?;
+    let shm_size_bytes = match b.options.iter().rfind(|(name, _)| name == "shm-size") {
+        Some((name, value)) => Some(parse_size(value).ok_or_else(|| JobError::Option {
+            role: b.name.clone(),
+            name: name.clone(),
+            value: value.clone(),
+            why: "expected a size like 256m or 1g".into(),
+        })?),
+        None => None,
+    };
     let secret_env = b
         .secret_env
         .iter()
@@ -326,6 +335,7 @@ fn boot_accessory(
             },
             None => wire::ExistingAccessory::Keep,
         },
+        shm_size_bytes,
     }))
 }
 

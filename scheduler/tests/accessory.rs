@@ -233,6 +233,11 @@ fn the_boot_job_seals_secrets_files_and_registry_to_the_host() {
     };
     assert_eq!(boot.container, "shop-db");
     assert_eq!(
+        boot.shm_size_bytes,
+        Some(256 << 20),
+        "options: shm-size: 256m"
+    );
+    assert_eq!(
         boot.existing,
         ExistingAccessory::Replace { stop_timeout_s: 10 }
     );

@@ -5,6 +5,8 @@
 
 /// The options the executor applies to containers today.
 pub const APPLIED: &[&str] = &["memory", "add-host"];
+/// What the executor applies to accessories besides [`APPLIED`].
+pub const APPLIED_TO_ACCESSORIES: &[&str] = &["shm-size"];
 
 /// Options whose value is a size (`512m`, `2g`, `1024k`, `100`).
 const SIZES: &[&str] = &["memory", "memory-reservation", "memory-swap", "shm-size"];

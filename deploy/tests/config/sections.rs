@@ -309,14 +309,15 @@ fn x_flotilla_failure_budget_percent() {
 }
 
 /// `options:` the executor applies load without a word; one it does not apply yet is a
-/// located warning naming it, never dropped in silence.
+/// located warning naming it, never dropped in silence. `shm-size` is applied to accessories
+/// (the seed guide's database sets it), not yet to the app's containers.
 #[test]
 fn docker_options_applied_or_warned() {
     let c = load_ok("k2_docker_options", None, &[]);
     let w = warnings(&c);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
-        w[0].contains("accessories/db/options/shm-size") && w[0].contains("not applied"),
+        w[0].contains("servers/web/options/shm-size") && w[0].contains("not applied"),
         "{w:?}"
     );
 }

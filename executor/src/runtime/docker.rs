@@ -225,6 +225,7 @@ impl Runtime for DockerRuntime {
             network_mode: Some(spec.network.clone()),
             log_config: log_config(spec.log_driver.as_deref(), &spec.log_options),
             memory: spec.memory_bytes,
+            shm_size: spec.shm_size_bytes,
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {

@@ -93,6 +93,8 @@ pub struct CreateSpec {
     pub log_driver: Option<String>,
     pub log_options: Vec<(String, String)>,
     pub memory_bytes: Option<i64>,
+    /// `--shm-size` in bytes.
+    pub shm_size_bytes: Option<i64>,
     pub extra_hosts: Vec<String>,
     /// Docker's restart policy (`unless-stopped` for apps and accessories, as Kamal).
     pub restart_unless_stopped: bool,

@@ -104,7 +104,8 @@ pub(super) async fn boot_sealed<R: Runtime, P: Proxy>(
         flotilla_protocol::names::LABEL_SERVICE.to_owned(),
         name.clone(),
     )];
-    let spec = create_spec(ex, name, Vec::new(), labels, &step.config)?;
+    let mut spec = create_spec(ex, name, Vec::new(), labels, &step.config)?;
+    spec.shm_size_bytes = step.shm_size_bytes;
     ensure_running(ex, &spec).await?;
     Ok(vec![
         AccessoryBooted {

@@ -102,6 +102,7 @@ pub(super) fn create_spec<R: Runtime, P: Proxy>(
         log_driver: config.log_driver.clone(),
         log_options: config.log_options.clone(),
         memory_bytes: config.memory_bytes,
+        shm_size_bytes: None,
         extra_hosts: config.extra_hosts.clone(),
         restart_unless_stopped: true,
     })

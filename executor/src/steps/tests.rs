@@ -694,6 +694,7 @@ async fn sealed_accessory_boot_keeps_an_existing_container_and_reboot_replaces_i
                 mode: 0o600,
             }],
             existing,
+            shm_size_bytes: None,
         })
     };
     let booted = ex.run_step(&boot(ExistingAccessory::Keep)).await.unwrap();

@@ -331,7 +331,7 @@ impl Cx {
 
     /// A bad value is a located error; an option Flotilla does not apply yet, a located warning.
     fn check_option(&mut self, name: &str, value: &OptionValue, n: &Node, path: &str) {
-        use crate::config::docker_options::{APPLIED, check};
+        use crate::config::docker_options::{APPLIED, APPLIED_TO_ACCESSORIES, check};
         let values: &[String] = match value {
             OptionValue::One(v) => std::slice::from_ref(v),
             OptionValue::Many(vs) => vs,
@@ -342,7 +342,9 @@ impl Cx {
                 self.error(n, path, problem);
             }
         }
-        if !APPLIED.contains(&name) {
+        let applied = APPLIED.contains(&name)
+            || (path.starts_with("accessories/") && APPLIED_TO_ACCESSORIES.contains(&name));
+        if !applied {
             self.warn(
                 n,
                 path,

@@ -24,7 +24,7 @@ fn app_stop_and_start_are_recorded_by_the_service() {
     let extra = format!(
         "{SERVICE_MODE}accessories:\n  db:\n    service: {db}\n    image: {registry}/testapp:v1\n    \
          host: {addr}\n    env:\n      clear:\n        DB_NAME: flotilla\n    files:\n      \
-         - config/db.conf.erb:/etc/db.conf\n",
+         - config/db.conf.erb:/etc/db.conf\n    options:\n      shm-size: 128m\n",
         registry = fleet.registry(),
         addr = h1.addr,
     );
@@ -102,6 +102,15 @@ fn app_stop_and_start_are_recorded_by_the_service() {
     let before = id();
     project.flotilla_ok(&["accessory", "reboot", "db"], &[]);
     assert_ne!(id(), before, "reboot made a new container");
+    assert_eq!(
+        ssh_ok(
+            &fleet,
+            h1,
+            &format!("docker inspect {db} --format '{{{{.HostConfig.ShmSize}}}}'"),
+        ),
+        (128u64 << 20).to_string(),
+        "the accessory's `options: shm-size` is applied"
+    );
     assert_eq!(
         ssh_ok(&fleet, h1, &format!("cat {db}/etc/db.conf")),
         "name=flotilla"
