@@ -199,11 +199,29 @@ fn picked<'c>(config: &'c Config, name: &str) -> anyhow::Result<Vec<&'c types::A
     }
 }
 
+/// Kamal's `setup` step between the agents and the first deploy: every accessory booted where
+/// it has no container yet (one that exists, running or not, is left as it is).
+pub async fn boot_all(config_args: &ConfigArgs, json: bool) -> anyhow::Result<()> {
+    if config_args.load()?.accessories.is_empty() {
+        return Ok(());
+    }
+    operate_on(config_args, "all", json, Action::Boot).await
+}
+
 /// `action` on each accessory `a` picks, one operation (and one entry in the log) each,
 /// stopping at the first that fails.
 async fn operate(a: &NameArgs, action: Action) -> anyhow::Result<()> {
-    let config = a.config.load()?;
-    let accessories = picked(&config, &a.name)?;
+    operate_on(&a.config, &a.name, a.json, action).await
+}
+
+async fn operate_on(
+    config_args: &ConfigArgs,
+    name: &str,
+    json: bool,
+    action: Action,
+) -> anyhow::Result<()> {
+    let config = config_args.load()?;
+    let accessories = picked(&config, name)?;
     let boots = matches!(action, Action::Boot | Action::Reboot | Action::Upgrade);
     for acc in accessories {
         let mut files = AccessoryFiles::new();
@@ -215,9 +233,9 @@ async fn operate(a: &NameArgs, action: Action) -> anyhow::Result<()> {
             action,
         };
         crate::commands::operate::run_with_files(
-            &a.config,
+            config_args,
             &Targets::default(),
-            a.json,
+            json,
             operation,
             files,
         )

@@ -7,7 +7,7 @@ use crate::support::{fleet, ssh_ok};
 /// Deploys run in the service (`x-flotilla.scheduler.mode: service`).
 const SERVICE_MODE: &str = "  scheduler:\n    mode: service\n";
 
-/// After `flotilla setup` in service mode: `app stop` stops the app on every host through the
+/// `flotilla setup` in service mode boots the accessory before the deploy; then: `app stop` stops the app on every host through the
 /// service and its executors, and the service's log has it (`history` and `audit` read it
 /// there: the stop with both hosts succeeded); `app start` runs the release again; `prune all`
 /// is run and recorded by the service the same way, the running release kept; `accessory
@@ -21,11 +21,13 @@ fn app_stop_and_start_are_recorded_by_the_service() {
     // Accessory files live under the SSH user's home, which the fleet's hosts share with this
     // machine: a name per fleet slot keeps concurrent fleets apart.
     let db = format!("e2e-svcdb-s{}", fleet.slot());
+    // An image already in the registry: setup boots accessories before it builds the app,
+    // as Kamal's does (the static nats-server stands in for a database).
+    let image = flotilla_e2e::bare::push_nats_image(&fleet).unwrap();
     let extra = format!(
-        "{SERVICE_MODE}accessories:\n  db:\n    service: {db}\n    image: {registry}/testapp:v1\n    \
+        "{SERVICE_MODE}accessories:\n  db:\n    service: {db}\n    image: {image}\n    \
          host: {addr}\n    env:\n      clear:\n        DB_NAME: flotilla\n    files:\n      \
          - config/db.conf.erb:/etc/db.conf\n    options:\n      shm-size: 128m\n",
-        registry = fleet.registry(),
         addr = h1.addr,
     );
     let project = BareProject::with_extra(&fleet, &[h1, h2], &extra);
@@ -35,6 +37,15 @@ fn app_stop_and_start_are_recorded_by_the_service() {
     )
     .unwrap();
     project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    assert_eq!(
+        ssh_ok(
+            &fleet,
+            h1,
+            &format!("docker inspect {db} --format '{{{{.State.Running}}}}'"),
+        ),
+        "true",
+        "setup booted the accessory, as Kamal's does"
+    );
     let running = |host| {
         ssh_ok(
             &fleet,
