@@ -97,7 +97,9 @@ pub async fn run<T: Transport + Clone + 'static>(
         led = ready::await_led(&js, &shutdown) => led,
         () = lost.cancelled() => false,
     };
-    tracing::info!(waited = ?waited.elapsed(), "leading: waited for the streams' leaders");
+    if led {
+        tracing::info!(waited = ?waited.elapsed(), "leading: waited for the streams' leaders");
+    }
     // Everything the lost leader published is in this log before anything is decided.
     if !led || !catch_up(&service, &js, &lost, &shutdown).await? {
         if lost.is_cancelled() {
@@ -162,9 +164,10 @@ async fn catch_up<T: Transport + Clone + 'static>(
             };
         }
         match &failed {
-            Some(e) => {
-                tracing::warn!(error = %e, "catching up with FLOTILLA_LOG failed; trying again")
-            }
+            Some(e) => tracing::warn!(
+                error = %flotilla_protocol::text::error_chain(e),
+                "catching up with FLOTILLA_LOG failed; trying again"
+            ),
             None => tracing::warn!("catching up with FLOTILLA_LOG made no end; trying again"),
         }
         tokio::time::sleep(CATCH_UP_RETRY).await;
