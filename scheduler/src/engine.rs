@@ -813,18 +813,14 @@ impl<T: Transport> Engine<'_, T> {
     }
 }
 
-/// From a deploy's events so far: per host, how many leading plan steps finished, and which
-/// hosts already succeeded. A step counts as finished when its finishing event is in the log,
-/// in plan order ([`finishes`]); pruning reports nothing and is always redone (harmless).
-/// The hosts a deploy's history shows started and not ended (no `HostSucceeded` or
-/// `HostFailed` after their first event).
+/// The hosts a deploy's history shows started and not ended: their last event is not
+/// `HostSucceeded` or `HostFailed` (a host resumed after it failed started again).
 fn in_flight(history: &[Envelope]) -> Vec<String> {
     let mut hosts: BTreeMap<&str, bool> = BTreeMap::new();
     for e in history {
         if let Some(host) = e.host.as_deref() {
             let ended = matches!(e.event, Event::HostSucceeded(_) | Event::HostFailed(_));
-            let entry = hosts.entry(host).or_insert(false);
-            *entry = *entry || ended;
+            hosts.insert(host, ended);
         }
     }
     hosts
@@ -834,6 +830,9 @@ fn in_flight(history: &[Envelope]) -> Vec<String> {
         .collect()
 }
 
+/// From a deploy's events so far: per host, how many leading plan steps finished, and which
+/// hosts already succeeded. A step counts as finished when its finishing event is in the log,
+/// in plan order ([`finishes`]); pruning reports nothing and is always redone (harmless).
 pub fn resume_points(plan: &Plan, history: &[Envelope]) -> (BTreeMap<String, usize>, Vec<String>) {
     let mut points = BTreeMap::new();
     let mut succeeded = Vec::new();
@@ -877,5 +876,43 @@ mod tests {
     fn lost_after_three_periods_never_under_the_floor() {
         assert_eq!(lost_after(1_000), LEAST_SILENCE_BEFORE_LOST);
         assert_eq!(lost_after(10_000), Duration::from_secs(30));
+    }
+
+    /// A resume waits for the hosts whose last event leaves them mid-job: one that succeeded
+    /// or failed is done, and one resumed after it failed and started again is not.
+    #[test]
+    fn in_flight_hosts_are_those_whose_last_event_is_not_their_end() {
+        use flotilla_events::event::{ContainerStarted, HostFailed, HostSucceeded};
+        let id = DeployId::from("01INFLIGHT");
+        let started = || ContainerStarted {
+            name: "app-web-v2".into(),
+            container_id: "c".into(),
+            version: "v2".into(),
+            role: "web".into(),
+        };
+        let failed = || HostFailed {
+            step: Step::AwaitHealthy,
+            error: "unhealthy".into(),
+            cause: Default::default(),
+        };
+        let events: Vec<(&str, Event)> = vec![
+            ("a", started().into()),
+            ("a", HostSucceeded {}.into()),
+            ("b", started().into()),
+            ("c", started().into()),
+            ("c", failed().into()),
+            ("d", failed().into()),
+            ("d", started().into()),
+        ];
+        let history: Vec<Envelope> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (host, event))| {
+                NewEvent::new(id.clone(), "test", event)
+                    .on_host(host)
+                    .into_envelope(i as u64 + 1)
+            })
+            .collect();
+        assert_eq!(in_flight(&history), ["b", "d"]);
     }
 }
