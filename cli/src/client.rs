@@ -72,9 +72,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<(async_nats::Client, Nat
 
 /// How long a request is asked again while no scheduler answers: with HA a standby takes the
 /// lease within the lease's ttl plus a poll (about 7 s), then waits for JetStream to re-elect
-/// the streams a lost NATS node led (several seconds more), so a failover costs a client a
-/// wait, not an error.
-const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+/// the streams a lost NATS node led and resumes the lost leader's rollouts before it answers
+/// (seconds to tens of seconds on a loaded machine), so a failover costs a client a wait, not
+/// an error. As long as a watching CLI rides one out ([`WATCH_FAILOVER_WAIT`]).
+const FAILOVER_WAIT: Duration = WATCH_FAILOVER_WAIT;
 /// How often it is asked again meanwhile.
 const FAILOVER_POLL: Duration = Duration::from_millis(250);
 /// How long one ask of a read (a page of the log, the service's key) waits for its answer,
