@@ -260,16 +260,11 @@ fn boot_accessory(
     key: &str,
     ctx: &JobContext,
 ) -> Result<JobStep, JobError> {
-    let (memory_bytes, extra_hosts) = container_options(&b.name, &b.options)?;
-    let shm_size_bytes = match b.options.iter().rfind(|(name, _)| name == "shm-size") {
-        Some((name, value)) => Some(parse_size(value).ok_or_else(|| JobError::Option {
-            role: b.name.clone(),
-            name: name.clone(),
-            value: value.clone(),
-            why: "expected a size like 256m or 1g".into(),
-        })?),
-        None => None,
-    };
+    let ContainerOptions {
+        memory_bytes,
+        extra_hosts,
+        shm_size_bytes,
+    } = container_options(&b.name, &b.options)?;
     let secret_env = b
         .secret_env
         .iter()
@@ -347,7 +342,12 @@ fn start_container(
     key: &str,
     ctx: &JobContext,
 ) -> Result<JobStep, JobError> {
-    let (memory_bytes, extra_hosts) = container_options(&s.role, &s.options)?;
+    // `shm-size` is applied to accessories only (the config warns about it for the app).
+    let ContainerOptions {
+        memory_bytes,
+        extra_hosts,
+        ..
+    } = container_options(&s.role, &s.options)?;
     let secret_env = s
         .secret_env
         .iter()
@@ -376,30 +376,42 @@ fn start_container(
     }))
 }
 
-/// The `options:` the executor applies: `memory` and `add-host`.
+/// The `options:` the executor applies.
+struct ContainerOptions {
+    memory_bytes: Option<i64>,
+    extra_hosts: Vec<String>,
+    shm_size_bytes: Option<i64>,
+}
+
+/// Reads `memory`, `add-host` and `shm-size` from `options:`.
 fn container_options(
     role: &str,
     options: &[(String, String)],
-) -> Result<(Option<i64>, Vec<String>), JobError> {
-    let mut memory_bytes = None;
-    let mut extra_hosts = Vec::new();
+) -> Result<ContainerOptions, JobError> {
+    let mut out = ContainerOptions {
+        memory_bytes: None,
+        extra_hosts: Vec::new(),
+        shm_size_bytes: None,
+    };
+    let size = |name: &String, value: &String| {
+        parse_size(value).ok_or_else(|| JobError::Option {
+            role: role.to_owned(),
+            name: name.clone(),
+            value: value.clone(),
+            why: "expected a size like 512m or 2g".into(),
+        })
+    };
     for (name, value) in options {
         match name.as_str() {
-            "memory" => {
-                memory_bytes = Some(parse_size(value).ok_or_else(|| JobError::Option {
-                    role: role.to_owned(),
-                    name: name.clone(),
-                    value: value.clone(),
-                    why: "expected a size like 512m or 2g".into(),
-                })?)
-            }
-            "add-host" => extra_hosts.push(value.clone()),
+            "memory" => out.memory_bytes = Some(size(name, value)?),
+            "shm-size" => out.shm_size_bytes = Some(size(name, value)?),
+            "add-host" => out.extra_hosts.push(value.clone()),
             // Other `docker run` options are not applied yet: loading the config warned about
             // each, located (see `flotilla_deploy::config::docker_options`).
             _ => {}
         }
     }
-    Ok((memory_bytes, extra_hosts))
+    Ok(out)
 }
 
 fn registry_auth(config: &Config, host: &str, key: &str) -> Result<Option<RegistryAuth>, JobError> {
