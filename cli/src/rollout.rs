@@ -64,6 +64,8 @@ pub fn context<'a>(
         lock_wait: s.args.lock_wait.map(Duration::from_secs),
         heartbeat_wait: HEARTBEAT_WAIT,
         notices: &|notice| eprintln!("flotilla: {notice}"),
+        // Embedded: the local log is the only copy.
+        stored: None,
     }
 }
 

@@ -14,6 +14,7 @@
 use crate::admission::{self, Dropped, HostKeys, NotEnrolled};
 use crate::jobs::{JobContext, JobError, job_for};
 use crate::rollout::{Decision, HostStatus, Outcome, Policy, Rollout, Target};
+use crate::stored::Stored;
 use crate::transport::{Beats, Delivery, JobTicket, Reports, Transport, TransportError};
 use flotilla_deploy::Config;
 use flotilla_deploy::plan::{Plan, Step as PlanStep};
@@ -61,6 +62,8 @@ pub enum EngineError {
     Sign(#[source] WireError),
     #[error(transparent)]
     NotEnrolled(#[from] NotEnrolled),
+    #[error(transparent)]
+    NotStored(#[from] crate::stored::NotStored),
 }
 
 /// One deploy to run (or resume).
@@ -96,7 +99,16 @@ pub struct Engine<'a, T: Transport> {
     pub transport: &'a T,
     pub log: &'a dyn EventLog,
     pub signer: &'a JobSigner,
+    /// In service mode, how far `FLOTILLA_LOG` holds the log: jobs go out, and reports are
+    /// acknowledged, only once it holds every event appended before (see [`crate::stored`]).
+    pub stored: Option<&'a Stored>,
 }
+
+/// How long a job or a report acknowledgement waits for `FLOTILLA_LOG` to hold the log: long
+/// enough for a NATS cluster to re-elect the stream's leader after losing a node (seconds;
+/// the service's own readiness wait allows 45 s), short enough that a stream that stays down
+/// stops the deploy with a reason instead of holding it forever.
+const STORED_WAIT: Duration = Duration::from_secs(60);
 
 impl<T: Transport> std::fmt::Debug for Engine<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -493,6 +505,9 @@ impl<T: Transport> Engine<'_, T> {
             })
             .collect();
         self.record_all(events, watch)?;
+        // A report acknowledged is never delivered again: in service mode it must first be
+        // where a successor reads the log from.
+        self.await_stored().await?;
         for delivery in deliveries {
             delivery.ack().await?;
         }
@@ -605,8 +620,17 @@ impl<T: Transport> Engine<'_, T> {
         Ok(())
     }
 
+    /// In service mode, waits until `FLOTILLA_LOG` holds every event appended so far.
+    async fn await_stored(&self) -> Result<(), EngineError> {
+        if let Some(stored) = self.stored {
+            stored.through(self.log.last_seq(), STORED_WAIT).await?;
+        }
+        Ok(())
+    }
+
     /// Publishes the jobs of a batch at once: their stream acks are awaited together, not one
-    /// round trip after another.
+    /// round trip after another. First, in service mode, the stream must hold the log: a
+    /// successor resumes from what it holds.
     async fn dispatch_all(
         &self,
         run: &DeployRun<'_>,
@@ -614,6 +638,7 @@ impl<T: Transport> Engine<'_, T> {
         reached: &Reached,
         host_keys: &BTreeMap<String, String>,
     ) -> Result<Vec<JobTicket>, EngineError> {
+        self.await_stored().await?;
         let tickets = futures::future::try_join_all(hosts.iter().map(|host| {
             let from = reached.0.get(host).copied().unwrap_or(0);
             self.dispatch(run, host, from, host_keys)

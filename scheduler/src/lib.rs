@@ -13,6 +13,8 @@
 //! - [`jobs`]: a host's planned steps as the signed job its executor runs, secrets sealed.
 //! - [`service`]: `flotilla scheduler run`, the procedures behind NATS requests, the log
 //!   published to `FLOTILLA_LOG`.
+//! - [`stored`]: how far the log is stored in `FLOTILLA_LOG`, which the engine waits on before
+//!   it acts, in service mode.
 //! - [`rollout`]: the rollout policy as a pure state machine (primary role first, `boot.limit`
 //!   and `boot.wait`, canary, max parallel, failure budget, step timeout).
 //!
@@ -29,5 +31,6 @@ pub mod operation;
 pub mod procedure;
 pub mod rollout;
 pub mod service;
+pub mod stored;
 pub mod trace;
 pub mod transport;

@@ -328,6 +328,7 @@ fn bench(n: usize, runs: usize, heartbeat: Duration) -> (Duration, Vec<Run>) {
         transport: &transport,
         log: &log,
         signer: &signer,
+        stored: None,
     };
     let mut results = Vec::new();
     for r in 0..runs {

@@ -28,6 +28,7 @@ pub use plans::{PlanError, policy};
 use crate::engine::{DeployRun, Engine, EngineError, RunOutcome};
 use crate::hooks::{self, HookContext, HookError};
 use crate::rollout::Outcome;
+use crate::stored::Stored;
 use crate::transport::lock::{LockError, LockInfo, lock_key};
 use crate::transport::{HeldLock, Transport};
 use flotilla_deploy::Config;
@@ -62,6 +63,20 @@ pub struct Context<'a, T: Transport> {
     pub heartbeat_wait: Duration,
     /// Told what the procedure is waiting for, for the user (the CLI prints it).
     pub notices: &'a (dyn Fn(Notice) + Send + Sync),
+    /// Service mode: how far `FLOTILLA_LOG` holds the log, waited on before acting.
+    pub stored: Option<&'a Stored>,
+}
+
+impl<'a, T: Transport> Context<'a, T> {
+    /// The engine procedures run their hosts with.
+    fn engine(&self) -> Engine<'a, T> {
+        Engine {
+            transport: self.transport,
+            log: self.log,
+            signer: self.signer,
+            stored: self.stored,
+        }
+    }
 }
 
 /// Something the user should hear about while a procedure waits; not an event (nothing has
@@ -139,11 +154,7 @@ pub async fn run<T: Transport>(
     watch: &mut dyn FnMut(&Envelope),
     cancel: &CancellationToken,
 ) -> Result<Finished, ProcedureError> {
-    let engine = Engine {
-        transport: ctx.transport,
-        log: ctx.log,
-        signer: ctx.signer,
-    };
+    let engine = ctx.engine();
     // Taken before anything is recorded, so a refused deploy leaves no trace in the log.
     let lock = lock(ctx, req).await?;
     if let Err(e) = record_request(ctx, &engine, req, watch) {

@@ -11,7 +11,7 @@
 //! Kamal runs no hooks around these, and neither does this.
 
 use super::{Context, Finished, ProcedureError, lock_as, record};
-use crate::engine::{DeployRun, Engine, RunOutcome};
+use crate::engine::{DeployRun, RunOutcome};
 use crate::rollout::{Amount, Policy};
 use crate::transport::{HeldLock, Transport};
 use flotilla_deploy::plan::Plan;
@@ -40,11 +40,7 @@ pub async fn operate<T: Transport>(
     watch: &mut dyn FnMut(&Envelope),
     cancel: &CancellationToken,
 ) -> Result<Finished, ProcedureError> {
-    let engine = Engine {
-        transport: ctx.transport,
-        log: ctx.log,
-        signer: ctx.signer,
-    };
+    let engine = ctx.engine();
     let message = req.operation.to_string();
     let version = Some(req.plan.release.version.clone()).filter(|v| !v.is_empty());
     let lock = lock_as(ctx, message, version, &req.deploy_id).await?;

@@ -23,6 +23,7 @@ use crate::procedure::{
     self, Context, HEARTBEAT_WAIT, OperationRequest, PlanError, ProcedureError,
     Request as ProcedureRequest, plans,
 };
+use crate::stored::Stored;
 use crate::transport::Transport;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{ConfigErrors, RenderedFile, Secret, Secrets};
@@ -101,6 +102,8 @@ struct Shared {
     active: RefCell<BTreeMap<DeployId, Active>>,
     /// [`control::ROLLOUT_BUCKET`]: each running rollout as asked, until it ends.
     rollouts: async_nats::jetstream::kv::Store,
+    /// How far `FLOTILLA_LOG` holds the log: rollouts act only on what it holds.
+    stored: Stored,
 }
 
 type Table = Rc<Shared>;
@@ -175,16 +178,19 @@ impl<T: Transport + Clone + 'static> Bound<T> {
         let stop_publishing = CancellationToken::new();
         // Dropping the service (a leader that lost its lease) stops its publishing too.
         let _stop_on_drop = stop_publishing.clone().drop_guard();
+        let (stored_tx, stored) = crate::stored::channel(0);
         let publisher = tokio::spawn(publisher::run(
             service.log.clone(),
             js,
             service.observe.clone(),
+            stored_tx,
             stop_publishing.clone(),
         ));
         let service = Rc::new(service);
         let table: Table = Rc::new(Shared {
             active: RefCell::default(),
             rollouts,
+            stored,
         });
         let local = LocalSet::new();
         local
@@ -473,7 +479,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
         tokio::task::spawn_local(async move {
             let id = prepared.request.deploy_id().clone();
             let unreachable = service
-                .run_rollout(prepared, rollout, started_tx, &cancel)
+                .run_rollout(prepared, rollout, started_tx, &cancel, &table.stored)
                 .await;
             table.active.borrow_mut().remove(&id);
             if unreachable && resuming {
@@ -601,13 +607,15 @@ impl<T: Transport + Clone + 'static> Service<T> {
     }
 
     /// Runs one rollout to its end; `started` hears when its first event is recorded, or
-    /// why it stopped before (the lock held, a plan that failed).
+    /// why it stopped before (the lock held, a plan that failed). It acts only on events
+    /// `stored` says `FLOTILLA_LOG` holds.
     async fn run_rollout(
         &self,
         prepared: Prepared,
         rollout: Rollout,
         started: oneshot::Sender<Started>,
         cancel: &CancellationToken,
+        stored: &Stored,
     ) -> bool {
         let ctx = Context {
             config: &prepared.config,
@@ -622,6 +630,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
             lock_wait: rollout.lock_wait_ms.map(std::time::Duration::from_millis),
             heartbeat_wait: HEARTBEAT_WAIT,
             notices: &|notice| tracing::info!(%notice, "rollout waiting"),
+            stored: Some(stored),
         };
         let mut started = Some(started);
         let accepted = rollout.deploy_id.clone();

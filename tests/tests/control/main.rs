@@ -434,6 +434,102 @@ async fn stopping_the_service_cancels_a_running_deploy() {
     assert!(story.contains(&"LockReleased"), "{story:?}");
 }
 
+/// Absence has no event to await: how long the test watches for a job that must not go out
+/// while the stream is gone (without the wait on the stream, jobs go out within milliseconds
+/// of the deploy's first events).
+const HOLD_WINDOW: Duration = Duration::from_secs(2);
+
+/// Reads the service's log tail until an event of `id` matches `wanted`.
+async fn await_logged(
+    tail: &mut flotilla_events::log::Tail,
+    id: &DeployId,
+    wanted: impl Fn(&Event) -> bool,
+) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match tail.recv().await {
+                Ok(e) if e.deploy_id == *id && wanted(&e.event) => return,
+                Ok(_) | Err(flotilla_events::log::TailError::Lagged { .. }) => {}
+                Err(flotilla_events::log::TailError::Closed) => panic!("the log closed"),
+            }
+        }
+    })
+    .await
+    .expect("the event was logged");
+}
+
+/// The leader acts only on what `FLOTILLA_LOG` holds, so a scheduler taking over never
+/// misses what the fleet did: while the stream cannot store (it is gone), the deploy starts
+/// in the service's log but no job goes out; once the stream is back, the service publishes
+/// the whole log to it, the deploy completes on every host, and the stream ends where the log
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_job_goes_out_before_flotilla_log_holds_the_deploy() {
+    let world = World::with(
+        "{}",
+        [Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy],
+    );
+    let nats = Nats::start();
+    let mut control = control(&world, &nats).await;
+    let stop = CancellationToken::new();
+    let serve = control
+        .service
+        .take()
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+        .serve(stop.clone());
+    let client = control.client.clone();
+    let js = async_nats::jetstream::new(client.clone());
+    let transport = world.transport.clone();
+    let mut tail = control.log.subscribe();
+    let test = async {
+        js.delete_stream(LOG_STREAM).await.unwrap();
+        let asked = rollout(
+            &world,
+            &client,
+            RolloutKind::Deploy {
+                version: "v1".into(),
+            },
+        )
+        .await;
+        let id = asked.deploy_id.clone();
+        let answer = ask(&client, &Request::Rollout(Box::new(asked)), PATIENCE)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        await_logged(&mut tail, &id, |e| matches!(e, Event::LockAcquired(_))).await;
+        tokio::time::sleep(HOLD_WINDOW).await;
+        assert_eq!(
+            transport.published(),
+            vec![],
+            "a job went out while {LOG_STREAM} held none of the deploy"
+        );
+        js.get_or_create_stream(flotilla_protocol::nats::stream_config(
+            &flotilla_protocol::control::log_stream(),
+        ))
+        .await
+        .unwrap();
+        await_logged(&mut tail, &id, |e| matches!(e, Event::LockReleased(_))).await;
+        let story = control.log.read_deploy(&id).unwrap();
+        assert!(completed(&story), "{story:?}");
+        assert_eq!(transport.published().len(), 3, "one job per host");
+        stop.cancel();
+    };
+    let (served, ()) = tokio::join!(serve, test);
+    served.unwrap();
+    let last = control.log.last_seq();
+    assert_eq!(
+        published_through(&js).await.unwrap(),
+        last,
+        "{LOG_STREAM} ends where the log ends"
+    );
+    let mut stream = js.get_stream(LOG_STREAM).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, last, "every event once, none missing");
+}
+
 /// `flotilla replay ID --cancel`: the `Cancel` request cancels the running deploy (recorded
 /// and published, the lock released) while the service keeps serving; cancelling a deploy
 /// it does not run is refused.

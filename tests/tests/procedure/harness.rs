@@ -194,6 +194,7 @@ impl World {
             lock_wait: None,
             heartbeat_wait: procedure::HEARTBEAT_WAIT,
             notices: &|_| {},
+            stored: None,
         }
     }
 
