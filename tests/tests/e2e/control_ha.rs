@@ -283,6 +283,25 @@ fn logged_at(fleet: &Fleet, host: &Host, needle: &str) -> Option<flotilla_events
         .next_back()
 }
 
+/// The scheduler's log on `host` from the last line containing `needle`, at most `lines`
+/// lines: where a takeover's seconds went.
+fn log_from(fleet: &Fleet, host: &Host, needle: &str, lines: usize) -> String {
+    let out = fleet
+        .host_docker(host)
+        .args(["logs", "flotilla-scheduler"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.iter().rposition(|l| l.contains(needle)).unwrap_or(0);
+    all[from..]
+        .iter()
+        .take(lines)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Seconds from `from` to `to`.
 fn secs(from: flotilla_events::Timestamp, to: flotilla_events::Timestamp) -> f64 {
     to.millis_since(from) as f64 / 1000.0
@@ -438,5 +457,9 @@ fn three_control_hosts_survive_a_lost_nats_node_and_a_lost_leader() {
         secs(cut_at, resumed),
         resumed_after.as_secs_f64(),
         stats.ok
+    );
+    eprintln!(
+        "the new leader's log from the takeover:\n{}",
+        log_from(&fleet, now, "leading: catching up", 30)
     );
 }
