@@ -22,14 +22,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long a lease outlives its holder's last renewal: with [`LEASE_POLL`], a standby takes
-/// over within about 7 s of the leader's loss (the goal: under 10 s), while a leader
-/// survives a NATS hiccup of a few seconds.
+/// over within about 6.5 s of the leader's loss (the goal for the resumed rollout:
+/// under 10 s), while a leader survives a NATS hiccup of a few seconds.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often the leader renews: a third of [`LEASE_TTL`], so two renewals may fail (a NATS
 /// node restarting under it) before the lease lapses.
 pub const LEASE_RENEW: Duration = Duration::from_secs(2);
-/// How often a standby looks whether the lease is free.
-pub const LEASE_POLL: Duration = Duration::from_secs(1);
+/// How often a standby looks whether the lease is free: on average half of it is added to
+/// the ttl before a takeover; one `get` per standby this often is nothing to NATS.
+pub const LEASE_POLL: Duration = Duration::from_millis(500);
 /// How long a standby's attempt to take the lease waits for JetStream's answer (renewals keep
 /// the default 5 s: they must survive a loaded machine). When the lost leader's NATS node also
 /// led the lease bucket, an attempt made before the bucket's re-election is never answered;

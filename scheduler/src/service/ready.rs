@@ -16,9 +16,14 @@ use tokio_util::sync::CancellationToken;
 /// beyond NATS's election timeouts (at most about 10 s) plus the route pings that notice a
 /// lost node (2 s, three unanswered).
 pub const LED_WAIT: Duration = Duration::from_secs(45);
-/// How often an unanswered stream is asked again: each ask already waits for the JetStream
-/// request timeout, so this only spaces out the quick refusals.
+/// How often an unanswered stream is asked again: each ask already waits up to
+/// [`LED_ASK_TIMEOUT`], so this only spaces out the quick refusals.
 const LED_POLL: Duration = Duration::from_millis(250);
+/// How long one ask waits for its answer: a live leader answers in milliseconds, a lost one
+/// never does. With the client's 5 s request timeout, asks that went to the lost node held
+/// a fleet takeover about 10 s past the re-election; a short one ends the wait within about
+/// a second of it.
+const LED_ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The streams the service and its rollouts use.
 fn streams() -> [String; 6] {
@@ -61,6 +66,9 @@ async fn meta_led(js: &jetstream::Context) -> bool {
 /// leader, up to [`LED_WAIT`]; `false` when `stop` came first. A wait that runs out is
 /// logged and given up: the rollouts then fail with their own errors, which say what to do.
 pub async fn await_led(js: &jetstream::Context, stop: &CancellationToken) -> bool {
+    let mut asking = js.clone();
+    asking.set_timeout(LED_ASK_TIMEOUT);
+    let js = &asking;
     let deadline = tokio::time::Instant::now() + LED_WAIT;
     let all = async {
         // The meta group answers account requests (and makes consumers).
