@@ -4,7 +4,10 @@
 //! leader's deploy.
 //!
 //! `cargo bench -p flotilla-e2e --bench control`. Environment: `FLOTILLA_BENCH_HOSTS`
-//! (default `3`; see BENCHMARKS.md for larger N), `FLOTILLA_BENCH_RUNS` (default 5; the median is reported).
+//! (default `3`; see BENCHMARKS.md for larger N), `FLOTILLA_BENCH_RUNS` (default 5; the median is reported),
+//! `FLOTILLA_BENCH_STEP_MS` (default 0: each simulated step takes this long; 42 gives a
+//! 3-host deploy about the length of the real one on the local fleet, 670-700 ms, so the ratio
+//! is the service's cost on a deploy's real length; 0 shows the cost alone).
 //!
 //! The two are interleaved run by run (after one unmeasured deploy each). The fleet is the
 //! procedure suite's: the in-memory transport with simulated executors
@@ -233,12 +236,14 @@ fn main() {
         .unwrap();
     let runs = env_list("FLOTILLA_BENCH_RUNS", "5")[0];
     let nats = Nats::start();
-    println!("hosts  in-process  through-service  ratio   (median of {runs})");
+    let step = Duration::from_millis(env_list("FLOTILLA_BENCH_STEP_MS", "0")[0] as u64);
+    println!("hosts  in-process  through-service  ratio   (median of {runs}, each step {step:?})");
     for n in env_list("FLOTILLA_BENCH_HOSTS", "3") {
         runtime.block_on(async {
             let hosts: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
             let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            let world = World::new(&names, "{max_parallel: 100}");
+            let mut world = World::new(&names, "{max_parallel: 100}");
+            world.latency = step;
             for h in &names {
                 world.executor(h, Behaviour::Healthy);
             }
