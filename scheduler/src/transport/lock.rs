@@ -86,6 +86,21 @@ fn nats_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> LockError {
     LockError::Nats(Box::new(e))
 }
 
+/// How long one attempt to create the lock entry waits for JetStream: it answers in
+/// milliseconds, but an attempt sent while the bucket's stream re-elects its leader (a NATS
+/// node lost with the last scheduler) is never answered. At the client's 5 s timeout such an
+/// attempt held a fleet failover 10 s; given up after this and made again, the take goes
+/// through within about an attempt of the re-election.
+const CREATE_ATTEMPT: Duration = Duration::from_secs(2);
+/// Attempts before the take fails with the last one's error: 3 x 2 s, a little longer than
+/// the single 5 s attempt before, so a loaded machine is given no less time.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// The lock create timed out.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from the lock bucket in {0:?}")]
+struct CreateTimedOut(Duration);
+
 /// Handle on the lock bucket.
 #[derive(Clone)]
 pub struct Locks {
@@ -138,6 +153,27 @@ impl Locks {
         Ok(Some((info, entry.revision)))
     }
 
+    /// Creates `key` in [`CREATE_ATTEMPT`]-long attempts; the outer error is a take that
+    /// got no answer at all, the inner one JetStream's answer.
+    async fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Result<u64, kv::CreateError>, LockError> {
+        for attempt in 1..=CREATE_ATTEMPTS {
+            let created =
+                tokio::time::timeout(CREATE_ATTEMPT, self.kv.create(key, value.to_vec().into()))
+                    .await;
+            match created {
+                Ok(answer) => return Ok(answer),
+                Err(_) => {
+                    tracing::warn!(key, attempt, "no answer from the lock bucket; asking again")
+                }
+            }
+        }
+        Err(nats_err(CreateTimedOut(CREATE_ATTEMPT)))
+    }
+
     /// Takes the lock now or fails with who holds it. `info.expires_at_ms` is set here.
     pub async fn acquire(&self, key: &str, info: &LockInfo) -> Result<HeldLock, LockError> {
         let mut info = info.clone();
@@ -145,10 +181,12 @@ impl Locks {
             now_ms().saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
         });
         let value = serde_json::to_vec(&info).map_err(nats_err)?;
-        let revision = match self.kv.create(key, value.clone().into()).await {
+        let revision = match self.create(key, &value).await? {
             Ok(revision) => revision,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.current(key).await? {
+                    // Our own entry: an attempt that timed out had been applied.
+                    Some((held, revision)) if held == info => revision,
                     Some((held, _))
                         if !held.expired(now_ms())
                             && (held.deploy_id.is_none() || held.deploy_id != info.deploy_id) =>
