@@ -114,6 +114,26 @@ type Table = Rc<Shared>;
 const RESUME_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long it waits between two asks meanwhile.
 const RESUME_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long one read of the rollouts bucket waits for its answer: a bucket read is a direct
+/// get, answered by any of the stream's replicas, so until the cluster notices the lost node
+/// some go to it and are never answered. At the client's 5 s timeout one such read held a
+/// fleet failover 10 s; a live replica answers in milliseconds.
+const RESUME_READ_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// No answer from NATS in [`RESUME_READ_ATTEMPT`].
+#[derive(Debug, thiserror::Error)]
+#[error("no answer in {0:?}")]
+struct ReadTimedOut(std::time::Duration);
+
+/// `read`, given up after [`RESUME_READ_ATTEMPT`].
+async fn attempt<T, E: std::error::Error + Send + Sync + 'static>(
+    read: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    match tokio::time::timeout(RESUME_READ_ATTEMPT, read).await {
+        Ok(answer) => answer.map_err(Into::into),
+        Err(_) => Err(Box::new(ReadTimedOut(RESUME_READ_ATTEMPT))),
+    }
+}
 
 impl<T: Transport + Clone + 'static> Service<T> {
     /// Makes sure `FLOTILLA_LOG` exists and subscribes to the requests: once this returns,
@@ -318,8 +338,14 @@ impl<T: Transport + Clone + 'static> Service<T> {
         // while, rather than leaving a rollout unresumed.
         let deadline = tokio::time::Instant::now() + RESUME_READ_WAIT;
         let keys: Vec<String> = loop {
-            match table.rollouts.keys().await {
-                Ok(keys) => break keys.filter_map(|k| async { k.ok() }).collect().await,
+            let listed = attempt(async {
+                let keys = table.rollouts.keys().await?;
+                Ok::<Vec<String>, async_nats::jetstream::kv::WatchError>(
+                    keys.filter_map(|k| async { k.ok() }).collect().await,
+                )
+            });
+            match listed.await {
+                Ok(keys) => break keys,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "listing interrupted rollouts; asking again");
                     tokio::time::sleep(RESUME_READ_RETRY).await;
@@ -332,7 +358,7 @@ impl<T: Transport + Clone + 'static> Service<T> {
         };
         for key in keys {
             let stored = loop {
-                match table.rollouts.get(&key).await {
+                match attempt(table.rollouts.get(&key)).await {
                     Ok(stored) => break stored,
                     Err(e) if tokio::time::Instant::now() < deadline => {
                         tracing::warn!(error = %e, key, "reading an interrupted rollout; asking again");

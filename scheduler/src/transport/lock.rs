@@ -86,20 +86,20 @@ fn nats_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> LockError {
     LockError::Nats(Box::new(e))
 }
 
-/// How long one attempt to create the lock entry waits for JetStream: it answers in
+/// How long one attempt to create or read the lock entry waits for JetStream: it answers in
 /// milliseconds, but an attempt sent while the bucket's stream re-elects its leader (a NATS
 /// node lost with the last scheduler) is never answered. At the client's 5 s timeout such an
 /// attempt held a fleet failover 10 s; given up after this and made again, the take goes
 /// through within about an attempt of the re-election.
-const CREATE_ATTEMPT: Duration = Duration::from_secs(2);
+const LOCK_ATTEMPT: Duration = Duration::from_secs(2);
 /// Attempts before the take fails with the last one's error: 3 x 2 s, a little longer than
 /// the single 5 s attempt before, so a loaded machine is given no less time.
-const CREATE_ATTEMPTS: u32 = 3;
+const LOCK_ATTEMPTS: u32 = 3;
 
-/// The lock create timed out.
+/// A lock bucket request went unanswered.
 #[derive(Debug, thiserror::Error)]
 #[error("no answer from the lock bucket in {0:?}")]
-struct CreateTimedOut(Duration);
+struct Unanswered(Duration);
 
 /// Handle on the lock bucket.
 #[derive(Clone)]
@@ -139,8 +139,23 @@ impl Locks {
             .filter(|i| !i.expired(now_ms())))
     }
 
+    /// The entry under `key`, read in [`LOCK_ATTEMPT`]-long attempts: a read is a direct
+    /// get, answered by any replica, so until the cluster notices a lost node some go to it
+    /// and are never answered.
     async fn current(&self, key: &str) -> Result<Option<(LockInfo, u64)>, LockError> {
-        let Some(entry) = self.kv.entry(key).await.map_err(nats_err)? else {
+        let mut read = None;
+        for attempt in 1..=LOCK_ATTEMPTS {
+            match tokio::time::timeout(LOCK_ATTEMPT, self.kv.entry(key)).await {
+                Ok(answer) => {
+                    read = Some(answer.map_err(nats_err)?);
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(key, attempt, "no answer from the lock bucket; asking again")
+                }
+            }
+        }
+        let Some(entry) = read.ok_or_else(|| nats_err(Unanswered(LOCK_ATTEMPT)))? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
@@ -153,16 +168,16 @@ impl Locks {
         Ok(Some((info, entry.revision)))
     }
 
-    /// Creates `key` in [`CREATE_ATTEMPT`]-long attempts; the outer error is a take that
+    /// Creates `key` in [`LOCK_ATTEMPT`]-long attempts; the outer error is a take that
     /// got no answer at all, the inner one JetStream's answer.
     async fn create(
         &self,
         key: &str,
         value: &[u8],
     ) -> Result<Result<u64, kv::CreateError>, LockError> {
-        for attempt in 1..=CREATE_ATTEMPTS {
+        for attempt in 1..=LOCK_ATTEMPTS {
             let created =
-                tokio::time::timeout(CREATE_ATTEMPT, self.kv.create(key, value.to_vec().into()))
+                tokio::time::timeout(LOCK_ATTEMPT, self.kv.create(key, value.to_vec().into()))
                     .await;
             match created {
                 Ok(answer) => return Ok(answer),
@@ -171,7 +186,7 @@ impl Locks {
                 }
             }
         }
-        Err(nats_err(CreateTimedOut(CREATE_ATTEMPT)))
+        Err(nats_err(Unanswered(LOCK_ATTEMPT)))
     }
 
     /// Takes the lock now or fails with who holds it. `info.expires_at_ms` is set here.
