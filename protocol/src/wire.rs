@@ -129,6 +129,10 @@ pub enum JobStep {
     /// clear, no registry, a stopped container replaced) stays readable for older jobs.
     /// Appended: the wire stores the variant's position.
     BootSealedAccessory(BootSealedAccessory),
+    /// Remove one image by reference (`accessory remove`, as Kamal's `docker image rm`). An
+    /// image a container still uses is kept and reported so ([`flotilla_events::event::ImageKept`]),
+    /// not a failure. Appended: the wire stores the variant's position.
+    RemoveImage(ImageRef),
 }
 
 impl JobStep {
@@ -159,6 +163,7 @@ impl JobStep {
             JobStep::BootAccessory(_) | JobStep::BootSealedAccessory(_) => Step::BootAccessory,
             JobStep::RemoveAccessory(_) => Step::RemoveAccessory,
             JobStep::SetMaintenance(_) => Step::SetMaintenance,
+            JobStep::RemoveImage(_) => Step::RemoveImage,
         }
     }
 }
@@ -366,6 +371,12 @@ pub struct RemoveAccessory {
     pub name: String,
     /// Directories and files removed with it.
     pub paths: Vec<String>,
+}
+
+/// An image by reference (`repo:tag`, `repo@sha256:...` or id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub image: String,
 }
 
 /// A container by name.

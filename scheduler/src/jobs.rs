@@ -239,6 +239,9 @@ fn job_step(
         Step::RemoveContainer { container } => JobStep::RemoveContainer(wire::ContainerRef {
             container: container.clone(),
         }),
+        Step::RemoveImage { image } => JobStep::RemoveImage(wire::ImageRef {
+            image: image.clone(),
+        }),
         Step::RemoveAccessory { name, paths, .. } => {
             JobStep::RemoveAccessory(wire::RemoveAccessory {
                 service: plan.service.clone(),

@@ -36,7 +36,8 @@ pub enum AccessoryOperation {
     /// `accessory restart`: stopped, then started.
     Restart,
     /// `accessory remove`: the container stopped and removed, the accessory's directory under
-    /// the SSH user's home removed (its named volumes stay, as Kamal's do).
+    /// the SSH user's home removed, then its image removed unless another container uses it
+    /// (its named volumes stay, as Kamal's do).
     Remove,
 }
 
@@ -181,6 +182,11 @@ pub fn accessory_plan(
                     name: acc.name.clone(),
                     container: container.clone(),
                     paths: vec![format!("{}/{container}", ssh_home(config))],
+                });
+                // Kamal removes the image before the directory; neither needs the other, and
+                // the container (the image's user) is gone by then either way.
+                steps.push(Step::RemoveImage {
+                    image: acc.image.clone(),
                 });
                 steps
             }

@@ -39,11 +39,16 @@ fn err(e: bollard::errors::Error) -> RuntimeError {
             ..
         }
     );
+    let conflict = is_status(&e, 409);
     let message = match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message,
         other => other.to_string(),
     };
-    RuntimeError { message, not_found }
+    RuntimeError {
+        message,
+        not_found,
+        conflict,
+    }
 }
 
 fn is_status(e: &bollard::errors::Error, code: u16) -> bool {

@@ -20,6 +20,8 @@ pub struct RuntimeError {
     pub message: String,
     /// Docker answered 404: the object does not exist.
     pub not_found: bool,
+    /// Docker answered 409: the object is in use or in the way (an image a container uses).
+    pub conflict: bool,
 }
 
 impl RuntimeError {
@@ -27,6 +29,7 @@ impl RuntimeError {
         Self {
             message: message.into(),
             not_found: false,
+            conflict: false,
         }
     }
 }
@@ -162,7 +165,7 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         labels: &[(String, String)],
     ) -> impl Future<Output = Res<Vec<ImageInfo>>> + Send;
-    /// Removes an image by id or name; an image still in use is an error.
+    /// Removes an image by id or name; an image still in use is an error with `conflict`.
     fn remove_image(&self, image: &str) -> impl Future<Output = Res<()>> + Send;
     /// Gives `name` Kamal's restart policy, `unless-stopped`: Docker starts it again after
     /// a crash and when the engine restarts. Setting it twice is fine.
