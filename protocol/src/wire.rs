@@ -342,6 +342,28 @@ pub struct BootSealedAccessory {
     pub existing: ExistingAccessory,
     /// `--shm-size` in bytes (`options: shm-size`, a database's shared memory).
     pub shm_size_bytes: Option<i64>,
+    /// `--restart` (`options: restart`); `None`: Kamal's `unless-stopped`.
+    pub restart: Option<RestartPolicy>,
+    /// `--network` (`options: network`, or the accessory's `network:`); `None`: `kamal`.
+    pub network: Option<String>,
+    /// `--cpus` as Docker's `NanoCpus` (`options: cpus`).
+    pub nano_cpus: Option<i64>,
+    /// `--user` (`options: user`).
+    pub user: Option<String>,
+    /// `--hostname` (`options: hostname`).
+    pub hostname: Option<String>,
+}
+
+/// Docker's restart policy (`docker run --restart`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// Restarted after a non-zero exit, at most `max_retries` times when given.
+    OnFailure {
+        max_retries: Option<u32>,
+    },
 }
 
 /// A file an accessory needs on the host, its contents sealed to the host: an `.erb` file is

@@ -319,3 +319,42 @@ fn the_remove_job_removes_the_image_as_its_own_step() {
         flotilla_events::event::Step::RemoveImage
     );
 }
+
+/// An accessory's `options:` reach the host in its boot job as Docker settings, as Kamal's
+/// `docker run --restart always --cpus 1.5 ...`: the restart policy instead of Kamal's
+/// default `unless-stopped`, its network (Kamal 2's `network:` key) instead of `kamal`, the
+/// CPU limit as Docker's nano-CPUs, the user and the host name. Without them the job asks for
+/// none (the executor's defaults: `unless-stopped`, `kamal`).
+#[test]
+fn the_boot_job_carries_the_accessorys_docker_options() {
+    let config = config();
+    let key = HostKey::generate().public_key_base64();
+    let keys = BTreeMap::from([("10.0.0.2".to_owned(), key)]);
+    let deploy_id = DeployId::from("01TESTACCESSORYOPT");
+    let ctx = JobContext {
+        config: &config,
+        deploy_id: &deploy_id,
+        host_keys: &keys,
+        now: Timestamp::from_unix_ms(1_000),
+        validity: Duration::from_secs(600),
+    };
+    let boot = |name: &str| {
+        let plan = planned(name, AccessoryAction::Boot).unwrap();
+        let job = job_for(&plan, plan.host("10.0.0.2").unwrap(), 0, &ctx).unwrap();
+        match &job.steps[..] {
+            [JobStep::BootSealedAccessory(b)] => b.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let cache = boot("cache");
+    assert_eq!(cache.restart, Some(wire::RestartPolicy::Always));
+    assert_eq!(cache.network.as_deref(), Some("backend"));
+    assert_eq!(cache.nano_cpus, Some(1_500_000_000));
+    assert_eq!(cache.user.as_deref(), Some("999"));
+    assert_eq!(cache.hostname.as_deref(), Some("cache-1"));
+    let db = boot("db");
+    assert_eq!(
+        (db.restart, db.network, db.nano_cpus, db.user, db.hostname),
+        (None, None, None, None, None)
+    );
+}

@@ -274,8 +274,12 @@ fn boot(
         .collect();
     let (log_driver, log_options) = config.logging_for(None);
     let mut opts = acc.options.clone();
-    // The executor gives every accessory Kamal's `unless-stopped`.
-    opts.remove("restart");
+    // Kamal 2's `network:` key; an `options: network` wins, as the later `--network` flag
+    // of Kamal's command line does.
+    if let Some(network) = &acc.network {
+        opts.entry("network".to_owned())
+            .or_insert_with(|| types::OptionValue::One(network.clone()));
+    }
     Ok(Step::BootAccessory(Box::new(BootAccessory {
         name: acc.name.clone(),
         container,

@@ -12,6 +12,7 @@ use std::future::Future;
 use flotilla_proxy::admin::{DeployRequest, Deployed, ServiceStatus};
 
 use flotilla_protocol::sealing::Secret;
+use flotilla_protocol::wire::RestartPolicy;
 
 /// A Docker operation failed; `message` is Docker's own text.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,8 +100,15 @@ pub struct CreateSpec {
     /// `--shm-size` in bytes.
     pub shm_size_bytes: Option<i64>,
     pub extra_hosts: Vec<String>,
-    /// Docker's restart policy (`unless-stopped` for apps and accessories, as Kamal).
-    pub restart_unless_stopped: bool,
+    /// Docker's restart policy: Kamal's `unless-stopped` for apps (once healthy) and
+    /// accessories, an accessory's `options: restart` instead; `None`: Docker's `no`.
+    pub restart: Option<RestartPolicy>,
+    /// `--cpus` as `NanoCpus`.
+    pub nano_cpus: Option<i64>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
 }
 
 /// An env value: clear, or a secret opened in memory.

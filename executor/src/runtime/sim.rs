@@ -184,7 +184,10 @@ impl Runtime for SimRuntime {
         };
         let id = info.id.clone();
         all.insert(spec.name.clone(), info);
-        if spec.restart_unless_stopped {
+        if spec
+            .restart
+            .is_some_and(|r| r != flotilla_protocol::wire::RestartPolicy::No)
+        {
             self.restart_policies().insert(spec.name.clone());
         }
         Ok(id)

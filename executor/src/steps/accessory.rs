@@ -106,6 +106,16 @@ pub(super) async fn boot_sealed<R: Runtime, P: Proxy>(
     )];
     let mut spec = create_spec(ex, name, Vec::new(), labels, &step.config)?;
     spec.shm_size_bytes = step.shm_size_bytes;
+    // The accessory's `options:` (Kamal's `docker run --KEY VALUE` flags) the API can set.
+    if let Some(restart) = step.restart {
+        spec.restart = Some(restart);
+    }
+    if let Some(network) = &step.network {
+        spec.network = network.clone();
+    }
+    spec.nano_cpus = step.nano_cpus;
+    spec.user = step.user.clone();
+    spec.hostname = step.hostname.clone();
     ensure_running(ex, &spec).await?;
     Ok(vec![
         AccessoryBooted {

@@ -695,6 +695,11 @@ async fn sealed_accessory_boot_keeps_an_existing_container_and_reboot_replaces_i
             }],
             existing,
             shm_size_bytes: None,
+            restart: None,
+            network: None,
+            nano_cpus: None,
+            user: None,
+            hostname: None,
         })
     };
     let booted = ex.run_step(&boot(ExistingAccessory::Keep)).await.unwrap();
