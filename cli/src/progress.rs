@@ -84,6 +84,16 @@ impl Progress {
             (Event::AccessoryBooted(_), Some(host)) => {
                 self.booted.insert(host.to_owned());
             }
+            // Not a failure (the accessory is gone), but the operator asked for the image to
+            // go and should know why it stays.
+            (Event::ImageKept(i), Some(host)) => {
+                eprintln!(
+                    "warning: image {} kept on {}: a container still uses it ({})",
+                    printable(&i.image),
+                    printable(host),
+                    printable(first_line(&i.reason))
+                );
+            }
             (Event::OperationSucceeded(o), Some(host)) => {
                 if let Operation::Accessory {
                     name,
@@ -202,6 +212,8 @@ fn raw_detail(event: &Event) -> String {
         }
         Event::OperationSucceeded(o) => o.operation.to_string(),
         Event::OperationFailed(o) => format!("{}: {}", o.operation, first_line(&o.reason)),
+        Event::ImageRemoved(i) => i.image.clone(),
+        Event::ImageKept(i) => format!("{}: {}", i.image, first_line(&i.reason)),
         Event::OperationFinished(o) if o.failed.is_empty() => o.operation.to_string(),
         Event::OperationFinished(o) => {
             format!("{}, failed on {}", o.operation, o.failed.join(", "))

@@ -8,7 +8,7 @@ use crate::ids::{DeployId, EventId, Seq, Timestamp};
 
 /// The schema version this build writes. Bump it when an event or the
 /// envelope changes shape, and add an upcaster in `codec` for the old one.
-pub const SCHEMA_VERSION: u16 = 5;
+pub const SCHEMA_VERSION: u16 = 6;
 
 /// An event as stored in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -77,6 +77,9 @@ event_enum! {
         OperationSucceeded(OperationSucceeded),
         OperationFailed(OperationFailed),
         OperationFinished(OperationFinished),
+        // Appended (bincode stores the position).
+        ImageRemoved(ImageRemoved),
+        ImageKept(ImageKept),
     }
 }
 
@@ -120,6 +123,8 @@ pub enum Step {
     RemoveAccessory,
     /// Putting a proxied role in maintenance (503 with a message) or live again.
     SetMaintenance,
+    /// Removing one image (`accessory remove`).
+    RemoveImage,
 }
 
 impl Step {
@@ -138,6 +143,7 @@ impl Step {
             Step::RemoveContainer => "remove_container",
             Step::RemoveAccessory => "remove_accessory",
             Step::SetMaintenance => "set_maintenance",
+            Step::RemoveImage => "remove_image",
         }
     }
 }
@@ -369,6 +375,24 @@ pub struct AccessoryBooted {
 pub struct AccessoryRemoved {
     /// Accessory name.
     pub name: String,
+}
+
+/// A host removed an image (`accessory remove`: the accessory's image, as Kamal's
+/// `docker image rm` does). Also reported when the image was already gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRemoved {
+    /// Image reference as configured.
+    pub image: String,
+}
+
+/// A host was asked to remove an image and kept it, because a container still uses it (another
+/// accessory or app on the same image): a warning, not a failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageKept {
+    /// Image reference as configured.
+    pub image: String,
+    /// What Docker answered, e.g. which container uses it.
+    pub reason: String,
 }
 
 /// A state-changing command other than a rollout (Kamal's `app stop`, `accessory reboot`,

@@ -285,5 +285,29 @@ pub fn every_event_type() -> Vec<NewEvent> {
             .into(),
         ),
     ]));
+    let remove = Story {
+        deploy_id: DeployId::from("01D0000000000000000000RMIM"),
+        first_id: 6000,
+        ..Story::new("", "v1", 0)
+    };
+    events.extend(remove.wrap(vec![
+        (
+            Some("db-1"),
+            ImageRemoved {
+                image: "mysql:8.0".into(),
+            }
+            .into(),
+        ),
+        (
+            Some("db-2"),
+            ImageKept {
+                image: "mysql:8.0".into(),
+                reason: "conflict: unable to remove repository reference \"mysql:8.0\" (must \
+                         force) - container 0123456789ab is using its referenced image"
+                    .into(),
+            }
+            .into(),
+        ),
+    ]));
     events
 }

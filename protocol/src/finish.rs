@@ -20,6 +20,8 @@ pub fn finishes(kind: Step, container: Option<&str>, event: &Event) -> bool {
         (Step::StopOldContainer, Event::OldContainerStopped(_)) => true,
         (Step::BootAccessory, Event::AccessoryBooted(_)) => true,
         (Step::RemoveAccessory, Event::AccessoryRemoved(_)) => true,
+        // A kept image (still used by another container) is the step's outcome too.
+        (Step::RemoveImage, Event::ImageRemoved(_) | Event::ImageKept(_)) => true,
         _ => false,
     }
 }

@@ -129,6 +129,10 @@ pub enum JobStep {
     /// clear, no registry, a stopped container replaced) stays readable for older jobs.
     /// Appended: the wire stores the variant's position.
     BootSealedAccessory(BootSealedAccessory),
+    /// Remove one image by reference (`accessory remove`, as Kamal's `docker image rm`). An
+    /// image a container still uses is kept and reported so ([`flotilla_events::event::ImageKept`]),
+    /// not a failure. Appended: the wire stores the variant's position.
+    RemoveImage(ImageRef),
 }
 
 impl JobStep {
@@ -159,6 +163,7 @@ impl JobStep {
             JobStep::BootAccessory(_) | JobStep::BootSealedAccessory(_) => Step::BootAccessory,
             JobStep::RemoveAccessory(_) => Step::RemoveAccessory,
             JobStep::SetMaintenance(_) => Step::SetMaintenance,
+            JobStep::RemoveImage(_) => Step::RemoveImage,
         }
     }
 }
@@ -337,6 +342,28 @@ pub struct BootSealedAccessory {
     pub existing: ExistingAccessory,
     /// `--shm-size` in bytes (`options: shm-size`, a database's shared memory).
     pub shm_size_bytes: Option<i64>,
+    /// `--restart` (`options: restart`); `None`: Kamal's `unless-stopped`.
+    pub restart: Option<RestartPolicy>,
+    /// `--network` (`options: network`, or the accessory's `network:`); `None`: `kamal`.
+    pub network: Option<String>,
+    /// `--cpus` as Docker's `NanoCpus` (`options: cpus`).
+    pub nano_cpus: Option<i64>,
+    /// `--user` (`options: user`).
+    pub user: Option<String>,
+    /// `--hostname` (`options: hostname`).
+    pub hostname: Option<String>,
+}
+
+/// Docker's restart policy (`docker run --restart`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// Restarted after a non-zero exit, at most `max_retries` times when given.
+    OnFailure {
+        max_retries: Option<u32>,
+    },
 }
 
 /// A file an accessory needs on the host, its contents sealed to the host: an `.erb` file is
@@ -366,6 +393,12 @@ pub struct RemoveAccessory {
     pub name: String,
     /// Directories and files removed with it.
     pub paths: Vec<String>,
+}
+
+/// An image by reference (`repo:tag`, `repo@sha256:...` or id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub image: String,
 }
 
 /// A container by name.

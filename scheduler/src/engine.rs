@@ -190,6 +190,7 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::StopAccessory { .. } | PlanStep::StopProxy { .. } => Step::StopContainer,
         PlanStep::RemoveContainer { .. } => Step::RemoveContainer,
         PlanStep::RemoveAccessory { .. } => Step::RemoveAccessory,
+        PlanStep::RemoveImage { .. } => Step::RemoveImage,
     }
 }
 

@@ -6,7 +6,7 @@
 
 use flotilla_deploy::Config;
 use flotilla_deploy::commands::secret_env_file;
-use flotilla_deploy::config::docker_options::parse_size;
+use flotilla_deploy::config::docker_options::{Restart, parse_cpus, parse_restart, parse_size};
 use flotilla_deploy::plan::{HostPlan, Plan, Step};
 use flotilla_events::{DeployId, Timestamp};
 use flotilla_protocol::sealing::{SealError, seal, seal_bytes};
@@ -239,6 +239,9 @@ fn job_step(
         Step::RemoveContainer { container } => JobStep::RemoveContainer(wire::ContainerRef {
             container: container.clone(),
         }),
+        Step::RemoveImage { image } => JobStep::RemoveImage(wire::ImageRef {
+            image: image.clone(),
+        }),
         Step::RemoveAccessory { name, paths, .. } => {
             JobStep::RemoveAccessory(wire::RemoveAccessory {
                 service: plan.service.clone(),
@@ -264,6 +267,11 @@ fn boot_accessory(
         memory_bytes,
         extra_hosts,
         shm_size_bytes,
+        restart,
+        network,
+        nano_cpus,
+        user,
+        hostname,
     } = container_options(&b.name, &b.options)?;
     let secret_env = b
         .secret_env
@@ -331,6 +339,11 @@ fn boot_accessory(
             None => wire::ExistingAccessory::Keep,
         },
         shm_size_bytes,
+        restart,
+        network,
+        nano_cpus,
+        user,
+        hostname,
     }))
 }
 
@@ -342,7 +355,8 @@ fn start_container(
     key: &str,
     ctx: &JobContext,
 ) -> Result<JobStep, JobError> {
-    // `shm-size` is applied to accessories only (the config warns about it for the app).
+    // `shm-size`, `restart`, `network`, `cpus`, `user` and `hostname` are applied to
+    // accessories only (the config warns about them for the app).
     let ContainerOptions {
         memory_bytes,
         extra_hosts,
@@ -381,9 +395,16 @@ struct ContainerOptions {
     memory_bytes: Option<i64>,
     extra_hosts: Vec<String>,
     shm_size_bytes: Option<i64>,
+    restart: Option<wire::RestartPolicy>,
+    network: Option<String>,
+    nano_cpus: Option<i64>,
+    user: Option<String>,
+    hostname: Option<String>,
 }
 
-/// Reads `memory`, `add-host` and `shm-size` from `options:`.
+/// Reads `memory`, `add-host`, `shm-size`, `restart`, `network`, `cpus`, `user` and
+/// `hostname` from `options:`. Loading the config already refused a bad value, located; the
+/// errors here are for a plan made some other way.
 fn container_options(
     role: &str,
     options: &[(String, String)],
@@ -392,20 +413,52 @@ fn container_options(
         memory_bytes: None,
         extra_hosts: Vec::new(),
         shm_size_bytes: None,
+        restart: None,
+        network: None,
+        nano_cpus: None,
+        user: None,
+        hostname: None,
+    };
+    let bad = |name: &String, value: &String, why: &str| JobError::Option {
+        role: role.to_owned(),
+        name: name.clone(),
+        value: value.clone(),
+        why: why.to_owned(),
     };
     let size = |name: &String, value: &String| {
-        parse_size(value).ok_or_else(|| JobError::Option {
-            role: role.to_owned(),
-            name: name.clone(),
-            value: value.clone(),
-            why: "expected a size like 512m or 2g".into(),
-        })
+        parse_size(value).ok_or_else(|| bad(name, value, "expected a size like 512m or 2g"))
     };
     for (name, value) in options {
         match name.as_str() {
             "memory" => out.memory_bytes = Some(size(name, value)?),
             "shm-size" => out.shm_size_bytes = Some(size(name, value)?),
             "add-host" => out.extra_hosts.push(value.clone()),
+            "restart" => {
+                let policy = parse_restart(value).ok_or_else(|| {
+                    bad(
+                        name,
+                        value,
+                        "expected no, always, unless-stopped or on-failure[:N]",
+                    )
+                })?;
+                out.restart = Some(match policy {
+                    Restart::No => wire::RestartPolicy::No,
+                    Restart::Always => wire::RestartPolicy::Always,
+                    Restart::UnlessStopped => wire::RestartPolicy::UnlessStopped,
+                    Restart::OnFailure(max_retries) => {
+                        wire::RestartPolicy::OnFailure { max_retries }
+                    }
+                });
+            }
+            "cpus" => {
+                out.nano_cpus = Some(
+                    parse_cpus(value)
+                        .ok_or_else(|| bad(name, value, "expected a number of CPUs like 1.5"))?,
+                )
+            }
+            "network" => out.network = Some(value.clone()),
+            "user" => out.user = Some(value.clone()),
+            "hostname" => out.hostname = Some(value.clone()),
             // Other `docker run` options are not applied yet: loading the config warned about
             // each, located (see `flotilla_deploy::config::docker_options`).
             _ => {}

@@ -130,8 +130,8 @@ fn reboot_boots_again_on_each_accessory_host_replacing_the_container() {
 
 /// `boot` keeps a container that exists (Kamal's skip); `start`, `stop`, `restart` and
 /// `remove` plan Kamal's container commands, and `remove` takes the accessory's directory
-/// under the SSH user's home; an accessory with its own `service:` name has that container
-/// removed by name.
+/// under the SSH user's home and then its image (Kamal's `remove_image`); an accessory with
+/// its own `service:` name has that container removed by name.
 #[test]
 fn boot_keeps_and_the_other_verbs_plan_kamals_commands() {
     assert_eq!(
@@ -154,11 +154,16 @@ fn boot_keeps_and_the_other_verbs_plan_kamals_commands() {
     assert_eq!(plan(AccessoryAction::Restart), [stop, start]);
     assert_eq!(
         plan(AccessoryAction::Remove),
-        [Step::RemoveAccessory {
-            name: "db".into(),
-            container: "shop-db".into(),
-            paths: vec!["/root/shop-db".into()],
-        }]
+        [
+            Step::RemoveAccessory {
+                name: "db".into(),
+                container: "shop-db".into(),
+                paths: vec!["/root/shop-db".into()],
+            },
+            Step::RemoveImage {
+                image: "other.registry/postgres:16".into()
+            }
+        ]
     );
     let cache = planned("cache", AccessoryAction::Remove).unwrap();
     assert_eq!(cache.hosts.len(), 1);
@@ -172,6 +177,9 @@ fn boot_keeps_and_the_other_verbs_plan_kamals_commands() {
                 name: "cache".into(),
                 container: "shop-redis".into(),
                 paths: vec!["/root/shop-redis".into()],
+            },
+            Step::RemoveImage {
+                image: "redis:7".into()
             }
         ]
     );
@@ -275,4 +283,78 @@ fn the_boot_job_seals_secrets_files_and_registry_to_the_host() {
     assert_eq!(auth.server, "other.registry");
     assert_eq!(host_key.open(&auth.username).unwrap().expose(), "robot");
     assert_eq!(host_key.open(&auth.password).unwrap().expose(), "other-pw");
+}
+
+/// `accessory remove`'s job asks the host to stop and remove the container and directory,
+/// then to remove the accessory's image by the reference deploy.yml gives it, as its own step
+/// (reported as itself, `RemoveImage`, never as another step).
+#[test]
+fn the_remove_job_removes_the_image_as_its_own_step() {
+    let config = config();
+    let plan = planned("db", AccessoryAction::Remove).unwrap();
+    let keys = BTreeMap::from([(
+        "10.0.0.3".to_owned(),
+        HostKey::generate().public_key_base64(),
+    )]);
+    let deploy_id = DeployId::from("01TESTACCESSORYRM");
+    let ctx = JobContext {
+        config: &config,
+        deploy_id: &deploy_id,
+        host_keys: &keys,
+        now: Timestamp::from_unix_ms(1_000),
+        validity: Duration::from_secs(600),
+    };
+    let job = job_for(&plan, plan.host("10.0.0.3").unwrap(), 0, &ctx).unwrap();
+    let [
+        JobStep::RemoveAccessory(remove),
+        JobStep::RemoveImage(image),
+    ] = &job.steps[..]
+    else {
+        panic!("{:?}", job.steps)
+    };
+    assert_eq!(remove.paths, ["/root/shop-db"]);
+    assert_eq!(image.image, "other.registry/postgres:16");
+    assert_eq!(
+        job.steps[1].kind(),
+        flotilla_events::event::Step::RemoveImage
+    );
+}
+
+/// An accessory's `options:` reach the host in its boot job as Docker settings, as Kamal's
+/// `docker run --restart always --cpus 1.5 ...`: the restart policy instead of Kamal's
+/// default `unless-stopped`, its network (Kamal 2's `network:` key) instead of `kamal`, the
+/// CPU limit as Docker's nano-CPUs, the user and the host name. Without them the job asks for
+/// none (the executor's defaults: `unless-stopped`, `kamal`).
+#[test]
+fn the_boot_job_carries_the_accessorys_docker_options() {
+    let config = config();
+    let key = HostKey::generate().public_key_base64();
+    let keys = BTreeMap::from([("10.0.0.2".to_owned(), key)]);
+    let deploy_id = DeployId::from("01TESTACCESSORYOPT");
+    let ctx = JobContext {
+        config: &config,
+        deploy_id: &deploy_id,
+        host_keys: &keys,
+        now: Timestamp::from_unix_ms(1_000),
+        validity: Duration::from_secs(600),
+    };
+    let boot = |name: &str| {
+        let plan = planned(name, AccessoryAction::Boot).unwrap();
+        let job = job_for(&plan, plan.host("10.0.0.2").unwrap(), 0, &ctx).unwrap();
+        match &job.steps[..] {
+            [JobStep::BootSealedAccessory(b)] => b.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let cache = boot("cache");
+    assert_eq!(cache.restart, Some(wire::RestartPolicy::Always));
+    assert_eq!(cache.network.as_deref(), Some("backend"));
+    assert_eq!(cache.nano_cpus, Some(1_500_000_000));
+    assert_eq!(cache.user.as_deref(), Some("999"));
+    assert_eq!(cache.hostname.as_deref(), Some("cache-1"));
+    let db = boot("db");
+    assert_eq!(
+        (db.restart, db.network, db.nano_cpus, db.user, db.hostname),
+        (None, None, None, None, None)
+    );
 }

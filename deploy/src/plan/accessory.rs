@@ -36,7 +36,8 @@ pub enum AccessoryOperation {
     /// `accessory restart`: stopped, then started.
     Restart,
     /// `accessory remove`: the container stopped and removed, the accessory's directory under
-    /// the SSH user's home removed (its named volumes stay, as Kamal's do).
+    /// the SSH user's home removed, then its image removed unless another container uses it
+    /// (its named volumes stay, as Kamal's do).
     Remove,
 }
 
@@ -182,6 +183,11 @@ pub fn accessory_plan(
                     container: container.clone(),
                     paths: vec![format!("{}/{container}", ssh_home(config))],
                 });
+                // Kamal removes the image before the directory; neither needs the other, and
+                // the container (the image's user) is gone by then either way.
+                steps.push(Step::RemoveImage {
+                    image: acc.image.clone(),
+                });
                 steps
             }
         };
@@ -268,8 +274,12 @@ fn boot(
         .collect();
     let (log_driver, log_options) = config.logging_for(None);
     let mut opts = acc.options.clone();
-    // The executor gives every accessory Kamal's `unless-stopped`.
-    opts.remove("restart");
+    // Kamal 2's `network:` key; an `options: network` wins, as the later `--network` flag
+    // of Kamal's command line does.
+    if let Some(network) = &acc.network {
+        opts.entry("network".to_owned())
+            .or_insert_with(|| types::OptionValue::One(network.clone()));
+    }
     Ok(Step::BootAccessory(Box::new(BootAccessory {
         name: acc.name.clone(),
         container,

@@ -39,6 +39,7 @@ fn step_role(step: &Step) -> Option<&str> {
         | Step::StopAccessory { .. }
         | Step::RemoveAccessory { .. }
         | Step::RemoveContainer { .. }
+        | Step::RemoveImage { .. }
         | Step::StartProxy { .. }
         | Step::StopProxy { .. } => None,
     }

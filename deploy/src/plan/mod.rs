@@ -162,6 +162,11 @@ pub enum Step {
         container: String,
         paths: Vec<String>,
     },
+    /// `accessory remove`: the accessory's image removed (Kamal's `docker image rm`); one
+    /// that another container still uses is kept, with a warning, not a failure.
+    RemoveImage {
+        image: String,
+    },
 }
 
 impl Step {
@@ -184,6 +189,7 @@ impl Step {
             Step::StopAccessory { name, .. } => format!("stop {name}"),
             Step::RemoveAccessory { name, .. } => format!("remove {name}"),
             Step::RemoveContainer { container } => format!("remove {container}"),
+            Step::RemoveImage { image } => format!("remove image {image}"),
             Step::StartProxy { .. } => "start proxy".into(),
             Step::StopProxy { .. } => "stop proxy".into(),
         }

@@ -56,6 +56,9 @@ cases! {
     /// `options:` values Docker would refuse are located errors at load time, not failures
     /// halfway through a deploy.
     bad_docker_options;
+    /// An accessory's `options:` the executor applies (`restart`, `cpus`, `hostname`,
+    /// `network`) are checked too: each bad value a located error naming its key.
+    bad_accessory_options;
     /// A secret named in env or registry that no secrets file defines names the files searched.
     secret_not_defined;
     /// `require_destination: true` refuses to load without `-d`.

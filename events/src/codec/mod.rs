@@ -99,9 +99,9 @@ pub fn decode(record: &[u8]) -> Result<Envelope, CodecError> {
     let (version, body) = split_version(record)?;
     match version {
         CURRENT_VERSION => decode_body::<Envelope>(version, body),
-        // Schema 5 only appended the `Operation*` events, schema 4 only `HostEnrolled`: a
-        // schema 3 or 4 record has the current shape.
-        3 | 4 => decode_body::<Envelope>(version, body),
+        // Schema 6 only appended `ImageRemoved` and `ImageKept`, schema 5 the `Operation*`
+        // events, schema 4 `HostEnrolled`: a schema 3, 4 or 5 record has the current shape.
+        3..=5 => decode_body::<Envelope>(version, body),
         2 => decode_body::<v2::Envelope>(version, body).map(Envelope::from),
         1 => decode_body::<v1::Envelope>(version, body).map(Envelope::from),
         other => Err(CodecError::UnknownVersion(other)),

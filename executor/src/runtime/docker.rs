@@ -15,6 +15,7 @@ use bollard::query_parameters::{
     ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
     StopContainerOptions,
 };
+use flotilla_protocol::wire::RestartPolicy as WireRestart;
 use flotilla_proxy::admin::{
     AdminError, Client, DeployRequest, Deployed, ErrorKind, ServiceStatus,
 };
@@ -39,11 +40,33 @@ fn err(e: bollard::errors::Error) -> RuntimeError {
             ..
         }
     );
+    let conflict = is_status(&e, 409);
     let message = match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message,
         other => other.to_string(),
     };
-    RuntimeError { message, not_found }
+    RuntimeError {
+        message,
+        not_found,
+        conflict,
+    }
+}
+
+/// The wire's restart policy as Docker's.
+fn restart_policy(policy: WireRestart) -> RestartPolicy {
+    let (name, maximum_retry_count) = match policy {
+        WireRestart::No => (RestartPolicyNameEnum::NO, None),
+        WireRestart::Always => (RestartPolicyNameEnum::ALWAYS, None),
+        WireRestart::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        WireRestart::OnFailure { max_retries } => (
+            RestartPolicyNameEnum::ON_FAILURE,
+            max_retries.map(i64::from),
+        ),
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count,
+    }
 }
 
 fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
@@ -228,14 +251,14 @@ impl Runtime for DockerRuntime {
             shm_size: spec.shm_size_bytes,
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: spec.restart.map(restart_policy),
+            nano_cpus: spec.nano_cpus,
             ..Default::default()
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            user: spec.user.clone(),
+            hostname: spec.hostname.clone(),
             env: Some(env),
             labels: Some(spec.labels.clone().into_iter().collect()),
             cmd: spec.cmd.clone(),

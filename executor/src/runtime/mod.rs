@@ -12,6 +12,7 @@ use std::future::Future;
 use flotilla_proxy::admin::{DeployRequest, Deployed, ServiceStatus};
 
 use flotilla_protocol::sealing::Secret;
+use flotilla_protocol::wire::RestartPolicy;
 
 /// A Docker operation failed; `message` is Docker's own text.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -20,6 +21,8 @@ pub struct RuntimeError {
     pub message: String,
     /// Docker answered 404: the object does not exist.
     pub not_found: bool,
+    /// Docker answered 409: the object is in use or in the way (an image a container uses).
+    pub conflict: bool,
 }
 
 impl RuntimeError {
@@ -27,6 +30,7 @@ impl RuntimeError {
         Self {
             message: message.into(),
             not_found: false,
+            conflict: false,
         }
     }
 }
@@ -96,8 +100,15 @@ pub struct CreateSpec {
     /// `--shm-size` in bytes.
     pub shm_size_bytes: Option<i64>,
     pub extra_hosts: Vec<String>,
-    /// Docker's restart policy (`unless-stopped` for apps and accessories, as Kamal).
-    pub restart_unless_stopped: bool,
+    /// Docker's restart policy: Kamal's `unless-stopped` for apps (once healthy) and
+    /// accessories, an accessory's `options: restart` instead; `None`: Docker's `no`.
+    pub restart: Option<RestartPolicy>,
+    /// `--cpus` as `NanoCpus`.
+    pub nano_cpus: Option<i64>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
 }
 
 /// An env value: clear, or a secret opened in memory.
@@ -162,7 +173,7 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         labels: &[(String, String)],
     ) -> impl Future<Output = Res<Vec<ImageInfo>>> + Send;
-    /// Removes an image by id or name; an image still in use is an error.
+    /// Removes an image by id or name; an image still in use is an error with `conflict`.
     fn remove_image(&self, image: &str) -> impl Future<Output = Res<()>> + Send;
     /// Gives `name` Kamal's restart policy, `unless-stopped`: Docker starts it again after
     /// a crash and when the engine restarts. Setting it twice is fine.

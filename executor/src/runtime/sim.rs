@@ -184,7 +184,10 @@ impl Runtime for SimRuntime {
         };
         let id = info.id.clone();
         all.insert(spec.name.clone(), info);
-        if spec.restart_unless_stopped {
+        if spec
+            .restart
+            .is_some_and(|r| r != flotilla_protocol::wire::RestartPolicy::No)
+        {
             self.restart_policies().insert(spec.name.clone());
         }
         Ok(id)
@@ -200,6 +203,7 @@ impl Runtime for SimRuntime {
             None => Err(RuntimeError {
                 message: format!("No such container: {name}"),
                 not_found: true,
+                conflict: false,
             }),
         }
     }
@@ -225,6 +229,7 @@ impl Runtime for SimRuntime {
             return Err(RuntimeError {
                 message: format!("No such container: {name}"),
                 not_found: true,
+                conflict: false,
             });
         }
         self.restart_policies().insert(name.to_owned());
@@ -255,8 +260,20 @@ impl Runtime for SimRuntime {
         Ok(Vec::new())
     }
 
-    async fn remove_image(&self, _image: &str) -> Result<(), RuntimeError> {
-        self.call(Duration::ZERO).await
+    /// Refused, as Docker refuses, while a container (running or not) was made from `image`.
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        match self.containers().values().find(|c| c.image == image) {
+            Some(c) => Err(RuntimeError {
+                message: format!(
+                    "conflict: unable to remove repository reference \"{image}\" (must force) - container {} is using its referenced image",
+                    &c.id[..12.min(c.id.len())]
+                ),
+                not_found: false,
+                conflict: true,
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Accessory steps: boot (directories, files, container) and remove.
+//! Accessory steps: boot (directories, files, container), remove, and remove its image.
 //!
 //! `boot_sealed` is Kamal's `accessory boot` (a host where the container exists is left as
 //! it is) and `reboot` (the container stopped, removed and booted again; named volumes and
@@ -8,13 +8,13 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use flotilla_events::Event;
-use flotilla_events::event::{AccessoryBooted, AccessoryRemoved};
+use flotilla_events::event::{AccessoryBooted, AccessoryRemoved, ImageKept, ImageRemoved};
 
 use super::app::{create_spec, credentials, ensure_running};
 use super::{Executor, StepFailed};
 use crate::runtime::{Proxy, Runtime};
 use flotilla_protocol::wire::{
-    BootAccessory, BootSealedAccessory, ExistingAccessory, RemoveAccessory,
+    BootAccessory, BootSealedAccessory, ExistingAccessory, ImageRef, RemoveAccessory,
 };
 
 /// How long an accessory being removed may take to stop before Docker kills it: Docker's own
@@ -106,6 +106,16 @@ pub(super) async fn boot_sealed<R: Runtime, P: Proxy>(
     )];
     let mut spec = create_spec(ex, name, Vec::new(), labels, &step.config)?;
     spec.shm_size_bytes = step.shm_size_bytes;
+    // The accessory's `options:` (Kamal's `docker run --KEY VALUE` flags) the API can set.
+    if let Some(restart) = step.restart {
+        spec.restart = Some(restart);
+    }
+    if let Some(network) = &step.network {
+        spec.network = network.clone();
+    }
+    spec.nano_cpus = step.nano_cpus;
+    spec.user = step.user.clone();
+    spec.hostname = step.hostname.clone();
     ensure_running(ex, &spec).await?;
     Ok(vec![
         AccessoryBooted {
@@ -150,4 +160,40 @@ pub(super) async fn remove<R: Runtime, P: Proxy>(
         }
         .into(),
     ])
+}
+
+/// Kamal's `accessory remove_image`: the image removed by its reference. Docker refuses while
+/// a container still uses it (another accessory or app on the same image): the step keeps it
+/// and says so (`ImageKept`, a warning in the log), because the accessory itself is gone and
+/// removing a shared image would break the other container's next start. An image already
+/// gone is removed as far as the operator is concerned (a rerun reports the same).
+pub(super) async fn remove_image<R: Runtime, P: Proxy>(
+    ex: &Executor<R, P>,
+    step: &ImageRef,
+) -> Result<Vec<Event>, StepFailed> {
+    let image = step.image.clone();
+    match ex.runtime.remove_image(&image).await {
+        Ok(()) => {
+            tracing::info!(%image, "image removed");
+            Ok(vec![ImageRemoved { image }.into()])
+        }
+        Err(e) if e.not_found => {
+            tracing::info!(%image, "image already gone");
+            Ok(vec![ImageRemoved { image }.into()])
+        }
+        Err(e) if e.conflict => {
+            tracing::warn!(%image, reason = %e.message, "image kept: a container still uses it");
+            Ok(vec![
+                ImageKept {
+                    image,
+                    reason: e.message,
+                }
+                .into(),
+            ])
+        }
+        Err(e) => Err(StepFailed::new(format!(
+            "remove image {image}: {}",
+            e.message
+        ))),
+    }
 }

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::{Executor, NETWORK, StepFailed, millis};
 use crate::runtime::{CreateSpec, Credentials, EnvValue, Proxy, Runtime};
 use flotilla_protocol::wire::{
-    ContainerConfig, Prune, PruneImages, PullImage, RegistryAuth, StartContainer, StopOldContainers,
+    ContainerConfig, Prune, PruneImages, PullImage, RegistryAuth, RestartPolicy, StartContainer,
+    StopOldContainers,
 };
 
 pub(super) async fn pull<R: Runtime, P: Proxy>(
@@ -104,8 +105,20 @@ pub(super) fn create_spec<R: Runtime, P: Proxy>(
         memory_bytes: config.memory_bytes,
         shm_size_bytes: None,
         extra_hosts: config.extra_hosts.clone(),
-        restart_unless_stopped: true,
+        restart: Some(RestartPolicy::UnlessStopped),
+        nano_cpus: None,
+        user: None,
+        hostname: None,
     })
+}
+
+/// Whether `network` is one the executor makes when missing, as it makes `kamal`: a
+/// user-defined network an accessory names (`options: network`), not one of Docker's own
+/// modes (`host`, `none`, `bridge`, `default`, `container:NAME`), which always exist or
+/// cannot be made.
+fn is_user_network(network: &str) -> bool {
+    !matches!(network, "host" | "none" | "bridge" | "default" | NETWORK)
+        && !network.starts_with("container:")
 }
 
 /// Makes sure the container `spec.name` runs: a running one is kept (a redelivered job), a
@@ -120,6 +133,9 @@ pub(super) async fn ensure_running<R: Runtime, P: Proxy>(
         None => {}
     }
     ex.runtime.ensure_network(NETWORK).await?;
+    if is_user_network(&spec.network) {
+        ex.runtime.ensure_network(&spec.network).await?;
+    }
     let id = ex
         .runtime
         .create(spec)
@@ -157,7 +173,7 @@ pub(super) async fn start<R: Runtime, P: Proxy>(
     // it up on the executor's next start or job: that leaves it running until then, and
     // nothing on the host may run when no job comes. (Under dockerd's `live-restore` the
     // container keeps running through the outage; the failed host's resume stops it.)
-    spec.restart_unless_stopped = false;
+    spec.restart = None;
     let id = ensure_running(ex, &spec).await?;
     Ok(vec![
         ContainerStarted {

@@ -145,6 +145,7 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             JobStep::BootAccessory(s) => accessory::boot(self, s).await,
             JobStep::BootSealedAccessory(s) => accessory::boot_sealed(self, s).await,
             JobStep::RemoveAccessory(s) => accessory::remove(self, s).await,
+            JobStep::RemoveImage(s) => accessory::remove_image(self, s).await,
             JobStep::StartExisting(s) => app::start_existing(self, &s.container).await,
             JobStep::StopContainer(s) => app::stop_one(self, &s.container, s.stop_timeout_s).await,
             JobStep::RemoveContainer(s) => {

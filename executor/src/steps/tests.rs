@@ -695,6 +695,11 @@ async fn sealed_accessory_boot_keeps_an_existing_container_and_reboot_replaces_i
             }],
             existing,
             shm_size_bytes: None,
+            restart: None,
+            network: None,
+            nano_cpus: None,
+            user: None,
+            hostname: None,
         })
     };
     let booted = ex.run_step(&boot(ExistingAccessory::Keep)).await.unwrap();
@@ -724,4 +729,39 @@ async fn sealed_accessory_boot_keeps_an_existing_container_and_reboot_replaces_i
     let new = ex.runtime.inspect("app-db").await.unwrap().unwrap();
     assert!(new.running);
     assert_ne!(new.id, first, "reboot made a new container");
+}
+
+/// `accessory remove`'s image step removes the image once no container uses it, and while
+/// another container (here an app on the same image) still does, keeps it and says why
+/// (`ImageKept`): the step succeeds either way, so the operation does not fail.
+#[tokio::test]
+async fn remove_image_keeps_an_image_another_container_uses() {
+    let ex = executor();
+    let step = JobStep::RemoveImage(ImageRef {
+        image: "r/db:1".into(),
+    });
+    let other = StartContainer {
+        config: ContainerConfig {
+            image: "r/db:1".into(),
+            ..Default::default()
+        },
+        ..start_step(&ex, "v1")
+    };
+    ex.run_step(&JobStep::StartContainer(other.clone()))
+        .await
+        .unwrap();
+    let kept = ex.run_step(&step).await.unwrap();
+    let [Event::ImageKept(k)] = kept.as_slice() else {
+        panic!("{kept:?}")
+    };
+    assert_eq!(k.image, "r/db:1");
+    assert!(k.reason.contains("is using"), "{}", k.reason);
+    assert!(step.finished_by(&kept[0]), "a kept image ends the step");
+
+    ex.runtime.remove(&other.container_name()).await.unwrap();
+    let removed = ex.run_step(&step).await.unwrap();
+    assert!(
+        matches!(removed.as_slice(), [Event::ImageRemoved(r)] if r.image == "r/db:1"),
+        "{removed:?}"
+    );
 }

@@ -342,16 +342,21 @@ impl Cx {
                 self.error(n, path, problem);
             }
         }
-        let applied = APPLIED.contains(&name)
-            || (path.starts_with("accessories/") && APPLIED_TO_ACCESSORIES.contains(&name));
+        let accessory = path.starts_with("accessories/");
+        let applied =
+            APPLIED.contains(&name) || (accessory && APPLIED_TO_ACCESSORIES.contains(&name));
         if !applied {
+            let mut listed = APPLIED.to_vec();
+            if accessory {
+                listed.extend_from_slice(APPLIED_TO_ACCESSORIES);
+            }
             self.warn(
                 n,
                 path,
                 format!(
                     "`docker run --{name}` is not applied by flotilla yet: containers start \
                      without it (applied: {})",
-                    APPLIED.join(", ")
+                    listed.join(", ")
                 ),
             );
         }
