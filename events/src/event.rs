@@ -120,6 +120,8 @@ pub enum Step {
     RemoveAccessory,
     /// Putting a proxied role in maintenance (503 with a message) or live again.
     SetMaintenance,
+    /// Replacing the host proxy's container (`proxy boot|reboot`).
+    ReplaceProxy,
 }
 
 impl Step {
@@ -138,6 +140,7 @@ impl Step {
             Step::RemoveContainer => "remove_container",
             Step::RemoveAccessory => "remove_accessory",
             Step::SetMaintenance => "set_maintenance",
+            Step::ReplaceProxy => "replace_proxy",
         }
     }
 }
@@ -427,6 +430,9 @@ pub enum ProxyAction {
     Stop,
     Restart,
     Remove,
+    /// `proxy reboot --rolling`: one host at a time, stopping at the first that fails.
+    /// Appended (bincode stores the position).
+    RebootRolling,
 }
 
 impl std::fmt::Display for Operation {
@@ -455,6 +461,9 @@ impl std::fmt::Display for Operation {
                 ..
             } => write!(f, "prune containers --retain {retain}"),
             Operation::Prune { .. } => f.write_str("prune images"),
+            Operation::Proxy {
+                action: ProxyAction::RebootRolling,
+            } => f.write_str("proxy reboot --rolling"),
             Operation::Proxy { action } => {
                 write!(f, "proxy {}", format!("{action:?}").to_lowercase())
             }

@@ -239,6 +239,10 @@ fn job_step(
         Step::RemoveContainer { container } => JobStep::RemoveContainer(wire::ContainerRef {
             container: container.clone(),
         }),
+        Step::ReplaceProxy { run, boot, .. } => JobStep::ReplaceProxy(wire::ReplaceProxy {
+            run: run.clone(),
+            boot: *boot,
+        }),
         Step::RemoveAccessory { name, paths, .. } => {
             JobStep::RemoveAccessory(wire::RemoveAccessory {
                 service: plan.service.clone(),

@@ -40,7 +40,8 @@ fn step_role(step: &Step) -> Option<&str> {
         | Step::RemoveAccessory { .. }
         | Step::RemoveContainer { .. }
         | Step::StartProxy { .. }
-        | Step::StopProxy { .. } => None,
+        | Step::StopProxy { .. }
+        | Step::ReplaceProxy { .. } => None,
     }
 }
 

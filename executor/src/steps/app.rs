@@ -105,6 +105,7 @@ pub(super) fn create_spec<R: Runtime, P: Proxy>(
         shm_size_bytes: None,
         extra_hosts: config.extra_hosts.clone(),
         restart_unless_stopped: true,
+        stop_timeout_s: None,
     })
 }
 
