@@ -163,7 +163,8 @@ const SERVICE_MODE: &str = "  scheduler:\n    mode: service\n";
 /// executor and recorded by the service: under continuous load on both hosts no request
 /// fails (the new proxy takes the old one's listening sockets), every host runs a new proxy
 /// container with the new settings, and `history` and `audit` (read from the service's log)
-/// show the reboot completed with both hosts succeeded; no local event log is written.
+/// show the reboot completed with both hosts succeeded; `proxy reboot --rolling` replaces
+/// each host's proxy again and is recorded as itself; no local event log is written.
 #[test]
 fn proxy_reboot_in_service_mode_is_run_by_the_executors_and_recorded() {
     let fleet = fleet(2);
@@ -245,6 +246,24 @@ fn proxy_reboot_in_service_mode_is_run_by_the_executors_and_recorded() {
     let mut hosts = vec![h1.addr.to_string(), h2.addr.to_string()];
     hosts.sort();
     assert_eq!(succeeded, hosts, "{audit}");
+
+    // `--rolling`: one host at a time, recorded as itself; each host gets a new proxy again.
+    let before = [proxy_id(&fleet, h1), proxy_id(&fleet, h2)];
+    project.flotilla_ok(&["proxy", "reboot", "--rolling"], &[]);
+    for (h, old) in [h1, h2].into_iter().zip(before) {
+        assert_ne!(proxy_id(&fleet, h), old, "{}: rebooted again", h.addr);
+        assert!(serves_v1(h));
+    }
+    let history = project.flotilla_ok(&["history", "--json"], &[]);
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["kind"], &last["outcome"]),
+        (
+            &serde_json::json!("proxy reboot --rolling"),
+            &serde_json::json!("completed")
+        ),
+        "{history}"
+    );
     assert!(
         !project.root().join(".flotilla/events").exists(),
         "no local log in service mode"
