@@ -125,6 +125,8 @@ pub enum Step {
     SetMaintenance,
     /// Removing one image (`accessory remove`).
     RemoveImage,
+    /// Replacing the host proxy's container (`proxy boot|reboot`).
+    ReplaceProxy,
 }
 
 impl Step {
@@ -144,6 +146,7 @@ impl Step {
             Step::RemoveAccessory => "remove_accessory",
             Step::SetMaintenance => "set_maintenance",
             Step::RemoveImage => "remove_image",
+            Step::ReplaceProxy => "replace_proxy",
         }
     }
 }
@@ -451,6 +454,9 @@ pub enum ProxyAction {
     Stop,
     Restart,
     Remove,
+    /// `proxy reboot --rolling`: one host at a time, stopping at the first that fails.
+    /// Appended (bincode stores the position).
+    RebootRolling,
 }
 
 impl std::fmt::Display for Operation {
@@ -479,6 +485,9 @@ impl std::fmt::Display for Operation {
                 ..
             } => write!(f, "prune containers --retain {retain}"),
             Operation::Prune { .. } => f.write_str("prune images"),
+            Operation::Proxy {
+                action: ProxyAction::RebootRolling,
+            } => f.write_str("proxy reboot --rolling"),
             Operation::Proxy { action } => {
                 write!(f, "proxy {}", format!("{action:?}").to_lowercase())
             }

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod names;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod proxy_run;
 pub mod sealing;
 pub mod signing;
 pub mod subjects;

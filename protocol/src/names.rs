@@ -15,6 +15,8 @@ pub const LABEL_DESTINATION: &str = "destination";
 /// The host proxy's container (`flotilla setup` runs it), and its successor's while a
 /// reboot hands the listening sockets over.
 pub const PROXY_CONTAINER: &str = "flotilla-proxy";
+/// The host's executor's container (`flotilla setup` runs it): its image is the agents'.
+pub const EXECUTOR_CONTAINER: &str = "flotilla-executor";
 /// See [`PROXY_CONTAINER`].
 pub const PROXY_NEXT_CONTAINER: &str = "flotilla-proxy-next";
 /// Seconds Docker waits after SIGTERM before killing the proxy: it drains in-flight requests

@@ -133,6 +133,10 @@ pub enum JobStep {
     /// image a container still uses is kept and reported so ([`flotilla_events::event::ImageKept`]),
     /// not a failure. Appended: the wire stores the variant's position.
     RemoveImage(ImageRef),
+    /// Replace the host proxy's container by one with these settings (`proxy reboot`, and
+    /// `proxy boot` where it is missing or runs other settings), handing the listening
+    /// sockets over when the ports stay. Appended: the wire stores the variant's position.
+    ReplaceProxy(ReplaceProxy),
 }
 
 impl JobStep {
@@ -154,6 +158,7 @@ impl JobStep {
         match self {
             JobStep::PullImage(_) => Step::PullImage,
             JobStep::StartContainer(_) | JobStep::StartExisting(_) => Step::StartContainer,
+            JobStep::ReplaceProxy(_) => Step::ReplaceProxy,
             JobStep::AwaitHealthy(_) => Step::AwaitHealthy,
             JobStep::SwitchProxy(_) => Step::SwitchProxy,
             JobStep::StopOldContainers(_) => Step::StopOldContainer,
@@ -166,6 +171,16 @@ impl JobStep {
             JobStep::RemoveImage(_) => Step::RemoveImage,
         }
     }
+}
+
+/// See [`JobStep::ReplaceProxy`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceProxy {
+    /// The settings the new proxy runs with (`proxy.run` of the host's roles).
+    pub run: crate::proxy_run::ProxyRun,
+    /// `proxy boot`: a proxy already running these settings is left alone, a stopped one
+    /// with them is started; `false` (`reboot`): always a new container.
+    pub boot: bool,
 }
 
 /// Credentials for a private registry; both the username (often a secret itself, e.g. a

@@ -187,6 +187,7 @@ pub fn step_kind(step: &PlanStep) -> Step {
         PlanStep::Maintenance { .. } | PlanStep::Live { .. } => Step::SetMaintenance,
         PlanStep::BootAccessory(_) => Step::BootAccessory,
         PlanStep::StartAccessory { .. } | PlanStep::StartProxy { .. } => Step::StartContainer,
+        PlanStep::ReplaceProxy { .. } => Step::ReplaceProxy,
         PlanStep::StopAccessory { .. } | PlanStep::StopProxy { .. } => Step::StopContainer,
         PlanStep::RemoveContainer { .. } => Step::RemoveContainer,
         PlanStep::RemoveAccessory { .. } => Step::RemoveAccessory,

@@ -242,6 +242,10 @@ fn job_step(
         Step::RemoveImage { image } => JobStep::RemoveImage(wire::ImageRef {
             image: image.clone(),
         }),
+        Step::ReplaceProxy { run, boot, .. } => JobStep::ReplaceProxy(wire::ReplaceProxy {
+            run: run.clone(),
+            boot: *boot,
+        }),
         Step::RemoveAccessory { name, paths, .. } => {
             JobStep::RemoveAccessory(wire::RemoveAccessory {
                 service: plan.service.clone(),

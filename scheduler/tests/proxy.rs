@@ -1,5 +1,5 @@
-//! `proxy start|stop|restart|remove` planned as the steps every host's executor runs on the
-//! `flotilla-proxy` container; `proxy boot|reboot` are not (they hand sockets over, over SSH).
+//! `proxy boot|reboot|start|stop|restart|remove` planned as the steps every host's executor
+//! runs on the `flotilla-proxy` container.
 #![allow(clippy::unwrap_used)]
 
 use flotilla_deploy::config::{LoadOptions, load};
@@ -29,7 +29,7 @@ fn planned(action: ProxyAction, narrow: &Narrow) -> Result<flotilla_deploy::plan
 
 /// `proxy restart` stops the proxy (with its drain time) then starts the same container on
 /// every host; `-h` narrows it to one host; `remove` takes the proxy's container and a
-/// hand-over's leftover successor; `boot` and `reboot` are refused here (SSH commands).
+/// hand-over's leftover successor.
 #[test]
 fn start_stop_restart_remove_are_planned_on_every_host() {
     let plan = planned(ProxyAction::Restart, &Narrow::default()).unwrap();
@@ -69,10 +69,28 @@ fn start_stop_restart_remove_are_planned_on_every_host() {
             },
         ]
     );
-    for action in [ProxyAction::Boot, ProxyAction::Reboot] {
-        assert!(matches!(
-            planned(action, &Narrow::default()),
-            Err(PlanError::NotPlanned(_))
-        ));
+}
+
+/// `proxy boot`, `reboot` and `reboot --rolling` are one `ReplaceProxy` step per host with
+/// that host's `proxy.run` (Kamal's defaults here: ports 80 and 443); only `boot` leaves a
+/// current proxy alone.
+#[test]
+fn boot_and_reboot_replace_the_proxy_with_each_hosts_settings() {
+    for (action, boot) in [
+        (ProxyAction::Boot, true),
+        (ProxyAction::Reboot, false),
+        (ProxyAction::RebootRolling, false),
+    ] {
+        let plan = planned(action, &Narrow::default()).unwrap();
+        assert_eq!(plan.hosts.len(), 3);
+        let want = Step::ReplaceProxy {
+            container: "flotilla-proxy".into(),
+            run: flotilla_protocol::proxy_run::ProxyRun::default(),
+            boot,
+        };
+        assert!(
+            plan.hosts.iter().all(|h| h.steps == [want.clone()]),
+            "{action:?}"
+        );
     }
 }

@@ -10,9 +10,9 @@ pub use flotilla_protocol::access::User;
 pub const ETC_DIR: &str = "/etc/flotilla";
 pub const STATE_DIR: &str = "/var/lib/flotilla";
 pub const EXECUTOR_STATE: &str = "/var/lib/flotilla/executor";
-pub const PROXY_STATE: &str = "/var/lib/flotilla/proxy";
+pub const PROXY_STATE: &str = flotilla_protocol::proxy_run::PROXY_STATE;
 pub const NATS_STATE: &str = "/var/lib/flotilla/nats";
-pub const RUN_DIR: &str = "/run/flotilla";
+pub const RUN_DIR: &str = flotilla_protocol::proxy_run::RUN_DIR;
 pub const EXECUTOR_CONF: &str = "/etc/flotilla/executor.conf";
 /// NATS's configuration lives in a directory of its own, bound into the container as a
 /// directory: a file rewritten by setup (a new file renamed into place) would stay invisible
@@ -51,11 +51,11 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 pub const HOST_ROOT: &str = "/host";
 /// Where a running proxy hands its listening sockets to its successor (`proxy run
 /// --listeners-socket`): the new proxy serves the same sockets, so nothing queued is reset.
-pub const PROXY_LISTENERS: &str = "/run/flotilla/proxy-listeners.sock";
+pub const PROXY_LISTENERS: &str = flotilla_protocol::proxy_run::PROXY_LISTENERS;
 
 /// Container names of the agents and of the NATS server setup boots.
 pub const PROXY: &str = flotilla_protocol::names::PROXY_CONTAINER;
-pub const EXECUTOR: &str = "flotilla-executor";
+pub const EXECUTOR: &str = flotilla_protocol::names::EXECUTOR_CONTAINER;
 pub const NATS: &str = "flotilla-nats";
 pub const SCHEDULER: &str = "flotilla-scheduler";
 /// The new proxy's name while it and the old one both serve (renamed once the old is gone).

@@ -315,12 +315,11 @@ async fn run_executor(mut args: RunArgs) -> anyhow::Result<()> {
     let docker = DockerRuntime::connect(&docker_socket)
         .await
         .with_context(|| format!("connect to Docker at {}", docker_socket.display()))?;
-    let proxy = SocketProxy::new(
-        &args
-            .proxy_socket
-            .unwrap_or_else(|| PathBuf::from(flotilla_proxy::DEFAULT_ADMIN_SOCKET)),
-    );
-    let mut executor = Executor::new(docker, proxy, host_key, host);
+    let proxy_socket = args
+        .proxy_socket
+        .unwrap_or_else(|| PathBuf::from(flotilla_proxy::DEFAULT_ADMIN_SOCKET));
+    let proxy = SocketProxy::new(&proxy_socket);
+    let mut executor = Executor::new(docker, proxy, host_key, host).with_proxy_socket(proxy_socket);
     if let Some(root) = &args.host_root {
         executor = executor.with_host_root(root);
     }

@@ -1,16 +1,14 @@
 //! What Kamal's fleet commands share: `-h`/`-r`/`-p` pick hosts and roles, one command per
 //! host (or per host and role) runs over the `ssh` pool in parallel, the output is printed per
 //! host the way Kamal's `puts_by_host` does (or as JSON lines), a failure names its host and
-//! what to do next, and state-changing commands hold the deploy lock while they run.
+//! what to do next. (State-changing commands are operations the executors run, under the
+//! deploy lock the scheduler takes: `operate.rs`.)
 
 use crate::exit::{FAILED, UserError};
-use crate::session::{nats_endpoint, performer};
 use clap::Args;
 use flotilla_deploy::Config;
 use flotilla_deploy::config::types::Role;
 use flotilla_deploy::plan::matches;
-use flotilla_scheduler::transport::lock::{LockError, LockInfo, lock_key};
-use flotilla_scheduler::transport::nats::NatsTransport;
 use flotilla_ssh::{Env, Output, Pool, Settings};
 
 /// Kamal's host filters.
@@ -223,52 +221,6 @@ pub fn check_runs(what: &str, runs: &[HostRun]) -> anyhow::Result<()> {
         code,
     }
     .into())
-}
-
-/// Runs `body` holding the deploy lock (as `flotilla deploy` and `flotilla lock` take it), and
-/// releases it after; refuses at once when another deploy or a manual lock holds it.
-pub async fn with_lock<T>(
-    config: &Config,
-    message: &str,
-    body: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    // Kept until the lock is released: with a tunnel, the forward lives as long as this.
-    let endpoint = nats_endpoint(config).await?;
-    let url = &endpoint.url;
-    let NatsTransport { locks, .. } = endpoint.transport().await.map_err(|e| UserError {
-        message: format!("cannot reach NATS at {url} to take the deploy lock: {e}"),
-        hint: Some("check x-flotilla.nats.url, or run `flotilla setup` (it boots NATS)".into()),
-        code: FAILED,
-    })?;
-    let key = lock_key(&config.service, config.destination.as_deref());
-    let info = LockInfo {
-        holder: performer(),
-        message: message.to_owned(),
-        acquired_at: flotilla_events::Timestamp::now().to_string(),
-        machine: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
-        version: None,
-        deploy_id: None,
-        expires_at_ms: None,
-    };
-    let held = match locks.acquire(&key, &info).await {
-        Ok(h) => h,
-        Err(e @ LockError::Held { .. }) => {
-            return Err(UserError {
-                message: format!("refusing to {message}: {e}"),
-                hint: Some(
-                    "wait for it to finish, or `flotilla lock release` if nothing runs".into(),
-                ),
-                code: FAILED,
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let out = body.await;
-    held.release().await?;
-    out
 }
 
 #[cfg(test)]

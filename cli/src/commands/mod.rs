@@ -22,7 +22,6 @@ pub mod operate;
 pub mod proxy;
 pub mod proxy_fleet;
 pub mod prune;
-pub mod record;
 pub mod registry;
 pub mod remove;
 pub mod replay;

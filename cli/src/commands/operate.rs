@@ -1,7 +1,7 @@
 //! Kamal's state-changing commands that the hosts' executors run (`app start|stop|remove|
 //! maintenance|live`, `app stale_containers --stop`, `prune containers|images|all`,
-//! `accessory boot|reboot|upgrade|start|stop|restart|remove`, `proxy start|stop|restart|
-//! remove`): planned by
+//! `accessory boot|reboot|upgrade|start|stop|restart|remove`, `proxy boot|reboot|
+//! start|stop|restart|remove`): planned by
 //! `scheduler::procedure::plans::operation_plan`, sent as
 //! signed jobs and recorded in the event log like a deploy, by this process in embedded mode
 //! or by the scheduler service in service mode, so both histories have them. Kamal's `-h`,
@@ -138,6 +138,7 @@ fn command(operation: &Operation) -> &'static str {
         Operation::Proxy { action } => match action {
             ProxyAction::Boot => "proxy boot",
             ProxyAction::Reboot => "proxy reboot",
+            ProxyAction::RebootRolling => "proxy reboot --rolling",
             ProxyAction::Start => "proxy start",
             ProxyAction::Stop => "proxy stop",
             ProxyAction::Restart => "proxy restart",

@@ -1,19 +1,18 @@
 //! Kamal's `proxy` commands on the fleet: `boot`, `reboot [--rolling]`, `start`, `stop`,
 //! `restart`, `details`, `logs [-f]` and `remove` for the `flotilla-proxy` container `flotilla
-//! setup` runs on every host. `start`, `stop`, `restart` and `remove` are operations the hosts'
-//! executors run, planned and recorded by the scheduler (`operate.rs`). `boot` and `reboot`,
-//! which replace a running proxy by handing its listening sockets to a new container, and the
-//! read-only verbs run `flotilla_setup::proxy`'s shell commands over the SSH fan-out (`boot`
-//! and `reboot` under the deploy lock, recorded by `record.rs` in embedded mode only).
-//! `proxy.run` (ports, bind IP, metrics port, log size, debug) is read per host from the
-//! roles there.
+//! setup` runs on every host. The state-changing ones are operations the hosts' executors
+//! run, planned and recorded by the scheduler (`operate.rs`), in service mode too: `boot` and
+//! `reboot` replace the proxy's container by one with the host's `proxy.run`, handing the
+//! listening sockets over (the executor's `ReplaceProxy` step). The read-only verbs run
+//! `flotilla_setup::proxy`'s shell commands over the SSH fan-out. `proxy.run` (ports, bind
+//! IP, metrics port, log size, debug) is read per host from the roles there.
 
 use crate::commands::config::ConfigArgs;
 use crate::commands::fanout::{self, HostRun, Targets};
-use crate::commands::record::{self, Recording};
 use crate::exit::{USAGE, UserError};
 use clap::Args;
 use flotilla_deploy::Config;
+use flotilla_deploy::plan::proxy_run_with_warnings;
 use flotilla_events::event::{Operation, ProxyAction};
 use flotilla_setup::proxy::{self as commands, Logs, ProxyRun};
 
@@ -106,14 +105,16 @@ pub async fn run(verb: Verb<'_>) -> anyhow::Result<()> {
     crate::lifecycle::init_tracing("warn");
     match verb {
         Verb::Boot(a) => {
-            let config = a.config.load()?;
-            let jobs = per_host(&config, a, commands::boot_command)?;
-            changing(&config, a, ProxyAction::Boot, jobs, false).await
+            check_runs(a)?;
+            executors(a, ProxyAction::Boot).await
         }
         Verb::Reboot(r) => {
-            let config = r.fleet.config.load()?;
-            let jobs = per_host(&config, &r.fleet, commands::reboot_command)?;
-            changing(&config, &r.fleet, ProxyAction::Reboot, jobs, r.rolling).await
+            check_runs(&r.fleet)?;
+            let action = match r.rolling {
+                true => ProxyAction::RebootRolling,
+                false => ProxyAction::Reboot,
+            };
+            executors(&r.fleet, action).await
         }
         Verb::Start(a) => executors(a, ProxyAction::Start).await,
         Verb::Stop(a) => executors(a, ProxyAction::Stop).await,
@@ -142,41 +143,14 @@ async fn executors(a: &FleetArgs, action: ProxyAction) -> anyhow::Result<()> {
     crate::commands::operate::run(&a.config, &a.targets, a.json, operation).await
 }
 
-/// A state-changing verb: under the deploy lock, recorded in the event log, each host's
-/// output printed as Kamal's `Proxy Host: HOST`; `rolling` runs the hosts one at a time and
-/// stops at the first failure.
-async fn changing(
-    config: &Config,
-    a: &FleetArgs,
-    action: ProxyAction,
-    jobs: Vec<(String, String)>,
-    rolling: bool,
-) -> anyhow::Result<()> {
-    let operation = Operation::Proxy { action };
-    let what = operation.to_string();
-    let hosts: Vec<String> = jobs.iter().map(|(h, _)| h.clone()).collect();
-    let lock = format!("run `flotilla {what}`");
-    fanout::with_lock(config, &lock, async {
-        let log = record::open_log(config)?;
-        let recording = Recording::start(log.as_ref(), config, operation, &hosts)?;
-        let batches: Vec<Vec<(String, String)>> = if rolling {
-            jobs.into_iter().map(|j| vec![j]).collect()
-        } else {
-            vec![jobs]
-        };
-        let mut result = Ok(());
-        for batch in batches {
-            let runs = run_jobs(config, batch).await;
-            recording.note(&runs);
-            result = fanout::print_runs("Proxy", &runs, a.json)
-                .and_then(|()| fanout::check_runs(&what, &runs));
-            if result.is_err() {
-                break;
-            }
-        }
-        recording.end(result)
-    })
-    .await
+/// Reads `proxy.run` for each picked host before anything is asked, so settings Flotilla's
+/// proxy cannot honour are a usage error here and ignored keys are warned about once.
+fn check_runs(a: &FleetArgs) -> anyhow::Result<()> {
+    let config = a.config.load()?;
+    for host in hosts(&config, &a.targets)? {
+        proxy_run(&config, &host)?;
+    }
+    Ok(())
 }
 
 fn hosts(config: &Config, targets: &Targets) -> anyhow::Result<Vec<String>> {
@@ -206,17 +180,7 @@ fn per_host(
 /// refused hosts whose roles disagree), else the root `proxy.run`. Settings that do not apply
 /// to Flotilla's proxy are printed as warnings; values it cannot honour are usage errors.
 pub fn proxy_run(config: &Config, host: &str) -> anyhow::Result<ProxyRun> {
-    let empty = Default::default();
-    let run = config
-        .servers
-        .iter()
-        .filter(|r| r.hosts.iter().any(|h| h == host))
-        .filter_map(|r| r.proxy.as_ref())
-        .map(|p| &p.run)
-        .find(|r| !r.is_empty())
-        .or_else(|| config.proxy.as_ref().map(|p| &p.run))
-        .unwrap_or(&empty);
-    let (run, warnings) = ProxyRun::from_kamal(run).map_err(|e| UserError {
+    let (run, warnings) = proxy_run_with_warnings(config, host).map_err(|e| UserError {
         message: e.to_string(),
         hint: Some("fix proxy.run in config/deploy.yml (`flotilla docs proxy`)".into()),
         code: USAGE,

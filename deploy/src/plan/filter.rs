@@ -41,7 +41,8 @@ fn step_role(step: &Step) -> Option<&str> {
         | Step::RemoveContainer { .. }
         | Step::RemoveImage { .. }
         | Step::StartProxy { .. }
-        | Step::StopProxy { .. } => None,
+        | Step::StopProxy { .. }
+        | Step::ReplaceProxy { .. } => None,
     }
 }
 

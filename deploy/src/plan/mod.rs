@@ -24,7 +24,7 @@ pub use builder::{BuildInputs, BuildPlan, BuilderKind, build_plan};
 pub use engine_build::{EngineBuild, EngineCaps, EngineStep, NeedsBuilder, engine_build};
 pub use filter::matches;
 pub use operation::{AppOperation, operation_plan};
-pub use proxy::{ProxyOperation, proxy_plan};
+pub use proxy::{ProxyOperation, proxy_plan, proxy_run, proxy_run_with_warnings};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -167,6 +167,14 @@ pub enum Step {
     RemoveImage {
         image: String,
     },
+    /// `proxy boot|reboot`: the host proxy's container replaced by one running `run`, the
+    /// listening sockets handed over when the ports stay; with `boot`, a proxy already
+    /// running `run` is left alone and a stopped one started.
+    ReplaceProxy {
+        container: String,
+        run: flotilla_protocol::proxy_run::ProxyRun,
+        boot: bool,
+    },
 }
 
 impl Step {
@@ -192,6 +200,8 @@ impl Step {
             Step::RemoveImage { image } => format!("remove image {image}"),
             Step::StartProxy { .. } => "start proxy".into(),
             Step::StopProxy { .. } => "stop proxy".into(),
+            Step::ReplaceProxy { boot: true, .. } => "boot proxy".into(),
+            Step::ReplaceProxy { boot: false, .. } => "reboot proxy".into(),
         }
     }
 }

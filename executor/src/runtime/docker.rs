@@ -13,7 +13,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
     ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
-    StopContainerOptions,
+    RenameContainerOptions, StopContainerOptions,
 };
 use flotilla_protocol::wire::RestartPolicy as WireRestart;
 use flotilla_proxy::admin::{
@@ -264,6 +264,7 @@ impl Runtime for DockerRuntime {
             cmd: spec.cmd.clone(),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),
+            stop_timeout: spec.stop_timeout_s.map(i64::from),
             ..Default::default()
         };
         let options = CreateContainerOptions {
@@ -276,6 +277,16 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(err)?;
         Ok(created.id)
+    }
+
+    async fn rename(&self, name: &str, to: &str) -> Result<(), RuntimeError> {
+        let options = RenameContainerOptions {
+            name: to.to_owned(),
+        };
+        self.docker
+            .rename_container(name, options)
+            .await
+            .map_err(err)
     }
 
     async fn start(&self, name: &str) -> Result<(), RuntimeError> {

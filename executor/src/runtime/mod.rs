@@ -109,6 +109,9 @@ pub struct CreateSpec {
     pub user: Option<String>,
     /// `--hostname`.
     pub hostname: Option<String>,
+    /// Seconds Docker waits after SIGTERM on a stop it was given no timeout for (`docker
+    /// stop` on a host, an engine shutting down); None: Docker's 10 s.
+    pub stop_timeout_s: Option<u32>,
 }
 
 /// An env value: clear, or a secret opened in memory.
@@ -162,6 +165,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn stop(&self, name: &str, timeout_s: u32) -> impl Future<Output = Res<()>> + Send;
     /// Removes a container, stopping it first; removing a missing one is fine.
     fn remove(&self, name: &str) -> impl Future<Output = Res<()>> + Send;
+    /// Gives the container `name` the name `to`.
+    fn rename(&self, name: &str, to: &str) -> impl Future<Output = Res<()>> + Send;
     /// Containers carrying every `key=value` label given; stopped ones too when `all`.
     fn list(
         &self,

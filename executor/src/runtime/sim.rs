@@ -223,6 +223,30 @@ impl Runtime for SimRuntime {
         Ok(())
     }
 
+    async fn rename(&self, name: &str, to: &str) -> Result<(), RuntimeError> {
+        self.call(Duration::ZERO).await?;
+        let mut all = self.containers();
+        if all.contains_key(to) {
+            return Err(RuntimeError::new(format!(
+                "Conflict. The container name \"/{to}\" is already in use"
+            )));
+        }
+        let Some(mut c) = all.remove(name) else {
+            return Err(RuntimeError {
+                message: format!("No such container: {name}"),
+                not_found: true,
+                conflict: false,
+            });
+        };
+        c.name = to.to_owned();
+        all.insert(to.to_owned(), c);
+        drop(all);
+        if self.restart_policies().remove(name) {
+            self.restart_policies().insert(to.to_owned());
+        }
+        Ok(())
+    }
+
     async fn keep_restarting(&self, name: &str) -> Result<(), RuntimeError> {
         self.call(Duration::ZERO).await?;
         if !self.containers().contains_key(name) {

@@ -109,6 +109,7 @@ pub(super) fn create_spec<R: Runtime, P: Proxy>(
         nano_cpus: None,
         user: None,
         hostname: None,
+        stop_timeout_s: None,
     })
 }
 

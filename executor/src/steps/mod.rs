@@ -9,6 +9,9 @@
 mod accessory;
 mod app;
 mod health;
+mod proxy;
+
+pub use proxy::HANDOVER_WAIT;
 
 use std::time::Duration;
 
@@ -66,6 +69,9 @@ pub struct Executor<R, P> {
     /// the host, the bind of the host's `/` for one run in a container (`flotilla setup`'s).
     /// Paths in jobs (accessory directories and files) are the host's.
     host_root: std::path::PathBuf,
+    /// The host proxy's admin socket as this process sees it: a proxy reboot watches it to
+    /// know when the new proxy serves.
+    proxy_socket: std::path::PathBuf,
 }
 
 impl<R: Runtime, P: Proxy> Executor<R, P> {
@@ -77,7 +83,14 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             host: host.into(),
             switching: tokio::sync::Mutex::new(()),
             host_root: std::path::PathBuf::from("/"),
+            proxy_socket: std::path::PathBuf::from(flotilla_protocol::proxy_run::PROXY_SOCKET),
         }
+    }
+
+    /// Watches `path` as the proxy's admin socket (see [`Executor::proxy_socket`]).
+    pub fn with_proxy_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.proxy_socket = path.into();
+        self
     }
 
     /// Sees the host's filesystem at `root` (see [`Executor::on_host`]).
@@ -148,6 +161,7 @@ impl<R: Runtime, P: Proxy> Executor<R, P> {
             JobStep::RemoveImage(s) => accessory::remove_image(self, s).await,
             JobStep::StartExisting(s) => app::start_existing(self, &s.container).await,
             JobStep::StopContainer(s) => app::stop_one(self, &s.container, s.stop_timeout_s).await,
+            JobStep::ReplaceProxy(s) => proxy::replace(self, s).await,
             JobStep::RemoveContainer(s) => {
                 self.runtime.remove(&s.container).await?;
                 Ok(Vec::new())

@@ -765,3 +765,162 @@ async fn remove_image_keeps_an_image_another_container_uses() {
         "{removed:?}"
     );
 }
+
+/// Creates a running agent container `name` of `image` with `labels`, as setup leaves it.
+async fn agent(ex: &Executor<SimRuntime, SimRuntime>, name: &str, image: &str, run: Option<&str>) {
+    let labels = run
+        .map(|l| {
+            (
+                flotilla_protocol::proxy_run::RUN_LABEL.to_owned(),
+                l.to_owned(),
+            )
+        })
+        .into_iter()
+        .collect();
+    let spec = crate::runtime::CreateSpec {
+        name: name.into(),
+        image: image.into(),
+        labels,
+        ..Default::default()
+    };
+    ex.runtime.create(&spec).await.unwrap();
+    ex.runtime.start(name).await.unwrap();
+}
+
+fn replace(run: flotilla_protocol::proxy_run::ProxyRun, boot: bool) -> JobStep {
+    JobStep::ReplaceProxy(ReplaceProxy { run, boot })
+}
+
+/// `proxy boot` on a host whose proxy was removed brings one up from the agents' image (the
+/// executor's), with the settings in its label, on the host's network; a second `boot` leaves
+/// the current proxy alone, and a stopped one with the same settings is started as it is.
+#[tokio::test]
+async fn proxy_boot_brings_up_a_missing_proxy_and_leaves_a_current_one() {
+    let ex = executor();
+    agent(&ex, "flotilla-executor", "flotilla:abc", None).await;
+    let run = flotilla_protocol::proxy_run::ProxyRun::default();
+    assert!(
+        ex.run_step(&replace(run.clone(), true))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let proxy = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    assert!(proxy.running);
+    assert_eq!(proxy.image, "flotilla:abc");
+    assert_eq!(
+        proxy.labels.get(flotilla_protocol::proxy_run::RUN_LABEL),
+        Some(&run.label())
+    );
+    ex.run_step(&replace(run.clone(), true)).await.unwrap();
+    let again = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    assert_eq!(again.id, proxy.id);
+    ex.runtime.stop("flotilla-proxy", 1).await.unwrap();
+    ex.run_step(&replace(run, true)).await.unwrap();
+    let started = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    assert_eq!(started.id, proxy.id);
+    assert!(started.running);
+}
+
+/// `proxy reboot` with the ports unchanged starts the successor beside the running proxy,
+/// waits until it has taken the admin socket, then retires the old one: a new container
+/// under the usual name, no successor left over.
+#[tokio::test]
+async fn proxy_reboot_hands_over_once_the_new_proxy_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("proxy.sock");
+    std::fs::write(&socket, b"old").unwrap();
+    let ex = std::sync::Arc::new(executor().with_proxy_socket(&socket));
+    let run = flotilla_protocol::proxy_run::ProxyRun::default();
+    agent(&ex, "flotilla-proxy", "flotilla:abc", Some(&run.label())).await;
+    let old = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    // The successor's part: once it runs, it replaces the admin socket.
+    let successor = {
+        let ex = ex.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            while ex
+                .runtime
+                .inspect("flotilla-proxy-next")
+                .await
+                .unwrap()
+                .is_none_or(|c| !c.running)
+            {
+                tokio::task::yield_now().await;
+            }
+            // Made beside it and moved over, as a new file takes the path.
+            let made = socket.with_extension("new");
+            std::fs::write(&made, b"new").unwrap();
+            std::fs::rename(&made, &socket).unwrap();
+        })
+    };
+    ex.run_step(&replace(run.clone(), false)).await.unwrap();
+    successor.await.unwrap();
+    let new = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    assert_ne!(new.id, old.id);
+    assert!(new.running);
+    assert_eq!(new.image, "flotilla:abc");
+    assert!(
+        ex.runtime
+            .inspect("flotilla-proxy-next")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A successor that never takes the admin socket is removed and the step fails saying the
+/// old proxy still serves; the old proxy is untouched.
+#[tokio::test(start_paused = true)]
+async fn proxy_reboot_keeps_the_old_proxy_when_the_new_one_never_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("proxy.sock");
+    std::fs::write(&socket, b"old").unwrap();
+    let ex = executor().with_proxy_socket(&socket);
+    let run = flotilla_protocol::proxy_run::ProxyRun::default();
+    agent(&ex, "flotilla-proxy", "flotilla:abc", Some(&run.label())).await;
+    let old = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    let failed = ex.run_step(&replace(run, false)).await.unwrap_err();
+    assert!(
+        failed.error.contains("the old one still serves"),
+        "{}",
+        failed.error
+    );
+    let kept = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    assert_eq!(kept.id, old.id);
+    assert!(kept.running);
+    assert!(
+        ex.runtime
+            .inspect("flotilla-proxy-next")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// New ports cannot be handed over: the old proxy is stopped and a new one binds them.
+#[tokio::test]
+async fn proxy_reboot_on_new_ports_replaces_the_proxy() {
+    let ex = executor();
+    let old_run = flotilla_protocol::proxy_run::ProxyRun::default();
+    agent(
+        &ex,
+        "flotilla-proxy",
+        "flotilla:abc",
+        Some(&old_run.label()),
+    )
+    .await;
+    let old = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    let run = flotilla_protocol::proxy_run::ProxyRun {
+        http: "8080".into(),
+        ..Default::default()
+    };
+    ex.run_step(&replace(run.clone(), false)).await.unwrap();
+    let new = ex.runtime.inspect("flotilla-proxy").await.unwrap().unwrap();
+    assert_ne!(new.id, old.id);
+    assert!(new.running);
+    assert_eq!(
+        new.labels.get(flotilla_protocol::proxy_run::RUN_LABEL),
+        Some(&run.label())
+    );
+}

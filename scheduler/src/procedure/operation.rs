@@ -17,6 +17,7 @@ use crate::transport::{HeldLock, Transport};
 use flotilla_deploy::plan::Plan;
 use flotilla_events::event::{
     DeployKind, LockAcquired, LockReleased, Operation, OperationFinished, OperationStarted,
+    ProxyAction,
 };
 use flotilla_events::{DeployId, Envelope};
 use flotilla_protocol::text::error_chain;
@@ -97,9 +98,16 @@ pub async fn operate<T: Transport>(
 }
 
 /// The engine's view of an operation: every host at once (Kamal's), each attempted whatever
-/// the others do, each step bounded by `step_timeout` as in a deploy.
+/// the others do, each step bounded by `step_timeout` as in a deploy; `proxy reboot
+/// --rolling` one host at a time, stopping at the first that fails.
 fn run<'a, T: Transport>(ctx: &Context<'a, T>, req: &OperationRequest) -> DeployRun<'a> {
     let deploy = super::policy(ctx.config);
+    let rolling = matches!(
+        req.operation,
+        Operation::Proxy {
+            action: ProxyAction::RebootRolling
+        }
+    );
     DeployRun {
         config: ctx.config,
         plan: req.plan.clone(),
@@ -108,11 +116,12 @@ fn run<'a, T: Transport>(ctx: &Context<'a, T>, req: &OperationRequest) -> Deploy
         actor: ctx.actor.clone(),
         config_digest: super::config_digest(ctx.config),
         policy: Policy {
-            batch: None,
+            batch: rolling.then_some(Amount::Count(1)),
             batch_wait: std::time::Duration::ZERO,
             canary: 0,
             max_parallel: deploy.max_parallel,
-            max_failures: Some(Amount::Percent(100)),
+            // None: the first failure stops the rolling reboot.
+            max_failures: (!rolling).then_some(Amount::Percent(100)),
             step_timeout: deploy.step_timeout,
         },
         heartbeat_wait: ctx.heartbeat_wait,

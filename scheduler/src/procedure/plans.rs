@@ -49,6 +49,8 @@ pub enum PlanError {
     NotPlanned(String),
     #[error(transparent)]
     Accessory(#[from] AccessoryPlanError),
+    #[error(transparent)]
+    ProxyRun(#[from] flotilla_protocol::proxy_run::ProxyRunError),
     #[error("event log")]
     Log(#[from] LogError),
 }
@@ -79,6 +81,7 @@ impl PlanError {
             PlanError::Accessory(AccessoryPlanError::FileNotRead { .. }) => {
                 "files: paths are relative to the project directory"
             }
+            PlanError::ProxyRun(_) => "fix proxy.run in config/deploy.yml (`flotilla docs proxy`)",
             PlanError::Log(_) => "see `flotilla events --salvage`",
         }
     }
@@ -231,12 +234,10 @@ pub fn operation_plan(
                 ProxyAction::Stop => ProxyOperation::Stop,
                 ProxyAction::Restart => ProxyOperation::Restart,
                 ProxyAction::Remove => ProxyOperation::Remove,
-                // Replacing a running proxy hands its sockets over: an SSH command still.
-                ProxyAction::Boot | ProxyAction::Reboot => {
-                    return Err(PlanError::NotPlanned(operation.to_string()));
-                }
+                ProxyAction::Boot => ProxyOperation::Boot,
+                ProxyAction::Reboot | ProxyAction::RebootRolling => ProxyOperation::Reboot,
             };
-            return Ok(narrow.apply(proxy_plan(config, proxy), &config.primary_role));
+            return Ok(narrow.apply(proxy_plan(config, proxy)?, &config.primary_role));
         }
         Operation::AppStart { version } => {
             let version = match version {

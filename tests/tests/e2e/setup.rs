@@ -425,6 +425,103 @@ fn new_agent_image_replaces_the_agents_while_the_proxy_serves() {
     assert!(out.contains(r#""planned":[]"#), "{out}");
 }
 
+/// `flotilla upgrade` (Kamal's `kamal upgrade`) with a new flotilla build: on every host the
+/// executor and the proxy run the new agent image, while the app keeps serving under load
+/// (no HTTP error answer; transport resets within the hand-over's known bound) and is not
+/// redeployed (the same app container runs); an upgrade right after changes no container;
+/// the upgraded agents then deploy a new version.
+#[test]
+fn upgrade_brings_every_hosts_agents_to_this_build_and_keeps_the_app() {
+    let fleet = fleet(2);
+    let (h1, h2) = (&fleet.hosts[0], &fleet.hosts[1]);
+    let project = BareProject::new(&fleet, &[h1, h2]);
+    project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    let inspect = |h: &Host, what: &str, name: &str| {
+        ssh_ok(&fleet, h, &format!("docker inspect -f '{what}' {name}"))
+    };
+    let ids = |h: &Host| ssh_ok(&fleet, h, "docker ps -q --no-trunc | sort | tr '\\n' ' '");
+    let app_id = |h: &Host| inspect(h, "{{.Id}}", "testapp-web-v1");
+    let before: Vec<(String, String)> = [h1, h2]
+        .iter()
+        .map(|h| (inspect(h, "{{.Config.Image}}", "flotilla-proxy"), app_id(h)))
+        .collect();
+
+    let changed = project.root().join("flotilla-upgraded");
+    let mut bytes = std::fs::read(&project.flotilla).unwrap();
+    bytes.extend_from_slice(b"\0an upgraded build\0");
+    std::fs::write(&changed, bytes).unwrap();
+    std::fs::set_permissions(
+        &changed,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = [("FLOTILLA_AGENT_BINARY", changed.to_str().unwrap())];
+
+    let addrs = [
+        SocketAddr::from((h1.addr, 80)),
+        SocketAddr::from((h2.addr, 80)),
+    ];
+    let load = crate::load::start(&addrs, 4);
+    project.flotilla_ok(&["upgrade"], &agent);
+    let stats = load.stop();
+    let total = stats.ok + stats.failed.len();
+    eprintln!(
+        "upgrade under load: {} of {total} requests failed",
+        stats.failed.len()
+    );
+    assert!(stats.ok > 0);
+    let answers: Vec<&String> = stats
+        .failed
+        .iter()
+        .filter(|f| !f.contains("os error"))
+        .collect();
+    assert!(
+        answers.is_empty() && stats.failed.len() * RESET_BOUND < total,
+        "{} of {total} requests failed during the upgrade: {:?}",
+        stats.failed.len(),
+        &stats.failed[..stats.failed.len().min(5)]
+    );
+    for (h, (old_image, old_app)) in [h1, h2].into_iter().zip(&before) {
+        let new_image = inspect(h, "{{.Config.Image}}", "flotilla-proxy");
+        assert_ne!(
+            &new_image, old_image,
+            "{}: the proxy runs the new build",
+            h.addr
+        );
+        assert_eq!(
+            inspect(h, "{{.Config.Image}}", "flotilla-executor"),
+            new_image,
+            "{}: the executor runs the new build",
+            h.addr
+        );
+        assert_eq!(
+            &app_id(h),
+            old_app,
+            "{}: the app was not redeployed",
+            h.addr
+        );
+        assert_eq!(version_of(h), "v1");
+    }
+
+    let running = [ids(h1), ids(h2)];
+    project.flotilla_ok(&["upgrade"], &agent);
+    assert_eq!(
+        [ids(h1), ids(h2)],
+        running,
+        "a second upgrade changes nothing"
+    );
+
+    project.flotilla_ok(&["deploy", "--version", "v2"], &[("APP_VERSION", "v2")]);
+    for h in [h1, h2] {
+        assert_eq!(
+            version_of(h),
+            "v2",
+            "{}: the upgraded agents deploy",
+            h.addr
+        );
+    }
+}
+
 /// Trust on a fleet set up from bare hosts: the NATS setup booted admits no connection
 /// without an enrolled key (no passive subscriber, no app container), and a host whose
 /// executor comes back with other keys (its state wiped, as on a reinstalled host) is refused

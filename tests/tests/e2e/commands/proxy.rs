@@ -104,7 +104,7 @@ fn proxy_details_logs_reboot_stop_start_remove_boot() {
         SocketAddr::from((h2.addr, 80)),
     ];
     let load = crate::load::start(&addrs, 4);
-    let out = project.flotilla_ok(&["proxy", "reboot"], &[]);
+    project.flotilla_ok(&["proxy", "reboot"], &[]);
     let stats = load.stop();
     let total = stats.ok + stats.failed.len();
     eprintln!(
@@ -119,10 +119,6 @@ fn proxy_details_logs_reboot_stop_start_remove_boot() {
         &stats.failed[..stats.failed.len().min(5)]
     );
     for (h, old) in [h1, h2].into_iter().zip(before) {
-        assert!(
-            section(&out, h).contains("rebooted flotilla-proxy"),
-            "{out}"
-        );
         assert_ne!(proxy_id(&fleet, h), old);
         assert_eq!(log_max_size(&fleet, h), "30m");
         let logs = ssh_ok(&fleet, h, "docker logs flotilla-proxy 2>&1");
@@ -133,8 +129,7 @@ fn proxy_details_logs_reboot_stop_start_remove_boot() {
     }
     // Nothing changed since: a boot leaves the running proxies alone.
     let ids = [proxy_id(&fleet, h1), proxy_id(&fleet, h2)];
-    let boot = project.flotilla_ok(&["proxy", "boot"], &[]);
-    assert!(section(&boot, h1).contains("already running"), "{boot}");
+    project.flotilla_ok(&["proxy", "boot"], &[]);
     assert_eq!([proxy_id(&fleet, h1), proxy_id(&fleet, h2)], ids);
 
     // Stop one host's proxy: it no longer answers, the other host still serves.
@@ -154,13 +149,123 @@ fn proxy_details_logs_reboot_stop_start_remove_boot() {
         );
         assert!(http_get(SocketAddr::from((h.addr, 80)), "/version").is_err());
     }
-    let boot = project.flotilla_ok(&["proxy", "boot"], &[]);
+    project.flotilla_ok(&["proxy", "boot"], &[]);
     for h in [h1, h2] {
-        assert!(
-            section(&boot, h).contains("booted flotilla-proxy"),
-            "{boot}"
-        );
         assert!(wait_until(SERVING_AGAIN, || serves_v1(h)));
         assert_eq!(log_max_size(&fleet, h), "30m");
     }
+}
+
+/// Deploys run in the service (`x-flotilla.scheduler.mode: service`).
+const SERVICE_MODE: &str = "  scheduler:\n    mode: service\n";
+
+/// In service mode, `flotilla proxy reboot` after `proxy.run` changed is run by each host's
+/// executor and recorded by the service: under continuous load on both hosts no request
+/// fails (the new proxy takes the old one's listening sockets), every host runs a new proxy
+/// container with the new settings, and `history` and `audit` (read from the service's log)
+/// show the reboot completed with both hosts succeeded; `proxy reboot --rolling` replaces
+/// each host's proxy again and is recorded as itself; no local event log is written.
+#[test]
+fn proxy_reboot_in_service_mode_is_run_by_the_executors_and_recorded() {
+    let fleet = fleet(2);
+    let (h1, h2) = (&fleet.hosts[0], &fleet.hosts[1]);
+    let project = BareProject::with_extra(&fleet, &[h1, h2], SERVICE_MODE);
+    let base = std::fs::read_to_string(project.root().join("config/deploy.yml")).unwrap();
+    set_proxy_run(&project, &base, "20m");
+    project.flotilla_ok(&["setup", "--version", "v1"], &[("APP_VERSION", "v1")]);
+    for h in [h1, h2] {
+        assert!(serves_v1(h), "{}", h.addr);
+        assert_eq!(log_max_size(&fleet, h), "20m");
+    }
+
+    set_proxy_run(&project, &base, "30m");
+    let before = [proxy_id(&fleet, h1), proxy_id(&fleet, h2)];
+    let addrs = [
+        SocketAddr::from((h1.addr, 80)),
+        SocketAddr::from((h2.addr, 80)),
+    ];
+    let load = crate::load::start(&addrs, 4);
+    project.flotilla_ok(&["proxy", "reboot"], &[]);
+    let stats = load.stop();
+    let total = stats.ok + stats.failed.len();
+    eprintln!(
+        "proxy reboot (service mode) under load: {} of {total} requests failed",
+        stats.failed.len()
+    );
+    assert!(stats.ok > 0);
+    assert!(
+        stats.failed.is_empty(),
+        "{} of {total} requests failed during the reboot: {:?}",
+        stats.failed.len(),
+        &stats.failed[..stats.failed.len().min(5)]
+    );
+    for (h, old) in [h1, h2].into_iter().zip(before) {
+        assert_ne!(
+            proxy_id(&fleet, h),
+            old,
+            "{}: a new proxy container",
+            h.addr
+        );
+        assert_eq!(log_max_size(&fleet, h), "30m");
+        assert_eq!(
+            ssh_ok(
+                &fleet,
+                h,
+                "docker ps -aq --filter name=^flotilla-proxy-next$"
+            ),
+            "",
+            "no successor left over"
+        );
+        let logs = ssh_ok(&fleet, h, "docker logs flotilla-proxy 2>&1");
+        assert!(
+            logs.contains("took the listening sockets over"),
+            "the new proxy bound its own sockets instead: {logs}"
+        );
+        assert!(serves_v1(h));
+    }
+
+    let history = project.flotilla_ok(&["history", "--json"], &[]);
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["kind"], &last["outcome"]),
+        (
+            &serde_json::json!("proxy reboot"),
+            &serde_json::json!("completed")
+        ),
+        "{history}"
+    );
+    let audit = project.flotilla_ok(&["audit", "--json"], &[]);
+    let reboot: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "proxy reboot")
+        .unwrap_or_else(|| panic!("no proxy reboot in {audit}"));
+    assert_eq!(reboot["outcome"], "completed", "{audit}");
+    let mut succeeded: Vec<String> = serde_json::from_value(reboot["succeeded"].clone()).unwrap();
+    succeeded.sort();
+    let mut hosts = vec![h1.addr.to_string(), h2.addr.to_string()];
+    hosts.sort();
+    assert_eq!(succeeded, hosts, "{audit}");
+
+    // `--rolling`: one host at a time, recorded as itself; each host gets a new proxy again.
+    let before = [proxy_id(&fleet, h1), proxy_id(&fleet, h2)];
+    project.flotilla_ok(&["proxy", "reboot", "--rolling"], &[]);
+    for (h, old) in [h1, h2].into_iter().zip(before) {
+        assert_ne!(proxy_id(&fleet, h), old, "{}: rebooted again", h.addr);
+        assert!(serves_v1(h));
+    }
+    let history = project.flotilla_ok(&["history", "--json"], &[]);
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["kind"], &last["outcome"]),
+        (
+            &serde_json::json!("proxy reboot --rolling"),
+            &serde_json::json!("completed")
+        ),
+        "{history}"
+    );
+    assert!(
+        !project.root().join(".flotilla/events").exists(),
+        "no local log in service mode"
+    );
 }
