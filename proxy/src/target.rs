@@ -79,13 +79,6 @@ impl Target {
         self.cancel.is_cancelled()
     }
 
-    /// A token cancelled with this target's requests, for one worker to keep and wait on.
-    /// Waiting on the target's own token locks its shared node on every request, from every
-    /// worker's thread (issue 18); a child has a node of its own.
-    pub fn child_cancel(&self) -> CancellationToken {
-        self.cancel.child_token()
-    }
-
     /// Waits until no request runs against this target, or until `deadline`,
     /// when the remaining requests are cancelled. Call after the target is out of the table.
     pub async fn drain(&self, deadline: Instant) -> Drained {

@@ -493,11 +493,11 @@ where
     };
     let started = Instant::now();
     let timeout = Duration::from_millis(route.spec.response_timeout_ms);
-    let (pooled, drained) = data.raw.target(&route.target);
+    let pooled = data.raw.target(&target.addr);
     let sent = tokio::select! {
         // From `started` rather than a clock read of its own (as a pooled connection's age).
         r = tokio::time::timeout_at(started + timeout, data.raw.request(&pooled, &target.addr, started, head, buf, head_request)) => r,
-        () = drained.cancelled() => {
+        () = target.cancelled() => {
             let keep = write_proxy_response(client, 502, "drained", "request cancelled: target drained\n").await;
             route.metrics.observe(&method, 502, started.elapsed());
             return keep;

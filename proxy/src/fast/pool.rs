@@ -9,7 +9,7 @@
 //! `EMFILE` were answered 502 (issue 18: 310 to 10,966 non-2xx per 10 s run).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -17,7 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::MAX_HEAD;
 use super::response::{Response, parse_response};
@@ -152,9 +151,6 @@ struct Idle {
 #[derive(Debug)]
 pub(super) struct Target {
     idle: Mutex<Vec<(Idle, Instant)>>,
-    /// The route target last served through this address, and this worker's child of its
-    /// cancellation token ([`RawPool::target`]).
-    drained: Mutex<Option<(Weak<crate::target::Target>, CancellationToken)>>,
     /// One permit per connection this worker may hold open to the target.
     open: Arc<Semaphore>,
     /// Signalled when a connection goes back to `idle`, for requests waiting for one.
@@ -165,7 +161,6 @@ impl Default for Target {
     fn default() -> Self {
         Self {
             idle: Mutex::default(),
-            drained: Mutex::default(),
             open: Arc::new(Semaphore::new(UPSTREAM_CONNECTIONS_PER_TARGET)),
             returned: Notify::new(),
         }
@@ -273,38 +268,13 @@ pub struct RawPool {
 }
 
 impl RawPool {
-    /// This worker's connections to `route_target`'s address, and a token cancelled when
-    /// `route_target`'s requests are (at its drain deadline). The token is this worker's
-    /// child of the target's, made once per target and worker: waiting on the target's own
-    /// token locked its node, shared by every worker, about three times per request, and
-    /// those locks were a visible part of the fast path's user time (issue 18).
-    pub(super) fn target(
-        &self,
-        route_target: &Arc<crate::target::Target>,
-    ) -> (Arc<Target>, CancellationToken) {
-        let target = {
-            let mut targets = lock(&self.targets);
-            match targets.get(route_target.addr.as_str()) {
-                Some(t) => Arc::clone(t),
-                None => Arc::clone(targets.entry(route_target.addr.clone()).or_default()),
-            }
-        };
-        let drained = {
-            let mut cached = lock(&target.drained);
-            match &*cached {
-                // The address compared, not the count: `Weak` keeps the allocation, so an
-                // equal address is the same target.
-                Some((t, token)) if std::ptr::eq(t.as_ptr(), Arc::as_ptr(route_target)) => {
-                    token.clone()
-                }
-                _ => {
-                    let token = route_target.child_cancel();
-                    *cached = Some((Arc::downgrade(route_target), token.clone()));
-                    token
-                }
-            }
-        };
-        (target, drained)
+    /// This worker's connections to `addr`.
+    pub(super) fn target(&self, addr: &str) -> Arc<Target> {
+        let mut targets = lock(&self.targets);
+        match targets.get(addr) {
+            Some(t) => Arc::clone(t),
+            None => Arc::clone(targets.entry(addr.to_owned()).or_default()),
+        }
     }
 
     /// Sends the request head in `head` to `addr` (whose connections `target` holds; idle
