@@ -385,16 +385,24 @@ fn copy_headers(
         match (keep(h.name), run) {
             (true, None) => run = Some(at),
             (false, Some(from)) if whole => {
-                out.extend_from_slice(&head[from..at]);
+                // httparse hands the headers out in order, so `from..at` is a range of
+                // `head`; were it not, the head is written header by header below.
+                match head.get(from..at) {
+                    Some(lines) => out.extend_from_slice(lines),
+                    None => whole = false,
+                }
                 run = None;
             }
             _ => {}
         }
     }
-    if whole {
-        if let Some(from) = run {
-            out.extend_from_slice(&head[from..end]);
+    if let (true, Some(from)) = (whole, run) {
+        match head.get(from..end) {
+            Some(lines) => out.extend_from_slice(lines),
+            None => whole = false,
         }
+    }
+    if whole {
         return;
     }
     out.truncate(start);
