@@ -175,6 +175,12 @@ impl RouteMetrics {
     pub fn in_flight(&self) -> IntGauge {
         self.in_flight.clone()
     }
+
+    /// The in-flight gauge, borrowed: cloning it per request writes its shared reference
+    /// count from every worker (issue 18).
+    pub fn in_flight_gauge(&self) -> &IntGauge {
+        &self.in_flight
+    }
 }
 
 const METHODS: [&str; 8] = [

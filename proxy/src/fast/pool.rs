@@ -149,7 +149,7 @@ struct Idle {
 
 /// One worker's connections to one target.
 #[derive(Debug)]
-struct Target {
+pub(super) struct Target {
     idle: Mutex<Vec<(Idle, Instant)>>,
     /// One permit per connection this worker may hold open to the target.
     open: Arc<Semaphore>,
@@ -172,10 +172,11 @@ impl Target {
         lock(&self.idle)
     }
 
-    fn take(&self) -> Option<Idle> {
+    /// The most recently returned idle connection that is not too old at `now`.
+    fn take(&self, now: Instant) -> Option<Idle> {
         let mut idle = self.idle();
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < UPSTREAM_IDLE {
+            if now.saturating_duration_since(since) < UPSTREAM_IDLE {
                 return Some(conn);
             }
         }
@@ -195,13 +196,14 @@ impl Target {
 
     /// An idle connection (`true`: reused), or a new one while under the cap, or else the
     /// first connection to come back or place to free up.
-    async fn acquire(self: &Arc<Self>, addr: &str) -> Result<(Conn, bool), RawError> {
+    async fn acquire(self: &Arc<Self>, addr: &str, now: Instant) -> Result<(Conn, bool), RawError> {
+        let mut now = now;
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             // Registered before looking, so a connection returned meanwhile is not missed.
             returned.as_mut().enable();
-            if let Some(Idle { stream, open }) = self.take() {
+            if let Some(Idle { stream, open }) = self.take(now) {
                 let target = Arc::clone(self);
                 return Ok((
                     Conn {
@@ -214,14 +216,21 @@ impl Target {
             }
             let open = match Arc::clone(&self.open).try_acquire_owned() {
                 Ok(open) => open,
-                Err(_) => tokio::select! {
-                    () = returned => continue,
-                    open = Arc::clone(&self.open).acquire_owned() => match open {
-                        Ok(open) => open,
-                        // The semaphore is never closed.
-                        Err(_) => continue,
-                    },
-                },
+                Err(_) => {
+                    let waited = tokio::select! {
+                        () = returned => None,
+                        // The semaphore is never closed (`None` would only look again).
+                        open = Arc::clone(&self.open).acquire_owned() => open.ok(),
+                    };
+                    match waited {
+                        Some(open) => open,
+                        None => {
+                            // After a wait, the idle connections' ages are judged anew.
+                            now = Instant::now();
+                            continue;
+                        }
+                    }
+                }
             };
             let stream = connect(addr).await?;
             let conn = Conn {
@@ -253,11 +262,14 @@ async fn connect(addr: &str) -> Result<TcpStream, RawError> {
 /// One worker's upstream connections for the fast path, by target address.
 #[derive(Debug, Default)]
 pub struct RawPool {
-    targets: Mutex<HashMap<String, Arc<Target>>>,
+    /// Looked up on every request: foldhash rather than SipHash (issue 18); the keys are the
+    /// configured target addresses.
+    targets: Mutex<HashMap<String, Arc<Target>, foldhash::fast::RandomState>>,
 }
 
 impl RawPool {
-    fn target(&self, addr: &str) -> Arc<Target> {
+    /// This worker's connections to `addr`.
+    pub(super) fn target(&self, addr: &str) -> Arc<Target> {
         let mut targets = lock(&self.targets);
         match targets.get(addr) {
             Some(t) => Arc::clone(t),
@@ -265,7 +277,8 @@ impl RawPool {
         }
     }
 
-    /// Sends the request head in `head` to `addr` and reads the response head into `buf`
+    /// Sends the request head in `head` to `addr` (whose connections `target` holds; idle
+    /// ones judged by their age at `now`) and reads the response head into `buf`
     /// (and the client's response head, less its last line, into `head`), on a pooled
     /// connection or a new one. A pooled connection that fails before the first response
     /// byte (the upstream closed it while idle) is dropped and the request sent again on the
@@ -273,14 +286,15 @@ impl RawPool {
     /// a new connection's failure is final.
     pub(super) async fn request(
         &self,
+        target: &Arc<Target>,
         addr: &str,
+        now: Instant,
         head: &mut Vec<u8>,
         buf: &mut BytesMut,
         head_request: bool,
     ) -> Result<(Conn, Response), RawError> {
-        let target = self.target(addr);
         loop {
-            let (mut conn, reused) = target.acquire(addr).await?;
+            let (mut conn, reused) = target.acquire(addr, now).await?;
             buf.clear();
             let io = |source| RawError::Io {
                 addr: addr.to_owned(),

@@ -5,9 +5,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{MAX_HEADERS, pool::READ_BUF};
-use crate::body::GaugeGuard;
-use crate::router::Resolved;
+use super::Held;
+use super::{named, pool::READ_BUF, uninit_headers};
 
 /// How the response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +36,13 @@ pub(super) fn parse_response(
     head_request: bool,
     head: &mut Vec<u8>,
 ) -> Result<Option<Response>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(bytes) {
+    let mut headers = uninit_headers();
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        bytes,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),
@@ -49,28 +52,31 @@ pub(super) fn parse_response(
     let mut length = None;
     let mut chunked = None;
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
+        // Matched by length first: most names have none of these lengths.
+        match h.name.len() {
+            14 if named(h.name, "content-length") => {
+                let n = parse_length(h.value).ok_or(())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(());
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    // Headers named in Connection would have to be removed: let it close.
-                    keep_alive = false;
+            17 if named(h.name, "transfer-encoding") => {
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            10 if named(h.name, "connection") => {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                        // Headers named in Connection would have to be removed: let it close.
+                        keep_alive = false;
+                    }
                 }
             }
+            _ => {}
         }
     }
     let body = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
@@ -87,7 +93,7 @@ pub(super) fn parse_response(
         keep_alive = false;
     }
     if !(100..200).contains(&status) {
-        client_head(&resp, status, chunked.is_some(), head);
+        client_head(&resp, bytes, head_len, status, chunked.is_some(), head);
     }
     Ok(Some(Response {
         head_len,
@@ -98,7 +104,14 @@ pub(super) fn parse_response(
 }
 
 /// Writes the client's response head, less its last line, into `out`.
-fn client_head(resp: &httparse::Response<'_, '_>, code: u16, chunked: bool, out: &mut Vec<u8>) {
+fn client_head(
+    resp: &httparse::Response<'_, '_>,
+    bytes: &[u8],
+    head_len: usize,
+    code: u16,
+    chunked: bool,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     // By hand rather than `write!` (about 600 instructions per request, issue 18); httparse
     // reads exactly three digits, so `code` is below 1,000.
@@ -111,25 +124,31 @@ fn client_head(resp: &httparse::Response<'_, '_>, code: u16, chunked: bool, out:
     ]);
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter() {
-        let name = h.name;
-        let hop = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "proxy-authenticate",
-            "upgrade",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n));
-        if hop || (chunked && name.eq_ignore_ascii_case("content-length")) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+    // Hop-by-hop headers are left out, and a `Content-Length` beside chunked framing.
+    // Matched by length first: most names have none of these lengths.
+    super::copy_headers(out, bytes, resp.headers, head_len, |name| {
+        let left_out = match name.len() {
+            7 => named(name, "upgrade"),
+            10 => named(name, "connection") || named(name, "keep-alive"),
+            14 => chunked && named(name, "content-length"),
+            16 => named(name, "proxy-connection"),
+            18 => named(name, "proxy-authenticate"),
+            _ => false,
+        };
+        !left_out
+    });
+}
+
+/// A `Content-Length` value: digits, optionally surrounded by whitespace.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() {
+        return None;
     }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = char::from(b).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// Ends the client's response head built by [`parse_response`]: `connection: close` when the
@@ -155,7 +174,7 @@ pub(super) async fn relay_body<S>(
     buf: &mut BytesMut,
     head: &mut Vec<u8>,
     body: BodyLength,
-    held: (GaugeGuard, Resolved),
+    held: Held,
 ) -> Relayed
 where
     S: AsyncWrite + Unpin,
@@ -423,6 +442,31 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A `Content-Length` is digits with optional spaces around them; anything else makes
+    /// the response malformed (a 502), as do two lengths that differ.
+    #[test]
+    fn content_length_values() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b" 1234 "), Some(1234));
+        assert_eq!(parse_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b" ",
+            b"+5",
+            b"-1",
+            b"1 2",
+            b"0x10",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(
+                parse_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     /// The client gets HTTP/1.1 with the upstream's headers minus hop-by-hop ones (and a
