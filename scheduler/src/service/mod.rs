@@ -24,7 +24,7 @@ use crate::procedure::{
     Request as ProcedureRequest, plans,
 };
 use crate::stored::Stored;
-use crate::transport::Transport;
+use crate::transport::{Transport, answered};
 use flotilla_deploy::Config;
 use flotilla_deploy::config::{ConfigErrors, RenderedFile, Secret, Secrets};
 use flotilla_events::event::DeployKind;
@@ -119,21 +119,6 @@ const RESUME_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(
 /// some go to it and are never answered. At the client's 5 s timeout one such read held a
 /// fleet failover 10 s; a live replica answers in milliseconds.
 const RESUME_READ_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// No answer from NATS in [`RESUME_READ_ATTEMPT`].
-#[derive(Debug, thiserror::Error)]
-#[error("no answer in {0:?}")]
-struct ReadTimedOut(std::time::Duration);
-
-/// `read`, given up after [`RESUME_READ_ATTEMPT`].
-async fn attempt<T, E: std::error::Error + Send + Sync + 'static>(
-    read: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
-    match tokio::time::timeout(RESUME_READ_ATTEMPT, read).await {
-        Ok(answer) => answer.map_err(Into::into),
-        Err(_) => Err(Box::new(ReadTimedOut(RESUME_READ_ATTEMPT))),
-    }
-}
 
 impl<T: Transport + Clone + 'static> Service<T> {
     /// Makes sure `FLOTILLA_LOG` exists and subscribes to the requests: once this returns,
@@ -338,13 +323,13 @@ impl<T: Transport + Clone + 'static> Service<T> {
         // while, rather than leaving a rollout unresumed.
         let deadline = tokio::time::Instant::now() + RESUME_READ_WAIT;
         let keys: Vec<String> = loop {
-            let listed = attempt(async {
+            let list = || async {
                 let keys = table.rollouts.keys().await?;
                 Ok::<Vec<String>, async_nats::jetstream::kv::WatchError>(
                     keys.filter_map(|k| async { k.ok() }).collect().await,
                 )
-            });
-            match listed.await {
+            };
+            match answered(1, RESUME_READ_ATTEMPT, control::ROLLOUT_BUCKET, list).await {
                 Ok(keys) => break keys,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "listing interrupted rollouts; asking again");
@@ -358,7 +343,8 @@ impl<T: Transport + Clone + 'static> Service<T> {
         };
         for key in keys {
             let stored = loop {
-                match attempt(table.rollouts.get(&key)).await {
+                let get = || table.rollouts.get(&key);
+                match answered(1, RESUME_READ_ATTEMPT, control::ROLLOUT_BUCKET, get).await {
                     Ok(stored) => break stored,
                     Err(e) if tokio::time::Instant::now() < deadline => {
                         tracing::warn!(error = %e, key, "reading an interrupted rollout; asking again");

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::{Asked, answered};
+
 pub use flotilla_protocol::names::lock_key;
 pub use flotilla_protocol::subjects::LOCK_BUCKET;
 
@@ -96,11 +98,6 @@ const LOCK_ATTEMPT: Duration = Duration::from_secs(2);
 /// the single 5 s attempt before, so a loaded machine is given no less time.
 const LOCK_ATTEMPTS: u32 = 3;
 
-/// A lock bucket request went unanswered.
-#[derive(Debug, thiserror::Error)]
-#[error("no answer from the lock bucket in {0:?}")]
-struct Unanswered(Duration);
-
 /// Handle on the lock bucket.
 #[derive(Clone)]
 pub struct Locks {
@@ -143,19 +140,10 @@ impl Locks {
     /// get, answered by any replica, so until the cluster notices a lost node some go to it
     /// and are never answered.
     async fn current(&self, key: &str) -> Result<Option<(LockInfo, u64)>, LockError> {
-        let mut read = None;
-        for attempt in 1..=LOCK_ATTEMPTS {
-            match tokio::time::timeout(LOCK_ATTEMPT, self.kv.entry(key)).await {
-                Ok(answer) => {
-                    read = Some(answer.map_err(nats_err)?);
-                    break;
-                }
-                Err(_) => {
-                    tracing::warn!(key, attempt, "no answer from the lock bucket; asking again")
-                }
-            }
-        }
-        let Some(entry) = read.ok_or_else(|| nats_err(Unanswered(LOCK_ATTEMPT)))? else {
+        let read = answered(LOCK_ATTEMPTS, LOCK_ATTEMPT, LOCK_BUCKET, || {
+            self.kv.entry(key)
+        });
+        let Some(entry) = read.await.map_err(nats_err)? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
@@ -168,27 +156,6 @@ impl Locks {
         Ok(Some((info, entry.revision)))
     }
 
-    /// Creates `key` in [`LOCK_ATTEMPT`]-long attempts; the outer error is a take that
-    /// got no answer at all, the inner one JetStream's answer.
-    async fn create(
-        &self,
-        key: &str,
-        value: &[u8],
-    ) -> Result<Result<u64, kv::CreateError>, LockError> {
-        for attempt in 1..=LOCK_ATTEMPTS {
-            let created =
-                tokio::time::timeout(LOCK_ATTEMPT, self.kv.create(key, value.to_vec().into()))
-                    .await;
-            match created {
-                Ok(answer) => return Ok(answer),
-                Err(_) => {
-                    tracing::warn!(key, attempt, "no answer from the lock bucket; asking again")
-                }
-            }
-        }
-        Err(nats_err(Unanswered(LOCK_ATTEMPT)))
-    }
-
     /// Takes the lock now or fails with who holds it. `info.expires_at_ms` is set here.
     pub async fn acquire(&self, key: &str, info: &LockInfo) -> Result<HeldLock, LockError> {
         let mut info = info.clone();
@@ -196,9 +163,10 @@ impl Locks {
             now_ms().saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
         });
         let value = serde_json::to_vec(&info).map_err(nats_err)?;
-        let revision = match self.create(key, &value).await? {
+        let create = || self.kv.create(key, value.clone().into());
+        let revision = match answered(LOCK_ATTEMPTS, LOCK_ATTEMPT, LOCK_BUCKET, create).await {
             Ok(revision) => revision,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Err(Asked::Answered(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.current(key).await? {
                     // Our own entry: an attempt that timed out had been applied.
                     Some((held, revision)) if held == info => revision,

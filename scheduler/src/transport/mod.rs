@@ -24,6 +24,41 @@ use std::time::Duration;
 /// Any error a transport's client library gives, kept as the source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why [`answered`] has no answer to give.
+#[derive(Debug, thiserror::Error)]
+pub enum Asked<E: std::error::Error + 'static> {
+    #[error("no answer from {what} in {waited:?}")]
+    Unanswered {
+        what: &'static str,
+        waited: Duration,
+    },
+    #[error(transparent)]
+    Answered(E),
+}
+
+/// Asks `ask()` up to `attempts` times, each given `wait`: the first answer, or
+/// [`Asked::Unanswered`]. For NATS requests that a live server answers in milliseconds but
+/// that are never answered when routed to a lost node (until the cluster drops its routes):
+/// the client's own 5 s timeout per such request held a fleet failover 10 s.
+pub async fn answered<T, E, F>(
+    attempts: u32,
+    wait: Duration,
+    what: &'static str,
+    mut ask: impl FnMut() -> F,
+) -> Result<T, Asked<E>>
+where
+    E: std::error::Error + 'static,
+    F: Future<Output = Result<T, E>>,
+{
+    for attempt in 1..=attempts {
+        match tokio::time::timeout(wait, ask()).await {
+            Ok(answer) => return answer.map_err(Asked::Answered),
+            Err(_) => tracing::warn!(what, attempt, "no answer; asking again"),
+        }
+    }
+    Err(Asked::Unanswered { what, waited: wait })
+}
+
 /// The fleet could not be reached or did not answer as the contract says.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
