@@ -120,6 +120,33 @@ const RESUME_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(
 /// fleet failover 10 s; a live replica answers in milliseconds.
 const RESUME_READ_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Asks `read` of the rollouts bucket until it answers or `deadline` passes, each ask given
+/// [`RESUME_READ_ATTEMPT`] and [`RESUME_READ_RETRY`] between them; `None` (logged) when it
+/// never answered.
+async fn read_until<T, E, F>(
+    deadline: tokio::time::Instant,
+    what: &'static str,
+    mut read: impl FnMut() -> F,
+) -> Option<T>
+where
+    E: std::error::Error + 'static,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    loop {
+        match answered(1, RESUME_READ_ATTEMPT, control::ROLLOUT_BUCKET, &mut read).await {
+            Ok(answer) => return Some(answer),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}; asking again");
+                tokio::time::sleep(RESUME_READ_RETRY).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}");
+                return None;
+            }
+        }
+    }
+}
+
 impl<T: Transport + Clone + 'static> Service<T> {
     /// Makes sure `FLOTILLA_LOG` exists and subscribes to the requests: once this returns,
     /// requests are queued for [`Bound::serve`], so a client may ask at once.
@@ -322,41 +349,20 @@ impl<T: Transport + Clone + 'static> Service<T> {
         // it notices the loss (a few seconds): a read that fails is asked again, for a
         // while, rather than leaving a rollout unresumed.
         let deadline = tokio::time::Instant::now() + RESUME_READ_WAIT;
-        let keys: Vec<String> = loop {
-            let list = || async {
-                let keys = table.rollouts.keys().await?;
-                Ok::<Vec<String>, async_nats::jetstream::kv::WatchError>(
-                    keys.filter_map(|k| async { k.ok() }).collect().await,
-                )
-            };
-            match answered(1, RESUME_READ_ATTEMPT, control::ROLLOUT_BUCKET, list).await {
-                Ok(keys) => break keys,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "listing interrupted rollouts; asking again");
-                    tokio::time::sleep(RESUME_READ_RETRY).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "listing interrupted rollouts");
-                    return;
-                }
-            }
+        let list = || async {
+            let keys = table.rollouts.keys().await?;
+            Ok::<Vec<String>, async_nats::jetstream::kv::WatchError>(
+                keys.filter_map(|k| async { k.ok() }).collect().await,
+            )
+        };
+        let Some(keys) = read_until(deadline, "listing interrupted rollouts", list).await else {
+            return;
         };
         for key in keys {
-            let stored = loop {
-                let get = || table.rollouts.get(&key);
-                match answered(1, RESUME_READ_ATTEMPT, control::ROLLOUT_BUCKET, get).await {
-                    Ok(stored) => break stored,
-                    Err(e) if tokio::time::Instant::now() < deadline => {
-                        tracing::warn!(error = %e, key, "reading an interrupted rollout; asking again");
-                        tokio::time::sleep(RESUME_READ_RETRY).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, key, "reading an interrupted rollout");
-                        break None;
-                    }
-                }
-            };
-            let Some(stored) = stored else {
+            let get = || table.rollouts.get(&key);
+            let Some(Some(stored)) =
+                read_until(deadline, "reading an interrupted rollout", get).await
+            else {
                 continue;
             };
             let mut rollout: Rollout = match wire::decode(&stored) {
